@@ -1,0 +1,123 @@
+//! The command line: `portcullis run`, `portcullis check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config;
+
+const AFTER_HELP: &str = "\
+Quick start:
+  portcullis check --config config/quickstart.toml   # validate, listing every problem
+  portcullis run   --config config/quickstart.toml   # serve until SIGTERM or Ctrl-C
+
+The config file is TOML; see README.md for every setting.";
+
+/// Portcullis: an authenticating gateway in front of MCP servers.
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the gateway and serve until SIGTERM or SIGINT, then drain and exit.
+    Run(ConfigArg),
+    /// Validate a config file: print every problem with its TOML path (exit 2 if any).
+    Check(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Path of the TOML config file.
+    #[arg(short, long, env = "PORTCULLIS_CONFIG", default_value = "portcullis.toml")]
+    pub config: PathBuf,
+}
+
+/// Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check(&args.config),
+        Command::Run(args) => run(&args.config),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                println!("warning: {warning}");
+            }
+            println!(
+                "{}: configuration OK ({} route{})",
+                path.display(),
+                config.routes.len(),
+                if config.routes.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprint!("{}: {errors}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match config::load_file(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{}: {errors}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = crate::telemetry::init(&config.logging) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::run(&config, shutdown_signal())) {
+        Ok(()) => {
+            tracing::info!("Portcullis stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Portcullis could not start");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

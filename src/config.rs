@@ -1,0 +1,222 @@
+//! The configuration: one TOML file, sections per concern, routes as an array of tables.
+//!
+//! Loading never stops at the first problem: every section and every route is read on its
+//! own, then [`validate`] checks what serde cannot, so `portcullis check` can list every
+//! mistake at once, each with its TOML path. Secrets are resolved last (see [`secret`]).
+
+mod load;
+pub mod secret;
+pub mod units;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+pub use load::{ConfigError, ConfigErrors, load_file, load_str};
+pub use secret::{ProcessEnv, SecretSource, SecretString, SecretValue};
+pub use units::{ByteSize, Duration};
+
+/// The whole file.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub logging: LoggingConfig,
+    pub secrets: Vec<SecretDecl>,
+    pub routes: Vec<RouteConfig>,
+    /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
+    pub warnings: Vec<String>,
+}
+
+/// `[server]`: the listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Canonical public URL of the gateway (scheme, host, optional port); its host is
+    /// accepted in `Host`, and later issues derive token audiences from it.
+    pub public_url: Option<url::Url>,
+    /// Extra host names (or `host:port`) accepted in the `Host` header.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Serve plain HTTP instead of TLS. Only for a sidecar on loopback.
+    #[serde(default)]
+    pub insecure_http: bool,
+    pub tls: Option<TlsConfig>,
+    /// Open connections beyond this are closed as soon as they are accepted.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and for a request's headers to arrive.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests and open streams may take to finish.
+    #[serde(default = "defaults::drain_timeout")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            public_url: None,
+            allowed_hosts: Vec::new(),
+            insecure_http: false,
+            tls: None,
+            max_connections: defaults::max_connections(),
+            header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            drain_timeout: defaults::drain_timeout(),
+        }
+    }
+}
+
+/// `[server.tls]`: the certificate the gateway presents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace` or a full `RUST_LOG`-style filter.
+    /// `RUST_LOG` in the environment wins over this.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: defaults::log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when standard error is not a terminal, pretty otherwise.
+    #[default]
+    Auto,
+    Json,
+    Pretty,
+}
+
+/// `[[secrets]]`: a secret the config uses, declared so start-up can say what is missing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDecl {
+    /// Environment variable name.
+    pub name: String,
+    /// What the secret is for; printed when it is missing.
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "defaults::yes")]
+    pub required: bool,
+}
+
+/// `[[routes]]`: one public path in front of one upstream MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Short name used in logs and metrics.
+    pub name: String,
+    /// Exact public path, e.g. `/github/mcp`.
+    pub path: String,
+    pub upstream: UpstreamConfig,
+    /// Headers added to every upstream request; values may use `${SECRET}` references.
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, SecretValue>,
+    /// Browser origins allowed to call this route (`https://app.example.com`), or `"*"`.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Send `Access-Control-Allow-Credentials: true` (never together with `"*"`).
+    #[serde(default)]
+    pub cors_allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default = "defaults::cors_max_age")]
+    pub cors_max_age: Duration,
+    /// Largest request body accepted (413 beyond).
+    #[serde(default = "defaults::max_body")]
+    pub max_body: ByteSize,
+    /// Client request headers forwarded upstream besides the MCP ones.
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+}
+
+/// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: url::Url,
+    /// PEM file of the CA(s) to trust for an `https` upstream instead of the system roots.
+    pub ca: Option<PathBuf>,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream to start answering (status and headers) — 504 beyond.
+    /// Streams may then run as long as they like.
+    #[serde(default = "defaults::response_timeout")]
+    pub response_timeout: Duration,
+    /// Idle pooled connections to the upstream are closed after this long.
+    #[serde(default = "defaults::pool_idle_timeout")]
+    pub pool_idle_timeout: Duration,
+}
+
+mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::{ByteSize, Duration};
+
+    pub(super) fn listen() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8443))
+    }
+    pub(super) fn max_connections() -> usize {
+        10_000
+    }
+    pub(super) fn header_read_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub(super) fn drain_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn log_level() -> String {
+        "info".to_owned()
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn cors_max_age() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub(super) fn max_body() -> ByteSize {
+        ByteSize::mib(4)
+    }
+    pub(super) fn connect_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn response_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub(super) fn pool_idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+}

@@ -1,0 +1,180 @@
+//! Reading the file: TOML → sections → typed config, collecting every error with its path.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::secret::{ProcessEnv, SecretSource};
+use super::{Config, LoggingConfig, RouteConfig, SecretDecl, ServerConfig};
+
+/// One problem in the config, with the TOML path it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `routes[1].upstream.url`, or `` for the file as a whole.
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} problem{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads, validates and resolves secrets of the config at `path`, using the process
+/// environment. Relative paths inside the file are taken relative to its directory.
+pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            "",
+            format!("cannot read config file `{}`: {e}", path.display()),
+        )])
+    })?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = if base_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base_dir
+    };
+    load_str(&text, &ProcessEnv { base_dir })
+}
+
+/// Loads config text; `source` provides environment variables and the base directory.
+pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigErrors> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![ConfigError::new(
+            "",
+            format!("not valid TOML: {}", e.to_string().trim_end()),
+        )])
+    })?;
+
+    let mut errors = Vec::new();
+    let mut config = Config::default();
+    for (key, value) in table {
+        match key.as_str() {
+            "server" => {
+                if let Some(v) = section::<ServerConfig>("server", value, &mut errors) {
+                    config.server = v;
+                }
+            }
+            "logging" => {
+                if let Some(v) = section::<LoggingConfig>("logging", value, &mut errors) {
+                    config.logging = v;
+                }
+            }
+            "secrets" => config.secrets = array::<SecretDecl>("secrets", value, &mut errors),
+            "routes" => config.routes = array::<RouteConfig>("routes", value, &mut errors),
+            other => errors.push(ConfigError::new(
+                other,
+                "unknown section (expected one of `server`, `logging`, `secrets`, `routes`)",
+            )),
+        }
+    }
+
+    resolve_relative_paths(&mut config, source.base_dir());
+    super::validate::validate(&mut config, source, &mut errors);
+
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn section<T: DeserializeOwned>(
+    path: &str,
+    value: toml::Value,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let full = if inner == "." || inner.is_empty() {
+                path.to_owned()
+            } else if inner.starts_with('[') {
+                format!("{path}{inner}")
+            } else {
+                format!("{path}.{inner}")
+            };
+            errors.push(ConfigError::new(full, clean_message(&e.into_inner())));
+            None
+        }
+    }
+}
+
+fn array<T: DeserializeOwned>(
+    path: &str,
+    value: toml::Value,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<T> {
+    let toml::Value::Array(items) = value else {
+        errors.push(ConfigError::new(
+            path,
+            format!("expected an array of tables (`[[{path}]]`)"),
+        ));
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| section::<T>(&format!("{path}[{i}]"), item, errors))
+        .collect()
+}
+
+fn clean_message(e: &toml::de::Error) -> String {
+    e.message().trim_end().to_owned()
+}
+
+fn resolve_relative_paths(config: &mut Config, base: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    if let Some(tls) = &mut config.server.tls {
+        fix(&mut tls.cert);
+        fix(&mut tls.key);
+    }
+    for route in &mut config.routes {
+        if let Some(ca) = &mut route.upstream.ca {
+            fix(ca);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! What serde cannot check: cross-field rules, files that must exist, names that must be
+//! unique, and secrets that must resolve. Every problem is collected, none stops the rest.
+
+use std::collections::{HashMap, HashSet};
+
+use http::HeaderName;
+
+use super::load::ConfigError;
+use super::secret::SecretSource;
+use super::{Config, RouteConfig};
+use crate::server::tls;
+
+/// Paths the gateway answers itself; routes may not take them.
+pub(crate) const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/.well-known", "/metrics"];
+
+/// Request headers the gateway manages itself; `upstream_headers` may not set them.
+const MANAGED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+];
+
+pub(super) fn validate(config: &mut Config, source: &dyn SecretSource, errors: &mut Vec<ConfigError>) {
+    server(config, errors);
+    secret_declarations(config, source, errors);
+    let mut names = HashMap::new();
+    let mut paths = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Some(first) = names.insert(route.name.clone(), i) {
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
+                format!("duplicate route name `{}` (also routes[{first}])", route.name),
+            ));
+        }
+        if let Some(first) = paths.insert(route.path.clone(), i) {
+            errors.push(ConfigError::new(
+                format!("{at}.path"),
+                format!("duplicate route path `{}` (also routes[{first}])", route.path),
+            ));
+        }
+        self::route(&at, route, errors);
+    }
+    if config.routes.is_empty() && errors.is_empty() {
+        config
+            .warnings
+            .push("no [[routes]] configured: the gateway will answer 404 to every MCP request".into());
+    }
+    resolve_secrets(config, source, errors);
+}
+
+fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
+    let s = &config.server;
+    match (&s.tls, s.insecure_http) {
+        (None, false) => errors.push(ConfigError::new(
+            "server.tls",
+            "TLS is required: set [server.tls] cert and key (or, only for a sidecar on \
+             loopback, server.insecure_http = true)",
+        )),
+        (Some(_), true) => errors.push(ConfigError::new(
+            "server.insecure_http",
+            "insecure_http = true and [server.tls] are both set; choose one",
+        )),
+        (Some(t), false) => {
+            if let Err(e) = tls::load_cert_chain(&t.cert) {
+                errors.push(ConfigError::new("server.tls.cert", e.to_string()));
+            }
+            if let Err(e) = tls::load_private_key(&t.key) {
+                errors.push(ConfigError::new("server.tls.key", e.to_string()));
+            }
+        }
+        (None, true) => {
+            if !s.listen.ip().is_loopback() {
+                config.warnings.push(format!(
+                    "server.insecure_http: serving plain HTTP on non-loopback address {}; \
+                     tokens and tool traffic cross the network unencrypted",
+                    s.listen
+                ));
+            }
+        }
+    }
+    if let Some(url) = &s.public_url {
+        let https_ok = url.scheme() == "https" || (url.scheme() == "http" && s.insecure_http);
+        if !https_ok {
+            errors.push(ConfigError::new(
+                "server.public_url",
+                format!(
+                    "scheme must be https (http only with insecure_http), got `{}`",
+                    url.scheme()
+                ),
+            ));
+        }
+        if url.host_str().is_none() {
+            errors.push(ConfigError::new("server.public_url", "must have a host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            errors.push(ConfigError::new(
+                "server.public_url",
+                "must not carry a query, a fragment or user information",
+            ));
+        }
+    }
+    for (i, host) in s.allowed_hosts.iter().enumerate() {
+        if host.is_empty() || host.parse::<http::uri::Authority>().is_err() || host.contains('@')
+        {
+            errors.push(ConfigError::new(
+                format!("server.allowed_hosts[{i}]"),
+                format!("`{host}` is not a host name or host:port"),
+            ));
+        }
+    }
+    if s.max_connections == 0 {
+        errors.push(ConfigError::new("server.max_connections", "must be at least 1"));
+    }
+    for (name, d) in [
+        ("header_read_timeout", s.header_read_timeout),
+        ("idle_timeout", s.idle_timeout),
+    ] {
+        if d.get().is_zero() {
+            errors.push(ConfigError::new(format!("server.{name}"), "must be greater than zero"));
+        }
+    }
+}
+
+fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
+    let valid_name = !r.name.is_empty()
+        && r.name.len() <= 64
+        && r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid_name {
+        errors.push(ConfigError::new(
+            format!("{at}.name"),
+            "must be 1–64 characters of letters, digits, `-` and `_`",
+        ));
+    }
+    let valid_path = r.path.starts_with('/')
+        && r.path.len() > 1
+        && !r.path.contains("//")
+        && !r.path.split('/').any(|seg| seg == "." || seg == "..")
+        && r
+            .path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c));
+    if !valid_path {
+        errors.push(ConfigError::new(
+            format!("{at}.path"),
+            format!(
+                "`{}` is not a valid route path: it must start with `/` and use only letters, \
+                 digits and `/-_.~`",
+                r.path
+            ),
+        ));
+    } else if RESERVED_PATHS
+        .iter()
+        .any(|p| r.path == *p || r.path.starts_with(&format!("{p}/")))
+    {
+        errors.push(ConfigError::new(
+            format!("{at}.path"),
+            format!("`{}` is reserved for the gateway itself", r.path),
+        ));
+    }
+
+    let up = &r.upstream;
+    match up.url.scheme() {
+        "http" | "https" => {}
+        other => errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            format!("scheme must be http or https, got `{other}`"),
+        )),
+    }
+    if up.url.host_str().is_none_or(str::is_empty) {
+        errors.push(ConfigError::new(format!("{at}.upstream.url"), "must have a host"));
+    }
+    if !up.url.username().is_empty() || up.url.password().is_some() {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            "must not carry credentials; put them in upstream_headers with a ${SECRET} reference",
+        ));
+    }
+    if up.url.fragment().is_some() {
+        errors.push(ConfigError::new(format!("{at}.upstream.url"), "must not have a fragment"));
+    }
+    if let Some(ca) = &up.ca {
+        if up.url.scheme() != "https" {
+            errors.push(ConfigError::new(
+                format!("{at}.upstream.ca"),
+                "a CA only applies to an https upstream",
+            ));
+        }
+        if let Err(e) = tls::load_cert_chain(ca) {
+            errors.push(ConfigError::new(format!("{at}.upstream.ca"), e.to_string()));
+        }
+    }
+    for (name, d) in [
+        ("connect_timeout", up.connect_timeout),
+        ("response_timeout", up.response_timeout),
+    ] {
+        if d.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{at}.upstream.{name}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+
+    for name in r.upstream_headers.keys() {
+        match name.parse::<HeaderName>() {
+            Err(_) => errors.push(ConfigError::new(
+                format!("{at}.upstream_headers.{name}"),
+                "not a valid HTTP header name",
+            )),
+            Ok(h) if MANAGED_HEADERS.contains(&h.as_str()) => errors.push(ConfigError::new(
+                format!("{at}.upstream_headers.{name}"),
+                "this header is managed by the gateway and cannot be set",
+            )),
+            Ok(_) => {}
+        }
+    }
+    for (i, name) in r.forward_headers.iter().enumerate() {
+        match name.parse::<HeaderName>() {
+            Err(_) => errors.push(ConfigError::new(
+                format!("{at}.forward_headers[{i}]"),
+                "not a valid HTTP header name",
+            )),
+            Ok(h) if crate::proxy::headers::never_forwarded(&h) => {
+                errors.push(ConfigError::new(
+                    format!("{at}.forward_headers[{i}]"),
+                    format!("`{name}` is never forwarded upstream (credentials and hop-by-hop headers stay at the gateway)"),
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+
+    let wildcard = r.cors_origins.iter().any(|o| o == "*");
+    if wildcard && r.cors_allow_credentials {
+        errors.push(ConfigError::new(
+            format!("{at}.cors_origins"),
+            "`*` cannot be combined with cors_allow_credentials = true; list the origins",
+        ));
+    }
+    for (i, origin) in r.cors_origins.iter().enumerate() {
+        if origin != "*" && crate::edge::origin::parse_origin(origin).is_none() {
+            errors.push(ConfigError::new(
+                format!("{at}.cors_origins[{i}]"),
+                format!(
+                    "`{origin}` is not an origin: write scheme://host[:port] with no path, or `*`"
+                ),
+            ));
+        }
+    }
+    if r.max_body.get() == 0 {
+        errors.push(ConfigError::new(format!("{at}.max_body"), "must be greater than zero"));
+    }
+}
+
+fn secret_declarations(config: &Config, source: &dyn SecretSource, errors: &mut Vec<ConfigError>) {
+    let mut seen = HashSet::new();
+    for (i, decl) in config.secrets.iter().enumerate() {
+        let valid = !decl.name.is_empty()
+            && decl.name.chars().next().is_some_and(|c| !c.is_ascii_digit())
+            && decl.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            errors.push(ConfigError::new(
+                format!("secrets[{i}].name"),
+                format!("`{}` is not an environment variable name", decl.name),
+            ));
+        }
+        if !seen.insert(decl.name.as_str()) {
+            errors.push(ConfigError::new(
+                format!("secrets[{i}].name"),
+                format!("secret `{}` is declared twice", decl.name),
+            ));
+        }
+        if decl.required && source.env(&decl.name).is_none() {
+            errors.push(ConfigError::new(
+                format!("secrets[{i}]"),
+                missing_secret_message(&decl.name, Some(&decl.description)),
+            ));
+        }
+    }
+}
+
+fn missing_secret_message(name: &str, description: Option<&str>) -> String {
+    match description {
+        Some(d) if !d.is_empty() => format!("required secret `{name}` is not set ({d})"),
+        Some(_) => format!("required secret `{name}` is not set"),
+        None => format!(
+            "secret `{name}` is not set (declare it in [[secrets]] with a description so \
+             operators know what it is)"
+        ),
+    }
+}
+
+fn resolve_secrets(config: &mut Config, source: &dyn SecretSource, errors: &mut Vec<ConfigError>) {
+    let declared: HashMap<String, (String, bool)> = config
+        .secrets
+        .iter()
+        .map(|d| (d.name.clone(), (d.description.clone(), d.required)))
+        .collect();
+    for (i, route) in config.routes.iter_mut().enumerate() {
+        for (name, value) in &mut route.upstream_headers {
+            if let Err(errs) = value.resolve(source) {
+                for e in errs {
+                    let message = match &e {
+                        super::secret::SecretError::MissingEnv(var) => match declared.get(var) {
+                            // Already reported once under [[secrets]].
+                            Some((_, true)) => continue,
+                            Some((d, false)) => missing_secret_message(var, Some(d)),
+                            None => missing_secret_message(var, None),
+                        },
+                        other => other.to_string(),
+                    };
+                    errors.push(ConfigError::new(
+                        format!("routes[{i}].upstream_headers.{name}"),
+                        message,
+                    ));
+                }
+                continue;
+            }
+            if http::HeaderValue::from_str(value.expose()).is_err() {
+                errors.push(ConfigError::new(
+                    format!("routes[{i}].upstream_headers.{name}"),
+                    "the resolved value is not a valid header value (control characters?)",
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The one place where a rejection or a failure becomes an HTTP status and a JSON-RPC
+//! error body. Bodies name what went wrong in a short, safe sentence: never an upstream
+//! address, an internal error chain, a token or a secret. The details go to the log, once,
+//! where the failure is seen.
+
+use axum::body::Body;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::mcp::jsonrpc::RequestId;
+
+/// JSON-RPC error codes the gateway answers with (the `-32000…-32099` block is reserved
+/// by JSON-RPC 2.0 for implementation-defined server errors).
+pub mod code {
+    /// Invalid JSON-RPC request (JSON-RPC 2.0); also used for an oversized body.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Refused at the HTTP layer: Host, Origin, path or method not acceptable.
+    pub const TRANSPORT_REJECTED: i64 = -32000;
+    /// The upstream took too long to start answering (matches the SDKs' request timeout).
+    pub const UPSTREAM_TIMEOUT: i64 = -32001;
+    /// The upstream could not be reached or broke the connection.
+    pub const UPSTREAM_UNAVAILABLE: i64 = -32010;
+    /// An unexpected fault inside the gateway.
+    pub const INTERNAL: i64 = -32603;
+}
+
+/// Every answer the gateway gives instead of the upstream's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("Host not allowed")]
+    HostNotAllowed,
+    #[error("Origin not allowed")]
+    OriginNotAllowed,
+    #[error("no MCP route at this path")]
+    NoRoute,
+    #[error("method not allowed: use POST, GET or DELETE")]
+    MethodNotAllowed,
+    #[error("request body exceeds the {limit}-byte limit")]
+    BodyTooLarge { limit: u64 },
+    #[error("request body could not be read")]
+    BodyUnreadable,
+    #[error("upstream MCP server unavailable")]
+    UpstreamUnavailable,
+    #[error("upstream MCP server did not answer in time")]
+    UpstreamTimeout,
+    #[error("internal gateway error")]
+    Internal,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::HostNotAllowed | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> i64 {
+        match self {
+            Self::HostNotAllowed | Self::OriginNotAllowed | Self::NoRoute | Self::MethodNotAllowed => {
+                code::TRANSPORT_REJECTED
+            }
+            Self::BodyTooLarge { .. } | Self::BodyUnreadable => code::INVALID_REQUEST,
+            Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
+            Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
+            Self::Internal => code::INTERNAL,
+        }
+    }
+
+    /// The response, with the client's request id when one could be read.
+    pub fn into_response(self, id: Option<&RequestId>) -> Response<Body> {
+        let body = jsonrpc_error_body(id, self.code(), &self.to_string());
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self == Self::MethodNotAllowed {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        }
+        response
+    }
+}
+
+/// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":"…"}}`
+pub fn jsonrpc_error_body(id: Option<&RequestId>, code: i64, message: &str) -> String {
+    let id = id.map_or("null", |id| id.as_raw().get());
+    let message = serde_json::Value::String(message.to_owned());
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}}}}}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::jsonrpc::request_id;
+
+    #[test]
+    fn body_is_valid_jsonrpc_with_the_id() {
+        let id = request_id(br#"{"jsonrpc":"2.0","id":"req-7","method":"tools/call"}"#);
+        let body = jsonrpc_error_body(id.as_ref(), code::UPSTREAM_TIMEOUT, "slow \"upstream\"");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["jsonrpc"], "2.0");
+        assert_eq!(v["id"], "req-7");
+        assert_eq!(v["error"]["code"], -32001);
+        assert_eq!(v["error"]["message"], "slow \"upstream\"");
+        let v: serde_json::Value =
+            serde_json::from_str(&jsonrpc_error_body(None, -32000, "x")).unwrap();
+        assert!(v["id"].is_null());
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(Rejection::UpstreamUnavailable.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(Rejection::UpstreamTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(Rejection::OriginNotAllowed.status(), StatusCode::FORBIDDEN);
+        assert_eq!(Rejection::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let r = Rejection::MethodNotAllowed.into_response(None);
+        assert_eq!(r.headers()[header::ALLOW], "GET, POST, DELETE");
+    }
+}

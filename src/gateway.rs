@@ -1,0 +1,76 @@
+//! The running gateway built from a config: each route with its upstream client, origin
+//! policy and CORS layer, and the listener-wide host policy. Shared read-only by every
+//! request.
+
+use std::sync::Arc;
+
+use tower_http::cors::CorsLayer;
+
+use crate::config::Config;
+use crate::edge::host::HostPolicy;
+use crate::edge::origin::OriginPolicy;
+use crate::proxy::UpstreamClient;
+use crate::server::tls::TlsError;
+
+/// A problem that stops the gateway from starting (the config itself was valid).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("route `{route}`: cannot set up the upstream client: {source}")]
+    Upstream { route: String, source: TlsError },
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+}
+
+/// One configured route, ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    pub upstream: UpstreamClient,
+    pub origins: OriginPolicy,
+    pub cors: CorsLayer,
+    pub max_body: u64,
+}
+
+#[derive(Debug)]
+pub struct Gateway {
+    pub routes: Vec<Arc<Route>>,
+    pub hosts: Arc<HostPolicy>,
+}
+
+impl Gateway {
+    pub fn new(config: &Config) -> Result<Self, StartError> {
+        let scheme = if config.server.insecure_http { "http" } else { "https" };
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let upstream = UpstreamClient::new(r).map_err(|source| StartError::Upstream {
+                    route: r.name.clone(),
+                    source,
+                })?;
+                let origins = OriginPolicy::new(&r.cors_origins, scheme);
+                let cors = crate::edge::cors::layer(r, &origins);
+                Ok(Arc::new(Route {
+                    name: r.name.clone(),
+                    path: r.path.clone(),
+                    upstream,
+                    origins,
+                    cors,
+                    max_body: r.max_body.get(),
+                }))
+            })
+            .collect::<Result<Vec<_>, StartError>>()?;
+        let hosts = HostPolicy::new(
+            &config.server.allowed_hosts,
+            config.server.public_url.as_ref(),
+            config.server.listen.ip().is_loopback(),
+        );
+        Ok(Self {
+            routes,
+            hosts: Arc::new(hosts),
+        })
+    }
+}

@@ -1,0 +1,68 @@
+//! Portcullis: an authenticating reverse-proxy gateway in front of MCP servers.
+//!
+//! [`app`] builds the request path (see `stack.rs` for its stages, in order) and [`run`]
+//! serves it on the configured listener until shutdown. The binary (`main.rs`) only parses
+//! the command line (`cli.rs`) and calls these.
+
+pub mod cli;
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod gateway;
+pub mod health;
+pub mod mcp;
+pub mod proxy;
+pub mod server;
+pub mod stack;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use gateway::{Gateway, StartError};
+pub use server::Server;
+pub use stack::app;
+
+/// A gateway bound to its listener: [`Running::local_addr`] is known before serving starts.
+#[derive(Debug)]
+pub struct Running {
+    server: Server,
+    app: axum::Router,
+}
+
+impl Running {
+    /// Builds everything from a validated config and binds the listener.
+    pub async fn bind(config: &Config) -> Result<Self, StartError> {
+        let gateway = Arc::new(Gateway::new(config)?);
+        if gateway.hosts.is_open() {
+            tracing::warn!(
+                "No server.public_url or server.allowed_hosts on a non-loopback listener: \
+                 the Host header is not checked (DNS-rebinding protection is off)"
+            );
+        }
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        let server = Server::bind(&config.server).await?;
+        Ok(Self { server, app: app(gateway) })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains within the configured deadline.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let addr = self.server.local_addr();
+        let scheme = if self.server.is_tls() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, "Portcullis listening");
+        self.server.serve(self.app, shutdown).await;
+    }
+}
+
+/// Binds and serves `config` until `shutdown` resolves.
+pub async fn run(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    Running::bind(config).await?.serve(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Protocol knowledge: MCP header names, the JSON-RPC envelope, the protocol eras.
+//!
+//! Nothing here does I/O; the stages of the request path (see `stack.rs`) call into it.
+
+pub mod headers;
+pub mod jsonrpc;

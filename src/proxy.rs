@@ -1,0 +1,90 @@
+//! Stage 12 of the request path: forward an MCP request to the route's upstream and stream
+//! the answer back untouched.
+//!
+//! A POST body is read whole under the route's size limit: it is one JSON-RPC message (or
+//! batch) that later stages parse and judge before anything may leave the gateway, and it
+//! carries the id a 502/504 must echo. Responses are never buffered: an event stream is
+//! forwarded chunk by chunk as the upstream writes it, bytes unchanged. A client that goes
+//! away drops the response body, which drops the upstream connection and so cancels the
+//! upstream request.
+
+pub mod client;
+pub mod headers;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+
+pub use client::{UpstreamClient, UpstreamError};
+
+use crate::error::Rejection;
+use crate::mcp::headers::{X_REQUEST_ID, is_event_stream};
+use crate::mcp::jsonrpc;
+use crate::stack::HttpRequestId;
+
+/// Forwards `req` to `upstream` and returns its response, or the gateway's own answer.
+pub async fn forward(upstream: &UpstreamClient, max_body: u64, req: Request<Body>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
+        return Rejection::MethodNotAllowed.into_response(None);
+    }
+    let body = if parts.method == Method::POST {
+        match read_body(&parts.headers, body, max_body).await {
+            Ok(bytes) => bytes,
+            Err(rejection) => return rejection.into_response(None),
+        }
+    } else {
+        Bytes::new()
+    };
+
+    let mut out = Request::new(Full::new(body.clone()));
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = upstream.uri().clone();
+    let out_headers = out.headers_mut();
+    headers::copy_request_headers(&parts.headers, &upstream.forward, out_headers);
+    // Streams pass through byte for byte; never let the upstream compress them.
+    out_headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    if let Some(id) = parts.extensions.get::<HttpRequestId>() {
+        out_headers.insert(X_REQUEST_ID, id.header_value());
+    }
+    upstream.inject(out_headers);
+
+    match upstream.send(out).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            if is_event_stream(parts.headers.get(CONTENT_TYPE)) {
+                headers::mark_event_stream(&mut parts.headers);
+            }
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            let rejection = match e {
+                UpstreamError::Timeout(_) => Rejection::UpstreamTimeout,
+                UpstreamError::Connect(_) | UpstreamError::Exchange(_) => Rejection::UpstreamUnavailable,
+            };
+            tracing::warn!(error = %e, "Upstream request failed");
+            rejection.into_response(jsonrpc::request_id(&body).as_ref())
+        }
+    }
+}
+
+/// Reads a request body under `limit` bytes: a declared length over the limit is refused
+/// before a byte is read, an undeclared one as soon as it crosses it.
+async fn read_body(headers: &http::HeaderMap, body: Body, limit: u64) -> Result<Bytes, Rejection> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::BodyTooLarge { limit }),
+        Err(_) => Err(Rejection::BodyUnreadable),
+    }
+}

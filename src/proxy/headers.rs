@@ -1,0 +1,141 @@
+//! Header hygiene between client and upstream.
+//!
+//! Towards the upstream, an allowlist: only the headers MCP needs (plus a route's
+//! `forward_headers`) cross, so a client credential in any header, a cookie or an `Origin`
+//! never reaches the upstream. Towards the client, hop-by-hop headers are removed and
+//! everything else passes unchanged.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::mcp::headers as mcp;
+
+/// Client headers always forwarded (MCP's own, content negotiation, tracing).
+const FORWARDED: &[&str] = &[
+    "content-type",
+    "accept",
+    "user-agent",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "traceparent",
+    "tracestate",
+];
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones every proxy treats so.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers that must never go upstream, whatever the config says.
+pub fn never_forwarded(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name.as_str())
+        || matches!(
+            *name,
+            header::AUTHORIZATION
+                | header::COOKIE
+                | header::ORIGIN
+                | header::HOST
+                | header::CONTENT_LENGTH
+                | header::FORWARDED
+        )
+        || name.as_str().starts_with("x-forwarded-")
+        || name.as_str().starts_with("x-portcullis-")
+}
+
+/// Copies the client headers that may cross into `out`.
+pub fn copy_request_headers(from: &HeaderMap, extra_allowed: &[HeaderName], out: &mut HeaderMap) {
+    for (name, value) in from {
+        let allowed = FORWARDED.contains(&name.as_str())
+            || mcp::is_mcp_param(name)
+            || (extra_allowed.contains(name) && !never_forwarded(name));
+        if allowed {
+            out.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Removes hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in &named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Marks an event stream so that buffering proxies in front of us pass it through.
+pub fn mark_event_stream(headers: &mut HeaderMap) {
+    headers.insert(mcp::X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_mcp_headers_cross() {
+        let mut from = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer client-token"),
+            ("cookie", "sid=1"),
+            ("origin", "https://app.example.com"),
+            ("host", "gw.example.com"),
+            ("x-api-key", "k"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("connection", "keep-alive"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-session-id", "s1"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("last-event-id", "e5"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "echo"),
+            ("mcp-param-region", "eu"),
+            ("x-tenant", "acme"),
+        ] {
+            from.append(k, HeaderValue::from_static(v));
+        }
+        let mut out = HeaderMap::new();
+        let extra = [HeaderName::from_static("x-tenant"), header::COOKIE];
+        copy_request_headers(&from, &extra, &mut out);
+        for gone in ["authorization", "cookie", "origin", "host", "x-api-key", "x-forwarded-for", "connection"] {
+            assert!(!out.contains_key(gone), "{gone} must not cross");
+        }
+        for kept in [
+            "content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id",
+            "mcp-method", "mcp-name", "mcp-param-region", "x-tenant",
+        ] {
+            assert_eq!(out.get(kept), from.get(kept), "{kept} must cross unchanged");
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("mcp-session-id", HeaderValue::from_static("abc"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["mcp-session-id"], "abc");
+    }
+}
