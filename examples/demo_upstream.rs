@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{ProgressNotificationParam, ServerCapabilities, ServerInfo};
+use rmcp::model::{ProgressNotificationParam, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -32,16 +32,10 @@ struct CountdownArgs {
 }
 
 #[derive(Debug, Clone)]
-struct Demo {
-    tool_router: rmcp::handler::server::router::tool::ToolRouter<Self>,
-}
+struct Demo;
 
 #[tool_router]
 impl Demo {
-    fn new() -> Self {
-        Self { tool_router: Self::tool_router() }
-    }
-
     #[tool(description = "Return the given text unchanged")]
     fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
         text
@@ -64,7 +58,10 @@ impl Demo {
             if let Some(token) = ctx.meta.get_progress_token() {
                 let _ = ctx
                     .peer
-                    .notify_progress(ProgressNotificationParam::new(token, f64::from(done)).with_total(f64::from(steps)))
+                    .notify_progress(
+                        ProgressNotificationParam::new(token, f64::from(done))
+                            .with_total(f64::from(steps)),
+                    )
                     .await;
             }
         }
@@ -74,17 +71,19 @@ impl Demo {
 
 #[tool_handler]
 impl ServerHandler for Demo {
-    fn get_info(&self) -> ServerInfo {
-        ServerInfo::new(ServerCapabilities::builder().enable_tools().build())
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_instructions("Demo upstream for the Portcullis quick start")
     }
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3001".to_owned());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:3001".to_owned());
     let service = StreamableHttpService::new(
-        || Ok(Demo::new()),
+        || Ok(Demo),
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default(),
     );

@@ -86,20 +86,34 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
 
     let mut errors = Vec::new();
     let mut config = Config::default();
+    let mut parsed = Parsed {
+        server: true,
+        route_index: Vec::new(),
+        secret_index: Vec::new(),
+    };
     for (key, value) in table {
         match key.as_str() {
-            "server" => {
-                if let Some(v) = section::<ServerConfig>("server", value, &mut errors) {
-                    config.server = v;
-                }
-            }
+            "server" => match section::<ServerConfig>("server", value, &mut errors) {
+                Some(v) => config.server = v,
+                None => parsed.server = false,
+            },
             "logging" => {
                 if let Some(v) = section::<LoggingConfig>("logging", value, &mut errors) {
                     config.logging = v;
                 }
             }
-            "secrets" => config.secrets = array::<SecretDecl>("secrets", value, &mut errors),
-            "routes" => config.routes = array::<RouteConfig>("routes", value, &mut errors),
+            "secrets" => {
+                (parsed.secret_index, config.secrets) =
+                    array::<SecretDecl>("secrets", value, &mut errors)
+                        .into_iter()
+                        .unzip();
+            }
+            "routes" => {
+                (parsed.route_index, config.routes) =
+                    array::<RouteConfig>("routes", value, &mut errors)
+                        .into_iter()
+                        .unzip();
+            }
             other => errors.push(ConfigError::new(
                 other,
                 "unknown section (expected one of `server`, `logging`, `secrets`, `routes`)",
@@ -108,7 +122,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
     }
 
     resolve_relative_paths(&mut config, source.base_dir());
-    super::validate::validate(&mut config, source, &mut errors);
+    super::validate::validate(&mut config, &parsed, source, &mut errors);
 
     if errors.is_empty() {
         Ok(config)
@@ -139,11 +153,21 @@ fn section<T: DeserializeOwned>(
     }
 }
 
+/// What parsed, so validation reports only first-hand problems and the right indices.
+pub(super) struct Parsed {
+    /// `[server]` parsed (when not, its defaults would only produce follow-on errors).
+    pub(super) server: bool,
+    /// Index in the file of each parsed `[[routes]]` entry (unparsable ones are skipped).
+    pub(super) route_index: Vec<usize>,
+    /// Index in the file of each parsed `[[secrets]]` entry.
+    pub(super) secret_index: Vec<usize>,
+}
+
 fn array<T: DeserializeOwned>(
     path: &str,
     value: toml::Value,
     errors: &mut Vec<ConfigError>,
-) -> Vec<T> {
+) -> Vec<(usize, T)> {
     let toml::Value::Array(items) = value else {
         errors.push(ConfigError::new(
             path,
@@ -154,7 +178,7 @@ fn array<T: DeserializeOwned>(
     items
         .into_iter()
         .enumerate()
-        .filter_map(|(i, item)| section::<T>(&format!("{path}[{i}]"), item, errors))
+        .filter_map(|(i, item)| Some((i, section::<T>(&format!("{path}[{i}]"), item, errors)?)))
         .collect()
 }
 

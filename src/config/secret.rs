@@ -185,7 +185,10 @@ fn references(template: &str) -> Vec<Reference<'_>> {
 }
 
 /// Expands every reference in `template`, reporting every one that fails.
-pub(crate) fn expand(template: &str, source: &dyn SecretSource) -> Result<String, Vec<SecretError>> {
+pub(crate) fn expand(
+    template: &str,
+    source: &dyn SecretSource,
+) -> Result<String, Vec<SecretError>> {
     let pieces = parse(template).map_err(|e| vec![e])?;
     let mut out = String::with_capacity(template.len());
     let mut errors = Vec::new();
@@ -208,7 +211,11 @@ pub(crate) fn expand(template: &str, source: &dyn SecretSource) -> Result<String
             }
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -236,7 +243,10 @@ mod tests {
     fn expands_env_and_files() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tok"), "from-file\n").unwrap();
-        let source = MapEnv([("A", "alpha")].into_iter().collect(), dir.path().to_owned());
+        let source = MapEnv(
+            [("A", "alpha")].into_iter().collect(),
+            dir.path().to_owned(),
+        );
         assert_eq!(
             expand("Bearer ${A}/${file:tok}/$${A}/$5", &source).unwrap(),
             "Bearer alpha/from-file/${A}/$5"
@@ -254,7 +264,10 @@ mod tests {
 
     #[test]
     fn rejects_malformed_references() {
-        assert_eq!(expand("${A", &env(&[])).unwrap_err(), vec![SecretError::Unterminated]);
+        assert_eq!(
+            expand("${A", &env(&[])).unwrap_err(),
+            vec![SecretError::Unterminated]
+        );
         assert!(matches!(
             expand("${not a name}", &env(&[])).unwrap_err()[0],
             SecretError::BadReference(_)

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use http::HeaderName;
 
-use super::load::ConfigError;
+use super::load::{ConfigError, Parsed};
 use super::secret::SecretSource;
 use super::{Config, RouteConfig};
 use crate::server::tls;
@@ -28,33 +28,46 @@ const MANAGED_HEADERS: &[&str] = &[
     "mcp-protocol-version",
 ];
 
-pub(super) fn validate(config: &mut Config, source: &dyn SecretSource, errors: &mut Vec<ConfigError>) {
-    server(config, errors);
-    secret_declarations(config, source, errors);
+pub(super) fn validate(
+    config: &mut Config,
+    parsed: &Parsed,
+    source: &dyn SecretSource,
+    errors: &mut Vec<ConfigError>,
+) {
+    if parsed.server {
+        server(config, errors);
+    }
+    secret_declarations(config, &parsed.secret_index, source, errors);
     let mut names = HashMap::new();
     let mut paths = HashMap::new();
-    for (i, route) in config.routes.iter().enumerate() {
+    for (route, &i) in config.routes.iter().zip(&parsed.route_index) {
         let at = format!("routes[{i}]");
         if let Some(first) = names.insert(route.name.clone(), i) {
             errors.push(ConfigError::new(
                 format!("{at}.name"),
-                format!("duplicate route name `{}` (also routes[{first}])", route.name),
+                format!(
+                    "duplicate route name `{}` (also routes[{first}])",
+                    route.name
+                ),
             ));
         }
         if let Some(first) = paths.insert(route.path.clone(), i) {
             errors.push(ConfigError::new(
                 format!("{at}.path"),
-                format!("duplicate route path `{}` (also routes[{first}])", route.path),
+                format!(
+                    "duplicate route path `{}` (also routes[{first}])",
+                    route.path
+                ),
             ));
         }
         self::route(&at, route, errors);
     }
     if config.routes.is_empty() && errors.is_empty() {
-        config
-            .warnings
-            .push("no [[routes]] configured: the gateway will answer 404 to every MCP request".into());
+        config.warnings.push(
+            "no [[routes]] configured: the gateway will answer 404 to every MCP request".into(),
+        );
     }
-    resolve_secrets(config, source, errors);
+    resolve_secrets(config, &parsed.route_index, source, errors);
 }
 
 fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
@@ -109,8 +122,7 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
         }
     }
     for (i, host) in s.allowed_hosts.iter().enumerate() {
-        if host.is_empty() || host.parse::<http::uri::Authority>().is_err() || host.contains('@')
-        {
+        if host.is_empty() || host.parse::<http::uri::Authority>().is_err() || host.contains('@') {
             errors.push(ConfigError::new(
                 format!("server.allowed_hosts[{i}]"),
                 format!("`{host}` is not a host name or host:port"),
@@ -118,14 +130,20 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
         }
     }
     if s.max_connections == 0 {
-        errors.push(ConfigError::new("server.max_connections", "must be at least 1"));
+        errors.push(ConfigError::new(
+            "server.max_connections",
+            "must be at least 1",
+        ));
     }
     for (name, d) in [
         ("header_read_timeout", s.header_read_timeout),
         ("idle_timeout", s.idle_timeout),
     ] {
         if d.get().is_zero() {
-            errors.push(ConfigError::new(format!("server.{name}"), "must be greater than zero"));
+            errors.push(ConfigError::new(
+                format!("server.{name}"),
+                "must be greater than zero",
+            ));
         }
     }
 }
@@ -133,7 +151,9 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
 fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
     let valid_name = !r.name.is_empty()
         && r.name.len() <= 64
-        && r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && r.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !valid_name {
         errors.push(ConfigError::new(
             format!("{at}.name"),
@@ -144,8 +164,7 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
         && r.path.len() > 1
         && !r.path.contains("//")
         && !r.path.split('/').any(|seg| seg == "." || seg == "..")
-        && r
-            .path
+        && r.path
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c));
     if !valid_path {
@@ -176,7 +195,10 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
         )),
     }
     if up.url.host_str().is_none_or(str::is_empty) {
-        errors.push(ConfigError::new(format!("{at}.upstream.url"), "must have a host"));
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            "must have a host",
+        ));
     }
     if !up.url.username().is_empty() || up.url.password().is_some() {
         errors.push(ConfigError::new(
@@ -185,7 +207,10 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
         ));
     }
     if up.url.fragment().is_some() {
-        errors.push(ConfigError::new(format!("{at}.upstream.url"), "must not have a fragment"));
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            "must not have a fragment",
+        ));
     }
     if let Some(ca) = &up.ca {
         if up.url.scheme() != "https" {
@@ -257,16 +282,31 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
         }
     }
     if r.max_body.get() == 0 {
-        errors.push(ConfigError::new(format!("{at}.max_body"), "must be greater than zero"));
+        errors.push(ConfigError::new(
+            format!("{at}.max_body"),
+            "must be greater than zero",
+        ));
     }
 }
 
-fn secret_declarations(config: &Config, source: &dyn SecretSource, errors: &mut Vec<ConfigError>) {
+fn secret_declarations(
+    config: &Config,
+    index: &[usize],
+    source: &dyn SecretSource,
+    errors: &mut Vec<ConfigError>,
+) {
     let mut seen = HashSet::new();
-    for (i, decl) in config.secrets.iter().enumerate() {
+    for (decl, &i) in config.secrets.iter().zip(index) {
         let valid = !decl.name.is_empty()
-            && decl.name.chars().next().is_some_and(|c| !c.is_ascii_digit())
-            && decl.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            && decl
+                .name
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_ascii_digit())
+            && decl
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid {
             errors.push(ConfigError::new(
                 format!("secrets[{i}].name"),
@@ -299,13 +339,18 @@ fn missing_secret_message(name: &str, description: Option<&str>) -> String {
     }
 }
 
-fn resolve_secrets(config: &mut Config, source: &dyn SecretSource, errors: &mut Vec<ConfigError>) {
+fn resolve_secrets(
+    config: &mut Config,
+    index: &[usize],
+    source: &dyn SecretSource,
+    errors: &mut Vec<ConfigError>,
+) {
     let declared: HashMap<String, (String, bool)> = config
         .secrets
         .iter()
         .map(|d| (d.name.clone(), (d.description.clone(), d.required)))
         .collect();
-    for (i, route) in config.routes.iter_mut().enumerate() {
+    for (route, &i) in config.routes.iter_mut().zip(index) {
         for (name, value) in &mut route.upstream_headers {
             if let Err(errs) = value.resolve(source) {
                 for e in errs {

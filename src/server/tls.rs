@@ -93,12 +93,12 @@ pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError
             }
         }
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    // ALPN (h2, http/1.1) is set by the HTTPS connector that uses this configuration.
+    let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Roots(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# Portcullis: multi-stage build → small non-root runtime image.
+#   docker build -t portcullis .
+#   docker run --rm -p 8443:8443 -v "$PWD/deploy:/etc/portcullis:ro" portcullis
+# The config is read from /etc/portcullis/portcullis.toml (override with PORTCULLIS_CONFIG);
+# relative paths in it (certificates, secret files) resolve against its directory.
+
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY examples ./examples
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin portcullis \
+    && cp target/release/portcullis /portcullis
+
+# glibc + CA certificates (for https upstreams), no shell, runs as uid 65532.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=builder /portcullis /usr/local/bin/portcullis
+ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml
+USER nonroot:nonroot
+EXPOSE 8443
+# The image has no shell or curl; probe from the orchestrator instead, e.g. Kubernetes
+# livenessProbe httpGet /healthz and readinessProbe httpGet /readyz (scheme HTTPS, port 8443).
+ENTRYPOINT ["/usr/local/bin/portcullis"]
+CMD ["run"]

@@ -1,0 +1,268 @@
+//! The `portcullis` binary as a user meets it: `check` lists every problem with its TOML
+//! path, `run` serves and exits 0 on SIGTERM after draining, `--help` and `--version`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn portcullis() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.env_remove("PORTCULLIS_CONFIG").env_remove("RUST_LOG");
+    cmd
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_reports_every_problem_at_once_with_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "bad.toml",
+        r#"
+[server]
+listen = "0.0.0.0:8443"
+colour = "blue"
+
+[server.tls]
+cert = "missing-cert.pem"
+key = "missing-key.pem"
+
+[[secrets]]
+name = "PORTCULLIS_TEST_SURELY_UNSET_TOKEN"
+description = "token for the inventory MCP server"
+
+[[routes]]
+name = "a"
+path = "/a/mcp"
+upstream = { url = "ftp://example.com/mcp" }
+upstream_headers = { Authorization = "Bearer ${PORTCULLIS_TEST_SURELY_UNSET_TOKEN}" }
+
+[[routes]]
+name = "b"
+path = "/a/mcp"
+upstream = { url = "http://127.0.0.1:3001/mcp", response_timeout = "soon" }
+
+[[routes]]
+name = "c"
+path = "/c/mcp"
+upstream = { url = "http://127.0.0.1:3001/mcp" }
+cors_origins = ["*"]
+cors_allow_credentials = true
+"#,
+    );
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "check must exit 2 on errors");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "server.colour: unknown field `colour`",
+        "routes[1].upstream.response_timeout: invalid duration `soon`",
+        "routes[2].cors_origins: `*` cannot be combined with cors_allow_credentials",
+        "secrets[0]: required secret `PORTCULLIS_TEST_SURELY_UNSET_TOKEN` is not set (token for the inventory MCP server)",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+    // `[server]` did not parse, so nothing is said about its (defaulted) TLS settings.
+    assert!(!stderr.contains("TLS is required"), "{stderr}");
+    // The unknown key stops `[server]` from parsing; the rest of the file is still checked.
+    let config = write(
+        dir.path(),
+        "bad2.toml",
+        r#"
+[server.tls]
+cert = "missing-cert.pem"
+key = "missing-key.pem"
+
+[[routes]]
+name = "a"
+path = "/a/mcp"
+upstream = { url = "ftp://example.com/mcp" }
+
+[[routes]]
+name = "a"
+path = "/a/mcp"
+upstream = { url = "http://127.0.0.1:3001/mcp" }
+"#,
+    );
+    let out = portcullis()
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "5 problems in the configuration",
+        "server.tls.cert: cannot read",
+        "missing-cert.pem",
+        "server.tls.key: cannot read",
+        "routes[0].upstream.url: scheme must be http or https, got `ftp`",
+        "routes[1].name: duplicate route name `a` (also routes[0])",
+        "routes[1].path: duplicate route path `/a/mcp` (also routes[0])",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_a_good_config_and_reads_the_env_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "good.toml",
+        r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+
+[[secrets]]
+name = "PORTCULLIS_CLI_TEST_TOKEN"
+description = "upstream token"
+
+[[routes]]
+name = "demo"
+path = "/demo/mcp"
+upstream = { url = "http://127.0.0.1:3001/mcp" }
+upstream_headers = { Authorization = "Bearer ${PORTCULLIS_CLI_TEST_TOKEN}" }
+"#,
+    );
+    let out = portcullis()
+        .arg("check")
+        .env("PORTCULLIS_CONFIG", &config)
+        .env("PORTCULLIS_CLI_TEST_TOKEN", "s3cr3t-value")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("configuration OK (1 route)"), "{stdout}");
+    assert!(
+        !stdout.contains("s3cr3t-value"),
+        "a secret was printed: {stdout}"
+    );
+}
+
+#[test]
+fn help_and_version_guide_a_newcomer() {
+    let out = portcullis().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for word in ["run", "check", "--version", "Quick start"] {
+        assert!(help.contains(word), "--help lacks `{word}`:\n{help}");
+    }
+    let out = portcullis().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.contains("PORTCULLIS_CONFIG") && help.contains("portcullis.toml"),
+        "{help}"
+    );
+    let out = portcullis().arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("portcullis {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "bad.toml", "[server]\nlisten = \"nowhere\"\n");
+    let out = portcullis()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("server.listen")
+    );
+}
+
+#[test]
+fn run_serves_until_sigterm_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "run.toml",
+        r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+drain_timeout = "5s"
+
+[logging]
+format = "json"
+
+[[routes]]
+name = "demo"
+path = "/demo/mcp"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+"#,
+    );
+    let mut child = portcullis()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The first log line announces the bound address.
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("gateway exited before listening")
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["message"] == "Portcullis listening" {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let health = std::net::TcpStream::connect(&addr).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    });
+    let health = health.unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "log after SIGTERM:\n{}",
+        rest.join("\n")
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM received")),
+        "{rest:?}"
+    );
+}
