@@ -1,16 +1,19 @@
 //! THE ordered request path. Every request walks these stages, outermost first; each
 //! either passes the request on or answers it itself (see DESIGN.md §1).
 //!
-//! 1  TLS, connection cap, header-read timeout ........ `server` (before any of this)
-//! 2  request id + tracing span ........................ `request_context` below
-//! -  health endpoints ................................. answered before Host checks so
-//!                                                       orchestrators can probe by IP
-//! 3  Host check (DNS rebinding) ....................... `edge::host` — 403
-//! 4  Origin check, then CORS (preflight answered) ..... `edge::origin`, `edge::cors`
-//! 12 proxy: header hygiene, streaming ................. `proxy::forward`
+//! ```text
+//! 1   TLS, connection cap, header-read timeout ..... `server` (before any of this)
+//! 2   request id + tracing span .................... `request_context` below
+//! -   /healthz, /readyz ............................ answered before the Host check so
+//!                                                    orchestrators can probe by IP
+//! 3   Host check (DNS rebinding) ................... `edge::host`, 403
+//! 4a  Origin check (preflights included) ........... `edge::origin`, 403
+//! 4b  CORS, preflights answered .................... `edge::cors`
+//! 12  proxy: header hygiene, streaming ............. `proxy::forward`, 502/504
+//! ```
 //!
-//! Later issues slot authentication, rate limits, MCP parsing, session binding and
-//! authorization between 4 and 12, in the order of DESIGN.md §1.
+//! Later stages (authentication, rate limits, MCP parsing, session binding, authorization)
+//! slot in between 4 and 12, in the order of DESIGN.md §1.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -83,9 +86,10 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         mcp = mcp.route_service(&route.path, service);
     }
     // 3. Host check for every MCP route and for unknown paths.
-    let mcp = mcp
-        .fallback(no_route)
-        .layer(middleware::from_fn_with_state(Arc::clone(&gateway.hosts), edge::host::check_host));
+    let mcp = mcp.fallback(no_route).layer(middleware::from_fn_with_state(
+        Arc::clone(&gateway.hosts),
+        edge::host::check_host,
+    ));
 
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -110,6 +114,8 @@ async fn request_context(mut req: Request, next: Next) -> Response<Body> {
     );
     req.extensions_mut().insert(id.clone());
     let mut response = next.run(req).instrument(span).await;
-    response.headers_mut().insert(X_REQUEST_ID, id.header_value());
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, id.header_value());
     response
 }
