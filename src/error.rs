@@ -62,9 +62,10 @@ impl Rejection {
 
     pub fn code(&self) -> i64 {
         match self {
-            Self::HostNotAllowed | Self::OriginNotAllowed | Self::NoRoute | Self::MethodNotAllowed => {
-                code::TRANSPORT_REJECTED
-            }
+            Self::HostNotAllowed
+            | Self::OriginNotAllowed
+            | Self::NoRoute
+            | Self::MethodNotAllowed => code::TRANSPORT_REJECTED,
             Self::BodyTooLarge { .. } | Self::BodyUnreadable => code::INVALID_REQUEST,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
@@ -78,7 +79,10 @@ impl Rejection {
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self == Self::MethodNotAllowed {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
@@ -115,10 +119,19 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(Rejection::UpstreamUnavailable.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(Rejection::UpstreamTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            Rejection::UpstreamUnavailable.status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            Rejection::UpstreamTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(Rejection::OriginNotAllowed.status(), StatusCode::FORBIDDEN);
-        assert_eq!(Rejection::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            Rejection::BodyTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         let r = Rejection::MethodNotAllowed.into_response(None);
         assert_eq!(r.headers()[header::ALLOW], "GET, POST, DELETE");
     }

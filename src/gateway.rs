@@ -20,7 +20,10 @@ pub enum StartError {
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// One configured route, ready to serve.
@@ -42,7 +45,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: &Config) -> Result<Self, StartError> {
-        let scheme = if config.server.insecure_http { "http" } else { "https" };
+        let scheme = if config.server.insecure_http {
+            "http"
+        } else {
+            "https"
+        };
         let routes = config
             .routes
             .iter()

@@ -25,7 +25,8 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
         let authority = route.upstream.authority().to_owned();
         probes.spawn(async move {
             let ok = matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(authority)).await,
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(authority))
+                    .await,
                 Ok(Ok(_))
             );
             (i, ok)
@@ -52,7 +53,11 @@ pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
             })
         })
         .collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "routes": routes });
     (status, Json(body)).into_response()
 }

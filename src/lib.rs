@@ -45,7 +45,10 @@ impl Running {
             tracing::warn!("{warning}");
         }
         let server = Server::bind(&config.server).await?;
-        Ok(Self { server, app: app(gateway) })
+        Ok(Self {
+            server,
+            app: app(gateway),
+        })
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -55,7 +58,11 @@ impl Running {
     /// Serves until `shutdown` resolves, then drains within the configured deadline.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let addr = self.server.local_addr();
-        let scheme = if self.server.is_tls() { "https" } else { "http" };
+        let scheme = if self.server.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
         tracing::info!(%addr, scheme, "Portcullis listening");
         self.server.serve(self.app, shutdown).await;
     }

@@ -25,7 +25,11 @@ use crate::mcp::jsonrpc;
 use crate::stack::HttpRequestId;
 
 /// Forwards `req` to `upstream` and returns its response, or the gateway's own answer.
-pub async fn forward(upstream: &UpstreamClient, max_body: u64, req: Request<Body>) -> Response<Body> {
+pub async fn forward(
+    upstream: &UpstreamClient,
+    max_body: u64,
+    req: Request<Body>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
         return Rejection::MethodNotAllowed.into_response(None);
@@ -63,7 +67,9 @@ pub async fn forward(upstream: &UpstreamClient, max_body: u64, req: Request<Body
         Err(e) => {
             let rejection = match e {
                 UpstreamError::Timeout(_) => Rejection::UpstreamTimeout,
-                UpstreamError::Connect(_) | UpstreamError::Exchange(_) => Rejection::UpstreamUnavailable,
+                UpstreamError::Connect(_) | UpstreamError::Exchange(_) => {
+                    Rejection::UpstreamUnavailable
+                }
             };
             tracing::warn!(error = %e, "Upstream request failed");
             rejection.into_response(jsonrpc::request_id(&body).as_ref())
@@ -84,7 +90,9 @@ async fn read_body(headers: &http::HeaderMap, body: Body, limit: u64) -> Result<
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::BodyTooLarge { limit }),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Rejection::BodyTooLarge { limit })
+        }
         Err(_) => Err(Rejection::BodyUnreadable),
     }
 }

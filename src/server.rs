@@ -59,12 +59,17 @@ impl Server {
             }
             _ => None,
         };
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         Ok(Self {
             listener,
             tls,
@@ -88,7 +93,12 @@ impl Server {
 
     /// Serves `app` until `shutdown` resolves, then drains.
     pub async fn serve(self, app: Router, shutdown: impl Future<Output = ()>) {
-        let Self { listener, tls, limits, .. } = self;
+        let Self {
+            listener,
+            tls,
+            limits,
+            ..
+        } = self;
         let builder = Arc::new(http_builder(limits));
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));

@@ -12,7 +12,12 @@ use crate::config::{LogFormat, LoggingConfig};
 pub fn init(config: &LoggingConfig) -> Result<(), String> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
-        .map_err(|e| format!("logging.level `{}` is not a valid filter: {e}", config.level))?;
+        .map_err(|e| {
+            format!(
+                "logging.level `{}` is not a valid filter: {e}",
+                config.level
+            )
+        })?;
     let json = match config.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

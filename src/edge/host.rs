@@ -74,7 +74,11 @@ pub(crate) fn split_authority(text: &str) -> Option<(String, Option<u16>)> {
 }
 
 /// Middleware: 403 with a JSON-RPC error for a `Host` that is not ours.
-pub async fn check_host(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response<Body> {
+pub async fn check_host(
+    State(policy): State<Arc<HostPolicy>>,
+    req: Request,
+    next: Next,
+) -> Response<Body> {
     if policy.allows(super::request_authority(&req)) {
         next.run(req).await
     } else {

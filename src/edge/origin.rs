@@ -106,8 +106,7 @@ const ALLOWED_REQUEST_HEADERS: &[&str] = &[
 
 fn allowed_request_header(name: &str) -> bool {
     let name = name.trim().to_ascii_lowercase();
-    ALLOWED_REQUEST_HEADERS.contains(&name.as_str())
-        || name.starts_with(headers::MCP_PARAM_PREFIX)
+    ALLOWED_REQUEST_HEADERS.contains(&name.as_str()) || name.starts_with(headers::MCP_PARAM_PREFIX)
 }
 
 /// Middleware for one route: refuses a foreign `Origin` with 403, and narrows a preflight's
@@ -160,7 +159,10 @@ mod tests {
         assert!(parse_origin("https://u@app.example.com").is_none());
         assert!(parse_origin("null").is_none());
         assert!(parse_origin("app.example.com").is_none());
-        assert_eq!(parse_origin("https://a.example:443"), parse_origin("https://A.example"));
+        assert_eq!(
+            parse_origin("https://a.example:443"),
+            parse_origin("https://A.example")
+        );
     }
 
     #[test]
@@ -169,11 +171,20 @@ mod tests {
         assert!(p.allows(None, Some("gw.example.com")));
         assert!(p.allows(Some(&hv("https://app.example.com")), Some("gw.example.com")));
         assert!(p.allows(Some(&hv("https://gw.example.com")), Some("gw.example.com")));
-        assert!(p.allows(Some(&hv("https://gw.example.com:8443")), Some("gw.example.com:8443")));
+        assert!(p.allows(
+            Some(&hv("https://gw.example.com:8443")),
+            Some("gw.example.com:8443")
+        ));
         assert!(!p.allows(Some(&hv("http://gw.example.com")), Some("gw.example.com")));
-        assert!(!p.allows(Some(&hv("https://evil.example.com")), Some("gw.example.com")));
+        assert!(!p.allows(
+            Some(&hv("https://evil.example.com")),
+            Some("gw.example.com")
+        ));
         assert!(!p.allows(Some(&hv("null")), Some("gw.example.com")));
-        assert!(!p.allows(Some(&hv("https://app.example.com:8443")), Some("gw.example.com")));
+        assert!(!p.allows(
+            Some(&hv("https://app.example.com:8443")),
+            Some("gw.example.com")
+        ));
     }
 
     #[test]

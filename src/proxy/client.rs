@@ -82,7 +82,10 @@ impl UpstreamClient {
             .upstream_headers
             .iter()
             .filter_map(|(k, v)| {
-                Some((k.parse::<HeaderName>().ok()?, HeaderValue::from_str(v.expose()).ok()?))
+                Some((
+                    k.parse::<HeaderName>().ok()?,
+                    HeaderValue::from_str(v.expose()).ok()?,
+                ))
             })
             .map(|(k, mut v)| {
                 v.set_sensitive(true);
@@ -122,7 +125,10 @@ impl UpstreamClient {
 
     /// Sends `req` and waits, at most the response timeout, for the response to start.
     /// The body then streams for as long as the upstream keeps it open.
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(Ok(response)) => Ok(response),

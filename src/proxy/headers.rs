@@ -116,12 +116,27 @@ mod tests {
         let mut out = HeaderMap::new();
         let extra = [HeaderName::from_static("x-tenant"), header::COOKIE];
         copy_request_headers(&from, &extra, &mut out);
-        for gone in ["authorization", "cookie", "origin", "host", "x-api-key", "x-forwarded-for", "connection"] {
+        for gone in [
+            "authorization",
+            "cookie",
+            "origin",
+            "host",
+            "x-api-key",
+            "x-forwarded-for",
+            "connection",
+        ] {
             assert!(!out.contains_key(gone), "{gone} must not cross");
         }
         for kept in [
-            "content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id",
-            "mcp-method", "mcp-name", "mcp-param-region", "x-tenant",
+            "content-type",
+            "accept",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+            "mcp-method",
+            "mcp-name",
+            "mcp-param-region",
+            "x-tenant",
         ] {
             assert_eq!(out.get(kept), from.get(kept), "{kept} must cross unchanged");
         }
@@ -130,9 +145,15 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert("mcp-session-id", HeaderValue::from_static("abc"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);

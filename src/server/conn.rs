@@ -7,8 +7,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -45,15 +45,23 @@ impl Connection {
                 let handshake = acceptor.accept(stream);
                 match tokio::time::timeout(self.header_read_timeout, handshake).await {
                     Ok(Ok(stream)) => {
-                        let io = ActivityIo { inner: stream, tracker: Arc::clone(&tracker) };
+                        let io = ActivityIo {
+                            inner: stream,
+                            tracker: Arc::clone(&tracker),
+                        };
                         self.drive(io, tracker).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
+                    }
                     Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
                 }
             }
             None => {
-                let io = ActivityIo { inner: stream, tracker: Arc::clone(&tracker) };
+                let io = ActivityIo {
+                    inner: stream,
+                    tracker: Arc::clone(&tracker),
+                };
                 self.drive(io, tracker).await;
             }
         }
@@ -116,7 +124,9 @@ impl Tracker {
     }
 
     fn quiet_for(&self) -> Duration {
-        Duration::from_millis(clock_ms().saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)))
+        Duration::from_millis(
+            clock_ms().saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)),
+        )
     }
 
     fn is_idle(&self, idle: Duration) -> bool {
@@ -214,7 +224,11 @@ struct ActivityIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -226,7 +240,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, data);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
