@@ -220,3 +220,181 @@ mod defaults {
         Duration::from_secs(90)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    struct Env(HashMap<&'static str, &'static str>, PathBuf);
+
+    impl SecretSource for Env {
+        fn env(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| (*v).to_owned())
+        }
+        fn base_dir(&self) -> &Path {
+            &self.1
+        }
+    }
+
+    fn env(pairs: &[(&'static str, &'static str)]) -> Env {
+        Env(
+            pairs.iter().copied().collect(),
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        )
+    }
+
+    fn messages(text: &str, source: &Env) -> Vec<String> {
+        match load_str(text, source) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn quickstart_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.toml");
+        let config = load_file(&path).unwrap();
+        assert!(config.server.insecure_http);
+        assert_eq!(config.routes.len(), 1);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn example_config_has_only_deployment_specific_problems() {
+        // Every key in the example is real: the only complaints are the files and the
+        // secret a real deployment provides.
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml"),
+        )
+        .unwrap();
+        let errs = messages(&text, &env(&[]));
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("server.tls.cert: cannot read"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("server.tls.key: cannot read"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes[0].upstream.ca: cannot read"))
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("secrets[0]: required secret `GITHUB_MCP_TOKEN`"))
+        );
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_allowed_with_a_warning() {
+        let text = "[server]\nlisten = \"0.0.0.0:8080\"\ninsecure_http = true\n\
+                    [[routes]]\nname = \"a\"\npath = \"/a\"\nupstream = { url = \"http://u/mcp\" }\n";
+        let config = load_str(text, &env(&[])).unwrap();
+        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings[0].contains("plain HTTP on non-loopback"));
+        let text = text.replace("0.0.0.0", "127.0.0.1");
+        assert!(load_str(&text, &env(&[])).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn tls_and_plain_http_are_exclusive_and_one_is_required() {
+        let errs = messages("[server]\n", &env(&[]));
+        assert!(
+            errs[0].starts_with("server.tls: TLS is required"),
+            "{errs:?}"
+        );
+        let errs = messages(
+            "[server]\ninsecure_http = true\n[server.tls]\ncert = \"c\"\nkey = \"k\"\n",
+            &env(&[]),
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .starts_with("server.insecure_http: insecure_http = true and [server.tls]"))
+        );
+    }
+
+    #[test]
+    fn route_rules_are_checked() {
+        let text = r#"
+[server]
+insecure_http = true
+listen = "127.0.0.1:1"
+public_url = "ftp://x"
+allowed_hosts = ["bad host"]
+[[routes]]
+name = "bad name!"
+path = "/healthz"
+upstream = { url = "http://user:pw@u/mcp", connect_timeout = "0s" }
+upstream_headers = { Host = "x", "X-Token" = "${MISSING_ONE}" }
+forward_headers = ["Authorization"]
+cors_origins = ["https://ok.example", "https://bad.example/path"]
+[[routes]]
+name = "b"
+path = "relative"
+upstream = { url = "http://u/mcp", ca = "ca.pem" }
+"#;
+        let errs = messages(text, &env(&[]));
+        for expected in [
+            "server.public_url: scheme must be https",
+            "server.allowed_hosts[0]: `bad host` is not a host name",
+            "routes[0].name: must be 1–64 characters",
+            "routes[0].path: `/healthz` is reserved",
+            "routes[0].upstream.url: must not carry credentials",
+            "routes[0].upstream.connect_timeout: must be greater than zero",
+            "routes[0].upstream_headers.Host: this header is managed by the gateway",
+            "routes[0].upstream_headers.X-Token: secret `MISSING_ONE` is not set",
+            "routes[0].forward_headers[0]: `Authorization` is never forwarded upstream",
+            "routes[0].cors_origins[1]: `https://bad.example/path` is not an origin",
+            "routes[1].path: `relative` is not a valid route path",
+            "routes[1].upstream.ca: a CA only applies to an https upstream",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing `{expected}` in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_resolve_and_never_show_in_debug() {
+        let text = r#"
+[server]
+insecure_http = true
+listen = "127.0.0.1:1"
+[[secrets]]
+name = "TOKEN"
+description = "upstream token"
+[[routes]]
+name = "a"
+path = "/a"
+upstream = { url = "http://u/mcp" }
+upstream_headers = { Authorization = "Bearer ${TOKEN}" }
+"#;
+        let config = load_str(text, &env(&[("TOKEN", "tok-123")])).unwrap();
+        let header = &config.routes[0].upstream_headers["Authorization"];
+        assert_eq!(header.expose(), "Bearer tok-123");
+        assert_eq!(header.template(), "Bearer ${TOKEN}");
+        assert!(!format!("{config:?}").contains("tok-123"));
+        // Missing: reported once, under the declaration, with its description.
+        let errs = messages(text, &env(&[]));
+        assert_eq!(
+            errs,
+            vec!["secrets[0]: required secret `TOKEN` is not set (upstream token)"]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_unknown_sections_are_reported() {
+        let errs = messages("[server\n", &env(&[]));
+        assert!(errs[0].starts_with("not valid TOML"), "{errs:?}");
+        let errs = messages("[servr]\n[server]\ninsecure_http = true\n", &env(&[]));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("servr: unknown section"));
+    }
+}

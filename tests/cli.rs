@@ -253,6 +253,48 @@ upstream = { url = "http://127.0.0.1:9/mcp" }
     let health = health.unwrap();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
+    // A request whose upstream is down: 502, and the warning logged for it carries the
+    // same request id as the response's X-Request-Id header.
+    let reply = std::net::TcpStream::connect(&addr).and_then(|mut s| {
+        use std::io::{Read, Write};
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let body = r#"{"jsonrpc":"2.0","id":77,"method":"tools/list"}"#;
+        write!(
+            s,
+            "POST /demo/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Authorization: Bearer do-not-log-me\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        Ok(text)
+    });
+    let reply = reply.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 502"), "{reply}");
+    assert!(reply.contains(r#""id":77"#), "{reply}");
+    let request_id = reply
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("no X-Request-Id header")
+        .trim()
+        .to_owned();
+    let warning = loop {
+        let line = lines
+            .next()
+            .expect("no warning logged for the failed request")
+            .unwrap();
+        if line.contains("Upstream request failed") {
+            break line;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&warning).unwrap();
+    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["span"]["request_id"], request_id.as_str(), "{warning}");
+    assert!(
+        !warning.contains("do-not-log-me"),
+        "a token was logged: {warning}"
+    );
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
