@@ -1,0 +1,352 @@
+//! The listener as a client on the wire meets it: TLS 1.2 and 1.3 with ALPN h2 and
+//! http/1.1, the connection cap, the header-read timeout (slowloris, TLS and plain), the
+//! idle timeout that spares a quiet request in flight, and graceful shutdown that lets an
+//! open event stream finish — or cuts it at the drain deadline.
+
+#![cfg(test)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use support::client::{self, Http};
+use support::gateway::{Gateway, Route};
+use support::sse::SseStream;
+use support::upstream::{Mode, Upstream};
+use support::within;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A TLS client that trusts the gateway's test CA and offers `alpn`, limited to `version`.
+fn tls_connector(
+    gateway: &Gateway,
+    version: &'static rustls::SupportedProtocolVersion,
+    alpn: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(gateway.ca_pem().unwrap().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Reads until the peer closes the connection; `true` if it did (EOF or reset).
+async fn closed_by_peer(stream: &mut (impl AsyncReadExt + Unpin)) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_12_and_13_with_alpn_h2_and_http11() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::tls_to(&upstream.url()).await;
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        for (offered, expected) in [
+            (&[b"h2".as_slice(), b"http/1.1"][..], b"h2".as_slice()),
+            (&[b"http/1.1".as_slice()][..], b"http/1.1".as_slice()),
+        ] {
+            let connector = tls_connector(&gateway, version, offered);
+            let tcp = TcpStream::connect(gateway.addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let tls = within("TLS handshake", connector.connect(name, tcp))
+                .await
+                .unwrap();
+            let (_, conn) = tls.get_ref();
+            assert_eq!(conn.protocol_version(), Some(version.version));
+            assert_eq!(conn.alpn_protocol(), Some(expected));
+        }
+    }
+    // A plain-HTTP request on the TLS port gets no HTTP answer.
+    let mut tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = within("the plain request to fail", tcp.read_to_end(&mut buf)).await;
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "plain HTTP answered on the TLS port"
+    );
+}
+
+#[tokio::test]
+async fn a_tools_call_works_over_http2_and_http11() {
+    let upstream = Upstream::start(Mode::Sse).await;
+    let gateway = Gateway::tls_to(&upstream.url()).await;
+    for (http, version) in [
+        (Http::Negotiate, reqwest::Version::HTTP_2),
+        (Http::H1, reqwest::Version::HTTP_11),
+    ] {
+        let http = client::http_client(gateway.ca_pem(), http);
+        let body = json!({
+            "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": { "name": "echo", "arguments": { "text": "over the wire" }, "_meta": client::modern_meta() }
+        });
+        let response = client::post(&http, &gateway.url("/mcp"), &body)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), 200);
+        let message = client::response_message(response).await;
+        assert_eq!(message["id"], 9);
+        assert_eq!(client::tool_text(&message), "over the wire");
+    }
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_at_the_header_read_timeout() {
+    let upstream = Upstream::start(Mode::Json).await;
+    // TLS: a client that connects and never says hello.
+    let gateway = Gateway::builder()
+        .server_setting("header_read_timeout = \"400ms\"")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(gateway.addr).await.unwrap();
+    assert!(
+        within(
+            "the silent TLS client to be dropped",
+            closed_by_peer(&mut silent)
+        )
+        .await
+    );
+    assert!(
+        started.elapsed().as_millis() >= 300,
+        "closed before the timeout"
+    );
+
+    // Plain HTTP: headers that never end.
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .server_setting("header_read_timeout = \"400ms\"")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let started = Instant::now();
+    let mut slow = TcpStream::connect(gateway.addr).await.unwrap();
+    slow.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    assert!(within("the slow client to be dropped", closed_by_peer(&mut slow)).await);
+    assert!(
+        started.elapsed().as_millis() >= 300,
+        "closed before the timeout"
+    );
+
+    // The gateway still serves others.
+    let http = client::http_client(None, Http::H1);
+    let ok = http.get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .server_setting("max_connections = 2")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(gateway.addr).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        let mut buf = [0u8; 12];
+        conn.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(conn);
+    }
+    let mut third = TcpStream::connect(gateway.addr).await.unwrap();
+    let _ = third.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = within(
+        "the third connection to be closed",
+        third.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(buf.is_empty(), "a connection over the cap was served");
+
+    // Closing one frees its slot.
+    drop(held.pop());
+    let http = client::http_client(None, Http::H1);
+    let served = within("a freed slot", async {
+        loop {
+            match http.get(gateway.url("/healthz")).send().await {
+                Ok(r) if r.status() == 200 => return true,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await;
+    assert!(served);
+}
+
+#[tokio::test]
+async fn idle_connections_close_but_a_quiet_request_in_flight_is_spared() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .server_setting("idle_timeout = \"300ms\"")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+
+    // A request that stays quiet (no bytes either way) until the test releases it.
+    let http = client::http_client(None, Http::H1);
+    let call = json!({
+        "jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": { "name": "gated", "arguments": {}, "_meta": client::modern_meta() }
+    });
+    let in_flight = tokio::spawn(
+        client::post(&http, &gateway.url("/mcp"), &call)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "gated")
+            .send(),
+    );
+    within(
+        "the gated call to reach the upstream",
+        upstream.probe.requests(1),
+    )
+    .await;
+
+    // Meanwhile an idle keep-alive connection is closed after the idle timeout.
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(gateway.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut status = [0u8; 12];
+    idle.read_exact(&mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    assert!(within("the idle connection to close", closed_by_peer(&mut idle)).await);
+    assert!(
+        started.elapsed().as_millis() >= 250,
+        "closed before the idle timeout"
+    );
+
+    // The quiet request, idle far longer than 300 ms, is still served.
+    upstream.probe.release_gate();
+    let response = within("the gated call", in_flight).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let message = client::response_message(response).await;
+    assert_eq!(client::tool_text(&message), "released");
+}
+
+/// Starts a gated call whose event stream is open (first progress event read).
+async fn open_stream(gateway: &Gateway, http: &reqwest::Client) -> SseStream {
+    let call = json!({
+        "jsonrpc": "2.0", "id": 11, "method": "tools/call",
+        "params": {
+            "name": "gated", "arguments": {},
+            "_meta": { "progressToken": "drain", "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                       "io.modelcontextprotocol/clientCapabilities": {},
+                       "io.modelcontextprotocol/clientInfo": { "name": "portcullis-tests", "version": "0" } }
+        }
+    });
+    let response = client::post(http, &gateway.url("/mcp"), &call)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "gated")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = SseStream::new(response);
+    let first = within("the first progress event", stream.next_message())
+        .await
+        .unwrap();
+    assert_eq!(first.method().as_deref(), Some("notifications/progress"));
+    stream
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_an_open_stream_finish() {
+    let upstream = Upstream::start(Mode::Sse).await;
+    let gateway = Gateway::builder()
+        .server_setting("drain_timeout = \"60s\"")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let addr = gateway.addr;
+    let http = client::http_client(gateway.ca_pem(), Http::H1);
+    let mut stream = open_stream(&gateway, &http).await;
+
+    let shutdown = tokio::spawn(gateway.shutdown());
+    // The listener closes: new connections are refused while the stream drains.
+    within("the listener to close", async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the open stream"
+    );
+
+    upstream.probe.release_gate();
+    let last = within("the final response", stream.next_message())
+        .await
+        .unwrap();
+    let message = last.json().unwrap();
+    assert_eq!(message["id"], 11);
+    assert_eq!(client::tool_text(&message), "released");
+    within("the drained shutdown", shutdown).await.unwrap();
+}
+
+#[tokio::test]
+async fn drain_deadline_cuts_streams_that_do_not_finish() {
+    let upstream = Upstream::start(Mode::Sse).await;
+    let gateway = Gateway::builder()
+        .server_setting("drain_timeout = \"300ms\"")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let http = client::http_client(gateway.ca_pem(), Http::H1);
+    let stream = open_stream(&gateway, &http).await;
+
+    let started = Instant::now();
+    within("shutdown at the drain deadline", gateway.shutdown()).await;
+    assert!(
+        started.elapsed().as_millis() >= 250,
+        "did not wait for the drain deadline"
+    );
+    // The stream was cut: it ends without the final response.
+    let mut response = stream.into_response();
+    let rest = within("the cut stream to end", async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            rest.extend_from_slice(&chunk);
+        }
+        rest
+    })
+    .await;
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("released"),
+        "a stream cut at the deadline still delivered its result"
+    );
+}

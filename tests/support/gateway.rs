@@ -1,0 +1,214 @@
+//! The real gateway, in-process on `127.0.0.1:0`, from a generated TOML config loaded the
+//! way the binary loads it (`config::load_str` with a secret source), over TLS with test
+//! certificates or, for the sidecar case, plain HTTP.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use portcullis::config::{self, SecretSource};
+use tokio::sync::oneshot;
+
+use super::pki::TestPki;
+
+/// The value of `${TEST_TOKEN}`, injected upstream as `X-Upstream-Token` on every route.
+pub const TEST_TOKEN: &str = "upstream-secret-7f3a";
+/// The browser origin every route lists in `cors_origins`.
+pub const ALLOWED_ORIGIN: &str = "https://app.example.com";
+
+/// Secrets from a map instead of the process environment.
+#[derive(Debug)]
+pub struct MapSecrets {
+    vars: HashMap<String, String>,
+    base_dir: PathBuf,
+}
+
+impl SecretSource for MapSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+
+    fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    pub upstream_url: String,
+    /// Extra `key = value` lines for `[routes.upstream]` (e.g. `response_timeout = "500ms"`).
+    pub upstream_extra: Vec<String>,
+}
+
+impl Route {
+    pub fn new(name: &str, path: &str, upstream_url: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            upstream_url: upstream_url.to_owned(),
+            upstream_extra: Vec::new(),
+        }
+    }
+
+    pub fn upstream_setting(mut self, line: &str) -> Self {
+        self.upstream_extra.push(line.to_owned());
+        self
+    }
+}
+
+/// Builds and starts a gateway.
+#[derive(Debug, Default)]
+pub struct GatewayBuilder {
+    insecure_http: bool,
+    routes: Vec<Route>,
+    /// Extra `key = value` lines for `[server]` (e.g. `idle_timeout = "300ms"`).
+    server_extra: Vec<String>,
+}
+
+impl GatewayBuilder {
+    /// Plain HTTP on loopback (`insecure_http = true`) instead of TLS.
+    pub fn insecure_http(mut self) -> Self {
+        self.insecure_http = true;
+        self
+    }
+
+    /// Adds a `[server]` setting, e.g. `max_connections = 2`.
+    pub fn server_setting(mut self, line: &str) -> Self {
+        self.server_extra.push(line.to_owned());
+        self
+    }
+
+    pub fn route(mut self, route: Route) -> Self {
+        self.routes.push(route);
+        self
+    }
+
+    /// The config text this builder produces, with the certificate paths of `pki`.
+    pub fn toml(&self, pki: Option<&TestPki>) -> String {
+        let mut text = String::new();
+        text.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");
+        for line in &self.server_extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        match pki {
+            Some(pki) => {
+                let _ = write!(
+                    text,
+                    "[server.tls]\ncert = {}\nkey = {}\n",
+                    toml_string(&pki.cert_path.display().to_string()),
+                    toml_string(&pki.key_path.display().to_string()),
+                );
+            }
+            None => text.push_str("insecure_http = true\n"),
+        }
+        text.push_str(
+            "\n[[secrets]]\nname = \"TEST_TOKEN\"\n\
+             description = \"credential the gateway presents to the test upstream\"\n",
+        );
+        for route in &self.routes {
+            let _ = write!(
+                text,
+                "\n[[routes]]\nname = {}\npath = {}\n\
+                 upstream_headers = {{ \"X-Upstream-Token\" = \"${{TEST_TOKEN}}\" }}\n\
+                 cors_origins = [{}]\n[routes.upstream]\nurl = {}\n",
+                toml_string(&route.name),
+                toml_string(&route.path),
+                toml_string(ALLOWED_ORIGIN),
+                toml_string(&route.upstream_url),
+            );
+            for line in &route.upstream_extra {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    pub async fn start(self) -> Gateway {
+        let pki = (!self.insecure_http).then(TestPki::generate);
+        let text = self.toml(pki.as_ref());
+        let secrets = MapSecrets {
+            vars: HashMap::from([("TEST_TOKEN".to_owned(), TEST_TOKEN.to_owned())]),
+            base_dir: std::env::temp_dir(),
+        };
+        let config = match config::load_str(&text, &secrets) {
+            Ok(config) => config,
+            Err(errors) => panic!("test config rejected:\n{errors}\n---\n{text}"),
+        };
+        let running = portcullis::Running::bind(&config).await.unwrap();
+        let addr = running.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(running.serve(async move {
+            let _ = stopped.await;
+        }));
+        Gateway {
+            addr,
+            pki,
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    // TOML basic strings accept JSON string escapes.
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub addr: SocketAddr,
+    /// The certificates it serves (`None` with plain HTTP).
+    pub pki: Option<TestPki>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// A TLS gateway with one route, `/mcp`, in front of `upstream_url`.
+    pub async fn tls_to(upstream_url: &str) -> Self {
+        Self::builder()
+            .route(Route::new("test", "/mcp", upstream_url))
+            .start()
+            .await
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.pki.is_some()
+    }
+
+    /// The gateway's URL for `path`, addressed by IP as clients do in these tests.
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// The CA the gateway's certificate chains to.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.pki.as_ref().map(|p| p.ca_pem.as_str())
+    }
+
+    /// Triggers graceful shutdown and waits until the gateway has drained and stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,34 @@
+//! The in-process test kit: real rmcp upstreams ([`upstream`]), the real gateway on
+//! `127.0.0.1:0` over TLS or plain HTTP ([`gateway`], [`pki`]), and real clients
+//! ([`client`], [`sse`]). Nothing is mocked; every port is picked by the OS.
+//!
+//! Each test crate includes it with `#[cfg(test)] mod support;` (or is itself marked
+//! `#![cfg(test)]`), so clippy treats the kit as test code where `unwrap` and `panic!` are
+//! allowed, and uses the part it needs. Which part differs per crate, hence the crate-level
+//! `allow` below: an `expect` would fail in a crate that happens to use everything
+//! (clippy's `allow_attributes` only concerns outer attributes).
+#![allow(
+    dead_code,
+    reason = "each test crate uses a different part of the shared kit"
+)]
+
+pub mod client;
+pub mod gateway;
+pub mod pki;
+pub mod sse;
+pub mod upstream;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a test waits for something that should happen promptly. Generous: the test
+/// machine may be small and busy; a healthy run never comes close.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
+pub async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {PATIENCE:?} waiting for {what}"),
+    }
+}
