@@ -1,0 +1,1403 @@
+//! End-to-end load benchmark (issue #1, DESIGN.md §7): the real `portcullis` binary in front
+//! of an rmcp echo server, each in its own process, driven over keep-alive HTTP/1.1
+//! connections by a load generator in this process.
+//!
+//! `cargo bench --bench e2e` measures `tools/call` requests sent to the upstream directly, through
+//! Portcullis, and through reference proxies on the same upstream in the same run (a bare
+//! tokio/hyper pass-through proxy, the floor for any hyper-based gateway on this machine; and
+//! nginx when it is installed):
+//!
+//! * closed loop (each connection sends its next request as soon as the answer is read):
+//!   requests/s, p50/p99 latency, and each process's CPU per request, from utime + stime in
+//!   `/proc/<pid>/stat` around the phase (and, as a cross-check, nanosecond run times from
+//!   `/proc/<pid>/task/*/schedstat`);
+//! * open loop at one fixed rate below saturation (default: a quarter of the slowest path's
+//!   closed-loop throughput), where each proxy's added p50/p99 latency is taken.
+//!
+//! Phases run in interleaved rounds (every target once per round) so that a neighbour's load
+//! hits all targets alike; the `other load` column shows how busy the rest of the machine
+//! was. The bench prints a table, writes `target/bench-e2e.json`, and says whether the issue's
+//! goals hold for Portcullis (≤ 30 µs gateway CPU per request, ≤ 60 µs added p50). Missing a
+//! goal is reported, not a failure; failing to run is. Without `--bench` (e.g. under
+//! `cargo test --benches`) it makes a short smoke run instead.
+//!
+//! Settings (environment):
+//!
+//! | variable                       | default | meaning                                        |
+//! |--------------------------------|---------|------------------------------------------------|
+//! | `PORTCULLIS_BENCH_REQUESTS`    | 20000   | requests per target and phase                  |
+//! | `PORTCULLIS_BENCH_CONNECTIONS` | 8       | keep-alive connections per target              |
+//! | `PORTCULLIS_BENCH_RATE`        | auto    | open-loop rate, requests/s                     |
+//! | `PORTCULLIS_BENCH_ROUNDS`      | 4       | interleaved rounds each phase is split into    |
+//! | `PORTCULLIS_BENCH_PAYLOAD`     | 64      | bytes of text the echo tool is called with     |
+//! | `PORTCULLIS_BENCH_LOG`         | info    | the gateway's `logging.level`                  |
+//! | `PORTCULLIS_BENCH_GATEWAY_THREADS` | auto | the gateway's `TOKIO_WORKER_THREADS`        |
+//! | `PORTCULLIS_BENCH_TLS`         | unset   | `1`: also measure a gateway terminating TLS    |
+//! | `PORTCULLIS_BENCH_NGINX`       | auto    | path of nginx, or `0` to leave nginx out       |
+//!
+//! The upstream is this same executable re-run with `--upstream`: a stateless rmcp
+//! Streamable HTTP server answering with `application/json`, so that every request is one
+//! self-contained POST and neither SSE framing nor session bookkeeping blurs the figures.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE, HOST};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = BoxError> = std::result::Result<T, E>;
+type Sender = SendRequest<Full<Bytes>>;
+
+const GOAL_CPU_US: f64 = 30.0;
+const GOAL_ADDED_P50_US: f64 = 60.0;
+/// Open-loop rate as a share of the slowest path's closed-loop throughput.
+const OPEN_LOOP_SHARE: f64 = 0.25;
+const ROUTE_PATH: &str = "/bench/mcp";
+const PROTOCOL_VERSION: &str = "2025-11-25";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("--upstream") => upstream::run(),
+        Some("--bare-proxy") => match args.get(2) {
+            Some(upstream) => bare_proxy::run(upstream),
+            None => Err("--bare-proxy needs the upstream address".into()),
+        },
+        _ => {
+            let smoke = !args.iter().any(|a| a == "--bench");
+            Settings::from_env(smoke).and_then(run_bench)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("e2e bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    smoke: bool,
+    requests: usize,
+    connections: usize,
+    rate: Option<f64>,
+    rounds: usize,
+    payload: usize,
+    log_level: String,
+    gateway_threads: Option<usize>,
+    tls: bool,
+    nginx: Option<PathBuf>,
+}
+
+impl Settings {
+    fn from_env(smoke: bool) -> Result<Self> {
+        fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+            match std::env::var(name) {
+                Ok(text) => text
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name}={text} is not a valid value").into()),
+                Err(_) => Ok(None),
+            }
+        }
+        let requests =
+            var("PORTCULLIS_BENCH_REQUESTS")?.unwrap_or(if smoke { 200 } else { 20_000 });
+        let connections = var("PORTCULLIS_BENCH_CONNECTIONS")?.unwrap_or(if smoke { 2 } else { 8 });
+        let rounds = var("PORTCULLIS_BENCH_ROUNDS")?.unwrap_or(if smoke { 1 } else { 4 });
+        if requests == 0 || connections == 0 || rounds == 0 {
+            return Err(
+                "PORTCULLIS_BENCH_REQUESTS, _CONNECTIONS and _ROUNDS must be positive".into(),
+            );
+        }
+        let rate: Option<f64> = var("PORTCULLIS_BENCH_RATE")?;
+        if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err("PORTCULLIS_BENCH_RATE must be a positive number".into());
+        }
+        let nginx = match std::env::var("PORTCULLIS_BENCH_NGINX") {
+            Ok(v) if v == "0" => None,
+            Ok(path) => Some(PathBuf::from(path)),
+            Err(_) if smoke => None,
+            Err(_) => find_in_path("nginx"),
+        };
+        Ok(Self {
+            smoke,
+            requests,
+            connections,
+            rate: rate.or(if smoke { Some(200.0) } else { None }),
+            rounds,
+            payload: var("PORTCULLIS_BENCH_PAYLOAD")?.unwrap_or(64),
+            log_level: std::env::var("PORTCULLIS_BENCH_LOG").unwrap_or_else(|_| "info".to_owned()),
+            gateway_threads: var("PORTCULLIS_BENCH_GATEWAY_THREADS")?,
+            tls: std::env::var("PORTCULLIS_BENCH_TLS").is_ok_and(|v| v == "1"),
+            nginx,
+        })
+    }
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os("PATH")?;
+    std::env::split_paths(&dirs)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
+// ---------------------------------------------------------------------------------------
+// Orchestration
+// ---------------------------------------------------------------------------------------
+
+/// What sits between the load generator and the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Direct,
+    Portcullis,
+    Reference,
+}
+
+fn run_bench(settings: Settings) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let clk_tck = clock_ticks_per_second();
+    let mut children = Vec::new();
+    let (upstream, upstream_addr) = spawn_helper(&["--upstream"])?;
+    let procs = Procs {
+        upstream: upstream.pid(),
+        clk_tck,
+    };
+    children.push(upstream);
+
+    let mut targets = vec![Target::new(
+        "direct",
+        Kind::Direct,
+        upstream_addr,
+        "/mcp",
+        None,
+    )];
+    let (gateway, addr) = spawn_gateway(dir.path(), upstream_addr, None, &settings)?;
+    targets.push(Target::new(
+        "portcullis",
+        Kind::Portcullis,
+        addr,
+        ROUTE_PATH,
+        Some(gateway.pid()),
+    ));
+    children.push(gateway);
+    if settings.tls {
+        let (cert, key, connector) = tls_material(dir.path())?;
+        let tls = Some((cert, key));
+        let (gateway, addr) = spawn_gateway(dir.path(), upstream_addr, tls, &settings)?;
+        let mut target = Target::new(
+            "portcullis-tls",
+            Kind::Portcullis,
+            addr,
+            ROUTE_PATH,
+            Some(gateway.pid()),
+        );
+        target.tls = Some(connector);
+        targets.push(target);
+        children.push(gateway);
+    }
+    if !settings.smoke {
+        let (bare, addr) = spawn_helper(&["--bare-proxy", &upstream_addr.to_string()])?;
+        targets.push(Target::new(
+            "bare-hyper",
+            Kind::Reference,
+            addr,
+            "/mcp",
+            Some(bare.pid()),
+        ));
+        children.push(bare);
+    }
+    if let Some(nginx) = &settings.nginx {
+        match spawn_nginx(nginx, dir.path(), upstream_addr) {
+            Ok((child, addr)) => {
+                targets.push(Target::new(
+                    "nginx",
+                    Kind::Reference,
+                    addr,
+                    ROUTE_PATH,
+                    Some(child.pid()),
+                ));
+                children.push(child);
+            }
+            Err(e) => eprintln!("nginx left out: {e}"),
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(drive(&settings, &targets, &procs))?;
+    report.print(&settings, clk_tck);
+    if !settings.smoke {
+        let path = summary_path();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&report.to_json(&settings, clk_tck))?,
+        )?;
+        println!("summary written to {}", path.display());
+    }
+    drop(children);
+    Ok(())
+}
+
+/// `target/bench-e2e.json`, next to the gateway binary's profile directory.
+fn summary_path() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_portcullis"));
+    bin.parent().and_then(Path::parent).map_or_else(
+        || PathBuf::from("bench-e2e.json"),
+        |t| t.join("bench-e2e.json"),
+    )
+}
+
+/// Runs both phases against every target and gathers the figures.
+async fn drive(settings: &Settings, targets: &[Target], procs: &Procs) -> Result<Report> {
+    let text = "x".repeat(settings.payload);
+    let mut pools = Vec::new();
+    for target in targets {
+        let mut pool = Pool::connect(Arc::new(target.clone()), settings.connections).await?;
+        // Warm-up: upstream connections pooled, allocators and caches settled.
+        let warm = (settings.requests / 10).clamp(100, 2_000);
+        pool.closed_loop(warm, &text).await?.check()?;
+        pools.push(pool);
+    }
+
+    let mut rows = run_phase(settings, procs, &mut pools, None, &text).await?;
+    let slowest = rows.iter().map(|r| r.rps).fold(f64::INFINITY, f64::min);
+    let rate = settings
+        .rate
+        .unwrap_or((slowest * OPEN_LOOP_SHARE).max(1.0))
+        .round();
+    rows.extend(run_phase(settings, procs, &mut pools, Some(rate), &text).await?);
+    Ok(Report { rows, rate })
+}
+
+/// One phase (closed loop, or open loop at `rate`) for every target, in interleaved rounds.
+async fn run_phase(
+    settings: &Settings,
+    procs: &Procs,
+    pools: &mut [Pool],
+    rate: Option<f64>,
+    text: &str,
+) -> Result<Vec<Row>> {
+    let mut totals: Vec<Totals> = pools.iter().map(|_| Totals::default()).collect();
+    for round in 0..settings.rounds {
+        let share = settings.requests / settings.rounds
+            + usize::from(round < settings.requests % settings.rounds);
+        for (pool, total) in pools.iter_mut().zip(&mut totals) {
+            let before = procs.sample(pool.target.proxy_pid)?;
+            let phase = match rate {
+                None => pool.closed_loop(share, text).await?,
+                Some(rate) => pool.open_loop(share, rate, text).await?,
+            };
+            let after = procs.sample(pool.target.proxy_pid)?;
+            phase.check()?;
+            total.add(phase, &before, &after);
+        }
+    }
+    let mode = if rate.is_some() { "open" } else { "closed" };
+    Ok(pools
+        .iter()
+        .zip(totals)
+        .map(|(pool, total)| Row::new(mode, &pool.target, total, procs.clk_tck))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------
+
+/// A child process killed when the bench ends, however it ends.
+struct ChildGuard {
+    child: Child,
+}
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ignored = self.child.kill();
+        let _ignored = self.child.wait();
+    }
+}
+
+/// Re-runs this executable with `args` (`--upstream`, `--bare-proxy <addr>`): it announces
+/// `listening <addr>` on standard output and exits when its standard input closes.
+fn spawn_helper(args: &[&str]) -> Result<(ChildGuard, SocketAddr)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("helper has no stdout")?;
+    let guard = ChildGuard { child };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ignored = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| format!("`{}` did not announce its address", args.join(" ")))?;
+    let addr = line
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("unexpected announcement `{line}`"))?;
+    Ok((guard, addr))
+}
+
+/// Writes the announcement [`spawn_helper`] waits for, and exits when standard input closes.
+fn announce_and_watch_stdin(addr: SocketAddr) -> Result<()> {
+    std::thread::spawn(|| {
+        let _ignored = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening {addr}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Writes a config for Portcullis in front of `upstream` and starts the binary Cargo built
+/// for this bench (the release-like `bench` profile under `cargo bench`).
+fn spawn_gateway(
+    dir: &Path,
+    upstream: SocketAddr,
+    tls: Option<(PathBuf, PathBuf)>,
+    settings: &Settings,
+) -> Result<(ChildGuard, SocketAddr)> {
+    let log_level = &settings.log_level;
+    let addr = free_port()?;
+    let (name, server) = match &tls {
+        None => (
+            "portcullis",
+            format!("listen = \"{addr}\"\ninsecure_http = true\n"),
+        ),
+        Some((cert, key)) => (
+            "portcullis-tls",
+            format!(
+                "listen = \"{addr}\"\n[server.tls]\ncert = {:?}\nkey = {:?}\n",
+                cert.display().to_string(),
+                key.display().to_string(),
+            ),
+        ),
+    };
+    let config = format!(
+        "[server]\nidle_timeout = \"1h\"\n{server}\n[logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n\
+         [[routes]]\nname = \"bench\"\npath = \"{ROUTE_PATH}\"\n\
+         upstream = {{ url = \"http://{upstream}/mcp\" }}\n"
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config)?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG");
+    if let Some(threads) = settings.gateway_threads {
+        command.env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
+    spawn_server(name, command, addr)
+}
+
+/// nginx as a keep-alive reverse proxy: one process (no master), one worker thread.
+fn spawn_nginx(nginx: &Path, dir: &Path, upstream: SocketAddr) -> Result<(ChildGuard, SocketAddr)> {
+    let addr = free_port()?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix)?;
+    let p = prefix.display();
+    let config = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
+         error_log stderr error;\nevents {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {p}/body;\n  \
+         proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  \
+         uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  \
+         upstream mcp {{ server {upstream}; keepalive 64; keepalive_requests 1000000; }}\n  \
+         server {{\n    listen {addr};\n    keepalive_requests 1000000;\n    location = {ROUTE_PATH} {{\n      \
+         proxy_pass http://mcp/mcp;\n      proxy_http_version 1.1;\n      \
+         proxy_set_header Connection \"\";\n      proxy_set_header Host {upstream};\n      \
+         proxy_buffering off;\n    }}\n  }}\n}}\n"
+    );
+    let path = prefix.join("nginx.conf");
+    std::fs::write(&path, config)?;
+    let mut command = Command::new(nginx);
+    command
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&path)
+        .arg("-e")
+        .arg("stderr");
+    spawn_server("nginx", command, addr)
+}
+
+/// Starts a server that listens on `addr` and waits until it accepts connections.
+fn spawn_server(
+    name: &'static str,
+    mut command: Command,
+    addr: SocketAddr,
+) -> Result<(ChildGuard, SocketAddr)> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    if let Some(stderr) = child.stderr.take() {
+        std::thread::spawn(move || echo_problems(name, stderr));
+    }
+    let mut guard = ChildGuard { child };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = guard.child.try_wait()? {
+            return Err(format!("{name} exited before listening ({status})").into());
+        }
+        if StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok((guard, addr));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{name} did not start listening within 30 s").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Drains a server's log; passes on what is not routine (warnings, errors, and text that is
+/// not a JSON log line, such as a config error), at most 50 lines.
+fn echo_problems(name: &str, stderr: impl Read) {
+    let mut shown = 0;
+    for line in BufReader::new(stderr)
+        .lines()
+        .map_while(std::result::Result::ok)
+    {
+        let routine = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v.get("level").and_then(|l| l.as_str()).map(str::to_owned))
+            .is_some_and(|level| matches!(level.as_str(), "INFO" | "DEBUG" | "TRACE"));
+        if !routine && shown < 50 {
+            eprintln!("[{name}] {line}");
+            shown += 1;
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> Result<SocketAddr> {
+    let listener = StdTcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// A self-signed certificate for `localhost` on disk and a client that trusts it.
+fn tls_material(dir: &Path) -> Result<(PathBuf, PathBuf, tokio_rustls::TlsConnector)> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem())?;
+    std::fs::write(&key, certified.signing_key.serialize_pem())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((
+        cert,
+        key,
+        tokio_rustls::TlsConnector::from(Arc::new(config)),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU accounting
+// ---------------------------------------------------------------------------------------
+
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
+/// CPU a process has used so far: utime + stime in clock ticks, and (where the kernel keeps
+/// scheduler statistics) the nanosecond run time summed over its threads.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    ticks: u64,
+    run_ns: Option<u64>,
+}
+
+impl Default for Cpu {
+    /// Nothing used yet: the start of a sum.
+    fn default() -> Self {
+        Self {
+            ticks: 0,
+            run_ns: Some(0),
+        }
+    }
+}
+
+impl Cpu {
+    fn since(self, before: Self) -> Self {
+        Self {
+            ticks: self.ticks.saturating_sub(before.ticks),
+            run_ns: self
+                .run_ns
+                .zip(before.run_ns)
+                .map(|(a, b)| a.saturating_sub(b)),
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            ticks: self.ticks + other.ticks,
+            run_ns: self.run_ns.zip(other.run_ns).map(|(a, b)| a + b),
+        }
+    }
+}
+
+fn process_cpu(pid: u32) -> Result<Cpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or("malformed /proc/<pid>/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); the slice starts at field 3.
+    let field = |n: usize| -> Result<u64> {
+        Ok(fields.get(n - 3).ok_or("short /proc/<pid>/stat")?.parse()?)
+    };
+    Ok(Cpu {
+        ticks: field(14)? + field(15)?,
+        run_ns: thread_run_ns(pid),
+    })
+}
+
+/// A thread that ends between two samples takes its run time with it; the runtimes
+/// measured here keep their threads for their whole life.
+fn thread_run_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread may end while we look: skip it.
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    (total > 0).then_some(total)
+}
+
+/// Whole-machine busy and total ticks, from the `cpu` line of `/proc/stat`.
+fn machine_ticks() -> Result<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().ok_or("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    let idle = get(3) + get(4);
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    Ok((busy, busy + idle))
+}
+
+#[derive(Debug)]
+struct Procs {
+    upstream: u32,
+    clk_tck: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    proxy: Option<Cpu>,
+    upstream: Cpu,
+    loadgen: Cpu,
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+impl Procs {
+    fn sample(&self, proxy: Option<u32>) -> Result<Sample> {
+        let (machine_busy, machine_total) = machine_ticks()?;
+        Ok(Sample {
+            proxy: proxy.map(process_cpu).transpose()?,
+            upstream: process_cpu(self.upstream)?,
+            loadgen: process_cpu(std::process::id())?,
+            machine_busy,
+            machine_total,
+        })
+    }
+}
+
+/// CPU µs per request: from ticks, and from scheduler nanoseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuPerRequest {
+    stat_us: f64,
+    sched_us: Option<f64>,
+}
+
+impl CpuPerRequest {
+    fn of(cpu: Cpu, requests: usize, clk_tck: u64) -> Self {
+        let n = requests.max(1) as f64;
+        Self {
+            stat_us: cpu.ticks as f64 * 1e6 / clk_tck as f64 / n,
+            sched_us: cpu.run_ns.map(|ns| ns as f64 / 1e3 / n),
+        }
+    }
+
+    fn json(self) -> serde_json::Value {
+        json!({ "stat_us": round2(self.stat_us), "schedstat_us": self.sched_us.map(round2) })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Load generation
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Target {
+    label: &'static str,
+    kind: Kind,
+    addr: SocketAddr,
+    path: &'static str,
+    authority: String,
+    /// The process between the load generator and the upstream, if any.
+    proxy_pid: Option<u32>,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Target {
+    fn new(
+        label: &'static str,
+        kind: Kind,
+        addr: SocketAddr,
+        path: &'static str,
+        proxy_pid: Option<u32>,
+    ) -> Self {
+        Self {
+            label,
+            kind,
+            addr,
+            path,
+            authority: addr.to_string(),
+            proxy_pid,
+            tls: None,
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => handshake(TokioIo::new(tcp)).await,
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                let stream = connector.connect(name, tcp).await?;
+                handshake(TokioIo::new(stream)).await
+            }
+        }
+    }
+
+    fn request(&self, id: usize, text: &str) -> Result<Request<Full<Bytes>>> {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
+        );
+        Ok(Request::post(self.path)
+            .header(HOST, &self.authority)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json, text/event-stream")
+            .header("mcp-protocol-version", PROTOCOL_VERSION)
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "echo")
+            .body(Full::new(Bytes::from(body)))?)
+    }
+}
+
+async fn handshake<I>(io: I) -> Result<Sender>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ignored = connection.await;
+    });
+    Ok(sender)
+}
+
+/// One tools/call; `Err` says what was wrong with the answer.
+async fn call(sender: &mut Sender, target: &Target, id: usize, text: &str) -> Result<(), String> {
+    let request = target.request(id, text).map_err(|e| e.to_string())?;
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("exchange: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    let ok = status == StatusCode::OK
+        && contains(&body, br#""result":"#)
+        && contains(&body, text.as_bytes())
+        && !contains(&body, br#""isError":true"#);
+    if ok {
+        Ok(())
+    } else {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        Err(format!("status {status}, body {shown}"))
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The keep-alive connections to one target.
+struct Pool {
+    target: Arc<Target>,
+    senders: Vec<Sender>,
+}
+
+/// What one connection's worker brings back.
+struct WorkerResult {
+    sender: Sender,
+    latencies_ns: Vec<u64>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// The outcome of one run against one target.
+#[derive(Debug, Default)]
+struct Phase {
+    requests: usize,
+    latencies_ns: Vec<u64>,
+    errors: usize,
+    first_error: Option<String>,
+    elapsed: Duration,
+}
+
+impl Phase {
+    /// More than 1 % failed requests make the figures meaningless.
+    fn check(&self) -> Result<()> {
+        if self.errors * 100 > self.requests {
+            return Err(format!(
+                "{} of {} requests failed; first: {}",
+                self.errors,
+                self.requests,
+                self.first_error.as_deref().unwrap_or("?")
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+impl Pool {
+    async fn connect(target: Arc<Target>, connections: usize) -> Result<Self> {
+        let mut senders = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            senders.push(target.connect().await?);
+        }
+        Ok(Self { target, senders })
+    }
+
+    /// Every connection sends its next request as soon as the previous answer is in.
+    async fn closed_loop(&mut self, requests: usize, text: &str) -> Result<Phase> {
+        let next = Arc::new(AtomicUsize::new(0));
+        self.run(requests, text, move |_worker, _workers| {
+            let next = Arc::clone(&next);
+            move || {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                (i < requests).then_some((i, None))
+            }
+        })
+        .await
+    }
+
+    /// Request `i` is due at `start + i / rate`, whether or not earlier answers are in;
+    /// connection `k` carries requests `k, k + n, k + 2n, …`.
+    ///
+    /// Latency runs from when the request was actually sent, unless its connection was
+    /// still busy when it fell due: then from when it fell due, so a slow answer is charged
+    /// for the requests it held up (no coordinated omission). The timer's millisecond
+    /// grain only delays sends (requests due in the same millisecond leave together); it is
+    /// never counted as latency.
+    async fn open_loop(&mut self, requests: usize, rate: f64, text: &str) -> Result<Phase> {
+        let start = tokio::time::Instant::now() + Duration::from_millis(20);
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        self.run(requests, text, move |worker, workers| {
+            let mut i = worker;
+            move || {
+                if i >= requests {
+                    return None;
+                }
+                let due = start + interval.mul_f64(i as f64);
+                let this = i;
+                i += workers;
+                Some((this, Some(due)))
+            }
+        })
+        .await
+    }
+
+    /// Runs one worker per connection; `schedule(worker, workers)` gives each a source of
+    /// (request number, due time) pairs.
+    async fn run<S, F>(&mut self, requests: usize, text: &str, schedule: S) -> Result<Phase>
+    where
+        S: Fn(usize, usize) -> F,
+        F: FnMut() -> Option<(usize, Option<tokio::time::Instant>)> + Send + 'static,
+    {
+        for sender in &mut self.senders {
+            if sender.is_closed() {
+                *sender = self.target.connect().await?;
+            }
+        }
+        let workers = self.senders.len();
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (worker, sender) in self.senders.drain(..).enumerate() {
+            let target = Arc::clone(&self.target);
+            let text = text.to_owned();
+            let mut next = schedule(worker, workers);
+            tasks.spawn(async move {
+                let mut out = WorkerResult {
+                    sender,
+                    latencies_ns: Vec::with_capacity(requests / workers + 1),
+                    errors: 0,
+                    first_error: None,
+                };
+                while let Some((id, due)) = next() {
+                    let begin = match due {
+                        Some(due) if tokio::time::Instant::now() < due => {
+                            tokio::time::sleep_until(due).await;
+                            Instant::now()
+                        }
+                        Some(due) => due.into_std(),
+                        None => Instant::now(),
+                    };
+                    match call(&mut out.sender, &target, id, &text).await {
+                        Ok(()) => out.latencies_ns.push(nanos(begin.elapsed())),
+                        Err(e) => {
+                            out.errors += 1;
+                            out.first_error.get_or_insert(e);
+                            if out.sender.is_closed() {
+                                out.sender = target.connect().await?;
+                            }
+                        }
+                    }
+                }
+                Ok::<_, BoxError>(out)
+            });
+        }
+        let mut phase = Phase {
+            requests,
+            latencies_ns: Vec::with_capacity(requests),
+            ..Phase::default()
+        };
+        while let Some(joined) = tasks.join_next().await {
+            let out = joined??;
+            self.senders.push(out.sender);
+            phase.latencies_ns.extend(out.latencies_ns);
+            phase.errors += out.errors;
+            if phase.first_error.is_none() {
+                phase.first_error = out.first_error;
+            }
+        }
+        phase.elapsed = started.elapsed();
+        Ok(phase)
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------
+
+/// One target's rounds of one phase, added up.
+#[derive(Debug, Default)]
+struct Totals {
+    phase: Phase,
+    proxy: Option<Cpu>,
+    upstream: Cpu,
+    loadgen: Cpu,
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+impl Totals {
+    fn add(&mut self, phase: Phase, before: &Sample, after: &Sample) {
+        self.phase.requests += phase.requests;
+        self.phase.latencies_ns.extend(phase.latencies_ns);
+        self.phase.errors += phase.errors;
+        self.phase.elapsed += phase.elapsed;
+        if self.phase.first_error.is_none() {
+            self.phase.first_error = phase.first_error;
+        }
+        let proxy = after.proxy.zip(before.proxy).map(|(a, b)| a.since(b));
+        self.proxy = match (self.proxy, proxy) {
+            (Some(sum), Some(p)) => Some(sum.plus(p)),
+            (None, p) => p,
+            (sum, None) => sum,
+        };
+        self.upstream = self.upstream.plus(after.upstream.since(before.upstream));
+        self.loadgen = self.loadgen.plus(after.loadgen.since(before.loadgen));
+        self.machine_busy += after.machine_busy.saturating_sub(before.machine_busy);
+        self.machine_total += after.machine_total.saturating_sub(before.machine_total);
+    }
+}
+
+#[derive(Debug)]
+struct Row {
+    mode: &'static str,
+    target: &'static str,
+    kind: Kind,
+    requests: usize,
+    errors: usize,
+    first_error: Option<String>,
+    seconds: f64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    mean_us: f64,
+    proxy_cpu: Option<CpuPerRequest>,
+    upstream_cpu: CpuPerRequest,
+    loadgen_cpu: CpuPerRequest,
+    /// Share of the machine's CPU used by processes other than these, in percent.
+    other_load_pct: f64,
+}
+
+impl Row {
+    fn new(mode: &'static str, target: &Target, mut t: Totals, clk_tck: u64) -> Self {
+        let n = t.phase.requests;
+        let seconds = t.phase.elapsed.as_secs_f64();
+        let lat = &mut t.phase.latencies_ns;
+        lat.sort_unstable();
+        let mean = if lat.is_empty() {
+            0.0
+        } else {
+            lat.iter().sum::<u64>() as f64 / lat.len() as f64
+        };
+        let ours = t.proxy.map_or(0, |c| c.ticks) + t.upstream.ticks + t.loadgen.ticks;
+        let other = t.machine_busy.saturating_sub(ours) as f64;
+        Self {
+            mode,
+            target: target.label,
+            kind: target.kind,
+            requests: n,
+            errors: t.phase.errors,
+            first_error: t.phase.first_error.take(),
+            seconds,
+            rps: n as f64 / seconds.max(1e-9),
+            p50_us: percentile(lat, 0.50) / 1e3,
+            p99_us: percentile(lat, 0.99) / 1e3,
+            mean_us: mean / 1e3,
+            proxy_cpu: t.proxy.map(|c| CpuPerRequest::of(c, n, clk_tck)),
+            upstream_cpu: CpuPerRequest::of(t.upstream, n, clk_tck),
+            loadgen_cpu: CpuPerRequest::of(t.loadgen, n, clk_tck),
+            other_load_pct: 100.0 * other / (t.machine_total.max(1) as f64),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "mode": self.mode,
+            "target": self.target,
+            "requests": self.requests,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "seconds": round2(self.seconds),
+            "requests_per_second": round2(self.rps),
+            "p50_us": round2(self.p50_us),
+            "p99_us": round2(self.p99_us),
+            "mean_us": round2(self.mean_us),
+            "proxy_cpu_per_request": self.proxy_cpu.map(CpuPerRequest::json),
+            "upstream_cpu_per_request": self.upstream_cpu.json(),
+            "loadgen_cpu_per_request": self.loadgen_cpu.json(),
+            "other_load_percent": round2(self.other_load_pct),
+        })
+    }
+}
+
+/// Nearest-rank percentile of sorted nanoseconds.
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+#[derive(Debug)]
+struct Report {
+    rows: Vec<Row>,
+    rate: f64,
+}
+
+/// One proxy's figures against the direct ones.
+#[derive(Debug)]
+struct Verdict {
+    target: &'static str,
+    judged: bool,
+    cpu_closed_us: f64,
+    cpu_open_us: f64,
+    added_p50_us: f64,
+    added_p99_us: f64,
+}
+
+impl Verdict {
+    /// Judged on the closed-loop figure: per-request work with the gateway busy. Below
+    /// saturation every request also pays for waking idle threads, so the open-loop figure
+    /// grows as the rate falls; it is shown, not judged.
+    fn cpu_met(&self) -> bool {
+        self.cpu_closed_us <= GOAL_CPU_US
+    }
+
+    fn latency_met(&self) -> bool {
+        self.added_p50_us <= GOAL_ADDED_P50_US
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "MET" } else { "MISSED" }
+}
+
+impl Report {
+    fn row(&self, mode: &str, target: &str) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.mode == mode && r.target == target)
+    }
+
+    fn verdicts(&self) -> Vec<Verdict> {
+        let Some(direct) = self.row("open", "direct") else {
+            return Vec::new();
+        };
+        self.rows
+            .iter()
+            .filter(|r| r.mode == "open" && r.kind != Kind::Direct)
+            .map(|open| {
+                let closed = self.row("closed", open.target).and_then(|c| c.proxy_cpu);
+                Verdict {
+                    target: open.target,
+                    judged: open.kind == Kind::Portcullis,
+                    cpu_closed_us: closed.map_or(f64::NAN, |c| c.stat_us),
+                    cpu_open_us: open.proxy_cpu.map_or(f64::NAN, |c| c.stat_us),
+                    added_p50_us: open.p50_us - direct.p50_us,
+                    added_p99_us: open.p99_us - direct.p99_us,
+                }
+            })
+            .collect()
+    }
+
+    fn print(&self, settings: &Settings, clk_tck: u64) {
+        println!();
+        println!(
+            "Portcullis e2e: {} requests per target and phase in {} rounds, {} keep-alive \
+             connections, echo payload {} B, gateway log level {}, {} CPUs, CLK_TCK {clk_tck}{}",
+            settings.requests,
+            settings.rounds,
+            settings.connections,
+            settings.payload,
+            settings.log_level,
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            if settings.smoke { " (smoke run)" } else { "" },
+        );
+        println!("open-loop rate: {} requests/s", self.rate);
+        println!();
+        println!(
+            "{:<6} {:<14} {:>8} {:>4} {:>8} {:>8} {:>8} | {:>15} {:>15} {:>7} {:>6}",
+            "mode",
+            "target",
+            "req/s",
+            "err",
+            "p50 µs",
+            "p99 µs",
+            "mean µs",
+            "proxy CPU",
+            "upstream CPU",
+            "loadgen",
+            "other"
+        );
+        println!(
+            "{:<62} | {:>15} {:>15} {:>7} {:>6}",
+            "", "µs/req (sched)", "µs/req (sched)", "µs/req", "load"
+        );
+        for r in &self.rows {
+            println!(
+                "{:<6} {:<14} {:>8.0} {:>4} {:>8.1} {:>8.1} {:>8.1} | {:>15} {:>15} {:>7.1} {:>5.0}%",
+                r.mode,
+                r.target,
+                r.rps,
+                r.errors,
+                r.p50_us,
+                r.p99_us,
+                r.mean_us,
+                r.proxy_cpu.map_or_else(|| "-".to_owned(), cpu_cell),
+                cpu_cell(r.upstream_cpu),
+                r.loadgen_cpu.stat_us,
+                r.other_load_pct,
+            );
+        }
+        for r in self.rows.iter().filter(|r| r.errors > 0) {
+            let first = r.first_error.as_deref().unwrap_or("?");
+            println!(
+                "  {} {}: {} errors, first: {first}",
+                r.mode, r.target, r.errors
+            );
+        }
+        println!();
+        for v in self.verdicts() {
+            let goal = |ok: bool| {
+                if v.judged && !settings.smoke {
+                    format!(" — goal {}", met(ok))
+                } else {
+                    String::new()
+                }
+            };
+            println!(
+                "{:<14} CPU {:5.1} µs/req closed, {:5.1} open{}; added at {} req/s: p50 {:+6.1} µs{}, p99 {:+7.1} µs",
+                v.target,
+                v.cpu_closed_us,
+                v.cpu_open_us,
+                goal(v.cpu_met()),
+                self.rate,
+                v.added_p50_us,
+                goal(v.latency_met()),
+                v.added_p99_us,
+            );
+        }
+        println!(
+            "goals (Portcullis, plain pass-through): CPU ≤ {GOAL_CPU_US} µs/req (closed loop), \
+             added p50 ≤ {GOAL_ADDED_P50_US} µs (open loop)"
+        );
+        if settings.smoke {
+            println!("(smoke run: figures are not meaningful; use `cargo bench --bench e2e`)");
+        }
+    }
+
+    fn to_json(&self, settings: &Settings, clk_tck: u64) -> serde_json::Value {
+        let verdicts: BTreeMap<&str, serde_json::Value> = self
+            .verdicts()
+            .iter()
+            .map(|v| {
+                let mut value = json!({
+                    "proxy_cpu_us_closed": round2(v.cpu_closed_us),
+                    "proxy_cpu_us_open": round2(v.cpu_open_us),
+                    "added_p50_us": round2(v.added_p50_us),
+                    "added_p99_us": round2(v.added_p99_us),
+                });
+                if v.judged {
+                    value["cpu_goal_met"] = json!(v.cpu_met());
+                    value["latency_goal_met"] = json!(v.latency_met());
+                }
+                (v.target, value)
+            })
+            .collect();
+        json!({
+            "settings": {
+                "requests_per_phase": settings.requests,
+                "rounds": settings.rounds,
+                "connections": settings.connections,
+                "payload_bytes": settings.payload,
+                "gateway_log_level": settings.log_level,
+                "open_loop_rate": self.rate,
+                "clk_tck": clk_tck,
+                "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            },
+            "goals": { "gateway_cpu_us": GOAL_CPU_US, "added_p50_us": GOAL_ADDED_P50_US },
+            "verdicts": verdicts,
+            "rows": self.rows.iter().map(Row::json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn cpu_cell(c: CpuPerRequest) -> String {
+    match c.sched_us {
+        Some(s) => format!("{:.1} ({s:.1})", c.stat_us),
+        None => format!("{:.1}", c.stat_us),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The upstream: a stateless rmcp echo server answering in JSON
+// ---------------------------------------------------------------------------------------
+
+mod upstream {
+    use axum::serve::ListenerExt;
+    use rmcp::handler::server::wrapper::Parameters;
+    use rmcp::model::{ServerCapabilities, ServerConfig};
+    use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
+
+    use super::{Result, announce_and_watch_stdin};
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    struct EchoArgs {
+        /// Text to send back.
+        text: String,
+    }
+
+    #[derive(Debug, Clone)]
+    struct Echo;
+
+    #[tool_router]
+    impl Echo {
+        #[tool(description = "Return the given text unchanged")]
+        fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
+            text
+        }
+    }
+
+    #[tool_handler]
+    impl ServerHandler for Echo {
+        fn get_info(&self) -> ServerConfig {
+            ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        }
+    }
+
+    /// Serves on a free loopback port until standard input closes.
+    pub(super) fn run() -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let config = StreamableHttpServerConfig::default()
+                .with_legacy_session_mode(false)
+                .with_json_response(true);
+            let service = StreamableHttpService::new(
+                || Ok(Echo),
+                NeverSessionManager::default().into(),
+                config,
+            );
+            let app = axum::Router::new().nest_service("/mcp", service);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            announce_and_watch_stdin(listener.local_addr()?)?;
+            let listener = listener.tap_io(|tcp| {
+                let _ignored = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).await?;
+            Ok(())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The reference proxy: the least a tokio/hyper gateway does for the same request
+// ---------------------------------------------------------------------------------------
+
+mod bare_proxy {
+    use bytes::Bytes;
+    use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
+    use http::{Request, Response, Uri};
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    use super::{BoxError, Result, announce_and_watch_stdin};
+
+    type UpstreamClient = Client<HttpConnector, Full<Bytes>>;
+
+    /// Same shape as Portcullis's pass-through (body read whole, pooled keep-alive client,
+    /// response body streamed back) without anything else: no middleware, no checks, no
+    /// tracing, HTTP/1.1 only.
+    pub(super) fn run(upstream: &str) -> Result<()> {
+        let uri: Uri = format!("http://{upstream}/mcp").parse()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let client: UpstreamClient = Client::builder(TokioExecutor::new()).build(connector);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            announce_and_watch_stdin(listener.local_addr()?)?;
+            loop {
+                let (tcp, _) = listener.accept().await?;
+                tcp.set_nodelay(true)?;
+                let client = client.clone();
+                let uri = uri.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        forward(client.clone(), uri.clone(), req)
+                    });
+                    let _ignored = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        })
+    }
+
+    async fn forward(
+        client: UpstreamClient,
+        uri: Uri,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>> {
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await?.to_bytes();
+        let mut out = Request::new(Full::new(body));
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = uri;
+        for (name, value) in &parts.headers {
+            if name != HOST && name != CONNECTION && name != CONTENT_LENGTH {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        client.request(out).await.map_err(BoxError::from)
+    }
+}
