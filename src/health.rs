@@ -2,11 +2,9 @@
 //! TCP connection). Answered outside any route, before Host checks, so orchestrators can
 //! probe by IP. They reveal route names and reachability, never upstream addresses.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
@@ -15,11 +13,11 @@ use crate::gateway::Gateway;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> Response {
+pub fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+pub async fn readyz(gateway: &Gateway) -> Response {
     let mut probes = tokio::task::JoinSet::new();
     for (i, route) in gateway.routes.iter().enumerate() {
         let authority = route.upstream.authority().to_owned();

@@ -22,13 +22,13 @@ use std::sync::Arc;
 pub use config::Config;
 pub use gateway::{Gateway, StartError};
 pub use server::Server;
-pub use stack::app;
+pub use stack::{App, app};
 
 /// A gateway bound to its listener: [`Running::local_addr`] is known before serving starts.
 #[derive(Debug)]
 pub struct Running {
     server: Server,
-    app: axum::Router,
+    app: App,
 }
 
 impl Running {

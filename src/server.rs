@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use crate::stack::App;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -92,7 +92,7 @@ impl Server {
     }
 
     /// Serves `app` until `shutdown` resolves, then drains.
-    pub async fn serve(self, app: Router, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(self, app: App, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
             tls,

@@ -1,37 +1,42 @@
 //! THE ordered request path. Every request walks these stages, outermost first; each
-//! either passes the request on or answers it itself (see DESIGN.md §1).
+//! either passes the request on or answers it itself with a correct response (see
+//! DESIGN.md §1). The stages are plain async functions called in order from
+//! [`App::handle`], so the compiler builds one state machine per request: one allocation
+//! for the whole path, not one per stage.
 //!
 //! ```text
 //! 1   TLS, connection cap, header-read timeout ..... `server` (before any of this)
-//! 2   request id + tracing span .................... `request_context` below
+//! 2   request id + tracing span .................... `App::handle`
 //! -   /healthz, /readyz ............................ answered before the Host check so
 //!                                                    orchestrators can probe by IP
 //! 3   Host check (DNS rebinding) ................... `edge::host`, 403
+//! -   route lookup (exact path) .................... 404
 //! 4a  Origin check (preflights included) ........... `edge::origin`, 403
-//! 4b  CORS, preflights answered .................... `edge::cors`
+//! 4b  CORS, preflights answered .................... `edge::cors` (tower-http), only for
+//!                                                    requests that carry an Origin
 //! 12  proxy: header hygiene, streaming ............. `proxy::forward`, 502/504
 //! ```
 //!
 //! Later stages (authentication, rate limits, MCP parsing, session binding, authorization)
 //! slot in between 4 and 12, in the order of DESIGN.md §1.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::get;
-use http::HeaderValue;
-use tower::ServiceBuilder;
-use tower::service_fn;
+use http::header::ORIGIN;
+use http::{HeaderValue, Method, Request, Response};
+use tower::{Layer, ServiceExt};
+use tower_http::cors::Cors;
 use tracing::Instrument;
 
 use crate::edge;
 use crate::error::Rejection;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Route};
 use crate::health;
 use crate::mcp::headers::X_REQUEST_ID;
 use crate::proxy;
@@ -62,60 +67,134 @@ impl HttpRequestId {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The whole application: a cheap-to-clone tower service over the gateway.
+#[derive(Debug, Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    gateway: Arc<Gateway>,
+    routes: HashMap<String, RouteStack>,
+}
+
+/// One route's stages after the route lookup.
+#[derive(Debug)]
+struct RouteStack {
+    route: Arc<Route>,
+    /// CORS (tower-http) around the proxy, for requests that carry an `Origin`.
+    cors: Cors<ProxyService>,
+}
+
 /// Builds the whole application.
-pub fn app(gateway: Arc<Gateway>) -> Router {
-    let mut mcp = Router::new();
-    for route in &gateway.routes {
-        let for_origin = Arc::clone(route);
-        let for_proxy = Arc::clone(route);
-        let service = ServiceBuilder::new()
-            // 4a. A foreign Origin is refused before anything else, preflights included.
-            .layer(middleware::from_fn(move |req: Request, next: Next| {
-                let route = Arc::clone(&for_origin);
-                async move { edge::origin::check_origin(&route.origins, req, next).await }
-            }))
-            // 4b. CORS: preflights answered here, without authentication.
-            .layer(route.cors.clone())
-            // 12. The upstream.
-            .service(service_fn(move |req: Request| {
-                let route = Arc::clone(&for_proxy);
-                async move {
-                    Ok::<_, Infallible>(proxy::forward(&route.upstream, route.max_body, req).await)
-                }
-            }));
-        mcp = mcp.route_service(&route.path, service);
+pub fn app(gateway: Arc<Gateway>) -> App {
+    let routes = gateway
+        .routes
+        .iter()
+        .map(|route| {
+            let cors = route.cors.layer(ProxyService(Arc::clone(route)));
+            let stack = RouteStack {
+                route: Arc::clone(route),
+                cors,
+            };
+            (route.path.clone(), stack)
+        })
+        .collect();
+    App {
+        inner: Arc::new(Inner { gateway, routes }),
     }
-    // 3. Host check for every MCP route and for unknown paths.
-    let mcp = mcp.fallback(no_route).layer(middleware::from_fn_with_state(
-        Arc::clone(&gateway.hosts),
-        edge::host::check_host,
-    ));
-
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(gateway)
-        .merge(mcp)
-        // 2. Request id and span around everything.
-        .layer(middleware::from_fn(request_context))
 }
 
-async fn no_route() -> Response<Body> {
-    Rejection::NoRoute.into_response(None)
+impl App {
+    /// Runs one request through every stage.
+    pub async fn handle(&self, mut req: Request<Body>) -> Response<Body> {
+        // 2. Request id and span: every log line of this request carries the id.
+        let id = HttpRequestId::generate();
+        let span = tracing::info_span!("request", request_id = id.as_str());
+        req.extensions_mut().insert(id.clone());
+        let mut response = self.stages(req).instrument(span).await;
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, id.header_value());
+        response
+    }
+
+    async fn stages(&self, mut req: Request<Body>) -> Response<Body> {
+        let inner = &*self.inner;
+        // Health: before the Host check, so orchestrators can probe by IP.
+        if req.method() == Method::GET {
+            match req.uri().path() {
+                "/healthz" => return health::healthz(),
+                "/readyz" => return health::readyz(&inner.gateway).await,
+                _ => {}
+            }
+        }
+
+        // 3. Host: refuse names that are not ours (DNS rebinding).
+        if !inner.gateway.hosts.allows(edge::request_authority(&req)) {
+            tracing::debug!("Refused a request for a host that is not ours");
+            return Rejection::HostNotAllowed.into_response(None);
+        }
+
+        let Some(stack) = inner.routes.get(req.uri().path()) else {
+            return Rejection::NoRoute.into_response(None);
+        };
+
+        // 4a. Origin: a foreign one is refused before anything else, preflights included.
+        if req.headers().contains_key(ORIGIN) {
+            let allowed = stack
+                .route
+                .origins
+                .allows(req.headers().get(ORIGIN), edge::request_authority(&req));
+            if !allowed {
+                tracing::debug!("Refused a request from a foreign origin");
+                return Rejection::OriginNotAllowed.into_response(None);
+            }
+            // 4b. CORS: preflights answered here, without authentication; CORS headers
+            // on the rest. Requests without an Origin are not browsers' and skip it.
+            edge::origin::narrow_preflight_headers(req.headers_mut());
+            return match stack.cors.clone().oneshot(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+        }
+
+        // 12. The upstream.
+        proxy::forward(&stack.route.upstream, stack.route.max_body, req).await
+    }
 }
 
-async fn request_context(mut req: Request, next: Next) -> Response<Body> {
-    let id = HttpRequestId::generate();
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.as_str(),
-        method = %req.method(),
-        path = req.uri().path(),
-    );
-    req.extensions_mut().insert(id.clone());
-    let mut response = next.run(req).instrument(span).await;
-    response
-        .headers_mut()
-        .insert(X_REQUEST_ID, id.header_value());
-    response
+impl tower::Service<Request<Body>> for App {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let app = self.clone();
+        Box::pin(async move { Ok(app.handle(req).await) })
+    }
+}
+
+/// Stage 12 as a tower service, for the CORS layer to wrap.
+#[derive(Debug, Clone)]
+struct ProxyService(Arc<Route>);
+
+impl tower::Service<Request<Body>> for ProxyService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let route = Arc::clone(&self.0);
+        Box::pin(async move { Ok(proxy::forward(&route.upstream, route.max_body, req).await) })
+    }
 }

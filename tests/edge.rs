@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 /// A gateway on a loopback listener (so loopback Host names are allowed) with one route
 /// that lists one browser origin, and a second route that lists none.
-fn app(public_url: Option<&str>, listen: &str) -> axum::Router {
+fn app(public_url: Option<&str>, listen: &str) -> portcullis::App {
     let public = public_url.map_or(String::new(), |u| format!("public_url = \"{u}\"\n"));
     let text = format!(
         r#"
@@ -43,7 +43,7 @@ upstream = {{ url = "http://127.0.0.1:9/mcp" }}
 }
 
 async fn send(
-    app: &axum::Router,
+    app: &portcullis::App,
     req: Request<Body>,
 ) -> (http::response::Parts, serde_json::Value) {
     let response = app.clone().oneshot(req).await.unwrap();

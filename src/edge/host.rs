@@ -1,15 +1,6 @@
 //! `Host` checking: a request must name one of the gateway's own host names, so a web page
 //! on an attacker's domain that resolves to us (DNS rebinding) is refused with 403.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-
-use crate::error::Rejection;
-
 /// The host names accepted in `Host` / `:authority`.
 #[derive(Debug, Clone, Default)]
 pub struct HostPolicy {
@@ -26,6 +17,7 @@ impl HostPolicy {
         let mut allowed: Vec<(String, Option<u16>)> = configured
             .iter()
             .filter_map(|h| split_authority(h))
+            .map(|(h, p)| (normalize(h), p))
             .collect();
         if let Some(url) = public_url
             && let Some(host) = url.host_str()
@@ -54,9 +46,10 @@ impl HostPolicy {
         let Some((host, port)) = authority.and_then(split_authority) else {
             return false;
         };
-        self.allowed
-            .iter()
-            .any(|(h, p)| *h == host && (p.is_none() || *p == port || port.is_none()))
+        let host = host.strip_suffix('.').unwrap_or(host);
+        self.allowed.iter().any(|(h, p)| {
+            h.eq_ignore_ascii_case(host) && (p.is_none() || *p == port || port.is_none())
+        })
     }
 }
 
@@ -64,27 +57,46 @@ fn normalize(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// `example.com:8443` → (`example.com`, Some(8443)); `[::1]` → (`[::1]`, None).
-pub(crate) fn split_authority(text: &str) -> Option<(String, Option<u16>)> {
-    let authority: http::uri::Authority = text.parse().ok()?;
-    if authority.as_str().contains('@') {
+/// `example.com:8443` → (`example.com`, Some(8443)); `[::1]` → (`[::1]`, None). Refuses
+/// user information, paths and anything that is not a plain host name or IP literal.
+/// Does not allocate: it runs on every request.
+pub(crate) fn split_authority(text: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if text.starts_with('[') {
+        let end = text.find(']')?;
+        let rest = &text[end + 1..];
+        let port = match rest.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if rest.is_empty() => None,
+            None => return None,
+        };
+        let inner = &text[1..end];
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        (&text[..=end], port)
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    let valid_host = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_'));
+    if !valid_host {
         return None;
     }
-    Some((normalize(authority.host()), authority.port_u16()))
-}
-
-/// Middleware: 403 with a JSON-RPC error for a `Host` that is not ours.
-pub async fn check_host(
-    State(policy): State<Arc<HostPolicy>>,
-    req: Request,
-    next: Next,
-) -> Response<Body> {
-    if policy.allows(super::request_authority(&req)) {
-        next.run(req).await
-    } else {
-        tracing::debug!("Refused a request for a host that is not ours");
-        Rejection::HostNotAllowed.into_response(None)
-    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((host, port))
 }
 
 #[cfg(test)]
@@ -116,6 +128,10 @@ mod tests {
         assert!(p.allows(Some("alt.example.com")));
         assert!(!p.allows(Some("localhost")));
         assert!(!p.allows(Some("user@mcp.example.com")));
+        assert!(!p.allows(Some("mcp.example.com/path")));
+        assert!(!p.allows(Some("mcp.example.com:99999")));
+        assert!(!p.allows(Some("mcp.example.com:")));
+        assert!(!p.allows(Some("[::1")));
     }
 
     #[test]

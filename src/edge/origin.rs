@@ -1,13 +1,9 @@
 //! `Origin` checking: a browser request from an origin the route does not list is refused
-//! with 403 before anything else happens (preflights included).
+//! with 403 before anything else happens (preflights included; see `stack.rs`).
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::response::Response;
 use http::HeaderValue;
-use http::header::{ACCESS_CONTROL_REQUEST_HEADERS, ORIGIN};
+use http::header::ACCESS_CONTROL_REQUEST_HEADERS;
 
-use crate::error::Rejection;
 use crate::mcp::headers;
 
 /// A serialized origin: scheme, host, port (default port filled in).
@@ -85,7 +81,9 @@ impl OriginPolicy {
         };
         let default_port = if self.scheme == "https" { 443 } else { 80 };
         origin.scheme == self.scheme
-            && origin.host == host
+            && origin
+                .host
+                .eq_ignore_ascii_case(host.strip_suffix('.').unwrap_or(host))
             && origin.port == Some(port.unwrap_or(default_port))
     }
 }
@@ -109,37 +107,27 @@ fn allowed_request_header(name: &str) -> bool {
     ALLOWED_REQUEST_HEADERS.contains(&name.as_str()) || name.starts_with(headers::MCP_PARAM_PREFIX)
 }
 
-/// Middleware for one route: refuses a foreign `Origin` with 403, and narrows a preflight's
-/// `Access-Control-Request-Headers` to the headers MCP uses, so that the CORS layer after it
-/// (which mirrors what is asked) grants exactly those.
-pub async fn check_origin(
-    policy: &OriginPolicy,
-    mut req: Request,
-    next: axum::middleware::Next,
-) -> Response<Body> {
-    let allowed = policy.allows(req.headers().get(ORIGIN), super::request_authority(&req));
-    if !allowed {
-        tracing::debug!("Refused a request from a foreign origin");
-        return Rejection::OriginNotAllowed.into_response(None);
-    }
-    if let Some(asked) = req.headers().get(ACCESS_CONTROL_REQUEST_HEADERS) {
-        let granted: Vec<&str> = asked
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter(|h| allowed_request_header(h))
-            .map(str::trim)
-            .collect();
-        match HeaderValue::from_str(&granted.join(",")) {
-            Ok(v) if !granted.is_empty() => {
-                req.headers_mut().insert(ACCESS_CONTROL_REQUEST_HEADERS, v);
-            }
-            _ => {
-                req.headers_mut().remove(ACCESS_CONTROL_REQUEST_HEADERS);
-            }
+/// Narrows a preflight's `Access-Control-Request-Headers` to the headers MCP uses, so that
+/// the CORS layer after it (which mirrors what is asked) grants exactly those.
+pub fn narrow_preflight_headers(headers: &mut http::HeaderMap) {
+    let Some(asked) = headers.get(ACCESS_CONTROL_REQUEST_HEADERS) else {
+        return;
+    };
+    let granted: Vec<&str> = asked
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .filter(|h| allowed_request_header(h))
+        .map(str::trim)
+        .collect();
+    match HeaderValue::from_str(&granted.join(",")) {
+        Ok(v) if !granted.is_empty() => {
+            headers.insert(ACCESS_CONTROL_REQUEST_HEADERS, v);
+        }
+        _ => {
+            headers.remove(ACCESS_CONTROL_REQUEST_HEADERS);
         }
     }
-    next.run(req).await
 }
 
 #[cfg(test)]

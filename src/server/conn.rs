@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -24,13 +23,12 @@ use hyper_util::server::graceful::Watcher;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
-use crate::stack::ClientAddr;
+use crate::stack::{App, ClientAddr};
 
 pub(super) struct Connection {
     pub(super) peer: SocketAddr,
-    pub(super) app: Router,
+    pub(super) app: App,
     pub(super) builder: Arc<auto::Builder<TokioExecutor>>,
     pub(super) watcher: Watcher,
     pub(super) header_read_timeout: Duration,
@@ -193,7 +191,7 @@ impl http_body::Body for TrackedBody {
 /// The per-connection hyper service: tags each request with the peer address and tracks it.
 #[derive(Clone)]
 struct ConnService {
-    app: Router,
+    app: App,
     peer: SocketAddr,
     tracker: Arc<Tracker>,
 }
@@ -206,12 +204,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ClientAddr(self.peer));
         let guard = ActiveGuard::new(Arc::clone(&self.tracker));
-        let response = self.app.clone().oneshot(req.map(Body::new));
+        let app = self.app.clone();
         Box::pin(async move {
-            let response = match response.await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
+            let response = app.handle(req.map(Body::new)).await;
             Ok(response.map(|inner| TrackedBody { inner, guard }))
         })
     }
