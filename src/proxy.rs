@@ -14,7 +14,7 @@ pub mod headers;
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 
 pub use client::{UpstreamClient, UpstreamError};
@@ -43,17 +43,20 @@ pub async fn forward(
         Bytes::new()
     };
 
-    let mut out = Request::new(Full::new(body.clone()));
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = upstream.uri().clone();
-    let out_headers = out.headers_mut();
-    headers::copy_request_headers(&parts.headers, &upstream.forward, out_headers);
+    // Sized once for everything added below, so that the map never grows.
+    let mut out_headers =
+        HeaderMap::with_capacity(parts.headers.len() + upstream.added_headers() + 2);
+    headers::take_request_headers(parts.headers, &upstream.forward, &mut out_headers);
     // Streams pass through byte for byte; never let the upstream compress them.
     out_headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if let Some(id) = parts.extensions.get::<HttpRequestId>() {
         out_headers.insert(X_REQUEST_ID, id.header_value());
     }
-    upstream.inject(out_headers);
+    upstream.inject(&mut out_headers);
+    let mut out = Request::new(Full::new(body.clone()));
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = upstream.uri().clone();
+    *out.headers_mut() = out_headers;
 
     match upstream.send(out).await {
         Ok(response) => {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -37,6 +38,10 @@ pub struct UpstreamClient {
     response_timeout: Duration,
     /// Credentials and other headers injected on every request (from secrets).
     injected: Vec<(HeaderName, HeaderValue)>,
+    /// The `Host` header of a cleartext upstream (always HTTP/1.1), made once here rather
+    /// than formatted by the client on every request. `None` over TLS, where the client
+    /// sets it only if ALPN settles on HTTP/1.1.
+    host: Option<HeaderValue>,
     /// Extra client headers this route forwards.
     pub(crate) forward: Vec<HeaderName>,
 }
@@ -92,6 +97,9 @@ impl UpstreamClient {
                 (k, v)
             })
             .collect();
+        let host = (uri.scheme() == Some(&Scheme::HTTP))
+            .then(|| host_header(&uri))
+            .flatten();
         let forward = route
             .forward_headers
             .iter()
@@ -103,6 +111,7 @@ impl UpstreamClient {
             authority,
             response_timeout: up.response_timeout.get(),
             injected,
+            host,
             forward,
         })
     }
@@ -116,10 +125,19 @@ impl UpstreamClient {
         &self.authority
     }
 
-    /// Adds the route's injected headers (credentials from secrets) to `req`.
+    /// How many headers [`UpstreamClient::inject`] may add.
+    pub fn added_headers(&self) -> usize {
+        self.injected.len() + 1
+    }
+
+    /// Adds the route's injected headers (credentials from secrets) to `req`, then the
+    /// `Host` header the client would otherwise add.
     pub fn inject(&self, headers: &mut http::HeaderMap) {
         for (name, value) in &self.injected {
             headers.insert(name.clone(), value.clone());
+        }
+        if let Some(host) = &self.host {
+            headers.entry(HOST).or_insert_with(|| host.clone());
         }
     }
 
@@ -138,6 +156,20 @@ impl UpstreamClient {
     }
 }
 
+/// The `Host` header hyper-util's client sets on an HTTP/1.1 request to `uri`: the host,
+/// and the port unless it is the scheme's default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
+    let value = match uri.port_u16() {
+        Some(443) if secure => HeaderValue::from_str(host),
+        Some(80) if !secure => HeaderValue::from_str(host),
+        Some(port) => HeaderValue::from_str(&format!("{host}:{port}")),
+        None => HeaderValue::from_str(host),
+    };
+    value.ok()
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -147,4 +179,20 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_leaves_out_only_the_default_port() {
+        let host = |uri: &str| host_header(&uri.parse().unwrap()).unwrap();
+        assert_eq!(host("http://127.0.0.1:8080/mcp"), "127.0.0.1:8080");
+        assert_eq!(host("http://mcp.internal/mcp"), "mcp.internal");
+        assert_eq!(host("http://mcp.internal:80/mcp"), "mcp.internal");
+        assert_eq!(host("http://mcp.internal:443/mcp"), "mcp.internal:443");
+        assert_eq!(host("https://mcp.internal:443/mcp"), "mcp.internal");
+        assert_eq!(host("http://[::1]:9000/mcp"), "[::1]:9000");
+    }
 }

@@ -52,20 +52,42 @@ pub fn never_forwarded(name: &HeaderName) -> bool {
         || name.as_str().starts_with("x-portcullis-")
 }
 
-/// Copies the client headers that may cross into `out`.
-pub fn copy_request_headers(from: &HeaderMap, extra_allowed: &[HeaderName], out: &mut HeaderMap) {
-    for (name, value) in from {
-        let allowed = FORWARDED.contains(&name.as_str())
-            || mcp::is_mcp_param(name)
-            || (extra_allowed.contains(name) && !never_forwarded(name));
-        if allowed {
-            out.append(name.clone(), value.clone());
+/// `true` for a client header that may cross to the upstream.
+fn forwarded(name: &HeaderName, extra_allowed: &[HeaderName]) -> bool {
+    FORWARDED.contains(&name.as_str())
+        || mcp::is_mcp_param(name)
+        || (extra_allowed.contains(name) && !never_forwarded(name))
+}
+
+/// Moves the client headers that may cross into `out`, in their order. The values are
+/// moved, not cloned: the client's header map is not needed once the request is forwarded.
+pub fn take_request_headers(from: HeaderMap, extra_allowed: &[HeaderName], out: &mut HeaderMap) {
+    let mut from = from.into_iter().peekable();
+    // The name of the values being yielded when they cross: a name with several values
+    // comes once, then `None` for each further value.
+    let mut current: Option<HeaderName> = None;
+    while let Some((name, value)) = from.next() {
+        if let Some(name) = name {
+            current = forwarded(&name, extra_allowed).then_some(name);
+        }
+        let Some(name) = current.take() else {
+            continue;
+        };
+        if matches!(from.peek(), Some((None, _))) {
+            out.append(name.clone(), value);
+            current = Some(name);
+        } else {
+            out.append(name, value);
         }
     }
 }
 
 /// Removes hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most responses carry none of them: look once before paying for every removal.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -115,9 +137,10 @@ mod tests {
         ] {
             from.append(k, HeaderValue::from_static(v));
         }
+        from.append("mcp-session-id", HeaderValue::from_static("s2"));
         let mut out = HeaderMap::new();
         let extra = [HeaderName::from_static("x-tenant"), header::COOKIE];
-        copy_request_headers(&from, &extra, &mut out);
+        take_request_headers(from.clone(), &extra, &mut out);
         for gone in [
             "authorization",
             "cookie",
@@ -140,8 +163,17 @@ mod tests {
             "mcp-param-region",
             "x-tenant",
         ] {
-            assert_eq!(out.get(kept), from.get(kept), "{kept} must cross unchanged");
+            let sent: Vec<_> = out.get_all(kept).iter().collect();
+            let received: Vec<_> = from.get_all(kept).iter().collect();
+            assert_eq!(sent, received, "{kept} must cross unchanged");
         }
+        let order: Vec<_> = out.keys().map(HeaderName::as_str).collect();
+        let expected: Vec<_> = from
+            .keys()
+            .map(HeaderName::as_str)
+            .filter(|k| out.contains_key(*k))
+            .collect();
+        assert_eq!(order, expected, "headers keep their order");
     }
 
     #[test]
@@ -160,5 +192,13 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["mcp-session-id"], "abc");
+
+        let mut plain = HeaderMap::new();
+        plain.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        plain.append("x-custom", HeaderValue::from_static("1"));
+        plain.append("x-custom", HeaderValue::from_static("2"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
     }
 }
