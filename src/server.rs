@@ -99,7 +99,7 @@ impl Server {
             limits,
             ..
         } = self;
-        let builder = Arc::new(http_builder(limits));
+        let builder = Arc::new(http_builder());
         let graceful = GracefulShutdown::new();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let mut connections = JoinSet::new();
@@ -129,8 +129,10 @@ impl Server {
                 app: app.clone(),
                 builder: Arc::clone(&builder),
                 watcher: graceful.watcher(),
-                header_read_timeout: limits.header_read_timeout,
-                idle_timeout: limits.idle_timeout,
+                timeouts: conn::Timeouts {
+                    header_read: limits.header_read_timeout,
+                    idle: limits.idle_timeout,
+                },
             };
             let tls = tls.clone();
             connections.spawn(async move {
@@ -153,13 +155,12 @@ impl Server {
     }
 }
 
-fn http_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
+fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
+    // The header-read timeout is enforced per connection (`conn.rs`), not by hyper: hyper's
+    // also runs while a keep-alive connection waits for its next request, which would cut
+    // idle connections at the header-read timeout instead of the idle timeout.
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())

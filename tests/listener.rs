@@ -154,10 +154,65 @@ async fn slowloris_is_cut_at_the_header_read_timeout() {
         "closed before the timeout"
     );
 
+    // Plain HTTP: a client that connects and says nothing.
+    let started = Instant::now();
+    let mut mute = TcpStream::connect(gateway.addr).await.unwrap();
+    assert!(within("the mute client to be dropped", closed_by_peer(&mut mute)).await);
+    assert!(
+        started.elapsed().as_millis() >= 300,
+        "closed before the timeout"
+    );
+
+    // Keep-alive: one complete request, then a next head that never ends.
+    let mut kept = TcpStream::connect(gateway.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut status = [0u8; 12];
+    kept.read_exact(&mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    let started = Instant::now();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    assert!(within("the slow second head to be cut", closed_by_peer(&mut kept)).await);
+    assert!(
+        started.elapsed().as_millis() >= 300,
+        "closed before the timeout"
+    );
+
     // The gateway still serves others.
     let http = client::http_client(None, Http::H1);
     let ok = http.get(gateway.url("/healthz")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn a_quiet_keep_alive_connection_outlives_the_header_read_timeout() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .server_setting("header_read_timeout = \"200ms\"")
+        .server_setting("idle_timeout = \"60s\"")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let mut conn = TcpStream::connect(gateway.addr).await.unwrap();
+    for round in 0..2 {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200", "round {round}");
+        let mut rest = vec![0u8; 4096];
+        let _ = conn.read(&mut rest).await.unwrap();
+        if round == 0 {
+            // Waiting for the next request is idleness, not a slow head: nothing to await
+            // but time itself, five header-read timeouts of it.
+            tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        }
+    }
 }
 
 #[tokio::test]

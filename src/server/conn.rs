@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,23 @@ pub(super) struct Connection {
     pub(super) app: App,
     pub(super) builder: Arc<auto::Builder<TokioExecutor>>,
     pub(super) watcher: Watcher,
-    pub(super) header_read_timeout: Duration,
-    pub(super) idle_timeout: Duration,
+    pub(super) timeouts: Timeouts,
+}
+
+/// The two clocks a connection runs on between requests.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timeouts {
+    /// Once a request head starts (or the connection opens), it must be complete by then:
+    /// slowloris protection. Also bounds the TLS handshake.
+    pub(super) header_read: Duration,
+    /// With no request in flight and no bytes moving, the connection is closed after this.
+    pub(super) idle: Duration,
+}
+
+/// Why a connection is closed by its timers.
+enum Expired {
+    SlowHead,
+    Idle,
 }
 
 impl Connection {
@@ -41,8 +56,13 @@ impl Connection {
         match tls {
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
-                match tokio::time::timeout(self.header_read_timeout, handshake).await {
+                match tokio::time::timeout(self.timeouts.header_read, handshake).await {
                     Ok(Ok(stream)) => {
+                        // ALPN settled HTTP/2: no request heads to time (h2 has its own
+                        // frame-level flow control and keep-alive pings).
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            tracker.http2.store(true, Ordering::Relaxed);
+                        }
                         let io = ActivityIo {
                             inner: stream,
                             tracker: Arc::clone(&tracker),
@@ -78,7 +98,7 @@ impl Connection {
         let conn = self.watcher.watch(conn.into_owned());
         tokio::pin!(conn);
         loop {
-            let wait = tracker.time_until_idle(self.idle_timeout);
+            let wait = tracker.next_check(&self.timeouts);
             tokio::select! {
                 result = &mut conn => {
                     if let Err(e) = result {
@@ -86,12 +106,17 @@ impl Connection {
                     }
                     return;
                 }
-                () = tokio::time::sleep(wait) => {
-                    if tracker.is_idle(self.idle_timeout) {
+                () = tokio::time::sleep(wait) => match tracker.expired(&self.timeouts) {
+                    Some(Expired::SlowHead) => {
+                        tracing::debug!(peer = %self.peer, "Closing a connection whose request headers did not arrive in time");
+                        return;
+                    }
+                    Some(Expired::Idle) => {
                         tracing::debug!(peer = %self.peer, "Closing an idle connection");
                         return;
                     }
-                }
+                    None => {}
+                },
             }
         }
     }
@@ -103,42 +128,89 @@ fn clock_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Requests in flight and the time bytes last moved, for one connection.
+/// Requests in flight, the time bytes last moved, and when the next request head started,
+/// for one connection. Written by the IO wrapper and the service, read by the timers.
 struct Tracker {
     active: AtomicUsize,
     last_activity_ms: AtomicU64,
+    /// When the first byte of a request head arrived with no request in flight (the
+    /// connection's opening counts, so a client that connects and says nothing is timed
+    /// too); 0 once the head is complete and its request started.
+    head_started_ms: AtomicU64,
+    /// HTTP/2 multiplexes frames that are not request heads; only idleness is timed.
+    http2: AtomicBool,
 }
 
 impl Tracker {
     fn new() -> Self {
+        let now = clock_ms();
         Self {
             active: AtomicUsize::new(0),
-            last_activity_ms: AtomicU64::new(clock_ms()),
+            last_activity_ms: AtomicU64::new(now),
+            head_started_ms: AtomicU64::new(now.max(1)),
+            http2: AtomicBool::new(false),
         }
     }
 
-    fn touch(&self) {
-        self.last_activity_ms.store(clock_ms(), Ordering::Relaxed);
+    fn touch(&self) -> u64 {
+        let now = clock_ms();
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+        now
     }
 
-    fn quiet_for(&self) -> Duration {
-        Duration::from_millis(
-            clock_ms().saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)),
-        )
+    /// Bytes arrived: with no request in flight they start the next request's head.
+    fn on_read(&self) {
+        let now = self.touch();
+        if self.active.load(Ordering::Acquire) == 0 {
+            let _ = self.head_started_ms.compare_exchange(
+                0,
+                now.max(1),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
     }
 
-    fn is_idle(&self, idle: Duration) -> bool {
-        self.active.load(Ordering::Acquire) == 0 && self.quiet_for() >= idle
+    fn since(ms: u64) -> Duration {
+        Duration::from_millis(clock_ms().saturating_sub(ms))
     }
 
-    /// How long to wait before looking again: the rest of the idle period, or a whole one
-    /// while a request is in flight.
-    fn time_until_idle(&self, idle: Duration) -> Duration {
+    /// The head being read, if it is timed (HTTP/1, no request in flight).
+    fn head_age(&self) -> Option<Duration> {
+        if self.http2.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.head_started_ms.load(Ordering::Acquire) {
+            0 => None,
+            started => Some(Self::since(started)),
+        }
+    }
+
+    fn expired(&self, t: &Timeouts) -> Option<Expired> {
         if self.active.load(Ordering::Acquire) > 0 {
-            idle
-        } else {
-            idle.saturating_sub(self.quiet_for())
+            return None;
         }
+        if self.head_age().is_some_and(|age| age >= t.header_read) {
+            return Some(Expired::SlowHead);
+        }
+        let quiet = Self::since(self.last_activity_ms.load(Ordering::Relaxed));
+        (quiet >= t.idle).then_some(Expired::Idle)
+    }
+
+    /// How long to wait before looking again. Between requests a head may start at any
+    /// moment, so the timers look at least four times per header-read timeout; a slow head
+    /// is cut within 1.25× the timeout.
+    fn next_check(&self, t: &Timeouts) -> Duration {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return t.idle;
+        }
+        let quiet = Self::since(self.last_activity_ms.load(Ordering::Relaxed));
+        let idle_left = t.idle.saturating_sub(quiet);
+        let head_left = match self.head_age() {
+            Some(age) => t.header_read.saturating_sub(age),
+            None => t.header_read / 4,
+        };
+        idle_left.min(head_left)
     }
 }
 
@@ -148,6 +220,8 @@ struct ActiveGuard(Arc<Tracker>);
 impl ActiveGuard {
     fn new(tracker: Arc<Tracker>) -> Self {
         tracker.active.fetch_add(1, Ordering::AcqRel);
+        // The head is complete: its request is now in flight.
+        tracker.head_started_ms.store(0, Ordering::Release);
         Self(tracker)
     }
 }
@@ -202,6 +276,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        if req.version() == http::Version::HTTP_2 {
+            self.tracker.http2.store(true, Ordering::Relaxed);
+        }
         req.extensions_mut().insert(ClientAddr(self.peer));
         let guard = ActiveGuard::new(Arc::clone(&self.tracker));
         let app = self.app.clone();
@@ -228,7 +305,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.tracker.touch();
+            this.tracker.on_read();
         }
         result
     }
