@@ -22,7 +22,10 @@ COPY --from=builder /portcullis /usr/local/bin/portcullis
 ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml
 USER nonroot:nonroot
 EXPOSE 8443
-# The image has no shell or curl; probe from the orchestrator instead, e.g. Kubernetes
-# livenessProbe httpGet /healthz and readinessProbe httpGet /readyz (scheme HTTPS, port 8443).
+# No shell or curl in the image: the binary probes itself (GET /healthz on the configured
+# listen address, over TLS pinned to the configured certificate). Orchestrators may instead
+# probe /healthz (liveness) and /readyz (readiness) over HTTPS on 8443.
+HEALTHCHECK --interval=15s --timeout=6s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/portcullis", "health"]
 ENTRYPOINT ["/usr/local/bin/portcullis"]
 CMD ["run"]

@@ -28,6 +28,9 @@ pub enum Command {
     Run(ConfigArg),
     /// Validate a config file: print every problem with its TOML path (exit 2 if any).
     Check(ConfigArg),
+    /// Ask the local gateway (the config's listen address) for /healthz; exit 0 if it
+    /// answers 200, 1 otherwise. For container health checks.
+    Health(ConfigArg),
 }
 
 #[derive(Debug, Args)]
@@ -48,6 +51,32 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args.config),
         Command::Run(args) => run(&args.config),
+        Command::Health(args) => health(&args.config),
+    }
+}
+
+fn health(path: &std::path::Path) -> ExitCode {
+    let config = match config::load_file(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{}: {errors}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+        .and_then(|rt| rt.block_on(crate::health::probe(&config)));
+    match outcome {
+        Ok(()) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -59,3 +59,151 @@ pub async fn readyz(gateway: &Gateway) -> Response {
     let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "routes": routes });
     (status, Json(body)).into_response()
 }
+
+/// `portcullis health`: asks the local gateway's `/healthz` and reports whether it answered
+/// 200. Made for container health checks (the image has no shell or curl). Over TLS the
+/// gateway's own certificate, read from the config, is the only one accepted (pinned): the
+/// probe needs no CA and trusts nothing else.
+pub async fn probe(config: &crate::Config) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut addr = config.server.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let mut reply = Vec::new();
+        match &config.server.tls {
+            Some(tls) if !config.server.insecure_http => {
+                let connector = pinned::connector(&tls.cert).map_err(|e| e.to_string())?;
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(|e| e.to_string())?;
+                let mut stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {addr} failed: {e}"))?;
+                stream.write_all(request).await.map_err(|e| e.to_string())?;
+                // A peer that closes without close_notify still gave us its answer.
+                let _ = stream.read_to_end(&mut reply).await;
+            }
+            _ => {
+                let mut stream = tcp;
+                stream.write_all(request).await.map_err(|e| e.to_string())?;
+                let _ = stream.read_to_end(&mut reply).await;
+            }
+        }
+        Ok::<_, String>(reply)
+    };
+    let reply = tokio::time::timeout(PROBE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("no answer from {addr} within {PROBE_TIMEOUT:?}"))??;
+    let status_line = reply.split(|b| *b == b'\n').next().unwrap_or_default();
+    if status_line.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr}/healthz answered `{}`",
+            String::from_utf8_lossy(status_line).trim_end()
+        ))
+    }
+}
+
+/// A TLS client that accepts exactly one certificate: the gateway's own.
+mod pinned {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use crate::server::tls::{self, TlsError};
+
+    #[derive(Debug)]
+    struct Pinned {
+        cert: CertificateDer<'static>,
+        provider: Arc<CryptoProvider>,
+    }
+
+    impl ServerCertVerifier for Pinned {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            if end_entity.as_ref() == self.cert.as_ref() {
+                Ok(ServerCertVerified::assertion())
+            } else {
+                Err(rustls::Error::General(
+                    "not the configured certificate".into(),
+                ))
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.provider.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    pub(super) fn connector(cert_path: &Path) -> Result<tokio_rustls::TlsConnector, TlsError> {
+        let leaf = tls::load_cert_chain(cert_path)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| TlsError::NoCertificate {
+                path: cert_path.display().to_string(),
+            })?;
+        let provider = tls::provider();
+        let verifier = Arc::new(Pinned {
+            cert: leaf,
+            provider: Arc::clone(&provider),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Roots(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+}

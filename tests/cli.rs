@@ -3,6 +3,8 @@
 
 #![cfg(test)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -308,5 +310,99 @@ upstream = { url = "http://127.0.0.1:9/mcp" }
     assert!(
         rest.iter().any(|l| l.contains("SIGTERM received")),
         "{rest:?}"
+    );
+}
+
+/// Starts `portcullis run` and waits until it logs its bound address.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the caller kills and waits for the child"
+)]
+fn start_gateway(
+    config: &Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let mut child = portcullis()
+        .args(["run", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("gateway exited before listening")
+            .unwrap();
+        if line.contains("Portcullis listening") {
+            return (child, lines);
+        }
+    }
+}
+
+#[test]
+fn health_probes_the_running_gateway_over_pinned_tls() {
+    let pki = support::pki::TestPki::generate();
+    let other = support::pki::TestPki::generate();
+    // The probe dials the configured address, so this one needs a concrete port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config_for = |pki: &support::pki::TestPki, name: &str| {
+        write(
+            dir.path(),
+            name,
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[server.tls]\ncert = {:?}\nkey = {:?}\n\
+                 [logging]\nformat = \"json\"\n",
+                pki.cert_path.display().to_string(),
+                pki.key_path.display().to_string(),
+            ),
+        )
+    };
+    let config = config_for(&pki, "gw.toml");
+    let impostor = config_for(&other, "other.toml");
+
+    let (mut child, _lines) = start_gateway(&config);
+    let out = portcullis()
+        .args(["health", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "healthy");
+
+    // A server presenting any other certificate is not the one configured.
+    let out = portcullis()
+        .args(["health", "--config"])
+        .arg(&impostor)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unhealthy: TLS with"),
+        "{out:?}"
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = portcullis()
+        .args(["health", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unhealthy: cannot connect"),
+        "{out:?}"
     );
 }
