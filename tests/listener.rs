@@ -94,17 +94,17 @@ async fn a_tools_call_works_over_http2_and_http11() {
         (Http::H1, reqwest::Version::HTTP_11),
     ] {
         let http = client::http_client(gateway.ca_pem(), http);
-        let body = json!({
-            "jsonrpc": "2.0", "id": 9, "method": "tools/call",
-            "params": { "name": "echo", "arguments": { "text": "over the wire" }, "_meta": client::modern_meta() }
-        });
-        let response = client::post(&http, &gateway.url("/mcp"), &body)
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "echo")
-            .send()
-            .await
-            .unwrap();
+        let body = client::call_body(9, "echo", &json!({ "text": "over the wire" }));
+        let response = client::modern_post(
+            &http,
+            &gateway.url("/mcp"),
+            "tools/call",
+            Some("echo"),
+            body,
+        )
+        .send()
+        .await
+        .unwrap();
         assert_eq!(response.version(), version);
         assert_eq!(response.status(), 200);
         let message = client::response_message(response).await;
@@ -271,16 +271,16 @@ async fn idle_connections_close_but_a_quiet_request_in_flight_is_spared() {
 
     // A request that stays quiet (no bytes either way) until the test releases it.
     let http = client::http_client(None, Http::H1);
-    let call = json!({
-        "jsonrpc": "2.0", "id": 4, "method": "tools/call",
-        "params": { "name": "gated", "arguments": {}, "_meta": client::modern_meta() }
-    });
+    let call = client::call_body(4, "gated", &json!({}));
     let in_flight = tokio::spawn(
-        client::post(&http, &gateway.url("/mcp"), &call)
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "gated")
-            .send(),
+        client::modern_post(
+            &http,
+            &gateway.url("/mcp"),
+            "tools/call",
+            Some("gated"),
+            call,
+        )
+        .send(),
     );
     within(
         "the gated call to reach the upstream",
@@ -313,22 +313,17 @@ async fn idle_connections_close_but_a_quiet_request_in_flight_is_spared() {
 
 /// Starts a gated call whose event stream is open (first progress event read).
 async fn open_stream(gateway: &Gateway, http: &reqwest::Client) -> SseStream {
-    let call = json!({
-        "jsonrpc": "2.0", "id": 11, "method": "tools/call",
-        "params": {
-            "name": "gated", "arguments": {},
-            "_meta": { "progressToken": "drain", "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                       "io.modelcontextprotocol/clientCapabilities": {},
-                       "io.modelcontextprotocol/clientInfo": { "name": "portcullis-tests", "version": "0" } }
-        }
-    });
-    let response = client::post(http, &gateway.url("/mcp"), &call)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "gated")
-        .send()
-        .await
-        .unwrap();
+    let call = client::call_with_progress(11, "gated", &json!({}), "drain");
+    let response = client::modern_post(
+        http,
+        &gateway.url("/mcp"),
+        "tools/call",
+        Some("gated"),
+        call,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     let mut stream = SseStream::new(response);
     let first = within("the first progress event", stream.next_message())

@@ -468,16 +468,12 @@ async fn modern_request(
     url: &str,
     method: &str,
     name: Option<&str>,
-    mut body: Value,
+    body: Value,
 ) -> reqwest::Response {
-    body["params"]["_meta"] = client::modern_meta();
-    let mut request = client::post(http, url, &body)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method);
-    if let Some(name) = name {
-        request = request.header("mcp-name", name);
-    }
-    request.send().await.unwrap()
+    client::modern_post(http, url, method, name, body)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

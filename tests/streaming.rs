@@ -98,20 +98,10 @@ async fn first_event_arrives_while_the_upstream_is_still_working() {
         let gateway = Gateway::tls_to(&upstream.url()).await;
         let http = client::http_client(gateway.ca_pem(), http_version);
         let url = gateway.url("/mcp");
-        let mut session = None;
-        if mode == Mode::Stateful {
-            let response = client::post(&http, &url, &client::initialize_body(1, "2025-11-25"))
-                .send()
-                .await
-                .unwrap();
-            session = Some(
-                response.headers()["mcp-session-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_owned(),
-            );
-            client::response_message(response).await;
-        }
+        let session = match mode {
+            Mode::Stateful => Some(client::open_session(&http, &url).await),
+            Mode::Json | Mode::Sse => None,
+        };
         let mut request = client::post(
             &http,
             &url,

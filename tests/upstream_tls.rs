@@ -30,17 +30,17 @@ async fn front(https_upstream: &str, ca: Option<&std::path::Path>) -> Gateway {
 
 async fn echo_through(gateway: &Gateway, text: &str) -> reqwest::Response {
     let http = client::http_client(None, Http::H1);
-    let body = json!({
-        "jsonrpc": "2.0", "id": 21, "method": "tools/call",
-        "params": { "name": "echo", "arguments": { "text": text }, "_meta": client::modern_meta() }
-    });
-    client::post(&http, &gateway.url("/mcp"), &body)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "echo")
-        .send()
-        .await
-        .unwrap()
+    let body = client::call_body(21, "echo", &json!({ "text": text }));
+    client::modern_post(
+        &http,
+        &gateway.url("/mcp"),
+        "tools/call",
+        Some("echo"),
+        body,
+    )
+    .send()
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

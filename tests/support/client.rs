@@ -120,6 +120,45 @@ pub fn modern_meta() -> Value {
     })
 }
 
+/// A 2026-07-28 POST: no handshake; the `_meta` the era requires is added to `body`, and
+/// the `Mcp-Method` / `Mcp-Name` headers mirror it.
+pub fn modern_post(
+    http: &reqwest::Client,
+    url: &str,
+    method: &str,
+    name: Option<&str>,
+    mut body: Value,
+) -> reqwest::RequestBuilder {
+    let meta = body["params"]["_meta"].take();
+    body["params"]["_meta"] = modern_meta();
+    if let Value::Object(extra) = meta {
+        for (k, v) in extra {
+            body["params"]["_meta"][k] = v;
+        }
+    }
+    let request = post(http, url, &body)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", method);
+    match name {
+        Some(name) => request.header("mcp-name", name),
+        None => request,
+    }
+}
+
+/// Opens a handshake-era session (`initialize` at 2025-11-25) and returns its id.
+pub async fn open_session(http: &reqwest::Client, url: &str) -> String {
+    let response = post(http, url, &initialize_body(1, "2025-11-25"))
+        .send()
+        .await
+        .unwrap();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    response_message(response).await;
+    session
+}
+
 /// The JSON-RPC message an answer carries, whether `application/json` or an event stream
 /// (the last message with an `id`, i.e. the response, for a stream).
 pub async fn response_message(response: reqwest::Response) -> Value {
