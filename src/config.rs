@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests and open streams may take to finish.
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Duration,
+    /// Runtime worker threads; unset means one per CPU (or `TOKIO_WORKER_THREADS`). A
+    /// sidecar limited to one CPU does best with 1: no hand-offs between threads.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             drain_timeout: defaults::drain_timeout(),
+            worker_threads: None,
         }
     }
 }
@@ -387,6 +391,15 @@ upstream_headers = { Authorization = "Bearer ${TOKEN}" }
             errs,
             vec!["secrets[0]: required secret `TOKEN` is not set (upstream token)"]
         );
+    }
+
+    #[test]
+    fn worker_threads_must_be_positive() {
+        let base = "[server]\ninsecure_http = true\nlisten = \"127.0.0.1:1\"\n";
+        let errs = messages(&format!("{base}worker_threads = 0\n"), &env(&[]));
+        assert_eq!(errs, vec!["server.worker_threads: must be at least 1"]);
+        let config = load_str(&format!("{base}worker_threads = 1\n"), &env(&[])).unwrap();
+        assert_eq!(config.server.worker_threads, Some(1));
     }
 
     #[test]
