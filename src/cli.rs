@@ -1,4 +1,4 @@
-//! The command line: `portcullis run`, `portcullis check`.
+//! The command line: `portcullis run`, `check`, `health`, `hash-key`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ const AFTER_HELP: &str = "\
 Quick start:
   portcullis check --config config/quickstart.toml   # validate, listing every problem
   portcullis run   --config config/quickstart.toml   # serve until SIGTERM or Ctrl-C
+  printf %s \"$KEY\" | portcullis hash-key             # SHA-256 of an API key, for the config
 
 The config file is TOML; see README.md for every setting.";
 
@@ -31,6 +32,10 @@ pub enum Command {
     /// Ask the local gateway (the config's listen address) for /healthz; exit 0 if it
     /// answers 200, 1 otherwise. For container health checks.
     Health(ConfigArg),
+    /// Read an API key on stdin (one trailing newline is dropped) and print its SHA-256
+    /// in hex: the form the config stores instead of the key. Exit 2 if the key is empty
+    /// or could not travel in an HTTP header.
+    HashKey,
 }
 
 #[derive(Debug, Args)]
@@ -52,7 +57,56 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args.config),
         Command::Run(args) => run(&args.config),
         Command::Health(args) => health(&args.config),
+        Command::HashKey => hash_key(),
     }
+}
+
+fn hash_key() -> ExitCode {
+    use std::io::{IsTerminal, Read};
+
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!(
+            "hash-key reads the key on stdin and will not take it from a terminal (it would \
+             echo); pipe it in instead: printf %s \"$KEY\" | portcullis hash-key"
+        );
+        return ExitCode::from(2);
+    }
+    let mut input = Vec::new();
+    if let Err(e) = stdin.read_to_end(&mut input) {
+        eprintln!("cannot read the key from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = input
+        .strip_suffix(b"\r\n")
+        .or_else(|| input.strip_suffix(b"\n"))
+        .unwrap_or(&input);
+    let key = match api_key_from_bytes(key) {
+        Ok(key) => key,
+        Err(problem) => {
+            eprintln!("refusing the key: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", crate::auth::hash_key(key));
+    eprintln!("Put this hash in the config's API key list; keep the key itself secret.");
+    ExitCode::SUCCESS
+}
+
+/// A key as clients will present it: in an HTTP header, so visible ASCII only (a space,
+/// a control character or a non-ASCII byte would be trimmed, refused or mangled on the
+/// way, and the key could never match).
+fn api_key_from_bytes(key: &[u8]) -> Result<&str, &'static str> {
+    if key.is_empty() {
+        return Err("it is empty (pipe the key itself on stdin)");
+    }
+    if !key.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "it contains a space, a control character (such as a second newline) or a \
+             non-ASCII byte, which an HTTP header cannot carry intact",
+        );
+    }
+    std::str::from_utf8(key).map_err(|_| "it is not valid UTF-8")
 }
 
 fn health(path: &std::path::Path) -> ExitCode {

@@ -406,3 +406,56 @@ fn health_probes_the_running_gateway_over_pinned_tls() {
         "{out:?}"
     );
 }
+
+/// Runs `portcullis hash-key` with `stdin` piped in.
+fn hash_key(stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = portcullis()
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
+    // sha256("test-key"), from `printf %s test-key | sha256sum`.
+    const EXPECTED: &str = "62af8704764faf8ea82fc61ce9c4c3908b6cb97d463a634e9e587d7c885db0ef";
+    for input in [&b"test-key"[..], b"test-key\n", b"test-key\r\n"] {
+        let out = hash_key(input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{input:?}: {stderr}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("{EXPECTED}\n")
+        );
+        assert!(stderr.contains("API key list"), "{stderr}");
+        assert!(!stderr.contains("test-key"), "the key was echoed: {stderr}");
+    }
+
+    // Exactly one trailing newline is dropped; anything a header cannot carry is refused.
+    for (input, expected) in [
+        (&b""[..], "empty"),
+        (b"\n", "empty"),
+        (b"\r\n", "empty"),
+        (b"test-key\n\n", "control character"),
+        (b"test key", "space"),
+        (b" test-key", "space"),
+    ] {
+        let out = hash_key(input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{input:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{input:?}");
+        assert!(
+            stderr.contains("refusing the key") && stderr.contains(expected),
+            "{input:?}: {stderr}"
+        );
+    }
+
+    let out = portcullis().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hash-key"));
+}

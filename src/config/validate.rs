@@ -130,7 +130,10 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
         }
     }
     if s.worker_threads == Some(0) {
-        errors.push(ConfigError::new("server.worker_threads", "must be at least 1"));
+        errors.push(ConfigError::new(
+            "server.worker_threads",
+            "must be at least 1",
+        ));
     }
     if s.max_connections == 0 {
         errors.push(ConfigError::new(
