@@ -9,6 +9,7 @@
 //! Groundwork only so far: nothing here is wired into the stack or the config yet.
 
 pub mod apikey;
+pub mod jwks;
 pub mod jwt;
 pub mod principal;
 
