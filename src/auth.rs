@@ -9,8 +9,11 @@
 //! Groundwork only so far: nothing here is wired into the stack or the config yet.
 
 pub mod apikey;
+pub mod cache;
+pub mod challenge;
 pub mod jwks;
 pub mod jwt;
+pub mod metadata;
 pub mod principal;
 
 pub use apikey::{ApiKeyEntry, ApiKeyError, ApiKeyStore, KeyHash, hash_key};

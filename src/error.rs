@@ -19,6 +19,10 @@ pub mod code {
     pub const UPSTREAM_TIMEOUT: i64 = -32001;
     /// The upstream could not be reached or broke the connection.
     pub const UPSTREAM_UNAVAILABLE: i64 = -32010;
+    /// No credentials, or credentials that do not verify (HTTP 401).
+    pub const UNAUTHORIZED: i64 = -32030;
+    /// Authenticated, but without the scope or permission needed (HTTP 403).
+    pub const FORBIDDEN: i64 = -32031;
     /// An unexpected fault inside the gateway.
     pub const INTERNAL: i64 = -32603;
 }

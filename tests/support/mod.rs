@@ -1,6 +1,7 @@
-//! The in-process test kit: real rmcp upstreams ([`upstream`]), the real gateway on
-//! `127.0.0.1:0` over TLS or plain HTTP ([`gateway`], [`pki`]), and real clients
-//! ([`client`], [`sse`]). Nothing is mocked; every port is picked by the OS.
+//! The in-process test kit: real rmcp upstreams ([`upstream`]), a real OAuth authorization
+//! server ([`auth_server`]), the real gateway on `127.0.0.1:0` over TLS or plain HTTP
+//! ([`gateway`], [`pki`]), and real clients ([`client`], [`sse`]). Nothing is mocked;
+//! every port is picked by the OS.
 //!
 //! Each test crate includes it with `#[cfg(test)] mod support;` (or is itself marked
 //! `#![cfg(test)]`), so clippy treats the kit as test code where `unwrap` and `panic!` are
@@ -12,6 +13,7 @@
     reason = "each test crate uses a different part of the shared kit"
 )]
 
+pub mod auth_server;
 pub mod client;
 pub mod gateway;
 pub mod pki;
