@@ -109,13 +109,18 @@ fn api_key_from_bytes(key: &[u8]) -> Result<&str, &'static str> {
     std::str::from_utf8(key).map_err(|_| "it is not valid UTF-8")
 }
 
+/// Loads the config, or prints every problem and gives the exit code for it.
+fn load(path: &std::path::Path) -> Result<crate::Config, ExitCode> {
+    config::load_file(path).map_err(|errors| {
+        eprint!("{}: {errors}", path.display());
+        ExitCode::from(2)
+    })
+}
+
 fn health(path: &std::path::Path) -> ExitCode {
-    let config = match config::load_file(path) {
+    let config = match load(path) {
         Ok(c) => c,
-        Err(errors) => {
-            eprint!("{}: {errors}", path.display());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let outcome = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -135,33 +140,26 @@ fn health(path: &std::path::Path) -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load_file(path) {
-        Ok(config) => {
-            for warning in &config.warnings {
-                println!("warning: {warning}");
-            }
-            println!(
-                "{}: configuration OK ({} route{})",
-                path.display(),
-                config.routes.len(),
-                if config.routes.len() == 1 { "" } else { "s" }
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprint!("{}: {errors}", path.display());
-            ExitCode::from(2)
-        }
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for warning in &config.warnings {
+        println!("warning: {warning}");
     }
+    println!(
+        "{}: configuration OK ({} route{})",
+        path.display(),
+        config.routes.len(),
+        if config.routes.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::SUCCESS
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let config = match config::load_file(path) {
+    let config = match load(path) {
         Ok(c) => c,
-        Err(errors) => {
-            eprint!("{}: {errors}", path.display());
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if let Err(e) = crate::telemetry::init(&config.logging) {
         eprintln!("{e}");

@@ -113,23 +113,8 @@ impl JwksCache {
         let uri: Uri = url
             .parse()
             .map_err(|_| JwksError::InsecureUrl(url.to_owned()))?;
-        let tls = tls::client_config(ca)
-            .or_else(|e| {
-                if loopback {
-                    tls::client_config_without_roots()
-                } else {
-                    Err(e)
-                }
-            })
+        let connector = tls::https_connector(ca, policy.fetch_timeout, parsed.scheme() == "http")
             .map_err(|e| JwksError::Fetch(e.to_string()))?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(policy.fetch_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
         Ok(Self {
             url: uri,
             client: Client::builder(TokioExecutor::new()).build(connector),

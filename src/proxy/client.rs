@@ -49,25 +49,11 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     pub fn new(route: &RouteConfig) -> Result<Self, TlsError> {
         let up = &route.upstream;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(up.connect_timeout.get()));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let tls = tls::client_config(up.ca.as_deref()).or_else(|e| {
-            // Plain-HTTP upstreams never use the trust store; do not fail them for it.
-            if up.url.scheme() == "http" {
-                tls::client_config_without_roots()
-            } else {
-                Err(e)
-            }
-        })?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
+        let connector = tls::https_connector(
+            up.ca.as_deref(),
+            up.connect_timeout.get(),
+            up.url.scheme() == "http",
+        )?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(up.pool_idle_timeout.get())
             .pool_timer(TokioTimer::new())

@@ -3,6 +3,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -68,8 +72,41 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Tl
     Ok(config)
 }
 
-/// TLS configuration towards an upstream: only `ca` when given, else the system roots.
-pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+/// The connector of every outbound client (upstreams, JWKS): HTTPS through rustls, with
+/// `ca` as the only trust anchor when given and the system roots otherwise, or plain HTTP.
+/// `plain_http`: the peer is reached over plain HTTP, where a missing system trust store is
+/// no reason to fail.
+pub fn https_connector(
+    ca: Option<&Path>,
+    connect_timeout: Duration,
+    plain_http: bool,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    let roots = match trust_anchors(ca) {
+        Ok(roots) => roots,
+        Err(_) if plain_http => rustls::RootCertStore::empty(),
+        Err(e) => return Err(e),
+    };
+    // ALPN (h2, http/1.1) is set by the connector builder below.
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Roots(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http))
+}
+
+/// Only `ca` when given, else the system roots.
+fn trust_anchors(ca: Option<&Path>) -> Result<rustls::RootCertStore, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -93,22 +130,5 @@ pub fn client_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError
             }
         }
     }
-    // ALPN (h2, http/1.1) is set by the HTTPS connector that uses this configuration.
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Roots(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
-}
-
-/// A client configuration that trusts nothing: for plain-HTTP upstreams, where TLS is
-/// never used but the connector still wants one.
-pub fn client_config_without_roots() -> Result<rustls::ClientConfig, TlsError> {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Roots(e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    Ok(config)
+    Ok(roots)
 }
