@@ -1,9 +1,13 @@
 //! Lists and calls tools through Portcullis with the official Rust MCP SDK client:
 //! `cargo run --example demo_client -- http://127.0.0.1:8080/demo/mcp`
+//!
+//! It authenticates with the quick start's API key (`config/quickstart.toml`), or with the
+//! token in `PORTCULLIS_TOKEN` when set (an API key or a JWT).
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -13,7 +17,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8080/demo/mcp".to_owned());
 
-    let client = ().serve(StreamableHttpClientTransport::from_uri(url.clone())).await?;
+    let token =
+        std::env::var("PORTCULLIS_TOKEN").unwrap_or_else(|_| "quickstart-demo-key".to_owned());
+    let config = StreamableHttpClientTransportConfig::with_uri(url.clone()).auth_header(token);
+    let client = ().serve(StreamableHttpClientTransport::from_config(config)).await?;
     println!("connected to {url}");
 
     let tools = client.list_all_tools().await?;

@@ -4,6 +4,7 @@
 //! own, then [`validate`] checks what serde cannot, so `portcullis check` can list every
 //! mistake at once, each with its TOML path. Secrets are resolved last (see [`secret`]).
 
+pub mod auth;
 mod load;
 pub mod secret;
 pub mod units;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use auth::{AuthConfig, AuthMode, MethodName};
 pub use load::{ConfigError, ConfigErrors, load_file, load_str};
 pub use secret::{ProcessEnv, SecretSource, SecretString, SecretValue};
 pub use units::{ByteSize, Duration};
@@ -25,6 +27,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub logging: LoggingConfig,
     pub secrets: Vec<SecretDecl>,
+    pub auth: AuthConfig,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,
@@ -89,6 +92,10 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// PEM CA(s) whose client certificates are verified (mTLS). Clients without a
+    /// certificate may still connect and authenticate otherwise; one that presents a
+    /// certificate not issued by these CAs fails the handshake.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[logging]`.
@@ -162,6 +169,22 @@ pub struct RouteConfig {
     /// Client request headers forwarded upstream besides the MCP ones.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// `required` (default): every request proves who it is. `none`: no authentication.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Ways in: `jwt`, `api_key`, `mtls`. Default: `jwt` when issuers are configured and
+    /// `api_key` when API keys are; `mtls` only when listed.
+    pub auth_methods: Option<Vec<MethodName>>,
+    /// The audience tokens must carry. Default: the route's canonical URL
+    /// (`server.public_url` + `path`, RFC 8707).
+    pub audience: Option<String>,
+    /// Scopes every request needs; advertised in the metadata and challenges. A token
+    /// without them gets 403 `insufficient_scope`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Facts about the verified caller sent upstream, under the header names given.
+    #[serde(default)]
+    pub identity_headers: auth::IdentityHeaders,
 }
 
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint.
@@ -297,12 +320,18 @@ mod tests {
     #[test]
     fn plain_http_off_loopback_is_allowed_with_a_warning() {
         let text = "[server]\nlisten = \"0.0.0.0:8080\"\ninsecure_http = true\n\
-                    [[routes]]\nname = \"a\"\npath = \"/a\"\nupstream = { url = \"http://u/mcp\" }\n";
-        let config = load_str(text, &env(&[])).unwrap();
-        assert_eq!(config.warnings.len(), 1);
-        assert!(config.warnings[0].contains("plain HTTP on non-loopback"));
-        let text = text.replace("0.0.0.0", "127.0.0.1");
-        assert!(load_str(&text, &env(&[])).unwrap().warnings.is_empty());
+                    [[routes]]\nname = \"a\"\npath = \"/a\"\nupstream = { url = \"http://u/mcp\" }\n\
+                    auth = \"none\"\n";
+        let plain = |text: &str| {
+            let config = load_str(text, &env(&[])).unwrap();
+            config
+                .warnings
+                .iter()
+                .filter(|w| w.contains("plain HTTP on non-loopback"))
+                .count()
+        };
+        assert_eq!(plain(text), 1);
+        assert_eq!(plain(&text.replace("0.0.0.0", "127.0.0.1")), 0);
     }
 
     #[test]
@@ -379,6 +408,7 @@ name = "a"
 path = "/a"
 upstream = { url = "http://u/mcp" }
 upstream_headers = { Authorization = "Bearer ${TOKEN}" }
+auth = "none"
 "#;
         let config = load_str(text, &env(&[("TOKEN", "tok-123")])).unwrap();
         let header = &config.routes[0].upstream_headers["Authorization"];

@@ -1,11 +1,12 @@
 //! The running gateway built from a config: each route with its upstream client, origin
-//! policy and CORS layer, and the listener-wide host policy. Shared read-only by every
-//! request.
+//! policy, CORS layer and authentication settings; the authenticator every route shares;
+//! the listener-wide host policy. Shared read-only by every request.
 
 use std::sync::Arc;
 
 use tower_http::cors::CorsLayer;
 
+use crate::auth::{AuthSetupError, Authenticator, RouteAuth};
 use crate::config::Config;
 use crate::edge::host::HostPolicy;
 use crate::edge::origin::OriginPolicy;
@@ -17,6 +18,8 @@ use crate::server::tls::TlsError;
 pub enum StartError {
     #[error("route `{route}`: cannot set up the upstream client: {source}")]
     Upstream { route: String, source: TlsError },
+    #[error("cannot set up authentication: {0}")]
+    Auth(#[from] AuthSetupError),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -35,21 +38,33 @@ pub struct Route {
     pub origins: OriginPolicy,
     pub cors: CorsLayer,
     pub max_body: u64,
+    pub auth: RouteAuth,
 }
 
 #[derive(Debug)]
 pub struct Gateway {
     pub routes: Vec<Arc<Route>>,
     pub hosts: Arc<HostPolicy>,
+    pub auth: Arc<Authenticator>,
 }
 
 impl Gateway {
-    pub fn new(config: &Config) -> Result<Self, StartError> {
+    /// Builds the gateway of a validated config. `local_addr` is the address the listener
+    /// is bound to: a loopback listener without `server.public_url` takes its URL from it
+    /// (a sidecar's clients reach it there), which gives its routes their audience.
+    pub fn new(
+        config: &Config,
+        local_addr: Option<std::net::SocketAddr>,
+    ) -> Result<Self, StartError> {
         let scheme = if config.server.insecure_http {
             "http"
         } else {
             "https"
         };
+        let public_url = config.server.public_url.clone().or_else(|| {
+            let addr = local_addr.filter(|a| a.ip().is_loopback())?;
+            url::Url::parse(&format!("{scheme}://{addr}")).ok()
+        });
         let routes = config
             .routes
             .iter()
@@ -60,6 +75,7 @@ impl Gateway {
                 })?;
                 let origins = OriginPolicy::new(&r.cors_origins, scheme);
                 let cors = crate::edge::cors::layer(r, &origins);
+                let auth = RouteAuth::new(config, public_url.as_ref(), r)?;
                 Ok(Arc::new(Route {
                     name: r.name.clone(),
                     path: r.path.clone(),
@@ -67,6 +83,7 @@ impl Gateway {
                     origins,
                     cors,
                     max_body: r.max_body.get(),
+                    auth,
                 }))
             })
             .collect::<Result<Vec<_>, StartError>>()?;
@@ -78,6 +95,7 @@ impl Gateway {
         Ok(Self {
             routes,
             hosts: Arc::new(hosts),
+            auth: Arc::new(Authenticator::new(config)?),
         })
     }
 }

@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers) and `/readyz` (config loaded, every upstream accepts a
-//! TCP connection). Answered outside any route, before Host checks, so orchestrators can
+//! TCP connection, every JWKS fetched at least once; each route's `auth` mode shown). Answered outside any route, before Host checks, so orchestrators can
 //! probe by IP. They reveal route names and reachability, never upstream addresses.
 
 use std::time::Duration;
@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
 
+use crate::config::AuthMode;
 use crate::gateway::Gateway;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,7 +39,16 @@ pub async fn readyz(gateway: &Gateway) -> Response {
             *slot = ok;
         }
     }
-    let ready = reachable.iter().all(|ok| *ok);
+    let issuers: Vec<_> = gateway
+        .auth
+        .jwks_status()
+        .into_iter()
+        .map(|(issuer, loaded)| {
+            json!({ "issuer": issuer, "keys": if loaded { "loaded" } else { "not_loaded" } })
+        })
+        .collect();
+    let keys_ready = gateway.auth.jwks_status().iter().all(|(_, loaded)| *loaded);
+    let ready = reachable.iter().all(|ok| *ok) && keys_ready;
     let routes: Vec<_> = gateway
         .routes
         .iter()
@@ -48,6 +58,11 @@ pub async fn readyz(gateway: &Gateway) -> Response {
                 "name": r.name,
                 "path": r.path,
                 "upstream": if *ok { "reachable" } else { "unreachable" },
+                // `none` is shown so that an unauthenticated route never goes unnoticed.
+                "auth": match r.auth.mode {
+                    AuthMode::Required => "required",
+                    AuthMode::None => "none",
+                },
             })
         })
         .collect();
@@ -56,7 +71,10 @@ pub async fn readyz(gateway: &Gateway) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "routes": routes });
+    let mut body = json!({ "status": if ready { "ready" } else { "not_ready" }, "routes": routes });
+    if !issuers.is_empty() {
+        body["issuers"] = serde_json::Value::Array(issuers);
+    }
     (status, Json(body)).into_response()
 }
 

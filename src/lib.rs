@@ -35,7 +35,8 @@ pub struct Running {
 impl Running {
     /// Builds everything from a validated config and binds the listener.
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
-        let gateway = Arc::new(Gateway::new(config)?);
+        let server = Server::bind(&config.server).await?;
+        let gateway = Arc::new(Gateway::new(config, Some(server.local_addr()))?);
         if gateway.hosts.is_open() {
             tracing::warn!(
                 "No server.public_url or server.allowed_hosts on a non-loopback listener: \
@@ -45,7 +46,7 @@ impl Running {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
-        let server = Server::bind(&config.server).await?;
+        gateway.auth.start().await;
         Ok(Self {
             server,
             app: app(gateway),

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 pub use client::{UpstreamClient, UpstreamError};
 
+use crate::auth::IdentityHeaderValues;
 use crate::error::Rejection;
 use crate::mcp::headers::{X_REQUEST_ID, is_event_stream};
 use crate::mcp::jsonrpc;
@@ -53,6 +54,13 @@ pub async fn forward(
         out_headers.insert(X_REQUEST_ID, id.header_value());
     }
     upstream.inject(&mut out_headers);
+    // The verified caller, when the route forwards it (client copies were never let in:
+    // the header names are not on the allowlist).
+    if let Some(identity) = parts.extensions.get::<IdentityHeaderValues>() {
+        for (name, value) in &identity.0 {
+            out_headers.insert(name.clone(), value.clone());
+        }
+    }
     let mut out = Request::new(Full::new(body.clone()));
     *out.method_mut() = parts.method;
     *out.uri_mut() = upstream.uri().clone();

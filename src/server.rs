@@ -54,7 +54,7 @@ impl Server {
     pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
         let tls = match &config.tls {
             Some(t) if !config.insecure_http => {
-                let server_config = tls::server_config(&t.cert, &t.key)?;
+                let server_config = tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())?;
                 Some(TlsAcceptor::from(Arc::new(server_config)))
             }
             _ => None,

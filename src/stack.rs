@@ -10,15 +10,18 @@
 //! -   /healthz, /readyz ............................ answered before the Host check so
 //!                                                    orchestrators can probe by IP
 //! 3   Host check (DNS rebinding) ................... `edge::host`, 403
+//! 6   protected-resource metadata (RFC 9728) ....... `auth::metadata`, public, CORS `*`
 //! -   route lookup (exact path) .................... 404
 //! 4a  Origin check (preflights included) ........... `edge::origin`, 403
 //! 4b  CORS, preflights answered .................... `edge::cors` (tower-http), only for
-//!                                                    requests that carry an Origin
+//!                                                    requests that carry an Origin; wraps
+//!                                                    what follows, so 401s carry CORS too
+//! 7   authentication → `Arc<Principal>` ........... `auth`, 401/403 + WWW-Authenticate
 //! 12  proxy: header hygiene, streaming ............. `proxy::forward`, 502/504
 //! ```
 //!
-//! Later stages (authentication, rate limits, MCP parsing, session binding, authorization)
-//! slot in between 4 and 12, in the order of DESIGN.md §1.
+//! Later stages (rate limits, MCP parsing, session binding, authorization) slot in
+//! between, in the order of DESIGN.md §1.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,6 +37,10 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::Cors;
 use tracing::Instrument;
 
+use crate::auth::Authenticator;
+use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
+use crate::auth::mtls::PeerCertificate;
+use crate::config::AuthMode;
 use crate::edge;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
@@ -77,14 +84,17 @@ pub struct App {
 struct Inner {
     gateway: Arc<Gateway>,
     routes: HashMap<String, RouteStack>,
+    /// Well-known path → protected-resource metadata document.
+    metadata: HashMap<String, bytes::Bytes>,
 }
 
 /// One route's stages after the route lookup.
 #[derive(Debug)]
 struct RouteStack {
     route: Arc<Route>,
-    /// CORS (tower-http) around the proxy, for requests that carry an `Origin`.
-    cors: Cors<ProxyService>,
+    /// CORS (tower-http) around the rest of the route's stages, for requests that carry
+    /// an `Origin`.
+    cors: Cors<RouteService>,
 }
 
 /// Builds the whole application.
@@ -93,16 +103,36 @@ pub fn app(gateway: Arc<Gateway>) -> App {
         .routes
         .iter()
         .map(|route| {
-            let cors = route.cors.layer(ProxyService(Arc::clone(route)));
+            let service = RouteService {
+                route: Arc::clone(route),
+                auth: Arc::clone(&gateway.auth),
+            };
             let stack = RouteStack {
                 route: Arc::clone(route),
-                cors,
+                cors: route.cors.layer(service),
             };
             (route.path.clone(), stack)
         })
         .collect();
+    let mut metadata: HashMap<String, bytes::Bytes> = gateway
+        .routes
+        .iter()
+        .filter_map(|r| Some((well_known_path(&r.path), r.auth.metadata.clone()?)))
+        .collect();
+    // With one route, clients that look at the bare well-known path find it too.
+    if let [only] = gateway.routes.as_slice()
+        && let Some(doc) = &only.auth.metadata
+    {
+        metadata
+            .entry(WELL_KNOWN_PREFIX.to_owned())
+            .or_insert_with(|| doc.clone());
+    }
     App {
-        inner: Arc::new(Inner { gateway, routes }),
+        inner: Arc::new(Inner {
+            gateway,
+            routes,
+            metadata,
+        }),
     }
 }
 
@@ -137,6 +167,14 @@ impl App {
             return Rejection::HostNotAllowed.into_response(None);
         }
 
+        // 6. Protected-resource metadata: public, for any origin.
+        if req.uri().path().starts_with(WELL_KNOWN_PREFIX) {
+            return match inner.metadata.get(req.uri().path()) {
+                Some(doc) => crate::auth::metadata::respond(req.method(), req.headers(), doc),
+                None => Rejection::NoRoute.into_response(None),
+            };
+        }
+
         let Some(stack) = inner.routes.get(req.uri().path()) else {
             return Rejection::NoRoute.into_response(None);
         };
@@ -160,9 +198,40 @@ impl App {
             };
         }
 
-        // 12. The upstream.
-        proxy::forward(&stack.route.upstream, stack.route.max_body, req).await
+        route_stages(&stack.route, &inner.gateway.auth, req).await
     }
+}
+
+/// The stages after CORS: authentication, then the upstream.
+async fn route_stages(
+    route: &Route,
+    auth: &Authenticator,
+    mut req: Request<Body>,
+) -> Response<Body> {
+    // 7. Authentication: who is calling. Nothing reaches the upstream without it unless
+    // the route says `auth = "none"`.
+    if route.auth.mode == AuthMode::Required {
+        let certificate = req.extensions().get::<PeerCertificate>();
+        match auth
+            .authenticate(&route.auth, req.headers(), certificate)
+            .await
+        {
+            Ok(principal) => {
+                if route.auth.has_identity_headers() {
+                    let values = route.auth.identity_headers(&principal);
+                    req.extensions_mut().insert(values);
+                }
+                req.extensions_mut().insert(principal);
+            }
+            Err((failure, response)) => {
+                tracing::debug!(route = %route.name, reason = failure.reason(), "Refused a request: {failure}");
+                return response;
+            }
+        }
+    }
+
+    // 12. The upstream.
+    proxy::forward(&route.upstream, route.max_body, req).await
 }
 
 impl tower::Service<Request<Body>> for App {
@@ -180,11 +249,14 @@ impl tower::Service<Request<Body>> for App {
     }
 }
 
-/// Stage 12 as a tower service, for the CORS layer to wrap.
+/// The stages after CORS as a tower service, for the CORS layer to wrap.
 #[derive(Debug, Clone)]
-struct ProxyService(Arc<Route>);
+struct RouteService {
+    route: Arc<Route>,
+    auth: Arc<Authenticator>,
+}
 
-impl tower::Service<Request<Body>> for ProxyService {
+impl tower::Service<Request<Body>> for RouteService {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
@@ -194,7 +266,7 @@ impl tower::Service<Request<Body>> for ProxyService {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let route = Arc::clone(&self.0);
-        Box::pin(async move { Ok(proxy::forward(&route.upstream, route.max_body, req).await) })
+        let (route, auth) = (Arc::clone(&self.route), Arc::clone(&self.auth));
+        Box::pin(async move { Ok(route_stages(&route, &auth, req).await) })
     }
 }

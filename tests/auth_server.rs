@@ -46,6 +46,7 @@ fn verifier(server: &AuthServer, jwks: &JwkSet) -> JwtVerifier {
         keys: verify_keys(jwks),
         leeway_secs: 60,
         required_claims: vec!["sub".into()],
+        ..TrustedIssuer::default()
     }])
 }
 

@@ -45,17 +45,20 @@ description = "token for the inventory MCP server"
 name = "a"
 path = "/a/mcp"
 upstream = { url = "ftp://example.com/mcp" }
+auth = "none"
 upstream_headers = { Authorization = "Bearer ${PORTCULLIS_TEST_SURELY_UNSET_TOKEN}" }
 
 [[routes]]
 name = "b"
 path = "/a/mcp"
 upstream = { url = "http://127.0.0.1:3001/mcp", response_timeout = "soon" }
+auth = "none"
 
 [[routes]]
 name = "c"
 path = "/c/mcp"
 upstream = { url = "http://127.0.0.1:3001/mcp" }
+auth = "none"
 cors_origins = ["*"]
 cors_allow_credentials = true
 "#,
@@ -93,11 +96,13 @@ key = "missing-key.pem"
 name = "a"
 path = "/a/mcp"
 upstream = { url = "ftp://example.com/mcp" }
+auth = "none"
 
 [[routes]]
 name = "a"
 path = "/a/mcp"
 upstream = { url = "http://127.0.0.1:3001/mcp" }
+auth = "none"
 "#,
     );
     let out = portcullis()
@@ -142,6 +147,7 @@ description = "upstream token"
 name = "demo"
 path = "/demo/mcp"
 upstream = { url = "http://127.0.0.1:3001/mcp" }
+auth = "none"
 upstream_headers = { Authorization = "Bearer ${PORTCULLIS_CLI_TEST_TOKEN}" }
 "#,
     );
@@ -221,6 +227,7 @@ format = "json"
 name = "demo"
 path = "/demo/mcp"
 upstream = { url = "http://127.0.0.1:9/mcp" }
+auth = "none"
 "#,
     );
     let mut child = portcullis()

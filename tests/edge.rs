@@ -26,6 +26,7 @@ insecure_http = true
 name = "tools"
 path = "/tools/mcp"
 upstream = {{ url = "http://127.0.0.1:9/mcp" }}
+auth = "none"
 cors_origins = ["https://app.example.com"]
 cors_max_age = "2m"
 
@@ -33,13 +34,14 @@ cors_max_age = "2m"
 name = "private"
 path = "/private/mcp"
 upstream = {{ url = "http://127.0.0.1:9/mcp" }}
+auth = "none"
 "#
     );
     let env = ProcessEnv {
         base_dir: std::env::temp_dir(),
     };
     let config = config::load_str(&text, &env).unwrap();
-    portcullis::app(Arc::new(portcullis::Gateway::new(&config).unwrap()))
+    portcullis::app(Arc::new(portcullis::Gateway::new(&config, None).unwrap()))
 }
 
 async fn send(

@@ -99,6 +99,7 @@ pub struct ApiKeyEntry {
     pub hash: KeyHash,
     pub subject: String,
     pub roles: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 impl ApiKeyEntry {
@@ -116,6 +117,7 @@ impl ApiKeyEntry {
             hash: hash_hex.parse()?,
             subject,
             roles,
+            scopes: Vec::new(),
         })
     }
 }
@@ -171,6 +173,7 @@ impl ApiKeyStore {
             .and_then(|i| self.entries.get(i))?;
         let mut principal = Principal::new(entry.subject.clone(), AuthMethod::ApiKey);
         principal.roles.clone_from(&entry.roles);
+        principal.scopes.clone_from(&entry.scopes);
         Some(principal)
     }
 }

@@ -225,6 +225,10 @@ mod tests {
             issuer: "https://auth.example.com".into(),
             claims: Map::new(),
             expires_at,
+            principal: Arc::new(crate::auth::Principal::new(
+                "alice",
+                crate::auth::AuthMethod::Jwt,
+            )),
         })
     }
 

@@ -25,8 +25,6 @@
 //!   tokens are dropped, and an `error_description` loses every character outside the
 //!   allowed set and every `=` (so it can never spell `scope=` or `error=`), and is cut
 //!   to [`MAX_DESCRIPTION_LEN`] bytes.
-//!
-//! Not yet wired into the request path or the config.
 
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -55,8 +53,10 @@ pub enum ChallengeError {
 /// The challenges of one route. See the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BearerChallenge {
-    /// The absolute URL of the route's protected-resource metadata.
-    resource_metadata: String,
+    /// The absolute URL of the route's protected-resource metadata, when the route has
+    /// one (routes that take only API keys or certificates have no authorization server
+    /// to point at).
+    resource_metadata: Option<String>,
     /// The route's scopes, space-separated; empty for none.
     scopes: String,
 }
@@ -64,30 +64,41 @@ pub struct BearerChallenge {
 impl BearerChallenge {
     /// Checks `resource_metadata` (see [`super::metadata::metadata_url`]) and `scopes`
     /// (what a client without a token should request) once, at configuration time.
-    pub fn new(resource_metadata: &url::Url, scopes: &[String]) -> Result<Self, ChallengeError> {
-        let url = resource_metadata.as_str();
-        if resource_metadata.query().is_some()
-            || resource_metadata.fragment().is_some()
-            || !url.bytes().all(is_qdtext)
-        {
-            return Err(ChallengeError::MetadataUrl(url.to_owned()));
+    pub fn new(
+        resource_metadata: Option<&url::Url>,
+        scopes: &[String],
+    ) -> Result<Self, ChallengeError> {
+        if let Some(metadata) = resource_metadata {
+            let url = metadata.as_str();
+            if metadata.query().is_some()
+                || metadata.fragment().is_some()
+                || !url.bytes().all(is_qdtext)
+            {
+                return Err(ChallengeError::MetadataUrl(url.to_owned()));
+            }
         }
         if let Some(bad) = scopes.iter().find(|s| !is_scope_token(s)) {
             return Err(ChallengeError::Scope(bad.clone()));
         }
         Ok(Self {
-            resource_metadata: url.to_owned(),
+            resource_metadata: resource_metadata.map(|u| u.as_str().to_owned()),
             scopes: join_unique(scopes.iter().map(String::as_str)),
         })
     }
 
     /// `Bearer resource_metadata="…", scope="…"`; `scope` only if the route has scopes.
     pub fn missing_token_header(&self) -> HeaderValue {
-        let mut value = format!(r#"Bearer resource_metadata="{}""#, self.resource_metadata);
-        if !self.scopes.is_empty() {
-            value.push_str(&format!(r#", scope="{}""#, self.scopes));
+        let mut params = Vec::new();
+        if let Some(url) = &self.resource_metadata {
+            params.push(format!(r#"resource_metadata="{url}""#));
         }
-        header_value(value)
+        if !self.scopes.is_empty() {
+            params.push(format!(r#"scope="{}""#, self.scopes));
+        }
+        if params.is_empty() {
+            return HeaderValue::from_static("Bearer");
+        }
+        header_value(format!("Bearer {}", params.join(", ")))
     }
 
     /// `Bearer error="invalid_token", error_description="…", resource_metadata="…"`.
@@ -96,10 +107,7 @@ impl BearerChallenge {
     pub fn invalid_token_header(&self, description: &str) -> HeaderValue {
         let mut value = String::from(r#"Bearer error="invalid_token""#);
         push_description(&mut value, description);
-        value.push_str(&format!(
-            r#", resource_metadata="{}""#,
-            self.resource_metadata
-        ));
+        self.push_metadata(&mut value);
         header_value(value)
     }
 
@@ -120,12 +128,15 @@ impl BearerChallenge {
         if !needed.is_empty() {
             value.push_str(&format!(r#", scope="{needed}""#));
         }
-        value.push_str(&format!(
-            r#", resource_metadata="{}""#,
-            self.resource_metadata
-        ));
+        self.push_metadata(&mut value);
         push_description(&mut value, description);
         header_value(value)
+    }
+
+    fn push_metadata(&self, value: &mut String) {
+        if let Some(url) = &self.resource_metadata {
+            value.push_str(&format!(r#", resource_metadata="{url}""#));
+        }
     }
 
     /// 401 for a request without credentials.
@@ -247,7 +258,7 @@ mod tests {
 
     fn challenge(scopes: &[&str]) -> BearerChallenge {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
-        BearerChallenge::new(&url::Url::parse(METADATA).unwrap(), &scopes).unwrap()
+        BearerChallenge::new(Some(&url::Url::parse(METADATA).unwrap()), &scopes).unwrap()
     }
 
     fn strings(s: &[&str]) -> Vec<String> {
@@ -386,7 +397,7 @@ mod tests {
         let url = url::Url::parse(METADATA).unwrap();
         for bad in ["a b", "", "x\"", "y\\", "error=z", "é"] {
             assert_eq!(
-                BearerChallenge::new(&url, &strings(&["fine", bad])),
+                BearerChallenge::new(Some(&url), &strings(&["fine", bad])),
                 Err(ChallengeError::Scope(bad.to_owned())),
                 "{bad:?}"
             );
@@ -397,13 +408,13 @@ mod tests {
         ] {
             let url = url::Url::parse(bad).unwrap();
             assert!(matches!(
-                BearerChallenge::new(&url, &[]),
+                BearerChallenge::new(Some(&url), &[]),
                 Err(ChallengeError::MetadataUrl(_))
             ));
         }
         // url::Url percent-encodes quotes, spaces and controls in a path.
         let url = url::Url::parse("https://mcp.example.com/a\"b c").unwrap();
-        let c = BearerChallenge::new(&url, &[]).unwrap();
+        let c = BearerChallenge::new(Some(&url), &[]).unwrap();
         assert_eq!(
             c.missing_token_header(),
             r#"Bearer resource_metadata="https://mcp.example.com/a%22b%20c""#

@@ -87,7 +87,11 @@ pub struct JwksCache {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     policy: JwksPolicy,
     current: RwLock<Arc<KeySet>>,
+    /// The generation of `current`, published after it is installed (so a reader that
+    /// sees a generation always finds that key set or a newer one).
     generation: AtomicU64,
+    /// SHA-256 of the last body that parsed: an unchanged set keeps its generation.
+    digest: std::sync::Mutex<Option<[u8; 32]>>,
     /// When the last fetch on behalf of an unknown `kid` happened; the lock also makes
     /// concurrent callers share one fetch.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
@@ -124,6 +128,7 @@ impl JwksCache {
                 keys: Vec::new(),
             })),
             generation: AtomicU64::new(0),
+            digest: std::sync::Mutex::new(None),
             last_refetch: tokio::sync::Mutex::new(None),
         })
     }
@@ -141,14 +146,43 @@ impl JwksCache {
     pub async fn refresh(&self) -> Result<Duration, JwksError> {
         let (body, max_age) = self.fetch().await?;
         let keys = parse_jwks(&body)?;
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        let set = Arc::new(KeySet { generation, keys });
-        match self.current.write() {
-            Ok(mut guard) => *guard = set,
-            Err(poisoned) => *poisoned.into_inner() = set,
+        let mut digest = [0; 32];
+        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
+        let unchanged = {
+            let mut last = match self.digest.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let unchanged = *last == Some(digest);
+            *last = Some(digest);
+            unchanged
+        };
+        if !unchanged {
+            let generation = self.keys().generation + 1;
+            let set = Arc::new(KeySet { generation, keys });
+            match self.current.write() {
+                Ok(mut guard) => *guard = set,
+                Err(poisoned) => *poisoned.into_inner() = set,
+            }
+            self.generation.store(generation, Ordering::Release);
         }
         let ttl = max_age.unwrap_or(self.policy.default_ttl);
         Ok(ttl.clamp(self.policy.min_ttl, self.policy.max_ttl))
+    }
+
+    /// The generation of the current key set: 0 before the first good fetch, then bumped
+    /// on every change of the set (not on a refresh that brings the same set).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a key set has been fetched at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.generation() > 0
+    }
+
+    pub fn url(&self) -> &Uri {
+        &self.url
     }
 
     /// For a token whose `kid` is not in the current set: refetches, unless a refetch

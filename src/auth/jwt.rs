@@ -1,18 +1,20 @@
 //! JWT bearer-token verification (stage 7): signature, issuer, audience, validity window
 //! and required claims, with jsonwebtoken on the aws-lc-rs backend.
 //!
-//! Not yet wired into the request path or the config (JWKS fetching, the verified-token
-//! cache and the route's audience come with it). What is here is the part every later
-//! piece relies on: given an issuer's keys and allowlist, accept exactly the tokens that
-//! should pass and refuse every other one with a reason the log can name (the client only
-//! ever hears `invalid_token`). See docs/research/auth.md §1 for the library's gotchas
-//! this code guards against.
+//! Given an issuer's keys (configured, or its JWKS as last fetched) and algorithm
+//! allowlist, accept exactly the tokens that should pass and refuse every other one with a
+//! reason the log can name (the client only ever hears `invalid_token`). See
+//! docs/research/auth.md §1 for the library's gotchas this code guards against.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde_json::{Map, Value};
+
+use super::jwks::{JwksCache, KeySet};
+use super::principal::{AuthMethod, Principal, claim_path, string_list};
 
 /// Why a token was refused. Logged; never sent to the client in detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,15 +64,43 @@ impl std::fmt::Debug for VerifyKey {
 }
 
 /// An issuer the gateway trusts: its exact `iss`, the algorithms it may use, its keys.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TrustedIssuer {
     pub issuer: String,
     pub algorithms: Vec<Algorithm>,
+    /// Keys from the config (PEM files, inline JWKs, an HMAC secret).
     pub keys: Vec<VerifyKey>,
+    /// The issuer's JWKS, kept fresh in the background.
+    pub jwks: Option<Arc<JwksCache>>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
     /// Claims that must be present (beyond `iss`, `aud`, `exp`).
     pub required_claims: Vec<String>,
+    /// Where subject, roles and scopes are read from.
+    pub mapping: ClaimMapping,
+}
+
+/// Which claims make up the [`Principal`] of a verified token.
+#[derive(Debug, Clone)]
+pub struct ClaimMapping {
+    pub subject: String,
+    /// Claims holding role names (dotted paths for nested claims).
+    pub roles: Vec<String>,
+    /// Claims holding scopes (space-delimited strings or arrays).
+    pub scopes: Vec<String>,
+    /// Further claims copied onto the principal.
+    pub kept: Vec<String>,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            roles: vec!["roles".into()],
+            scopes: vec!["scope".into(), "scp".into()],
+            kept: Vec::new(),
+        }
+    }
 }
 
 /// A token that passed every check.
@@ -80,6 +110,8 @@ pub struct VerifiedToken {
     pub claims: Map<String, Value>,
     /// `exp`, seconds since the Unix epoch: a cache may keep the result until then.
     pub expires_at: u64,
+    /// The caller, as the issuer's claim mapping reads the claims.
+    pub principal: Arc<Principal>,
 }
 
 /// Verifies tokens of several issuers.
@@ -127,7 +159,13 @@ impl JwtVerifier {
         if !issuer.algorithms.contains(&header.alg) {
             return Err(JwtError::AlgorithmNotAllowed(header.alg));
         }
-        let key = select_key(issuer, header.kid.as_deref(), header.alg)?;
+        let fetched = issuer.jwks.as_ref().map(|j| j.keys());
+        let key = select_key(
+            issuer,
+            fetched.as_deref(),
+            header.kid.as_deref(),
+            header.alg,
+        )?;
 
         let mut validation = Validation::new(header.alg);
         validation.leeway = issuer.leeway_secs;
@@ -153,29 +191,96 @@ impl JwtVerifier {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or_else(|| JwtError::MissingClaim("exp".into()))?;
+        let principal = Arc::new(principal(issuer, &claims)?);
         Ok(VerifiedToken {
             issuer: issuer.issuer.clone(),
             claims,
             expires_at,
+            principal,
         })
+    }
+
+    /// The JWKS of the issuer a token names, for the refetch an unknown `kid` may trigger.
+    /// Reads the unverified `iss`: the refetch is debounced, so a forged one costs little.
+    pub fn jwks_for(&self, token: &str) -> Option<Arc<JwksCache>> {
+        let claims: Map<String, Value> =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).ok()?;
+        let iss = claims.get("iss")?.as_str()?;
+        self.issuers.get(iss)?.jwks.clone()
+    }
+
+    /// Every issuer, in no particular order.
+    pub fn issuers(&self) -> impl Iterator<Item = &TrustedIssuer> {
+        self.issuers.values()
+    }
+
+    /// The sum of the key-set generations of every JWKS: it changes whenever any issuer's
+    /// key set does, so verified-token cache entries made before the change stop hitting.
+    pub fn generation(&self) -> u64 {
+        self.issuers
+            .values()
+            .filter_map(|i| i.jwks.as_ref())
+            .fold(0_u64, |sum, j| sum.wrapping_add(j.generation()))
     }
 }
 
-/// The key for `kid` whose type fits `alg`; without a `kid`, the only such key.
+fn principal(issuer: &TrustedIssuer, claims: &Map<String, Value>) -> Result<Principal, JwtError> {
+    let mapping = &issuer.mapping;
+    let object = Value::Object(claims.clone());
+    let subject = match claim_path(&object, &mapping.subject) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(JwtError::MissingClaim(mapping.subject.clone())),
+    };
+    let mut principal = Principal::new(subject, AuthMethod::Jwt);
+    principal.issuer = Some(issuer.issuer.clone());
+    let collect = |paths: &[String], space_delimited: bool, into: &mut Vec<String>| {
+        for path in paths {
+            if let Some(value) = claim_path(&object, path) {
+                for name in string_list(value, space_delimited) {
+                    if !into.contains(&name) {
+                        into.push(name);
+                    }
+                }
+            }
+        }
+    };
+    collect(&mapping.roles, false, &mut principal.roles);
+    collect(&mapping.scopes, true, &mut principal.scopes);
+    for name in &mapping.kept {
+        if let Some(value) = claim_path(&object, name) {
+            principal.claims.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(principal)
+}
+
+/// The key a token is verified with, among the configured and fetched keys whose type
+/// fits `alg`: the one published under the token's `kid`; failing that (or without a
+/// `kid`), the only fitting key that has no `kid` of its own (a PEM file or an HMAC
+/// secret). Several candidates and nothing to choose by: refused rather than tried in
+/// turn.
 fn select_key<'a>(
     issuer: &'a TrustedIssuer,
+    fetched: Option<&'a KeySet>,
     kid: Option<&str>,
     alg: Algorithm,
 ) -> Result<&'a VerifyKey, JwtError> {
     let family = alg.family();
-    let mut fitting = issuer.keys.iter().filter(|k| {
-        k.key.family() == family
-            && k.alg.is_none_or(|a| a == alg)
-            && (kid.is_none() || k.kid.as_deref() == kid)
-    });
-    let first = fitting.next().ok_or(JwtError::UnknownKey)?;
-    if kid.is_none() && fitting.next().is_some() {
-        // Several candidates and nothing to choose by: refuse rather than try each.
+    let fitting = || {
+        issuer
+            .keys
+            .iter()
+            .chain(fetched.into_iter().flat_map(|set| set.keys.iter()))
+            .filter(move |k| k.key.family() == family && k.alg.is_none_or(|a| a == alg))
+    };
+    if let Some(kid) = kid
+        && let Some(key) = fitting().find(|k| k.kid.as_deref() == Some(kid))
+    {
+        return Ok(key);
+    }
+    let mut anonymous = fitting().filter(|k| kid.is_none() || k.kid.is_none());
+    let first = anonymous.next().ok_or(JwtError::UnknownKey)?;
+    if anonymous.next().is_some() {
         return Err(JwtError::UnknownKey);
     }
     Ok(first)
@@ -239,6 +344,7 @@ mod tests {
             keys,
             leeway_secs: 60,
             required_claims: vec!["sub".into()],
+            ..TrustedIssuer::default()
         }])
     }
 

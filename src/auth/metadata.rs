@@ -6,9 +6,16 @@
 //! the gateway's public URL plus the route path; its metadata is served at
 //! `/.well-known/oauth-protected-resource` followed by that path (RFC 9728 §3.1), and the
 //! absolute URL of that document is the `resource_metadata` of the route's challenges
-//! (see [`super::challenge`]). Served outside authentication, answering GET with
-//! `application/json`. Not yet wired into the router or the config.
+//! (see [`super::challenge`]). Served outside authentication (stage 6), answering GET with
+//! `application/json` to any origin: the document is public, and browser-based clients
+//! fetch it cross-origin.
 
+use axum::body::Body;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ALLOW, CACHE_CONTROL, CONTENT_TYPE,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 /// The well-known path prefix of RFC 9728 §3.
@@ -99,6 +106,49 @@ pub fn metadata_url(resource: &url::Url) -> url::Url {
     url.set_query(None);
     url.set_fragment(None);
     url
+}
+
+/// The answer to a request for a metadata document `doc`: the document for GET and HEAD,
+/// a CORS preflight answer for OPTIONS, 405 otherwise. Every answer allows any origin and
+/// carries no credentials.
+pub fn respond(method: &Method, headers: &HeaderMap, doc: &bytes::Bytes) -> Response<Body> {
+    let mut status = StatusCode::OK;
+    let mut body = Body::empty();
+    let mut out = HeaderMap::new();
+    out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    match *method {
+        Method::GET | Method::HEAD => {
+            out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            out.insert(
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            if *method == Method::GET {
+                body = Body::from(doc.clone());
+            }
+        }
+        Method::OPTIONS => {
+            status = StatusCode::NO_CONTENT;
+            out.insert(
+                ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            // The document is public and no credentials are involved, so whatever headers
+            // a client sends (MCP clients add `MCP-Protocol-Version`) may come along.
+            if let Some(asked) = headers.get(ACCESS_CONTROL_REQUEST_HEADERS) {
+                out.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+            }
+            out.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        }
+        _ => {
+            status = StatusCode::METHOD_NOT_ALLOWED;
+            out.insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        }
+    }
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = out;
+    response
 }
 
 #[cfg(test)]

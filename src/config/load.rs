@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use super::auth::{ApiKeyConfig, AuthSettings, CertificateConfig, IssuerConfig};
 use super::secret::{ProcessEnv, SecretSource};
 use super::{Config, LoggingConfig, RouteConfig, SecretDecl, ServerConfig};
 
@@ -90,6 +91,10 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
         server: true,
         route_index: Vec::new(),
         secret_index: Vec::new(),
+        issuer_index: Vec::new(),
+        api_key_index: Vec::new(),
+        certificate_index: Vec::new(),
+        auth: true,
     };
     for (key, value) in table {
         match key.as_str() {
@@ -108,6 +113,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
                         .into_iter()
                         .unzip();
             }
+            "auth" => auth_section(value, &mut config, &mut parsed, &mut errors),
             "routes" => {
                 (parsed.route_index, config.routes) =
                     array::<RouteConfig>("routes", value, &mut errors)
@@ -116,7 +122,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `routes`)",
             )),
         }
     }
@@ -161,6 +167,52 @@ pub(super) struct Parsed {
     pub(super) route_index: Vec<usize>,
     /// Index in the file of each parsed `[[secrets]]` entry.
     pub(super) secret_index: Vec<usize>,
+    /// Index in the file of each parsed `[[auth.issuers]]`, `[[auth.api_keys]]` and
+    /// `[[auth.certificates]]` entry.
+    pub(super) issuer_index: Vec<usize>,
+    pub(super) api_key_index: Vec<usize>,
+    pub(super) certificate_index: Vec<usize>,
+    /// Every part of `[auth]` parsed: when not, route checks that depend on what `[auth]`
+    /// configures would only produce follow-on errors.
+    pub(super) auth: bool,
+}
+
+/// `[auth]`: its arrays of tables entry by entry (so every bad entry is reported with its
+/// index), then the plain keys.
+fn auth_section(
+    value: toml::Value,
+    config: &mut Config,
+    parsed: &mut Parsed,
+    errors: &mut Vec<ConfigError>,
+) {
+    let toml::Value::Table(mut table) = value else {
+        errors.push(ConfigError::new("auth", "expected a table (`[auth]`)"));
+        parsed.auth = false;
+        return;
+    };
+    let before = errors.len();
+    if let Some(v) = table.remove("issuers") {
+        (parsed.issuer_index, config.auth.issuers) =
+            array::<IssuerConfig>("auth.issuers", v, errors)
+                .into_iter()
+                .unzip();
+    }
+    if let Some(v) = table.remove("api_keys") {
+        (parsed.api_key_index, config.auth.api_keys) =
+            array::<ApiKeyConfig>("auth.api_keys", v, errors)
+                .into_iter()
+                .unzip();
+    }
+    if let Some(v) = table.remove("certificates") {
+        (parsed.certificate_index, config.auth.certificates) =
+            array::<CertificateConfig>("auth.certificates", v, errors)
+                .into_iter()
+                .unzip();
+    }
+    if let Some(settings) = section::<AuthSettings>("auth", toml::Value::Table(table), errors) {
+        config.auth.settings = settings;
+    }
+    parsed.auth = errors.len() == before;
 }
 
 fn array<T: DeserializeOwned>(
@@ -195,6 +247,15 @@ fn resolve_relative_paths(config: &mut Config, base: &Path) {
     if let Some(tls) = &mut config.server.tls {
         fix(&mut tls.cert);
         fix(&mut tls.key);
+        if let Some(ca) = &mut tls.client_ca {
+            fix(ca);
+        }
+    }
+    for issuer in &mut config.auth.issuers {
+        issuer.public_keys.iter_mut().for_each(&fix);
+        if let Some(ca) = &mut issuer.jwks_ca {
+            fix(ca);
+        }
     }
     for route in &mut config.routes {
         if let Some(ca) = &mut route.upstream.ca {

@@ -1,6 +1,8 @@
 //! What serde cannot check: cross-field rules, files that must exist, names that must be
 //! unique, and secrets that must resolve. Every problem is collected, none stops the rest.
 
+mod auth;
+
 use std::collections::{HashMap, HashSet};
 
 use http::HeaderName;
@@ -14,7 +16,7 @@ use crate::server::tls;
 pub(crate) const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/.well-known", "/metrics"];
 
 /// Request headers the gateway manages itself; `upstream_headers` may not set them.
-const MANAGED_HEADERS: &[&str] = &[
+pub(super) const MANAGED_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -38,6 +40,10 @@ pub(super) fn validate(
         server(config, errors);
     }
     secret_declarations(config, &parsed.secret_index, source, errors);
+    if parsed.auth {
+        auth::section(config, parsed, errors);
+    }
+    let mut warnings = Vec::new();
     let mut names = HashMap::new();
     let mut paths = HashMap::new();
     for (route, &i) in config.routes.iter().zip(&parsed.route_index) {
@@ -61,13 +67,17 @@ pub(super) fn validate(
             ));
         }
         self::route(&at, route, errors);
+        if parsed.auth {
+            auth::route(&at, route, config, errors, &mut warnings);
+        }
     }
+    config.warnings.extend(warnings);
     if config.routes.is_empty() && errors.is_empty() {
         config.warnings.push(
             "no [[routes]] configured: the gateway will answer 404 to every MCP request".into(),
         );
     }
-    resolve_secrets(config, &parsed.route_index, source, errors);
+    resolve_secrets(config, parsed, source, errors);
 }
 
 fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
@@ -88,6 +98,11 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
             }
             if let Err(e) = tls::load_private_key(&t.key) {
                 errors.push(ConfigError::new("server.tls.key", e.to_string()));
+            }
+            if let Some(ca) = &t.client_ca
+                && let Err(e) = tls::load_cert_chain(ca)
+            {
+                errors.push(ConfigError::new("server.tls.client_ca", e.to_string()));
             }
         }
         (None, true) => {
@@ -347,7 +362,7 @@ fn missing_secret_message(name: &str, description: Option<&str>) -> String {
 
 fn resolve_secrets(
     config: &mut Config,
-    index: &[usize],
+    parsed: &Parsed,
     source: &dyn SecretSource,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -356,32 +371,53 @@ fn resolve_secrets(
         .iter()
         .map(|d| (d.name.clone(), (d.description.clone(), d.required)))
         .collect();
-    for (route, &i) in config.routes.iter_mut().zip(index) {
+    for (route, &i) in config.routes.iter_mut().zip(&parsed.route_index) {
         for (name, value) in &mut route.upstream_headers {
-            if let Err(errs) = value.resolve(source) {
-                for e in errs {
-                    let message = match &e {
-                        super::secret::SecretError::MissingEnv(var) => match declared.get(var) {
-                            // Already reported once under [[secrets]].
-                            Some((_, true)) => continue,
-                            Some((d, false)) => missing_secret_message(var, Some(d)),
-                            None => missing_secret_message(var, None),
-                        },
-                        other => other.to_string(),
-                    };
-                    errors.push(ConfigError::new(
-                        format!("routes[{i}].upstream_headers.{name}"),
-                        message,
-                    ));
-                }
-                continue;
-            }
-            if http::HeaderValue::from_str(value.expose()).is_err() {
+            let at = format!("routes[{i}].upstream_headers.{name}");
+            if resolve(value, &at, &declared, source, errors)
+                && http::HeaderValue::from_str(value.expose()).is_err()
+            {
                 errors.push(ConfigError::new(
-                    format!("routes[{i}].upstream_headers.{name}"),
+                    at,
                     "the resolved value is not a valid header value (control characters?)",
                 ));
             }
         }
     }
+    for (issuer, &i) in config.auth.issuers.iter_mut().zip(&parsed.issuer_index) {
+        if let Some(secret) = &mut issuer.hmac_secret {
+            let at = format!("auth.issuers[{i}].hmac_secret");
+            if resolve(secret, &at, &declared, source, errors)
+                && let Err(e) = crate::auth::keys::hmac_key(secret.expose())
+            {
+                errors.push(ConfigError::new(at, e));
+            }
+        }
+    }
+}
+
+/// Resolves one secret-typed value; `false` (with the problems reported) if it cannot be.
+fn resolve(
+    value: &mut super::secret::SecretValue,
+    at: &str,
+    declared: &HashMap<String, (String, bool)>,
+    source: &dyn SecretSource,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
+    let Err(errs) = value.resolve(source) else {
+        return true;
+    };
+    for e in errs {
+        let message = match &e {
+            super::secret::SecretError::MissingEnv(var) => match declared.get(var) {
+                // Already reported once under [[secrets]].
+                Some((_, true)) => continue,
+                Some((d, false)) => missing_secret_message(var, Some(d)),
+                None => missing_secret_message(var, None),
+            },
+            other => other.to_string(),
+        };
+        errors.push(ConfigError::new(at, message));
+    }
+    false
 }

@@ -24,6 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::mtls::{ClientCertificate, PeerCertificate};
 use crate::stack::{App, ClientAddr};
 
 pub(super) struct Connection {
@@ -63,11 +64,20 @@ impl Connection {
                         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
                             tracker.http2.store(true, Ordering::Relaxed);
                         }
+                        // A client certificate rustls verified: its names, read once for
+                        // every request on the connection.
+                        let certificate = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .and_then(|leaf| ClientCertificate::from_der(leaf))
+                            .map(|names| PeerCertificate(Arc::new(names)));
                         let io = ActivityIo {
                             inner: stream,
                             tracker: Arc::clone(&tracker),
                         };
-                        self.drive(io, tracker).await;
+                        self.drive(io, tracker, certificate).await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed")
@@ -80,12 +90,12 @@ impl Connection {
                     inner: stream,
                     tracker: Arc::clone(&tracker),
                 };
-                self.drive(io, tracker).await;
+                self.drive(io, tracker, None).await;
             }
         }
     }
 
-    async fn drive<I>(self, io: I, tracker: Arc<Tracker>)
+    async fn drive<I>(self, io: I, tracker: Arc<Tracker>, certificate: Option<PeerCertificate>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -93,6 +103,7 @@ impl Connection {
             app: self.app,
             peer: self.peer,
             tracker: Arc::clone(&tracker),
+            certificate,
         };
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         let conn = self.watcher.watch(conn.into_owned());
@@ -268,6 +279,7 @@ struct ConnService {
     app: App,
     peer: SocketAddr,
     tracker: Arc<Tracker>,
+    certificate: Option<PeerCertificate>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -280,6 +292,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             self.tracker.http2.store(true, Ordering::Relaxed);
         }
         req.extensions_mut().insert(ClientAddr(self.peer));
+        if let Some(certificate) = &self.certificate {
+            req.extensions_mut().insert(certificate.clone());
+        }
         let guard = ActiveGuard::new(Arc::clone(&self.tracker));
         let app = self.app.clone();
         Box::pin(async move {

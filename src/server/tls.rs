@@ -58,14 +58,33 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
     })
 }
 
-/// The listener's TLS configuration.
-pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
+/// The listener's TLS configuration. With `client_ca`, client certificates are asked for
+/// and verified against it (mTLS); a client may still connect without one (and
+/// authenticate otherwise), but one that presents a certificate the CA did not issue fails
+/// the handshake.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let chain = load_cert_chain(cert)?;
     let key = load_private_key(key)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Pair(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Pair(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = Arc::new(trust_anchors(Some(ca))?);
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Roots(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Pair(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

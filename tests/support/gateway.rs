@@ -42,6 +42,8 @@ pub struct Route {
     pub upstream_url: String,
     /// Extra `key = value` lines for `[routes.upstream]` (e.g. `response_timeout = "500ms"`).
     pub upstream_extra: Vec<String>,
+    /// Extra `key = value` lines for the route itself (e.g. `scopes = ["mcp:tools"]`).
+    pub settings: Vec<String>,
 }
 
 impl Route {
@@ -51,7 +53,26 @@ impl Route {
             path: path.to_owned(),
             upstream_url: upstream_url.to_owned(),
             upstream_extra: Vec::new(),
+            settings: Vec::new(),
         }
+    }
+
+    /// Adds a route setting, e.g. `scopes = ["mcp:tools"]`.
+    pub fn setting(mut self, line: &str) -> Self {
+        self.settings.push(line.to_owned());
+        self
+    }
+
+    /// Requires authentication (routes of the kit default to `auth = "none"`, so that
+    /// tests of other stages need no credentials).
+    pub fn authenticated(self) -> Self {
+        self.setting("auth = \"required\"")
+    }
+
+    fn sets_auth(&self) -> bool {
+        self.settings
+            .iter()
+            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == "auth"))
     }
 
     pub fn upstream_setting(mut self, line: &str) -> Self {
@@ -67,12 +88,36 @@ pub struct GatewayBuilder {
     routes: Vec<Route>,
     /// Extra `key = value` lines for `[server]` (e.g. `idle_timeout = "300ms"`).
     server_extra: Vec<String>,
+    /// Extra `key = value` lines for `[server.tls]` (e.g. `client_ca = "…"`).
+    tls_extra: Vec<String>,
+    /// TOML text for `[auth]` and its arrays, written before the routes.
+    auth: Vec<String>,
+    /// Secrets besides `TEST_TOKEN`.
+    secrets: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
     /// Plain HTTP on loopback (`insecure_http = true`) instead of TLS.
     pub fn insecure_http(mut self) -> Self {
         self.insecure_http = true;
+        self
+    }
+
+    /// Adds a `[server.tls]` setting, e.g. `client_ca = "/tmp/ca.pem"`.
+    pub fn tls_setting(mut self, line: &str) -> Self {
+        self.tls_extra.push(line.to_owned());
+        self
+    }
+
+    /// Adds TOML text for the `[auth]` section (e.g. an `[[auth.issuers]]` table).
+    pub fn auth(mut self, text: &str) -> Self {
+        self.auth.push(text.to_owned());
+        self
+    }
+
+    /// Sets the secret `name` (read by `${name}` references).
+    pub fn secret(mut self, name: &str, value: &str) -> Self {
+        self.secrets.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -103,6 +148,10 @@ impl GatewayBuilder {
                     toml_string(&pki.cert_path.display().to_string()),
                     toml_string(&pki.key_path.display().to_string()),
                 );
+                for line in &self.tls_extra {
+                    text.push_str(line);
+                    text.push('\n');
+                }
             }
             None => text.push_str("insecure_http = true\n"),
         }
@@ -110,15 +159,31 @@ impl GatewayBuilder {
             "\n[[secrets]]\nname = \"TEST_TOKEN\"\n\
              description = \"credential the gateway presents to the test upstream\"\n",
         );
+        for auth in &self.auth {
+            text.push('\n');
+            text.push_str(auth);
+            text.push('\n');
+        }
         for route in &self.routes {
             let _ = write!(
                 text,
                 "\n[[routes]]\nname = {}\npath = {}\n\
                  upstream_headers = {{ \"X-Upstream-Token\" = \"${{TEST_TOKEN}}\" }}\n\
-                 cors_origins = [{}]\n[routes.upstream]\nurl = {}\n",
+                 cors_origins = [{}]\n",
                 toml_string(&route.name),
                 toml_string(&route.path),
                 toml_string(ALLOWED_ORIGIN),
+            );
+            if !route.sets_auth() {
+                text.push_str("auth = \"none\"\n");
+            }
+            for line in &route.settings {
+                text.push_str(line);
+                text.push('\n');
+            }
+            let _ = write!(
+                text,
+                "[routes.upstream]\nurl = {}\n",
                 toml_string(&route.upstream_url),
             );
             for line in &route.upstream_extra {
@@ -133,7 +198,9 @@ impl GatewayBuilder {
         let pki = (!self.insecure_http).then(TestPki::generate);
         let text = self.toml(pki.as_ref());
         let secrets = MapSecrets {
-            vars: HashMap::from([("TEST_TOKEN".to_owned(), TEST_TOKEN.to_owned())]),
+            vars: std::iter::once(("TEST_TOKEN".to_owned(), TEST_TOKEN.to_owned()))
+                .chain(self.secrets.iter().cloned())
+                .collect(),
             base_dir: std::env::temp_dir(),
         };
         let config = match config::load_str(&text, &secrets) {
