@@ -440,4 +440,58 @@ auth = "none"
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("servr: unknown section"));
     }
+
+    #[test]
+    fn client_certificates_need_a_client_ca() {
+        let routes = r#"
+[[auth.certificates]]
+subject = "billing-agent"
+[[routes]]
+name = "a"
+path = "/a"
+upstream = { url = "http://u/mcp" }
+auth_methods = ["mtls"]
+[[routes]]
+name = "b"
+path = "/b"
+upstream = { url = "http://u/mcp" }
+auth_methods = ["mtls"]
+"#;
+        // Without [server.tls] at all (plain HTTP), and with TLS but no client_ca.
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let tls = format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[server.tls]\ncert = {cert:?}\nkey = {key:?}\n",
+            cert = cert_path.display().to_string(),
+            key = key_path.display().to_string(),
+        );
+        let plain = "[server]\nlisten = \"127.0.0.1:1\"\ninsecure_http = true\n".to_owned();
+        for server in [&plain, &tls] {
+            let errs = messages(&format!("{server}{routes}"), &env(&[]));
+            assert_eq!(
+                errs,
+                vec![
+                    "auth.certificates: client certificates are only verified with \
+                     server.tls.client_ca set",
+                    "routes[0].auth_methods[0]: client certificates need server.tls.client_ca",
+                    "routes[1].auth_methods[0]: client certificates need server.tls.client_ca",
+                ],
+                "{server}"
+            );
+        }
+        // With the client CA (here the server's own certificate), the same config loads.
+        let with_ca = format!(
+            "{tls}client_ca = {:?}\n{routes}",
+            cert_path.display().to_string()
+        );
+        let config = load_str(&with_ca, &env(&[])).unwrap();
+        assert!(crate::auth::methods(&config, &config.routes[0]).mtls);
+    }
 }

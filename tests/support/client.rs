@@ -29,6 +29,21 @@ pub enum Http {
 
 /// A raw client that trusts only `ca_pem` (or, with `None`, speaks plain HTTP).
 pub fn http_client(ca_pem: Option<&str>, http: Http) -> reqwest::Client {
+    builder(ca_pem, http).build().unwrap()
+}
+
+/// A raw client that trusts only `ca_pem` and presents the client certificate `identity`
+/// (PEM key and certificate, as [`super::pki::ClientIdentity`] holds them) when the
+/// server asks for one.
+pub fn http_client_with_identity(ca_pem: &str, identity: &str, http: Http) -> reqwest::Client {
+    let identity = reqwest::Identity::from_pem(identity.as_bytes()).unwrap();
+    builder(Some(ca_pem), http)
+        .identity(identity)
+        .build()
+        .unwrap()
+}
+
+fn builder(ca_pem: Option<&str>, http: Http) -> reqwest::ClientBuilder {
     install_crypto_provider();
     // A read that waits longer than a test's patience fails instead of hanging the test
     // (a gateway that buffered a stream would otherwise never let `send` return).
@@ -43,7 +58,7 @@ pub fn http_client(ca_pem: Option<&str>, http: Http) -> reqwest::Client {
     if http == Http::H1 {
         builder = builder.http1_only();
     }
-    builder.build().unwrap()
+    builder
 }
 
 /// An rmcp client (legacy `initialize` lifecycle) connected to `url` through `http`.
