@@ -1,4 +1,6 @@
-//! The command line: `portcullis run`, `check`, `health`, `hash-key`.
+//! The command line: `portcullis run`, `check`, `health`, `hash-key`, `token`.
+
+pub mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ Quick start:
   portcullis check --config config/quickstart.toml   # validate, listing every problem
   portcullis run   --config config/quickstart.toml   # serve until SIGTERM or Ctrl-C
   printf %s \"$KEY\" | portcullis hash-key             # SHA-256 of an API key, for the config
+  TOKEN=$(portcullis token -c FILE --subject alice)  # a signed test JWT from the config's key
 
 The config file is TOML; see README.md for every setting.";
 
@@ -36,6 +39,11 @@ pub enum Command {
     /// in hex: the form the config stores instead of the key. Exit 2 if the key is empty
     /// or could not travel in an HTTP header.
     HashKey,
+    /// Mint a signed JWT for local trials: as one of the config's issuers, for one
+    /// route's audience, with its hmac_secret or the PEM private key given with --key
+    /// (never a generated or default key). Prints the token alone on stdout and a
+    /// summary on stderr; exit 2 if it cannot mint one the gateway would accept.
+    Token(Box<token::TokenArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(&args.config),
         Command::Health(args) => health(&args.config),
         Command::HashKey => hash_key(),
+        Command::Token(args) => token::run(&args),
     }
 }
 

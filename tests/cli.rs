@@ -321,12 +321,23 @@ auth = "none"
 }
 
 /// Starts `portcullis run` and waits until it logs its bound address.
+fn start_gateway(
+    config: &Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    start_gateway_with_env(config, &[])
+}
+
+/// [`start_gateway`] with `env` set for the gateway process (e.g. its secrets).
 #[expect(
     clippy::zombie_processes,
     reason = "the caller kills and waits for the child"
 )]
-fn start_gateway(
+fn start_gateway_with_env(
     config: &Path,
+    env: &[(&str, &str)],
 ) -> (
     std::process::Child,
     std::io::Lines<BufReader<std::process::ChildStderr>>,
@@ -334,6 +345,7 @@ fn start_gateway(
     let mut child = portcullis()
         .args(["run", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -465,4 +477,314 @@ fn hash_key_prints_the_sha256_of_the_key_on_stdin() {
 
     let out = portcullis().arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("hash-key"));
+}
+
+const JWT_SECRET: &str = "a-test-hmac-secret-of-more-than-32-bytes";
+const HMAC_ISSUER: &str = "https://hmac.issuer.test";
+
+/// Runs `portcullis token --config <config> <args>` with `JWT_SECRET` in the environment.
+fn token(config: &Path, args: &[&str]) -> std::process::Output {
+    portcullis()
+        .args(["token", "--config"])
+        .arg(config)
+        .args(args)
+        .env("PORTCULLIS_CLI_JWT_SECRET", JWT_SECRET)
+        .output()
+        .unwrap()
+}
+
+/// A plain-HTTP loopback config on `port` with an HMAC issuer, `issuers` (more
+/// `[[auth.issuers]]` text), a JWT route `/tools/mcp` in front of `upstream` that needs
+/// scope `mcp:tools` and sends the caller upstream, and an open route beside it.
+fn token_config(port: u16, issuers: &str, upstream: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+insecure_http = true
+
+[logging]
+format = "json"
+
+[[secrets]]
+name = "PORTCULLIS_CLI_JWT_SECRET"
+description = "HMAC secret of the test issuer"
+
+[[auth.issuers]]
+issuer = "{HMAC_ISSUER}"
+algorithms = ["HS256", "HS384"]
+hmac_secret = "${{PORTCULLIS_CLI_JWT_SECRET}}"
+{issuers}
+
+[[routes]]
+name = "tools"
+path = "/tools/mcp"
+upstream = {{ url = "{upstream}" }}
+scopes = ["mcp:tools"]
+identity_headers = {{ subject = "X-Portcullis-Subject", roles = "X-Portcullis-Roles", scopes = "X-Portcullis-Scopes" }}
+
+[[routes]]
+name = "open"
+path = "/open/mcp"
+upstream = {{ url = "{upstream}" }}
+auth = "none"
+"#
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn token_mints_an_hmac_token_that_the_running_gateway_accepts() {
+    use support::client::{self, Http};
+    use support::upstream::{Mode, Upstream};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let upstream = runtime.block_on(Upstream::start(Mode::Json));
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "token.toml",
+        &token_config(port, "", &upstream.url()),
+    );
+
+    // One issuer, one route taking JWTs: neither needs naming.
+    let before = now_secs();
+    let out = token(
+        &config,
+        &[
+            "--subject",
+            "alice",
+            "--roles",
+            "analyst,admin",
+            "--scopes",
+            "mcp:tools,mcp:read",
+            "--ttl",
+            "10m",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let jwt = stdout.strip_suffix('\n').unwrap();
+    assert!(
+        !jwt.contains(char::is_whitespace),
+        "the token alone: {stdout:?}"
+    );
+    let audience = format!("http://127.0.0.1:{port}/tools/mcp");
+    for part in ["HS256", "`alice`", HMAC_ISSUER, audience.as_str(), "10m"] {
+        assert!(stderr.contains(part), "summary lacks `{part}`: {stderr}");
+    }
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains(JWT_SECRET) && !stderr.contains(jwt));
+
+    // Every claim, checked with the secret by an independent decoder.
+    let header = jsonwebtoken::decode_header(jwt).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::HS256);
+    assert_eq!(header.kid, None);
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&[&audience]);
+    validation.set_issuer(&[HMAC_ISSUER]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        jwt,
+        &jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    let iat = claims["iat"].as_u64().unwrap();
+    assert!((before..=now_secs()).contains(&iat), "{claims}");
+    assert_eq!(
+        claims,
+        serde_json::json!({
+            "iss": HMAC_ISSUER,
+            "sub": "alice",
+            "aud": audience,
+            "iat": iat,
+            "nbf": iat,
+            "exp": iat + 600,
+            "roles": ["analyst", "admin"],
+            "scope": "mcp:tools mcp:read",
+        })
+    );
+
+    // The gateway lets it through, as alice with her roles and scopes.
+    let (mut child, _lines) =
+        start_gateway_with_env(&config, &[("PORTCULLIS_CLI_JWT_SECRET", JWT_SECRET)]);
+    let http = client::http_client(None, Http::H1);
+    let call = |bearer: Option<&str>| {
+        let body = client::call_body(1, "echo", &serde_json::json!({ "text": "minted" }));
+        let mut request = client::modern_post(&http, &audience, "tools/call", Some("echo"), body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        runtime.block_on(async {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.text().await.unwrap())
+        })
+    };
+    let (status, body) = call(Some(jwt));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("minted"), "{body}");
+    let seen = upstream.probe.last_seen();
+    assert_eq!(seen.header("x-portcullis-subject"), Some("alice"));
+    assert_eq!(seen.header("x-portcullis-roles"), Some("analyst,admin"));
+    assert_eq!(
+        seen.header("x-portcullis-scopes"),
+        Some("mcp:tools mcp:read")
+    );
+    // The same request without the token, or with a token not signed by the secret, is not.
+    assert_eq!(call(None).0, 401);
+    let (head, _) = jwt.rsplit_once('.').unwrap();
+    assert_eq!(call(Some(&format!("{head}.AAAA"))).0, 401);
+    assert_eq!(upstream.probe.calls("echo"), 1);
+
+    // A token without the route's scope gets 403, so the scopes were really read.
+    let out = token(&config, &["--subject", "bob", "--route", "tools"]);
+    assert!(out.status.success());
+    let bob = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(call(Some(bob.trim())).0, 403);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn token_refuses_to_run_without_an_explicit_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let public = write(dir.path(), "ec-public.pem", &pair.public_key_pem());
+    let private = write(dir.path(), "ec-private.pem", &pair.serialize_pem());
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let stranger = write(dir.path(), "other-private.pem", &other.serialize_pem());
+    let ec_issuer = format!(
+        "[[auth.issuers]]\nissuer = \"https://ec.issuer.test\"\nalgorithms = [\"ES256\"]\n\
+         public_keys = [{:?}]\n",
+        public.display().to_string()
+    );
+    let config = write(
+        dir.path(),
+        "token.toml",
+        &token_config(8080, &ec_issuer, "http://127.0.0.1:9/mcp"),
+    );
+    let refused = |args: &[&str], expected: &[&str]| {
+        let out = token(&config, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: a token was printed");
+        assert!(stderr.starts_with("refusing to mint a token: "), "{stderr}");
+        for part in expected {
+            assert!(stderr.contains(part), "{args:?}: `{part}` not in {stderr}");
+        }
+    };
+
+    // Two issuers: which one must be said.
+    refused(
+        &["--subject", "alice"],
+        &[
+            "--issuer",
+            "`https://hmac.issuer.test`",
+            "`https://ec.issuer.test`",
+        ],
+    );
+    // Public keys only: a private key must be given, never assumed or generated.
+    refused(
+        &["--subject", "alice", "--issuer", "https://ec.issuer.test"],
+        &["no signing key", "--key"],
+    );
+    // A private key that is not the issuer's.
+    let stranger = stranger.display().to_string();
+    let args = [
+        "--subject",
+        "alice",
+        "--issuer",
+        "https://ec.issuer.test",
+        "--key",
+    ];
+    refused(
+        &[&args[..], &[stranger.as_str()]].concat(),
+        &["the gateway would refuse this token", "bad signature"],
+    );
+    // A key file where the issuer's HMAC secret is the key.
+    let private_path = private.display().to_string();
+    refused(
+        &[
+            "--subject",
+            "alice",
+            "--issuer",
+            HMAC_ISSUER,
+            "--key",
+            &private_path,
+        ],
+        &["signs with HMAC", "leave out --key"],
+    );
+
+    // The right private key: an ES256 token that verifies with the configured public key.
+    let out = token(&config, &[&args[..], &[private_path.as_str()]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let jwt = String::from_utf8(out.stdout).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["http://127.0.0.1:8080/tools/mcp"]);
+    validation.set_issuer(&["https://ec.issuer.test"]);
+    let key = jsonwebtoken::DecodingKey::from_ec_pem(pair.public_key_pem().as_bytes()).unwrap();
+    let claims = jsonwebtoken::decode::<serde_json::Value>(jwt.trim(), &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        900,
+        "the default lifetime is 15 minutes"
+    );
+}
+
+#[test]
+fn token_refuses_an_algorithm_the_issuer_does_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "token.toml",
+        &token_config(8080, "", "http://127.0.0.1:9/mcp"),
+    );
+    for (alg, expected) in [
+        (
+            "HS512",
+            "HS512 is not among the algorithms issuer `https://hmac.issuer.test` allows (HS256, HS384)",
+        ),
+        ("RS256", "RS256 is not among the algorithms"),
+        ("none", "`none` is not a JWT signature algorithm"),
+    ] {
+        let out = token(&config, &["--subject", "alice", "--alg", alg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{alg}: {stderr}");
+        assert!(out.stdout.is_empty(), "{alg}");
+        assert!(stderr.contains(expected), "{alg}: {stderr}");
+    }
+    // An allowed one other than the first is used as asked.
+    let out = token(&config, &["--subject", "alice", "--alg", "HS384"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = String::from_utf8(out.stdout).unwrap();
+    let header = jsonwebtoken::decode_header(jwt.trim()).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::HS384);
 }
