@@ -8,8 +8,9 @@
 //!
 //! Order of evidence, first present wins (a request never falls back from a bad credential
 //! to a weaker one):
-//! 1. `Authorization: Bearer <token>`: a JWT when the route takes JWTs and the token has
-//!    the JWT shape, otherwise an API key when the route takes API keys;
+//! 1. `Authorization: Bearer <token>` (on routes that take JWTs or API keys): a JWT when
+//!    the route takes JWTs and the token has the JWT shape, otherwise an API key when the
+//!    route takes API keys;
 //! 2. the API-key header (`auth.api_key_header`, default `X-API-Key`);
 //! 3. the verified client certificate of the connection, when the route takes `mtls`.
 //!
@@ -342,8 +343,12 @@ impl Authenticator {
         certificate: Option<&PeerCertificate>,
     ) -> Result<Arc<Principal>, Failure> {
         let methods = route.methods;
+        // A route that takes no header credentials (mTLS only) does not read them: a
+        // header meant for something else must not shadow the certificate.
         let mut authorization = headers.get_all(AUTHORIZATION).iter();
-        if let Some(value) = authorization.next() {
+        if (methods.jwt || methods.api_key)
+            && let Some(value) = authorization.next()
+        {
             if authorization.next().is_some() {
                 return Err(Failure::BadAuthorizationHeader);
             }

@@ -162,6 +162,21 @@ async fn a_certificate_from_the_client_ca_is_the_principal() {
     assert_eq!(seen.header(SUBJECT_HEADER), Some("report-agent"));
     assert_eq!(seen.header(ROLES_HEADER), Some(""));
     assert_eq!(s.upstream.probe.calls("echo"), 2);
+
+    // The route takes no header credentials: an Authorization header meant for something
+    // else neither shadows the certificate nor travels upstream.
+    let response = s
+        .echo(
+            &http,
+            "/mcp",
+            &[("authorization", "Bearer meant-for-another-service")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = s.upstream.probe.last_seen();
+    assert_eq!(seen.header(SUBJECT_HEADER), Some("billing-agent"));
+    assert_eq!(seen.header("authorization"), None);
     s.gateway.shutdown().await;
 }
 

@@ -71,7 +71,13 @@ impl Connection {
                             .1
                             .peer_certificates()
                             .and_then(|chain| chain.first())
-                            .and_then(|leaf| ClientCertificate::from_der(leaf))
+                            .and_then(|leaf| {
+                                let names = ClientCertificate::from_der(leaf);
+                                if names.is_none() {
+                                    tracing::debug!(peer = %self.peer, "A verified client certificate could not be parsed; treated as none");
+                                }
+                                names
+                            })
                             .map(|names| PeerCertificate(Arc::new(names)));
                         let io = ActivityIo {
                             inner: stream,
