@@ -494,4 +494,108 @@ auth_methods = ["mtls"]
         let config = load_str(&with_ca, &env(&[])).unwrap();
         assert!(crate::auth::methods(&config, &config.routes[0]).mtls);
     }
+
+    #[test]
+    fn auth_problems_are_all_reported_with_their_paths() {
+        let text = r#"
+[server]
+listen = "0.0.0.0:8443"
+insecure_http = true
+[auth]
+api_key_header = "authorization"
+[[auth.issuers]]
+issuer = "https://a.example"
+algorithms = ["RS256", "HS256", "none"]
+jwks_url = "http://a.example/jwks"
+[[auth.issuers]]
+issuer = "https://a.example"
+algorithms = []
+[[auth.issuers]]
+issuer = "https://h.example"
+algorithms = ["HS256"]
+hmac_secret = "${SHORT_SECRET}"
+[[auth.issuers]]
+issuer = "https://k.example"
+algorithms = ["ES256"]
+keys = [{ kty = "EC", crv = "P-256", x = "not base64!", y = "AA" }]
+[[auth.api_keys]]
+hash = "abc"
+subject = "ci"
+[[auth.api_keys]]
+hash = "0000000000000000000000000000000000000000000000000000000000000000"
+subject = ""
+scopes = ["two words"]
+[[routes]]
+name = "a"
+path = "/a"
+upstream = { url = "http://u/mcp" }
+scopes = ["bad scope"]
+identity_headers = { subject = "Authorization", roles = "X-Tenant", claims = { email = "X-Email" } }
+forward_headers = ["X-Tenant"]
+[[routes]]
+name = "b"
+path = "/b"
+upstream = { url = "http://u/mcp" }
+auth = "none"
+audience = "https://x"
+"#;
+        let errs = messages(text, &env(&[("SHORT_SECRET", "too-short")]));
+        for expected in [
+            "auth.api_key_header: `authorization` is a header the gateway or MCP already uses",
+            "auth.issuers[0].algorithms[2]: `none` is not a JWT signature algorithm",
+            "auth.issuers[0].algorithms: mixes HMAC (HS*) and public-key algorithms",
+            "auth.issuers[0].jwks_url: must be https",
+            "auth.issuers[1].issuer: issuer `https://a.example` is configured twice (also auth.issuers[0])",
+            "auth.issuers[1].algorithms: list the algorithms",
+            "auth.issuers[1]: has no keys",
+            "auth.issuers[2].hmac_secret: the HMAC secret is 9 bytes; at least 32 are required",
+            "auth.issuers[3].keys: ",
+            "auth.api_keys[0].hash: API key hash must be 64 hexadecimal characters",
+            "auth.api_keys[1].subject: must not be empty",
+            "auth.api_keys[1].scopes[0]: `two words` is not a scope",
+            "routes[0].audience: tokens need an audience",
+            "routes[0].scopes[0]: `bad scope` is not a scope",
+            "routes[0].identity_headers.subject: `Authorization` is a header the gateway or MCP already uses",
+            "routes[0].identity_headers.roles: `X-Tenant` is also in forward_headers",
+            "routes[0].identity_headers.claims.email: claim `email` is not kept",
+            "routes[1].audience: only applies to a route with auth = \"required\"",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing `{expected}` in {errs:#?}"
+            );
+        }
+        // The secret's value never appears in a message.
+        assert!(!errs.iter().any(|e| e.contains("too-short")), "{errs:#?}");
+    }
+
+    #[test]
+    fn a_route_without_a_way_in_is_an_error_and_auth_none_a_warning() {
+        let base = "[server]\nlisten = \"127.0.0.1:1\"\ninsecure_http = true\n\
+                    [[routes]]\nname = \"a\"\npath = \"/a\"\nupstream = { url = \"http://u/mcp\" }\n";
+        let errs = messages(base, &env(&[]));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("routes[0].auth: authentication is required (the default)"),
+            "{errs:#?}"
+        );
+        let config = load_str(&format!("{base}auth = \"none\"\n"), &env(&[])).unwrap();
+        assert_eq!(
+            config.warnings,
+            vec![
+                "routes[0].auth: auth = \"none\": requests to `/a` reach the upstream \
+                 without authentication"
+            ]
+        );
+        // An inline JWK issuer on a loopback listener needs no public_url.
+        let jwk = r#"
+[[auth.issuers]]
+issuer = "https://k.example"
+algorithms = ["ES256"]
+keys = [{ kty = "EC", crv = "P-256", kid = "k1", x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" }]
+"#;
+        let config = load_str(&format!("{base}{jwk}"), &env(&[])).unwrap();
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        assert_eq!(config.auth.issuers[0].keys.len(), 1);
+    }
 }

@@ -54,6 +54,7 @@ issuer = "{issuer}"
 algorithms = ["RS256", "ES256"]
 jwks_url = "{jwks}"
 jwks_refetch_interval = "200ms"
+roles_claims = ["roles", "realm_access.roles"]
 claims = ["client_id"]
 
 [[auth.issuers]]
@@ -791,4 +792,32 @@ async fn the_cors_answer_of_a_refusal_lets_browsers_read_the_challenge() {
         .unwrap();
     assert!(preflight.status().is_success(), "{}", preflight.status());
     assert!(s.upstream.probe.seen().is_empty());
+}
+
+#[tokio::test]
+async fn roles_come_from_every_configured_claim_path() {
+    let s = setup_with(
+        Options::default(),
+        "",
+        &["identity_headers = { roles = \"X-Portcullis-Roles\", issuer = \"X-Portcullis-Issuer\" }"],
+    )
+    .await;
+    let mut claims = s.good_claims();
+    claims["roles"] = json!(["analyst", "reader"]);
+    claims["realm_access"] = json!({ "roles": ["reader", "deployer"] });
+    assert_eq!(s.call_bearer(&s.token(&claims)).await.status(), 200);
+    let seen = s.upstream.probe.last_seen();
+    assert_eq!(
+        seen.header("x-portcullis-roles"),
+        Some("analyst,reader,deployer")
+    );
+    assert_eq!(seen.header("x-portcullis-issuer"), Some(s.auth.issuer()));
+    // A malformed roles claim grants nothing rather than failing the request.
+    let mut odd = s.good_claims();
+    odd["roles"] = json!({ "admin": true });
+    assert_eq!(s.call_bearer(&s.token(&odd)).await.status(), 200);
+    assert_eq!(
+        s.upstream.probe.last_seen().header("x-portcullis-roles"),
+        Some("")
+    );
 }
