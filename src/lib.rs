@@ -16,6 +16,8 @@ pub mod proxy;
 pub mod server;
 pub mod stack;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 
 use std::future::Future;
 use std::sync::Arc;

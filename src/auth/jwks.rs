@@ -470,6 +470,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refreshes_in_the_background_and_only_a_changed_set_is_a_new_generation() {
+        let ep = endpoint(json!({ "keys": [ec_jwk("k1")] }).to_string()).await;
+        // max-age=120 from the endpoint, clamped to 100 ms here so the test runs fast.
+        let policy = JwksPolicy {
+            min_ttl: Duration::from_millis(50),
+            max_ttl: Duration::from_millis(100),
+            ..JwksPolicy::default()
+        };
+        let cache = Arc::new(JwksCache::new(&ep.url, None, policy).unwrap());
+        let ttl = cache.refresh().await.unwrap();
+        assert_eq!(ttl, Duration::from_millis(100));
+        let generation = cache.generation();
+        assert!(cache.is_loaded());
+        let refresher = cache.spawn_refresher(ttl);
+
+        // Unchanged bodies are fetched again but keep the generation (cached tokens stay
+        // valid).
+        let hits = ep.hits.load(Ordering::SeqCst);
+        crate::test_support::eventually("two background refreshes", || {
+            ep.hits.load(Ordering::SeqCst) >= hits + 2
+        })
+        .await;
+        assert_eq!(cache.generation(), generation);
+
+        // A failing endpoint: the refresher keeps trying, the keys stay.
+        *ep.mode.write().unwrap() = (503, String::new());
+        let hits = ep.hits.load(Ordering::SeqCst);
+        crate::test_support::eventually("a failed background refresh", || {
+            ep.hits.load(Ordering::SeqCst) > hits
+        })
+        .await;
+        assert_eq!(cache.keys().keys[0].kid.as_deref(), Some("k1"));
+
+        // A rotated set is picked up without any request asking for it.
+        *ep.mode.write().unwrap() = (200, json!({ "keys": [ec_jwk("k2")] }).to_string());
+        crate::test_support::eventually("the rotated set", || {
+            cache.keys().keys[0].kid.as_deref() == Some("k2")
+        })
+        .await;
+        assert!(cache.generation() > generation);
+
+        // The refresher ends with the cache.
+        drop(cache);
+        crate::test_support::eventually("the refresher to end", || refresher.is_finished()).await;
+    }
+
+    #[tokio::test]
     async fn fetches_are_bounded_in_size_and_time() {
         let big = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(4096));
         let ep = endpoint(big).await;
