@@ -399,6 +399,81 @@ fn authenticate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Stages 10 and 13 for a handshake-era session: sealing the upstream's session id on
+/// `initialize`, and opening the sealed id a client sends on every later request.
+fn session_seal(c: &mut Criterion) {
+    use portcullis::mcp::session::{IdKind, PrincipalHash, SessionKeys};
+    let upstream_id = "0f8e1c2a-5b7d-4e39-9a61-3c2d7b8e9f10";
+    let principal = PrincipalHash::of("jwt", Some(ISSUER), "3f1c2a9e-7b4d-4c61-9e0a-5d8f2b7c1e43");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let max_age = Duration::from_secs(24 * 3600);
+    let (Ok(keys), Ok(rotated)) = (
+        SessionKeys::new([[7; 32]]),
+        SessionKeys::new([[8; 32], [7; 32]]),
+    ) else {
+        eprintln!("session_seal: could not build the keys; skipped");
+        return;
+    };
+    let Ok(sealed) = keys.seal(IdKind::Session, "github", upstream_id, &principal, now) else {
+        eprintln!("session_seal: sealing failed; skipped");
+        return;
+    };
+    let mut group = c.benchmark_group("session_seal");
+    group.bench_function(format!("seal/{}B", upstream_id.len()), |b| {
+        b.iter(|| {
+            keys.seal(
+                IdKind::Session,
+                black_box("github"),
+                black_box(upstream_id),
+                &principal,
+                now,
+            )
+        });
+    });
+    group.bench_function(format!("open/{}B", sealed.len()), |b| {
+        b.iter(|| {
+            keys.open(
+                IdKind::Session,
+                black_box(&sealed),
+                black_box("github"),
+                &principal,
+                now,
+                max_age,
+            )
+        });
+    });
+    // During a rotation: the id was sealed with the key that is now second.
+    group.bench_function("open/second_key", |b| {
+        b.iter(|| {
+            rotated.open(
+                IdKind::Session,
+                black_box(&sealed),
+                black_box("github"),
+                &principal,
+                now,
+                max_age,
+            )
+        });
+    });
+    // Another principal's id: authenticated, then refused as foreign.
+    let intruder = PrincipalHash::of("api_key", None, "mallory");
+    group.bench_function("open/foreign", |b| {
+        b.iter(|| {
+            keys.open(
+                IdKind::Session,
+                black_box(&sealed),
+                black_box("github"),
+                &intruder,
+                now,
+                max_age,
+            )
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     header_hygiene,
@@ -406,6 +481,7 @@ criterion_group!(
     edge_checks,
     jwt_verify,
     token_cache,
-    authenticate
+    authenticate,
+    session_seal
 );
 criterion_main!(benches);

@@ -4,3 +4,4 @@
 
 pub mod headers;
 pub mod jsonrpc;
+pub mod session;
