@@ -522,6 +522,16 @@ impl RouteAuth {
         IdentityHeaderValues(values)
     }
 
+    /// 403 `insufficient_scope` naming `needed` (a policy rule's step-up).
+    pub fn insufficient_scope(
+        &self,
+        needed: &[String],
+        id: Option<&crate::mcp::jsonrpc::RequestId>,
+    ) -> Response<Body> {
+        self.challenge
+            .insufficient_scope(needed, Failure::InsufficientScope.description(), id)
+    }
+
     pub fn has_identity_headers(&self) -> bool {
         !self.identity.is_empty()
     }

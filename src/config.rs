@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod load;
+pub mod policy;
 pub mod secret;
 pub mod units;
 mod validate;
@@ -28,6 +29,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub secrets: Vec<SecretDecl>,
     pub auth: AuthConfig,
+    /// `[roles]`: role → permissions.
+    pub roles: policy::RolesConfig,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,
@@ -185,6 +188,16 @@ pub struct RouteConfig {
     /// Facts about the verified caller sent upstream, under the header names given.
     #[serde(default)]
     pub identity_headers: auth::IdentityHeaders,
+    /// What a call no rule allows gets: `deny` (default) or `allow`.
+    #[serde(default)]
+    pub default_policy: policy::DefaultPolicy,
+    /// A call that an allow rule lets through only with more scopes gets HTTP 403
+    /// `insufficient_scope` naming them, instead of a denial.
+    #[serde(default)]
+    pub step_up: bool,
+    /// `[[routes.policy]]`: who may call which tool, prompt or resource.
+    #[serde(default)]
+    pub policy: Vec<policy::RuleConfig>,
 }
 
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint.
@@ -583,8 +596,11 @@ audience = "https://x"
         assert_eq!(
             config.warnings,
             vec![
+                "routes[0]: no [[routes.policy]] rules and default_policy = \"deny\": every \
+                 tool call, prompt and resource read on `/a` is refused (add rules, or set \
+                 default_policy = \"allow\")",
                 "routes[0].auth: auth = \"none\": requests to `/a` reach the upstream \
-                 without authentication"
+                 without authentication",
             ]
         );
         // An inline JWK issuer on a loopback listener needs no public_url.
@@ -594,7 +610,11 @@ issuer = "https://k.example"
 algorithms = ["ES256"]
 keys = [{ kty = "EC", crv = "P-256", kid = "k1", x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" }]
 "#;
-        let config = load_str(&format!("{base}{jwk}"), &env(&[])).unwrap();
+        let config = load_str(
+            &format!("{base}default_policy = \"allow\"\n{jwk}"),
+            &env(&[]),
+        )
+        .unwrap();
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         assert_eq!(config.auth.issuers[0].keys.len(), 1);
     }

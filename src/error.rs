@@ -23,6 +23,11 @@ pub mod code {
     pub const UNAUTHORIZED: i64 = -32030;
     /// Authenticated, but without the scope or permission needed (HTTP 403).
     pub const FORBIDDEN: i64 = -32031;
+    /// The route's policy does not let this caller make this call (tool, prompt,
+    /// resource or method named in the message).
+    pub const DENIED: i64 = -32040;
+    /// Invalid JSON (JSON-RPC 2.0).
+    pub const PARSE_ERROR: i64 = -32700;
     /// An unexpected fault inside the gateway.
     pub const INTERNAL: i64 = -32603;
 }
@@ -42,6 +47,10 @@ pub enum Rejection {
     BodyTooLarge { limit: u64 },
     #[error("request body could not be read")]
     BodyUnreadable,
+    #[error("parse error: the body is not valid JSON")]
+    Parse,
+    #[error("invalid request: {0}")]
+    InvalidMessage(&'static str),
     #[error("upstream MCP server unavailable")]
     UpstreamUnavailable,
     #[error("upstream MCP server did not answer in time")]
@@ -57,7 +66,7 @@ impl Rejection {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::BodyUnreadable | Self::Parse | Self::InvalidMessage(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,7 +79,10 @@ impl Rejection {
             | Self::OriginNotAllowed
             | Self::NoRoute
             | Self::MethodNotAllowed => code::TRANSPORT_REJECTED,
-            Self::BodyTooLarge { .. } | Self::BodyUnreadable => code::INVALID_REQUEST,
+            Self::BodyTooLarge { .. } | Self::BodyUnreadable | Self::InvalidMessage(_) => {
+                code::INVALID_REQUEST
+            }
+            Self::Parse => code::PARSE_ERROR,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
             Self::Internal => code::INTERNAL,

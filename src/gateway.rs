@@ -10,6 +10,7 @@ use crate::auth::{AuthSetupError, Authenticator, RouteAuth};
 use crate::config::Config;
 use crate::edge::host::HostPolicy;
 use crate::edge::origin::OriginPolicy;
+use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
 use crate::server::tls::TlsError;
 
@@ -20,6 +21,8 @@ pub enum StartError {
     Upstream { route: String, source: TlsError },
     #[error("cannot set up authentication: {0}")]
     Auth(#[from] AuthSetupError),
+    #[error("route `{route}`: invalid policy: {message}")]
+    Policy { route: String, message: String },
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -39,6 +42,7 @@ pub struct Route {
     pub cors: CorsLayer,
     pub max_body: u64,
     pub auth: RouteAuth,
+    pub policy: RoutePolicy,
 }
 
 #[derive(Debug)]
@@ -46,6 +50,8 @@ pub struct Gateway {
     pub routes: Vec<Arc<Route>>,
     pub hosts: Arc<HostPolicy>,
     pub auth: Arc<Authenticator>,
+    /// `[roles]`: what each role may do.
+    pub roles: Arc<Roles>,
 }
 
 impl Gateway {
@@ -76,6 +82,17 @@ impl Gateway {
                 let origins = OriginPolicy::new(&r.cors_origins, scheme);
                 let cors = crate::edge::cors::layer(r, &origins);
                 let auth = RouteAuth::new(config, public_url.as_ref(), r)?;
+                let policy =
+                    RoutePolicy::new(&r.policy, r.default_policy, r.step_up).map_err(|errors| {
+                        StartError::Policy {
+                            route: r.name.clone(),
+                            message: errors
+                                .into_iter()
+                                .map(|(i, key, message)| format!("policy[{i}].{key}: {message}"))
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        }
+                    })?;
                 Ok(Arc::new(Route {
                     name: r.name.clone(),
                     path: r.path.clone(),
@@ -84,6 +101,7 @@ impl Gateway {
                     cors,
                     max_body: r.max_body.get(),
                     auth,
+                    policy,
                 }))
             })
             .collect::<Result<Vec<_>, StartError>>()?;
@@ -96,6 +114,7 @@ impl Gateway {
             routes,
             hosts: Arc::new(hosts),
             auth: Arc::new(Authenticator::new(config)?),
+            roles: Arc::new(Roles::new(&config.roles)),
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod mcp;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod stack;

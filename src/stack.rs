@@ -17,6 +17,11 @@
 //!                                                    requests that carry an Origin; wraps
 //!                                                    what follows, so 401s carry CORS too
 //! 7   authentication → `Arc<Principal>` ........... `auth`, 401/403 + WWW-Authenticate
+//! 9   MCP parse (POST, when the route's policy       `mcp::message`, 400 + JSON-RPC error
+//!     judges anything): the body read once
+//! 11  authorization: every call judged ............. `policy`, JSON-RPC error -32040 (a
+//!                                                    batch refused whole), or 403
+//!                                                    `insufficient_scope` (step-up)
 //! 12  proxy: header hygiene, streaming ............. `proxy::forward`, 502/504
 //! ```
 //!
@@ -37,15 +42,18 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::Cors;
 use tracing::Instrument;
 
-use crate::auth::Authenticator;
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::auth::mtls::PeerCertificate;
+use crate::auth::{AuthMethod, Authenticator, Principal};
 use crate::config::AuthMode;
 use crate::edge;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
 use crate::health;
 use crate::mcp::headers::X_REQUEST_ID;
+use crate::mcp::jsonrpc::{self, RequestId};
+use crate::mcp::message::{McpRequest, ParseError};
+use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 
 /// The gateway's own id for one HTTP request: in every log line of the request, in the
@@ -106,6 +114,7 @@ pub fn app(gateway: Arc<Gateway>) -> App {
             let service = RouteService {
                 route: Arc::clone(route),
                 auth: Arc::clone(&gateway.auth),
+                roles: Arc::clone(&gateway.roles),
             };
             let stack = RouteStack {
                 route: Arc::clone(route),
@@ -198,14 +207,15 @@ impl App {
             };
         }
 
-        route_stages(&stack.route, &inner.gateway.auth, req).await
+        route_stages(&stack.route, &inner.gateway.auth, &inner.gateway.roles, req).await
     }
 }
 
-/// The stages after CORS: authentication, then the upstream.
+/// The stages after CORS: authentication, MCP parse and authorization, then the upstream.
 async fn route_stages(
     route: &Route,
     auth: &Authenticator,
+    roles: &Roles,
     mut req: Request<Body>,
 ) -> Response<Body> {
     // 7. Authentication: who is calling. Nothing reaches the upstream without it unless
@@ -230,8 +240,104 @@ async fn route_stages(
         }
     }
 
+    // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
+    if req.method() == Method::POST && !route.policy.is_open() {
+        let (parts, body) = req.into_parts();
+        let bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
+            Ok(bytes) => bytes,
+            Err(rejection) => return rejection.into_response(None),
+        };
+        let parsed = match McpRequest::parse(&bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let rejection = match e {
+                    ParseError::Json => Rejection::Parse,
+                    ParseError::Invalid(why) => Rejection::InvalidMessage(why),
+                };
+                return rejection.into_response(jsonrpc::request_id(&bytes).as_ref());
+            }
+        };
+        let anonymous;
+        let principal = match parts.extensions.get::<Arc<Principal>>() {
+            Some(p) => p.as_ref(),
+            None => {
+                anonymous = Principal::new("anonymous", AuthMethod::Anonymous);
+                &anonymous
+            }
+        };
+        if let Some(refusal) = authorize(route, roles, principal, &parsed) {
+            return refusal;
+        }
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+
     // 12. The upstream.
     proxy::forward(&route.upstream, route.max_body, req).await
+}
+
+/// Stage 11 for one parsed body: `None` when every call may go, else the answer. A batch
+/// with any denied call is refused whole, with an error for each of its requests.
+fn authorize(
+    route: &Route,
+    roles: &Roles,
+    principal: &Principal,
+    parsed: &McpRequest,
+) -> Option<Response<Body>> {
+    let mut denied: Vec<(usize, String)> = Vec::new();
+    for (i, message) in parsed.messages.iter().enumerate() {
+        let Some(method) = message.method.as_deref() else {
+            continue;
+        };
+        let call = Call::from_params(method, message.params.as_ref());
+        match route.policy.decide(roles, principal, &call) {
+            Decision::Allow => {}
+            Decision::NeedScopes(scopes) if !parsed.batch => {
+                tracing::debug!(route = %route.name, method, "Refused a call that needs more scopes");
+                return Some(route.auth.insufficient_scope(&scopes, message.id.as_ref()));
+            }
+            Decision::Deny | Decision::NeedScopes(_) => {
+                denied.push((i, policy::denial_message(&call)));
+            }
+        }
+    }
+    if denied.is_empty() {
+        return None;
+    }
+    tracing::debug!(route = %route.name, denied = denied.len(), "Refused a call by policy");
+    let error = |id: Option<&RequestId>, message: &str| {
+        crate::error::jsonrpc_error_body(id, crate::error::code::DENIED, message)
+    };
+    let body = if parsed.batch {
+        let others = "not sent: another call in this batch is not allowed";
+        let items: Vec<String> = parsed
+            .messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.id.is_some())
+            .map(|(i, m)| {
+                let own = denied
+                    .iter()
+                    .find(|(d, _)| *d == i)
+                    .map(|(_, text)| text.as_str());
+                error(m.id.as_ref(), own.unwrap_or(others))
+            })
+            .collect();
+        format!("[{}]", items.join(","))
+    } else {
+        let message = parsed.messages.first();
+        error(
+            message.and_then(|m| m.id.as_ref()),
+            denied
+                .first()
+                .map_or("not allowed", |(_, text)| text.as_str()),
+        )
+    };
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Some(response)
 }
 
 impl tower::Service<Request<Body>> for App {
@@ -254,6 +360,7 @@ impl tower::Service<Request<Body>> for App {
 struct RouteService {
     route: Arc<Route>,
     auth: Arc<Authenticator>,
+    roles: Arc<Roles>,
 }
 
 impl tower::Service<Request<Body>> for RouteService {
@@ -266,7 +373,11 @@ impl tower::Service<Request<Body>> for RouteService {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (route, auth) = (Arc::clone(&self.route), Arc::clone(&self.auth));
-        Box::pin(async move { Ok(route_stages(&route, &auth, req).await) })
+        let (route, auth, roles) = (
+            Arc::clone(&self.route),
+            Arc::clone(&self.auth),
+            Arc::clone(&self.roles),
+        );
+        Box::pin(async move { Ok(route_stages(&route, &auth, &roles, req).await) })
     }
 }

@@ -324,22 +324,48 @@ auth = "none"
 fn start_gateway(
     config: &Path,
 ) -> (
-    std::process::Child,
+    GatewayProcess,
     std::io::Lines<BufReader<std::process::ChildStderr>>,
 ) {
     start_gateway_with_env(config, &[])
 }
 
+/// A gateway process that is killed when dropped, so that a failing test never leaves it
+/// running (holding ports and the test harness's output pipe).
+struct GatewayProcess(std::process::Child);
+
+impl std::ops::Deref for GatewayProcess {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GatewayProcess {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// [`start_gateway`] with `env` set for the gateway process (e.g. its secrets).
 #[expect(
     clippy::zombie_processes,
-    reason = "the caller kills and waits for the child"
+    reason = "the returned guard kills and waits for the child"
 )]
 fn start_gateway_with_env(
     config: &Path,
     env: &[(&str, &str)],
 ) -> (
-    std::process::Child,
+    GatewayProcess,
     std::io::Lines<BufReader<std::process::ChildStderr>>,
 ) {
     let mut child = portcullis()
@@ -356,7 +382,7 @@ fn start_gateway_with_env(
             .expect("gateway exited before listening")
             .unwrap();
         if line.contains("Portcullis listening") {
-            return (child, lines);
+            return (GatewayProcess(child), lines);
         }
     }
 }
@@ -522,12 +548,16 @@ path = "/tools/mcp"
 upstream = {{ url = "{upstream}" }}
 scopes = ["mcp:tools"]
 identity_headers = {{ subject = "X-Portcullis-Subject", roles = "X-Portcullis-Roles", scopes = "X-Portcullis-Scopes" }}
+[[routes.policy]]
+tools = ["echo"]
+roles = ["analyst"]
 
 [[routes]]
 name = "open"
 path = "/open/mcp"
 upstream = {{ url = "{upstream}" }}
 auth = "none"
+default_policy = "allow"
 "#
     )
 }

@@ -19,6 +19,8 @@ pub enum AuthMethod {
     ApiKey,
     /// A client certificate verified during the TLS handshake.
     Mtls,
+    /// Nobody: a route with `auth = "none"`.
+    Anonymous,
 }
 
 impl AuthMethod {
@@ -28,6 +30,7 @@ impl AuthMethod {
             Self::Jwt => "jwt",
             Self::ApiKey => "api_key",
             Self::Mtls => "mtls",
+            Self::Anonymous => "anonymous",
         }
     }
 }

@@ -114,6 +114,11 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
                         .unzip();
             }
             "auth" => auth_section(value, &mut config, &mut parsed, &mut errors),
+            "roles" => {
+                if let Some(v) = section("roles", value, &mut errors) {
+                    config.roles = v;
+                }
+            }
             "routes" => {
                 (parsed.route_index, config.routes) =
                     array::<RouteConfig>("routes", value, &mut errors)
@@ -122,7 +127,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `routes`)",
             )),
         }
     }

@@ -39,6 +39,14 @@ pub(super) fn validate(
     if parsed.server {
         server(config, errors);
     }
+    for (role, permissions) in &config.roles {
+        if role.is_empty() || permissions.iter().any(String::is_empty) {
+            errors.push(ConfigError::new(
+                format!("roles.{role}"),
+                "role names and permissions must not be empty",
+            ));
+        }
+    }
     secret_declarations(config, &parsed.secret_index, source, errors);
     if parsed.auth {
         auth::section(config, parsed, errors);
@@ -67,6 +75,7 @@ pub(super) fn validate(
             ));
         }
         self::route(&at, route, errors);
+        policy(&at, route, errors, &mut warnings);
         if parsed.auth {
             auth::route(&at, route, config, errors, &mut warnings);
         }
@@ -306,6 +315,58 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
         errors.push(ConfigError::new(
             format!("{at}.max_body"),
             "must be greater than zero",
+        ));
+    }
+}
+
+/// The route's `[[routes.policy]]` rules compile; every problem with its path.
+fn policy(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>, warnings: &mut Vec<String>) {
+    if r.policy.is_empty() && r.default_policy == super::policy::DefaultPolicy::Deny {
+        warnings.push(format!(
+            "{at}: no [[routes.policy]] rules and default_policy = \"deny\": every tool call, \
+             prompt and resource read on `{}` is refused (add rules, or set \
+             default_policy = \"allow\")",
+            r.path
+        ));
+    }
+    if let Err(problems) = crate::policy::RoutePolicy::new(&r.policy, r.default_policy, r.step_up) {
+        for (i, key, message) in problems {
+            errors.push(ConfigError::new(format!("{at}.policy[{i}].{key}"), message));
+        }
+    }
+    for (i, rule) in r.policy.iter().enumerate() {
+        let lists = [
+            ("methods", &rule.methods),
+            ("tools", &rule.tools),
+            ("prompts", &rule.prompts),
+            ("resources", &rule.resources),
+        ];
+        for (key, list) in lists {
+            match list {
+                Some(list) if list.is_empty() => errors.push(ConfigError::new(
+                    format!("{at}.policy[{i}].{key}"),
+                    "is empty, so the rule can never match; remove the key or list something",
+                )),
+                Some(list) if list.iter().any(String::is_empty) => errors.push(ConfigError::new(
+                    format!("{at}.policy[{i}].{key}"),
+                    "holds an empty pattern",
+                )),
+                _ => {}
+            }
+        }
+        for (j, scope) in rule.scopes.iter().enumerate() {
+            if !crate::auth::challenge::is_scope_token(scope) {
+                errors.push(ConfigError::new(
+                    format!("{at}.policy[{i}].scopes[{j}]"),
+                    format!("`{scope}` is not a scope"),
+                ));
+            }
+        }
+    }
+    if r.step_up && !r.policy.iter().any(|rule| !rule.scopes.is_empty()) {
+        errors.push(ConfigError::new(
+            format!("{at}.step_up"),
+            "no rule of this route requires scopes, so there is nothing to step up to",
         ));
     }
 }

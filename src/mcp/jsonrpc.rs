@@ -11,6 +11,16 @@ impl RequestId {
     pub fn as_raw(&self) -> &RawValue {
         &self.0
     }
+
+    /// The id of a parsed message (a string or a number; anything else is no id).
+    pub fn from_value(id: &serde_json::Value) -> Option<Self> {
+        match id {
+            serde_json::Value::String(_) | serde_json::Value::Number(_) => {
+                serde_json::value::to_raw_value(id).ok().map(Self)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]

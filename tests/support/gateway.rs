@@ -44,6 +44,8 @@ pub struct Route {
     pub upstream_extra: Vec<String>,
     /// Extra `key = value` lines for the route itself (e.g. `scopes = ["mcp:tools"]`).
     pub settings: Vec<String>,
+    /// `[[routes.policy]]` rules, each the body of one table.
+    pub rules: Vec<String>,
 }
 
 impl Route {
@@ -54,7 +56,26 @@ impl Route {
             upstream_url: upstream_url.to_owned(),
             upstream_extra: Vec::new(),
             settings: Vec::new(),
+            rules: Vec::new(),
         }
+    }
+
+    /// Adds a `[[routes.policy]]` rule, e.g. `tools = ["echo"]\nroles = ["analyst"]`.
+    /// A route with rules (or a `default_policy` setting) keeps the gateway's default,
+    /// deny; the others get `default_policy = "allow"`, so that tests of other stages
+    /// need no rules.
+    pub fn rule(mut self, body: &str) -> Self {
+        self.rules.push(body.to_owned());
+        self
+    }
+
+    fn sets_policy(&self) -> bool {
+        !self.rules.is_empty()
+            || self.settings.iter().any(|l| {
+                l.split('=')
+                    .next()
+                    .is_some_and(|k| k.trim() == "default_policy")
+            })
     }
 
     /// Adds a route setting, e.g. `scopes = ["mcp:tools"]`.
@@ -177,6 +198,9 @@ impl GatewayBuilder {
             if !route.sets_auth() {
                 text.push_str("auth = \"none\"\n");
             }
+            if !route.sets_policy() {
+                text.push_str("default_policy = \"allow\"\n");
+            }
             for line in &route.settings {
                 text.push_str(line);
                 text.push('\n');
@@ -189,6 +213,9 @@ impl GatewayBuilder {
             for line in &route.upstream_extra {
                 text.push_str(line);
                 text.push('\n');
+            }
+            for rule in &route.rules {
+                let _ = write!(text, "[[routes.policy]]\n{rule}\n");
             }
         }
         text

@@ -1,0 +1,778 @@
+//! Authorization that understands MCP (stage 11, and the list filtering of stage 13): what
+//! a caller may do is decided per call — the method and the tool, prompt or resource it
+//! names, and optionally its arguments — from the route's rules and the caller's roles,
+//! permissions and scopes.
+//!
+//! Decision, for one call:
+//! 1. Only calls that name a tool, prompt or resource (`tools/call`, `prompts/get`,
+//!    `resources/read|subscribe|unsubscribe`, `completion/complete`), and methods a rule
+//!    names explicitly, are judged; `initialize`, `ping`, `notifications/*` and
+//!    `server/discover` never are (the config may not name them).
+//! 2. A rule *applies* when its methods and target patterns match the call, its argument
+//!    conditions hold, and the caller is who it is about (any of `roles`, every permission
+//!    in `require`). Allow rules also need every scope in `scopes`.
+//! 3. Any applicable deny wins. Otherwise any applicable allow allows. Otherwise, if an
+//!    allow rule fell short only by scopes and the route does step-up, the answer names
+//!    the scopes to get (HTTP 403 `insufficient_scope`); else the route's default applies
+//!    (deny unless configured otherwise).
+//!
+//! Lists: an item is listed when a call to it could be allowed — the same decision with
+//! the arguments unknown (allow rules' conditions taken as satisfiable, deny rules with
+//! conditions set aside, since they refuse only some arguments). So a caller never sees a
+//! tool it cannot call, and calling one it cannot see is refused by the same rules.
+
+pub mod condition;
+pub mod glob;
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde_json::Value;
+
+use self::condition::Condition;
+use self::glob::Glob;
+use crate::auth::Principal;
+use crate::config::policy::{DefaultPolicy, Effect, RuleConfig};
+
+/// Methods no rule may gate: the session's life and its notifications.
+pub fn never_gated(method: &str) -> bool {
+    matches!(method, "initialize" | "ping" | "server/discover")
+        || method.starts_with("notifications/")
+}
+
+/// What a call names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    Tool(&'a str),
+    Prompt(&'a str),
+    Resource(&'a str),
+    /// The method names nothing (or nothing the gateway can read).
+    None,
+}
+
+/// The kinds of thing a rule can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Tool,
+    Prompt,
+    Resource,
+}
+
+impl Target<'_> {
+    fn kind(&self) -> Option<Kind> {
+        match self {
+            Self::Tool(_) => Some(Kind::Tool),
+            Self::Prompt(_) => Some(Kind::Prompt),
+            Self::Resource(_) => Some(Kind::Resource),
+            Self::None => None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) => n,
+            Self::None => "",
+        }
+    }
+}
+
+/// One call to judge.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub method: &'a str,
+    pub target: Target<'a>,
+    /// `params.arguments` of `tools/call` and `prompts/get`.
+    pub arguments: Option<&'a Value>,
+}
+
+impl<'a> Call<'a> {
+    /// Reads method, target and arguments from a JSON-RPC request's `params`.
+    pub fn from_params(method: &'a str, params: Option<&'a Value>) -> Self {
+        let str_at = |key: &str| params.and_then(|p| p.get(key)).and_then(Value::as_str);
+        let target = match method {
+            "tools/call" => str_at("name").map_or(Target::None, Target::Tool),
+            "prompts/get" => str_at("name").map_or(Target::None, Target::Prompt),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                str_at("uri").map_or(Target::None, Target::Resource)
+            }
+            "completion/complete" => {
+                let reference = params.and_then(|p| p.get("ref"));
+                let field = |key: &str| reference.and_then(|r| r.get(key)).and_then(Value::as_str);
+                match field("type") {
+                    Some("ref/prompt") => field("name").map_or(Target::None, Target::Prompt),
+                    Some("ref/resource") => field("uri").map_or(Target::None, Target::Resource),
+                    _ => Target::None,
+                }
+            }
+            _ => Target::None,
+        };
+        Self {
+            method,
+            target,
+            arguments: params.and_then(|p| p.get("arguments")),
+        }
+    }
+}
+
+/// The methods that name a tool, prompt or resource.
+fn names_a_target(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/call"
+            | "prompts/get"
+            | "resources/read"
+            | "resources/subscribe"
+            | "resources/unsubscribe"
+            | "completion/complete"
+    )
+}
+
+/// What the client is told when `call` is denied: names what was asked for, never the
+/// rule that refused it.
+pub fn denial_message(call: &Call<'_>) -> String {
+    let (what, name) = match call.target {
+        Target::Tool(n) => ("tool", n),
+        Target::Prompt(n) => ("prompt", n),
+        Target::Resource(n) => ("resource", n),
+        Target::None => ("method", call.method),
+    };
+    let mut shown: String = name.chars().take(128).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    format!("{what} `{shown}` is not allowed")
+}
+
+/// The outcome for one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+    /// Allowed with more scopes: every scope to ask for (step-up).
+    NeedScopes(Vec<String>),
+}
+
+/// `[roles]`, compiled: role → permission patterns.
+#[derive(Debug, Clone, Default)]
+pub struct Roles(BTreeMap<String, Vec<Glob>>);
+
+impl Roles {
+    pub fn new(config: &BTreeMap<String, Vec<String>>) -> Self {
+        Self(
+            config
+                .iter()
+                .map(|(role, perms)| (role.clone(), perms.iter().map(|p| Glob::new(p)).collect()))
+                .collect(),
+        )
+    }
+
+    pub fn contains(&self, role: &str) -> bool {
+        self.0.contains_key(role)
+    }
+
+    /// Whether any of `roles` grants `permission`.
+    fn grants(&self, roles: &[String], permission: &str) -> bool {
+        roles.iter().any(|role| {
+            self.0
+                .get(role)
+                .is_some_and(|perms| perms.iter().any(|p| p.matches(permission)))
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    effect: Effect,
+    /// Exact method names; `None`: the methods that name the rule's targets.
+    methods: Option<Vec<String>>,
+    tools: Option<Vec<Glob>>,
+    prompts: Option<Vec<Glob>>,
+    resources: Option<Vec<Glob>>,
+    roles: Vec<String>,
+    require: Vec<String>,
+    scopes: Vec<String>,
+    when: Vec<Condition>,
+}
+
+/// How far a rule matches a call, before looking at who is calling.
+#[derive(PartialEq, Eq)]
+enum Fit {
+    No,
+    /// Method and target match; conditions hold (or the arguments are unknown).
+    Yes,
+}
+
+impl Rule {
+    fn patterns(&self, kind: Kind) -> Option<&[Glob]> {
+        match kind {
+            Kind::Tool => self.tools.as_deref(),
+            Kind::Prompt => self.prompts.as_deref(),
+            Kind::Resource => self.resources.as_deref(),
+        }
+    }
+
+    fn has_targets(&self) -> bool {
+        self.tools.is_some() || self.prompts.is_some() || self.resources.is_some()
+    }
+
+    /// Method and target; `arguments`: `Some` to test the conditions, `None` when they are
+    /// unknown (listing), where conditions count as satisfiable.
+    fn fits(&self, call: &Call<'_>, arguments_known: bool) -> Fit {
+        let method_ok = match &self.methods {
+            Some(methods) => methods.iter().any(|m| m == call.method),
+            None => names_a_target(call.method),
+        };
+        if !method_ok {
+            return Fit::No;
+        }
+        let target_ok = match call.target.kind() {
+            // A rule naming targets applies only to calls naming one of them.
+            Some(kind) => match self.patterns(kind) {
+                Some(patterns) => patterns.iter().any(|p| p.matches(call.target.name())),
+                None => !self.has_targets(),
+            },
+            None => !self.has_targets(),
+        };
+        if !target_ok {
+            return Fit::No;
+        }
+        if arguments_known && !self.when.iter().all(|c| c.holds(call.arguments)) {
+            return Fit::No;
+        }
+        Fit::Yes
+    }
+
+    /// Whether the caller is who the rule is about (roles, permissions; not scopes).
+    fn about(&self, roles: &Roles, principal: &Principal) -> bool {
+        (self.roles.is_empty() || self.roles.iter().any(|r| principal.roles.contains(r)))
+            && self
+                .require
+                .iter()
+                .all(|perm| roles.grants(&principal.roles, perm))
+    }
+}
+
+/// One route's rules and default.
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    rules: Vec<Rule>,
+    default: DefaultPolicy,
+    /// Answer a shortfall of scopes with 403 `insufficient_scope` instead of a denial.
+    step_up: bool,
+    /// Methods some rule names explicitly (judged besides the target-naming ones).
+    named_methods: HashSet<String>,
+}
+
+impl RoutePolicy {
+    /// Compiles a route's rules. Errors carry the index of the rule and the key, for
+    /// `portcullis check` (`[(rule index, key, message)]`).
+    pub fn new(
+        rules: &[RuleConfig],
+        default: DefaultPolicy,
+        step_up: bool,
+    ) -> Result<Self, Vec<(usize, String, String)>> {
+        let mut errors = Vec::new();
+        let mut compiled = Vec::new();
+        let mut named_methods = HashSet::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let mut when = Vec::new();
+            for (j, c) in rule.when.iter().enumerate() {
+                match Condition::new(c) {
+                    Ok(c) => when.push(c),
+                    Err(e) => errors.push((i, format!("when[{j}]"), e)),
+                }
+            }
+            if let Some(methods) = &rule.methods {
+                for (j, m) in methods.iter().enumerate() {
+                    if never_gated(m) {
+                        errors.push((
+                            i,
+                            format!("methods[{j}]"),
+                            format!("`{m}` is never subject to policy (the session must be able to start and be notified)"),
+                        ));
+                    }
+                    named_methods.insert(m.clone());
+                }
+            }
+            if rule.effect == Effect::Deny && !rule.scopes.is_empty() {
+                errors.push((
+                    i,
+                    "scopes".into(),
+                    "scopes only apply to allow rules (a deny rule is about roles and permissions)"
+                        .into(),
+                ));
+            }
+            let globs = |list: &Option<Vec<String>>| {
+                list.as_ref()
+                    .map(|l| l.iter().map(|p| Glob::new(p)).collect::<Vec<_>>())
+            };
+            compiled.push(Rule {
+                effect: rule.effect,
+                methods: rule.methods.clone(),
+                tools: globs(&rule.tools),
+                prompts: globs(&rule.prompts),
+                resources: globs(&rule.resources),
+                roles: rule.roles.clone(),
+                require: rule.require.clone(),
+                scopes: rule.scopes.clone(),
+                when,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            rules: compiled,
+            default,
+            step_up,
+            named_methods,
+        })
+    }
+
+    /// A policy that allows everything (routes with `default_policy = "allow"` and no rules).
+    pub fn allow_all() -> Self {
+        Self {
+            default: DefaultPolicy::Allow,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the policy lets everything through without looking (default allow, no
+    /// rules): then the body need not even be parsed for it.
+    pub fn is_open(&self) -> bool {
+        self.default == DefaultPolicy::Allow && self.rules.is_empty()
+    }
+
+    /// Whether `method` is judged at all.
+    pub fn judges(&self, method: &str) -> bool {
+        !never_gated(method) && (names_a_target(method) || self.named_methods.contains(method))
+    }
+
+    /// The decision for `call` by `principal`.
+    pub fn decide(&self, roles: &Roles, principal: &Principal, call: &Call<'_>) -> Decision {
+        if !self.judges(call.method) {
+            return Decision::Allow;
+        }
+        self.evaluate(roles, principal, call, true)
+    }
+
+    /// Whether an item of a list result is shown to `principal`: a call to it could be
+    /// allowed (or could be after a step-up).
+    pub fn lists(&self, roles: &Roles, principal: &Principal, kind: Kind, name: &str) -> bool {
+        let (method, target) = match kind {
+            Kind::Tool => ("tools/call", Target::Tool(name)),
+            Kind::Prompt => ("prompts/get", Target::Prompt(name)),
+            Kind::Resource => ("resources/read", Target::Resource(name)),
+        };
+        let call = Call {
+            method,
+            target,
+            arguments: None,
+        };
+        self.evaluate(roles, principal, &call, false) != Decision::Deny
+    }
+
+    fn evaluate(
+        &self,
+        roles: &Roles,
+        principal: &Principal,
+        call: &Call<'_>,
+        arguments_known: bool,
+    ) -> Decision {
+        let mut allowed = false;
+        let mut needed: Option<&[String]> = None;
+        for rule in &self.rules {
+            // With unknown arguments, a conditional deny refuses only some calls.
+            if !arguments_known && rule.effect == Effect::Deny && !rule.when.is_empty() {
+                continue;
+            }
+            if rule.fits(call, arguments_known) == Fit::No || !rule.about(roles, principal) {
+                continue;
+            }
+            match rule.effect {
+                Effect::Deny => return Decision::Deny,
+                Effect::Allow => {
+                    if rule.scopes.iter().all(|s| principal.scopes.contains(s)) {
+                        allowed = true;
+                    } else if needed.is_none() {
+                        needed = Some(&rule.scopes);
+                    }
+                }
+            }
+        }
+        if allowed {
+            return Decision::Allow;
+        }
+        if self.step_up
+            && let Some(scopes) = needed
+        {
+            return Decision::NeedScopes(scopes.to_vec());
+        }
+        match self.default {
+            DefaultPolicy::Allow => Decision::Allow,
+            DefaultPolicy::Deny => Decision::Deny,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::auth::AuthMethod;
+    use crate::config::policy::ConditionConfig;
+
+    fn principal(roles: &[&str], scopes: &[&str]) -> Principal {
+        let mut p = Principal::new("alice", AuthMethod::Jwt);
+        p.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        p.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        p
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn allow_tools(tools: &[&str]) -> RuleConfig {
+        RuleConfig {
+            tools: Some(strings(tools)),
+            ..RuleConfig::default()
+        }
+    }
+
+    fn roles() -> Roles {
+        Roles::new(&BTreeMap::from([
+            ("analyst".to_owned(), strings(&["read:*"])),
+            ("admin".to_owned(), strings(&["*"])),
+        ]))
+    }
+
+    fn call<'a>(tool: &'a str, arguments: Option<&'a Value>) -> Call<'a> {
+        Call {
+            method: "tools/call",
+            target: Target::Tool(tool),
+            arguments,
+        }
+    }
+
+    fn policy(rules: Vec<RuleConfig>) -> RoutePolicy {
+        RoutePolicy::new(&rules, DefaultPolicy::Deny, false).unwrap()
+    }
+
+    #[test]
+    fn default_deny_and_globs() {
+        let p = policy(vec![RuleConfig {
+            roles: strings(&["analyst"]),
+            ..allow_tools(&["query_*", "describe"])
+        }]);
+        let analyst = principal(&["analyst"], &[]);
+        let nobody = principal(&[], &[]);
+        assert_eq!(
+            p.decide(&roles(), &analyst, &call("query_orders", None)),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(&roles(), &analyst, &call("describe", None)),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(&roles(), &analyst, &call("delete_orders", None)),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide(&roles(), &nobody, &call("query_orders", None)),
+            Decision::Deny
+        );
+        // Methods that name nothing are not judged; the session's own never are.
+        for method in [
+            "tools/list",
+            "initialize",
+            "ping",
+            "notifications/initialized",
+        ] {
+            let c = Call {
+                method,
+                target: Target::None,
+                arguments: None,
+            };
+            assert_eq!(p.decide(&roles(), &nobody, &c), Decision::Allow, "{method}");
+        }
+    }
+
+    #[test]
+    fn deny_overrides_allow_whatever_the_order() {
+        let deny = RuleConfig {
+            effect: Effect::Deny,
+            roles: strings(&["contractor"]),
+            ..allow_tools(&["*_prod"])
+        };
+        let allow = allow_tools(&["*"]);
+        for rules in [vec![deny.clone(), allow.clone()], vec![allow, deny]] {
+            let p = policy(rules);
+            let contractor = principal(&["contractor"], &[]);
+            let employee = principal(&["employee"], &[]);
+            assert_eq!(
+                p.decide(&roles(), &contractor, &call("deploy_prod", None)),
+                Decision::Deny
+            );
+            assert_eq!(
+                p.decide(&roles(), &contractor, &call("deploy_dev", None)),
+                Decision::Allow
+            );
+            assert_eq!(
+                p.decide(&roles(), &employee, &call("deploy_prod", None)),
+                Decision::Allow
+            );
+        }
+    }
+
+    #[test]
+    fn permissions_come_from_roles_and_scopes_from_the_token() {
+        let p = policy(vec![
+            RuleConfig {
+                require: strings(&["read:database"]),
+                ..allow_tools(&["query"])
+            },
+            RuleConfig {
+                scopes: strings(&["db:write"]),
+                ..allow_tools(&["insert"])
+            },
+        ]);
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &principal(&["analyst"], &[]),
+                &call("query", None)
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(&roles(), &principal(&["admin"], &[]), &call("query", None)),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &principal(&["unknown-role"], &[]),
+                &call("query", None)
+            ),
+            Decision::Deny
+        );
+        // A role is not a scope, and a scope is not a role.
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &principal(&["db:write"], &[]),
+                &call("insert", None)
+            ),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &principal(&[], &["db:write"]),
+                &call("insert", None)
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &principal(&[], &["read:database"]),
+                &call("query", None)
+            ),
+            Decision::Deny
+        );
+    }
+
+    #[test]
+    fn step_up_names_the_scopes_to_get() {
+        let rules = vec![RuleConfig {
+            scopes: strings(&["mcp:tools", "db:write"]),
+            ..allow_tools(&["insert"])
+        }];
+        let with = RoutePolicy::new(&rules, DefaultPolicy::Deny, true).unwrap();
+        let without = RoutePolicy::new(&rules, DefaultPolicy::Deny, false).unwrap();
+        let narrow = principal(&[], &["mcp:tools"]);
+        assert_eq!(
+            with.decide(&roles(), &narrow, &call("insert", None)),
+            Decision::NeedScopes(strings(&["mcp:tools", "db:write"]))
+        );
+        assert_eq!(
+            without.decide(&roles(), &narrow, &call("insert", None)),
+            Decision::Deny
+        );
+        // Listed with step-up (the client can get the scope), hidden without.
+        assert!(with.lists(&roles(), &narrow, Kind::Tool, "insert"));
+        assert!(!without.lists(&roles(), &narrow, Kind::Tool, "insert"));
+    }
+
+    #[test]
+    fn argument_conditions_allow_and_deny() {
+        let p = policy(vec![
+            RuleConfig {
+                when: vec![ConditionConfig {
+                    argument: "/limit".into(),
+                    max: Some(100.0),
+                    ..ConditionConfig::default()
+                }],
+                ..allow_tools(&["query"])
+            },
+            allow_tools(&["read_file"]),
+            RuleConfig {
+                effect: Effect::Deny,
+                when: vec![ConditionConfig {
+                    argument: "/path".into(),
+                    matches: Some("^/etc/".into()),
+                    ..ConditionConfig::default()
+                }],
+                ..allow_tools(&["read_file"])
+            },
+        ]);
+        let anyone = principal(&[], &[]);
+        let small = json!({ "limit": 10 });
+        let big = json!({ "limit": 1000 });
+        assert_eq!(
+            p.decide(&roles(), &anyone, &call("query", Some(&small))),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(&roles(), &anyone, &call("query", Some(&big))),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide(&roles(), &anyone, &call("query", None)),
+            Decision::Deny
+        );
+        let passwd = json!({ "path": "/etc/passwd" });
+        let notes = json!({ "path": "/home/a/notes.txt" });
+        assert_eq!(
+            p.decide(&roles(), &anyone, &call("read_file", Some(&passwd))),
+            Decision::Deny
+        );
+        assert_eq!(
+            p.decide(&roles(), &anyone, &call("read_file", Some(&notes))),
+            Decision::Allow
+        );
+        // Both are listed: each can be called with some arguments.
+        assert!(p.lists(&roles(), &anyone, Kind::Tool, "query"));
+        assert!(p.lists(&roles(), &anyone, Kind::Tool, "read_file"));
+        assert!(!p.lists(&roles(), &anyone, Kind::Tool, "other"));
+    }
+
+    #[test]
+    fn prompts_resources_completion_and_named_methods() {
+        let p = policy(vec![
+            RuleConfig {
+                prompts: Some(strings(&["summarize"])),
+                resources: Some(strings(&["file:///public/*"])),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                effect: Effect::Deny,
+                methods: Some(strings(&["resources/subscribe"])),
+                ..RuleConfig::default()
+            },
+        ]);
+        let anyone = principal(&[], &[]);
+        let params = json!({ "name": "summarize", "arguments": {} });
+        let get = Call::from_params("prompts/get", Some(&params));
+        assert_eq!(get.target, Target::Prompt("summarize"));
+        assert_eq!(p.decide(&roles(), &anyone, &get), Decision::Allow);
+        let read = json!({ "uri": "file:///public/a.txt" });
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &anyone,
+                &Call::from_params("resources/read", Some(&read))
+            ),
+            Decision::Allow
+        );
+        // Explicitly named and denied, although the resource itself is allowed.
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &anyone,
+                &Call::from_params("resources/subscribe", Some(&read))
+            ),
+            Decision::Deny
+        );
+        let private = json!({ "uri": "file:///private/k" });
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &anyone,
+                &Call::from_params("resources/read", Some(&private))
+            ),
+            Decision::Deny
+        );
+        let complete = json!({ "ref": { "type": "ref/prompt", "name": "other" }, "argument": {} });
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &anyone,
+                &Call::from_params("completion/complete", Some(&complete))
+            ),
+            Decision::Deny
+        );
+        // A call without a readable name is judged, and with nothing to match, denied.
+        let nameless = json!({ "arguments": {} });
+        assert_eq!(
+            p.decide(
+                &roles(),
+                &anyone,
+                &Call::from_params("tools/call", Some(&nameless))
+            ),
+            Decision::Deny
+        );
+    }
+
+    #[test]
+    fn config_mistakes_are_reported_per_rule() {
+        let rules = vec![
+            RuleConfig {
+                methods: Some(strings(&["tools/call", "initialize"])),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                effect: Effect::Deny,
+                scopes: strings(&["x"]),
+                when: vec![ConditionConfig {
+                    argument: "nope".into(),
+                    ..ConditionConfig::default()
+                }],
+                ..RuleConfig::default()
+            },
+        ];
+        let errors = RoutePolicy::new(&rules, DefaultPolicy::Deny, false).unwrap_err();
+        let keys: Vec<(usize, &str)> = errors.iter().map(|(i, k, _)| (*i, k.as_str())).collect();
+        assert_eq!(keys, [(0, "methods[1]"), (1, "when[0]"), (1, "scopes")]);
+    }
+
+    #[test]
+    fn default_allow_is_denied_only_by_rules() {
+        let p = RoutePolicy::new(
+            &[RuleConfig {
+                effect: Effect::Deny,
+                ..allow_tools(&["danger"])
+            }],
+            DefaultPolicy::Allow,
+            false,
+        )
+        .unwrap();
+        let anyone = principal(&[], &[]);
+        assert_eq!(
+            p.decide(&roles(), &anyone, &call("safe", None)),
+            Decision::Allow
+        );
+        assert_eq!(
+            p.decide(&roles(), &anyone, &call("danger", None)),
+            Decision::Deny
+        );
+        assert!(!p.lists(&roles(), &anyone, Kind::Tool, "danger"));
+        assert_eq!(
+            RoutePolicy::allow_all().decide(&roles(), &anyone, &call("x", None)),
+            Decision::Allow
+        );
+    }
+}

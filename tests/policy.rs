@@ -1,0 +1,295 @@
+//! Authorization per MCP call through the gateway (stage 11), with real rmcp upstreams and
+//! two callers whose API keys carry different roles: who may call which tool, argument
+//! conditions, batches refused whole, step-up, and what never reaches the upstream.
+#![cfg(test)]
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::client::{self, Http};
+use support::gateway::{Gateway, Route};
+use support::upstream::{Mode, Upstream};
+use support::within;
+
+const ALICE: &str = "pk_alice_0123456789abcdef";
+const BOB: &str = "pk_bob_0123456789abcdefgh";
+
+struct Setup {
+    upstream: Upstream,
+    _gateway: Gateway,
+    http: reqwest::Client,
+    url: String,
+}
+
+/// Alice is an analyst, Bob an admin; `/mcp` has the rules given.
+async fn setup(mode: Mode, route_settings: &[&str], rules: &[&str]) -> Setup {
+    let upstream = Upstream::start(mode).await;
+    let auth = format!(
+        r#"
+[roles]
+analyst = ["read:*"]
+admin = ["*"]
+
+[[auth.api_keys]]
+hash = "{alice}"
+subject = "alice"
+roles = ["analyst"]
+
+[[auth.api_keys]]
+hash = "{bob}"
+subject = "bob"
+roles = ["admin"]
+scopes = ["tools:write"]
+"#,
+        alice = portcullis::auth::hash_key(ALICE),
+        bob = portcullis::auth::hash_key(BOB),
+    );
+    let mut route = Route::new("tools", "/mcp", &upstream.url()).authenticated();
+    for line in route_settings {
+        route = route.setting(line);
+    }
+    for rule in rules {
+        route = route.rule(rule);
+    }
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .auth(&auth)
+        .route(route)
+        .start()
+        .await;
+    let url = gateway.url("/mcp");
+    Setup {
+        upstream,
+        _gateway: gateway,
+        http: client::http_client(None, Http::H1),
+        url,
+    }
+}
+
+impl Setup {
+    async fn post(&self, key: &str, body: &Value) -> reqwest::Response {
+        within(
+            "a POST through the gateway",
+            client::post(&self.http, &self.url, body)
+                .header("x-api-key", key)
+                .header("mcp-protocol-version", "2025-11-25")
+                .send(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn call(&self, key: &str, tool: &str, arguments: Value) -> (StatusCode, Value) {
+        let response = self
+            .post(key, &client::call_body(5, tool, &arguments))
+            .await;
+        let status = response.status();
+        (status, client::response_message(response).await)
+    }
+}
+
+fn denied(message: &Value, id: Value, text: &str) {
+    assert_eq!(message["jsonrpc"], "2.0");
+    assert_eq!(message["id"], id, "{message}");
+    assert_eq!(message["error"]["code"], -32040, "{message}");
+    assert_eq!(message["error"]["message"], text, "{message}");
+    assert!(message.get("result").is_none());
+}
+
+const RULES: &[&str] = &[
+    "tools = [\"echo\"]\nroles = [\"analyst\", \"admin\"]",
+    "tools = [\"large\", \"prog*\"]\nrequire = [\"write:tools\"]",
+    "effect = \"deny\"\ntools = [\"echo\"]\nwhen = [{ argument = \"/text\", matches = \"^secret\" }]",
+];
+
+#[tokio::test]
+async fn each_caller_can_call_only_their_tools() {
+    for mode in [Mode::Json, Mode::Sse] {
+        let s = setup(mode, &[], RULES).await;
+        let (status, ok) = s.call(ALICE, "echo", json!({ "text": "hi" })).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(client::tool_text(&ok), "hi");
+
+        // Analysts hold read:* only: `large` needs write:tools.
+        let (status, message) = s.call(ALICE, "large", json!({ "bytes": 10 })).await;
+        assert_eq!(status, StatusCode::OK, "a JSON-RPC error, not an HTTP one");
+        denied(&message, json!(5), "tool `large` is not allowed");
+        // A tool no rule names, even one the upstream does not have: denied alike.
+        let (_, message) = s.call(ALICE, "stall", json!({})).await;
+        denied(&message, json!(5), "tool `stall` is not allowed");
+        let (_, message) = s.call(BOB, "guessed_admin_tool", json!({})).await;
+        denied(
+            &message,
+            json!(5),
+            "tool `guessed_admin_tool` is not allowed",
+        );
+
+        // Admins hold `*`.
+        let (status, ok) = s.call(BOB, "large", json!({ "bytes": 10 })).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(client::tool_text(&ok).len(), 10);
+
+        assert_eq!(s.upstream.probe.calls("echo"), 1);
+        assert_eq!(s.upstream.probe.calls("large"), 1);
+        assert_eq!(
+            s.upstream.probe.calls("stall"),
+            0,
+            "denied calls never leave"
+        );
+    }
+}
+
+#[tokio::test]
+async fn argument_conditions_deny_some_calls() {
+    let s = setup(Mode::Json, &[], RULES).await;
+    let (_, message) = s.call(BOB, "echo", json!({ "text": "secret plans" })).await;
+    denied(&message, json!(5), "tool `echo` is not allowed");
+    let (_, ok) = s.call(BOB, "echo", json!({ "text": "public plans" })).await;
+    assert_eq!(client::tool_text(&ok), "public plans");
+    assert_eq!(s.upstream.probe.calls("echo"), 1);
+}
+
+#[tokio::test]
+async fn allow_conditions_let_only_matching_arguments_through() {
+    let s = setup(
+        Mode::Json,
+        &[],
+        &["tools = [\"large\"]\nwhen = [{ argument = \"/bytes\", max = 100 }]"],
+    )
+    .await;
+    let (_, ok) = s.call(ALICE, "large", json!({ "bytes": 50 })).await;
+    assert_eq!(client::tool_text(&ok).len(), 50);
+    let (_, message) = s.call(ALICE, "large", json!({ "bytes": 5000 })).await;
+    denied(&message, json!(5), "tool `large` is not allowed");
+    let (_, message) = s.call(ALICE, "large", json!({})).await;
+    denied(&message, json!(5), "tool `large` is not allowed");
+    assert_eq!(s.upstream.probe.calls("large"), 1);
+}
+
+#[tokio::test]
+async fn a_batch_with_one_denied_call_is_refused_whole() {
+    let s = setup(Mode::Json, &[], RULES).await;
+    let batch = json!([
+        client::call_body(1, "echo", &json!({ "text": "fine" })),
+        { "jsonrpc": "2.0", "method": "notifications/progress", "params": { "progressToken": "t", "progress": 1 } },
+        { "jsonrpc": "2.0", "id": "two", "method": "tools/call", "params": { "name": "large", "arguments": { "bytes": 1 } } },
+        { "jsonrpc": "2.0", "id": 3, "method": "ping" },
+    ]);
+    let response = s.post(ALICE, &batch).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answers: Value = response.json().await.unwrap();
+    let answers = answers.as_array().unwrap();
+    assert_eq!(
+        answers.len(),
+        3,
+        "one error per request, none for the notification"
+    );
+    let others = "not sent: another call in this batch is not allowed";
+    denied(&answers[0], json!(1), others);
+    denied(&answers[1], json!("two"), "tool `large` is not allowed");
+    denied(&answers[2], json!(3), others);
+    assert!(
+        s.upstream.probe.seen().is_empty(),
+        "nothing of the batch was sent"
+    );
+}
+
+#[tokio::test]
+async fn the_session_itself_is_never_blocked() {
+    // Default deny with no rule at all: the handshake, lists and pings still work.
+    let s = setup(Mode::Stateful, &["default_policy = \"deny\""], &[]).await;
+    let response = s
+        .post(ALICE, &client::initialize_body(1, "2025-11-25"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let with_session = |body: Value| {
+        client::post(&s.http, &s.url, &body)
+            .header("x-api-key", ALICE)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("mcp-session-id", &session)
+            .send()
+    };
+    let initialized = with_session(client::initialized_body()).await.unwrap();
+    assert_eq!(initialized.status(), StatusCode::ACCEPTED);
+    let ping = with_session(json!({ "jsonrpc": "2.0", "id": 2, "method": "ping" }))
+        .await
+        .unwrap();
+    assert_eq!(client::response_message(ping).await["result"], json!({}));
+    let call = with_session(client::call_body(3, "echo", &json!({ "text": "x" })))
+        .await
+        .unwrap();
+    denied(
+        &client::response_message(call).await,
+        json!(3),
+        "tool `echo` is not allowed",
+    );
+}
+
+#[tokio::test]
+async fn step_up_answers_403_with_the_scopes_to_get() {
+    let s = setup(
+        Mode::Json,
+        &["step_up = true"],
+        &[
+            "tools = [\"large\"]\nscopes = [\"tools:write\"]",
+            "tools = [\"echo\"]",
+        ],
+    )
+    .await;
+    let response = s
+        .post(
+            ALICE,
+            &client::call_body(9, "large", &json!({ "bytes": 1 })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with(r#"Bearer error="insufficient_scope", scope="tools:write""#),
+        "{challenge}"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], 9);
+    assert_eq!(body["error"]["code"], -32031);
+    // Bob's key carries the scope.
+    let (_, ok) = s.call(BOB, "large", json!({ "bytes": 3 })).await;
+    assert_eq!(client::tool_text(&ok).len(), 3);
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_rpc_get_400_with_the_right_error() {
+    let s = setup(Mode::Json, &[], RULES).await;
+    for (body, code) in [
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\"",
+            -32700,
+        ),
+        ("[]", -32600),
+        ("{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":7}", -32600),
+    ] {
+        let response = within(
+            "a bad body",
+            s.http
+                .post(&s.url)
+                .header("x-api-key", ALICE)
+                .header("content-type", "application/json")
+                .header("accept", client::ACCEPT_BOTH)
+                .body(body)
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let message: Value = response.json().await.unwrap();
+        assert_eq!(message["error"]["code"], code, "{body}");
+    }
+    assert!(s.upstream.probe.seen().is_empty());
+}
