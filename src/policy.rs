@@ -24,7 +24,7 @@
 pub mod condition;
 pub mod glob;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -55,6 +55,16 @@ pub enum Kind {
     Tool,
     Prompt,
     Resource,
+}
+
+impl Kind {
+    fn slot(self) -> usize {
+        match self {
+            Self::Tool => 0,
+            Self::Prompt => 1,
+            Self::Resource => 2,
+        }
+    }
 }
 
 impl Target<'_> {
@@ -251,10 +261,23 @@ impl Rule {
     }
 }
 
+/// The rules that can apply to calls naming one kind of target: by literal name, and those
+/// with a wildcard pattern for the kind or no target at all (looked at for every name).
+#[derive(Debug, Clone, Default)]
+struct KindIndex {
+    literal: HashMap<String, Vec<usize>>,
+    wild: Vec<usize>,
+}
+
 /// One route's rules and default.
 #[derive(Debug, Clone, Default)]
 pub struct RoutePolicy {
     rules: Vec<Rule>,
+    /// Per kind (tool, prompt, resource): which rules to look at for a name, so a decision
+    /// costs a hash lookup plus the wildcard rules, not a scan of every rule.
+    index: [KindIndex; 3],
+    /// Rules without targets: the candidates for calls that name nothing.
+    untargeted: Vec<usize>,
     default: DefaultPolicy,
     /// Answer a shortfall of scopes with 403 `insufficient_scope` instead of a denial.
     step_up: bool,
@@ -320,8 +343,35 @@ impl RoutePolicy {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut index: [KindIndex; 3] = Default::default();
+        let mut untargeted = Vec::new();
+        for (i, rule) in compiled.iter().enumerate() {
+            if !rule.has_targets() {
+                untargeted.push(i);
+                index.iter_mut().for_each(|k| k.wild.push(i));
+                continue;
+            }
+            for kind in [Kind::Tool, Kind::Prompt, Kind::Resource] {
+                let Some(patterns) = rule.patterns(kind) else {
+                    continue;
+                };
+                let slot = &mut index[kind.slot()];
+                if patterns.iter().any(|p| !p.is_literal()) {
+                    slot.wild.push(i);
+                    continue;
+                }
+                for pattern in patterns {
+                    let rules = slot.literal.entry(pattern.as_str().to_owned()).or_default();
+                    if !rules.contains(&i) {
+                        rules.push(i);
+                    }
+                }
+            }
+        }
         Ok(Self {
             rules: compiled,
+            index,
+            untargeted,
             default,
             step_up,
             named_methods,
@@ -380,7 +430,19 @@ impl RoutePolicy {
     ) -> Decision {
         let mut allowed = false;
         let mut needed: Option<&[String]> = None;
-        for rule in &self.rules {
+        let (by_name, always): (&[usize], &[usize]) = match call.target.kind() {
+            Some(kind) => {
+                let slot = &self.index[kind.slot()];
+                let named = slot.literal.get(call.target.name());
+                (named.map_or(&[], Vec::as_slice), &slot.wild)
+            }
+            None => (&[], &self.untargeted),
+        };
+        for rule in by_name
+            .iter()
+            .chain(always)
+            .filter_map(|&i| self.rules.get(i))
+        {
             // With unknown arguments, a conditional deny refuses only some calls.
             if !arguments_known && rule.effect == Effect::Deny && !rule.when.is_empty() {
                 continue;

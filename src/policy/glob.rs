@@ -19,6 +19,8 @@ enum Kind {
     Exact,
     /// `prefix*`: the common case for tool families (`query_*`).
     Prefix(String),
+    /// `*suffix`.
+    Suffix(String),
     /// Anything else: matched by the general algorithm.
     General(Vec<char>),
 }
@@ -33,6 +35,10 @@ impl Glob {
             && !prefix.contains(['*', '?'])
         {
             Kind::Prefix(prefix.to_owned())
+        } else if let Some(suffix) = pattern.strip_prefix('*')
+            && !suffix.contains(['*', '?'])
+        {
+            Kind::Suffix(suffix.to_owned())
         } else {
             Kind::General(pattern.chars().collect())
         };
@@ -56,6 +62,7 @@ impl Glob {
             Kind::Any => true,
             Kind::Exact => self.source == text,
             Kind::Prefix(prefix) => text.starts_with(prefix.as_str()),
+            Kind::Suffix(suffix) => text.ends_with(suffix.as_str()),
             Kind::General(pattern) => general_match(pattern, text),
         }
     }
@@ -68,12 +75,13 @@ impl fmt::Debug for Glob {
 }
 
 /// Iterative wildcard matching with single-star backtracking: linear in practice, never
-/// exponential (each `*` only remembers the latest restart point).
+/// exponential (each `*` only remembers the latest restart point). Walks the text by byte
+/// offset, a character at a time, without allocating.
 fn general_match(pattern: &[char], text: &str) -> bool {
-    let text: Vec<char> = text.chars().collect();
+    let next_char = |at: usize| text.get(at..).and_then(|rest| rest.chars().next());
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
+    while let Some(c) = next_char(t) {
         match pattern.get(p) {
             Some('*') => {
                 star = Some((p, t));
@@ -81,23 +89,26 @@ fn general_match(pattern: &[char], text: &str) -> bool {
             }
             Some('?') => {
                 p += 1;
-                t += 1;
+                t += c.len_utf8();
             }
-            Some(c) if text.get(t) == Some(c) => {
+            Some(pc) if *pc == c => {
                 p += 1;
-                t += 1;
+                t += c.len_utf8();
             }
             _ => match star {
                 Some((sp, st)) => {
+                    let skipped = next_char(st).map_or(1, char::len_utf8);
                     p = sp + 1;
-                    t = st + 1;
-                    star = Some((sp, st + 1));
+                    t = st + skipped;
+                    star = Some((sp, t));
                 }
                 None => return false,
             },
         }
     }
-    pattern[p.min(pattern.len())..].iter().all(|c| *c == '*')
+    pattern
+        .get(p..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 #[cfg(test)]
@@ -125,6 +136,10 @@ mod tests {
             ("a*b*c", "aXXbYY", false),
             ("**", "x", true),
             ("é*", "éte", true),
+            ("?t?", "été", true),
+            ("*é", "café", true),
+            ("a*é?", "aXéZ", true),
+            ("a*é?", "aXé", false),
         ];
         for (pattern, text, expected) in cases {
             assert_eq!(
