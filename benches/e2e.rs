@@ -408,7 +408,7 @@ fn spawn_gateway(
     let config = format!(
         "[server]\nidle_timeout = \"1h\"\n{server}\n[logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n\
          [[routes]]\nname = \"bench\"\npath = \"{ROUTE_PATH}\"\n\
-         upstream = {{ url = \"http://{upstream}/mcp\" }}\nauth = \"none\"\n"
+         upstream = {{ url = \"http://{upstream}/mcp\" }}\nauth = \"none\"\ndefault_policy = \"allow\"\n"
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
