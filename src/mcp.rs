@@ -6,3 +6,4 @@ pub mod headers;
 pub mod jsonrpc;
 pub mod message;
 pub mod session;
+pub mod sse;
