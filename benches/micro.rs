@@ -18,6 +18,8 @@ use portcullis::auth::jwt::{JwtVerifier, TrustedIssuer, VerifyKey};
 use portcullis::edge::host::HostPolicy;
 use portcullis::edge::origin::OriginPolicy;
 use portcullis::mcp::jsonrpc;
+use portcullis::mcp::list::{ListKind, rewrite_list_body};
+use portcullis::mcp::sse::{SseDecoder, SseEvent, SseRewrite};
 use portcullis::proxy::headers;
 
 /// What a browser-based MCP client sends on a 2026-07-28 `tools/call`.
@@ -474,6 +476,213 @@ fn session_seal(c: &mut Criterion) {
     group.finish();
 }
 
+/// A `tools/list` answer of `n` tools the way an MCP server writes it: a title, a
+/// one-sentence description and an input schema of three properties (about 420 bytes a
+/// tool).
+fn tools_list_body(n: usize) -> Vec<u8> {
+    let tools: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("query_table_{i:04}"),
+                "title": format!("Query table {i}"),
+                "description": "Runs a read-only SQL query against one table of the analytics \
+                                database and returns at most `limit` rows as JSON.",
+                "inputSchema": {
+                    "type": "object",
+                    "properties": {
+                        "sql": { "type": "string", "description": "The SELECT statement" },
+                        "limit": { "type": "integer", "minimum": 1, "maximum": 1000 },
+                        "region": { "type": "string", "enum": ["eu-west-1", "us-east-1"] }
+                    },
+                    "required": ["sql"]
+                },
+                "annotations": { "readOnlyHint": true }
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 2,
+        "result": { "tools": tools, "nextCursor": "eyJwYWdlIjoyfQ" }
+    }))
+    .unwrap_or_default()
+}
+
+/// About 64 KiB of what a Streamable HTTP upstream sends on a long `tools/call`: progress
+/// notifications, log messages, a keep-alive comment now and then, and the result.
+fn sse_stream_64k() -> Vec<u8> {
+    let mut out = Vec::with_capacity(70_000);
+    let mut n = 0;
+    while out.len() < 60 * 1024 {
+        n += 1;
+        let data = if n % 3 == 0 {
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{{"level":"info","logger":"db","data":"scanned {n} partitions of the orders table"}}}}"#
+            )
+        } else {
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"p-17","progress":{n},"total":400}}}}"#
+            )
+        };
+        out.extend_from_slice(
+            format!("event: message\nid: 0f8e1c2a/{n}\ndata: {data}\n\n").as_bytes(),
+        );
+        if n % 25 == 0 {
+            out.extend_from_slice(b": keep-alive\n\n");
+        }
+    }
+    let rows = r#"[\"2026-07-28\",\"eu-west-1\",4711],"#.repeat(120);
+    let result = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{rows}"}}]}}}}"#
+    );
+    out.extend_from_slice(
+        format!("event: message\nid: 0f8e1c2a/{}\ndata: {result}\n\n", n + 1).as_bytes(),
+    );
+    out
+}
+
+/// Stage 13 on list answers (goal: filtering a 500-tool list adds at most 100 µs) and on
+/// event streams passed through.
+fn list_filter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("list_filter");
+    let body = tools_list_body(500);
+    // Half the tools denied: the rules allow the even ones (a set lookup per tool; the cost
+    // of matching rules is the policy's, benched there).
+    let allowed: std::collections::HashSet<String> = (0..500)
+        .step_by(2)
+        .map(|i| format!("query_table_{i:04}"))
+        .collect();
+    let kib = body.len() / 1024;
+    group.bench_function(
+        format!("rewrite_list_body/500_tools_half_denied/{kib}KiB"),
+        |b| {
+            b.iter(|| {
+                rewrite_list_body(
+                    ListKind::Tools,
+                    black_box(&body),
+                    |name| allowed.contains(name),
+                    false,
+                )
+            });
+        },
+    );
+    group.bench_function(
+        format!("rewrite_list_body/500_tools_half_denied_modern/{kib}KiB"),
+        |b| {
+            b.iter(|| {
+                rewrite_list_body(
+                    ListKind::Tools,
+                    black_box(&body),
+                    |name| allowed.contains(name),
+                    true,
+                )
+            });
+        },
+    );
+    // All allowed: nothing to write, the upstream's bytes go on.
+    group.bench_function(
+        format!("rewrite_list_body/500_tools_all_allowed/{kib}KiB"),
+        |b| {
+            b.iter(|| rewrite_list_body(ListKind::Tools, black_box(&body), |_| true, false));
+        },
+    );
+    // Tools with a name, a description and an empty schema (about 110 bytes a tool): the
+    // cost follows the list's size in bytes more than its length.
+    let small = serde_json::to_vec(&serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 2,
+        "result": { "tools": (0..500).map(|i| serde_json::json!({
+            "name": format!("query_table_{i:04}"),
+            "description": "Runs a read-only SQL query against one table.",
+            "inputSchema": { "type": "object" }
+        })).collect::<Vec<_>>() }
+    }))
+    .unwrap_or_default();
+    let small_kib = small.len() / 1024;
+    group.bench_function(
+        format!("rewrite_list_body/500_small_tools_half_denied/{small_kib}KiB"),
+        |b| {
+            b.iter(|| {
+                rewrite_list_body(
+                    ListKind::Tools,
+                    black_box(&small),
+                    |name| allowed.contains(name),
+                    false,
+                )
+            });
+        },
+    );
+
+    let stream = sse_stream_64k();
+    let chunks: Vec<bytes::Bytes> = stream
+        .chunks(1024)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let kib = stream.len() / 1024;
+    group.bench_function(format!("sse_pass_through/{kib}KiB_in_1KiB_chunks"), |b| {
+        b.iter(|| {
+            let mut decoder = SseDecoder::new();
+            let mut out: Vec<bytes::Bytes> = Vec::with_capacity(256);
+            for chunk in &chunks {
+                let _ = decoder.rewrite_chunk(chunk.clone(), &mut |_| None, &mut out);
+            }
+            out.extend(decoder.finish());
+            out.len()
+        });
+    });
+    // The same through the response body the proxy builds (frames polled one by one).
+    group.bench_function(
+        format!("sse_body_pass_through/{kib}KiB_in_1KiB_chunks"),
+        |b| {
+            b.iter(|| {
+                let frames = chunks
+                    .iter()
+                    .cloned()
+                    .map(|c| Ok::<_, std::io::Error>(http_body::Frame::data(c)));
+                let upstream = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                let mut body = SseRewrite::new(upstream, |e: &SseEvent| {
+                    black_box(e);
+                    None
+                });
+                futures::executor::block_on(async {
+                    use http_body_util::BodyExt as _;
+                    let mut frames = 0;
+                    while let Some(Ok(_)) = body.frame().await {
+                        frames += 1;
+                    }
+                    frames
+                })
+            });
+        },
+    );
+    // A 500-tool list answered as an SSE event arriving in 1 KiB chunks, filtered.
+    let mut event = b"event: message\nid: 0f8e1c2a/1\ndata: ".to_vec();
+    event.extend_from_slice(&body);
+    event.extend_from_slice(b"\n\n");
+    let chunks: Vec<bytes::Bytes> = event
+        .chunks(1024)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    group.bench_function("sse_list_rewrite/500_tools_in_1KiB_chunks", |b| {
+        b.iter(|| {
+            let mut decoder = SseDecoder::new();
+            let mut out: Vec<bytes::Bytes> = Vec::with_capacity(4);
+            let mut rewrite = |e: &SseEvent| {
+                let data = e.data_bytes()?;
+                let filtered =
+                    rewrite_list_body(ListKind::Tools, &data, |name| allowed.contains(name), false)
+                        .ok()??;
+                String::from_utf8(filtered).ok()
+            };
+            for chunk in &chunks {
+                let _ = decoder.rewrite_chunk(chunk.clone(), &mut rewrite, &mut out);
+            }
+            out.len()
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     header_hygiene,
@@ -482,6 +691,7 @@ criterion_group!(
     jwt_verify,
     token_cache,
     authenticate,
-    session_seal
+    session_seal,
+    list_filter
 );
 criterion_main!(benches);

@@ -4,6 +4,7 @@
 
 pub mod headers;
 pub mod jsonrpc;
+pub mod list;
 pub mod message;
 pub mod session;
 pub mod sse;

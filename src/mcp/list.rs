@@ -1,0 +1,1046 @@
+//! Stage 13 of the request path: list results filtered by the rules that gate the calls.
+//!
+//! An answer to `tools/list`, `prompts/list`, `resources/list` or `resources/templates/list`
+//! loses the items the caller may not use, whether it came as a JSON body or as the data of
+//! an SSE event. Everything else in the message is kept: `nextCursor` (the client pages on
+//! with it, and the next page is filtered the same way), `_meta`, `ttlMs`, fields this code
+//! does not know. Items without a string identifier, or with two, are removed (fail
+//! closed), and a list that is not an array becomes an empty one. Error responses pass
+//! untouched.
+//!
+//! 2026-07-28 results carry `cacheScope`. A filtered list depends on who asked, so a
+//! `"public"` one must not reach a shared cache: when the caller says the exchange is
+//! modern, every filtered result is marked `"cacheScope": "private"` on the result object,
+//! next to `ttlMs` — even when this page lost nothing, because the caller's rights decide
+//! that (someone else would see fewer items) and because all pages of one list request
+//! must carry the same scope. Interim results (`resultType` other than `"complete"`) carry
+//! no caching hints and get none. Spec: `docs/specification/2026-07-28/server/utilities/
+//! caching.mdx` ("Cache Scope Field", "Interaction with Pagination") and `CacheableResult`
+//! in `schema/2026-07-28/schema.json`, in `modelcontextprotocol/modelcontextprotocol`.
+//!
+//! Call these only for routes whose rules can hide an item from someone: a route that
+//! shows every caller everything has nothing to filter and nothing to mark.
+//!
+//! [`filter_result`] works on a parsed message. [`rewrite_list_body`] is the hot path on
+//! raw bytes: one pass of a strict JSON reader finds the items and their identifiers, the
+//! kept items' bytes are copied as they came, and `None` says the message needs no change
+//! (the caller forwards the upstream's bytes). It costs about as much as serde_json takes
+//! to skip over the body, a third of what parsing it into a `Value` and writing it out
+//! again would.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use serde_json::Value;
+
+/// The cache scope of a result that varies with the caller.
+const PRIVATE: &str = "private";
+
+/// The four list methods and the shape of their results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl ListKind {
+    /// The list a JSON-RPC method asks for, if it is one.
+    pub fn from_method(method: &str) -> Option<Self> {
+        match method {
+            "tools/list" => Some(Self::Tools),
+            "prompts/list" => Some(Self::Prompts),
+            "resources/list" => Some(Self::Resources),
+            "resources/templates/list" => Some(Self::ResourceTemplates),
+            _ => None,
+        }
+    }
+
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::ResourceTemplates => "resources/templates/list",
+        }
+    }
+
+    /// The key of the result's array of items.
+    pub fn items_key(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    /// The item field that the rules match: the name of a tool or prompt, the URI of a
+    /// resource, the URI template of a resource template.
+    pub fn id_key(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::ResourceTemplates => "uriTemplate",
+        }
+    }
+}
+
+/// What filtering did to one message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilterOutcome {
+    /// Items taken out (a list that was not an array counts as one).
+    pub removed: usize,
+    /// Items left.
+    pub kept: usize,
+    /// `cacheScope` was set to `"private"` (it was absent or something else).
+    pub marked_private: bool,
+}
+
+impl FilterOutcome {
+    /// `true` if the message is no longer what the upstream sent.
+    pub fn changed(&self) -> bool {
+        self.removed > 0 || self.marked_private
+    }
+}
+
+/// A list answer that cannot be filtered, so must not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("list response is not valid JSON")]
+    Json(#[from] serde_json::Error),
+    /// A batch (2025-03-26) or a bare value: filter each response of a batch on its own.
+    #[error("list response is not a single JSON-RPC response object")]
+    NotAResponse,
+}
+
+/// Filters the list result in the JSON-RPC response `message`: removes the items whose
+/// identifier (see [`ListKind::id_key`]) `allowed` refuses and those without a string one,
+/// keeps every other field, and when `modern` marks the result private (see the module
+/// documentation). A message without a `result` object (an error response, a batch) is
+/// left alone: the caller filters each response of a batch.
+pub fn filter_result(
+    kind: ListKind,
+    message: &mut Value,
+    mut allowed: impl FnMut(&str) -> bool,
+    modern: bool,
+) -> FilterOutcome {
+    let mut outcome = FilterOutcome::default();
+    let Some(result) = message.get_mut("result").and_then(Value::as_object_mut) else {
+        return outcome;
+    };
+    match result.get_mut(kind.items_key()) {
+        Some(Value::Array(items)) => {
+            let before = items.len();
+            items.retain(|item| {
+                item.get(kind.id_key())
+                    .and_then(Value::as_str)
+                    .is_some_and(&mut allowed)
+            });
+            outcome.kept = items.len();
+            outcome.removed = before - items.len();
+        }
+        Some(other) => {
+            *other = Value::Array(Vec::new());
+            outcome.removed = 1;
+        }
+        None => {}
+    }
+    let complete = result
+        .get("resultType")
+        .is_none_or(|t| t.as_str() == Some("complete"));
+    if modern && complete && result.get("cacheScope").and_then(Value::as_str) != Some(PRIVATE) {
+        result.insert("cacheScope".to_owned(), Value::from(PRIVATE));
+        outcome.marked_private = true;
+    }
+    outcome
+}
+
+/// [`filter_result`] on the bytes of a JSON-RPC response: `Ok(None)` when the message needs
+/// no change (forward `body` as it is), else the filtered message. Kept items, other fields
+/// and whitespace keep their bytes; only removed items go and `cacheScope` changes.
+///
+/// An `Err` means the body is not JSON, or not one response object (a batch): it must not
+/// be forwarded as it is (a client's parser might make of it something this one did not
+/// see, and a batch's list results would go unfiltered); answer with an error, or filter
+/// each response of a batch with [`filter_result`]. JSON of an unusual shape (a repeated
+/// `result`, a list that is not an array, deep nesting) is filtered through
+/// [`filter_result`] and written anew.
+pub fn rewrite_list_body(
+    kind: ListKind,
+    body: &[u8],
+    mut allowed: impl FnMut(&str) -> bool,
+    modern: bool,
+) -> Result<Option<Vec<u8>>, ListError> {
+    if let Some(parsed) = Parsed::new(kind, body) {
+        return Ok(parsed.rewrite(body, &mut allowed, modern));
+    }
+    let mut message: Value = serde_json::from_slice(body)?;
+    if !message.is_object() {
+        return Err(ListError::NotAResponse);
+    }
+    let outcome = filter_result(kind, &mut message, allowed, modern);
+    if !outcome.changed() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_vec(&message)?))
+}
+
+/// A list response read in one pass over its bytes: where the parts that filtering may
+/// change are. `None` from [`Parsed::new`] sends the body to the general path: not valid
+/// JSON, or a shape this reader leaves to serde_json (a repeated `result`, a list that is
+/// not an array, nesting deeper than [`MAX_DEPTH`]).
+struct Parsed<'a> {
+    /// No `result` object (an error response, `null`): nothing to filter.
+    result: Option<ParsedResult<'a>>,
+}
+
+struct ParsedResult<'a> {
+    /// The byte after the result's `{`: where a missing `cacheScope` goes.
+    open: usize,
+    empty: bool,
+    /// Each array under the items key (a key may repeat), element by element.
+    lists: Vec<Vec<Item<'a>>>,
+    /// Each `cacheScope` value, and whether it is `"private"`.
+    scopes: Vec<(Range<usize>, bool)>,
+    /// The last `resultType` (the one a client keeps) is absent or `"complete"`.
+    complete: bool,
+}
+
+struct Item<'a> {
+    span: Range<usize>,
+    /// The identifier; `None` if missing, repeated or not a string.
+    id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Parsed<'a> {
+    fn new(kind: ListKind, body: &'a [u8]) -> Option<Self> {
+        std::str::from_utf8(body).ok()?;
+        let mut r = Reader { b: body, i: 0 };
+        r.ws();
+        r.eat(b'{')?;
+        r.ws();
+        let mut result = None;
+        let mut seen = false;
+        if !r.close(b'}') {
+            loop {
+                let key = r.key()?;
+                if r.key_is(&key, "result") {
+                    if seen {
+                        return None;
+                    }
+                    seen = true;
+                    if r.peek()? == b'{' {
+                        result = Some(r.result(kind)?);
+                    } else {
+                        r.value()?;
+                    }
+                } else {
+                    r.value()?;
+                }
+                if !r.next(b'}')? {
+                    break;
+                }
+            }
+        }
+        r.ws();
+        (r.i == body.len()).then_some(Self { result })
+    }
+
+    /// The rewritten body, or `None` when it needs no change.
+    fn rewrite(
+        self,
+        body: &[u8],
+        allowed: &mut impl FnMut(&str) -> bool,
+        modern: bool,
+    ) -> Option<Vec<u8>> {
+        let result = self.result?;
+        // Replacements in body order (lists, scopes and the insertion never overlap).
+        let mut edits: Vec<(Range<usize>, Edit)> = Vec::new();
+        if modern && result.complete {
+            if result.scopes.is_empty() {
+                let text = if result.empty {
+                    "\"cacheScope\":\"private\""
+                } else {
+                    "\"cacheScope\":\"private\","
+                };
+                edits.push((result.open..result.open, Edit::Text(text)));
+            }
+            for (range, private) in result.scopes {
+                if !private {
+                    edits.push((range, Edit::Text("\"private\"")));
+                }
+            }
+        }
+        for list in result.lists {
+            let (Some(first), Some(last)) = (list.first(), list.last()) else {
+                continue;
+            };
+            let range = first.span.start..last.span.end;
+            let before = list.len();
+            let kept: Vec<Range<usize>> = list
+                .into_iter()
+                .filter(|item| item.id.as_deref().is_some_and(&mut *allowed))
+                .map(|item| item.span)
+                .collect();
+            if kept.len() < before {
+                edits.push((range, Edit::Items(kept)));
+            }
+        }
+        if edits.is_empty() {
+            return None;
+        }
+        edits.sort_by_key(|(range, _)| range.start);
+        let mut out = Vec::with_capacity(body.len() + 32);
+        let mut copied = 0;
+        for (range, edit) in edits {
+            out.extend_from_slice(body.get(copied..range.start).unwrap_or_default());
+            match edit {
+                Edit::Text(text) => out.extend_from_slice(text.as_bytes()),
+                Edit::Items(kept) => {
+                    for (n, item) in kept.into_iter().enumerate() {
+                        if n > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(body.get(item).unwrap_or_default());
+                    }
+                }
+            }
+            copied = range.end;
+        }
+        out.extend_from_slice(body.get(copied..).unwrap_or_default());
+        Some(out)
+    }
+}
+
+enum Edit {
+    /// The elements of a list that stay.
+    Items(Vec<Range<usize>>),
+    Text(&'static str),
+}
+
+/// Nesting deeper than this is left to serde_json (which stops at 128 levels).
+const MAX_DEPTH: u32 = 120;
+
+/// A strict JSON reader (RFC 8259) over bytes already known to be UTF-8: it accepts
+/// nothing that serde_json or a browser would read differently, and gives up (`None`) on
+/// anything it does not accept.
+struct Reader<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+/// A string's content and whether it has escapes.
+type Str = (Range<usize>, bool);
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// Takes `c` if it is next.
+    fn close(&mut self, c: u8) -> bool {
+        self.eat(c).is_some()
+    }
+
+    /// After a member or an element: `true` after a `,` (another one follows), `false`
+    /// after `close`.
+    fn next(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        match self.peek()? {
+            b',' => {
+                self.i += 1;
+                self.ws();
+                Some(true)
+            }
+            c if c == close => {
+                self.i += 1;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    fn string(&mut self) -> Option<Str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            self.i += string_stop(self.b.get(self.i..)?)?;
+            match self.peek()? {
+                b'"' => {
+                    let content = start..self.i;
+                    self.i += 1;
+                    return Some((content, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                // A control character.
+                _ => return None,
+            }
+        }
+    }
+
+    /// A member's key, its colon and the space after it.
+    fn key(&mut self) -> Option<Str> {
+        let key = self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(key)
+    }
+
+    fn text(&self, (range, escaped): Str) -> Option<Cow<'a, str>> {
+        let raw = self.b.get(range)?;
+        if escaped {
+            unescape(raw).map(Cow::Owned)
+        } else {
+            std::str::from_utf8(raw).ok().map(Cow::Borrowed)
+        }
+    }
+
+    fn key_is(&self, key: &Str, name: &str) -> bool {
+        if key.1 {
+            self.text(key.clone()).as_deref() == Some(name)
+        } else {
+            self.b.get(key.0.clone()) == Some(name.as_bytes())
+        }
+    }
+
+    /// A string value equal to `text`; any other value is skipped and is not.
+    fn string_is(&mut self, text: &str) -> Option<bool> {
+        if self.peek()? == b'"' {
+            let s = self.string()?;
+            Some(self.key_is(&s, text))
+        } else {
+            self.value()?;
+            Some(false)
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Option<()> {
+        let _ = self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.eat(b'.').is_some() && self.digits() == 0 {
+            return None;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, literal: &[u8]) -> Option<()> {
+        let end = self.i + literal.len();
+        (self.b.get(self.i..end)? == literal).then(|| self.i = end)
+    }
+
+    /// Skips one value (without recursion).
+    fn value(&mut self) -> Option<()> {
+        // Bit `d` set: the container open at depth `d` is an object.
+        let mut objects: u128 = 0;
+        let mut depth: u32 = 0;
+        loop {
+            match self.peek()? {
+                open @ (b'{' | b'[') => {
+                    self.i += 1;
+                    self.ws();
+                    let object = open == b'{';
+                    if !self.close(if object { b'}' } else { b']' }) {
+                        if depth >= MAX_DEPTH {
+                            return None;
+                        }
+                        objects = objects & !(1 << depth) | u128::from(object) << depth;
+                        depth += 1;
+                        if object {
+                            self.key()?;
+                        }
+                        continue;
+                    }
+                }
+                b'"' => {
+                    self.string()?;
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                _ => self.number()?,
+            }
+            // A value ended: close the containers it ends, then go on to the next value.
+            loop {
+                let Some(inner) = depth.checked_sub(1) else {
+                    return Some(());
+                };
+                let object = objects >> inner & 1 == 1;
+                if self.next(if object { b'}' } else { b']' })? {
+                    if object {
+                        self.key()?;
+                    }
+                    break;
+                }
+                depth = inner;
+            }
+        }
+    }
+
+    /// A `result` object.
+    fn result(&mut self, kind: ListKind) -> Option<ParsedResult<'a>> {
+        self.eat(b'{')?;
+        let mut result = ParsedResult {
+            open: self.i,
+            empty: true,
+            lists: Vec::new(),
+            scopes: Vec::new(),
+            complete: true,
+        };
+        self.ws();
+        if self.close(b'}') {
+            return Some(result);
+        }
+        result.empty = false;
+        loop {
+            let key = self.key()?;
+            if self.key_is(&key, kind.items_key()) {
+                // Not an array: the general path replaces it.
+                if self.peek()? != b'[' {
+                    return None;
+                }
+                result.lists.push(self.items(kind.id_key())?);
+            } else if self.key_is(&key, "cacheScope") {
+                let start = self.i;
+                let private = self.string_is(PRIVATE)?;
+                result.scopes.push((start..self.i, private));
+            } else if self.key_is(&key, "resultType") {
+                result.complete = self.string_is("complete")?;
+            } else {
+                self.value()?;
+            }
+            if !self.next(b'}')? {
+                return Some(result);
+            }
+        }
+    }
+
+    /// A list of items.
+    fn items(&mut self, id_key: &str) -> Option<Vec<Item<'a>>> {
+        self.eat(b'[')?;
+        self.ws();
+        let mut items = Vec::new();
+        if self.close(b']') {
+            return Some(items);
+        }
+        loop {
+            let start = self.i;
+            let id = if self.peek()? == b'{' {
+                self.item(id_key)?
+            } else {
+                self.value()?;
+                None
+            };
+            items.push(Item {
+                span: start..self.i,
+                id,
+            });
+            if !self.next(b']')? {
+                return Some(items);
+            }
+        }
+    }
+
+    /// An item object: its identifier, if it has exactly one that is a string.
+    fn item(&mut self, id_key: &str) -> Option<Option<Cow<'a, str>>> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.close(b'}') {
+            return Some(None);
+        }
+        // `Some(_)` once the key was seen; `Some(None)` if it is unusable.
+        let mut id: Option<Option<Cow<'a, str>>> = None;
+        loop {
+            let key = self.key()?;
+            if self.key_is(&key, id_key) {
+                let value = if self.peek()? == b'"' {
+                    let s = self.string()?;
+                    self.text(s)
+                } else {
+                    self.value()?;
+                    None
+                };
+                // A repeated identifier is ambiguous: parsers differ on which one wins.
+                id = Some(if id.is_some() { None } else { value });
+            } else {
+                self.value()?;
+            }
+            if !self.next(b'}')? {
+                return Some(id.flatten());
+            }
+        }
+    }
+}
+
+/// Position of the first `"`, `\` or control character in `hay`, eight bytes at a time.
+fn string_stop(hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const SPACES: u64 = u64::from_le_bytes([0x20; 8]);
+    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    let (words, tail) = hay.as_chunks::<8>();
+    for (n, word) in words.iter().enumerate() {
+        let v = u64::from_le_bytes(*word);
+        let (q, b) = (v ^ QUOTES, v ^ BACKSLASHES);
+        // Zero bytes of `q` and `b`, bytes of `v` below 0x20; the lowest flag is exact.
+        let found =
+            (q.wrapping_sub(ONES) & !q | b.wrapping_sub(ONES) & !b | v.wrapping_sub(SPACES) & !v)
+                & HIGHS;
+        if found != 0 {
+            return Some(n * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    tail.iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| words.len() * 8 + p)
+}
+
+/// The text of a string's content with escapes; `None` for a lone surrogate.
+fn unescape(raw: &[u8]) -> Option<String> {
+    fn hex4(raw: &[u8], at: usize) -> Option<u32> {
+        let hex = std::str::from_utf8(raw.get(at..at + 4)?).ok()?;
+        u32::from_str_radix(hex, 16).ok()
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b != b'\\' {
+            // Copy the run up to the next escape as it is.
+            let end = raw
+                .get(i..)?
+                .iter()
+                .position(|&c| c == b'\\')
+                .map_or(raw.len(), |p| i + p);
+            out.push_str(std::str::from_utf8(raw.get(i..end)?).ok()?);
+            i = end;
+            continue;
+        }
+        let escape = *raw.get(i + 1)?;
+        i += 2;
+        out.push(match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let high = hex4(raw, i)?;
+                i += 4;
+                let code = match high {
+                    0xD800..=0xDBFF => {
+                        if raw.get(i..i + 2)? != b"\\u" {
+                            return None;
+                        }
+                        let low = hex4(raw, i + 2)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        i += 6;
+                        0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => high,
+                };
+                char::from_u32(code)?
+            }
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const KINDS: [ListKind; 4] = [
+        ListKind::Tools,
+        ListKind::Prompts,
+        ListKind::Resources,
+        ListKind::ResourceTemplates,
+    ];
+
+    /// Denies every identifier containing "secret".
+    fn policy(id: &str) -> bool {
+        !id.contains("secret")
+    }
+
+    /// Both entry points on `message`; checks that they agree and returns what a client
+    /// receives (the rewritten body, or the original when there was no change).
+    fn filter_both(kind: ListKind, message: &Value, modern: bool) -> (Value, FilterOutcome) {
+        let mut by_value = message.clone();
+        let outcome = filter_result(kind, &mut by_value, policy, modern);
+        for body in [
+            serde_json::to_vec(message).unwrap(),
+            serde_json::to_vec_pretty(message).unwrap(),
+        ] {
+            let rewritten = rewrite_list_body(kind, &body, policy, modern).unwrap();
+            assert_eq!(rewritten.is_some(), outcome.changed(), "{message}");
+            let sent: Value =
+                serde_json::from_slice(rewritten.as_deref().unwrap_or(&body)).unwrap();
+            assert_eq!(sent, by_value, "{}", String::from_utf8_lossy(&body));
+        }
+        (by_value, outcome)
+    }
+
+    fn list(kind: ListKind, ids: &[&str]) -> Value {
+        let items: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({ kind.id_key(): id, "description": format!("about {id}") }))
+            .collect();
+        json!({
+            "jsonrpc": "2.0",
+            "id": 7,
+            "result": { kind.items_key(): items, "nextCursor": "page-2", "_meta": { "x": 1 }, "extra": [1, 2] }
+        })
+    }
+
+    #[test]
+    fn kinds_know_their_method_array_and_identifier() {
+        for kind in KINDS {
+            assert_eq!(ListKind::from_method(kind.method()), Some(kind));
+        }
+        assert_eq!(ListKind::from_method("tools/call"), None);
+        assert_eq!(ListKind::ResourceTemplates.items_key(), "resourceTemplates");
+        assert_eq!(ListKind::ResourceTemplates.id_key(), "uriTemplate");
+        assert_eq!(ListKind::Resources.id_key(), "uri");
+        assert_eq!(ListKind::Prompts.id_key(), "name");
+    }
+
+    #[test]
+    fn each_kind_loses_denied_items_and_keeps_the_rest_of_the_result() {
+        for kind in KINDS {
+            let message = list(kind, &["a", "secret_b", "c", "secret_d"]);
+            let (sent, outcome) = filter_both(kind, &message, false);
+            assert_eq!(
+                outcome,
+                FilterOutcome {
+                    removed: 2,
+                    kept: 2,
+                    marked_private: false
+                }
+            );
+            let ids: Vec<&str> = sent["result"][kind.items_key()]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item[kind.id_key()].as_str().unwrap())
+                .collect();
+            assert_eq!(ids, ["a", "c"]);
+            assert_eq!(sent["result"]["nextCursor"], "page-2");
+            assert_eq!(sent["result"]["_meta"], json!({ "x": 1 }));
+            assert_eq!(sent["result"]["extra"], json!([1, 2]));
+            assert_eq!(sent["id"], 7);
+            // Everything allowed: no change, the upstream's bytes go on.
+            let message = list(kind, &["a", "c"]);
+            assert_eq!(filter_both(kind, &message, false).1.removed, 0);
+        }
+    }
+
+    #[test]
+    fn the_rewrite_keeps_the_bytes_of_everything_it_does_not_remove() {
+        let body = br#"{ "jsonrpc": "2.0", "id": "x",
+  "result": {
+    "tools": [ {"name":"a",  "inputSchema":{"type":"object"}} ,
+      {"name": "secret"}, {"description":"no name"},
+      {"name":"b\u00e9"} ],
+    "nextCursor" : "c2"
+  }
+}
+"#;
+        let out = rewrite_list_body(ListKind::Tools, body, policy, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{ "jsonrpc": "2.0", "id": "x",
+  "result": {
+    "tools": [ {"name":"a",  "inputSchema":{"type":"object"}},{"name":"b\u00e9"} ],
+    "nextCursor" : "c2"
+  }
+}
+"#
+        );
+        // Everything removed: an empty array.
+        let out = rewrite_list_body(
+            ListKind::Tools,
+            br#"{"result":{"tools":[{"name":"secret"}]}}"#,
+            policy,
+            false,
+        );
+        assert_eq!(out.unwrap().unwrap(), br#"{"result":{"tools":[]}}"#);
+    }
+
+    #[test]
+    fn items_without_a_usable_identifier_are_removed() {
+        let message = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+            {"name": "ok"},
+            {"description": "no name"},
+            {"name": 42},
+            {"name": null},
+            {"name": ["ok"]},
+            "ok",
+            null,
+            [{"name": "ok"}],
+            {"nested": {"name": "ok"}},
+        ]}});
+        let (sent, outcome) = filter_both(ListKind::Tools, &message, false);
+        assert_eq!(sent["result"]["tools"], json!([{"name": "ok"}]));
+        assert_eq!(outcome.removed, 8);
+        // A resource is matched by its URI, not its name.
+        let message = json!({"result": {"resources": [{"name": "ok", "uri": "file:///secret"}]}});
+        assert_eq!(
+            filter_both(ListKind::Resources, &message, false).1.removed,
+            1
+        );
+        // A repeated identifier key is ambiguous (parsers differ on which one wins).
+        let body = br#"{"result":{"tools":[{"name":"ok","name":"secret"},{"name":"ok"}]}}"#;
+        let out = rewrite_list_body(ListKind::Tools, body, policy, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"{"result":{"tools":[{"name":"ok"}]}}"#);
+        // A list that is not an array is replaced by an empty one.
+        let message = json!({"result": {"tools": {"name": "secret"}, "nextCursor": "n"}});
+        let (sent, outcome) = filter_both(ListKind::Tools, &message, false);
+        assert_eq!(sent["result"], json!({"tools": [], "nextCursor": "n"}));
+        assert_eq!(outcome.removed, 1);
+    }
+
+    #[test]
+    fn error_responses_and_results_without_a_list_pass_untouched() {
+        for message in [
+            json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "secret"}}),
+            json!({"jsonrpc": "2.0", "id": 1, "result": null}),
+            json!({"jsonrpc": "2.0", "id": 1, "result": "secret"}),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"other": [{"name": "secret"}]}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+        ] {
+            let (sent, outcome) = filter_both(ListKind::Tools, &message, false);
+            assert_eq!(sent, message);
+            assert!(!outcome.changed());
+        }
+        // Not JSON, or a batch: not forwarded as it is.
+        assert!(
+            rewrite_list_body(ListKind::Tools, b"{\"result\":{\"tools\":[", policy, false).is_err()
+        );
+        let batch = br#"[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret"}]}}]"#;
+        assert!(matches!(
+            rewrite_list_body(ListKind::Tools, batch, policy, false),
+            Err(ListError::NotAResponse)
+        ));
+    }
+
+    #[test]
+    fn modern_results_are_marked_private_whenever_filtered() {
+        let with = |extra: Value| {
+            let mut message = list(ListKind::Tools, &["a", "b"]);
+            if let (Some(result), Some(extra)) =
+                (message["result"].as_object_mut(), extra.as_object())
+            {
+                result.extend(extra.clone());
+            }
+            message
+        };
+        // Nothing removed, but the list depends on the caller: private all the same.
+        for extra in [
+            json!({}),
+            json!({"cacheScope": "public", "ttlMs": 60000}),
+            json!({"resultType": "complete"}),
+        ] {
+            let (sent, outcome) = filter_both(ListKind::Tools, &with(extra), true);
+            assert_eq!(sent["result"]["cacheScope"], "private");
+            assert!(outcome.marked_private);
+            assert_eq!(outcome.removed, 0);
+        }
+        // Already private: no change.
+        let (_, outcome) = filter_both(
+            ListKind::Tools,
+            &with(json!({"cacheScope": "private"})),
+            true,
+        );
+        assert!(!outcome.changed());
+        // Interim results carry no caching hints.
+        let (sent, outcome) = filter_both(
+            ListKind::Tools,
+            &with(json!({"resultType": "input_required"})),
+            true,
+        );
+        assert!(sent["result"].get("cacheScope").is_none());
+        assert!(!outcome.changed());
+        // Handshake-era results are not marked.
+        let (sent, _) = filter_both(
+            ListKind::Tools,
+            &with(json!({"cacheScope": "public"})),
+            false,
+        );
+        assert_eq!(sent["result"]["cacheScope"], "public");
+        // The mark goes in the result object, next to the fields already there.
+        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"secret"}],"ttlMs":5}}"#;
+        let out = rewrite_list_body(ListKind::Tools, body, policy, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"cacheScope":"private","tools":[{"name":"a"}],"ttlMs":5}}"#
+        );
+        let body = br#"{"result":{"tools":[],"cacheScope":"public"}}"#;
+        let out = rewrite_list_body(ListKind::Tools, body, policy, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"{"result":{"tools":[],"cacheScope":"private"}}"#);
+        // An empty result object still gets its mark.
+        let out = rewrite_list_body(ListKind::Tools, br#"{"result":{}}"#, policy, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"{"result":{"cacheScope":"private"}}"#);
+    }
+
+    #[test]
+    fn unusual_json_is_filtered_the_long_way() {
+        let mut asked = 0;
+        let mut counting = |id: &str| {
+            asked += 1;
+            policy(id)
+        };
+        // A repeated `result` (most clients keep the last), a repeated list, escaped keys.
+        for body in [
+            &br#"{"result":{"tools":[{"name":"a"}]},"result":{"tools":[{"name":"secret"}]}}"#[..],
+            br#"{"result":{"tools":[{"name":"secret"}],"tools":[{"name":"a"},{"name":"secret2"}]}}"#,
+            br#"{"result":{"t\u006fols":[{"n\u0061me":"secret"},{"name":"a"}]}}"#,
+            br#"{"result":{"\u0063acheScope":"public","tools":[{"name":"a"}]}}"#,
+        ] {
+            let out = rewrite_list_body(ListKind::Tools, body, &mut counting, true).unwrap().unwrap();
+            let sent: Value = serde_json::from_slice(&out).unwrap();
+            assert!(!String::from_utf8_lossy(&out).contains("secret"), "{sent}");
+            assert_eq!(sent["result"]["cacheScope"], "private", "{sent}");
+        }
+        // Each item was judged once.
+        assert_eq!(asked, 1 + 3 + 2 + 1);
+    }
+
+    /// The one-pass reader against serde_json on every single-byte change, deletion and
+    /// duplication of a body: it never accepts what serde_json rejects, and what it sends
+    /// is what filtering the parsed message gives.
+    #[test]
+    fn the_fast_reader_agrees_with_serde_json_on_mutated_bodies() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","x":[1,-2.5e3,true,null,{"k":"v\"\\\u00e9"}]},{"name":"secret","y":false},{"name":"b","n":0}],"nextCursor":"c","cacheScope":"public"}}"#;
+        let bytes: &[u8] = b"\"\\{}[],: 0-e.tnfa\x01\xff";
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for at in 0..body.len() {
+            for &b in bytes {
+                let mut m = body.to_vec();
+                m[at] = b;
+                cases.push(m);
+            }
+            let mut m = body.to_vec();
+            m.remove(at);
+            cases.push(m);
+            let mut m = body.to_vec();
+            m.insert(at, body[at]);
+            cases.push(m);
+        }
+        for modern in [false, true] {
+            for case in &cases {
+                let fast = Parsed::new(ListKind::Tools, case);
+                let parsed: Result<Value, _> = serde_json::from_slice(case);
+                let Ok(mut message) = parsed else {
+                    assert!(
+                        fast.is_none(),
+                        "accepted: {}",
+                        String::from_utf8_lossy(case)
+                    );
+                    continue;
+                };
+                let Some(fast) = fast else { continue };
+                let out = fast.rewrite(case, &mut policy, modern);
+                filter_result(ListKind::Tools, &mut message, policy, modern);
+                let sent: Value = serde_json::from_slice(out.as_deref().unwrap_or(case))
+                    .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(case)));
+                assert_eq!(sent, message, "{}", String::from_utf8_lossy(case));
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_identifiers_are_read_as_clients_read_them() {
+        assert_eq!(
+            unescape(br#"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00z"#).as_deref(),
+            Some("a\"\\/\u{8}\u{c}\n\r\té😀z")
+        );
+        assert_eq!(unescape(br"\ud83d"), None);
+        assert_eq!(unescape(br"\ude00"), None);
+        assert_eq!(unescape(br"\ud83d\u0041"), None);
+        let body = br#"{"result":{"tools":[{"name":"\u0073ecret"},{"name":"ok\ud83d\ude00"},{"name":"\ud800"}]}}"#;
+        let mut seen = Vec::new();
+        let out = rewrite_list_body(
+            ListKind::Tools,
+            body,
+            |id| {
+                seen.push(id.to_owned());
+                policy(id)
+            },
+            false,
+        );
+        assert_eq!(
+            out.unwrap().unwrap(),
+            br#"{"result":{"tools":[{"name":"ok\ud83d\ude00"}]}}"#
+        );
+        assert_eq!(seen, ["secret", "ok😀"]);
+    }
+}
