@@ -31,6 +31,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[roles]`: role → permissions.
     pub roles: policy::RolesConfig,
+    /// `[sessions]`: how session ids handed to clients are sealed.
+    pub sessions: SessionsConfig,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,
@@ -130,6 +132,30 @@ pub enum LogFormat {
     Auto,
     Json,
     Pretty,
+}
+
+/// `[sessions]`: the upstream's session ids are never shown to clients; they get sealed ids
+/// bound to the route and the caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// 32-byte keys (base64 or hex) from secrets; the first seals, all open (rotation).
+    /// None: a key made at start-up, valid only in this process until it restarts.
+    #[serde(default)]
+    pub keys: Vec<SecretValue>,
+    /// A sealed session id stops working this long after it was issued (the client then
+    /// gets 404 and starts a new session).
+    #[serde(default = "defaults::session_max_age")]
+    pub max_age: Duration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_age: defaults::session_max_age(),
+        }
+    }
 }
 
 /// `[[secrets]]`: a secret the config uses, declared so start-up can say what is missing.
@@ -255,6 +281,9 @@ mod defaults {
     }
     pub(super) fn response_timeout() -> Duration {
         Duration::from_secs(60)
+    }
+    pub(super) fn session_max_age() -> Duration {
+        Duration::from_secs(24 * 3600)
     }
     pub(super) fn pool_idle_timeout() -> Duration {
         Duration::from_secs(90)

@@ -17,6 +17,9 @@ pub mod code {
     pub const TRANSPORT_REJECTED: i64 = -32000;
     /// The upstream took too long to start answering (matches the SDKs' request timeout).
     pub const UPSTREAM_TIMEOUT: i64 = -32001;
+    /// The session id is unknown (or expired, forged, or another caller's): HTTP 404, as
+    /// the SDKs' own servers answer it.
+    pub const SESSION_NOT_FOUND: i64 = -32001;
     /// The upstream could not be reached or broke the connection.
     pub const UPSTREAM_UNAVAILABLE: i64 = -32010;
     /// No credentials, or credentials that do not verify (HTTP 401).

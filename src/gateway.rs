@@ -10,6 +10,7 @@ use crate::auth::{AuthSetupError, Authenticator, RouteAuth};
 use crate::config::Config;
 use crate::edge::host::HostPolicy;
 use crate::edge::origin::OriginPolicy;
+use crate::mcp::session::SessionKeys;
 use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
 use crate::server::tls::TlsError;
@@ -23,6 +24,8 @@ pub enum StartError {
     Auth(#[from] AuthSetupError),
     #[error("route `{route}`: invalid policy: {message}")]
     Policy { route: String, message: String },
+    #[error("cannot set up session sealing: {0}")]
+    Sessions(String),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -52,6 +55,33 @@ pub struct Gateway {
     pub auth: Arc<Authenticator>,
     /// `[roles]`: what each role may do.
     pub roles: Arc<Roles>,
+    /// Seals the upstream's session ids for clients (stage 10 / 13).
+    pub sessions: Arc<Sessions>,
+}
+
+/// Session sealing: the keys and how long a sealed id lives.
+#[derive(Debug)]
+pub struct Sessions {
+    pub keys: SessionKeys,
+    pub max_age: std::time::Duration,
+    /// The keys were made at start-up (none configured).
+    pub ephemeral: bool,
+}
+
+fn sessions(config: &Config) -> Result<Sessions, StartError> {
+    let configured = &config.sessions.keys;
+    let ephemeral = configured.is_empty();
+    let keys = if ephemeral {
+        SessionKeys::generate()
+    } else {
+        SessionKeys::from_secrets(configured.iter().map(|k| k.expose()))
+    }
+    .map_err(|e| StartError::Sessions(e.to_string()))?;
+    Ok(Sessions {
+        keys,
+        max_age: config.sessions.max_age.get(),
+        ephemeral,
+    })
 }
 
 impl Gateway {
@@ -115,6 +145,7 @@ impl Gateway {
             hosts: Arc::new(hosts),
             auth: Arc::new(Authenticator::new(config)?),
             roles: Arc::new(Roles::new(&config.roles)),
+            sessions: Arc::new(sessions(config)?),
         })
     }
 }

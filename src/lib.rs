@@ -49,6 +49,12 @@ impl Running {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
+        if gateway.sessions.ephemeral {
+            tracing::warn!(
+                "No [sessions] keys: session ids are sealed with a key made at start-up; \
+                 they stop working when this process restarts and on any other instance"
+            );
+        }
         gateway.auth.start().await;
         Ok(Self {
             server,

@@ -90,7 +90,11 @@ pub async fn forward(
 
 /// Reads a request body under `limit` bytes: a declared length over the limit is refused
 /// before a byte is read, an undeclared one as soon as it crosses it.
-pub(crate) async fn read_body(headers: &http::HeaderMap, body: Body, limit: u64) -> Result<Bytes, Rejection> {
+pub(crate) async fn read_body(
+    headers: &http::HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Bytes, Rejection> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -17,16 +17,21 @@
 //!                                                    requests that carry an Origin; wraps
 //!                                                    what follows, so 401s carry CORS too
 //! 7   authentication → `Arc<Principal>` ........... `auth`, 401/403 + WWW-Authenticate
+//! 10  session binding: the sealed id opened for ... `mcp::session`, 404 as for an
+//!     this caller and route                          unknown session
 //! 9   MCP parse (POST, when the route's policy       `mcp::message`, 400 + JSON-RPC error
 //!     judges anything): the body read once
 //! 11  authorization: every call judged ............. `policy`, JSON-RPC error -32040 (a
 //!                                                    batch refused whole), or 403
 //!                                                    `insufficient_scope` (step-up)
 //! 12  proxy: header hygiene, streaming ............. `proxy::forward`, 502/504
+//! 13  the upstream's session id sealed ............. `mcp::session`
 //! ```
 //!
-//! Later stages (rate limits, MCP parsing, session binding, authorization) slot in
-//! between, in the order of DESIGN.md §1.
+//! Stage 10 runs before 9 here: it needs no body, so a foreign session id costs nothing.
+//!
+//! Rate limits (stages 5 and 8) and list filtering (13) slot in, in the order of
+//! DESIGN.md §1.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -44,15 +49,16 @@ use tracing::Instrument;
 
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::auth::mtls::PeerCertificate;
-use crate::auth::{AuthMethod, Authenticator, Principal};
+use crate::auth::{AuthMethod, Principal};
 use crate::config::AuthMode;
 use crate::edge;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
 use crate::health;
-use crate::mcp::headers::X_REQUEST_ID;
+use crate::mcp::headers::{MCP_SESSION_ID, X_REQUEST_ID};
 use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{McpRequest, ParseError};
+use crate::mcp::session::{self, IdKind};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 
@@ -113,8 +119,7 @@ pub fn app(gateway: Arc<Gateway>) -> App {
         .map(|route| {
             let service = RouteService {
                 route: Arc::clone(route),
-                auth: Arc::clone(&gateway.auth),
-                roles: Arc::clone(&gateway.roles),
+                gateway: Arc::clone(&gateway),
             };
             let stack = RouteStack {
                 route: Arc::clone(route),
@@ -207,17 +212,13 @@ impl App {
             };
         }
 
-        route_stages(&stack.route, &inner.gateway.auth, &inner.gateway.roles, req).await
+        route_stages(&stack.route, &inner.gateway, req).await
     }
 }
 
 /// The stages after CORS: authentication, MCP parse and authorization, then the upstream.
-async fn route_stages(
-    route: &Route,
-    auth: &Authenticator,
-    roles: &Roles,
-    mut req: Request<Body>,
-) -> Response<Body> {
+async fn route_stages(route: &Route, gateway: &Gateway, mut req: Request<Body>) -> Response<Body> {
+    let (auth, roles) = (&*gateway.auth, &*gateway.roles);
     // 7. Authentication: who is calling. Nothing reaches the upstream without it unless
     // the route says `auth = "none"`.
     if route.auth.mode == AuthMode::Required {
@@ -240,6 +241,43 @@ async fn route_stages(
         }
     }
 
+    // 10. Session binding: the client holds a sealed id; the upstream gets its own back
+    // only if the id was issued to this caller on this route and has not expired.
+    let caller = session::PrincipalHash::from(
+        req.extensions()
+            .get::<Arc<Principal>>()
+            .map_or(&*ANONYMOUS, |p| p.as_ref()),
+    );
+    if let Some(sealed) = req.headers().get(MCP_SESSION_ID) {
+        let opened = sealed.to_str().map_err(|_| None).and_then(|sealed| {
+            gateway
+                .sessions
+                .keys
+                .open(
+                    IdKind::Session,
+                    sealed,
+                    &route.name,
+                    &caller,
+                    unix_now(),
+                    gateway.sessions.max_age,
+                )
+                .map_err(Some)
+        });
+        match opened.map(|id| HeaderValue::from_str(&id)) {
+            Ok(Ok(upstream_id)) => {
+                req.headers_mut().insert(MCP_SESSION_ID, upstream_id);
+            }
+            failed => {
+                let reason = match failed {
+                    Err(Some(e)) => e.as_str(),
+                    _ => "malformed",
+                };
+                tracing::debug!(route = %route.name, reason, "Refused a session id that is not this caller's");
+                return session_not_found();
+            }
+        }
+    }
+
     // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
     if req.method() == Method::POST && !route.policy.is_open() {
         let (parts, body) = req.into_parts();
@@ -257,14 +295,10 @@ async fn route_stages(
                 return rejection.into_response(jsonrpc::request_id(&bytes).as_ref());
             }
         };
-        let anonymous;
-        let principal = match parts.extensions.get::<Arc<Principal>>() {
-            Some(p) => p.as_ref(),
-            None => {
-                anonymous = Principal::new("anonymous", AuthMethod::Anonymous);
-                &anonymous
-            }
-        };
+        let principal = parts
+            .extensions
+            .get::<Arc<Principal>>()
+            .map_or(&*ANONYMOUS, |p| p.as_ref());
         if let Some(refusal) = authorize(route, roles, principal, &parsed) {
             return refusal;
         }
@@ -272,7 +306,52 @@ async fn route_stages(
     }
 
     // 12. The upstream.
-    proxy::forward(&route.upstream, route.max_body, req).await
+    let mut response = proxy::forward(&route.upstream, route.max_body, req).await;
+
+    // 13. The upstream's session id, sealed for this caller and route.
+    if let Some(upstream_id) = response.headers().get(MCP_SESSION_ID) {
+        let sealed = upstream_id.to_str().ok().and_then(|id| {
+            let keys = &gateway.sessions.keys;
+            keys.seal(IdKind::Session, &route.name, id, &caller, unix_now())
+                .ok()
+        });
+        match sealed.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            Some(value) => {
+                response.headers_mut().insert(MCP_SESSION_ID, value);
+            }
+            None => {
+                tracing::warn!(route = %route.name, "The upstream's session id could not be sealed (too long or not text)");
+                return Rejection::UpstreamUnavailable.into_response(None);
+            }
+        }
+    }
+    response
+}
+
+/// Whoever calls a route with `auth = "none"`.
+static ANONYMOUS: std::sync::LazyLock<Principal> =
+    std::sync::LazyLock::new(|| Principal::new("anonymous", AuthMethod::Anonymous));
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 404 for a session id that is unknown, expired, forged or someone else's: MCP clients
+/// start a new session on it, and nothing tells these cases apart.
+fn session_not_found() -> Response<Body> {
+    let mut response = Response::new(Body::from(crate::error::jsonrpc_error_body(
+        None,
+        crate::error::code::SESSION_NOT_FOUND,
+        "Session not found",
+    )));
+    *response.status_mut() = http::StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Stage 11 for one parsed body: `None` when every call may go, else the answer. A batch
@@ -359,8 +438,7 @@ impl tower::Service<Request<Body>> for App {
 #[derive(Debug, Clone)]
 struct RouteService {
     route: Arc<Route>,
-    auth: Arc<Authenticator>,
-    roles: Arc<Roles>,
+    gateway: Arc<Gateway>,
 }
 
 impl tower::Service<Request<Body>> for RouteService {
@@ -373,11 +451,7 @@ impl tower::Service<Request<Body>> for RouteService {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let (route, auth, roles) = (
-            Arc::clone(&self.route),
-            Arc::clone(&self.auth),
-            Arc::clone(&self.roles),
-        );
-        Box::pin(async move { Ok(route_stages(&route, &auth, &roles, req).await) })
+        let (route, gateway) = (Arc::clone(&self.route), Arc::clone(&self.gateway));
+        Box::pin(async move { Ok(route_stages(&route, &gateway, req).await) })
     }
 }

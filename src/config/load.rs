@@ -114,6 +114,11 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
                         .unzip();
             }
             "auth" => auth_section(value, &mut config, &mut parsed, &mut errors),
+            "sessions" => {
+                if let Some(v) = section("sessions", value, &mut errors) {
+                    config.sessions = v;
+                }
+            }
             "roles" => {
                 if let Some(v) = section("roles", value, &mut errors) {
                     config.roles = v;
@@ -127,7 +132,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `routes`)",
             )),
         }
     }

@@ -445,6 +445,20 @@ fn resolve_secrets(
             }
         }
     }
+    for (i, key) in config.sessions.keys.iter_mut().enumerate() {
+        let at = format!("sessions.keys[{i}]");
+        if resolve(key, &at, &declared, source, errors)
+            && let Err(problem) = crate::mcp::session::SessionKeys::parse_key(key.expose())
+        {
+            errors.push(ConfigError::new(at, format!("the key {problem}")));
+        }
+    }
+    if config.sessions.max_age.get().is_zero() {
+        errors.push(ConfigError::new(
+            "sessions.max_age",
+            "must be greater than zero",
+        ));
+    }
     for (issuer, &i) in config.auth.issuers.iter_mut().zip(&parsed.issuer_index) {
         if let Some(secret) = &mut issuer.hmac_secret {
             let at = format!("auth.issuers[{i}].hmac_secret");
