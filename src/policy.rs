@@ -23,6 +23,7 @@
 
 pub mod condition;
 pub mod glob;
+pub mod lists;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

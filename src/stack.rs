@@ -59,6 +59,7 @@ use crate::mcp::headers::{MCP_SESSION_ID, X_REQUEST_ID};
 use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{McpRequest, ParseError};
 use crate::mcp::session::{self, IdKind};
+use crate::policy::lists::{ListRequests, Viewer};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 
@@ -217,7 +218,11 @@ impl App {
 }
 
 /// The stages after CORS: authentication, MCP parse and authorization, then the upstream.
-async fn route_stages(route: &Route, gateway: &Gateway, mut req: Request<Body>) -> Response<Body> {
+async fn route_stages(
+    route: &Arc<Route>,
+    gateway: &Arc<Gateway>,
+    mut req: Request<Body>,
+) -> Response<Body> {
     let (auth, roles) = (&*gateway.auth, &*gateway.roles);
     // 7. Authentication: who is calling. Nothing reaches the upstream without it unless
     // the route says `auth = "none"`.
@@ -279,6 +284,7 @@ async fn route_stages(route: &Route, gateway: &Gateway, mut req: Request<Body>) 
     }
 
     // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
+    let mut lists = None;
     if req.method() == Method::POST && !route.policy.is_open() {
         let (parts, body) = req.into_parts();
         let bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
@@ -302,11 +308,35 @@ async fn route_stages(route: &Route, gateway: &Gateway, mut req: Request<Body>) 
         if let Some(refusal) = authorize(route, roles, principal, &parsed) {
             return refusal;
         }
+        lists = ListRequests::of(&parsed, &parts.headers);
         req = Request::from_parts(parts, Body::from(bytes));
     }
 
+    let viewer = lists.as_ref().map(|_| {
+        let principal = req
+            .extensions()
+            .get::<Arc<Principal>>()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(ANONYMOUS.clone()));
+        let (route, roles) = (Arc::clone(route), Arc::clone(&gateway.roles));
+        Viewer {
+            policy: Arc::new(move |kind, name| route.policy.lists(&roles, &principal, kind, name)),
+        }
+    });
+
     // 12. The upstream.
     let mut response = proxy::forward(&route.upstream, route.max_body, req).await;
+
+    // 13. List results show only what the caller may use.
+    if let (Some(requests), Some(viewer)) = (lists, viewer) {
+        response = match policy::lists::filter(response, requests, viewer).await {
+            Ok(filtered) => filtered,
+            Err(e) => {
+                tracing::warn!(route = %route.name, error = %e, "A list answer could not be filtered; not forwarded");
+                return Rejection::UpstreamUnavailable.into_response(None);
+            }
+        };
+    }
 
     // 13. The upstream's session id, sealed for this caller and route.
     if let Some(upstream_id) = response.headers().get(MCP_SESSION_ID) {

@@ -293,3 +293,88 @@ async fn bodies_that_are_not_json_rpc_get_400_with_the_right_error() {
     }
     assert!(s.upstream.probe.seen().is_empty());
 }
+
+fn tool_names(message: &Value) -> Vec<String> {
+    let mut names: Vec<String> = message["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {message}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn each_caller_sees_only_the_tools_they_may_call() {
+    for mode in [Mode::Json, Mode::Sse] {
+        let s = setup(mode, &[], RULES).await;
+        let list = json!({ "jsonrpc": "2.0", "id": 11, "method": "tools/list" });
+        let alice = client::response_message(s.post(ALICE, &list).await).await;
+        assert_eq!(alice["id"], 11);
+        // `echo` is listed although some of its calls are denied (by argument).
+        assert_eq!(tool_names(&alice), ["echo"], "{mode:?}");
+        let bob = client::response_message(s.post(BOB, &list).await).await;
+        assert_eq!(tool_names(&bob), ["echo", "large", "progress"], "{mode:?}");
+        // The upstream itself lists them all.
+        let all = s.upstream.probe.seen_rpc("tools/list");
+        assert_eq!(all.len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn the_official_client_sees_the_filtered_list_and_denials_as_errors() {
+    let s = setup(Mode::Stateful, &[], RULES).await;
+    let config =
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            s.url.clone(),
+        )
+        .custom_headers(
+            [(
+                http::HeaderName::from_static("x-api-key"),
+                http::HeaderValue::from_static(ALICE),
+            )]
+            .into_iter()
+            .collect(),
+        );
+    let mcp = within(
+        "the MCP handshake",
+        client::mcp_client_with(s.http.clone(), config),
+    )
+    .await;
+    let tools = within("tools/list", mcp.list_all_tools()).await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["echo"]);
+    let denied = within(
+        "a denied call",
+        mcp.call_tool(rmcp::model::CallToolRequestParams::new("large")),
+    )
+    .await
+    .unwrap_err();
+    let text = denied.to_string();
+    assert!(text.contains("tool `large` is not allowed"), "{text}");
+    assert_eq!(s.upstream.probe.calls("large"), 0);
+}
+
+#[tokio::test]
+async fn modern_filtered_lists_are_marked_private() {
+    let s = setup(Mode::Json, &[], RULES).await;
+    let response = within(
+        "a 2026-07-28 tools/list",
+        client::modern_post(
+            &s.http,
+            &s.url,
+            "tools/list",
+            None,
+            json!({ "jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {} }),
+        )
+        .header("x-api-key", ALICE)
+        .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let message = client::response_message(response).await;
+    assert_eq!(tool_names(&message), ["echo"]);
+    assert_eq!(message["result"]["cacheScope"], "private", "{message}");
+}
