@@ -63,10 +63,13 @@ impl ListRequests {
     }
 }
 
+/// Whether an item of a kind, by name, may be shown.
+pub type ShowItem = dyn Fn(Kind, &str) -> bool + Send + Sync;
+
 /// Who is asking, and under which rules: what decides whether an item is shown.
 #[derive(Clone)]
 pub struct Viewer {
-    pub policy: Arc<dyn Fn(Kind, &str) -> bool + Send + Sync>,
+    pub policy: Arc<ShowItem>,
 }
 
 impl Viewer {
