@@ -31,6 +31,8 @@ pub mod code {
     pub const DENIED: i64 = -32040;
     /// Invalid JSON (JSON-RPC 2.0).
     pub const PARSE_ERROR: i64 = -32700;
+    /// 2026-07-28: an `Mcp-Method` / `Mcp-Name` header that does not match the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
     /// An unexpected fault inside the gateway.
     pub const INTERNAL: i64 = -32603;
 }
@@ -54,6 +56,8 @@ pub enum Rejection {
     Parse,
     #[error("invalid request: {0}")]
     InvalidMessage(&'static str),
+    #[error("the {0} header does not match the request body")]
+    HeaderMismatch(&'static str),
     #[error("upstream MCP server unavailable")]
     UpstreamUnavailable,
     #[error("upstream MCP server did not answer in time")]
@@ -69,7 +73,10 @@ impl Rejection {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyUnreadable | Self::Parse | Self::InvalidMessage(_) => StatusCode::BAD_REQUEST,
+            Self::BodyUnreadable
+            | Self::Parse
+            | Self::InvalidMessage(_)
+            | Self::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -86,6 +93,7 @@ impl Rejection {
                 code::INVALID_REQUEST
             }
             Self::Parse => code::PARSE_ERROR,
+            Self::HeaderMismatch(_) => code::HEADER_MISMATCH,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
             Self::Internal => code::INTERNAL,

@@ -301,6 +301,10 @@ async fn route_stages(
                 return rejection.into_response(jsonrpc::request_id(&bytes).as_ref());
             }
         };
+        if let Err(header) = parsed.check_headers(&parts.headers) {
+            let id = parsed.messages.first().and_then(|m| m.id.as_ref());
+            return Rejection::HeaderMismatch(header).into_response(id);
+        }
         let principal = parts
             .extensions
             .get::<Arc<Principal>>()

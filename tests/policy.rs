@@ -378,3 +378,38 @@ async fn modern_filtered_lists_are_marked_private() {
     assert_eq!(tool_names(&message), ["echo"]);
     assert_eq!(message["result"]["cacheScope"], "private", "{message}");
 }
+
+#[tokio::test]
+async fn modern_headers_that_disagree_with_the_body_get_400() {
+    let s = setup(Mode::Json, &[], RULES).await;
+    // Headers name an allowed tool; the body calls a denied one.
+    let body = client::call_body(6, "large", &json!({ "bytes": 1 }));
+    let response = within(
+        "mismatched Mcp-Name",
+        client::modern_post(&s.http, &s.url, "tools/call", Some("echo"), body)
+            .header("x-api-key", ALICE)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let message: Value = response.json().await.unwrap();
+    assert_eq!(message["id"], 6);
+    assert_eq!(message["error"]["code"], -32020);
+    assert_eq!(
+        message["error"]["message"],
+        "the Mcp-Name header does not match the request body"
+    );
+    assert!(s.upstream.probe.seen().is_empty());
+    // Matching headers: judged on the body as usual.
+    let body = client::call_body(7, "echo", &json!({ "text": "modern" }));
+    let response = client::modern_post(&s.http, &s.url, "tools/call", Some("echo"), body)
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        client::tool_text(&client::response_message(response).await),
+        "modern"
+    );
+}

@@ -69,6 +69,40 @@ impl McpRequest {
     }
 }
 
+impl McpRequest {
+    /// 2026-07-28: the `Mcp-Method` and `Mcp-Name` headers, when present, must say what
+    /// the body says (decisions are made on the body; a header that disagrees is an
+    /// attempt to make an intermediary judge something else). `Err` names the header.
+    pub fn check_headers(&self, headers: &http::HeaderMap) -> Result<(), &'static str> {
+        use super::headers::{MCP_METHOD, MCP_NAME};
+        let method = headers.get(MCP_METHOD);
+        let name = headers.get(MCP_NAME);
+        if method.is_none() && name.is_none() {
+            return Ok(());
+        }
+        let [message] = self.messages.as_slice() else {
+            return Err("Mcp-Method");
+        };
+        if let Some(method) = method
+            && method.to_str().ok() != message.method.as_deref()
+        {
+            return Err("Mcp-Method");
+        }
+        if let Some(name) = name {
+            let params = message.params.as_ref();
+            let key = match message.method.as_deref() {
+                Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => "uri",
+                _ => "name",
+            };
+            let in_body = params.and_then(|p| p.get(key)).and_then(Value::as_str);
+            if name.to_str().ok() != in_body {
+                return Err("Mcp-Name");
+            }
+        }
+        Ok(())
+    }
+}
+
 fn message(value: Value) -> Result<Message, ParseError> {
     let Value::Object(mut object) = value else {
         return Err(ParseError::Invalid("a JSON-RPC message must be an object"));
@@ -127,6 +161,38 @@ mod tests {
             "\"a\""
         );
         assert!(batch.messages[1].id.is_none());
+    }
+
+    #[test]
+    fn modern_headers_must_match_the_body() {
+        let call = McpRequest::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#,
+        )
+        .unwrap();
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        http::HeaderName::from_static(k),
+                        http::HeaderValue::from_static(v),
+                    )
+                })
+                .collect::<http::HeaderMap>()
+        };
+        assert_eq!(call.check_headers(&headers(&[])), Ok(()));
+        let good = headers(&[("mcp-method", "tools/call"), ("mcp-name", "echo")]);
+        assert_eq!(call.check_headers(&good), Ok(()));
+        let other_tool = headers(&[("mcp-method", "tools/call"), ("mcp-name", "delete_all")]);
+        assert_eq!(call.check_headers(&other_tool), Err("Mcp-Name"));
+        let other_method = headers(&[("mcp-method", "tools/list")]);
+        assert_eq!(call.check_headers(&other_method), Err("Mcp-Method"));
+        let read = McpRequest::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#,
+        )
+        .unwrap();
+        let uri = headers(&[("mcp-method", "resources/read"), ("mcp-name", "file:///a")]);
+        assert_eq!(read.check_headers(&uri), Ok(()));
     }
 
     #[test]
