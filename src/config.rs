@@ -647,4 +647,49 @@ keys = [{ kty = "EC", crv = "P-256", kid = "k1", x = "f83OJ3D2xF1Bg8vub9tLe1gHMz
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         assert_eq!(config.auth.issuers[0].keys.len(), 1);
     }
+
+    #[test]
+    fn policy_rules_are_checked_and_dead_rules_warned_about() {
+        let base = "[server]\nlisten = \"127.0.0.1:1\"\ninsecure_http = true\n\
+                    [roles]\nanalyst = [\"read:*\"]\n\
+                    [[routes]]\nname = \"a\"\npath = \"/a\"\nupstream = { url = \"http://u/mcp\" }\n\
+                    auth = \"none\"\n";
+        let bad = format!(
+            "{base}step_up = true\n\
+             [[routes.policy]]\nmethods = [\"initialize\"]\n\
+             [[routes.policy]]\neffect = \"deny\"\ntools = []\nscopes = [\"x\"]\n\
+             [[routes.policy]]\ntools = [\"q\"]\nwhen = [{{ argument = \"limit\", max = 1 }}]\n"
+        );
+        let errs = messages(&bad, &env(&[]));
+        for expected in [
+            "routes[0].policy[0].methods[0]: `initialize` is never subject to policy",
+            "routes[0].policy[1].scopes: scopes only apply to allow rules",
+            "routes[0].policy[1].tools: is empty, so the rule can never match",
+            "routes[0].policy[2].when[0]: `limit` is not a JSON pointer",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing `{expected}` in {errs:#?}"
+            );
+        }
+        let dead = format!(
+            "{base}\
+             [[routes.policy]]\nmethods = [\"tools/call\"]\nprompts = [\"p\"]\n\
+             [[routes.policy]]\ntools = [\"w\"]\nrequire = [\"write:db\"]\n\
+             [[routes.policy]]\ntools = [\"r\"]\nrequire = [\"read:db\"]\n"
+        );
+        let config = load_str(&dead, &env(&[])).unwrap();
+        let warned = |prefix: &str| config.warnings.iter().any(|w| w.starts_with(prefix));
+        assert!(
+            warned("routes[0].policy[0]: can never match: none of its methods (tools/call)"),
+            "{:#?}",
+            config.warnings
+        );
+        assert!(
+            warned("routes[0].policy[1]: can never match: no role in [roles] grants `write:db`"),
+            "{:#?}",
+            config.warnings
+        );
+        assert!(!warned("routes[0].policy[2]"), "{:#?}", config.warnings);
+    }
 }

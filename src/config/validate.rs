@@ -75,7 +75,7 @@ pub(super) fn validate(
             ));
         }
         self::route(&at, route, errors);
-        policy(&at, route, errors, &mut warnings);
+        policy(&at, route, &config.roles, errors, &mut warnings);
         if parsed.auth {
             auth::route(&at, route, config, errors, &mut warnings);
         }
@@ -320,7 +320,13 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
 }
 
 /// The route's `[[routes.policy]]` rules compile; every problem with its path.
-fn policy(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>, warnings: &mut Vec<String>) {
+fn policy(
+    at: &str,
+    r: &RouteConfig,
+    roles: &super::policy::RolesConfig,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) {
     if r.policy.is_empty() && r.default_policy == super::policy::DefaultPolicy::Deny {
         warnings.push(format!(
             "{at}: no [[routes.policy]] rules and default_policy = \"deny\": every tool call, \
@@ -363,12 +369,68 @@ fn policy(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>, warnings: &m
             }
         }
     }
+    for (i, rule) in r.policy.iter().enumerate() {
+        if let Some(why) = never_matches(rule, roles) {
+            warnings.push(format!("{at}.policy[{i}]: can never match: {why}"));
+        }
+        if rule.effect == super::policy::Effect::Allow
+            && r.default_policy == super::policy::DefaultPolicy::Allow
+        {
+            warnings.push(format!(
+                "{at}.policy[{i}]: an allow rule has no effect with default_policy = \"allow\""
+            ));
+        }
+    }
     if r.step_up && !r.policy.iter().any(|rule| !rule.scopes.is_empty()) {
         errors.push(ConfigError::new(
             format!("{at}.step_up"),
             "no rule of this route requires scopes, so there is nothing to step up to",
         ));
     }
+}
+
+/// Why `rule` can match no call, if it cannot.
+fn never_matches(
+    rule: &super::policy::RuleConfig,
+    roles: &super::policy::RolesConfig,
+) -> Option<String> {
+    use crate::policy::glob::Glob;
+    if let Some(methods) = &rule.methods {
+        let kinds = [
+            (&rule.tools, &["tools/call"][..]),
+            (&rule.prompts, &["prompts/get", "completion/complete"][..]),
+            (
+                &rule.resources,
+                &[
+                    "resources/read",
+                    "resources/subscribe",
+                    "resources/unsubscribe",
+                    "completion/complete",
+                ][..],
+            ),
+        ];
+        let targets: Vec<_> = kinds.iter().filter(|(list, _)| list.is_some()).collect();
+        if !targets.is_empty()
+            && !targets
+                .iter()
+                .any(|(_, naming)| methods.iter().any(|m| naming.contains(&m.as_str())))
+        {
+            return Some(format!(
+                "none of its methods ({}) names the tools, prompts or resources it lists",
+                methods.join(", ")
+            ));
+        }
+    }
+    for permission in &rule.require {
+        let granted = roles
+            .values()
+            .flatten()
+            .any(|pattern| Glob::new(pattern).matches(permission));
+        if !granted {
+            return Some(format!("no role in [roles] grants `{permission}`"));
+        }
+    }
+    None
 }
 
 fn secret_declarations(
