@@ -1,6 +1,7 @@
 //! The command line: `portcullis run`, `check`, `health`, `hash-key`, `token`.
 
 pub mod token;
+mod upstream_tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -156,6 +157,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     for warning in &config.warnings {
         println!("warning: {warning}");
     }
+    for warning in upstream_tool_warnings(&config) {
+        println!("warning: {warning}");
+    }
     println!(
         "{}: configuration OK ({} route{})",
         path.display(),
@@ -163,6 +167,40 @@ fn check(path: &std::path::Path) -> ExitCode {
         if config.routes.len() == 1 { "" } else { "s" }
     );
     ExitCode::SUCCESS
+}
+
+/// Rules naming tools that a reachable upstream does not list. Upstreams that cannot be
+/// reached are noted, not errors: `check` also runs where they are not (CI, a laptop).
+fn upstream_tool_warnings(config: &config::Config) -> Vec<String> {
+    let routes: Vec<(usize, &config::RouteConfig)> = config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.policy.iter().any(|rule| rule.tools.is_some()))
+        .collect();
+    if routes.is_empty() {
+        return Vec::new();
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return vec!["cannot start the async runtime; tool names in rules not checked".into()];
+    };
+    runtime.block_on(async {
+        let mut warnings = Vec::new();
+        for (i, route) in routes {
+            let at = format!("routes[{i}]");
+            match upstream_tools::listed_tools(route).await {
+                Ok(listed) => warnings.extend(upstream_tools::unlisted(&at, route, &listed)),
+                Err(e) => warnings.push(format!(
+                    "{at}: the upstream's tools could not be listed ({e}); tool names in its \
+                     rules not checked"
+                )),
+            }
+        }
+        warnings
+    })
 }
 
 fn run(path: &std::path::Path) -> ExitCode {

@@ -818,3 +818,54 @@ fn token_refuses_an_algorithm_the_issuer_does_not_allow() {
     let header = jsonwebtoken::decode_header(jwt.trim()).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::HS384);
 }
+
+#[test]
+fn check_warns_about_tools_in_rules_that_the_upstream_does_not_list() {
+    use support::upstream::{Mode, Upstream};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let route = |name: &str, url: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath = \"/{name}/mcp\"\nupstream = {{ url = \"{url}\" }}\n\
+             auth = \"none\"\n\
+             [[routes.policy]]\ntools = [\"echo\", \"ech\", \"lar*\", \"zzz_*\"]\n"
+        )
+    };
+    for mode in [Mode::Stateful, Mode::Sse, Mode::Json] {
+        let upstream = runtime.block_on(Upstream::start(mode));
+        let closed = runtime.block_on(support::upstream::closed_port());
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_http = true\n{}{}",
+            route("up", &upstream.url()),
+            route("down", &format!("http://{closed}/mcp")),
+        );
+        let config = write(dir.path(), "check.toml", &text);
+        let out = portcullis()
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let warnings: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("warning: routes[0].policy"))
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                "warning: routes[0].policy[0].tools: the upstream does not list a tool `ech`",
+                "warning: routes[0].policy[0].tools: `zzz_*` matches none of the upstream's tools",
+            ],
+            "{mode:?}: {stdout}"
+        );
+        assert!(
+            stdout.contains(
+                "warning: routes[1]: the upstream's tools could not be listed (connecting to the upstream failed"
+            ),
+            "{stdout}"
+        );
+        assert!(stdout.contains("configuration OK (2 routes)"), "{stdout}");
+    }
+}

@@ -1,0 +1,187 @@
+//! `portcullis check`, second part: when a route's upstream is reachable, ask it for its
+//! tools (an MCP handshake and `tools/list`, every page) and warn about tool names in the
+//! route's rules that it does not list — a typo there silently denies (or fails to deny)
+//! what the operator meant.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::{Value, json};
+
+use crate::config::RouteConfig;
+use crate::mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
+use crate::mcp::sse::SseDecoder;
+use crate::policy::glob::Glob;
+use crate::proxy::UpstreamClient;
+
+const PROTOCOL_VERSION: &str = "2025-11-25";
+const MAX_PAGES: usize = 50;
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// The whole conversation with one upstream.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
+/// The tool names the route's upstream lists, or why they could not be had.
+pub async fn listed_tools(route: &RouteConfig) -> Result<Vec<String>, String> {
+    let client = UpstreamClient::new(route).map_err(|e| e.to_string())?;
+    let conversation = async {
+        let (init, session) =
+            exchange(&client, None, &request(1, "initialize", init_params())).await?;
+        if init.get("result").is_none() {
+            return Err("the upstream refused `initialize`".to_owned());
+        }
+        let notification = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+        let _ = exchange(&client, session.as_ref(), &notification).await;
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        for page in 0..MAX_PAGES {
+            let params = cursor
+                .as_ref()
+                .map_or(json!({}), |c| json!({ "cursor": c }));
+            let id = u64::try_from(page).unwrap_or(u64::MAX).saturating_add(2);
+            let (answer, _) = exchange(
+                &client,
+                session.as_ref(),
+                &json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params }),
+            )
+            .await?;
+            let result = answer
+                .get("result")
+                .ok_or_else(|| "the upstream refused `tools/list`".to_owned())?;
+            for tool in result
+                .get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(name) = tool.get("name").and_then(Value::as_str) {
+                    names.push(name.to_owned());
+                }
+            }
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                return Ok(names);
+            }
+        }
+        Ok(names)
+    };
+    tokio::time::timeout(DEADLINE, conversation)
+        .await
+        .map_err(|_| format!("no complete answer within {DEADLINE:?}"))?
+}
+
+/// Warnings for `route`'s rules against the tools its upstream lists.
+pub fn unlisted(at: &str, route: &RouteConfig, listed: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, rule) in route.policy.iter().enumerate() {
+        for pattern in rule.tools.iter().flatten() {
+            let glob = Glob::new(pattern);
+            if glob.is_literal() {
+                if !listed.iter().any(|t| t == pattern) {
+                    warnings.push(format!(
+                        "{at}.policy[{i}].tools: the upstream does not list a tool `{pattern}`"
+                    ));
+                }
+            } else if !listed.iter().any(|t| glob.matches(t)) {
+                warnings.push(format!(
+                    "{at}.policy[{i}].tools: `{pattern}` matches none of the upstream's tools"
+                ));
+            }
+        }
+    }
+    warnings
+}
+
+fn init_params() -> Value {
+    json!({
+        "protocolVersion": PROTOCOL_VERSION,
+        "capabilities": {},
+        "clientInfo": { "name": "portcullis-check", "version": env!("CARGO_PKG_VERSION") }
+    })
+}
+
+fn request(id: u64, method: &str, params: Value) -> Value {
+    json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
+}
+
+/// POSTs `message` and reads the JSON-RPC answer to it (JSON or the first response in an
+/// event stream), with the session id the upstream gave, if any.
+async fn exchange(
+    client: &UpstreamClient,
+    session: Option<&HeaderValue>,
+    message: &Value,
+) -> Result<(Value, Option<HeaderValue>), String> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    headers.insert(
+        MCP_PROTOCOL_VERSION,
+        HeaderValue::from_static(PROTOCOL_VERSION),
+    );
+    if let Some(session) = session {
+        headers.insert(MCP_SESSION_ID, session.clone());
+    }
+    client.inject(&mut headers);
+    let mut req = Request::new(Full::new(Bytes::from(message.to_string())));
+    *req.method_mut() = Method::POST;
+    *req.uri_mut() = client.uri().clone();
+    *req.headers_mut() = headers;
+    let response = client.send(req).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let new_session = response.headers().get(MCP_SESSION_ID).cloned();
+    let stream = is_event_stream(response.headers().get(CONTENT_TYPE));
+    if message.get("id").is_none() {
+        return Ok((Value::Null, new_session.or(session.cloned())));
+    }
+    if !status.is_success() {
+        return Err(format!("the upstream answered {status}"));
+    }
+    let answer = if stream {
+        first_response(response.into_body()).await?
+    } else {
+        let body = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        serde_json::from_slice(&body).map_err(|_| "the upstream's answer is not JSON".to_owned())?
+    };
+    Ok((answer, new_session.or(session.cloned())))
+}
+
+/// The first JSON-RPC response in an event stream (a request's stream ends with it).
+async fn first_response(mut body: hyper::body::Incoming) -> Result<Value, String> {
+    let mut decoder = SseDecoder::new();
+    let mut read = 0_usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        read = read.saturating_add(chunk.len());
+        if read > MAX_ANSWER {
+            return Err("the upstream's answer is too large".to_owned());
+        }
+        decoder.push(chunk);
+        while let Some(event) = decoder.next_event().map_err(|e| e.to_string())? {
+            let message = event
+                .data()
+                .and_then(|data| serde_json::from_str::<Value>(&data).ok());
+            if let Some(message) = message
+                && message.get("method").is_none()
+                && message.get("id").is_some()
+            {
+                return Ok(message);
+            }
+        }
+    }
+    Err("the upstream's event stream ended without an answer".to_owned())
+}
