@@ -1,0 +1,103 @@
+// An MCP client built on the official TypeScript SDK (`@modelcontextprotocol/sdk`, pinned
+// in package.json), for tests/interop_policy.rs: what a caller sees through the gateway's
+// per-call authorization.
+//
+// It connects to one MCP endpoint over Streamable HTTP with an API key, lists every tool
+// and every resource (following `nextCursor` to the end), makes the calls it is given, and
+// prints one JSON object on stdout:
+//   {"tools": [names], "tool_pages": n, "resources": [uris], "resource_pages": [sizes],
+//    "calls": [{"name", "result": {"is_error", "text": [texts]}}
+//              | {"name", "error": {"type", "code", "message"}}]}
+// A call the SDK rejects is recorded with the error it raised (`McpError` for a JSON-RPC
+// error answer); any other failure is printed on stderr with a non-zero exit.
+//
+// Usage: node policy_client.mjs --url URL [--calls '[{"name": N, "arguments": {..}}]']
+// The API key is read from the environment variable MCP_API_KEY and sent as X-API-Key.
+import { parseArgs } from "node:util";
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { McpError } from "@modelcontextprotocol/sdk/types.js";
+
+/** More pages than any test serves: a cursor loop fails instead of running forever. */
+const MAX_PAGES = 1000;
+
+/** Calls `list(cursor)` until a page has no `nextCursor`; returns the items and the page sizes. */
+async function listAll(list, field) {
+  const items = [];
+  const pages = [];
+  let cursor;
+  do {
+    if (pages.length === MAX_PAGES) {
+      throw new Error(`${field}: still a nextCursor after ${MAX_PAGES} pages`);
+    }
+    const page = await list(cursor === undefined ? {} : { cursor });
+    items.push(...page[field]);
+    pages.push(page[field].length);
+    cursor = page.nextCursor;
+  } while (cursor !== undefined);
+  return { items, pages };
+}
+
+async function call(client, { name, arguments: args }) {
+  try {
+    const result = await client.callTool({ name, arguments: args ?? {} });
+    return {
+      name,
+      result: {
+        is_error: Boolean(result.isError),
+        text: result.content.filter((c) => c.type === "text").map((c) => c.text),
+      },
+    };
+  } catch (error) {
+    if (!(error instanceof McpError)) {
+      throw error;
+    }
+    return { name, error: { type: error.name, code: error.code, message: error.message } };
+  }
+}
+
+async function run({ url, calls }) {
+  const apiKey = process.env.MCP_API_KEY;
+  if (!apiKey) {
+    throw new Error("MCP_API_KEY is not set");
+  }
+  const transport = new StreamableHTTPClientTransport(new URL(url), {
+    requestInit: { headers: { "X-API-Key": apiKey } },
+  });
+  const client = new Client({ name: "portcullis-policy-interop", version: "1.0.0" });
+  await client.connect(transport);
+  try {
+    const tools = await listAll((params) => client.listTools(params), "tools");
+    const resources = await listAll((params) => client.listResources(params), "resources");
+    const results = [];
+    for (const c of calls) {
+      results.push(await call(client, c));
+    }
+    await transport.terminateSession();
+    return {
+      tools: tools.items.map((t) => t.name),
+      tool_pages: tools.pages.length,
+      resources: resources.items.map((r) => r.uri),
+      resource_pages: resources.pages,
+      calls: results,
+    };
+  } finally {
+    await client.close();
+  }
+}
+
+const { values } = parseArgs({
+  options: { url: { type: "string" }, calls: { type: "string", default: "[]" } },
+});
+if (!values.url) {
+  console.error("usage: node policy_client.mjs --url URL [--calls JSON]");
+  process.exit(2);
+}
+try {
+  const output = await run({ url: values.url, calls: JSON.parse(values.calls) });
+  console.log(JSON.stringify(output));
+} catch (error) {
+  console.error(error);
+  process.exit(1);
+}

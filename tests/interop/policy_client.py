@@ -1,0 +1,117 @@
+"""An MCP client built on the official Python SDK (`mcp`, pinned in requirements.txt) for
+tests/interop_policy.rs: what a caller sees through the gateway's per-call authorization.
+
+It connects to one MCP endpoint over Streamable HTTP with an API key, lists every tool and
+every resource (following `nextCursor` to the end), makes the calls it is given, and
+prints one JSON object on stdout:
+    {"tools": [names], "tool_pages": n, "resources": [uris], "resource_pages": [sizes],
+     "calls": [{"name", "result": {"is_error", "text": [texts]}}
+               | {"name", "error": {"type", "code", "message"}}]}
+A call the SDK rejects is recorded with the error it raised (`McpError` for a JSON-RPC
+error answer); any other failure is printed on stderr with a non-zero exit.
+
+Usage: policy_client.py --url URL [--calls '[{"name": N, "arguments": {..}}]']
+The API key is read from the environment variable MCP_API_KEY and sent as X-API-Key.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
+from mcp.types import PaginatedRequestParams
+
+# More pages than any test serves: a cursor loop fails instead of running forever.
+MAX_PAGES = 1000
+
+
+async def list_all(
+    list_page: Callable[[PaginatedRequestParams | None], Awaitable[Any]], field: str
+) -> tuple[list[Any], list[int]]:
+    """Calls `list_page` until a page has no `nextCursor`; returns items and page sizes."""
+    items: list[Any] = []
+    pages: list[int] = []
+    cursor: str | None = None
+    while True:
+        if len(pages) == MAX_PAGES:
+            raise RuntimeError(f"{field}: still a nextCursor after {MAX_PAGES} pages")
+        params = None if cursor is None else PaginatedRequestParams(cursor=cursor)
+        page = await list_page(params)
+        found = getattr(page, field)
+        items.extend(found)
+        pages.append(len(found))
+        cursor = page.nextCursor
+        if cursor is None:
+            return items, pages
+
+
+async def call(session: ClientSession, name: str, arguments: dict) -> dict:
+    try:
+        result = await session.call_tool(name, arguments)
+    except McpError as error:
+        return {
+            "name": name,
+            "error": {
+                "type": type(error).__name__,
+                "code": error.error.code,
+                "message": error.error.message,
+            },
+        }
+    return {
+        "name": name,
+        "result": {
+            "is_error": bool(result.isError),
+            "text": [c.text for c in result.content if c.type == "text"],
+        },
+    }
+
+
+async def run(args: argparse.Namespace) -> dict:
+    headers = {"X-API-Key": os.environ["MCP_API_KEY"]}
+    async with (
+        # trust_env=False: the tests talk to loopback only, whatever proxy is configured.
+        httpx.AsyncClient(headers=headers, timeout=30, trust_env=False) as http,
+        streamable_http_client(args.url, http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools, tool_pages = await list_all(lambda p: session.list_tools(params=p), "tools")
+        resources, resource_pages = await list_all(
+            lambda p: session.list_resources(params=p), "resources"
+        )
+        calls = [
+            await call(session, c["name"], c.get("arguments", {})) for c in json.loads(args.calls)
+        ]
+    return {
+        "tools": [tool.name for tool in tools],
+        "tool_pages": len(tool_pages),
+        "resources": [str(resource.uri) for resource in resources],
+        "resource_pages": resource_pages,
+        "calls": calls,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="the MCP endpoint")
+    parser.add_argument("--calls", default="[]", help='[{"name": N, "arguments": {..}}], JSON')
+    args = parser.parse_args()
+    try:
+        output = asyncio.run(run(args))
+    except BaseException:  # noqa: BLE001 - report anything, including exception groups
+        traceback.print_exc()
+        return 1
+    print(json.dumps(output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
