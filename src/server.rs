@@ -159,8 +159,10 @@ fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The header-read timeout is enforced per connection (`conn.rs`), not by hyper: hyper's
     // also runs while a keep-alive connection waits for its next request, which would cut
-    // idle connections at the header-read timeout instead of the idle timeout.
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    // idle connections at the header-read timeout instead of the idle timeout. Off
+    // explicitly: hyper's default (30 s once it has a timer) closed every keep-alive
+    // connection after 30 quiet seconds, and cost a timer per request.
+    builder.http1().header_read_timeout(None).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
