@@ -5,7 +5,9 @@
 //! `cargo bench --bench e2e` measures `tools/call` requests sent to the upstream directly, through
 //! Portcullis, and through reference proxies on the same upstream in the same run (a bare
 //! tokio/hyper pass-through proxy, the floor for any hyper-based gateway on this machine; and
-//! nginx when it is installed):
+//! nginx, one worker process, when it is installed). Portcullis is judged in its default
+//! shape (one worker thread per CPU); `portcullis-1w`, the same binary with
+//! `worker_threads = 1` (the shape nginx runs in here), is shown alongside:
 //!
 //! * closed loop (each connection sends its next request as soon as the answer is read):
 //!   requests/s, p50/p99 latency, and each process's CPU per request, from utime + stime in
@@ -250,6 +252,7 @@ fn run_bench(settings: Settings) -> Result<()> {
         dir.path(),
         upstream_addr,
         None,
+        settings.gateway_threads,
         &settings,
     )?;
     targets.push(Target::new(
@@ -269,6 +272,7 @@ fn run_bench(settings: Settings) -> Result<()> {
             dir.path(),
             upstream_addr,
             tls,
+            settings.gateway_threads,
             &settings,
         )?;
         let mut target = Target::new(
@@ -289,10 +293,32 @@ fn run_bench(settings: Settings) -> Result<()> {
             dir.path(),
             upstream_addr,
             None,
+            settings.gateway_threads,
             &settings,
         )?;
         targets.push(Target::new(
             "baseline",
+            Kind::Reference,
+            addr,
+            ROUTE_PATH,
+            Some(gateway.pid()),
+        ));
+        children.push(gateway);
+    }
+    if !settings.smoke && settings.gateway_threads != Some(1) {
+        // The same gateway on one worker thread, as nginx runs here: not judged, shown
+        // because the shape changes the CPU per request more than most code changes do.
+        let (gateway, addr) = spawn_gateway(
+            "portcullis-1w",
+            gateway_bin,
+            dir.path(),
+            upstream_addr,
+            None,
+            Some(1),
+            &settings,
+        )?;
+        targets.push(Target::new(
+            "portcullis-1w",
             Kind::Reference,
             addr,
             ROUTE_PATH,
@@ -551,6 +577,7 @@ fn spawn_gateway(
     dir: &Path,
     upstream: SocketAddr,
     tls: Option<(PathBuf, PathBuf)>,
+    threads: Option<usize>,
     settings: &Settings,
 ) -> Result<(ChildGuard, SocketAddr)> {
     let log_level = &settings.log_level;
@@ -563,8 +590,7 @@ fn spawn_gateway(
             key.display().to_string(),
         ),
     };
-    let threads = settings
-        .gateway_threads
+    let threads = threads
         .map(|n| format!("worker_threads = {n}\n"))
         .unwrap_or_default();
     let config = format!(

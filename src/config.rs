@@ -67,9 +67,22 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests and open streams may take to finish.
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Duration,
-    /// Runtime worker threads; unset means one per CPU (or `TOKIO_WORKER_THREADS`). A
-    /// sidecar limited to one CPU does best with 1: no hand-offs between threads.
+    /// Worker threads, each with its own single-threaded runtime and listening socket;
+    /// unset means one per CPU the process may use.
     pub worker_threads: Option<usize>,
+}
+
+impl ServerConfig {
+    /// How many workers serve connections: `worker_threads`, else one per CPU the process
+    /// may use. Always 1 where sockets cannot share an address (`SO_REUSEPORT`).
+    pub fn workers(&self) -> usize {
+        if cfg!(not(unix)) {
+            return 1;
+        }
+        self.worker_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1)
+    }
 }
 
 impl Default for ServerConfig {
@@ -242,6 +255,10 @@ pub struct UpstreamConfig {
     /// Idle pooled connections to the upstream are closed after this long.
     #[serde(default = "defaults::pool_idle_timeout")]
     pub pool_idle_timeout: Duration,
+    /// At most this many idle keep-alive connections to the upstream are kept; more are
+    /// closed as their requests end.
+    #[serde(default = "defaults::pool_max_idle")]
+    pub pool_max_idle: usize,
 }
 
 mod defaults {
@@ -287,6 +304,9 @@ mod defaults {
     }
     pub(super) fn pool_idle_timeout() -> Duration {
         Duration::from_secs(90)
+    }
+    pub(super) fn pool_max_idle() -> usize {
+        128
     }
 }
 

@@ -101,14 +101,16 @@ impl Gateway {
             let addr = local_addr.filter(|a| a.ip().is_loopback())?;
             url::Url::parse(&format!("{scheme}://{addr}")).ok()
         });
+        let workers = config.server.workers();
         let routes = config
             .routes
             .iter()
             .map(|r| {
-                let upstream = UpstreamClient::new(r).map_err(|source| StartError::Upstream {
-                    route: r.name.clone(),
-                    source,
-                })?;
+                let upstream =
+                    UpstreamClient::new(r, workers).map_err(|source| StartError::Upstream {
+                        route: r.name.clone(),
+                        source,
+                    })?;
                 let origins = OriginPolicy::new(&r.cors_origins, scheme);
                 let cors = crate::edge::cors::layer(r, &origins);
                 let auth = RouteAuth::new(config, public_url.as_ref(), r)?;

@@ -17,7 +17,7 @@ use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 
-pub use client::{UpstreamClient, UpstreamError};
+pub use client::{UpstreamBody, UpstreamClient, UpstreamError};
 
 use crate::auth::IdentityHeaderValues;
 use crate::error::Rejection;
@@ -63,7 +63,6 @@ pub async fn forward(
     }
     let mut out = Request::new(Full::new(body.clone()));
     *out.method_mut() = parts.method;
-    *out.uri_mut() = upstream.uri().clone();
     *out.headers_mut() = out_headers;
 
     match upstream.send(out).await {

@@ -2,10 +2,20 @@
 //! TLS (rustls) under the header-read timeout, serves HTTP/1.1 and HTTP/2 with hyper, closes
 //! idle connections, and on shutdown stops accepting, lets in-flight requests and open
 //! streams finish until the drain deadline, then closes what is left.
+//!
+//! Runtime shape: one single-threaded tokio runtime per worker thread (one per CPU unless
+//! `server.worker_threads` says otherwise), each with its own listening socket on the same
+//! address (`SO_REUSEPORT`: the kernel spreads new connections over them). A connection,
+//! its requests and their upstream connections (`proxy::client`) live on one thread from
+//! accept to close: no work stealing, no wake-ups across threads, no locks contended on the
+//! request path. The connection cap and the drain are shared by all workers. The first
+//! worker is the runtime [`Server::serve`] is called on; the others are threads it starts
+//! and waits for.
 
 mod conn;
 pub mod tls;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,18 +24,32 @@ use std::time::Duration;
 use crate::stack::App;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::gateway::StartError;
 
+thread_local! {
+    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the worker thread running this code: 0 on the runtime that called
+/// [`Server::serve`] (and anywhere else), 1.. on the threads it started. Per-thread state
+/// such as upstream connection pools is sharded by it.
+pub fn worker_index() -> usize {
+    WORKER_INDEX.with(Cell::get)
+}
+
 /// A bound listener, ready to serve.
 pub struct Server {
+    /// The first worker's socket, registered with the runtime that bound it.
     listener: TcpListener,
+    /// The other workers' sockets on the same address, each to be registered with its
+    /// worker's runtime.
+    others: Vec<std::net::TcpListener>,
     tls: Option<TlsAcceptor>,
     local_addr: SocketAddr,
     limits: Limits,
@@ -35,6 +59,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("local_addr", &self.local_addr)
+            .field("workers", &(self.others.len() + 1))
             .field("tls", &self.tls.is_some())
             .field("limits", &self.limits)
             .finish()
@@ -49,8 +74,19 @@ struct Limits {
     drain_timeout: Duration,
 }
 
+/// What every worker shares.
+struct Shared {
+    app: App,
+    tls: Option<TlsAcceptor>,
+    limits: Limits,
+    builder: auto::Builder<TokioExecutor>,
+    /// The connection cap, for all workers together.
+    permits: Arc<Semaphore>,
+}
+
 impl Server {
-    /// Binds the configured address (port 0 picks a free one; see [`Server::local_addr`]).
+    /// Binds the configured address (port 0 picks a free one; see [`Server::local_addr`]),
+    /// once per worker.
     pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
         let tls = match &config.tls {
             Some(t) if !config.insecure_http => {
@@ -59,19 +95,21 @@ impl Server {
             }
             _ => None,
         };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let workers = config.workers();
+        let bind_error = |source| StartError::Bind {
             addr: config.listen,
             source,
-        })?;
+        };
+        let listener = listen(config.listen, workers > 1).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let mut others = Vec::with_capacity(workers - 1);
+        for _ in 1..workers {
+            let other = listen(local_addr, true).and_then(TcpListener::into_std);
+            others.push(other.map_err(bind_error)?);
+        }
         Ok(Self {
             listener,
+            others,
             tls,
             local_addr,
             limits: Limits {
@@ -91,24 +129,146 @@ impl Server {
         self.tls.is_some()
     }
 
-    /// Serves `app` until `shutdown` resolves, then drains.
+    /// Serves `app` until `shutdown` resolves, then drains. Dropped before that, it stops
+    /// every worker and closes every connection.
     pub async fn serve(self, app: App, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
+            others,
             tls,
             limits,
             ..
         } = self;
-        let builder = Arc::new(http_builder());
-        let graceful = GracefulShutdown::new();
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let mut connections = JoinSet::new();
-        tokio::pin!(shutdown);
+        let shared = Arc::new(Shared {
+            app,
+            tls,
+            limits,
+            builder: http_builder(),
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+        });
+        // `true` once shutdown starts: workers stop accepting and their connections finish
+        // what is in flight. Every accept loop and every connection holds a receiver, so
+        // the channel closes when all of them are done.
+        let (drain_tx, drain_rx) = watch::channel(false);
+        // `true` at the drain deadline: what is left is closed.
+        let (close_tx, close_rx) = watch::channel(false);
 
+        let mut threads = Vec::with_capacity(others.len());
+        for (i, listener) in others.into_iter().enumerate() {
+            let index = i + 1;
+            let (done_tx, done_rx) = oneshot::channel::<()>();
+            let worker = worker(Arc::clone(&shared), drain_rx.clone(), close_rx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("portcullis-worker-{index}"))
+                .spawn(move || {
+                    WORKER_INDEX.with(|w| w.set(index));
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match runtime {
+                        Ok(runtime) => runtime.block_on(async move {
+                            match TcpListener::from_std(listener) {
+                                Ok(listener) => worker.run(listener).await,
+                                Err(e) => tracing::error!(worker = index, error = %e, "Cannot register a worker's listener"),
+                            }
+                        }),
+                        Err(e) => {
+                            tracing::error!(worker = index, error = %e, "Cannot start a worker's runtime");
+                        }
+                    }
+                    drop(done_tx);
+                });
+            match spawned {
+                Ok(_) => threads.push(done_rx),
+                // Its listener went with it: the kernel sends new connections elsewhere.
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "Cannot start a worker thread")
+                }
+            }
+        }
+
+        let first = worker(Arc::clone(&shared), drain_rx, close_rx).run(listener);
+        let control = async {
+            shutdown.await;
+            let open = limits.max_connections - shared.permits.available_permits();
+            tracing::info!(open_connections = open, drain_timeout = ?limits.drain_timeout, "Shutting down: no longer accepting, draining");
+            let _ = drain_tx.send(true);
+            match tokio::time::timeout(limits.drain_timeout, drain_tx.closed()).await {
+                Ok(()) => tracing::info!("Drained every connection"),
+                Err(_) => tracing::warn!(
+                    still_open = limits.max_connections - shared.permits.available_permits(),
+                    "Drain deadline passed; closing the connections left"
+                ),
+            }
+            let _ = close_tx.send(true);
+        };
+        tokio::join!(first, control);
+        for done in threads {
+            // Resolves (with an error) when the worker thread drops its end, on exit.
+            let _ = done.await;
+        }
+    }
+}
+
+/// A listening socket on `addr`; `shared` lets other sockets listen on the same address.
+fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted gateway can bind while old connections
+    // linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = shared;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Resolves once `flag` is `true`, or its sender is gone.
+async fn signalled(flag: &mut watch::Receiver<bool>) {
+    // Either way the answer is the same; the guard is not kept across an await.
+    let _ = flag.wait_for(|set| *set).await;
+}
+
+fn worker(
+    shared: Arc<Shared>,
+    drain: watch::Receiver<bool>,
+    close: watch::Receiver<bool>,
+) -> Worker {
+    Worker {
+        shared,
+        drain,
+        close,
+    }
+}
+
+/// One worker's accept loop and connections.
+struct Worker {
+    shared: Arc<Shared>,
+    drain: watch::Receiver<bool>,
+    close: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(self, listener: TcpListener) {
+        let Self {
+            shared,
+            mut drain,
+            mut close,
+        } = self;
+        let limits = shared.limits;
+        let mut connections = JoinSet::new();
         loop {
             while connections.try_join_next().is_some() {}
             let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
+                // A dropped sender (the server itself dropped) stops the worker too.
+                () = signalled(&mut drain) => break,
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -119,37 +279,31 @@ impl Server {
                     }
                 },
             };
-            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
                 tracing::debug!(%peer, "Connection cap reached; closing a new connection");
                 continue;
             };
             let _ignored = stream.set_nodelay(true);
             let conn = conn::Connection {
                 peer,
-                app: app.clone(),
-                builder: Arc::clone(&builder),
-                watcher: graceful.watcher(),
+                app: shared.app.clone(),
+                shared: Arc::clone(&shared),
+                drain: drain.clone(),
                 timeouts: conn::Timeouts {
                     header_read: limits.header_read_timeout,
                     idle: limits.idle_timeout,
                 },
             };
-            let tls = tls.clone();
             connections.spawn(async move {
-                conn.serve(stream, tls).await;
+                conn.serve(stream).await;
                 drop(permit);
             });
         }
-
         drop(listener);
-        let open = connections.len();
-        tracing::info!(open_connections = open, drain_timeout = ?limits.drain_timeout, "Shutting down: no longer accepting, draining");
-        match tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("Drained every connection"),
-            Err(_) => tracing::warn!(
-                still_open = connections.len(),
-                "Drain deadline passed; closing the connections left"
-            ),
+        drop(drain);
+        tokio::select! {
+            () = async { while connections.join_next().await.is_some() {} } => {}
+            () = signalled(&mut close) => {}
         }
         connections.shutdown().await;
     }

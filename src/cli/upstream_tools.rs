@@ -25,7 +25,7 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 
 /// The tool names the route's upstream lists, or why they could not be had.
 pub async fn listed_tools(route: &RouteConfig) -> Result<Vec<String>, String> {
-    let client = UpstreamClient::new(route).map_err(|e| e.to_string())?;
+    let client = UpstreamClient::new(route, 1).map_err(|e| e.to_string())?;
     let conversation = async {
         let (init, session) =
             exchange(&client, None, &request(1, "initialize", init_params())).await?;
@@ -158,7 +158,12 @@ async fn exchange(
 }
 
 /// The first JSON-RPC response in an event stream (a request's stream ends with it).
-async fn first_response(mut body: hyper::body::Incoming) -> Result<Value, String> {
+async fn first_response<B>(body: B) -> Result<Value, String>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    let mut body = std::pin::pin!(body);
     let mut decoder = SseDecoder::new();
     let mut read = 0_usize;
     while let Some(frame) = body.frame().await {

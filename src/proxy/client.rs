@@ -1,21 +1,22 @@
-//! The connection to one route's upstream: a pooled keep-alive hyper client (HTTPS through
-//! rustls with the system roots or the route's CA), with the route's timeouts.
+//! The way to one route's upstream: its address, the headers added on the way, its
+//! timeouts, and the pool of keep-alive connections (`pool.rs`) that requests travel on
+//! (HTTPS through rustls with the system roots or the route's CA).
+
+mod pool;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
-use http::uri::Scheme;
-use http::{Request, Response, Uri};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::RouteConfig;
 use crate::server::tls::{self, TlsError};
+
+pub use pool::UpstreamBody;
+use pool::{Failed, Pool, PoolError};
 
 /// Why an upstream exchange failed before the response started.
 #[derive(Debug, thiserror::Error)]
@@ -28,42 +29,56 @@ pub enum UpstreamError {
     Exchange(String),
 }
 
-/// One route's upstream endpoint and the client that reaches it.
-#[derive(Debug, Clone)]
+impl From<PoolError> for UpstreamError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Connect(text) => Self::Connect(text),
+            PoolError::Exchange(e) => Self::Exchange(error_chain(&e)),
+        }
+    }
+}
+
+/// One route's upstream endpoint and the connections that reach it.
+#[derive(Debug)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    pool: Pool,
     uri: Uri,
+    /// The request target sent over HTTP/1.1 (origin form: path and query).
+    path: PathAndQuery,
     /// `host:port` for readiness probes.
     authority: String,
     response_timeout: Duration,
     /// Credentials and other headers injected on every request (from secrets).
     injected: Vec<(HeaderName, HeaderValue)>,
-    /// The `Host` header of a cleartext upstream (always HTTP/1.1), made once here rather
-    /// than formatted by the client on every request. `None` over TLS, where the client
-    /// sets it only if ALPN settles on HTTP/1.1.
+    /// The `Host` header of an HTTP/1.1 request, made once here rather than per request.
+    /// HTTP/2 carries the URI's authority instead.
     host: Option<HeaderValue>,
     /// Extra client headers this route forwards.
     pub(crate) forward: Vec<HeaderName>,
 }
 
 impl UpstreamClient {
-    pub fn new(route: &RouteConfig) -> Result<Self, TlsError> {
+    /// The client of `route`, for a server with `workers` worker threads (each gets its own
+    /// share of the connection pool).
+    pub fn new(route: &RouteConfig, workers: usize) -> Result<Self, TlsError> {
         let up = &route.upstream;
         let connector = tls::https_connector(
             up.ca.as_deref(),
             up.connect_timeout.get(),
             up.url.scheme() == "http",
         )?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(up.pool_idle_timeout.get())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let uri: Uri = up
             .url
             .as_str()
             .parse()
             .map_err(|_| TlsError::Roots("upstream URL is not a valid URI".into()))?;
+        let pool = Pool::new(
+            connector,
+            uri.clone(),
+            workers,
+            up.pool_max_idle,
+            up.pool_idle_timeout.get(),
+        );
         let authority = format!(
             "{}:{}",
             up.url.host_str().unwrap_or_default(),
@@ -83,17 +98,20 @@ impl UpstreamClient {
                 (k, v)
             })
             .collect();
-        let host = (uri.scheme() == Some(&Scheme::HTTP))
-            .then(|| host_header(&uri))
-            .flatten();
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let host = host_header(&uri);
         let forward = route
             .forward_headers
             .iter()
             .filter_map(|h| h.parse().ok())
             .collect();
         Ok(Self {
-            client,
+            pool,
             uri,
+            path,
             authority,
             response_timeout: up.response_timeout.get(),
             injected,
@@ -111,39 +129,111 @@ impl UpstreamClient {
         &self.authority
     }
 
-    /// How many headers [`UpstreamClient::inject`] may add.
+    /// How many headers [`UpstreamClient::inject`] and [`UpstreamClient::send`] may add.
     pub fn added_headers(&self) -> usize {
         self.injected.len() + 1
     }
 
-    /// Adds the route's injected headers (credentials from secrets) to `req`, then the
-    /// `Host` header the client would otherwise add.
+    /// Adds the route's injected headers (credentials from secrets) to `req`.
     pub fn inject(&self, headers: &mut http::HeaderMap) {
         for (name, value) in &self.injected {
             headers.insert(name.clone(), value.clone());
         }
-        if let Some(host) = &self.host {
-            headers.entry(HOST).or_insert_with(|| host.clone());
-        }
     }
 
-    /// Sends `req` and waits, at most the response timeout, for the response to start.
-    /// The body then streams for as long as the upstream keeps it open.
+    /// Sends `req` (its method, headers and body; the URI is the upstream's) and waits, at
+    /// most the response timeout, for the response to start. The body then streams for as
+    /// long as the upstream keeps it open.
+    ///
+    /// A request that fails on a kept-alive connection (the upstream may have closed it
+    /// while it sat idle) is sent once more on a new connection if it cannot have reached
+    /// the upstream (hyper hands it back unsent) or if its method is idempotent. A POST that
+    /// may have been delivered is not repeated: the client gets a 502.
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.exchange(req)).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
-            Ok(Err(e)) => Err(UpstreamError::Exchange(error_chain(&e))),
+            Ok(result) => result,
         }
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let conn = self.pool.checkout().await?;
+        let reused = conn.reused();
+        let req = self.target(req, conn.is_http2());
+        // Boxed, like the retry below: both are rare, and would otherwise enlarge every
+        // request's future.
+        let copy = (reused && idempotent(req.method())).then(|| Box::new(copy_request(&req)));
+        match self.pool.exchange(conn, req).await {
+            Ok(response) => Ok(response),
+            Err(failed) if reused => Box::pin(self.retry(failed, copy)).await,
+            Err(failed) => Err(UpstreamError::Exchange(error_chain(&failed.error))),
+        }
+    }
+
+    /// Sends a request that failed on a kept-alive connection once more, on a new
+    /// connection, if it can be sent again.
+    async fn retry(
+        &self,
+        failed: Failed,
+        copy: Option<Box<Request<Full<Bytes>>>>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let Failed { error, unsent } = failed;
+        let Some(again) = unsent.or_else(|| copy.map(|c| *c)) else {
+            return Err(UpstreamError::Exchange(error_chain(&error)));
+        };
+        tracing::debug!(error = %error, "A kept-alive upstream connection failed; retrying on a new one");
+        let conn = self.pool.connect().await?;
+        let again = self.target(again, conn.is_http2());
+        self.pool
+            .exchange(conn, again)
+            .await
+            .map_err(|failed| UpstreamError::Exchange(error_chain(&failed.error)))
+    }
+
+    /// Points `req` at the upstream: origin form and `Host` over HTTP/1.1, the absolute URI
+    /// (which HTTP/2 sends as `:scheme` and `:authority`) otherwise.
+    fn target(&self, mut req: Request<Full<Bytes>>, http2: bool) -> Request<Full<Bytes>> {
+        if http2 {
+            *req.uri_mut() = self.uri.clone();
+            *req.version_mut() = http::Version::HTTP_2;
+            req.headers_mut().remove(HOST);
+        } else {
+            *req.uri_mut() = Uri::from(self.path.clone());
+            *req.version_mut() = http::Version::HTTP_11;
+            if let Some(host) = &self.host {
+                req.headers_mut().insert(HOST, host.clone());
+            }
+        }
+        req
     }
 }
 
-/// The `Host` header hyper-util's client sets on an HTTP/1.1 request to `uri`: the host,
-/// and the port unless it is the scheme's default.
+/// Methods whose repetition has the effect of one request (RFC 9110 §9.2.2).
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// A copy of a request about to be sent, kept to send it again.
+fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// The `Host` header of an HTTP/1.1 request to `uri`: the host, and the port unless it is
+/// the scheme's default.
 fn host_header(uri: &Uri) -> Option<HeaderValue> {
     let host = uri.host()?;
     let secure = matches!(uri.scheme_str(), Some("https" | "wss"));
@@ -156,7 +246,7 @@ fn host_header(uri: &Uri) -> Option<HeaderValue> {
     value.ok()
 }
 
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -17,21 +17,22 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::watch;
 
+use super::Shared;
 use crate::auth::mtls::{ClientCertificate, PeerCertificate};
 use crate::stack::{App, ClientAddr};
 
 pub(super) struct Connection {
     pub(super) peer: SocketAddr,
     pub(super) app: App,
-    pub(super) builder: Arc<auto::Builder<TokioExecutor>>,
-    pub(super) watcher: Watcher,
+    pub(super) shared: Arc<Shared>,
+    /// Turns `true` when the server drains; held until the connection ends, which is how
+    /// the server knows when every connection has finished.
+    pub(super) drain: watch::Receiver<bool>,
     pub(super) timeouts: Timeouts,
 }
 
@@ -52,9 +53,9 @@ enum Expired {
 }
 
 impl Connection {
-    pub(super) async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
-        let tracker = Arc::new(Tracker::new());
-        match tls {
+    pub(super) async fn serve(self, stream: TcpStream) {
+        let tracker = Arc::new(Tracker::new(self.app.clone(), self.peer));
+        match self.shared.tls.clone() {
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
                 match tokio::time::timeout(self.timeouts.header_read, handshake).await {
@@ -105,38 +106,89 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let Self {
+            peer,
+            shared,
+            drain,
+            timeouts,
+            ..
+        } = self;
         let service = ConnService {
-            app: self.app,
-            peer: self.peer,
             tracker: Arc::clone(&tracker),
             certificate,
         };
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
-        let conn = self.watcher.watch(conn.into_owned());
+        let conn = shared.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
+        // The timer and the drain signal are polled once to register this task's waker,
+        // and afterwards only when they may have fired (`is_elapsed`, `has_changed`): the
+        // connection's task wakes several times per request, and polling them every time
+        // is work for nothing.
+        let timer = tokio::time::sleep(tracker.next_check(&timeouts));
+        tokio::pin!(timer);
+        let mut drain_signal = drain.clone();
+        let drain_signal = async move {
+            let _ = drain_signal.wait_for(|draining| *draining).await;
+        };
+        tokio::pin!(drain_signal);
+        let mut fresh = true;
+        let mut draining = false;
         loop {
-            let wait = tracker.next_check(&self.timeouts);
-            tokio::select! {
-                result = &mut conn => {
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Closed(result));
+                }
+                // Drain: finish the request in flight (HTTP/1.1) or the open streams
+                // (HTTP/2, after GOAWAY), take no new ones. A dropped sender means the
+                // server itself is gone: the same.
+                if !draining
+                    && (fresh || drain.has_changed().unwrap_or(true))
+                    && drain_signal.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Drain);
+                }
+                if (fresh || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                fresh = false;
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Closed(result) => {
                     if let Err(e) = result {
-                        tracing::debug!(peer = %self.peer, error = %e, "Connection ended with an error");
+                        tracing::debug!(%peer, error = %e, "Connection ended with an error");
                     }
                     return;
                 }
-                () = tokio::time::sleep(wait) => match tracker.expired(&self.timeouts) {
+                Event::Drain => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Event::Timer => match tracker.expired(&timeouts) {
                     Some(Expired::SlowHead) => {
-                        tracing::debug!(peer = %self.peer, "Closing a connection whose request headers did not arrive in time");
+                        tracing::debug!(%peer, "Closing a connection whose request headers did not arrive in time");
                         return;
                     }
                     Some(Expired::Idle) => {
-                        tracing::debug!(peer = %self.peer, "Closing an idle connection");
+                        tracing::debug!(%peer, "Closing an idle connection");
                         return;
                     }
-                    None => {}
+                    None => {
+                        let wait = tracker.next_check(&timeouts);
+                        timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                        fresh = true;
+                    }
                 },
             }
         }
     }
+}
+
+/// What woke a connection's driver.
+enum Event<E> {
+    Closed(Result<(), E>),
+    Drain,
+    Timer,
 }
 
 fn clock_ms() -> u64 {
@@ -145,9 +197,13 @@ fn clock_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Requests in flight, the time bytes last moved, and when the next request head started,
-/// for one connection. Written by the IO wrapper and the service, read by the timers.
+/// One connection's state: where its requests go, and the requests in flight, the time
+/// bytes last moved and when the next request head started. Written by the IO wrapper and
+/// the service, read by the timers. Each request holds it (one clone of a handle local to
+/// the connection, rather than of the application's, which every worker thread shares).
 struct Tracker {
+    app: App,
+    peer: SocketAddr,
     active: AtomicUsize,
     last_activity_ms: AtomicU64,
     /// When the first byte of a request head arrived with no request in flight (the
@@ -159,9 +215,11 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new() -> Self {
+    fn new(app: App, peer: SocketAddr) -> Self {
         let now = clock_ms();
         Self {
+            app,
+            peer,
             active: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(now),
             head_started_ms: AtomicU64::new(now.max(1)),
@@ -282,9 +340,8 @@ impl http_body::Body for TrackedBody {
 /// The per-connection hyper service: tags each request with the peer address and tracks it.
 #[derive(Clone)]
 struct ConnService {
-    app: App,
-    peer: SocketAddr,
     tracker: Arc<Tracker>,
+    /// The connection's verified client certificate, for every request on it.
     certificate: Option<PeerCertificate>,
 }
 
@@ -297,14 +354,13 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         if req.version() == http::Version::HTTP_2 {
             self.tracker.http2.store(true, Ordering::Relaxed);
         }
-        req.extensions_mut().insert(ClientAddr(self.peer));
+        req.extensions_mut().insert(ClientAddr(self.tracker.peer));
         if let Some(certificate) = &self.certificate {
             req.extensions_mut().insert(certificate.clone());
         }
         let guard = ActiveGuard::new(Arc::clone(&self.tracker));
-        let app = self.app.clone();
         Box::pin(async move {
-            let response = app.handle(req.map(Body::new)).await;
+            let response = guard.0.app.handle(req.map(Body::new)).await;
             Ok(response.map(|inner| TrackedBody { inner, guard }))
         })
     }

@@ -569,3 +569,152 @@ impl HangUpServer {
         Self { addr, task }
     }
 }
+
+/// What a [`RawServer`] does with the requests on each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawBehaviour {
+    /// Answers every request and keeps the connection open.
+    KeepAlive,
+    /// Answers each request as if the connection stayed open (no `Connection: close`),
+    /// then closes it: what an upstream does when its keep-alive timeout strikes between
+    /// two requests.
+    CloseAfterAnswer,
+    /// Answers the first request of a connection; reads the second one in full, then
+    /// closes the connection without a word: the race in which an upstream closes an idle
+    /// connection just as a request was sent on it.
+    HangUpOnSecond,
+    /// Holds every answer until this many requests have arrived in all.
+    AnswerWhen(usize),
+}
+
+/// A hand-written HTTP/1.1 upstream on raw TCP, for exact control over its connections.
+/// Answers `{"jsonrpc":"2.0","id":<request id>,"result":{}}`.
+#[derive(Debug)]
+pub struct RawServer {
+    pub addr: SocketAddr,
+    /// Connections accepted.
+    pub accepted: watch::Receiver<usize>,
+    /// Requests read in full.
+    pub requests: watch::Receiver<usize>,
+    /// Connections the gateway closed (the server read end-of-file between requests).
+    pub closed_by_peer: watch::Receiver<usize>,
+    /// Connections the server closed itself.
+    pub closed_by_server: watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawServer {
+    pub async fn start(behaviour: RawBehaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = watch::Sender::new(0usize);
+        let requests = Arc::new(watch::Sender::new(0usize));
+        let closed_by_peer = Arc::new(watch::Sender::new(0usize));
+        let closed_by_server = Arc::new(watch::Sender::new(0usize));
+        let (accepted_rx, requests_rx) = (accepted.subscribe(), requests.subscribe());
+        let (peer_rx, server_rx) = (closed_by_peer.subscribe(), closed_by_server.subscribe());
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.send_modify(|n| *n += 1);
+                let requests = Arc::clone(&requests);
+                let closed_by_peer = Arc::clone(&closed_by_peer);
+                let closed_by_server = Arc::clone(&closed_by_server);
+                connections.spawn(async move {
+                    let peer_closed = raw_connection(stream, behaviour, &requests).await;
+                    let counter = if peer_closed {
+                        closed_by_peer
+                    } else {
+                        closed_by_server
+                    };
+                    counter.send_modify(|n| *n += 1);
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted: accepted_rx,
+            requests: requests_rx,
+            closed_by_peer: peer_rx,
+            closed_by_server: server_rx,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+}
+
+/// Waits until `counter` reaches `at_least`.
+pub async fn reached(counter: &watch::Receiver<usize>, at_least: usize) {
+    let mut counter = counter.clone();
+    counter.wait_for(|n| *n >= at_least).await.unwrap();
+}
+
+/// Serves one connection; `true` if the peer closed it, `false` if the server did.
+async fn raw_connection(
+    mut stream: tokio::net::TcpStream,
+    behaviour: RawBehaviour,
+    requests: &watch::Sender<usize>,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = Vec::new();
+    let mut served = 0;
+    loop {
+        // One request: the head, then a `Content-Length` body.
+        let head_end = loop {
+            if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buffer.drain(..head_end + length).skip(head_end).collect();
+        requests.send_modify(|n| *n += 1);
+        served += 1;
+        if behaviour == RawBehaviour::HangUpOnSecond && served == 2 {
+            return false;
+        }
+        if let RawBehaviour::AnswerWhen(all) = behaviour {
+            let mut count = requests.subscribe();
+            let _ = count.wait_for(|n| *n >= all).await;
+        }
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(serde_json::Value::Null);
+        let answer = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {}}).to_string();
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return true;
+        }
+        if behaviour == RawBehaviour::CloseAfterAnswer {
+            return false;
+        }
+    }
+}
