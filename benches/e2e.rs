@@ -14,7 +14,15 @@
 //!   `/proc/<pid>/stat` around the phase (and, as a cross-check, nanosecond run times from
 //!   `/proc/<pid>/task/*/schedstat`);
 //! * open loop at one fixed rate below saturation (default: a quarter of the slowest path's
-//!   closed-loop throughput), where each proxy's added p50/p99 latency is taken.
+//!   closed-loop throughput), where each proxy's added p50/p99 latency is taken. Requests
+//!   leave evenly spaced: each connection has an OS thread that sleeps (`nanosleep`) until
+//!   its next request falls due and sends it over a blocking socket. The earlier pacing by
+//!   tokio's timer (`PORTCULLIS_BENCH_PACING=tick`) has a millisecond grain and released
+//!   every request due within a millisecond together — bursts of about 4 at 4,000
+//!   requests/s — which queued them in every server: on the 2-CPU machine the direct
+//!   path's p50 was 300 µs paced by ticks and 88 µs paced exactly, and the proxies' added
+//!   p50 mixed their own cost with how each shape absorbs bursts (single-threaded ones,
+//!   nginx here, gained).
 //!
 //! Phases run in interleaved rounds (every target once per round) so that a neighbour's load
 //! hits all targets alike; the `other load` column shows how busy the rest of the machine
@@ -49,6 +57,7 @@
 //! | `PORTCULLIS_BENCH_PIN`         | `0`     | `<loadgen cpu>,<servers cpu>` to pin (taskset) |
 //! | `PORTCULLIS_BENCH_QUIET`       | `1`     | `0`: no waiting for a quiet machine, no redos  |
 //! | `PORTCULLIS_BENCH_BASELINE`    | unset   | another `portcullis` binary, measured alongside as `baseline` |
+//! | `PORTCULLIS_BENCH_PACING`      | `exact` | open-loop pacing: `exact` (OS threads) or `tick` (tokio timer) |
 //!
 //! The upstream is this same executable re-run with `--upstream`: a stateless rmcp
 //! Streamable HTTP server answering with `application/json`, so that every request is one
@@ -125,6 +134,8 @@ struct Settings {
     cpus: usize,
     /// Another Portcullis binary, measured alongside as `baseline` (A/B comparisons).
     baseline: Option<PathBuf>,
+    /// Open loop paced by OS threads to the microsecond, rather than by tokio's timer.
+    exact_pacing: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,6 +211,15 @@ impl Settings {
             quiet,
             cpus,
             baseline: std::env::var_os("PORTCULLIS_BENCH_BASELINE").map(PathBuf::from),
+            exact_pacing: match std::env::var("PORTCULLIS_BENCH_PACING").as_deref() {
+                Ok("exact") | Err(_) => true,
+                Ok("tick") => false,
+                Ok(other) => {
+                    return Err(
+                        format!("PORTCULLIS_BENCH_PACING={other}: use exact or tick").into(),
+                    );
+                }
+            },
         })
     }
 }
@@ -264,7 +284,7 @@ fn run_bench(settings: Settings) -> Result<()> {
     ));
     children.push(gateway);
     if settings.tls {
-        let (cert, key, connector) = tls_material(dir.path())?;
+        let (cert, key, client_tls) = tls_material(dir.path())?;
         let tls = Some((cert, key));
         let (gateway, addr) = spawn_gateway(
             "portcullis-tls",
@@ -282,7 +302,7 @@ fn run_bench(settings: Settings) -> Result<()> {
             ROUTE_PATH,
             Some(gateway.pid()),
         );
-        target.tls = Some(connector);
+        target.tls = Some(client_tls);
         targets.push(target);
         children.push(gateway);
     }
@@ -418,12 +438,19 @@ async fn run_phase(
                 if settings.quiet {
                     wait_for_quiet(procs).await?;
                 }
-                let before = procs.sample(pool.target.proxy_pid)?;
-                let phase = match rate {
-                    None => pool.closed_loop(share, text).await?,
-                    Some(rate) => pool.open_loop(share, rate, text).await?,
+                let (phase, before, after) = match rate {
+                    Some(rate) if settings.exact_pacing => {
+                        pool.open_loop_exact(share, rate, text, procs)?
+                    }
+                    _ => {
+                        let before = procs.sample(pool.target.proxy_pid)?;
+                        let phase = match rate {
+                            None => pool.closed_loop(share, text).await?,
+                            Some(rate) => pool.open_loop(share, rate, text).await?,
+                        };
+                        (phase, before, procs.sample(pool.target.proxy_pid)?)
+                    }
                 };
-                let after = procs.sample(pool.target.proxy_pid)?;
                 phase.check()?;
                 let disturbed = other_load_pct(&before, &after) > NOISY_PCT;
                 if settings.quiet && disturbed && attempt < MAX_ATTEMPTS {
@@ -702,7 +729,7 @@ fn free_port() -> Result<SocketAddr> {
 }
 
 /// A self-signed certificate for `localhost` on disk and a client that trusts it.
-fn tls_material(dir: &Path) -> Result<(PathBuf, PathBuf, tokio_rustls::TlsConnector)> {
+fn tls_material(dir: &Path) -> Result<(PathBuf, PathBuf, Arc<rustls::ClientConfig>)> {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let certified = rcgen::generate_simple_self_signed(names)?;
     let cert = dir.join("cert.pem");
@@ -717,11 +744,7 @@ fn tls_material(dir: &Path) -> Result<(PathBuf, PathBuf, tokio_rustls::TlsConnec
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((
-        cert,
-        key,
-        tokio_rustls::TlsConnector::from(Arc::new(config)),
-    ))
+    Ok((cert, key, Arc::new(config)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -890,7 +913,8 @@ struct Target {
     authority: String,
     /// The process between the load generator and the upstream, if any.
     proxy_pid: Option<u32>,
-    tls: Option<tokio_rustls::TlsConnector>,
+    /// The client TLS configuration of a target that terminates TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Target {
@@ -917,8 +941,9 @@ impl Target {
         tcp.set_nodelay(true)?;
         match &self.tls {
             None => handshake(TokioIo::new(tcp)).await,
-            Some(connector) => {
+            Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
                 let stream = connector.connect(name, tcp).await?;
                 handshake(TokioIo::new(stream)).await
             }
@@ -926,9 +951,7 @@ impl Target {
     }
 
     fn request(&self, id: usize, text: &str) -> Result<Request<Full<Bytes>>> {
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
-        );
+        let body = call_body(id, text);
         Ok(Request::post(self.path)
             .header(HOST, &self.authority)
             .header(CONTENT_TYPE, "application/json")
@@ -969,16 +992,142 @@ async fn call(sender: &mut Sender, target: &Target, id: usize, text: &str) -> Re
         .await
         .map_err(|e| format!("body: {e}"))?
         .to_bytes();
+    check_answer(status, &body, text)
+}
+
+fn call_body(id: usize, text: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
+    )
+}
+
+/// `Ok` for a successful `tools/call` answer echoing `text`.
+fn check_answer(status: StatusCode, body: &[u8], text: &str) -> Result<(), String> {
     let ok = status == StatusCode::OK
-        && contains(&body, br#""result":"#)
-        && contains(&body, text.as_bytes())
-        && !contains(&body, br#""isError":true"#);
+        && contains(body, br#""result":"#)
+        && contains(body, text.as_bytes())
+        && !contains(body, br#""isError":true"#);
     if ok {
         Ok(())
     } else {
         let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         Err(format!("status {status}, body {shown}"))
     }
+}
+
+/// A blocking keep-alive connection, for the exactly paced open loop.
+enum BlockingConn {
+    Plain(StdTcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, StdTcpStream>>),
+}
+
+impl BlockingConn {
+    fn open(target: &Target) -> Result<Self> {
+        let tcp = StdTcpStream::connect(target.addr)?;
+        tcp.set_nodelay(true)?;
+        Ok(match &target.tls {
+            None => Self::Plain(tcp),
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                let conn = rustls::ClientConnection::new(Arc::clone(config), name)?;
+                Self::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        })
+    }
+
+    fn io(&mut self) -> &mut dyn ReadWrite {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => &mut **tls,
+        }
+    }
+
+    /// One tools/call over HTTP/1.1, written and read by hand; `Err` says what went wrong.
+    fn call(
+        &mut self,
+        target: &Target,
+        id: usize,
+        text: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let body = call_body(id, text);
+        let request = format!(
+            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             accept: application/json, text/event-stream\r\nmcp-protocol-version: {PROTOCOL_VERSION}\r\n\
+             mcp-method: tools/call\r\nmcp-name: echo\r\ncontent-length: {}\r\n\r\n{body}",
+            target.path,
+            target.authority,
+            body.len()
+        );
+        let io = self.io();
+        io.write_all(request.as_bytes())
+            .and_then(|()| io.flush())
+            .map_err(|e| format!("write: {e}"))?;
+        buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some((status, body)) = parse_response(buf)? {
+                return check_answer(status, &body, text);
+            }
+            match io.read(&mut chunk) {
+                Ok(0) => return Err("connection closed mid-response".to_owned()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// The status and body of the HTTP/1.1 response in `data`, once it is complete
+/// (`Content-Length` or chunked).
+fn parse_response(data: &[u8]) -> Result<Option<(StatusCode, Vec<u8>)>, String> {
+    let Some(head_end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+    let status = head
+        .get(9..12)
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| format!("not an HTTP/1.1 response: {head}"))?;
+    let rest = &data[head_end + 4..];
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+    };
+    if let Some(length) = header("content-length") {
+        let length: usize = length
+            .parse()
+            .map_err(|_| "bad content-length".to_owned())?;
+        return Ok((rest.len() >= length).then(|| (status, rest[..length].to_vec())));
+    }
+    if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        let mut body = Vec::new();
+        let mut at = rest;
+        loop {
+            let Some(line_end) = at.windows(2).position(|w| w == b"\r\n") else {
+                return Ok(None);
+            };
+            let size_text = String::from_utf8_lossy(&at[..line_end]);
+            let size_text = size_text.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| format!("bad chunk size `{size_text}`"))?;
+            let data_start = line_end + 2;
+            if size == 0 {
+                // No trailers are sent here: the body ends with an empty line.
+                return Ok((at.len() >= data_start + 2).then_some((status, body)));
+            }
+            if at.len() < data_start + size + 2 {
+                return Ok(None);
+            }
+            body.extend_from_slice(&at[data_start..data_start + size]);
+            at = &at[data_start + size + 2..];
+        }
+    }
+    Err(format!("response without a length: {head}"))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -1047,6 +1196,87 @@ impl Pool {
         .await
     }
 
+    /// The open loop with exact pacing (the default): each connection on an OS thread of
+    /// its own that sleeps (`nanosleep`, microsecond grain) until its next request falls
+    /// due and sends it over a blocking socket, so that requests leave evenly spaced, as a
+    /// fixed rate means. Same schedule and latency rules as [`Pool::open_loop`]. Its own
+    /// connections are opened before the first CPU sample; returns the phase and the
+    /// samples around it.
+    fn open_loop_exact(
+        &self,
+        requests: usize,
+        rate: f64,
+        text: &str,
+        procs: &Procs,
+    ) -> Result<(Phase, Sample, Sample)> {
+        let target = &*self.target;
+        let workers = self.senders.len().max(1);
+        let conns = (0..workers)
+            .map(|_| BlockingConn::open(target))
+            .collect::<Result<Vec<_>>>()?;
+        let before = procs.sample(target.proxy_pid)?;
+        let started = Instant::now();
+        let start = started + Duration::from_millis(20);
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let outcomes = std::thread::scope(|scope| {
+            let threads: Vec<_> = conns
+                .into_iter()
+                .enumerate()
+                .map(|(worker, mut conn)| {
+                    scope.spawn(
+                        move || -> Result<(Vec<u64>, usize, Option<String>), String> {
+                            let mut latencies = Vec::with_capacity(requests / workers + 1);
+                            let (mut errors, mut first_error) = (0, None);
+                            let mut buf = Vec::with_capacity(4096);
+                            let mut i = worker;
+                            while i < requests {
+                                let due = start + interval.mul_f64(i as f64);
+                                let now = Instant::now();
+                                let begin = if now < due {
+                                    std::thread::sleep(due - now);
+                                    Instant::now()
+                                } else {
+                                    due
+                                };
+                                match conn.call(target, i, text, &mut buf) {
+                                    Ok(()) => latencies.push(nanos(begin.elapsed())),
+                                    Err(e) => {
+                                        errors += 1;
+                                        first_error.get_or_insert(e);
+                                        conn = BlockingConn::open(target)
+                                            .map_err(|e| e.to_string())?;
+                                    }
+                                }
+                                i += workers;
+                            }
+                            Ok((latencies, errors, first_error))
+                        },
+                    )
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().map_err(|_| "a load thread panicked".to_owned())?)
+                .collect::<Result<Vec<_>, String>>()
+        })?;
+        let elapsed = started.elapsed().saturating_sub(Duration::from_millis(20));
+        let after = procs.sample(target.proxy_pid)?;
+        let mut phase = Phase {
+            requests,
+            latencies_ns: Vec::with_capacity(requests),
+            elapsed,
+            ..Phase::default()
+        };
+        for (latencies, errors, first_error) in outcomes {
+            phase.latencies_ns.extend(latencies);
+            phase.errors += errors;
+            if phase.first_error.is_none() {
+                phase.first_error = first_error;
+            }
+        }
+        Ok((phase, before, after))
+    }
+
     /// Request `i` is due at `start + i / rate`, whether or not earlier answers are in;
     /// connection `k` carries requests `k, k + n, k + 2n, …`.
     ///
@@ -1054,7 +1284,8 @@ impl Pool {
     /// still busy when it fell due: then from when it fell due, so a slow answer is charged
     /// for the requests it held up (no coordinated omission). The timer's millisecond
     /// grain only delays sends (requests due in the same millisecond leave together); it is
-    /// never counted as latency.
+    /// never counted as latency. Used with `PORTCULLIS_BENCH_PACING=tick`; see
+    /// [`Pool::open_loop_exact`] for the default.
     async fn open_loop(&mut self, requests: usize, rate: f64, text: &str) -> Result<Phase> {
         let start = tokio::time::Instant::now() + Duration::from_millis(20);
         let interval = Duration::from_secs_f64(1.0 / rate);
@@ -1361,7 +1592,15 @@ impl Report {
                  {MAX_ATTEMPTS} times) if other load exceeds {NOISY_PCT}% during it"
             );
         }
-        println!("open-loop rate: {} requests/s", self.rate);
+        println!(
+            "open-loop rate: {} requests/s, paced {}",
+            self.rate,
+            if settings.exact_pacing {
+                "exactly (OS threads)"
+            } else {
+                "by tokio's millisecond timer"
+            }
+        );
         println!();
         println!(
             "{:<6} {:<14} {:>8} {:>4} {:>8} {:>8} {:>8} | {:>15} {:>15} {:>7} {:>6} {:>5}",
@@ -1466,6 +1705,7 @@ impl Report {
                 "cpus": settings.cpus,
                 "pinned": settings.pin.map(|p| json!({ "loadgen_cpu": p.loadgen, "servers_cpu": p.servers })),
                 "quiet_gate": settings.quiet,
+                "open_loop_pacing": if settings.exact_pacing { "exact" } else { "tick" },
             },
             "goals": { "gateway_cpu_us": GOAL_CPU_US, "added_p50_us": GOAL_ADDED_P50_US },
             "verdicts": verdicts,
