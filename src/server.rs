@@ -100,6 +100,13 @@ impl Server {
             addr: config.listen,
             source,
         };
+        if workers > 1 && config.listen.port() != 0 {
+            // Sockets that share an address (SO_REUSEPORT) also share it with any other
+            // process of the same user that asks to: a second gateway started by mistake
+            // would silently take half the connections. A plain socket first, so that an
+            // address in use is refused as it is with one worker.
+            drop(listen(config.listen, false).map_err(bind_error)?);
+        }
         let listener = listen(config.listen, workers > 1).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let mut others = Vec::with_capacity(workers - 1);

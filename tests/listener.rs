@@ -400,3 +400,32 @@ async fn drain_deadline_cuts_streams_that_do_not_finish() {
         "a stream cut at the deadline still delivered its result"
     );
 }
+
+/// Worker threads share the listening address (`SO_REUSEPORT`), but a second gateway on an
+/// address in use is refused, as it is with one worker, instead of quietly taking a share
+/// of the connections.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_address_is_refused() {
+    let first = Gateway::builder()
+        .insecure_http()
+        .server_setting("worker_threads = 2")
+        .start()
+        .await;
+    for workers in [1, 2] {
+        let text = format!(
+            "[server]\nlisten = \"{}\"\ninsecure_http = true\nworker_threads = {workers}\n\
+             [[routes]]\nname = \"a\"\npath = \"/mcp\"\nupstream = {{ url = \"http://127.0.0.1:9/mcp\" }}\n",
+            first.addr
+        );
+        let env = portcullis::config::ProcessEnv {
+            base_dir: std::env::temp_dir(),
+        };
+        let config = portcullis::config::load_str(&text, &env).unwrap();
+        let second = portcullis::Running::bind(&config).await;
+        assert!(
+            matches!(second, Err(portcullis::StartError::Bind { .. })),
+            "{workers} worker(s): bound an address in use: {second:?}"
+        );
+    }
+    first.shutdown().await;
+}
