@@ -414,7 +414,8 @@ async fn a_second_gateway_on_the_same_address_is_refused() {
     for workers in [1, 2] {
         let text = format!(
             "[server]\nlisten = \"{}\"\ninsecure_http = true\nworker_threads = {workers}\n\
-             [[routes]]\nname = \"a\"\npath = \"/mcp\"\nupstream = {{ url = \"http://127.0.0.1:9/mcp\" }}\n",
+             [[routes]]\nname = \"a\"\npath = \"/mcp\"\nupstream = {{ url = \"http://127.0.0.1:9/mcp\" }}\n\
+             auth = \"none\"\ndefault_policy = \"allow\"\n",
             first.addr
         );
         let env = portcullis::config::ProcessEnv {
