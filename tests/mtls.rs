@@ -260,9 +260,13 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
             .await
             .expect_err("a certificate from another CA must not get an HTTP answer");
         // rustls on the gateway refuses the chain with an alert (`UnknownCA`, or
-        // `DecryptError` for the impostor whose signature does not check out).
-        let detail = format!("{error:?}");
-        assert!(detail.contains("received fatal alert"), "{detail}");
+        // `DecryptError` for the impostor whose signature does not check out). In TLS 1.3
+        // the client may already be writing its request when the alert comes, so it sees
+        // either the alert or the connection breaking or closing; each is a
+        // refused handshake, and neither is an HTTP answer.
+        // So: a transport failure with no HTTP status, whichever of them it was.
+        assert!(error.status().is_none(), "{error:?}");
+        assert!(error.is_request() || error.is_connect(), "{error:?}");
         assert!(
             within("/healthz", http.get(s.gateway.url("/healthz")).send())
                 .await
