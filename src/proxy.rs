@@ -43,7 +43,16 @@ pub async fn forward(
     } else {
         Bytes::new()
     };
+    forward_read(upstream, parts, body).await
+}
 
+/// [`forward`] for a request whose body an earlier stage has already read (stage 9), so
+/// that it is read once.
+pub async fn forward_read(
+    upstream: &UpstreamClient,
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Response<Body> {
     // Sized once for everything added below, so that the map never grows.
     let mut out_headers =
         HeaderMap::with_capacity(parts.headers.len() + upstream.added_headers() + 2);

@@ -47,6 +47,7 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::Cors;
 use tracing::Instrument;
 
+use crate::auth::cache::system_clock;
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::auth::mtls::PeerCertificate;
 use crate::auth::{AuthMethod, Principal};
@@ -246,13 +247,17 @@ async fn route_stages(
         }
     }
 
+    // Who is calling, for every stage below: the verified principal, or nobody.
+    let principal = req
+        .extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::clone(&ANONYMOUS));
+    // Hashed only for requests and answers that carry a session id.
+    let caller = || session::PrincipalHash::from(principal.as_ref());
+
     // 10. Session binding: the client holds a sealed id; the upstream gets its own back
     // only if the id was issued to this caller on this route and has not expired.
-    let caller = session::PrincipalHash::from(
-        req.extensions()
-            .get::<Arc<Principal>>()
-            .map_or(&*ANONYMOUS, |p| p.as_ref()),
-    );
     if let Some(sealed) = req.headers().get(MCP_SESSION_ID) {
         let opened = sealed.to_str().map_err(|_| None).and_then(|sealed| {
             gateway
@@ -262,8 +267,8 @@ async fn route_stages(
                     IdKind::Session,
                     sealed,
                     &route.name,
-                    &caller,
-                    unix_now(),
+                    &caller(),
+                    system_clock(),
                     gateway.sessions.max_age,
                 )
                 .map_err(Some)
@@ -284,8 +289,11 @@ async fn route_stages(
     }
 
     // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
+    // 12. Then the upstream; the body is read once, by stage 9 when it ran.
     let mut lists = None;
-    if req.method() == Method::POST && !route.policy.is_open() {
+    // The id a gateway error after the upstream answered must carry (single requests).
+    let mut reply_id = None;
+    let mut response = if req.method() == Method::POST && !route.policy.is_open() {
         let (parts, body) = req.into_parts();
         let bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
             Ok(bytes) => bytes,
@@ -305,39 +313,37 @@ async fn route_stages(
             let id = parsed.messages.first().and_then(|m| m.id.as_ref());
             return Rejection::HeaderMismatch(header).into_response(id);
         }
-        let principal = parts
-            .extensions
-            .get::<Arc<Principal>>()
-            .map_or(&*ANONYMOUS, |p| p.as_ref());
-        if let Some(refusal) = authorize(route, roles, principal, &parsed) {
+        if let Some(refusal) = authorize(route, roles, &principal, &parsed) {
             return refusal;
         }
-        lists = ListRequests::of(&parsed, &parts.headers);
-        req = Request::from_parts(parts, Body::from(bytes));
-    }
-
-    let viewer = lists.as_ref().map(|_| {
-        let principal = req
-            .extensions()
-            .get::<Arc<Principal>>()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(ANONYMOUS.clone()));
-        let (route, roles) = (Arc::clone(route), Arc::clone(&gateway.roles));
-        Viewer {
-            policy: Arc::new(move |kind, name| route.policy.lists(&roles, &principal, kind, name)),
+        if !parsed.batch {
+            reply_id = parsed.messages.first().and_then(|m| m.id.clone());
         }
-    });
-
-    // 12. The upstream.
-    let mut response = proxy::forward(&route.upstream, route.max_body, req).await;
+        lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
+            let (route, roles, principal) = (
+                Arc::clone(route),
+                Arc::clone(&gateway.roles),
+                Arc::clone(&principal),
+            );
+            let viewer = Viewer {
+                policy: Arc::new(move |kind, name| {
+                    route.policy.lists(&roles, &principal, kind, name)
+                }),
+            };
+            (requests, viewer)
+        });
+        proxy::forward_read(&route.upstream, parts, bytes).await
+    } else {
+        proxy::forward(&route.upstream, route.max_body, req).await
+    };
 
     // 13. List results show only what the caller may use.
-    if let (Some(requests), Some(viewer)) = (lists, viewer) {
+    if let Some((requests, viewer)) = lists {
         response = match policy::lists::filter(response, requests, viewer).await {
             Ok(filtered) => filtered,
             Err(e) => {
                 tracing::warn!(route = %route.name, error = %e, "A list answer could not be filtered; not forwarded");
-                return Rejection::UpstreamUnavailable.into_response(None);
+                return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
             }
         };
     }
@@ -346,7 +352,7 @@ async fn route_stages(
     if let Some(upstream_id) = response.headers().get(MCP_SESSION_ID) {
         let sealed = upstream_id.to_str().ok().and_then(|id| {
             let keys = &gateway.sessions.keys;
-            keys.seal(IdKind::Session, &route.name, id, &caller, unix_now())
+            keys.seal(IdKind::Session, &route.name, id, &caller(), system_clock())
                 .ok()
         });
         match sealed.and_then(|s| HeaderValue::from_str(&s).ok()) {
@@ -355,22 +361,16 @@ async fn route_stages(
             }
             None => {
                 tracing::warn!(route = %route.name, "The upstream's session id could not be sealed (too long or not text)");
-                return Rejection::UpstreamUnavailable.into_response(None);
+                return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
             }
         }
     }
     response
 }
 
-/// Whoever calls a route with `auth = "none"`.
-static ANONYMOUS: std::sync::LazyLock<Principal> =
-    std::sync::LazyLock::new(|| Principal::new("anonymous", AuthMethod::Anonymous));
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+/// Whoever calls a route with `auth = "none"`: one shared value, no allocation per request.
+static ANONYMOUS: std::sync::LazyLock<Arc<Principal>> =
+    std::sync::LazyLock::new(|| Arc::new(Principal::new("anonymous", AuthMethod::Anonymous)));
 
 /// 404 for a session id that is unknown, expired, forged or someone else's: MCP clients
 /// start a new session on it, and nothing tells these cases apart.

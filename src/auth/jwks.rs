@@ -105,13 +105,7 @@ impl JwksCache {
         policy: JwksPolicy,
     ) -> Result<Self, JwksError> {
         let parsed = url::Url::parse(url).map_err(|_| JwksError::InsecureUrl(url.to_owned()))?;
-        let loopback = match parsed.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
-        if !(parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback)) {
+        if !url_allowed(&parsed) {
             return Err(JwksError::InsecureUrl(url.to_owned()));
         }
         let uri: Uri = url
@@ -275,6 +269,18 @@ impl JwksCache {
             .await
             .map_err(|_| JwksError::Timeout(self.policy.fetch_timeout))?
     }
+}
+
+/// Whether keys may be fetched from `url`: https, or plain http on loopback only (keys
+/// fetched in clear elsewhere could be swapped on the way).
+pub fn url_allowed(url: &url::Url) -> bool {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 /// `Cache-Control: max-age=N` (0 for `no-store`/`no-cache`, which the TTL clamp raises to

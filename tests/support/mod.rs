@@ -16,6 +16,7 @@
 pub mod auth_server;
 pub mod client;
 pub mod gateway;
+pub mod interop;
 pub mod pki;
 pub mod sse;
 pub mod upstream;

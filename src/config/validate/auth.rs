@@ -152,19 +152,13 @@ fn issuer(at: &str, ic: &super::super::auth::IssuerConfig, errors: &mut Vec<Conf
             "public-key algorithms need jwks_url, keys or public_keys",
         ));
     }
-    if let Some(url) = &ic.jwks_url {
-        let loopback = match url.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
-        if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
-            errors.push(ConfigError::new(
-                format!("{at}.jwks_url"),
-                "must be https (plain http only on loopback): keys fetched in clear can be swapped",
-            ));
-        }
+    if let Some(url) = &ic.jwks_url
+        && !crate::auth::jwks::url_allowed(url)
+    {
+        errors.push(ConfigError::new(
+            format!("{at}.jwks_url"),
+            "must be https (plain http only on loopback): keys fetched in clear can be swapped",
+        ));
     }
     if let Some(ca) = &ic.jwks_ca {
         if ic.jwks_url.as_ref().is_none_or(|u| u.scheme() != "https") {
