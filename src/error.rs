@@ -29,6 +29,9 @@ pub mod code {
     /// The route's policy does not let this caller make this call (tool, prompt,
     /// resource or method named in the message).
     pub const DENIED: i64 = -32040;
+    /// Invalid method parameters (JSON-RPC 2.0); what an upstream answers for a task id it
+    /// does not know, and so the gateway for one that is not the caller's.
+    pub const INVALID_PARAMS: i64 = -32602;
     /// Invalid JSON (JSON-RPC 2.0).
     pub const PARSE_ERROR: i64 = -32700;
     /// 2026-07-28: an `Mcp-Method` / `Mcp-Name` header that does not match the body.

@@ -38,7 +38,7 @@ pub enum StartError {
 /// One configured route, ready to serve.
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     pub path: String,
     pub upstream: UpstreamClient,
     pub origins: OriginPolicy,
@@ -126,7 +126,7 @@ impl Gateway {
                         }
                     })?;
                 Ok(Arc::new(Route {
-                    name: r.name.clone(),
+                    name: Arc::from(r.name.as_str()),
                     path: r.path.clone(),
                     upstream,
                     origins,

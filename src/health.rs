@@ -55,7 +55,7 @@ pub async fn readyz(gateway: &Gateway) -> Response {
         .zip(&reachable)
         .map(|(r, ok)| {
             json!({
-                "name": r.name,
+                "name": &*r.name,
                 "path": r.path,
                 "upstream": if *ok { "reachable" } else { "unreachable" },
                 // `none` is shown so that an unauthenticated route never goes unnoticed.

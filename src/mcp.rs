@@ -2,9 +2,11 @@
 //!
 //! Nothing here does I/O; the stages of the request path (see `stack.rs`) call into it.
 
+pub mod answer;
 pub mod headers;
 pub mod jsonrpc;
 pub mod list;
 pub mod message;
 pub mod session;
 pub mod sse;
+pub mod tasks;

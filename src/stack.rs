@@ -56,10 +56,12 @@ use crate::edge;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
 use crate::health;
+use crate::mcp::answer::{self, AnswerError};
 use crate::mcp::headers::{MCP_SESSION_ID, X_REQUEST_ID};
 use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{McpRequest, ParseError};
 use crate::mcp::session::{self, IdKind};
+use crate::mcp::tasks::{self, TaskBinding};
 use crate::policy::lists::{ListRequests, Viewer};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
@@ -288,65 +290,97 @@ async fn route_stages(
         }
     }
 
+    // Task ids, sealed for this caller and route like the session id (stages 10 and 13).
+    let tasks = TaskBinding::new(
+        Arc::clone(&gateway.sessions),
+        Arc::clone(&route.name),
+        caller(),
+    );
     // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
-    // 12. Then the upstream; the body is read once, by stage 9 when it ran.
+    // 12. Then the upstream; the body is read once.
     let mut lists = None;
     // The id a gateway error after the upstream answered must carry (single requests).
     let mut reply_id = None;
-    let mut response = if req.method() == Method::POST && !route.policy.is_open() {
+    // A JSON answer is read whole only when something in it may need rewriting.
+    let mut read_json = false;
+    let mut response = if req.method() == Method::POST {
         let (parts, body) = req.into_parts();
-        let bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
+        let mut bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
             Ok(bytes) => bytes,
             Err(rejection) => return rejection.into_response(None),
         };
-        let parsed = match McpRequest::parse(&bytes) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                let rejection = match e {
-                    ParseError::Json => Rejection::Parse,
-                    ParseError::Invalid(why) => Rejection::InvalidMessage(why),
-                };
-                return rejection.into_response(jsonrpc::request_id(&bytes).as_ref());
-            }
-        };
-        if let Err(header) = parsed.check_headers(&parts.headers) {
-            let id = parsed.messages.first().and_then(|m| m.id.as_ref());
-            return Rejection::HeaderMismatch(header).into_response(id);
-        }
-        if let Some(refusal) = authorize(route, roles, &principal, &parsed) {
-            return refusal;
-        }
-        if !parsed.batch {
-            reply_id = parsed.messages.first().and_then(|m| m.id.clone());
-        }
-        lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
-            let (route, roles, principal) = (
-                Arc::clone(route),
-                Arc::clone(&gateway.roles),
-                Arc::clone(&principal),
-            );
-            let viewer = Viewer {
-                policy: Arc::new(move |kind, name| {
-                    route.policy.lists(&roles, &principal, kind, name)
-                }),
+        if !route.policy.is_open() {
+            let parsed = match McpRequest::parse(&bytes) {
+                Ok(parsed) => parsed,
+                Err(e) => return parse_rejection(&e, &bytes),
             };
-            (requests, viewer)
-        });
+            if let Err(header) = parsed.check_headers(&parts.headers) {
+                let id = parsed.messages.first().and_then(|m| m.id.as_ref());
+                return Rejection::HeaderMismatch(header).into_response(id);
+            }
+            if let Some(refusal) = authorize(route, roles, &principal, &parsed) {
+                return refusal;
+            }
+            if !parsed.batch {
+                reply_id = parsed.messages.first().and_then(|m| m.id.clone());
+            }
+            lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
+                let (route, roles, principal) = (
+                    Arc::clone(route),
+                    Arc::clone(&gateway.roles),
+                    Arc::clone(&principal),
+                );
+                let viewer = Viewer {
+                    policy: Arc::new(move |kind, name| {
+                        route.policy.lists(&roles, &principal, kind, name)
+                    }),
+                };
+                (requests, viewer)
+            });
+        }
+        // 10 (body part). Task ids the request names: the upstream's own back, or refused.
+        if tasks::may_carry_task_id(&bytes) {
+            match open_task_ids(route, &tasks, &bytes) {
+                Ok(Some(opened)) => bytes = opened.into(),
+                Ok(None) => {}
+                Err(refusal) => return *refusal,
+            }
+        }
+        read_json = lists.is_some() || tasks::may_concern_tasks(&bytes);
+        if read_json && reply_id.is_none() {
+            reply_id = jsonrpc::request_id(&bytes);
+        }
         proxy::forward_read(&route.upstream, parts, bytes).await
     } else {
         proxy::forward(&route.upstream, route.max_body, req).await
     };
 
-    // 13. List results show only what the caller may use.
-    if let Some((requests, viewer)) = lists {
-        response = match policy::lists::filter(response, requests, viewer).await {
-            Ok(filtered) => filtered,
-            Err(e) => {
-                tracing::warn!(route = %route.name, error = %e, "A list answer could not be filtered; not forwarded");
-                return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
-            }
+    // 13. Lists show only what the caller may use; the upstream's task ids are sealed.
+    let rewrite = move |data: &[u8]| {
+        let mut out = match &lists {
+            Some((requests, viewer)) => policy::lists::filter_message(data, requests, viewer)?,
+            None => None,
         };
-    }
+        let current = out.as_deref().unwrap_or(data);
+        if tasks::may_carry_task_id(current) {
+            let mut message: serde_json::Value =
+                serde_json::from_slice(current).map_err(|_| AnswerError::NotJsonRpc)?;
+            if tasks
+                .seal_message(&mut message)
+                .map_err(|_| AnswerError::Unsealable)?
+            {
+                out = Some(serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?);
+            }
+        }
+        Ok(out)
+    };
+    response = match answer::rewrite(response, read_json, rewrite).await {
+        Ok(rewritten) => rewritten,
+        Err(e) => {
+            tracing::warn!(route = %route.name, error = %e, "The upstream's answer could not be rewritten for the caller; not forwarded");
+            return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+        }
+    };
 
     // 13. The upstream's session id, sealed for this caller and route.
     if let Some(upstream_id) = response.headers().get(MCP_SESSION_ID) {
@@ -388,6 +422,64 @@ fn session_not_found() -> Response<Body> {
     response
 }
 
+/// 400 with the JSON-RPC error of a body that is not JSON-RPC.
+fn parse_rejection(e: &ParseError, body: &[u8]) -> Response<Body> {
+    let rejection = match e {
+        ParseError::Json => Rejection::Parse,
+        ParseError::Invalid(why) => Rejection::InvalidMessage(why),
+    };
+    rejection.into_response(jsonrpc::request_id(body).as_ref())
+}
+
+/// Stage 10 on the body: the sealed task ids a POST names, opened for this caller
+/// (`Ok(Some)` is the body to forward instead), or the answer refusing it. A body that may
+/// name a task but cannot be read as JSON is refused too: what the gateway cannot read it
+/// cannot check, and a lenient upstream parser might read it anyway.
+fn open_task_ids(
+    route: &Route,
+    tasks: &TaskBinding,
+    body: &[u8],
+) -> Result<Option<Vec<u8>>, Box<Response<Body>>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|_| Box::new(parse_rejection(&ParseError::Json, body)))?;
+    let batch = value.is_array();
+    let messages: Vec<&mut serde_json::Value> = match &mut value {
+        serde_json::Value::Array(items) => items.iter_mut().collect(),
+        single => vec![single],
+    };
+    let mut changed = false;
+    let mut refused: Vec<(usize, &'static str)> = Vec::new();
+    let mut ids = Vec::with_capacity(messages.len());
+    for (i, message) in messages.into_iter().enumerate() {
+        ids.push(message.get("id").and_then(RequestId::from_value));
+        match tasks.open_message(message) {
+            Ok(opened) => changed |= opened,
+            Err(e) => refused.push((i, e.reason)),
+        }
+    }
+    if let Some((_, reason)) = refused.first() {
+        tracing::debug!(route = %route.name, reason, "Refused a task id that is not this caller's");
+        let refused: Vec<(usize, String)> = refused
+            .into_iter()
+            .map(|(i, _)| (i, tasks::TASK_NOT_FOUND.to_owned()))
+            .collect();
+        return Err(Box::new(refusal(
+            &ids,
+            batch,
+            crate::error::code::INVALID_PARAMS,
+            &refused,
+            "not sent: another message in this batch names a task that was not found",
+        )));
+    }
+    if !changed {
+        return Ok(None);
+    }
+    serde_json::to_vec(&value).map(Some).map_err(|_| {
+        let id = ids.first().and_then(Option::as_ref);
+        Box::new(Rejection::Internal.into_response(id))
+    })
+}
+
 /// Stage 11 for one parsed body: `None` when every call may go, else the answer. A batch
 /// with any denied call is refused whole, with an error for each of its requests.
 fn authorize(
@@ -417,40 +509,58 @@ fn authorize(
         return None;
     }
     tracing::debug!(route = %route.name, denied = denied.len(), "Refused a call by policy");
-    let error = |id: Option<&RequestId>, message: &str| {
-        crate::error::jsonrpc_error_body(id, crate::error::code::DENIED, message)
+    let ids: Vec<Option<RequestId>> = parsed.messages.iter().map(|m| m.id.clone()).collect();
+    Some(refusal(
+        &ids,
+        parsed.batch,
+        crate::error::code::DENIED,
+        &denied,
+        "not sent: another call in this batch is not allowed",
+    ))
+}
+
+/// The answer for a body that is not forwarded because of the messages in `refused`
+/// (position, error message), whose messages have the ids `ids`: the JSON-RPC error
+/// `code` for a single message, or a batch of errors, one per request, where the requests
+/// not at fault get `others`. HTTP 200: the exchange worked, the calls did not. A single
+/// message without an id (a notification or a response) gets 400.
+fn refusal(
+    ids: &[Option<RequestId>],
+    batch: bool,
+    code: i64,
+    refused: &[(usize, String)],
+    others: &str,
+) -> Response<Body> {
+    let error =
+        |id: Option<&RequestId>, message: &str| crate::error::jsonrpc_error_body(id, code, message);
+    let own = |i: usize| {
+        refused
+            .iter()
+            .find(|(at, _)| *at == i)
+            .map(|(_, text)| text.as_str())
     };
-    let body = if parsed.batch {
-        let others = "not sent: another call in this batch is not allowed";
-        let items: Vec<String> = parsed
-            .messages
+    let body = if batch {
+        let items: Vec<String> = ids
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.id.is_some())
-            .map(|(i, m)| {
-                let own = denied
-                    .iter()
-                    .find(|(d, _)| *d == i)
-                    .map(|(_, text)| text.as_str());
-                error(m.id.as_ref(), own.unwrap_or(others))
-            })
+            .filter_map(|(i, id)| Some(error(Some(id.as_ref()?), own(i).unwrap_or(others))))
             .collect();
         format!("[{}]", items.join(","))
     } else {
-        let message = parsed.messages.first();
-        error(
-            message.and_then(|m| m.id.as_ref()),
-            denied
-                .first()
-                .map_or("not allowed", |(_, text)| text.as_str()),
-        )
+        let message = refused
+            .first()
+            .map_or("not allowed", |(_, text)| text.as_str());
+        error(ids.first().and_then(Option::as_ref), message)
     };
     let mut response = Response::new(Body::from(body));
+    if !batch && ids.first().is_none_or(Option::is_none) {
+        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    }
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Some(response)
+    response
 }
 
 impl tower::Service<Request<Body>> for App {

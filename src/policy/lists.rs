@@ -1,7 +1,8 @@
 //! Stage 13 for list results: `tools/list`, `prompts/list`, `resources/list` and
 //! `resources/templates/list` answers filtered by the rules that gate the calls, whether the
 //! upstream answers in JSON or in an event stream, in a single request or a 2025-03-26
-//! batch. Every other byte passes as it came (`mcp::list`, `mcp::sse`).
+//! batch. Every other byte passes as it came (`mcp::list`; `mcp::answer` carries the
+//! filter over JSON bodies and event streams).
 //!
 //! Resource templates are matched by their `uriTemplate` against the rules' resource
 //! patterns (a template is shown when a rule's pattern matches its text).
@@ -9,22 +10,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Response};
-use http_body_util::{BodyExt, Limited};
+use http::HeaderMap;
 use serde_json::Value;
 
 use super::Kind;
-use crate::mcp::headers::{MCP_PROTOCOL_VERSION, is_event_stream};
+use crate::mcp::answer::AnswerError;
+use crate::mcp::headers::MCP_PROTOCOL_VERSION;
 use crate::mcp::list::{ListKind, filter_result, rewrite_list_body};
 use crate::mcp::message::McpRequest;
-use crate::mcp::sse::{SseEvent, SseRewrite};
-
-/// Largest JSON list answer the gateway reads to filter; a larger one is refused (502)
-/// rather than passed unfiltered.
-const MAX_JSON_LIST: usize = 32 * 1024 * 1024;
 
 /// The list requests of one POST, to filter their answers.
 #[derive(Debug, Clone)]
@@ -89,67 +82,14 @@ impl std::fmt::Debug for Viewer {
     }
 }
 
-/// Filters the upstream's answer to `requests`.
-pub async fn filter(
-    response: Response<Body>,
-    requests: ListRequests,
-    viewer: Viewer,
-) -> Result<Response<Body>, FilterError> {
-    if !response.status().is_success() {
-        return Ok(response);
-    }
-    let (mut parts, body) = response.into_parts();
-    if is_event_stream(parts.headers.get(CONTENT_TYPE)) {
-        parts.headers.remove(CONTENT_LENGTH);
-        let rewrite = move |event: &SseEvent| {
-            let data = event.data_bytes()?;
-            let rewritten = filter_message(&data, &requests, &viewer)?;
-            String::from_utf8(rewritten).ok()
-        };
-        return Ok(Response::from_parts(
-            parts,
-            Body::new(SseRewrite::new(body, rewrite)),
-        ));
-    }
-    let is_json = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !is_json {
-        return Ok(Response::from_parts(parts, body));
-    }
-    let bytes = Limited::new(body, MAX_JSON_LIST)
-        .collect()
-        .await
-        .map_err(|_| FilterError::Unreadable)?
-        .to_bytes();
-    let filtered = filter_body(&bytes, &requests, &viewer)?;
-    let body = match filtered {
-        Some(new) => {
-            parts.headers.remove(CONTENT_LENGTH);
-            Body::from(new)
-        }
-        None => Body::from(bytes),
-    };
-    Ok(Response::from_parts(parts, body))
-}
-
-/// Why a list answer could not be filtered (and so is not forwarded).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FilterError {
-    #[error("the list answer could not be read (too large or broken off)")]
-    Unreadable,
-    #[error("the list answer is not a JSON-RPC response")]
-    NotJsonRpc,
-}
-
-/// A whole JSON body: `None` when nothing changed.
-fn filter_body(
-    bytes: &Bytes,
+/// Filters the answer to `requests` in `bytes` (a JSON body, or the data of one event of
+/// a stream): `None` when nothing changed. A body that is not JSON-RPC cannot be filtered,
+/// so must not be forwarded.
+pub fn filter_message(
+    bytes: &[u8],
     requests: &ListRequests,
     viewer: &Viewer,
-) -> Result<Option<Vec<u8>>, FilterError> {
+) -> Result<Option<Vec<u8>>, AnswerError> {
     if !requests.batch {
         let Some((_, &kind)) = requests.by_id.iter().next() else {
             return Ok(None);
@@ -160,13 +100,13 @@ fn filter_body(
             |name| viewer.allows(kind, name),
             requests.modern,
         )
-        .map_err(|_| FilterError::NotJsonRpc);
+        .map_err(|_| AnswerError::NotJsonRpc);
     }
-    let mut value: Value = serde_json::from_slice(bytes).map_err(|_| FilterError::NotJsonRpc)?;
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|_| AnswerError::NotJsonRpc)?;
     let messages: Vec<&mut Value> = match &mut value {
         Value::Array(items) => items.iter_mut().collect(),
         single @ Value::Object(_) => vec![single],
-        _ => return Err(FilterError::NotJsonRpc),
+        _ => return Err(AnswerError::NotJsonRpc),
     };
     let mut changed = false;
     for message in messages {
@@ -177,30 +117,7 @@ fn filter_body(
     }
     serde_json::to_vec(&value)
         .map(Some)
-        .map_err(|_| FilterError::NotJsonRpc)
-}
-
-/// One message of an event stream: `None` to pass it unchanged (not a response to one of
-/// the list requests, or nothing removed).
-fn filter_message(data: &[u8], requests: &ListRequests, viewer: &Viewer) -> Option<Vec<u8>> {
-    if !requests.batch {
-        // One request: any response in its stream is the answer to it.
-        let (_, &kind) = requests.by_id.iter().next()?;
-        return rewrite_list_body(
-            kind,
-            data,
-            |name| viewer.allows(kind, name),
-            requests.modern,
-        )
-        .ok()
-        .flatten();
-    }
-    let mut value: Value = serde_json::from_slice(data).ok()?;
-    if filter_value(&mut value, requests, viewer) {
-        serde_json::to_vec(&value).ok()
-    } else {
-        None
-    }
+        .map_err(|_| AnswerError::NotJsonRpc)
 }
 
 /// Filters `message` in place if it answers one of the list requests; `true` if changed.

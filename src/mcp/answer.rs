@@ -1,0 +1,198 @@
+//! Stage 13: the upstream's answer rewritten message by message for the caller — list
+//! results filtered, task ids sealed — whether it is one JSON body or an event stream.
+//!
+//! The caller gives one closure over the bytes of a JSON-RPC message (or batch): `Ok(None)`
+//! keeps them, `Ok(Some)` replaces them, `Err` means the message must not reach the client
+//! as it is. An event stream is rewritten event by event as it arrives ([`SseRewrite`]):
+//! events the closure keeps pass as they came (events with empty data, such as the
+//! priming event of a resumable stream, are not even shown to it), and an event it cannot
+//! forward is withheld: a response becomes a JSON-RPC error with its id, so the client
+//! learns that the call failed rather than waiting; anything else loses its data (an event
+//! with empty data, which clients ignore), so the stream goes on. A JSON body is read whole (up to
+//! [`MAX_JSON_ANSWER`]) only when the caller asks for it; otherwise it streams on
+//! untouched. Error statuses pass untouched.
+
+use axum::body::Body;
+use http::Response;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http_body_util::{BodyExt, Limited};
+
+use super::headers::is_event_stream;
+use super::sse::{SseEvent, SseRewrite};
+use crate::error::{code, jsonrpc_error_body};
+use crate::mcp::jsonrpc;
+
+/// Largest JSON answer the gateway reads to rewrite; a larger one is refused (502) rather
+/// than passed on unchanged.
+pub const MAX_JSON_ANSWER: usize = 32 * 1024 * 1024;
+
+/// A message that cannot be forwarded as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the answer could not be read (too large or broken off)")]
+    Unreadable,
+    #[error("the answer is not JSON-RPC")]
+    NotJsonRpc,
+    #[error("an upstream id in the answer could not be sealed")]
+    Unsealable,
+}
+
+/// Rewrites the successful answer in `response` with `rewrite`, reading a JSON body whole
+/// when `read_json` says so. `Err` means the answer must not be forwarded (answer 502).
+pub async fn rewrite<F>(
+    response: Response<Body>,
+    read_json: bool,
+    mut rewrite: F,
+) -> Result<Response<Body>, AnswerError>
+where
+    F: FnMut(&[u8]) -> Result<Option<Vec<u8>>, AnswerError> + Send + 'static,
+{
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    if is_event_stream(parts.headers.get(CONTENT_TYPE)) {
+        parts.headers.remove(CONTENT_LENGTH);
+        let event = move |event: &SseEvent| {
+            let data = event.data_bytes()?;
+            if data.iter().all(u8::is_ascii_whitespace) {
+                return None;
+            }
+            match rewrite(&data) {
+                Ok(new) => new.and_then(|bytes| String::from_utf8(bytes).ok()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "An event of the upstream's stream could not be forwarded; replaced by an error");
+                    Some(unforwardable(&data))
+                }
+            }
+        };
+        return Ok(Response::from_parts(
+            parts,
+            Body::new(SseRewrite::new(body, event)),
+        ));
+    }
+    let is_json = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !read_json || !is_json {
+        return Ok(Response::from_parts(parts, body));
+    }
+    let bytes = Limited::new(body, MAX_JSON_ANSWER)
+        .collect()
+        .await
+        .map_err(|_| AnswerError::Unreadable)?
+        .to_bytes();
+    let body = match rewrite(&bytes)? {
+        Some(new) => {
+            parts.headers.remove(CONTENT_LENGTH);
+            Body::from(new)
+        }
+        None => Body::from(bytes),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// What replaces the data of an event the client must not see as it is: an error for a
+/// message with an id, else nothing.
+fn unforwardable(data: &[u8]) -> String {
+    jsonrpc::request_id(data).map_or_else(String::new, |id| {
+        jsonrpc_error_body(
+            Some(&id),
+            code::UPSTREAM_UNAVAILABLE,
+            "upstream MCP server sent a message the gateway cannot forward",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use http::header::HeaderValue;
+
+    use super::*;
+
+    fn answer(content_type: &'static str, body: &'static str) -> Response<Body> {
+        let mut response = Response::new(Body::from(body));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        response
+    }
+
+    async fn text(response: Response<Body>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    fn upper(data: &[u8]) -> Result<Option<Vec<u8>>, AnswerError> {
+        if data.windows(4).any(|w| w == b"fail") {
+            return Err(AnswerError::Unsealable);
+        }
+        Ok(data.windows(3).any(|w| w == b"old").then(|| {
+            String::from_utf8_lossy(data)
+                .replace("old", "new")
+                .into_bytes()
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_json_answer_is_rewritten_only_when_asked_to_read_it() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"v":"old"}}"#;
+        let read = rewrite(answer("application/json", body), true, upper)
+            .await
+            .unwrap();
+        assert!(read.headers().get(CONTENT_LENGTH).is_none());
+        assert_eq!(
+            text(read).await,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"v":"new"}}"#
+        );
+        let streamed = rewrite(answer("application/json", body), false, upper)
+            .await
+            .unwrap();
+        assert_eq!(text(streamed).await, body);
+        let failing = r#"{"jsonrpc":"2.0","id":1,"result":{"v":"fail"}}"#;
+        assert_eq!(
+            rewrite(answer("application/json", failing), true, upper)
+                .await
+                .err(),
+            Some(AnswerError::Unsealable)
+        );
+        // Error statuses are the upstream's own answer.
+        let mut error = answer("application/json", failing);
+        *error.status_mut() = StatusCode::NOT_FOUND;
+        let passed = rewrite(error, true, upper).await.unwrap();
+        assert_eq!(text(passed).await, failing);
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_rewritten_event_by_event() {
+        let stream = concat!(
+            ": keep-alive\n\n",
+            "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{\"v\":\"old\"}}\n\n",
+            "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{}}\n\n",
+            "id: 3\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"v\":\"fail\"}}\n\n",
+            "id: 4\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{\"v\":\"fail\"}}\n\n",
+            "id: 5\ndata: \n\n",
+        );
+        let out = text(
+            rewrite(answer("text/event-stream", stream), false, upper)
+                .await
+                .unwrap(),
+        )
+        .await;
+        let expected = concat!(
+            ": keep-alive\n\n",
+            "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{\"v\":\"new\"}}\n\n",
+            "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{}}\n\n",
+            "id: 3\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-32010,\"message\":\"upstream MCP server sent a message the gateway cannot forward\"}}\n\n",
+            "id: 4\ndata: \n\n",
+            "id: 5\ndata: \n\n",
+        );
+        assert_eq!(out, expected);
+    }
+}

@@ -1,0 +1,457 @@
+//! Task ids bound to their owner, like session ids: the ids an upstream gives its tasks
+//! (2025-11-25 tasks, and the 2026-07-28 `io.modelcontextprotocol/tasks` extension) reach
+//! the client only sealed for the caller and route ([`SessionKeys::seal`] with
+//! [`IdKind::Task`]), and a request that names a task must present such an id: the
+//! upstream gets its own id back only when the id was issued to this caller on this route
+//! and has not expired. Any other id (another caller's, another route's, forged, expired,
+//! or a raw upstream id learned some other way) is answered as the upstream answers an
+//! unknown task, JSON-RPC -32602 "Task not found", and nothing reaches the upstream.
+//!
+//! # Where task ids are
+//!
+//! Tasks run both ways: a client asks the server to run a call as a task (the server owns
+//! that id), and a server may ask the client to run a sampling or elicitation request as a
+//! task (the client owns that id). Only ids the upstream owns are sealed and opened.
+//!
+//! Upstream → client ([`TaskBinding::seal_message`]):
+//! - every response's `result.taskId` (a `Task`: `tasks/get`, `tasks/cancel`, and the
+//!   2026-07-28 `CreateTaskResult`, which is flat), `result.task.taskId` (the 2025-11-25
+//!   `CreateTaskResult`) and `result.tasks[].taskId` (`tasks/list`): responses answer the
+//!   client's requests, so these are the upstream's tasks;
+//! - `params.taskId` of `notifications/tasks/status`;
+//! - `_meta["io.modelcontextprotocol/related-task"].taskId` in results, notifications and
+//!   the upstream's own requests (an elicitation a task waits on) — but not in the
+//!   upstream's `tasks/*` requests, which ask about the client's tasks and are left alone.
+//!
+//! Client → upstream ([`TaskBinding::open_message`]):
+//! - `params.taskId` of `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/update`:
+//!   must open, or the request is refused (a `taskId` that is not a string too);
+//! - related-task `_meta` in anything the client sends: opened when it is a sealed id;
+//!   refused when it is sealed but does not open for this caller; passed on when it is not
+//!   a sealed id at all (the client's own task, answering the upstream's request).
+//!
+//! # Cost
+//!
+//! Most messages carry no task id. [`may_carry_task_id`] looks for the key's bytes (and
+//! for any `\u` escape, since a key can be spelled with one) and only then is a message
+//! parsed. A sealed id is valid for `[sessions] max_age`, like a session id: a task that
+//! must be polled for longer than that needs a longer `max_age`.
+
+use std::sync::Arc;
+
+use memchr::memmem;
+use serde_json::{Map, Value};
+
+use super::session::{IdKind, OpenError, PrincipalHash, SealError};
+use crate::auth::cache::system_clock;
+use crate::gateway::Sessions;
+
+/// The `_meta` key that ties a message to a task.
+pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
+
+/// What a client is told for a task id it may not use: what an upstream says for a task
+/// it does not know (the 2025-11-25 spec's own example), so the two cannot be told apart.
+pub const TASK_NOT_FOUND: &str = "Failed to retrieve task: Task not found";
+
+/// `true` unless `json` certainly carries no `taskId` member: it has neither the key's
+/// bytes nor any `\u` escape.
+pub fn may_carry_task_id(json: &[u8]) -> bool {
+    memmem::find(json, b"taskId").is_some() || memmem::find(json, b"\\u").is_some()
+}
+
+/// `true` unless the request in `json` certainly has nothing to do with tasks, so that its
+/// answer certainly carries no task id: no `task` anywhere (a `tasks/*` method, a `task`
+/// parameter, related-task `_meta`, the tasks extension among the client's capabilities)
+/// and no `\u` escape.
+pub fn may_concern_tasks(json: &[u8]) -> bool {
+    memmem::find(json, b"task").is_some() || memmem::find(json, b"\\u").is_some()
+}
+
+/// Methods whose `params.taskId` names a task of the server they are sent to.
+fn names_receivers_task(method: &str) -> bool {
+    matches!(
+        method,
+        "tasks/get" | "tasks/result" | "tasks/cancel" | "tasks/update"
+    )
+}
+
+/// Why a client's message is refused: it names a task that is not the caller's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// For logs and metrics.
+    pub reason: &'static str,
+}
+
+/// An upstream task id that could not be sealed (too long, or no randomness): the
+/// message cannot be forwarded.
+#[derive(Debug, thiserror::Error)]
+#[error("an upstream task id could not be sealed: {0}")]
+pub struct Unsealable(#[from] SealError);
+
+/// Seals and opens task ids for one caller on one route.
+#[derive(Clone)]
+pub struct TaskBinding {
+    sessions: Arc<Sessions>,
+    route: Arc<str>,
+    caller: PrincipalHash,
+}
+
+impl std::fmt::Debug for TaskBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskBinding")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskBinding {
+    pub fn new(sessions: Arc<Sessions>, route: Arc<str>, caller: PrincipalHash) -> Self {
+        Self {
+            sessions,
+            route,
+            caller,
+        }
+    }
+
+    /// Seals the upstream's task ids in `message` (one JSON-RPC message or a batch of
+    /// them) in place; `true` if any changed.
+    pub fn seal_message(&self, message: &mut Value) -> Result<bool, Unsealable> {
+        if let Value::Array(batch) = message {
+            let mut changed = false;
+            for item in batch {
+                changed |= self.seal_message(item)?;
+            }
+            return Ok(changed);
+        }
+        let Some(object) = message.as_object_mut() else {
+            return Ok(false);
+        };
+        let mut changed = false;
+        if let Some(result) = object.get_mut("result").and_then(Value::as_object_mut) {
+            changed |= self.seal(result.get_mut("taskId"))?;
+            if let Some(task) = result.get_mut("task").and_then(Value::as_object_mut) {
+                changed |= self.seal(task.get_mut("taskId"))?;
+            }
+            if let Some(Value::Array(tasks)) = result.get_mut("tasks") {
+                for task in tasks {
+                    changed |= self.seal(task.get_mut("taskId"))?;
+                }
+            }
+            changed |= self.seal(related_task(result))?;
+        }
+        let method = object.get("method").and_then(Value::as_str);
+        let upstreams_task_request =
+            method.is_some_and(names_receivers_task) && object.contains_key("id");
+        let status = method == Some("notifications/tasks/status");
+        if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut)
+            && !upstreams_task_request
+        {
+            if status {
+                changed |= self.seal(params.get_mut("taskId"))?;
+            }
+            changed |= self.seal(related_task(params))?;
+        }
+        Ok(changed)
+    }
+
+    /// Opens the sealed task ids in `message` (one JSON-RPC message or a batch) in place;
+    /// `Ok(true)` if any changed. A batch with any refused message is refused whole.
+    pub fn open_message(&self, message: &mut Value) -> Result<bool, Refused> {
+        if let Value::Array(batch) = message {
+            let mut changed = false;
+            for item in batch {
+                changed |= self.open_message(item)?;
+            }
+            return Ok(changed);
+        }
+        let Some(object) = message.as_object_mut() else {
+            return Ok(false);
+        };
+        let names_task = object
+            .get("method")
+            .and_then(Value::as_str)
+            .is_some_and(names_receivers_task);
+        let mut changed = false;
+        if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut) {
+            if names_task && let Some(id) = params.get_mut("taskId") {
+                let Value::String(sealed) = id else {
+                    return Err(Refused { reason: "not_text" });
+                };
+                *sealed = self
+                    .open(sealed)
+                    .map_err(|e| Refused { reason: e.as_str() })?;
+                changed = true;
+            }
+            changed |= self.open_related(related_task(params))?;
+        }
+        if let Some(result) = object.get_mut("result").and_then(Value::as_object_mut) {
+            changed |= self.open_related(related_task(result))?;
+        }
+        Ok(changed)
+    }
+
+    fn seal(&self, id: Option<&mut Value>) -> Result<bool, Unsealable> {
+        let Some(Value::String(id)) = id else {
+            return Ok(false);
+        };
+        *id =
+            self.sessions
+                .keys
+                .seal(IdKind::Task, &self.route, id, &self.caller, system_clock())?;
+        Ok(true)
+    }
+
+    fn open(&self, sealed: &str) -> Result<String, OpenError> {
+        self.sessions.keys.open(
+            IdKind::Task,
+            sealed,
+            &self.route,
+            &self.caller,
+            system_clock(),
+            self.sessions.max_age,
+        )
+    }
+
+    /// A related-task id the client sends: the upstream's task (sealed) or the client's
+    /// own (anything that is not a sealed id).
+    fn open_related(&self, id: Option<&mut Value>) -> Result<bool, Refused> {
+        let Some(Value::String(id)) = id else {
+            return Ok(false);
+        };
+        match self.open(id) {
+            Ok(upstream_id) => {
+                *id = upstream_id;
+                Ok(true)
+            }
+            Err(OpenError::Malformed | OpenError::UnsupportedVersion(_)) => Ok(false),
+            Err(e) => Err(Refused { reason: e.as_str() }),
+        }
+    }
+}
+
+/// `_meta["io.modelcontextprotocol/related-task"].taskId` of a `params` or `result`.
+fn related_task(object: &mut Map<String, Value>) -> Option<&mut Value> {
+    object
+        .get_mut("_meta")?
+        .get_mut(RELATED_TASK)?
+        .get_mut("taskId")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::mcp::session::SessionKeys;
+
+    fn binding(route: &str, who: &str) -> TaskBinding {
+        binding_with(Arc::new(sessions()), route, who)
+    }
+
+    fn sessions() -> Sessions {
+        Sessions {
+            keys: SessionKeys::new([[7; 32]]).unwrap(),
+            max_age: Duration::from_secs(3600),
+            ephemeral: false,
+        }
+    }
+
+    fn binding_with(sessions: Arc<Sessions>, route: &str, who: &str) -> TaskBinding {
+        TaskBinding::new(
+            sessions,
+            Arc::from(route),
+            PrincipalHash::of("api_key", None, who),
+        )
+    }
+
+    /// Seals `message` and returns it with the sealed ids found at `paths`.
+    fn sealed_at(b: &TaskBinding, mut message: Value, paths: &[&str]) -> (Value, Vec<String>) {
+        assert!(b.seal_message(&mut message).unwrap(), "{message}");
+        let ids = paths
+            .iter()
+            .map(|p| {
+                message
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_else(|| panic!("no id at {p}: {message}"))
+                    .to_owned()
+            })
+            .collect();
+        (message, ids)
+    }
+
+    #[test]
+    fn every_place_an_upstream_puts_its_task_ids_is_sealed() {
+        let b = binding("tools", "alice");
+        let related = json!({ RELATED_TASK: { "taskId": "t-5" } });
+        let cases = [
+            // 2025-11-25 CreateTaskResult, nested.
+            (
+                json!({"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t-1","status":"working"}}}),
+                "/result/task/taskId",
+                "t-1",
+            ),
+            // tasks/get, tasks/cancel, and the flat 2026-07-28 CreateTaskResult.
+            (
+                json!({"jsonrpc":"2.0","id":2,"result":{"resultType":"task","taskId":"t-2","status":"working"}}),
+                "/result/taskId",
+                "t-2",
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":3,"result":{"tasks":[{"taskId":"t-3"}],"nextCursor":"c"}}),
+                "/result/tasks/0/taskId",
+                "t-3",
+            ),
+            (
+                json!({"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"t-4","status":"completed"}}),
+                "/params/taskId",
+                "t-4",
+            ),
+            // tasks/result: the underlying result, tied to its task.
+            (
+                json!({"jsonrpc":"2.0","id":4,"result":{"content":[],"_meta":related}}),
+                "/result/_meta/io.modelcontextprotocol~1related-task/taskId",
+                "t-5",
+            ),
+            // An elicitation a task of the upstream waits on.
+            (
+                json!({"jsonrpc":"2.0","id":"s1","method":"elicitation/create","params":{"message":"?","_meta":related}}),
+                "/params/_meta/io.modelcontextprotocol~1related-task/taskId",
+                "t-5",
+            ),
+        ];
+        for (message, path, raw) in cases {
+            let (sealed, ids) = sealed_at(&b, message.clone(), &[path]);
+            assert_ne!(ids[0], raw, "{sealed}");
+            assert!(
+                !sealed.to_string().contains(&format!("\"{raw}\"")),
+                "{sealed}"
+            );
+            // And the client's request naming it gets the upstream's id back.
+            let mut get =
+                json!({"jsonrpc":"2.0","id":9,"method":"tasks/get","params":{"taskId":ids[0]}});
+            assert!(b.open_message(&mut get).unwrap());
+            assert_eq!(get["params"]["taskId"], raw);
+        }
+        // A batch: each message.
+        let (_, ids) = sealed_at(
+            &b,
+            json!([
+                {"jsonrpc":"2.0","id":1,"result":{"taskId":"a"}},
+                {"jsonrpc":"2.0","id":2,"result":{"taskId":"b"}}
+            ]),
+            &["/0/result/taskId", "/1/result/taskId"],
+        );
+        assert_ne!(ids[0], ids[1]);
+    }
+
+    #[test]
+    fn what_is_not_an_upstream_task_id_is_left_alone() {
+        let b = binding("tools", "alice");
+        for message in [
+            // The upstream asking about the client's own task.
+            json!({"jsonrpc":"2.0","id":"s2","method":"tasks/get","params":{"taskId":"client-1"}}),
+            json!({"jsonrpc":"2.0","id":"s3","method":"tasks/result","params":{"taskId":"client-1","_meta":{RELATED_TASK:{"taskId":"client-1"}}}}),
+            // Errors, tool results that merely mention a task id in their content.
+            json!({"jsonrpc":"2.0","id":5,"error":{"code":-32602,"message":"Task not found","data":{"taskId":"t"}}}),
+            json!({"jsonrpc":"2.0","id":6,"result":{"structuredContent":{"taskId":"t"},"content":[]}}),
+            json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"taskId":"t","progress":1}}),
+            // Not a string: nothing to bind (and the client cannot name it back).
+            json!({"jsonrpc":"2.0","id":7,"result":{"taskId":42}}),
+        ] {
+            let before = message.clone();
+            let mut after = message;
+            assert!(!b.seal_message(&mut after).unwrap(), "{after}");
+            assert_eq!(after, before);
+        }
+    }
+
+    #[test]
+    fn a_task_id_works_only_for_the_caller_and_route_it_was_issued_to() {
+        let sessions = Arc::new(sessions());
+        let alice = binding_with(Arc::clone(&sessions), "tools", "alice");
+        let bob = binding_with(Arc::clone(&sessions), "tools", "bob");
+        let elsewhere = binding_with(Arc::clone(&sessions), "other", "alice");
+        let (_, ids) = sealed_at(
+            &alice,
+            json!({"jsonrpc":"2.0","id":1,"result":{"taskId":"t-1"}}),
+            &["/result/taskId"],
+        );
+        let sealed = ids[0].clone();
+        for method in ["tasks/get", "tasks/result", "tasks/cancel", "tasks/update"] {
+            let request =
+                json!({"jsonrpc":"2.0","id":2,"method":method,"params":{"taskId":sealed}});
+            let mut mine = request.clone();
+            assert!(alice.open_message(&mut mine).unwrap());
+            assert_eq!(mine["params"]["taskId"], "t-1");
+            for (who, intruder) in [("bob", &bob), ("another route", &elsewhere)] {
+                let mut theirs = request.clone();
+                assert_eq!(
+                    intruder.open_message(&mut theirs),
+                    Err(Refused { reason: "foreign" }),
+                    "{who}: {method}"
+                );
+            }
+        }
+        // The raw upstream id, a forgery, a non-string: refused for tasks/* requests.
+        let mut forged = sealed.clone();
+        forged.replace_range(40..41, if &sealed[40..41] == "A" { "B" } else { "A" });
+        for (id, reason) in [
+            (json!("t-1"), "malformed"),
+            (json!(forged), "forged"),
+            (json!(17), "not_text"),
+        ] {
+            let mut request =
+                json!({"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":id}});
+            assert_eq!(alice.open_message(&mut request), Err(Refused { reason }));
+        }
+        // A batch with one foreign id is refused whole.
+        let mut batch = json!([
+            {"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":sealed}},
+            {"jsonrpc":"2.0","id":5,"method":"ping"}
+        ]);
+        assert!(bob.open_message(&mut batch).is_err());
+    }
+
+    #[test]
+    fn related_task_meta_from_the_client_opens_or_is_the_clients_own() {
+        let sessions = Arc::new(sessions());
+        let alice = binding_with(Arc::clone(&sessions), "tools", "alice");
+        let bob = binding_with(Arc::clone(&sessions), "tools", "bob");
+        let (_, ids) = sealed_at(
+            &alice,
+            json!({"jsonrpc":"2.0","id":"s1","method":"elicitation/create","params":{"_meta":{RELATED_TASK:{"taskId":"t-9"}}}}),
+            &["/params/_meta/io.modelcontextprotocol~1related-task/taskId"],
+        );
+        // The client's answer to that elicitation names the upstream's task again.
+        let answer = json!({"jsonrpc":"2.0","id":"s1","result":{"action":"accept","_meta":{RELATED_TASK:{"taskId":ids[0]}}}});
+        let mut opened = answer.clone();
+        assert!(alice.open_message(&mut opened).unwrap());
+        assert_eq!(
+            opened["result"]["_meta"][RELATED_TASK]["taskId"],
+            json!("t-9")
+        );
+        let mut stolen = answer;
+        assert!(bob.open_message(&mut stolen).is_err());
+        // The client's own task (it is the receiver): not a sealed id, passed on.
+        let mut own = json!({"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"c-1","_meta":{RELATED_TASK:{"taskId":"c-1"}}}});
+        let before = own.clone();
+        assert!(!alice.open_message(&mut own).unwrap());
+        assert_eq!(own, before);
+    }
+
+    #[test]
+    fn the_byte_checks_never_miss_a_key() {
+        assert!(may_carry_task_id(br#"{"result":{"taskId":"x"}}"#));
+        assert!(may_carry_task_id(br#"{"result":{"task\u0049d":"x"}}"#));
+        assert!(!may_carry_task_id(br#"{"result":{"content":[]}}"#));
+        assert!(may_concern_tasks(br#"{"method":"tasks/get"}"#));
+        assert!(may_concern_tasks(br#"{"params":{"task":{"ttl":1}}}"#));
+        assert!(may_concern_tasks(br#"{"params":{"t\u0061sk":{}}}"#));
+        assert!(!may_concern_tasks(
+            br#"{"method":"tools/call","params":{"name":"echo"}}"#
+        ));
+    }
+}
