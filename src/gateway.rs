@@ -62,7 +62,7 @@ pub struct Gateway {
 /// Session sealing: the keys and how long a sealed id lives.
 #[derive(Debug)]
 pub struct Sessions {
-    pub keys: SessionKeys,
+    pub keys: Arc<SessionKeys>,
     pub max_age: std::time::Duration,
     /// The keys were made at start-up (none configured).
     pub ephemeral: bool,
@@ -78,7 +78,7 @@ fn sessions(config: &Config) -> Result<Sessions, StartError> {
     }
     .map_err(|e| StartError::Sessions(e.to_string()))?;
     Ok(Sessions {
-        keys,
+        keys: Arc::new(keys),
         max_age: config.sessions.max_age.get(),
         ephemeral,
     })

@@ -137,6 +137,17 @@ fn names_a_target(method: &str) -> bool {
     )
 }
 
+/// Methods that name nothing but still fall to the route's default when no rule names
+/// them. `tasks/list` (2025-11-25): the gateway seals every task id the upstream lists for
+/// the caller, so an upstream that lists every task it holds — it cannot tell the
+/// gateway's callers apart — would hand each caller the others' tasks. A route lets it
+/// through by naming it in an allow rule (trusting the upstream to list only the session's
+/// own tasks) or with `default_policy = "allow"`. The other `tasks/*` methods are not
+/// judged: a task id opens only for the caller it was issued to (`mcp::tasks`).
+fn judged_without_rules(method: &str) -> bool {
+    method == "tasks/list"
+}
+
 /// What the client is told when `call` is denied: names what was asked for, never the
 /// rule that refused it.
 pub fn denial_message(call: &Call<'_>) -> String {
@@ -395,7 +406,10 @@ impl RoutePolicy {
 
     /// Whether `method` is judged at all.
     pub fn judges(&self, method: &str) -> bool {
-        !never_gated(method) && (names_a_target(method) || self.named_methods.contains(method))
+        !never_gated(method)
+            && (names_a_target(method)
+                || judged_without_rules(method)
+                || self.named_methods.contains(method))
     }
 
     /// The decision for `call` by `principal`.
@@ -520,6 +534,36 @@ mod tests {
 
     fn policy(rules: Vec<RuleConfig>) -> RoutePolicy {
         RoutePolicy::new(&rules, DefaultPolicy::Deny, false).unwrap()
+    }
+
+    #[test]
+    fn task_methods_pass_but_task_listing_falls_to_the_default() {
+        let method = |m| Call {
+            method: m,
+            target: Target::None,
+            arguments: None,
+        };
+        let alice = principal(&[], &[]);
+        let p = policy(vec![allow_tools(&["report"])]);
+        for m in ["tasks/get", "tasks/result", "tasks/cancel", "tasks/update"] {
+            assert_eq!(
+                p.decide(&roles(), &alice, &method(m)),
+                Decision::Allow,
+                "{m}"
+            );
+        }
+        assert_eq!(
+            p.decide(&roles(), &alice, &method("tasks/list")),
+            Decision::Deny
+        );
+        let listing = policy(vec![RuleConfig {
+            methods: Some(strings(&["tasks/list"])),
+            ..RuleConfig::default()
+        }]);
+        assert_eq!(
+            listing.decide(&roles(), &alice, &method("tasks/list")),
+            Decision::Allow
+        );
     }
 
     #[test]

@@ -56,8 +56,9 @@ use crate::edge;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
 use crate::health;
+use crate::mcp;
 use crate::mcp::answer::{self, AnswerError};
-use crate::mcp::headers::{MCP_SESSION_ID, X_REQUEST_ID};
+use crate::mcp::headers::{MCP_NAME, MCP_SESSION_ID, X_REQUEST_ID};
 use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{McpRequest, ParseError};
 use crate::mcp::session::{self, IdKind};
@@ -292,7 +293,7 @@ async fn route_stages(
 
     // Task ids, sealed for this caller and route like the session id (stages 10 and 13).
     let tasks = TaskBinding::new(
-        Arc::clone(&gateway.sessions),
+        Arc::clone(&gateway.sessions.keys),
         Arc::clone(&route.name),
         caller(),
     );
@@ -304,7 +305,7 @@ async fn route_stages(
     // A JSON answer is read whole only when something in it may need rewriting.
     let mut read_json = false;
     let mut response = if req.method() == Method::POST {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let mut bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
             Ok(bytes) => bytes,
             Err(rejection) => return rejection.into_response(None),
@@ -341,7 +342,17 @@ async fn route_stages(
         // 10 (body part). Task ids the request names: the upstream's own back, or refused.
         if tasks::may_carry_task_id(&bytes) {
             match open_task_ids(route, &tasks, &bytes) {
-                Ok(Some(opened)) => bytes = opened.into(),
+                Ok(Some((opened, name))) => {
+                    bytes = opened.into();
+                    // 2026-07-28: `Mcp-Name` mirrors the task id the body now carries.
+                    if let Some(name) = name
+                        && parts.headers.contains_key(MCP_NAME)
+                    {
+                        parts
+                            .headers
+                            .insert(MCP_NAME, mcp::headers::encode_value(&name));
+                    }
+                }
                 Ok(None) => {}
                 Err(refusal) => return *refusal,
             }
@@ -431,15 +442,19 @@ fn parse_rejection(e: &ParseError, body: &[u8]) -> Response<Body> {
     rejection.into_response(jsonrpc::request_id(body).as_ref())
 }
 
+/// A body whose task ids were opened, and the task id a single `tasks/*` request names.
+type OpenedBody = (Vec<u8>, Option<String>);
+
 /// Stage 10 on the body: the sealed task ids a POST names, opened for this caller
-/// (`Ok(Some)` is the body to forward instead), or the answer refusing it. A body that may
+/// (`Ok(Some)` is the body to forward instead, with the task id a single `tasks/*`
+/// request names, for its `Mcp-Name`), or the answer refusing it. A body that may
 /// name a task but cannot be read as JSON is refused too: what the gateway cannot read it
 /// cannot check, and a lenient upstream parser might read it anyway.
 fn open_task_ids(
     route: &Route,
     tasks: &TaskBinding,
     body: &[u8],
-) -> Result<Option<Vec<u8>>, Box<Response<Body>>> {
+) -> Result<Option<OpenedBody>, Box<Response<Body>>> {
     let mut value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|_| Box::new(parse_rejection(&ParseError::Json, body)))?;
     let batch = value.is_array();
@@ -474,10 +489,19 @@ fn open_task_ids(
     if !changed {
         return Ok(None);
     }
-    serde_json::to_vec(&value).map(Some).map_err(|_| {
-        let id = ids.first().and_then(Option::as_ref);
-        Box::new(Rejection::Internal.into_response(id))
-    })
+    let name = (!batch)
+        .then(|| {
+            let method = value.get("method")?.as_str()?;
+            let key = crate::mcp::message::name_param(method);
+            value.get("params")?.get(key)?.as_str().map(str::to_owned)
+        })
+        .flatten();
+    serde_json::to_vec(&value)
+        .map(|body| Some((body, name)))
+        .map_err(|_| {
+            let id = ids.first().and_then(Option::as_ref);
+            Box::new(Rejection::Internal.into_response(id))
+        })
 }
 
 /// Stage 11 for one parsed body: `None` when every call may go, else the answer. A batch

@@ -26,6 +26,47 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
+/// 2026-07-28 (SEP-2243): a header value that cannot be written as it is (non-ASCII or
+/// control characters, surrounding space) is sent as `=?base64?<standard base64>?=`.
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
+
+/// The text an `Mcp-Name` / `Mcp-Param-*` header stands for: its value, or what its
+/// base64 form decodes to. `None` for a value that is not text or a broken base64 form.
+pub fn decode_value(value: &http::HeaderValue) -> Option<std::borrow::Cow<'_, str>> {
+    use base64::Engine as _;
+    let text = value.to_str().ok()?;
+    match text
+        .strip_prefix(BASE64_PREFIX)
+        .and_then(|inner| inner.strip_suffix(BASE64_SUFFIX))
+    {
+        Some(inner) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(inner)
+                .ok()?;
+            String::from_utf8(bytes).ok().map(std::borrow::Cow::Owned)
+        }
+        None => Some(std::borrow::Cow::Borrowed(text)),
+    }
+}
+
+/// The header value that stands for `text`, in base64 form when it cannot be written as
+/// it is (see [`decode_value`]).
+pub fn encode_value(text: &str) -> http::HeaderValue {
+    use base64::Engine as _;
+    let padded = text.starts_with([' ', '\t']) || text.ends_with([' ', '\t']);
+    let visible = text.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let looks_encoded = text.starts_with(BASE64_PREFIX) && text.ends_with(BASE64_SUFFIX);
+    let plain = visible && !padded && !looks_encoded;
+    if plain && let Ok(value) = http::HeaderValue::from_str(text) {
+        return value;
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    // Base64 is always a valid header value.
+    http::HeaderValue::try_from(format!("{BASE64_PREFIX}{encoded}{BASE64_SUFFIX}"))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
 /// `true` for the `Mcp-Param-*` family.
 pub fn is_mcp_param(name: &HeaderName) -> bool {
     name.as_str().starts_with(MCP_PARAM_PREFIX)
@@ -37,4 +78,28 @@ pub fn is_event_stream(content_type: Option<&http::HeaderValue>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_round_trip_plain_or_in_base64() {
+        for text in [
+            "echo",
+            "file:///tmp/a b",
+            "caf\u{e9}",
+            " padded",
+            "=?base64?x?=",
+            "",
+        ] {
+            let value = encode_value(text);
+            assert_eq!(decode_value(&value).as_deref(), Some(text), "{value:?}");
+        }
+        assert_eq!(encode_value("echo"), "echo");
+        assert_eq!(encode_value("caf\u{e9}"), "=?base64?Y2Fmw6k=?=");
+        let broken = http::HeaderValue::from_static("=?base64?***?=");
+        assert_eq!(decode_value(&broken), None);
+    }
 }

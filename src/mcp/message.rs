@@ -90,16 +90,23 @@ impl McpRequest {
         }
         if let Some(name) = name {
             let params = message.params.as_ref();
-            let key = match message.method.as_deref() {
-                Some("resources/read" | "resources/subscribe" | "resources/unsubscribe") => "uri",
-                _ => "name",
-            };
+            let key = message.method.as_deref().map_or("name", name_param);
             let in_body = params.and_then(|p| p.get(key)).and_then(Value::as_str);
-            if name.to_str().ok() != in_body {
+            if super::headers::decode_value(name).as_deref() != in_body {
                 return Err("Mcp-Name");
             }
         }
         Ok(())
+    }
+}
+
+/// The parameter that a method's `Mcp-Name` header mirrors (SEP-2243; `taskId` for the
+/// tasks extension).
+pub fn name_param(method: &str) -> &'static str {
+    match method {
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
+        _ => "name",
     }
 }
 
@@ -193,6 +200,29 @@ mod tests {
         .unwrap();
         let uri = headers(&[("mcp-method", "resources/read"), ("mcp-name", "file:///a")]);
         assert_eq!(read.check_headers(&uri), Ok(()));
+        // The tasks extension names the task; a value that is not plain ASCII comes in
+        // its base64 form.
+        let poll = McpRequest::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t-1"}}"#,
+        )
+        .unwrap();
+        let task = headers(&[("mcp-method", "tasks/get"), ("mcp-name", "t-1")]);
+        assert_eq!(poll.check_headers(&task), Ok(()));
+        let cafe = McpRequest::parse(
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"caf\u{e9}\"}}"
+                .as_bytes(),
+        )
+        .unwrap();
+        let encoded = headers(&[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?Y2Fmw6k=?="),
+        ]);
+        assert_eq!(cafe.check_headers(&encoded), Ok(()));
+        let broken = headers(&[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "=?base64?Y2Fm?="),
+        ]);
+        assert_eq!(cafe.check_headers(&broken), Err("Mcp-Name"));
     }
 
     #[test]

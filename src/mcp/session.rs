@@ -25,7 +25,8 @@
 //! - `key id` is one byte derived from the key (not its position in the list), so an
 //!   id sealed before a rotation names the same key after it; every configured key with
 //!   that id is tried (two keys share an id once in 256, which costs one extra attempt).
-//! - The nonce is 96 random bits from [`SystemRandom`] per seal. With random nonces
+//! - The nonce is 96 random bits from [`SystemRandom`] per seal (for a stable seal,
+//!   [`SessionKeys::seal_stable`], a synthetic nonce instead; see there). With random nonces
 //!   the chance of a repeat reaches 2⁻³³ after 2³² seals under one key; a repeat under
 //!   ChaCha20-Poly1305 exposes only the two ids that share it (unlike AES-GCM, where it
 //!   leaks the authentication key for every message). Rotate the key well before that.
@@ -70,10 +71,14 @@
 use std::fmt;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use ring::aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::digest::{self, SHA256, SHA256_OUTPUT_LEN};
-use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
 use subtle::ConstantTimeEq;
 
 use crate::auth::principal::Principal;
@@ -292,6 +297,8 @@ pub struct SessionKeys {
 struct SessionKey {
     id: u8,
     aead: LessSafeKey,
+    /// Derives the nonce of a stable seal from what it seals ([`SessionKeys::seal_stable`]).
+    synthetic_nonce: hmac::Key,
 }
 
 /// HKDF output length for the one-byte key id.
@@ -314,7 +321,15 @@ impl SessionKey {
         prk.expand(&[b"key id"], KeyIdLen)
             .and_then(|okm| okm.fill(&mut id))
             .map_err(|_| KeyError::Derive)?;
-        Ok(Self { id: id[0], aead })
+        let synthetic_nonce = prk
+            .expand(&[b"synthetic nonce"], hmac::HMAC_SHA256)
+            .map_err(|_| KeyError::Derive)?
+            .into();
+        Ok(Self {
+            id: id[0],
+            aead,
+            synthetic_nonce,
+        })
     }
 }
 
@@ -413,6 +428,38 @@ impl SessionKeys {
         principal: &PrincipalHash,
         now: u64,
     ) -> Result<String, SealError> {
+        self.seal_with(kind, route, upstream_id, principal, now, Nonces::Random)
+    }
+
+    /// Seals like [`SessionKeys::seal`], but the same upstream id for the same kind, route
+    /// and principal always gives the same sealed id (under the same sealing key), and the
+    /// id never expires: open it with [`Duration::MAX`] as the maximum age. For ids a
+    /// client sees many times and must recognise — a task's id comes back in every status
+    /// and notification of the task — and whose lifetime the upstream governs.
+    ///
+    /// The nonce is synthetic (as in SIV): an HMAC, under its own key derived from the
+    /// configured key, of everything the AEAD protects. Two seals share a nonce only when
+    /// they seal the same plaintext, which gives the same ciphertext and reveals nothing
+    /// but that equality — the point of a stable id.
+    pub fn seal_stable(
+        &self,
+        kind: IdKind,
+        route: &str,
+        upstream_id: &str,
+        principal: &PrincipalHash,
+    ) -> Result<String, SealError> {
+        self.seal_with(kind, route, upstream_id, principal, 0, Nonces::Synthetic)
+    }
+
+    fn seal_with(
+        &self,
+        kind: IdKind,
+        route: &str,
+        upstream_id: &str,
+        principal: &PrincipalHash,
+        issued: u64,
+        nonces: Nonces,
+    ) -> Result<String, SealError> {
         if upstream_id.len() > MAX_UPSTREAM_ID_LEN {
             return Err(SealError::UpstreamIdTooLong {
                 len: upstream_id.len(),
@@ -421,15 +468,26 @@ impl SessionKeys {
         }
         let key = &self.sealing;
         let header = [VERSION, key.id];
+        let mut plain = Vec::with_capacity(MIN_SEALED_BYTES + upstream_id.len());
+        plain.extend_from_slice(&issued.to_be_bytes());
+        plain.extend_from_slice(&binding(kind, route, principal));
+        plain.extend_from_slice(upstream_id.as_bytes());
         let mut nonce = [0; NONCE_LEN];
-        self.rng.fill(&mut nonce).map_err(|_| SealError::Random)?;
+        match nonces {
+            Nonces::Random => self.rng.fill(&mut nonce).map_err(|_| SealError::Random)?,
+            Nonces::Synthetic => {
+                let mut ctx = hmac::Context::with_key(&key.synthetic_nonce);
+                ctx.update(&header);
+                ctx.update(&plain);
+                let tag = ctx.sign();
+                nonce.copy_from_slice(&tag.as_ref()[..NONCE_LEN]);
+            }
+        }
 
         let mut sealed = Vec::with_capacity(MIN_SEALED_BYTES + upstream_id.len());
         sealed.extend_from_slice(&header);
         sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&now.to_be_bytes());
-        sealed.extend_from_slice(&binding(kind, route, principal));
-        sealed.extend_from_slice(upstream_id.as_bytes());
+        sealed.extend_from_slice(&plain);
         let tag = key
             .aead
             .seal_in_place_separate_tag(
@@ -457,8 +515,9 @@ impl SessionKeys {
         if !(MIN_SEALED_LEN..=MAX_SEALED_LEN).contains(&sealed.len()) {
             return Err(OpenError::Malformed);
         }
-        let bytes =
-            decode_base64(sealed.as_bytes(), &URL_SAFE_DECODE).ok_or(OpenError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| OpenError::Malformed)?;
         let (header, rest) = bytes
             .split_first_chunk::<HEADER_LEN>()
             .ok_or(OpenError::Malformed)?;
@@ -520,6 +579,13 @@ impl fmt::Debug for SessionKeys {
     }
 }
 
+/// Where a seal's nonce comes from.
+#[derive(Clone, Copy)]
+enum Nonces {
+    Random,
+    Synthetic,
+}
+
 /// What ties a sealed id to its kind, route and principal.
 fn binding(kind: IdKind, route: &str, principal: &PrincipalHash) -> [u8; BINDING_LEN] {
     let mut ctx = digest::Context::new(&SHA256);
@@ -539,24 +605,8 @@ fn update_field(ctx: &mut digest::Context, bytes: &[u8]) {
     ctx.update(bytes);
 }
 
-// Base64 and hex, by hand: the library has no base64 dependency (the `base64` crate is a
-// dev-dependency only), and these few lines are all the format needs.
-
-const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const INVALID: u8 = 0xff;
-static URL_SAFE_DECODE: [u8; 256] = decode_table(URL_SAFE);
-static STANDARD_DECODE: [u8; 256] = decode_table(STANDARD);
-
-const fn decode_table(alphabet: &[u8; 64]) -> [u8; 256] {
-    let mut table = [INVALID; 256];
-    let mut i = 0;
-    while i < 64 {
-        table[alphabet[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
-}
+// Base64 through the `base64` crate, strict: unpadded url-safe ids with no spare bits set,
+// so each byte string has exactly one accepted encoding.
 
 /// Characters of unpadded base64 for `n` bytes.
 const fn encoded_len(n: usize) -> usize {
@@ -564,61 +614,21 @@ const fn encoded_len(n: usize) -> usize {
 }
 
 fn encode_base64url(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(encoded_len(bytes.len()));
-    for chunk in bytes.chunks(3) {
-        let mut group = [0; 3];
-        group[..chunk.len()].copy_from_slice(chunk);
-        let n = (u32::from(group[0]) << 16) | (u32::from(group[1]) << 8) | u32::from(group[2]);
-        for i in 0..=chunk.len() {
-            let sextet = (n >> (18 - 6 * i)) & 0x3f;
-            out.push(char::from(URL_SAFE[sextet as usize]));
-        }
-    }
-    out
-}
-
-/// Decodes unpadded base64 with the given alphabet. Refuses any character outside it,
-/// an impossible length, and non-zero unused bits in the last character, so each byte
-/// string has exactly one accepted encoding.
-fn decode_base64(input: &[u8], table: &[u8; 256]) -> Option<Vec<u8>> {
-    if input.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(input.len() / 4 * 3 + 2);
-    for chunk in input.chunks(4) {
-        let mut n: u32 = 0;
-        for &c in chunk {
-            let value = table[usize::from(c)];
-            if value == INVALID {
-                return None;
-            }
-            n = (n << 6) | u32::from(value);
-        }
-        n <<= 6 * (4 - chunk.len());
-        let group = n.to_be_bytes();
-        let produced = chunk.len() - 1;
-        if group[1 + produced..].iter().any(|&b| b != 0) {
-            return None;
-        }
-        out.extend_from_slice(&group[1..1 + produced]);
-    }
-    Some(out)
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Base64 of a key: either alphabet (not mixed), with or without `=` padding.
 fn decode_base64_key(secret: &str) -> Option<Vec<u8>> {
-    let unpadded = secret.trim_end_matches('=');
-    let padding = secret.len() - unpadded.len();
-    if padding > 0 && (padding > 2 || !secret.len().is_multiple_of(4)) {
-        return None;
-    }
-    let url_safe = unpadded.bytes().any(|b| b == b'-' || b == b'_');
-    let table = if url_safe {
-        &URL_SAFE_DECODE
+    const ANY_PADDING: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD_KEY: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, ANY_PADDING);
+    const URL_SAFE_KEY: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, ANY_PADDING);
+    let engine = if secret.contains(['-', '_']) {
+        &URL_SAFE_KEY
     } else {
-        &STANDARD_DECODE
+        &STANDARD_KEY
     };
-    decode_base64(unpadded.as_bytes(), table)
+    engine.decode(secret).ok()
 }
 
 fn decode_hex(input: &[u8]) -> Option<Vec<u8>> {
@@ -873,8 +883,9 @@ mod tests {
         assert_eq!(odd.len() % 4, 2);
         let mut altered = odd.clone().into_bytes();
         let last = altered.last_mut().unwrap();
-        let value = URL_SAFE.iter().position(|c| c == last).unwrap();
-        *last = URL_SAFE[value | 1];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let value = alphabet.iter().position(|c| c == last).unwrap();
+        *last = alphabet[value | 1];
         assert_ne!(&altered, odd.as_bytes(), "the spare bit was clear");
         let altered = String::from_utf8(altered).unwrap();
         assert_eq!(
@@ -1059,38 +1070,7 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_the_reference_implementation() {
-        for (plain, encoded) in [
-            ("", ""),
-            ("f", "Zg"),
-            ("fo", "Zm8"),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg"),
-            ("fooba", "Zm9vYmE"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(encode_base64url(plain.as_bytes()), encoded);
-            assert_eq!(
-                decode_base64(encoded.as_bytes(), &URL_SAFE_DECODE).as_deref(),
-                Some(plain.as_bytes())
-            );
-        }
-        let bytes: Vec<u8> = (0..=255).collect();
-        for len in 0..bytes.len() {
-            let reference = URL_SAFE_NO_PAD.encode(&bytes[..len]);
-            assert_eq!(encode_base64url(&bytes[..len]), reference);
-            assert_eq!(
-                decode_base64(reference.as_bytes(), &URL_SAFE_DECODE).as_deref(),
-                Some(&bytes[..len])
-            );
-        }
-        assert_eq!(decode_base64(b"Zg=", &URL_SAFE_DECODE), None);
-        assert_eq!(decode_base64(b"Z", &URL_SAFE_DECODE), None);
-        assert_eq!(
-            decode_base64(b"Zh", &URL_SAFE_DECODE),
-            None,
-            "spare bits set"
-        );
+    fn hex_keys_decode_strictly() {
         assert_eq!(decode_hex(b"0g"), None);
         assert_eq!(decode_hex(b"0"), None);
         assert_eq!(decode_hex(b"fF00").as_deref(), Some(&[0xff, 0][..]));
@@ -1101,5 +1081,67 @@ mod tests {
         assert_eq!(TAG_LEN, CHACHA20_POLY1305.tag_len());
         assert_eq!(NONCE_LEN, CHACHA20_POLY1305.nonce_len());
         assert_eq!(MIN_SEALED_LEN, 72);
+    }
+
+    #[test]
+    fn a_stable_seal_is_the_same_each_time_and_still_bound() {
+        let keys = SessionKeys::new([[5; KEY_LEN]]).unwrap();
+        let alice = PrincipalHash::of("api_key", None, "alice");
+        let bob = PrincipalHash::of("api_key", None, "bob");
+        let once = keys
+            .seal_stable(IdKind::Task, "github", "task-1", &alice)
+            .unwrap();
+        let again = keys
+            .seal_stable(IdKind::Task, "github", "task-1", &alice)
+            .unwrap();
+        assert_eq!(once, again);
+        for other in [
+            keys.seal_stable(IdKind::Task, "github", "task-2", &alice),
+            keys.seal_stable(IdKind::Task, "github", "task-1", &bob),
+            keys.seal_stable(IdKind::Task, "gitlab", "task-1", &alice),
+            keys.seal_stable(IdKind::Session, "github", "task-1", &alice),
+            keys.seal(IdKind::Task, "github", "task-1", &alice, 0),
+        ] {
+            assert_ne!(other.unwrap(), once);
+        }
+        // It never expires, and is as bound as any other sealed id.
+        let far_future = u64::MAX / 2;
+        assert_eq!(
+            keys.open(
+                IdKind::Task,
+                &once,
+                "github",
+                &alice,
+                far_future,
+                Duration::MAX
+            )
+            .unwrap(),
+            "task-1"
+        );
+        assert_eq!(
+            keys.open(
+                IdKind::Task,
+                &once,
+                "github",
+                &bob,
+                far_future,
+                Duration::MAX
+            ),
+            Err(OpenError::Foreign)
+        );
+        // Another sealing key gives another id; the old one still opens while accepted.
+        let rotated = SessionKeys::new([[6; KEY_LEN], [5; KEY_LEN]]).unwrap();
+        assert_ne!(
+            rotated
+                .seal_stable(IdKind::Task, "github", "task-1", &alice)
+                .unwrap(),
+            once
+        );
+        assert_eq!(
+            rotated
+                .open(IdKind::Task, &once, "github", &alice, 1, Duration::MAX)
+                .unwrap(),
+            "task-1"
+        );
     }
 }

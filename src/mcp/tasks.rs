@@ -1,10 +1,10 @@
 //! Task ids bound to their owner, like session ids: the ids an upstream gives its tasks
 //! (2025-11-25 tasks, and the 2026-07-28 `io.modelcontextprotocol/tasks` extension) reach
-//! the client only sealed for the caller and route ([`SessionKeys::seal`] with
+//! the client only sealed for the caller and route ([`SessionKeys::seal_stable`] with
 //! [`IdKind::Task`]), and a request that names a task must present such an id: the
-//! upstream gets its own id back only when the id was issued to this caller on this route
-//! and has not expired. Any other id (another caller's, another route's, forged, expired,
-//! or a raw upstream id learned some other way) is answered as the upstream answers an
+//! upstream gets its own id back only when the id was issued to this caller on this route.
+//! Any other id (another caller's, another route's, forged, or a raw upstream id learned
+//! some other way) is answered as the upstream answers an
 //! unknown task, JSON-RPC -32602 "Task not found", and nothing reaches the upstream.
 //!
 //! # Where task ids are
@@ -34,17 +34,27 @@
 //!
 //! Most messages carry no task id. [`may_carry_task_id`] looks for the key's bytes (and
 //! for any `\u` escape, since a key can be spelled with one) and only then is a message
-//! parsed. A sealed id is valid for `[sessions] max_age`, like a session id: a task that
-//! must be polled for longer than that needs a longer `max_age`.
+//! parsed.
+//!
+//! # Stable ids
+//!
+//! A task's id comes back again and again — in every `tasks/get` answer, every status
+//! notification, every related-task `_meta` — and clients match them against the id they
+//! hold. So one task sealed for one caller is always the same string (a deterministic
+//! seal, [`SessionKeys::seal_stable`]), on every instance with the same keys. It carries
+//! no expiry: the upstream decides how long a task lives (its `ttl`), and the binding to
+//! caller and route is what makes a leaked id useless to anyone else. A rotation of the
+//! sealing key changes the string for tasks sealed afterwards; ids sealed before keep
+//! opening while the old key is configured.
 
 use std::sync::Arc;
 
 use memchr::memmem;
 use serde_json::{Map, Value};
 
-use super::session::{IdKind, OpenError, PrincipalHash, SealError};
-use crate::auth::cache::system_clock;
-use crate::gateway::Sessions;
+use std::time::Duration;
+
+use super::session::{IdKind, OpenError, PrincipalHash, SealError, SessionKeys};
 
 /// The `_meta` key that ties a message to a task.
 pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
@@ -91,7 +101,7 @@ pub struct Unsealable(#[from] SealError);
 /// Seals and opens task ids for one caller on one route.
 #[derive(Clone)]
 pub struct TaskBinding {
-    sessions: Arc<Sessions>,
+    keys: Arc<SessionKeys>,
     route: Arc<str>,
     caller: PrincipalHash,
 }
@@ -105,9 +115,9 @@ impl std::fmt::Debug for TaskBinding {
 }
 
 impl TaskBinding {
-    pub fn new(sessions: Arc<Sessions>, route: Arc<str>, caller: PrincipalHash) -> Self {
+    pub fn new(keys: Arc<SessionKeys>, route: Arc<str>, caller: PrincipalHash) -> Self {
         Self {
-            sessions,
+            keys,
             route,
             caller,
         }
@@ -194,21 +204,21 @@ impl TaskBinding {
         let Some(Value::String(id)) = id else {
             return Ok(false);
         };
-        *id =
-            self.sessions
-                .keys
-                .seal(IdKind::Task, &self.route, id, &self.caller, system_clock())?;
+        *id = self
+            .keys
+            .seal_stable(IdKind::Task, &self.route, id, &self.caller)?;
         Ok(true)
     }
 
     fn open(&self, sealed: &str) -> Result<String, OpenError> {
-        self.sessions.keys.open(
+        // The clock is not read: stable ids do not expire.
+        self.keys.open(
             IdKind::Task,
             sealed,
             &self.route,
             &self.caller,
-            system_clock(),
-            self.sessions.max_age,
+            0,
+            Duration::MAX,
         )
     }
 
@@ -239,28 +249,21 @@ fn related_task(object: &mut Map<String, Value>) -> Option<&mut Value> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use serde_json::json;
 
     use super::*;
-    use crate::mcp::session::SessionKeys;
 
     fn binding(route: &str, who: &str) -> TaskBinding {
-        binding_with(Arc::new(sessions()), route, who)
+        binding_with(&keys(), route, who)
     }
 
-    fn sessions() -> Sessions {
-        Sessions {
-            keys: SessionKeys::new([[7; 32]]).unwrap(),
-            max_age: Duration::from_secs(3600),
-            ephemeral: false,
-        }
+    fn keys() -> Arc<SessionKeys> {
+        Arc::new(SessionKeys::new([[7; 32]]).unwrap())
     }
 
-    fn binding_with(sessions: Arc<Sessions>, route: &str, who: &str) -> TaskBinding {
+    fn binding_with(keys: &Arc<SessionKeys>, route: &str, who: &str) -> TaskBinding {
         TaskBinding::new(
-            sessions,
+            Arc::clone(keys),
             Arc::from(route),
             PrincipalHash::of("api_key", None, who),
         )
@@ -335,6 +338,11 @@ mod tests {
             assert!(b.open_message(&mut get).unwrap());
             assert_eq!(get["params"]["taskId"], raw);
         }
+        // The same task is the same id every time it comes back.
+        let again = json!({"jsonrpc":"2.0","id":8,"result":{"taskId":"t-2","status":"completed"}});
+        let (_, first) = sealed_at(&b, again.clone(), &["/result/taskId"]);
+        let (_, second) = sealed_at(&b, again, &["/result/taskId"]);
+        assert_eq!(first, second);
         // A batch: each message.
         let (_, ids) = sealed_at(
             &b,
@@ -370,10 +378,10 @@ mod tests {
 
     #[test]
     fn a_task_id_works_only_for_the_caller_and_route_it_was_issued_to() {
-        let sessions = Arc::new(sessions());
-        let alice = binding_with(Arc::clone(&sessions), "tools", "alice");
-        let bob = binding_with(Arc::clone(&sessions), "tools", "bob");
-        let elsewhere = binding_with(Arc::clone(&sessions), "other", "alice");
+        let keys = keys();
+        let alice = binding_with(&keys, "tools", "alice");
+        let bob = binding_with(&keys, "tools", "bob");
+        let elsewhere = binding_with(&keys, "other", "alice");
         let (_, ids) = sealed_at(
             &alice,
             json!({"jsonrpc":"2.0","id":1,"result":{"taskId":"t-1"}}),
@@ -417,9 +425,9 @@ mod tests {
 
     #[test]
     fn related_task_meta_from_the_client_opens_or_is_the_clients_own() {
-        let sessions = Arc::new(sessions());
-        let alice = binding_with(Arc::clone(&sessions), "tools", "alice");
-        let bob = binding_with(Arc::clone(&sessions), "tools", "bob");
+        let keys = keys();
+        let alice = binding_with(&keys, "tools", "alice");
+        let bob = binding_with(&keys, "tools", "bob");
         let (_, ids) = sealed_at(
             &alice,
             json!({"jsonrpc":"2.0","id":"s1","method":"elicitation/create","params":{"_meta":{RELATED_TASK:{"taskId":"t-9"}}}}),

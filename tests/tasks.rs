@@ -1,0 +1,383 @@
+//! Task ids bound to their owner, through the gateway, with a real rmcp upstream that runs
+//! `tools/call` as a task (the 2026-07-28 `io.modelcontextprotocol/tasks` extension) and
+//! answers in JSON or in an event stream: the client only ever holds a sealed task id, the
+//! same one every time the task comes back; it works for the caller and route it was
+//! issued to, and any other id — another caller's, another route's, the raw upstream id,
+//! a forgery — is answered "Task not found" without reaching the upstream.
+#![cfg(test)]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use reqwest::StatusCode;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DetailedTask,
+    GetTaskParams, GetTaskResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+    ServerConfig, Task, TaskPayload, TaskStatus, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use support::client::{self, Http};
+use support::gateway::{Gateway, Route};
+use support::within;
+use tokio::net::TcpListener;
+
+const ALICE: &str = "pk_alice_0123456789abcdef";
+const BOB: &str = "pk_bob_0123456789abcdefgh";
+const NOT_FOUND: &str = "Failed to retrieve task: Task not found";
+
+/// What the upstream did: the ids it gave out, and the ids it was asked about.
+#[derive(Debug, Default)]
+struct Record {
+    created: Vec<String>,
+    asked: Vec<(&'static str, String)>,
+}
+
+/// An upstream whose one tool, `report`, always runs as a task that is done at once.
+#[derive(Debug, Clone, Default)]
+struct TaskServer {
+    record: Arc<Mutex<Record>>,
+}
+
+const NOW: &str = "2026-11-24T10:00:00Z";
+
+impl ServerHandler for TaskServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let schema = json!({ "type": "object" });
+        let Value::Object(schema) = schema else {
+            unreachable!()
+        };
+        Ok(ListToolsResult::with_all_items(vec![Tool::new(
+            "report",
+            "Builds a report in the background",
+            Arc::new(schema),
+        )]))
+    }
+
+    async fn call_tool(
+        &self,
+        _: CallToolRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let mut record = self.record.lock().unwrap();
+        let id = format!("upstream-task-{}", record.created.len() + 1);
+        record.created.push(id.clone());
+        let task = Task::new(id, TaskStatus::Working, NOW, NOW).with_poll_interval_ms(10);
+        Ok(CreateTaskResult::new(task).into())
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, McpError> {
+        let mut record = self.record.lock().unwrap();
+        record.asked.push(("tasks/get", request.task_id.clone()));
+        if !record.created.contains(&request.task_id) {
+            return Err(McpError::invalid_params(NOT_FOUND, None));
+        }
+        let Value::Object(result) = json!({ "content": [{ "type": "text", "text": "done" }] })
+        else {
+            unreachable!()
+        };
+        let task = Task::new(request.task_id, TaskStatus::Completed, NOW, NOW);
+        Ok(GetTaskResult::new(DetailedTask::new(
+            task,
+            TaskPayload::Completed { result },
+        )))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let mut record = self.record.lock().unwrap();
+        record.asked.push(("tasks/cancel", request.task_id));
+        Ok(())
+    }
+}
+
+struct Upstream {
+    url: String,
+    record: Arc<Mutex<Record>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn upstream(json_response: bool) -> Upstream {
+    let server = TaskServer::default();
+    let record = Arc::clone(&server.record);
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(json_response);
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let app = axum::Router::new().route_service("/mcp", service);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Upstream { url, record, task }
+}
+
+/// Two API keys (alice, bob) and two routes (`/mcp`, `/other/mcp`) in front of `upstream`;
+/// `judged`: the routes allow the `report` tool by a rule (default deny), so every call is
+/// parsed and judged; else they allow everything and judge nothing.
+async fn gateway(upstream: &Upstream, judged: bool) -> Gateway {
+    let auth = format!(
+        "[[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n\n\
+         [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"bob\"\n",
+        portcullis::auth::hash_key(ALICE),
+        portcullis::auth::hash_key(BOB),
+    );
+    let route = |name: &str, path: &str| {
+        let route = Route::new(name, path, &upstream.url).authenticated();
+        if judged {
+            route.rule("tools = [\"report\"]")
+        } else {
+            route.setting("default_policy = \"allow\"")
+        }
+    };
+    Gateway::builder()
+        .insecure_http()
+        .auth(&auth)
+        .route(route("tools", "/mcp"))
+        .route(route("other", "/other/mcp"))
+        .start()
+        .await
+}
+
+/// A 2026-07-28 request as `key` that declares the tasks extension: the answer's message.
+async fn call(url: &str, key: &str, method: &str, name: Option<&str>, params: Value) -> Value {
+    let mut body = json!({ "jsonrpc": "2.0", "id": 7, "method": method, "params": params });
+    body["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/clientCapabilities": {
+            "extensions": { "io.modelcontextprotocol/tasks": {} }
+        }
+    });
+    let http = client::http_client(None, Http::H1);
+    let response = within(
+        method,
+        client::modern_post(&http, url, method, name, body)
+            .header("x-api-key", key)
+            .send(),
+    )
+    .await
+    .unwrap();
+    let status = response.status();
+    if status != StatusCode::OK {
+        panic!("{method}: {status} {}", response.text().await.unwrap());
+    }
+    client::response_message(response).await
+}
+
+fn asked(upstream: &Upstream) -> Vec<(&'static str, String)> {
+    upstream.record.lock().unwrap().asked.clone()
+}
+
+#[tokio::test]
+async fn a_task_id_is_sealed_stable_and_works_only_for_its_owner() {
+    for (json_response, judged) in [(true, false), (false, false), (true, true), (false, true)] {
+        let mode = format!(
+            "{} answers, {}",
+            if json_response { "JSON" } else { "SSE" },
+            if judged { "judged" } else { "open policy" }
+        );
+        let upstream = upstream(json_response).await;
+        let gw = gateway(&upstream, judged).await;
+        let url = gw.url("/mcp");
+
+        // The task handle reaches the client sealed.
+        let created = call(
+            &url,
+            ALICE,
+            "tools/call",
+            Some("report"),
+            json!({ "name": "report", "arguments": {} }),
+        )
+        .await;
+        assert_eq!(created["result"]["resultType"], "task", "{mode}: {created}");
+        let sealed = created["result"]["taskId"].as_str().unwrap().to_owned();
+        let raw = upstream.record.lock().unwrap().created[0].clone();
+        assert_ne!(sealed, raw, "{mode}");
+        assert!(!created.to_string().contains(&raw), "{mode}: {created}");
+
+        // The owner polls and cancels with it; the upstream sees its own id, and the task
+        // comes back under the same sealed id.
+        let polled = call(
+            &url,
+            ALICE,
+            "tasks/get",
+            Some(&sealed),
+            json!({ "taskId": sealed }),
+        )
+        .await;
+        assert_eq!(
+            polled["result"]["taskId"],
+            json!(sealed),
+            "{mode}: {polled}"
+        );
+        assert_eq!(polled["result"]["status"], "completed", "{mode}: {polled}");
+        assert_eq!(polled["result"]["result"]["content"][0]["text"], "done");
+        let cancelled = call(
+            &url,
+            ALICE,
+            "tasks/cancel",
+            Some(&sealed),
+            json!({ "taskId": sealed }),
+        )
+        .await;
+        assert!(cancelled.get("result").is_some(), "{mode}: {cancelled}");
+        assert_eq!(
+            asked(&upstream),
+            [("tasks/get", raw.clone()), ("tasks/cancel", raw.clone())],
+            "{mode}"
+        );
+
+        // Anyone else, anywhere else, with anything else: "Task not found", and the
+        // upstream is not asked.
+        let mut forged = sealed.clone();
+        let at = forged.len() / 2;
+        let swap = if &forged[at..=at] == "A" { "B" } else { "A" };
+        forged.replace_range(at..=at, swap);
+        let other_route = gw.url("/other/mcp");
+        for (who, url, key, id) in [
+            ("bob with alice's id", &url, BOB, sealed.as_str()),
+            (
+                "alice on another route",
+                &other_route,
+                ALICE,
+                sealed.as_str(),
+            ),
+            ("the raw upstream id", &url, ALICE, raw.as_str()),
+            ("a forged id", &url, ALICE, forged.as_str()),
+        ] {
+            for method in ["tasks/get", "tasks/cancel"] {
+                let refused = call(url, key, method, Some(id), json!({ "taskId": id })).await;
+                assert_eq!(refused["id"], 7, "{mode}, {who}: {refused}");
+                assert_eq!(refused["error"]["code"], -32602, "{mode}, {who}: {refused}");
+                assert_eq!(refused["error"]["message"], NOT_FOUND, "{mode}, {who}");
+            }
+        }
+        assert_eq!(
+            asked(&upstream).len(),
+            2,
+            "{mode}: nothing more reached the upstream"
+        );
+
+        // Bob's own task is his, under an id of his own.
+        let bobs = call(
+            &url,
+            BOB,
+            "tools/call",
+            Some("report"),
+            json!({ "name": "report", "arguments": {} }),
+        )
+        .await;
+        let bobs = bobs["result"]["taskId"].as_str().unwrap().to_owned();
+        assert_ne!(bobs, sealed, "{mode}");
+        let polled = call(
+            &url,
+            BOB,
+            "tasks/get",
+            Some(&bobs),
+            json!({ "taskId": bobs }),
+        )
+        .await;
+        assert_eq!(polled["result"]["taskId"], json!(bobs), "{mode}: {polled}");
+        assert_eq!(
+            asked(&upstream).last(),
+            Some(&("tasks/get", "upstream-task-2".to_owned())),
+            "{mode}"
+        );
+
+        // Listing tasks falls to the route's default: the upstream might list every
+        // caller's tasks, and each would be sealed for whoever asked.
+        if judged {
+            let listed = call(&url, ALICE, "tasks/list", None, json!({})).await;
+            assert_eq!(listed["error"]["code"], -32040, "{mode}: {listed}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_naming_a_foreign_task_is_refused_whole() {
+    let upstream = upstream(true).await;
+    let gw = gateway(&upstream, false).await;
+    let url = gw.url("/mcp");
+    let created = call(
+        &url,
+        ALICE,
+        "tools/call",
+        Some("report"),
+        json!({ "name": "report", "arguments": {} }),
+    )
+    .await;
+    let sealed = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let batch = json!([
+        { "jsonrpc": "2.0", "id": 1, "method": "tools/list" },
+        { "jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": { "taskId": sealed } }
+    ]);
+    let http = client::http_client(None, Http::H1);
+    let response = client::post(&http, &url, &batch)
+        .header("x-api-key", BOB)
+        .header("mcp-protocol-version", "2025-03-26")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answers: Value = response.json().await.unwrap();
+    assert_eq!(answers[0]["id"], 1);
+    assert_eq!(answers[0]["error"]["code"], -32602);
+    assert_eq!(answers[1]["id"], 2);
+    assert_eq!(answers[1]["error"]["message"], NOT_FOUND);
+    assert!(asked(&upstream).is_empty());
+}
+
+#[tokio::test]
+async fn a_body_that_may_name_a_task_but_is_not_json_is_refused() {
+    let upstream = upstream(true).await;
+    let gw = gateway(&upstream, false).await;
+    let http = client::http_client(None, Http::H1);
+    // A lenient upstream parser might read this; the gateway cannot check it.
+    let response = http
+        .post(gw.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-api-key", ALICE)
+        .body(r#"{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":"upstream-task-1"},"x":NaN}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700);
+    assert!(asked(&upstream).is_empty());
+}
