@@ -20,6 +20,7 @@ use portcullis::edge::origin::OriginPolicy;
 use portcullis::mcp::jsonrpc;
 use portcullis::mcp::list::{ListKind, rewrite_list_body};
 use portcullis::mcp::sse::{SseDecoder, SseEvent, SseRewrite};
+use portcullis::policy::lists::{ListCache, ListRequests, Viewer, filter_message, viewer_key};
 use portcullis::proxy::headers;
 
 /// What a browser-based MCP client sends on a 2026-07-28 `tools/call`.
@@ -579,6 +580,26 @@ fn list_filter(c: &mut Criterion) {
             });
         },
     );
+    // The same answer again for a caller with the same roles: served from the list cache
+    // (one comparison with the upstream bytes it was filtered from, one copy out).
+    let request = portcullis::mcp::message::McpRequest::parse(
+        br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    )
+    .unwrap_or_else(|_| unreachable!());
+    if let Some(requests) = ListRequests::of(&request, &HeaderMap::new()) {
+        let allowed = Arc::new(allowed.clone());
+        let viewer = Viewer {
+            policy: Arc::new(move |_, name: &str| allowed.contains(name)),
+            cache: Some((
+                Arc::new(ListCache::new(16 * 1024 * 1024)),
+                viewer_key("tools", &["analyst".to_owned()], &[]),
+            )),
+        };
+        group.bench_function(
+            format!("filter_message/500_tools_half_denied_cached/{kib}KiB"),
+            |b| b.iter(|| filter_message(black_box(&body), &requests, &viewer)),
+        );
+    }
     // All allowed: nothing to write, the upstream's bytes go on.
     group.bench_function(
         format!("rewrite_list_body/500_tools_all_allowed/{kib}KiB"),

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::edge::host::HostPolicy;
 use crate::edge::origin::OriginPolicy;
 use crate::mcp::session::SessionKeys;
+use crate::policy::lists::ListCache;
 use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
 use crate::server::tls::TlsError;
@@ -57,7 +58,13 @@ pub struct Gateway {
     pub roles: Arc<Roles>,
     /// Seals the upstream's session ids for clients (stage 10 / 13).
     pub sessions: Arc<Sessions>,
+    /// Large list answers already filtered, per route and kind of caller (stage 13).
+    pub lists: Arc<ListCache>,
 }
+
+/// Bytes of list answers (upstream and filtered) the gateway keeps to serve repeated
+/// `*/list` calls without filtering them again.
+const LIST_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Session sealing: the keys and how long a sealed id lives.
 #[derive(Debug)]
@@ -148,6 +155,7 @@ impl Gateway {
             auth: Arc::new(Authenticator::new(config)?),
             roles: Arc::new(Roles::new(&config.roles)),
             sessions: Arc::new(sessions(config)?),
+            lists: Arc::new(ListCache::new(LIST_CACHE_BYTES)),
         })
     }
 }

@@ -326,6 +326,8 @@ async fn route_stages(
                 reply_id = parsed.messages.first().and_then(|m| m.id.clone());
             }
             lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
+                let key =
+                    policy::lists::viewer_key(&route.name, &principal.roles, &principal.scopes);
                 let (route, roles, principal) = (
                     Arc::clone(route),
                     Arc::clone(&gateway.roles),
@@ -335,6 +337,7 @@ async fn route_stages(
                     policy: Arc::new(move |kind, name| {
                         route.policy.lists(&roles, &principal, kind, name)
                     }),
+                    cache: Some((Arc::clone(&gateway.lists), key)),
                 };
                 (requests, viewer)
             });
