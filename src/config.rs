@@ -7,6 +7,7 @@
 pub mod auth;
 mod load;
 pub mod policy;
+pub mod ratelimit;
 pub mod secret;
 pub mod units;
 mod validate;
@@ -33,6 +34,8 @@ pub struct Config {
     pub roles: policy::RolesConfig,
     /// `[sessions]`: how session ids handed to clients are sealed.
     pub sessions: SessionsConfig,
+    /// `[rate_limits]`: per IP, per principal, bans.
+    pub rate_limits: ratelimit::RateLimitsConfig,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,
@@ -237,6 +240,9 @@ pub struct RouteConfig {
     /// `[[routes.policy]]`: who may call which tool, prompt or resource.
     #[serde(default)]
     pub policy: Vec<policy::RuleConfig>,
+    /// The route's own rate limits: the route as a whole, and per principal and tool.
+    #[serde(default)]
+    pub rate_limits: ratelimit::RouteLimitsConfig,
 }
 
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint.

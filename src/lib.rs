@@ -14,6 +14,7 @@ pub mod health;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod stack;
 pub mod telemetry;

@@ -119,6 +119,11 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
                     config.sessions = v;
                 }
             }
+            "rate_limits" => {
+                if let Some(v) = section("rate_limits", value, &mut errors) {
+                    config.rate_limits = v;
+                }
+            }
             "roles" => {
                 if let Some(v) = section("roles", value, &mut errors) {
                     config.roles = v;
@@ -132,7 +137,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `routes`)",
             )),
         }
     }

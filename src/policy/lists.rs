@@ -255,8 +255,10 @@ mod tests {
         let tools: Vec<Value> = (0..n)
             .map(|i| serde_json::json!({ "name": format!("tool_{i:03}"), "description": "x".repeat(pad) }))
             .collect();
-        serde_json::to_vec(&serde_json::json!({ "jsonrpc": "2.0", "id": 1, "result": { "tools": tools } }))
-            .unwrap()
+        serde_json::to_vec(
+            &serde_json::json!({ "jsonrpc": "2.0", "id": 1, "result": { "tools": tools } }),
+        )
+        .unwrap()
     }
 
     fn requests() -> ListRequests {
