@@ -132,6 +132,13 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether the failure counts towards banning the address it came from: credentials
+    /// that were presented and did not verify. Coming without any (every OAuth client's
+    /// first request) or without a scope (step-up) does not.
+    pub fn counts_towards_ban(&self) -> bool {
+        !matches!(self, Self::Missing | Self::InsufficientScope)
+    }
+
     /// What the client is told (`error_description`): enough to act on, nothing that
     /// helps an attacker tell a good key from a bad one.
     pub fn description(&self) -> &'static str {

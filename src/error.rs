@@ -32,6 +32,8 @@ pub mod code {
     /// Invalid method parameters (JSON-RPC 2.0); what an upstream answers for a task id it
     /// does not know, and so the gateway for one that is not the caller's.
     pub const INVALID_PARAMS: i64 = -32602;
+    /// Over a rate limit (HTTP 429); `data.retryAfterSeconds` says when to try again.
+    pub const RATE_LIMITED: i64 = -32050;
     /// Invalid JSON (JSON-RPC 2.0).
     pub const PARSE_ERROR: i64 = -32700;
     /// 2026-07-28: an `Mcp-Method` / `Mcp-Name` header that does not match the body.
@@ -67,12 +69,15 @@ pub enum Rejection {
     UpstreamTimeout,
     #[error("internal gateway error")]
     Internal,
+    /// The client address failed authentication too often and is banned for a while.
+    #[error("too many failed authentications from this address; try again later")]
+    Banned,
 }
 
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::HostNotAllowed | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
+            Self::HostNotAllowed | Self::OriginNotAllowed | Self::Banned => StatusCode::FORBIDDEN,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,6 +105,7 @@ impl Rejection {
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
             Self::Internal => code::INTERNAL,
+            Self::Banned => code::FORBIDDEN,
         }
     }
 
@@ -122,6 +128,20 @@ impl Rejection {
 }
 
 /// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":"…"}}`
+/// [`jsonrpc_error_body`] with the error's `data` member.
+pub fn jsonrpc_error_body_with_data(
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+    data: &serde_json::Value,
+) -> String {
+    let id = id.map_or("null", |id| id.as_raw().get());
+    let message = serde_json::Value::String(message.to_owned());
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message},"data":{data}}}}}"#
+    )
+}
+
 pub fn jsonrpc_error_body(id: Option<&RequestId>, code: i64, message: &str) -> String {
     let id = id.map_or("null", |id| id.as_raw().get());
     let message = serde_json::Value::String(message.to_owned());

@@ -14,6 +14,7 @@ use crate::mcp::session::SessionKeys;
 use crate::policy::lists::ListCache;
 use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
+use crate::ratelimit::{RateLimits, RouteLimits};
 use crate::server::tls::TlsError;
 
 /// A problem that stops the gateway from starting (the config itself was valid).
@@ -47,6 +48,8 @@ pub struct Route {
     pub max_body: u64,
     pub auth: RouteAuth,
     pub policy: RoutePolicy,
+    /// The route's own rate limits (per route, per principal and tool).
+    pub limits: RouteLimits,
 }
 
 #[derive(Debug)]
@@ -60,6 +63,8 @@ pub struct Gateway {
     pub sessions: Arc<Sessions>,
     /// Large list answers already filtered, per route and kind of caller (stage 13).
     pub lists: Arc<ListCache>,
+    /// Per IP, per principal, bans (stages 5 and 8).
+    pub limits: Arc<RateLimits>,
 }
 
 /// Bytes of list answers (upstream and filtered) the gateway keeps to serve repeated
@@ -141,6 +146,7 @@ impl Gateway {
                     max_body: r.max_body.get(),
                     auth,
                     policy,
+                    limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys),
                 }))
             })
             .collect::<Result<Vec<_>, StartError>>()?;
@@ -156,6 +162,7 @@ impl Gateway {
             roles: Arc::new(Roles::new(&config.roles)),
             sessions: Arc::new(sessions(config)?),
             lists: Arc::new(ListCache::new(LIST_CACHE_BYTES)),
+            limits: Arc::new(RateLimits::new(&config.rate_limits)),
         })
     }
 }

@@ -184,6 +184,14 @@ impl RateLimits {
         }
     }
 
+    /// Whether some JSON-RPC method has a price of its own (then a body's method is read
+    /// to cost it).
+    pub fn prices_methods(&self) -> bool {
+        self.costs
+            .keys()
+            .any(|k| !matches!(k.as_str(), "GET" | "POST" | "DELETE"))
+    }
+
     /// Stage 5: the client IP's limit.
     pub fn check_ip(&self, ip: IpAddr, cost: u32) -> Option<Measured> {
         self.per_ip.as_ref()?.check(&ip_key(ip), cost)

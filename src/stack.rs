@@ -66,6 +66,7 @@ use crate::mcp::tasks::{self, TaskBinding};
 use crate::policy::lists::{ListRequests, Viewer};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
+use crate::ratelimit::{self, Counted, Measured, RateLimits};
 
 /// The gateway's own id for one HTTP request: in every log line of the request, in the
 /// `X-Request-Id` response header, and sent upstream. Client-supplied ids are not trusted.
@@ -221,13 +222,43 @@ impl App {
     }
 }
 
-/// The stages after CORS: authentication, MCP parse and authorization, then the upstream.
+/// The stages after CORS: limits, authentication, MCP parse and authorization, then the
+/// upstream. Every answer carries the `RateLimit` headers of the limits it was counted
+/// against.
 async fn route_stages(
     route: &Arc<Route>,
     gateway: &Arc<Gateway>,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> Response<Body> {
-    let (auth, roles) = (&*gateway.auth, &*gateway.roles);
+    let mut counted = Counted::default();
+    let mut response = limited_stages(route, gateway, req, &mut counted).await;
+    counted.write(response.headers_mut());
+    response
+}
+
+async fn limited_stages(
+    route: &Arc<Route>,
+    gateway: &Arc<Gateway>,
+    mut req: Request<Body>,
+    counted: &mut Counted,
+) -> Response<Body> {
+    let (auth, roles, limits) = (&*gateway.auth, &*gateway.roles, &*gateway.limits);
+    // 5. Bans and the client IP's limit: before any token is looked at.
+    let client_ip = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|peer| limits.proxies.client(peer.0.ip(), req.headers()));
+    if let Some(ip) = client_ip {
+        if limits.banned(ip) {
+            tracing::debug!(route = %route.name, "Refused a request from a banned address");
+            return Rejection::Banned.into_response(None);
+        }
+        let cost = limits.cost(req.method(), None);
+        if let Err(refused) = counted.add(limits.check_ip(ip, cost)) {
+            return too_many(route, req, refused).await;
+        }
+    }
+
     // 7. Authentication: who is calling. Nothing reaches the upstream without it unless
     // the route says `auth = "none"`.
     if route.auth.mode == AuthMode::Required {
@@ -245,6 +276,12 @@ async fn route_stages(
             }
             Err((failure, response)) => {
                 tracing::debug!(route = %route.name, reason = failure.reason(), "Refused a request: {failure}");
+                if failure.counts_towards_ban()
+                    && let Some(ip) = client_ip
+                    && limits.auth_failed(ip)
+                {
+                    tracing::warn!(route = %route.name, "Banned an address after repeated authentication failures");
+                }
                 return response;
             }
         }
@@ -310,7 +347,16 @@ async fn route_stages(
             Ok(bytes) => bytes,
             Err(rejection) => return rejection.into_response(None),
         };
-        if !route.policy.is_open() {
+        // 8. The principal's and the route's limits, at what this message costs.
+        let method = limits
+            .prices_methods()
+            .then(|| jsonrpc::method(&bytes))
+            .flatten();
+        let cost = limits.cost(&parts.method, method.as_deref());
+        if let Err(refused) = count_caller(route, limits, &principal, cost, counted) {
+            return too_many_read(&bytes, refused);
+        }
+        if !route.policy.is_open() || route.limits.has_tool_limits() {
             let parsed = match McpRequest::parse(&bytes) {
                 Ok(parsed) => parsed,
                 Err(e) => return parse_rejection(&e, &bytes),
@@ -321,6 +367,19 @@ async fn route_stages(
             }
             if let Some(refusal) = authorize(route, roles, &principal, &parsed) {
                 return refusal;
+            }
+            // 11. Per principal and tool.
+            for (message, method) in parsed.calls() {
+                let Some(tool) = (method == "tools/call")
+                    .then(|| message.params.as_ref()?.get("name")?.as_str())
+                    .flatten()
+                else {
+                    continue;
+                };
+                let measured = route.limits.check_tool(&caller(), tool);
+                if let Err(refused) = counted.add(measured) {
+                    return too_many_read(&bytes, refused);
+                }
             }
             if !parsed.batch {
                 reply_id = parsed.messages.first().and_then(|m| m.id.clone());
@@ -366,6 +425,10 @@ async fn route_stages(
         }
         proxy::forward_read(&route.upstream, parts, bytes).await
     } else {
+        let cost = limits.cost(req.method(), None);
+        if let Err(refused) = count_caller(route, limits, &principal, cost, counted) {
+            return too_many_answer(None, refused);
+        }
         proxy::forward(&route.upstream, route.max_body, req).await
     };
 
@@ -413,6 +476,65 @@ async fn route_stages(
             }
         }
     }
+    response
+}
+
+/// Stage 8: the principal's limit (not for anonymous callers, whom the IP limit covers)
+/// and the route's.
+fn count_caller(
+    route: &Route,
+    limits: &RateLimits,
+    principal: &Principal,
+    cost: u32,
+    counted: &mut Counted,
+) -> Result<(), Measured> {
+    if principal.method != AuthMethod::Anonymous {
+        counted.add(limits.check_user(&session::PrincipalHash::from(principal), cost))?;
+    }
+    counted.add(route.limits.check_route(cost))
+}
+
+/// 429 for a request whose body is not read yet: read it (within the route's limit) for
+/// the id the JSON-RPC error must carry.
+async fn too_many(route: &Route, req: Request<Body>, refused: Measured) -> Response<Body> {
+    tracing::debug!(route = %route.name, limit = refused.limit, "Refused a request over its rate limit");
+    let (parts, body) = req.into_parts();
+    let id = if parts.method == Method::POST {
+        proxy::read_body(&parts.headers, body, route.max_body)
+            .await
+            .ok()
+            .and_then(|bytes| jsonrpc::request_id(&bytes))
+    } else {
+        None
+    };
+    too_many_answer(id.as_ref(), refused)
+}
+
+fn too_many_read(body: &[u8], refused: Measured) -> Response<Body> {
+    tracing::debug!(
+        limit = refused.limit,
+        "Refused a request over its rate limit"
+    );
+    too_many_answer(jsonrpc::request_id(body).as_ref(), refused)
+}
+
+/// HTTP 429, `Retry-After`, and a JSON-RPC error with `data.retryAfterSeconds`.
+fn too_many_answer(id: Option<&RequestId>, refused: Measured) -> Response<Body> {
+    let seconds = ratelimit::seconds_up(refused.retry_after.unwrap_or(refused.reset)).max(1);
+    let body = crate::error::jsonrpc_error_body_with_data(
+        id,
+        crate::error::code::RATE_LIMITED,
+        &format!("rate limit exceeded; retry in {seconds} s"),
+        &serde_json::json!({ "retryAfterSeconds": seconds, "limit": refused.limit }),
+    );
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 

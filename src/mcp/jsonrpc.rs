@@ -29,6 +29,18 @@ struct Peek<'a> {
     id: Option<&'a RawValue>,
 }
 
+#[derive(Deserialize)]
+struct PeekMethod<'a> {
+    #[serde(borrow)]
+    method: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The method of a single JSON-RPC message in `body`, if it has one (not for batches).
+pub fn method(body: &[u8]) -> Option<String> {
+    let peek: PeekMethod<'_> = serde_json::from_slice(body).ok()?;
+    peek.method.map(std::borrow::Cow::into_owned)
+}
+
 /// The id of a single JSON-RPC request in `body`, if it has a usable one. Batches,
 /// notifications, malformed JSON and ids that are neither a number nor a string give `None`
 /// (answered with `"id": null`, as JSON-RPC 2.0 prescribes).
