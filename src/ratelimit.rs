@@ -1,7 +1,8 @@
 //! Stages 5, 8 and 11: how fast a client may go. GCRA limits (governor) per client IP
 //! (before authentication, so bad tokens cost no signature checks), per principal, per
 //! route, and per principal and tool; bans of IPs that fail authentication again and
-//! again. Every check is in memory; the key sets are bounded ([`store`]).
+//! again. Every check is in memory; the key sets are bounded caches that a flood of new
+//! addresses cannot grow and that keep the clients seen again and again ([`store`]).
 //!
 //! Answers follow the IETF RateLimit header fields draft
 //! (draft-ietf-httpapi-ratelimit-headers): every response of a limited route carries
@@ -33,8 +34,8 @@ use store::{BoundedStore, SharedStore};
 pub struct Limit<K: std::hash::Hash + Eq + Clone, C: Clock = DefaultClock> {
     name: &'static str,
     rate: Rate,
-    store: Arc<BoundedStore<K, C>>,
-    limiter: RateLimiter<K, SharedStore<K, C>, C, StateInformationMiddleware>,
+    store: Arc<BoundedStore<K>>,
+    limiter: RateLimiter<K, SharedStore<K>, C, StateInformationMiddleware>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, C: Clock> std::fmt::Debug for Limit<K, C> {
@@ -62,12 +63,10 @@ pub struct Measured {
 
 impl<K: std::hash::Hash + Eq + Clone, C: Clock + Clone> Limit<K, C> {
     pub fn new(name: &'static str, rate: Rate, max_keys: usize, clock: C) -> Self {
-        // The whole burst comes back after `burst` intervals: a key idle that long is new.
-        let idle = rate.interval().saturating_mul(rate.burst.get());
         let quota = Quota::with_period(rate.interval())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(rate.burst);
-        let store = Arc::new(BoundedStore::new(max_keys, idle, clock.clone()));
+        let store = Arc::new(BoundedStore::new(max_keys));
         let limiter: RateLimiter<K, _, C, governor::middleware::NoOpMiddleware<C::Instant>> =
             RateLimiter::new(quota, SharedStore(Arc::clone(&store)), clock);
         let limiter = limiter.with_middleware::<StateInformationMiddleware>();
@@ -151,8 +150,9 @@ type ToolLimit = Limit<(PrincipalHash, Box<str>)>;
 struct Bans {
     failures: Limit<u128>,
     duration: Duration,
-    banned: dashmap::DashMap<u128, std::time::Instant>,
-    max_keys: usize,
+    /// Address → end of its ban; bounded like the limits (a flood of banned addresses
+    /// evicts the coldest first).
+    banned: quick_cache::sync::Cache<u128, std::time::Instant>,
 }
 
 impl RateLimits {
@@ -228,17 +228,16 @@ impl Bans {
         Self {
             failures: Limit::new("ban", rate, max_keys, DefaultClock::default()),
             duration: config.duration.get(),
-            banned: dashmap::DashMap::new(),
-            max_keys,
+            banned: quick_cache::sync::Cache::new(max_keys.max(1)),
         }
     }
 
     fn banned(&self, ip: u128) -> bool {
         let now = std::time::Instant::now();
-        match self.banned.get(&ip).map(|until| *until) {
+        match self.banned.get(&ip) {
             Some(until) if until > now => true,
             Some(_) => {
-                self.banned.remove_if(&ip, |_, until| *until <= now);
+                self.banned.remove(&ip);
                 false
             }
             None => false,
@@ -255,11 +254,8 @@ impl Bans {
         if !over {
             return false;
         }
-        let now = std::time::Instant::now();
-        if self.banned.len() >= self.max_keys {
-            self.banned.retain(|_, until| *until > now);
-        }
-        self.banned.insert(ip, now + self.duration);
+        self.banned
+            .insert(ip, std::time::Instant::now() + self.duration);
         true
     }
 }
@@ -415,23 +411,24 @@ mod tests {
     }
 
     #[test]
-    fn the_key_set_is_bounded_and_idle_keys_go() {
+    fn the_key_set_is_bounded_and_a_flood_does_not_evict_regular_clients() {
         let clock = FakeRelativeClock::default();
-        let l: Limit<u32, _> = Limit::new("ip", Rate::parse("2/1s").unwrap(), 2000, clock.clone());
-        for key in 0..2000 {
-            l.check(&key, 1);
+        let l: Limit<u32, _> = Limit::new("ip", Rate::parse("2/1h").unwrap(), 1000, clock);
+        // A regular client that has used its allowance, seen again and again.
+        for _ in 0..4 {
+            l.check(&0, 1);
         }
-        assert_eq!(l.keys(), 2000);
-        // Full: newcomers share one allowance (2), the tracked keep theirs.
-        assert!(l.check(&5000, 1).unwrap().retry_after.is_none());
-        assert!(l.check(&5001, 1).unwrap().retry_after.is_none());
-        assert!(l.check(&5002, 1).unwrap().retry_after.is_some());
-        assert!(l.check(&0, 1).unwrap().retry_after.is_none());
-        assert_eq!(l.keys(), 2000);
-        // Once their allowance is whole again, idle keys are swept to make room.
-        clock.advance(Duration::from_secs(2));
-        assert!(l.check(&6000, 1).unwrap().retry_after.is_none());
-        assert!(l.keys() <= 2, "{}", l.keys());
+        assert!(l.check(&0, 1).unwrap().retry_after.is_some());
+        // A flood of a hundred thousand addresses seen once each.
+        for key in 1..100_000 {
+            assert!(
+                l.check(&key, 1).unwrap().retry_after.is_none(),
+                "a newcomer is never refused"
+            );
+        }
+        assert!(l.keys() <= 1000, "{}", l.keys());
+        // The regular client is still limited: the flood evicted itself.
+        assert!(l.check(&0, 1).unwrap().retry_after.is_some());
     }
 
     #[test]
