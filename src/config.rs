@@ -349,6 +349,58 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_mistakes_are_reported_with_their_paths() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:8080"
+insecure_http = true
+
+[rate_limits]
+per_ip = "100/fortnight"
+per_user = { rate = "10/1m", burst = 0 }
+max_keys = 0
+trusted_proxies = ["10.0.0.0/8"]
+costs = { "" = 2 }
+
+[[routes]]
+name = "a"
+path = "/mcp"
+upstream = { url = "http://127.0.0.1:3000/mcp" }
+default_policy = "allow"
+rate_limits.per_tool = [{ tools = [], limit = "1/1s" }]
+"#;
+        // serde stops at the first bad key of a section; each is reported with its path.
+        let found = messages(text, &env(&[]));
+        assert!(
+            found
+                .iter()
+                .any(|m| m.starts_with("rate_limits.per_ip") && m.contains("fortnight")),
+            "{found:?}"
+        );
+        let text = text.replace("per_ip = \"100/fortnight\"\n", "");
+        let found = messages(&text, &env(&[]));
+        assert!(
+            found
+                .iter()
+                .any(|m| m.starts_with("rate_limits.per_user") && m.contains("burst")),
+            "{found:?}"
+        );
+        let text = text.replace("per_user = { rate = \"10/1m\", burst = 0 }\n", "");
+        let found = messages(&text, &env(&[]));
+        for path in [
+            "rate_limits.max_keys",
+            "rate_limits.costs.\"\"",
+            "rate_limits.trusted_proxies",
+            "routes[0].rate_limits.per_tool[0].tools",
+        ] {
+            assert!(
+                found.iter().any(|m| m.starts_with(path)),
+                "{path}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
     fn quickstart_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.toml");
         let config = load_file(&path).unwrap();

@@ -306,3 +306,42 @@ async fn repeated_authentication_failures_ban_the_address() {
     assert_eq!(banned.body["error"]["code"], -32031);
     assert_eq!(upstream.probe.calls("echo"), 3);
 }
+
+#[tokio::test]
+async fn methods_cost_what_the_config_says() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gw = gateway(
+        &upstream,
+        "per_user = \"4/1h\"\ncosts = { \"tools/call\" = 2, \"tools/list\" = 0 }",
+        true,
+        &[],
+    )
+    .await;
+    let url = gw.url("/mcp");
+    let first = call(&url, 1, "echo", Some(ALICE), &[]).await;
+    assert_eq!(first.header("ratelimit"), "\"user\";r=2;t=1800");
+    // A free method is not counted at all.
+    let http = client::http_client(None, Http::H1);
+    let list = client::post(
+        &http,
+        &url,
+        &json!({ "jsonrpc": "2.0", "id": 9, "method": "tools/list" }),
+    )
+    .header("mcp-protocol-version", "2025-06-18")
+    .header("x-api-key", ALICE)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(list.status(), StatusCode::OK);
+    assert!(list.headers().get("ratelimit").is_none());
+    assert_eq!(
+        call(&url, 2, "echo", Some(ALICE), &[]).await.status,
+        StatusCode::OK
+    );
+    assert_limited(
+        &call(&url, 3, "echo", Some(ALICE), &[]).await,
+        3,
+        "user",
+        1800,
+    );
+}

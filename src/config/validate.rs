@@ -48,6 +48,7 @@ pub(super) fn validate(
         }
     }
     secret_declarations(config, &parsed.secret_index, source, errors);
+    rate_limits(config, errors);
     if parsed.auth {
         auth::section(config, parsed, errors);
     }
@@ -76,6 +77,7 @@ pub(super) fn validate(
         }
         self::route(&at, route, errors);
         policy(&at, route, &config.roles, errors, &mut warnings);
+        route_limits(&at, route, errors);
         if parsed.auth {
             auth::route(&at, route, config, errors, &mut warnings);
         }
@@ -316,6 +318,44 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
             format!("{at}.max_body"),
             "must be greater than zero",
         ));
+    }
+}
+
+/// `[rate_limits]`: what serde cannot check.
+fn rate_limits(config: &Config, errors: &mut Vec<ConfigError>) {
+    let limits = &config.rate_limits;
+    if limits.max_keys == 0 {
+        errors.push(ConfigError::new(
+            "rate_limits.max_keys",
+            "must be at least 1 (it bounds the memory each limit may use)",
+        ));
+    }
+    for name in limits.costs.keys() {
+        let valid = !name.is_empty() && !name.chars().any(char::is_whitespace);
+        if !valid {
+            errors.push(ConfigError::new(
+                format!("rate_limits.costs.\"{name}\""),
+                "a cost is keyed by a JSON-RPC method (`tools/call`) or an HTTP method (`GET`)",
+            ));
+        }
+    }
+    if !limits.trusted_proxies.is_empty() && limits.per_ip.is_none() && limits.ban.is_none() {
+        errors.push(ConfigError::new(
+            "rate_limits.trusted_proxies",
+            "only used to find the client address for `per_ip` and `ban`; set one of them",
+        ));
+    }
+}
+
+/// A route's `rate_limits`.
+fn route_limits(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
+    for (i, entry) in r.rate_limits.per_tool.iter().enumerate() {
+        if entry.tools.is_empty() || entry.tools.iter().any(String::is_empty) {
+            errors.push(ConfigError::new(
+                format!("{at}.rate_limits.per_tool[{i}].tools"),
+                "name at least one tool (globs such as `expensive_*` are allowed)",
+            ));
+        }
     }
 }
 
