@@ -16,22 +16,28 @@
 //! 4b  CORS, preflights answered .................... `edge::cors` (tower-http), only for
 //!                                                    requests that carry an Origin; wraps
 //!                                                    what follows, so 401s carry CORS too
+//! 5   bans, per-IP rate limit ...................... `ratelimit`, 403 / 429, before any
+//!                                                    credential is looked at
 //! 7   authentication → `Arc<Principal>` ........... `auth`, 401/403 + WWW-Authenticate
 //! 10  session binding: the sealed id opened for ... `mcp::session`, 404 as for an
 //!     this caller and route                          unknown session
+//! 8   per-principal and per-route rate limits ...... `ratelimit`, 429 + Retry-After
 //! 9   MCP parse (POST, when the route's policy       `mcp::message`, 400 + JSON-RPC error
-//!     judges anything): the body read once
+//!     judges anything or limits tools): the body
+//!     read once; sealed task ids in it opened ...... `mcp::tasks`, -32602 Task not found
 //! 11  authorization: every call judged ............. `policy`, JSON-RPC error -32040 (a
 //!                                                    batch refused whole), or 403
-//!                                                    `insufficient_scope` (step-up)
+//!                                                    `insufficient_scope` (step-up);
+//!                                                    per-tool rate limits, 429
 //! 12  proxy: header hygiene, streaming ............. `proxy::forward`, 502/504
-//! 13  the upstream's session id sealed ............. `mcp::session`
+//! 13  lists filtered, task ids sealed, in JSON ..... `mcp::answer`, `policy::lists`,
+//!     and event streams; the session id sealed       `mcp::tasks`, `mcp::session`
 //! ```
 //!
 //! Stage 10 runs before 9 here: it needs no body, so a foreign session id costs nothing.
 //!
-//! Rate limits (stages 5 and 8) and list filtering (13) slot in, in the order of
-//! DESIGN.md §1.
+//! Stages 5 and 8 run after the route lookup (limits are per route's callers; health and
+//! metadata are not limited); 8 runs after the body is read, for costs by JSON-RPC method.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
