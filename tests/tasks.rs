@@ -198,6 +198,12 @@ async fn call(url: &str, key: &str, method: &str, name: Option<&str>, params: Va
     client::response_message(response).await
 }
 
+/// `tools/call` of `report` as `key`: the answer carrying the task handle.
+async fn start_report(url: &str, key: &str) -> Value {
+    let params = json!({ "name": "report", "arguments": {} });
+    call(url, key, "tools/call", Some("report"), params).await
+}
+
 fn asked(upstream: &Upstream) -> Vec<(&'static str, String)> {
     upstream.record.lock().unwrap().asked.clone()
 }
@@ -215,14 +221,7 @@ async fn a_task_id_is_sealed_stable_and_works_only_for_its_owner() {
         let url = gw.url("/mcp");
 
         // The task handle reaches the client sealed.
-        let created = call(
-            &url,
-            ALICE,
-            "tools/call",
-            Some("report"),
-            json!({ "name": "report", "arguments": {} }),
-        )
-        .await;
+        let created = start_report(&url, ALICE).await;
         assert_eq!(created["result"]["resultType"], "task", "{mode}: {created}");
         let sealed = created["result"]["taskId"].as_str().unwrap().to_owned();
         let raw = upstream.record.lock().unwrap().created[0].clone();
@@ -293,14 +292,7 @@ async fn a_task_id_is_sealed_stable_and_works_only_for_its_owner() {
         );
 
         // Bob's own task is his, under an id of his own.
-        let bobs = call(
-            &url,
-            BOB,
-            "tools/call",
-            Some("report"),
-            json!({ "name": "report", "arguments": {} }),
-        )
-        .await;
+        let bobs = start_report(&url, BOB).await;
         let bobs = bobs["result"]["taskId"].as_str().unwrap().to_owned();
         assert_ne!(bobs, sealed, "{mode}");
         let polled = call(
@@ -332,14 +324,7 @@ async fn a_batch_naming_a_foreign_task_is_refused_whole() {
     let upstream = upstream(true).await;
     let gw = gateway(&upstream, false).await;
     let url = gw.url("/mcp");
-    let created = call(
-        &url,
-        ALICE,
-        "tools/call",
-        Some("report"),
-        json!({ "name": "report", "arguments": {} }),
-    )
-    .await;
+    let created = start_report(&url, ALICE).await;
     let sealed = created["result"]["taskId"].as_str().unwrap().to_owned();
     let batch = json!([
         { "jsonrpc": "2.0", "id": 1, "method": "tools/list" },
