@@ -58,6 +58,7 @@
 //! | `PORTCULLIS_BENCH_QUIET`       | `1`     | `0`: no waiting for a quiet machine, no redos  |
 //! | `PORTCULLIS_BENCH_BASELINE`    | unset   | another `portcullis` binary, measured alongside as `baseline` |
 //! | `PORTCULLIS_BENCH_PACING`      | `exact` | open-loop pacing: `exact` (OS threads) or `tick` (tokio timer) |
+//! | `PORTCULLIS_BENCH_CONFIG`      | unset   | TOML appended to the gateway's config (after its one route, so `[routes.rate_limits]` is that route's) |
 //!
 //! The upstream is this same executable re-run with `--upstream`: a stateless rmcp
 //! Streamable HTTP server answering with `application/json`, so that every request is one
@@ -623,7 +624,8 @@ fn spawn_gateway(
     let config = format!(
         "[server]\nidle_timeout = \"1h\"\n{threads}{server}\n[logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n\
          [[routes]]\nname = \"bench\"\npath = \"{ROUTE_PATH}\"\n\
-         upstream = {{ url = \"http://{upstream}/mcp\" }}\nauth = \"none\"\ndefault_policy = \"allow\"\n"
+         upstream = {{ url = \"http://{upstream}/mcp\" }}\nauth = \"none\"\ndefault_policy = \"allow\"\n\n{extra}\n",
+        extra = std::env::var("PORTCULLIS_BENCH_CONFIG").unwrap_or_default(),
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
