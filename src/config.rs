@@ -36,6 +36,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     /// `[rate_limits]`: per IP, per principal, bans.
     pub rate_limits: ratelimit::RateLimitsConfig,
+    /// `[cluster]`: limits and bans shared through Redis.
+    pub cluster: Option<ratelimit::ClusterConfig>,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,

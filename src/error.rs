@@ -34,6 +34,8 @@ pub mod code {
     pub const INVALID_PARAMS: i64 = -32602;
     /// Over a rate limit (HTTP 429); `data.retryAfterSeconds` says when to try again.
     pub const RATE_LIMITED: i64 = -32050;
+    /// The shared rate-limit state is unreachable and the policy is to refuse (HTTP 503).
+    pub const LIMITS_UNAVAILABLE: i64 = -32051;
     /// Invalid JSON (JSON-RPC 2.0).
     pub const PARSE_ERROR: i64 = -32700;
     /// 2026-07-28: an `Mcp-Method` / `Mcp-Name` header that does not match the body.
@@ -72,6 +74,9 @@ pub enum Rejection {
     /// The client address failed authentication too often and is banned for a while.
     #[error("too many failed authentications from this address; try again later")]
     Banned,
+    /// `[cluster]` unreachable with `failure_policy = "fail_closed"`.
+    #[error("rate limiting is unavailable; try again later")]
+    LimitsUnavailable,
 }
 
 impl Rejection {
@@ -86,6 +91,7 @@ impl Rejection {
             | Self::InvalidMessage(_)
             | Self::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Self::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,6 +112,7 @@ impl Rejection {
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
             Self::Internal => code::INTERNAL,
             Self::Banned => code::FORBIDDEN,
+            Self::LimitsUnavailable => code::LIMITS_UNAVAILABLE,
         }
     }
 

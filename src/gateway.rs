@@ -28,6 +28,8 @@ pub enum StartError {
     Policy { route: String, message: String },
     #[error("cannot set up session sealing: {0}")]
     Sessions(String),
+    #[error("cannot set up [cluster]: {0}")]
+    Cluster(String),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -78,6 +80,14 @@ pub struct Sessions {
     pub max_age: std::time::Duration,
     /// The keys were made at start-up (none configured).
     pub ephemeral: bool,
+}
+
+fn limits(config: &Config) -> Result<RateLimits, StartError> {
+    let limits = RateLimits::new(&config.rate_limits);
+    match &config.cluster {
+        Some(cluster) => limits.with_cluster(cluster).map_err(StartError::Cluster),
+        None => Ok(limits),
+    }
 }
 
 fn sessions(config: &Config) -> Result<Sessions, StartError> {
@@ -162,7 +172,7 @@ impl Gateway {
             roles: Arc::new(Roles::new(&config.roles)),
             sessions: Arc::new(sessions(config)?),
             lists: Arc::new(ListCache::new(LIST_CACHE_BYTES)),
-            limits: Arc::new(RateLimits::new(&config.rate_limits)),
+            limits: Arc::new(limits(config)?),
         })
     }
 }

@@ -12,6 +12,7 @@
 //! JSON-RPC error carrying the request id and `data.retryAfterSeconds`.
 
 pub mod client_ip;
+pub mod shared;
 pub mod store;
 
 use std::net::IpAddr;
@@ -24,7 +25,9 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue};
 
-use crate::config::ratelimit::{BanConfig, Rate, RateLimitsConfig, RouteLimitsConfig};
+use crate::config::ratelimit::{
+    BanConfig, ClusterConfig, FailurePolicy, Rate, RateLimitsConfig, RouteLimitsConfig,
+};
 use crate::mcp::headers::{RATELIMIT, RATELIMIT_POLICY};
 use crate::mcp::session::PrincipalHash;
 use crate::policy::glob::Glob;
@@ -106,6 +109,29 @@ impl<K: std::hash::Hash + Eq + Clone, C: Clock + Clone> Limit<K, C> {
         Some(measured)
     }
 
+    /// The outcome of a shared check of this limit.
+    fn measured(&self, verdict: shared::Verdict) -> Outcome {
+        let mut measured = Measured {
+            limit: self.name,
+            quota: self.rate.count.get(),
+            window: self.rate.per,
+            remaining: 0,
+            reset: self.rate.interval().saturating_mul(self.rate.burst.get()),
+            retry_after: None,
+        };
+        match verdict {
+            shared::Verdict::Allowed { remaining, reset } => {
+                measured.remaining = remaining;
+                measured.reset = reset;
+            }
+            shared::Verdict::Refused { retry_after } => {
+                measured.retry_after = Some(retry_after.max(Duration::from_millis(1)));
+            }
+            shared::Verdict::Banned => return Outcome::Banned,
+        }
+        Outcome::Counted(Some(measured))
+    }
+
     /// Keys tracked now (what memory follows).
     pub fn keys(&self) -> usize {
         self.store.len()
@@ -133,6 +159,30 @@ pub struct RateLimits {
     per_user: Option<Limit<PrincipalHash>>,
     costs: std::collections::HashMap<String, u32>,
     bans: Option<Bans>,
+    /// `[cluster]`: the limits and bans live in Redis; the local ones above serve while
+    /// it is unreachable under `fail_open`.
+    shared: Option<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    redis: shared::SharedLimits,
+    policy: FailurePolicy,
+    /// Calls that failed (Redis down or slow).
+    failures: std::sync::atomic::AtomicU64,
+    /// When a failure was last logged (seconds since the Unix epoch): at most one a second.
+    warned: std::sync::atomic::AtomicU64,
+}
+
+/// What one check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted (or not limited: `None`); the measure says whether it was refused.
+    Counted(Option<Measured>),
+    /// The address is banned (403).
+    Banned,
+    /// The shared state is unreachable and the policy is `fail_closed` (503).
+    Unavailable,
 }
 
 /// A route's own limits.
@@ -168,6 +218,182 @@ impl RateLimits {
                 .map(|rate| Limit::new("user", rate, max, DefaultClock::default())),
             costs: config.costs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             bans: config.ban.map(|ban| Bans::new(ban, max)),
+            shared: None,
+        }
+    }
+
+    /// Shares the limits and bans through Redis (`[cluster]`). Needs a tokio runtime.
+    pub fn with_cluster(mut self, cluster: &ClusterConfig) -> Result<Self, String> {
+        let redis = shared::SharedLimits::new(cluster.redis_url.expose(), cluster.timeout.get())?;
+        self.shared = Some(Shared {
+            redis,
+            policy: cluster.failure_policy,
+            failures: std::sync::atomic::AtomicU64::new(0),
+            warned: std::sync::atomic::AtomicU64::new(0),
+        });
+        Ok(self)
+    }
+
+    /// Calls to the shared state that failed since start-up.
+    pub fn shared_failures(&self) -> u64 {
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.failures.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Stage 5: the ban list and the client IP's limit (one Redis round trip when shared).
+    pub async fn stage5(&self, ip: IpAddr, cost: u32) -> Outcome {
+        let Some(shared) = &self.shared else {
+            if self.banned(ip) {
+                return Outcome::Banned;
+            }
+            return Outcome::Counted(self.check_ip(ip, cost));
+        };
+        let key = format!("{:032x}", ip_key(ip));
+        let ban = self.bans.as_ref().map(|_| key.as_str());
+        let limit = self.per_ip.as_ref().filter(|_| cost > 0);
+        let answer = match limit {
+            Some(limit) => shared
+                .redis
+                .check(limit.name, &key, &limit.rate, cost, ban)
+                .await
+                .map(|verdict| limit.measured(verdict)),
+            None => match ban {
+                Some(ban) => shared.redis.banned(ban).await.map(|banned| {
+                    if banned {
+                        Outcome::Banned
+                    } else {
+                        Outcome::Counted(None)
+                    }
+                }),
+                None => return Outcome::Counted(None),
+            },
+        };
+        match answer {
+            Ok(outcome) => outcome,
+            Err(e) => self.fallback(shared, &e, || {
+                if self.banned(ip) {
+                    Outcome::Banned
+                } else {
+                    Outcome::Counted(self.check_ip(ip, cost))
+                }
+            }),
+        }
+    }
+
+    /// Stage 8: the principal's limit.
+    pub async fn user(&self, who: &PrincipalHash, cost: u32) -> Outcome {
+        let Some(limit) = self.per_user.as_ref() else {
+            return Outcome::Counted(None);
+        };
+        self.counted(limit, &hex(who.as_bytes()), cost, || limit.check(who, cost))
+            .await
+    }
+
+    /// Stage 8: the route's limit.
+    pub async fn route(&self, route: &str, limits: &RouteLimits, cost: u32) -> Outcome {
+        let Some(limit) = limits.per_route.as_ref() else {
+            return Outcome::Counted(None);
+        };
+        self.counted(limit, route, cost, || limit.check(&(), cost))
+            .await
+    }
+
+    /// Stage 11: a `tools/call` of `tool` by `who` against the first limit naming it.
+    pub async fn tool(
+        &self,
+        route: &str,
+        limits: &RouteLimits,
+        who: &PrincipalHash,
+        tool: &str,
+    ) -> Outcome {
+        let Some((i, limit)) = limits.tool_limit(tool) else {
+            return Outcome::Counted(None);
+        };
+        let key = format!("{route}:{i}:{}:{tool}", hex(who.as_bytes()));
+        self.counted(limit, &key, 1, || limit.check(&(*who, Box::from(tool)), 1))
+            .await
+    }
+
+    /// An authentication failure from `ip`; `true` if it got the IP banned (for every
+    /// instance when shared).
+    pub async fn failed_authentication(&self, ip: IpAddr) -> bool {
+        let Some(bans) = &self.bans else { return false };
+        let Some(shared) = &self.shared else {
+            return bans.failed(ip_key(ip));
+        };
+        let key = format!("{:032x}", ip_key(ip));
+        let counted = shared
+            .redis
+            .check("authfail", &key, &bans.failures.rate, 1, None)
+            .await;
+        let result = match counted {
+            Ok(shared::Verdict::Refused { .. }) => {
+                shared.redis.ban(&key, bans.duration).await.map(|()| true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(banned) => banned,
+            Err(e) => {
+                self.note_failure(shared, &e);
+                bans.failed(ip_key(ip))
+            }
+        }
+    }
+
+    /// A limit checked in Redis when shared, else (or while Redis is unreachable under
+    /// `fail_open`) with `local`.
+    async fn counted<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        limit: &Limit<K>,
+        key: &str,
+        cost: u32,
+        local: impl FnOnce() -> Option<Measured>,
+    ) -> Outcome {
+        let Some(shared) = &self.shared else {
+            return Outcome::Counted(local());
+        };
+        if cost == 0 {
+            return Outcome::Counted(None);
+        }
+        match shared
+            .redis
+            .check(limit.name, key, &limit.rate, cost, None)
+            .await
+        {
+            Ok(verdict) => limit.measured(verdict),
+            Err(e) => self.fallback(shared, &e, || Outcome::Counted(local())),
+        }
+    }
+
+    /// The failure policy: `fail_open` runs `local`, `fail_closed` refuses.
+    fn fallback(
+        &self,
+        shared: &Shared,
+        e: &shared::Unavailable,
+        local: impl FnOnce() -> Outcome,
+    ) -> Outcome {
+        self.note_failure(shared, e);
+        match shared.policy {
+            FailurePolicy::FailOpen => local(),
+            FailurePolicy::FailClosed => Outcome::Unavailable,
+        }
+    }
+
+    fn note_failure(&self, shared: &Shared, e: &shared::Unavailable) {
+        use std::sync::atomic::Ordering;
+        shared.failures.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if shared.warned.swap(now, Ordering::Relaxed) != now {
+            let policy = match shared.policy {
+                FailurePolicy::FailOpen => "fail_open: this instance's own limits apply",
+                FailurePolicy::FailClosed => "fail_closed: requests get 503",
+            };
+            tracing::warn!(error = %e, "Shared rate limits unavailable ({policy})");
         }
     }
 
@@ -197,19 +423,9 @@ impl RateLimits {
         self.per_ip.as_ref()?.check(&ip_key(ip), cost)
     }
 
-    /// Stage 8: the principal's limit.
-    pub fn check_user(&self, who: &PrincipalHash, cost: u32) -> Option<Measured> {
-        self.per_user.as_ref()?.check(who, cost)
-    }
-
     /// Whether `ip` is banned now.
     pub fn banned(&self, ip: IpAddr) -> bool {
         self.bans.as_ref().is_some_and(|b| b.banned(ip_key(ip)))
-    }
-
-    /// An authentication failure from `ip`; `true` if it got the IP banned.
-    pub fn auth_failed(&self, ip: IpAddr) -> bool {
-        self.bans.as_ref().is_some_and(|b| b.failed(ip_key(ip)))
     }
 
     /// Keys the per-IP limit tracks (for memory reports).
@@ -284,18 +500,13 @@ impl RouteLimits {
         !self.per_tool.is_empty()
     }
 
-    /// Stage 8: the route's limit.
-    pub fn check_route(&self, cost: u32) -> Option<Measured> {
-        self.per_route.as_ref()?.check(&(), cost)
-    }
-
-    /// Stage 11: a `tools/call` of `tool` by `who` against the first limit naming it.
-    pub fn check_tool(&self, who: &PrincipalHash, tool: &str) -> Option<Measured> {
-        let (_, limit) = self
-            .per_tool
+    /// The first per-tool limit naming `tool`, with its position.
+    fn tool_limit(&self, tool: &str) -> Option<(usize, &ToolLimit)> {
+        self.per_tool
             .iter()
-            .find(|(globs, _)| globs.iter().any(|g| g.matches(tool)))?;
-        limit.check(&(*who, Box::from(tool)), 1)
+            .enumerate()
+            .find(|(_, (globs, _))| globs.iter().any(|g| g.matches(tool)))
+            .map(|(i, (_, limit))| (i, limit))
     }
 }
 
@@ -303,7 +514,27 @@ impl RouteLimits {
 #[derive(Debug, Clone, Default)]
 pub struct Counted(pub Vec<Measured>);
 
+/// Why a request may not go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over a limit (429).
+    Limited(Measured),
+    /// A banned address (403).
+    Banned,
+    /// Shared state unreachable under `fail_closed` (503).
+    Unavailable,
+}
+
 impl Counted {
+    /// Records what a check counted; `Err` when the request may not go on.
+    pub fn apply(&mut self, outcome: Outcome) -> Result<(), Refusal> {
+        match outcome {
+            Outcome::Counted(measured) => self.add(measured).map_err(Refusal::Limited),
+            Outcome::Banned => Err(Refusal::Banned),
+            Outcome::Unavailable => Err(Refusal::Unavailable),
+        }
+    }
+
     /// `Err` with the refusing measure when any refused.
     pub fn add(&mut self, measured: Option<Measured>) -> Result<(), Measured> {
         let Some(m) = measured else { return Ok(()) };
@@ -345,6 +576,17 @@ impl Counted {
             }
         }
     }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }
 
 /// Whole seconds, rounded up (a client told 0 would retry at once).

@@ -72,7 +72,7 @@ use crate::mcp::tasks::{self, TaskBinding};
 use crate::policy::lists::{ListRequests, Viewer};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
-use crate::ratelimit::{self, Counted, Measured, RateLimits};
+use crate::ratelimit::{self, Counted, Measured, RateLimits, Refusal};
 
 /// The gateway's own id for one HTTP request: in every log line of the request, in the
 /// `X-Request-Id` response header, and sent upstream. Client-supplied ids are not trusted.
@@ -255,13 +255,9 @@ async fn limited_stages(
         .get::<ClientAddr>()
         .map(|peer| limits.proxies.client(peer.0.ip(), req.headers()));
     if let Some(ip) = client_ip {
-        if limits.banned(ip) {
-            tracing::debug!(route = %route.name, "Refused a request from a banned address");
-            return Rejection::Banned.into_response(None);
-        }
         let cost = limits.cost(req.method(), None);
-        if let Err(refused) = counted.add(limits.check_ip(ip, cost)) {
-            return too_many(route, req, refused).await;
+        if let Err(refusal) = counted.apply(limits.stage5(ip, cost).await) {
+            return refused_unread(route, req, refusal).await;
         }
     }
 
@@ -284,7 +280,7 @@ async fn limited_stages(
                 tracing::debug!(route = %route.name, reason = failure.reason(), "Refused a request: {failure}");
                 if failure.counts_towards_ban()
                     && let Some(ip) = client_ip
-                    && limits.auth_failed(ip)
+                    && limits.failed_authentication(ip).await
                 {
                     tracing::warn!(route = %route.name, "Banned an address after repeated authentication failures");
                 }
@@ -359,8 +355,8 @@ async fn limited_stages(
             .then(|| jsonrpc::method(&bytes))
             .flatten();
         let cost = limits.cost(&parts.method, method.as_deref());
-        if let Err(refused) = count_caller(route, limits, &principal, cost, counted) {
-            return too_many_read(&bytes, refused);
+        if let Err(refusal) = count_caller(route, limits, &principal, cost, counted).await {
+            return refused(route, refusal, jsonrpc::request_id(&bytes).as_ref());
         }
         if !route.policy.is_open() || route.limits.has_tool_limits() {
             let parsed = match McpRequest::parse(&bytes) {
@@ -382,9 +378,11 @@ async fn limited_stages(
                 else {
                     continue;
                 };
-                let measured = route.limits.check_tool(&caller(), tool);
-                if let Err(refused) = counted.add(measured) {
-                    return too_many_read(&bytes, refused);
+                let outcome = limits
+                    .tool(&route.name, &route.limits, &caller(), tool)
+                    .await;
+                if let Err(refusal) = counted.apply(outcome) {
+                    return refused(route, refusal, message.id.as_ref());
                 }
             }
             if !parsed.batch {
@@ -432,8 +430,8 @@ async fn limited_stages(
         proxy::forward_read(&route.upstream, parts, bytes).await
     } else {
         let cost = limits.cost(req.method(), None);
-        if let Err(refused) = count_caller(route, limits, &principal, cost, counted) {
-            return too_many_answer(None, refused);
+        if let Err(refusal) = count_caller(route, limits, &principal, cost, counted).await {
+            return refused(route, refusal, None);
         }
         proxy::forward(&route.upstream, route.max_body, req).await
     };
@@ -487,23 +485,38 @@ async fn limited_stages(
 
 /// Stage 8: the principal's limit (not for anonymous callers, whom the IP limit covers)
 /// and the route's.
-fn count_caller(
+async fn count_caller(
     route: &Route,
     limits: &RateLimits,
     principal: &Principal,
     cost: u32,
     counted: &mut Counted,
-) -> Result<(), Measured> {
+) -> Result<(), Refusal> {
     if principal.method != AuthMethod::Anonymous {
-        counted.add(limits.check_user(&session::PrincipalHash::from(principal), cost))?;
+        let who = session::PrincipalHash::from(principal);
+        counted.apply(limits.user(&who, cost).await)?;
     }
-    counted.add(route.limits.check_route(cost))
+    counted.apply(limits.route(&route.name, &route.limits, cost).await)
 }
 
-/// 429 for a request whose body is not read yet: read it (within the route's limit) for
-/// the id the JSON-RPC error must carry.
-async fn too_many(route: &Route, req: Request<Body>, refused: Measured) -> Response<Body> {
-    tracing::debug!(route = %route.name, limit = refused.limit, "Refused a request over its rate limit");
+/// The answer to a request a limit refused.
+fn refused(route: &Route, refusal: Refusal, id: Option<&RequestId>) -> Response<Body> {
+    match refusal {
+        Refusal::Limited(measured) => {
+            tracing::debug!(route = %route.name, limit = measured.limit, "Refused a request over its rate limit");
+            too_many_answer(id, measured)
+        }
+        Refusal::Banned => {
+            tracing::debug!(route = %route.name, "Refused a request from a banned address");
+            Rejection::Banned.into_response(id)
+        }
+        Refusal::Unavailable => Rejection::LimitsUnavailable.into_response(id),
+    }
+}
+
+/// [`refused`] for a request whose body is not read yet: read it (within the route's
+/// limit) for the id the JSON-RPC error must carry.
+async fn refused_unread(route: &Route, req: Request<Body>, refusal: Refusal) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let id = if parts.method == Method::POST {
         proxy::read_body(&parts.headers, body, route.max_body)
@@ -513,15 +526,7 @@ async fn too_many(route: &Route, req: Request<Body>, refused: Measured) -> Respo
     } else {
         None
     };
-    too_many_answer(id.as_ref(), refused)
-}
-
-fn too_many_read(body: &[u8], refused: Measured) -> Response<Body> {
-    tracing::debug!(
-        limit = refused.limit,
-        "Refused a request over its rate limit"
-    );
-    too_many_answer(jsonrpc::request_id(body).as_ref(), refused)
+    refused(route, refusal, id.as_ref())
 }
 
 /// HTTP 429, `Retry-After`, and a JSON-RPC error with `data.retryAfterSeconds`.

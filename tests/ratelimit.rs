@@ -345,3 +345,115 @@ async fn methods_cost_what_the_config_says() {
         1800,
     );
 }
+
+// Shared mode: the limits live in a real redis-server.
+
+use support::redis::Redis;
+
+/// `[cluster]` for `redis` with `policy`, and `[rate_limits]` from `limits`; clients are
+/// told apart by `X-Forwarded-For` (the test client is a trusted proxy).
+fn shared(redis: &Redis, policy: &str, limits: &str) -> String {
+    format!(
+        "{limits}\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n\
+         [cluster]\nredis_url = \"{}\"\ntimeout = \"500ms\"\nfailure_policy = \"{policy}\"",
+        redis.url()
+    )
+}
+
+fn from(ip: &str) -> [(&'static str, &str); 1] {
+    [("x-forwarded-for", ip)]
+}
+
+#[tokio::test]
+async fn instances_share_one_limit_and_one_ban_list_through_redis() {
+    let redis = Redis::start().await;
+    let upstream = Upstream::start(Mode::Json).await;
+    let config = shared(
+        &redis,
+        "fail_open",
+        "per_ip = \"4/1h\"\nban = { failures = 2, within = \"1h\", for = \"1h\" }",
+    );
+    let one = gateway(&upstream, &config, true, &[]).await;
+    let two = gateway(&upstream, &config, true, &[]).await;
+    let (url1, url2) = (one.url("/mcp"), two.url("/mcp"));
+    // Four requests spread over both instances use the one allowance of 4.
+    for (id, url) in [(1, &url1), (2, &url2), (3, &url1), (4, &url2)] {
+        let ok = call(url, id, "echo", Some(ALICE), &from("203.0.113.1")).await;
+        assert_eq!(ok.status, StatusCode::OK, "request {id}");
+        assert_eq!(
+            ok.header("ratelimit"),
+            format!("\"ip\";r={};t={}", 4 - id, 900 * id)
+        );
+    }
+    // The fifth is refused on either.
+    for (id, url) in [(5, &url1), (6, &url2)] {
+        let refused = call(url, id, "echo", Some(ALICE), &from("203.0.113.1")).await;
+        assert_limited(&refused, id, "ip", 900);
+    }
+    // Another client is another key.
+    let other = call(&url2, 7, "echo", Some(ALICE), &from("203.0.113.2")).await;
+    assert_eq!(other.status, StatusCode::OK);
+
+    // Bad keys on one instance ban the address on both.
+    let bad = Some("pk_wrong_0123456789abcdef");
+    for id in 8..=10 {
+        let answer = call(&url1, id, "echo", bad, &from("198.51.100.7")).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let banned = call(&url2, 11, "echo", Some(ALICE), &from("198.51.100.7")).await;
+    assert_eq!(banned.status, StatusCode::FORBIDDEN, "{}", banned.body);
+    assert_eq!(banned.body["id"], 11);
+}
+
+#[tokio::test]
+async fn redis_down_follows_the_failure_policy_and_coming_back_is_picked_up() {
+    let mut redis = Redis::start().await;
+    let upstream = Upstream::start(Mode::Json).await;
+    let open_config = shared(&redis, "fail_open", "per_ip = \"1/1h\"");
+    let closed_config = shared(&redis, "fail_closed", "per_ip = \"1/1h\"");
+    let one = gateway(&upstream, &open_config, false, &[]).await;
+    let two = gateway(&upstream, &open_config, false, &[]).await;
+    let closed = gateway(&upstream, &closed_config, false, &[]).await;
+    let (url1, url2) = (one.url("/mcp"), two.url("/mcp"));
+
+    redis.kill();
+    // fail_open: each instance falls back to its own limit (1 per client, per instance).
+    for url in [&url1, &url2] {
+        assert_eq!(
+            call(url, 1, "echo", None, &from("192.0.2.9")).await.status,
+            StatusCode::OK
+        );
+        assert_limited(
+            &call(url, 2, "echo", None, &from("192.0.2.9")).await,
+            2,
+            "ip",
+            3600,
+        );
+    }
+    // fail_closed: 503 with a JSON-RPC error, nothing reaches the upstream.
+    let before = upstream.probe.calls("echo");
+    let unavailable = call(&closed.url("/mcp"), 3, "echo", None, &from("192.0.2.9")).await;
+    assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(unavailable.body["id"], 3);
+    assert_eq!(unavailable.body["error"]["code"], -32051);
+    assert_eq!(upstream.probe.calls("echo"), before);
+
+    // Redis comes back: the instances share the limit again, without a restart. (The
+    // first calls may still fail over while the connection is re-made: try fresh clients
+    // until one is counted across both instances.)
+    redis.restart().await;
+    support::within("the shared limit to resume", async {
+        for n in 0u32.. {
+            let ip = format!("198.51.100.{}", n % 250);
+            let first = call(&url1, 10, "echo", None, &from(&ip)).await;
+            let second = call(&url2, 11, "echo", None, &from(&ip)).await;
+            if first.status == StatusCode::OK && second.status == StatusCode::TOO_MANY_REQUESTS {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let resumed = call(&closed.url("/mcp"), 12, "echo", None, &from("192.0.2.200")).await;
+    assert_eq!(resumed.status, StatusCode::OK);
+}

@@ -119,6 +119,9 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
                     config.sessions = v;
                 }
             }
+            "cluster" => {
+                config.cluster = section("cluster", value, &mut errors);
+            }
             "rate_limits" => {
                 if let Some(v) = section("rate_limits", value, &mut errors) {
                     config.rate_limits = v;
@@ -137,7 +140,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `routes`)",
             )),
         }
     }

@@ -169,6 +169,35 @@ pub struct BanConfig {
     pub duration: Duration,
 }
 
+/// `[cluster]`: state shared between gateway instances.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` (or `rediss://` for TLS), usually from a secret when it
+    /// carries a password.
+    pub redis_url: super::secret::SecretValue,
+    /// Deadline of one Redis call (connecting included).
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Duration,
+    /// When Redis cannot be reached: `fail_open` (default) falls back to this instance's
+    /// own limits, logs and counts it; `fail_closed` answers 503.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration(StdDuration::from_millis(50))
+}
+
+/// What a limit does while the shared state is unreachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    #[default]
+    FailOpen,
+    FailClosed,
+}
+
 /// A route's `rate_limits`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

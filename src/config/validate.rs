@@ -523,6 +523,11 @@ fn missing_secret_message(name: &str, description: Option<&str>) -> String {
     }
 }
 
+/// The redis crate cannot read `url` (its message would show the URL, password and all).
+fn redis_url_invalid(url: &str) -> bool {
+    redis::Client::open(url).is_err()
+}
+
 fn resolve_secrets(
     config: &mut Config,
     parsed: &Parsed,
@@ -553,6 +558,27 @@ fn resolve_secrets(
             && let Err(problem) = crate::mcp::session::SessionKeys::parse_key(key.expose())
         {
             errors.push(ConfigError::new(at, format!("the key {problem}")));
+        }
+    }
+    if let Some(cluster) = &mut config.cluster {
+        let at = "cluster.redis_url";
+        if resolve(&mut cluster.redis_url, at, &declared, source, errors) {
+            let url = cluster.redis_url.expose();
+            let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|s| url.starts_with(s));
+            if !scheme_ok || redis_url_invalid(url) {
+                errors.push(ConfigError::new(
+                    at,
+                    "not a Redis URL (write redis://host:6379/0, or rediss:// for TLS)",
+                ));
+            }
+        }
+        if cluster.timeout.get().is_zero() {
+            errors.push(ConfigError::new(
+                "cluster.timeout",
+                "must be greater than zero",
+            ));
         }
     }
     if config.sessions.max_age.get().is_zero() {
