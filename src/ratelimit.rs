@@ -673,6 +673,59 @@ mod tests {
         assert!(l.check(&0, 1).unwrap().retry_after.is_some());
     }
 
+    fn principal(name: &str) -> PrincipalHash {
+        PrincipalHash::of("api_key", None, name)
+    }
+
+    #[test]
+    fn tool_limits_match_the_first_entry_and_count_per_principal_and_tool() {
+        let config: RouteLimitsConfig = toml::from_str(
+            "per_route = \"100/1h\"\n\
+             per_tool = [{ tools = [\"expensive_*\"], limit = \"1/1h\" }, \
+                         { tools = [\"*\"], limit = \"2/1h\" }]",
+        )
+        .unwrap();
+        let limits = RouteLimits::new(&config, 100);
+        let (alice, bob) = (principal("alice"), principal("bob"));
+        let check = |who: &PrincipalHash, tool: &str| {
+            let (_, limit) = limits.tool_limit(tool).unwrap();
+            limit.check(&(*who, Box::from(tool)), 1).unwrap()
+        };
+        assert_eq!(limits.tool_limit("expensive_report").unwrap().0, 0);
+        assert_eq!(limits.tool_limit("echo").unwrap().0, 1);
+        assert!(check(&alice, "expensive_report").retry_after.is_none());
+        assert!(check(&alice, "expensive_report").retry_after.is_some());
+        // Another tool of the same entry, another principal: their own allowance.
+        assert!(check(&alice, "expensive_export").retry_after.is_none());
+        assert!(check(&bob, "expensive_report").retry_after.is_none());
+        assert_eq!(check(&alice, "echo").remaining, 1);
+        let route = limits.per_route.as_ref().unwrap().check(&(), 1).unwrap();
+        assert_eq!((route.limit, route.remaining), ("route", 99));
+    }
+
+    #[test]
+    fn failures_beyond_the_allowance_ban_and_successes_do_not_unban() {
+        let bans = Bans::new(
+            toml::from_str::<BanConfig>("failures = 2\nwithin = \"1h\"\nfor = \"1h\"").unwrap(),
+            100,
+        );
+        let ip = ip_key("192.0.2.1".parse().unwrap());
+        assert!(!bans.failed(ip));
+        assert!(!bans.failed(ip));
+        assert!(!bans.banned(ip));
+        assert!(bans.failed(ip), "the third failure bans");
+        assert!(bans.banned(ip));
+        assert!(!bans.banned(ip_key("192.0.2.2".parse().unwrap())));
+        // Nothing but time lifts it: a zero-length ban is over at once.
+        let brief = Bans::new(
+            toml::from_str::<BanConfig>("failures = 1\nwithin = \"1h\"\nfor = \"0s\"").unwrap(),
+            100,
+        );
+        brief.failed(ip);
+        assert!(brief.failed(ip));
+        assert!(!brief.banned(ip));
+    }
+
     #[test]
     fn headers_follow_the_draft() {
         let mut counted = Counted::default();
