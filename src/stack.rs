@@ -334,7 +334,7 @@ async fn limited_stages(
     let tasks = TaskBinding::new(
         Arc::clone(&gateway.sessions.keys),
         Arc::clone(&route.name),
-        caller(),
+        Arc::clone(&principal),
     );
     // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
     // 12. Then the upstream; the body is read once.

@@ -55,6 +55,7 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 use super::session::{IdKind, OpenError, PrincipalHash, SealError, SessionKeys};
+use crate::auth::Principal;
 
 /// The `_meta` key that ties a message to a task.
 pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
@@ -98,12 +99,14 @@ pub struct Refused {
 #[error("an upstream task id could not be sealed: {0}")]
 pub struct Unsealable(#[from] SealError);
 
-/// Seals and opens task ids for one caller on one route.
+/// Seals and opens task ids for one caller on one route. Most requests carry no task id,
+/// so the caller's hash is computed when first needed.
 #[derive(Clone)]
 pub struct TaskBinding {
     keys: Arc<SessionKeys>,
     route: Arc<str>,
-    caller: PrincipalHash,
+    principal: Arc<Principal>,
+    hashed: std::sync::OnceLock<PrincipalHash>,
 }
 
 impl std::fmt::Debug for TaskBinding {
@@ -115,12 +118,18 @@ impl std::fmt::Debug for TaskBinding {
 }
 
 impl TaskBinding {
-    pub fn new(keys: Arc<SessionKeys>, route: Arc<str>, caller: PrincipalHash) -> Self {
+    pub fn new(keys: Arc<SessionKeys>, route: Arc<str>, principal: Arc<Principal>) -> Self {
         Self {
             keys,
             route,
-            caller,
+            principal,
+            hashed: std::sync::OnceLock::new(),
         }
+    }
+
+    fn caller(&self) -> &PrincipalHash {
+        self.hashed
+            .get_or_init(|| PrincipalHash::from(self.principal.as_ref()))
     }
 
     /// Seals the upstream's task ids in `message` (one JSON-RPC message or a batch of
@@ -206,7 +215,7 @@ impl TaskBinding {
         };
         *id = self
             .keys
-            .seal_stable(IdKind::Task, &self.route, id, &self.caller)?;
+            .seal_stable(IdKind::Task, &self.route, id, self.caller())?;
         Ok(true)
     }
 
@@ -216,7 +225,7 @@ impl TaskBinding {
             IdKind::Task,
             sealed,
             &self.route,
-            &self.caller,
+            self.caller(),
             0,
             Duration::MAX,
         )
@@ -262,11 +271,8 @@ mod tests {
     }
 
     fn binding_with(keys: &Arc<SessionKeys>, route: &str, who: &str) -> TaskBinding {
-        TaskBinding::new(
-            Arc::clone(keys),
-            Arc::from(route),
-            PrincipalHash::of("api_key", None, who),
-        )
+        let principal = Principal::new(who, crate::auth::AuthMethod::ApiKey);
+        TaskBinding::new(Arc::clone(keys), Arc::from(route), Arc::new(principal))
     }
 
     /// Seals `message` and returns it with the sealed ids found at `paths`.
