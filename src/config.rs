@@ -364,6 +364,11 @@ max_keys = 0
 trusted_proxies = ["10.0.0.0/8"]
 costs = { "" = 2 }
 
+[cluster]
+redis_url = "http://127.0.0.1:6379"
+timeout = "0s"
+failure_policy = "fail_closed"
+
 [[routes]]
 name = "a"
 path = "/mcp"
@@ -394,6 +399,8 @@ rate_limits.per_tool = [{ tools = [], limit = "1/1s" }]
             "rate_limits.costs.\"\"",
             "rate_limits.trusted_proxies",
             "routes[0].rate_limits.per_tool[0].tools",
+            "cluster.redis_url",
+            "cluster.timeout",
         ] {
             assert!(
                 found.iter().any(|m| m.starts_with(path)),
