@@ -1,5 +1,6 @@
-//! The command line: `portcullis run`, `check`, `health`, `hash-key`, `token`.
+//! The command line: `portcullis run`, `check`, `health`, `hash-key`, `token`, `audit`.
 
+mod audit;
 pub mod token;
 mod upstream_tools;
 
@@ -45,6 +46,9 @@ pub enum Command {
     /// (never a generated or default key). Prints the token alone on stdout and a
     /// summary on stderr; exit 2 if it cannot mint one the gateway would accept.
     Token(Box<token::TokenArgs>),
+    /// Work with audit trail files.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Health(args) => health(&args.config),
         Command::HashKey => hash_key(),
         Command::Token(args) => token::run(&args),
+        Command::Audit(command) => audit::run(&command),
     }
 }
 

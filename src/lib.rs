@@ -4,6 +4,7 @@
 //! serves it on the configured listener until shutdown. The binary (`main.rs`) only parses
 //! the command line (`cli.rs`) and calls these.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

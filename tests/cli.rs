@@ -869,3 +869,64 @@ fn check_warns_about_tools_in_rules_that_the_upstream_does_not_list() {
         assert!(stdout.contains("configuration OK (2 routes)"), "{stdout}");
     }
 }
+
+#[test]
+fn audit_verify_names_the_first_tampered_record_across_rotated_files() {
+    use portcullis::audit::chain::{Chain, Hasher};
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = Chain::new(Hasher::keyed(b"audit-test-key"));
+    let mut write = |name: &str, range: std::ops::Range<u64>| {
+        let text: String = range
+            .map(|n| {
+                let serde_json::Value::Object(fields) =
+                    serde_json::json!({ "event": "request", "subject": "alice", "n": n })
+                else {
+                    unreachable!()
+                };
+                format!("{}\n", chain.seal(fields))
+            })
+            .collect();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let old = write("audit.1.jsonl", 0..3);
+    let current = write("audit.jsonl", 3..5);
+    let verify = |key: Option<&str>, files: &[&std::path::Path]| {
+        let mut cmd = portcullis();
+        cmd.args(["audit", "verify"]).args(files);
+        if let Some(key) = key {
+            cmd.env("AUDIT_KEY", key).args(["--key-env", "AUDIT_KEY"]);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let key = Some("audit-test-key");
+    assert_eq!(
+        verify(key, &[&old, &current]),
+        (Some(0), "5 records verified in 2 file(s)\n".to_owned())
+    );
+    // Without the key (or with another), the first record already fails.
+    let (code, out) = verify(None, &[&old, &current]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("audit.1.jsonl:1: record 0 was edited"),
+        "{out}"
+    );
+    // An edit in the current file is named with its file and line.
+    let text = std::fs::read_to_string(&current).unwrap();
+    std::fs::write(&current, text.replacen("alice", "mallory", 1)).unwrap();
+    let (code, out) = verify(key, &[&old, &current]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("audit.jsonl:1: record 3 was edited"), "{out}");
+    // A missing rotated file is a gap.
+    std::fs::write(&current, text).unwrap();
+    let (code, out) = verify(key, &[&current]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("records 0..3 are missing"), "{out}");
+    // An unreadable file is a usage problem.
+    assert_eq!(verify(key, &[&dir.path().join("nope.jsonl")]).0, Some(2));
+}

@@ -1,0 +1,5 @@
+//! The audit trail (DESIGN.md stage 2 and `audit/`). So far: the hash chain that makes it
+//! tamper-evident and its verifier (`portcullis audit verify`); the events, sinks and the
+//! security monitor come with it.
+
+pub mod chain;
