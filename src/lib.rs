@@ -12,6 +12,7 @@ pub mod edge;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod hex;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;

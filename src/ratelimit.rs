@@ -286,8 +286,10 @@ impl RateLimits {
         let Some(limit) = self.per_user.as_ref() else {
             return Outcome::Counted(None);
         };
-        self.counted(limit, &hex(who.as_bytes()), cost, || limit.check(who, cost))
-            .await
+        self.counted(limit, &crate::hex::encode(who.as_bytes()), cost, || {
+            limit.check(who, cost)
+        })
+        .await
     }
 
     /// Stage 8: the route's limit.
@@ -310,7 +312,7 @@ impl RateLimits {
         let Some((i, limit)) = limits.tool_limit(tool) else {
             return Outcome::Counted(None);
         };
-        let key = format!("{route}:{i}:{}:{tool}", hex(who.as_bytes()));
+        let key = format!("{route}:{i}:{}:{tool}", crate::hex::encode(who.as_bytes()));
         self.counted(limit, &key, 1, || limit.check(&(*who, Box::from(tool)), 1))
             .await
     }
@@ -576,17 +578,6 @@ impl Counted {
             }
         }
     }
-}
-
-/// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }
 
 /// Whole seconds, rounded up (a client told 0 would retry at once).

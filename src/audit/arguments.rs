@@ -48,7 +48,7 @@ pub fn recorded(mode: ArgumentsMode, arguments: &Value, sensitive: &[String]) ->
         ArgumentsMode::Hash => {
             let bytes = serde_json::to_vec(arguments).unwrap_or_default();
             let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::hex::encode(digest.as_ref());
             Some(Value::String(format!("sha256:{hex}")))
         }
         ArgumentsMode::Redacted => {

@@ -214,11 +214,7 @@ fn split(line: &str) -> Option<(u64, [u8; 32], [u8; 32], String)> {
 }
 
 fn hex(bytes: &[u8; 32]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    crate::hex::encode(bytes)
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {

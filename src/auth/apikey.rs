@@ -48,13 +48,7 @@ impl KeyHash {
 
     /// Lowercase hex, as written in the config.
     pub fn to_hex(&self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = String::with_capacity(2 * SHA256_OUTPUT_LEN);
-        for byte in self.0 {
-            hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
-            hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-        }
-        hex
+        crate::hex::encode(&self.0)
     }
 }
 
