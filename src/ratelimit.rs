@@ -281,15 +281,15 @@ impl RateLimits {
         }
     }
 
-    /// Stage 8: the principal's limit.
-    pub async fn user(&self, who: &PrincipalHash, cost: u32) -> Outcome {
+    /// Stage 8: the principal's limit (its key hashed only when there is one).
+    pub async fn user(&self, principal: &crate::auth::Principal, cost: u32) -> Outcome {
         let Some(limit) = self.per_user.as_ref() else {
             return Outcome::Counted(None);
         };
-        self.counted(limit, &crate::hex::encode(who.as_bytes()), cost, || {
-            limit.check(who, cost)
-        })
-        .await
+        let who = PrincipalHash::from(principal);
+        let key = crate::hex::encode(who.as_bytes());
+        self.counted(limit, &key, cost, || limit.check(&who, cost))
+            .await
     }
 
     /// Stage 8: the route's limit.

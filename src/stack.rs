@@ -371,7 +371,8 @@ async fn limited_stages(
                 return refusal;
             }
             // 11. Per principal and tool.
-            for (message, method) in parsed.calls() {
+            let tool_limited = route.limits.has_tool_limits();
+            for (message, method) in parsed.calls().filter(|_| tool_limited) {
                 let Some(tool) = (method == "tools/call")
                     .then(|| message.params.as_ref()?.get("name")?.as_str())
                     .flatten()
@@ -493,8 +494,7 @@ async fn count_caller(
     counted: &mut Counted,
 ) -> Result<(), Refusal> {
     if principal.method != AuthMethod::Anonymous {
-        let who = session::PrincipalHash::from(principal);
-        counted.apply(limits.user(&who, cost).await)?;
+        counted.apply(limits.user(principal, cost).await)?;
     }
     counted.apply(limits.route(&route.name, &route.limits, cost).await)
 }
