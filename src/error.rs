@@ -142,17 +142,23 @@ pub fn jsonrpc_error_body_with_data(
     message: &str,
     data: &serde_json::Value,
 ) -> String {
-    let id = id.map_or("null", |id| id.as_raw().get());
-    let message = serde_json::Value::String(message.to_owned());
-    format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message},"data":{data}}}}}"#
-    )
+    error_body(id, code, message, Some(data))
 }
 
 pub fn jsonrpc_error_body(id: Option<&RequestId>, code: i64, message: &str) -> String {
+    error_body(id, code, message, None)
+}
+
+fn error_body(
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+    data: Option<&serde_json::Value>,
+) -> String {
     let id = id.map_or("null", |id| id.as_raw().get());
     let message = serde_json::Value::String(message.to_owned());
-    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}}}}}"#)
+    let data = data.map_or_else(String::new, |data| format!(",\"data\":{data}"));
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}{data}}}}}"#)
 }
 
 #[cfg(test)]

@@ -86,14 +86,7 @@ impl<K: std::hash::Hash + Eq + Clone, C: Clock + Clone> Limit<K, C> {
         let cost = NonZeroU32::new(cost)?;
         let interval = self.rate.interval();
         let burst = self.rate.burst.get();
-        let mut measured = Measured {
-            limit: self.name,
-            quota: self.rate.count.get(),
-            window: self.rate.per,
-            remaining: 0,
-            reset: interval.saturating_mul(burst),
-            retry_after: None,
-        };
+        let mut measured = self.untouched();
         match self.limiter.check_key_n(key, cost) {
             Ok(Ok(snapshot)) => {
                 measured.remaining = snapshot.remaining_burst_capacity();
@@ -109,16 +102,22 @@ impl<K: std::hash::Hash + Eq + Clone, C: Clock + Clone> Limit<K, C> {
         Some(measured)
     }
 
-    /// The outcome of a shared check of this limit.
-    fn measured(&self, verdict: shared::Verdict) -> Outcome {
-        let mut measured = Measured {
+    /// A measure of this limit before the check fills it in: nothing left, whole again
+    /// after the full burst.
+    fn untouched(&self) -> Measured {
+        Measured {
             limit: self.name,
             quota: self.rate.count.get(),
             window: self.rate.per,
             remaining: 0,
             reset: self.rate.interval().saturating_mul(self.rate.burst.get()),
             retry_after: None,
-        };
+        }
+    }
+
+    /// The outcome of a shared check of this limit.
+    fn measured(&self, verdict: shared::Verdict) -> Outcome {
+        let mut measured = self.untouched();
         match verdict {
             shared::Verdict::Allowed { remaining, reset } => {
                 measured.remaining = remaining;

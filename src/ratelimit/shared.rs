@@ -119,10 +119,7 @@ impl SharedLimits {
         invocation.arg(interval).arg(rate.burst.get()).arg(cost);
         let mut connection = self.connection.clone();
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut connection);
-        let (verdict, remaining, micros) = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| Unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| Unavailable(e.to_string()))?;
+        let (verdict, remaining, micros) = self.within(call).await?;
         let micros = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
         Ok(match verdict {
             1 => Verdict::Allowed {
@@ -142,11 +139,8 @@ impl SharedLimits {
         let key = format!("{}ban:{ip}", self.prefix);
         let mut command = redis::cmd("EXISTS");
         command.arg(key);
-        let call = command.query_async::<bool>(&mut connection);
-        tokio::time::timeout(self.timeout, call)
+        self.within(command.query_async::<bool>(&mut connection))
             .await
-            .map_err(|_| Unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| Unavailable(e.to_string()))
     }
 
     /// Bans `ip` for `duration`, for every instance.
@@ -158,7 +152,15 @@ impl SharedLimits {
             .max(1);
         let mut command = redis::cmd("SET");
         command.arg(key).arg(1).arg("PX").arg(millis);
-        let call = command.query_async::<()>(&mut connection);
+        self.within(command.query_async::<()>(&mut connection))
+            .await
+    }
+
+    /// `call` under the deadline; a late or failed answer is `Unavailable`.
+    async fn within<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Unavailable> {
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| Unavailable(format!("no answer within {:?}", self.timeout)))?
