@@ -1,6 +1,191 @@
-//! The audit trail (DESIGN.md stage 2 and `audit/`). So far: the hash chain that makes it
-//! tamper-evident and its verifier (`portcullis audit verify`), and what a record keeps of
-//! a call's arguments; the events, sinks and the security monitor come with it.
+//! The audit trail and the security monitor (DESIGN.md stage 2 and `audit/`).
+//!
+//! Every request that reaches a route ends in one [`event::RequestRecord`], finished when
+//! its response ends ([`body::Audited`]); [`Audit::finish`] then counts it in the metrics,
+//! shows it to the [`monitor`], and queues it for the [`sink`] writer, which chains it
+//! ([`chain`]) and writes it. Decisions that stand on their own (bans, alerts) are
+//! recorded through [`Audit::record`].
 
 pub mod arguments;
+pub mod body;
 pub mod chain;
+pub mod event;
+pub mod monitor;
+pub mod query;
+pub mod sink;
+pub mod webhook;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::admin::metrics::Metrics;
+use crate::config::Config;
+use crate::ratelimit::RateLimits;
+use event::{Body, Record, RequestRecord};
+
+/// The calls of a parsed body as its record keeps them: method, the tool, prompt or
+/// resource named, and the arguments as `mode` says.
+pub fn calls_of(
+    parsed: &crate::mcp::message::McpRequest,
+    mode: arguments::ArgumentsMode,
+    sensitive: &[String],
+) -> Vec<event::CallRecord> {
+    parsed
+        .calls()
+        .map(|(message, method)| {
+            let call = crate::policy::Call::from_params(method, message.params.as_ref());
+            let name = match call.target {
+                crate::policy::Target::Tool(n)
+                | crate::policy::Target::Prompt(n)
+                | crate::policy::Target::Resource(n) => Some(Box::from(n)),
+                crate::policy::Target::None => None,
+            };
+            event::CallRecord {
+                method: Box::from(method),
+                name,
+                arguments: call
+                    .arguments
+                    .and_then(|a| arguments::recorded(mode, a, sensitive)),
+            }
+        })
+        .collect()
+}
+
+/// [`calls_of`] from a quick look at the body (no arguments).
+pub fn peeked_calls(peeked: Vec<crate::mcp::message::Peeked>) -> Vec<event::CallRecord> {
+    peeked
+        .into_iter()
+        .map(|p| event::CallRecord {
+            method: p.method.into(),
+            name: p.name.map(Box::from),
+            arguments: None,
+        })
+        .collect()
+}
+
+/// What the gateway keeps of what happens: records, metrics, alerts.
+#[derive(Debug)]
+pub struct Audit {
+    /// `None` with `audit.enabled = false`.
+    log: Option<sink::AuditLog>,
+    monitor: Option<monitor::Monitor>,
+    webhook: Option<webhook::Webhook>,
+    pub metrics: Arc<Metrics>,
+    limits: Arc<RateLimits>,
+}
+
+impl Audit {
+    /// Opens the trail and starts the writer (and the webhook task, which needs a tokio
+    /// runtime). The first record says the gateway started.
+    pub fn start(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        limits: Arc<RateLimits>,
+    ) -> Result<Self, String> {
+        let audit = &config.audit;
+        let log = if audit.enabled {
+            let log =
+                sink::AuditLog::start(audit, metrics.audit.clone()).map_err(|e| e.to_string())?;
+            log.send(Record::now(Body::Started {
+                version: env!("CARGO_PKG_VERSION"),
+            }));
+            Some(log)
+        } else {
+            None
+        };
+        let webhook = match &audit.monitor.webhook {
+            Some(hook) => Some(webhook::Webhook::start(hook, metrics.webhooks.clone())?),
+            None => None,
+        };
+        Ok(Self {
+            log,
+            monitor: monitor::Monitor::new(&audit.monitor),
+            webhook,
+            metrics,
+            limits,
+        })
+    }
+
+    /// Whether records are written.
+    pub fn is_on(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// A request's record, once its response has ended.
+    pub fn finish(&self, record: RequestRecord, tool_labels: bool) {
+        self.metrics.request(&record, tool_labels);
+        if let Some(monitor) = &self.monitor {
+            for alert in monitor.observe(&record, Instant::now()) {
+                self.alert(alert);
+            }
+        }
+        if let Some(log) = &self.log {
+            log.send(Record::now(Body::Request(Box::new(record))));
+        }
+    }
+
+    /// A record that stands on its own.
+    pub fn record(&self, body: Body) {
+        if let Some(log) = &self.log {
+            log.send(Record::now(body));
+        }
+    }
+
+    /// `ip` was banned for `duration` (already done by the rate limiter, or to be done).
+    pub fn banned(&self, ip: IpAddr, duration: Duration, cause: &'static str) {
+        self.metrics.bans.with_label_values(&[cause]).inc();
+        self.record(Body::Ban {
+            client_ip: ip,
+            duration,
+            cause,
+        });
+    }
+
+    fn alert(&self, alert: event::Alert) {
+        tracing::warn!(
+            rule = alert.rule,
+            count = alert.count,
+            within_seconds = alert.within_seconds,
+            client_ip = alert.client_ip.map(tracing::field::display),
+            "Security alert"
+        );
+        self.metrics.alerts.with_label_values(&[alert.rule]).inc();
+        if let Some(hook) = &self.webhook {
+            let record = Record::now(Body::Alert(alert.clone()));
+            let mut json = Vec::with_capacity(256);
+            if record.write_json(&mut json).is_ok() {
+                hook.send(json.into());
+            }
+        }
+        if let (Some("ban"), Some(ip), Some(duration)) = (
+            alert.action,
+            alert.client_ip,
+            self.monitor.as_ref().and_then(|m| m.ban),
+        ) {
+            let limits = Arc::clone(&self.limits);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { limits.ban(ip, duration).await });
+            }
+            self.record(Body::Alert(alert));
+            self.banned(ip, duration, "alert");
+            return;
+        }
+        self.record(Body::Alert(alert));
+    }
+
+    /// Waits until every record so far is written and flushed (blocking).
+    pub fn flush(&self) {
+        if let Some(log) = &self.log {
+            log.flush();
+        }
+    }
+
+    /// The last record (`stopped`), everything flushed to disk; later records are not
+    /// written (blocking: call from a blocking context).
+    pub fn close(&self) {
+        if let Some(log) = &self.log {
+            log.close(Record::now(Body::Stopped));
+        }
+    }
+}

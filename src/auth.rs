@@ -176,6 +176,15 @@ impl Failure {
     }
 }
 
+/// A request authentication refused: why, the answer, and whose credentials they were
+/// when that is known for sure (see [`Authenticator::failed_subject`]).
+#[derive(Debug)]
+pub struct Refused {
+    pub failure: Failure,
+    pub response: Response<Body>,
+    pub subject: Option<String>,
+}
+
 impl Authenticator {
     /// Builds the keys, JWKS caches and API-key store of a validated config. JWKS are not
     /// fetched yet: see [`Authenticator::start`].
@@ -295,6 +304,40 @@ impl Authenticator {
         while fetches.join_next().await.is_some() {}
     }
 
+    /// Counts every JWKS fetch in `counter` (labels: issuer, `ok` / `failed`).
+    pub fn count_jwks_refreshes(&self, counter: &prometheus::IntCounterVec) {
+        for issuer in self.jwt.issuers() {
+            if let Some(jwks) = &issuer.jwks {
+                jwks.count_refreshes(
+                    counter.with_label_values(&[issuer.issuer.as_str(), "ok"]),
+                    counter.with_label_values(&[issuer.issuer.as_str(), "failed"]),
+                );
+            }
+        }
+    }
+
+    /// Who a failed authentication was about, when that is known for sure: a token whose
+    /// signature verified but was refused for another reason (expired, not yet valid,
+    /// wrong audience or issuer form, a missing claim). `None` for everything an attacker
+    /// could have written.
+    pub fn failed_subject(&self, failure: &Failure, headers: &HeaderMap) -> Option<String> {
+        let verified_signature = matches!(
+            failure,
+            Failure::Token(
+                JwtError::Expired
+                    | JwtError::NotYetValid
+                    | JwtError::WrongAudience
+                    | JwtError::WrongIssuer
+                    | JwtError::MissingClaim(_)
+            )
+        );
+        if !verified_signature {
+            return None;
+        }
+        let token = bearer_token(headers.get(AUTHORIZATION)?)?;
+        self.jwt.subject_of(token)
+    }
+
     /// `(issuer, key set loaded)` of every issuer that uses a JWKS, for `/readyz`.
     pub fn jwks_status(&self) -> Vec<(String, bool)> {
         let mut status: Vec<_> = self
@@ -322,7 +365,7 @@ impl Authenticator {
         route: &RouteAuth,
         headers: &HeaderMap,
         certificate: Option<&PeerCertificate>,
-    ) -> Result<Arc<Principal>, (Failure, Response<Body>)> {
+    ) -> Result<Arc<Principal>, Refused> {
         let principal = self
             .identify(route, headers, certificate)
             .await
@@ -331,14 +374,23 @@ impl Authenticator {
                     Failure::Missing => route.challenge.missing_token(None),
                     _ => route.challenge.invalid_token(failure.description(), None),
                 };
-                (failure, response)
+                let subject = self.failed_subject(&failure, headers);
+                Refused {
+                    failure,
+                    response,
+                    subject,
+                }
             })?;
         if let Some(needed) = route.missing_scopes(&principal) {
             let failure = Failure::InsufficientScope;
             let response = route
                 .challenge
                 .insufficient_scope(&needed, failure.description(), None);
-            return Err((failure, response));
+            return Err(Refused {
+                failure,
+                response,
+                subject: Some(principal.subject.clone()),
+            });
         }
         Ok(principal)
     }

@@ -4,6 +4,7 @@
 //! own, then [`validate`] checks what serde cannot, so `portcullis check` can list every
 //! mistake at once, each with its TOML path. Secrets are resolved last (see [`secret`]).
 
+pub mod audit;
 pub mod auth;
 mod load;
 pub mod policy;
@@ -38,6 +39,12 @@ pub struct Config {
     pub rate_limits: ratelimit::RateLimitsConfig,
     /// `[cluster]`: limits and bans shared through Redis.
     pub cluster: Option<ratelimit::ClusterConfig>,
+    /// `[audit]`: the audit trail and the security monitor.
+    pub audit: audit::AuditConfig,
+    /// `[admin]`: the operators' listener (metrics).
+    pub admin: Option<audit::AdminConfig>,
+    /// `[metrics]`: Prometheus metrics at `/metrics`.
+    pub metrics: audit::MetricsConfig,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,
@@ -245,6 +252,12 @@ pub struct RouteConfig {
     /// The route's own rate limits: the route as a whole, and per principal and tool.
     #[serde(default)]
     pub rate_limits: ratelimit::RouteLimitsConfig,
+    /// What the audit trail keeps of this route's calls.
+    #[serde(default)]
+    pub audit: audit::RouteAuditConfig,
+    /// The route's metrics labels.
+    #[serde(default)]
+    pub metrics: audit::RouteMetricsConfig,
 }
 
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint.
@@ -397,7 +410,6 @@ rate_limits.per_tool = [{ tools = [], limit = "1/1s" }]
         for path in [
             "rate_limits.max_keys",
             "rate_limits.costs.\"\"",
-            "rate_limits.trusted_proxies",
             "routes[0].rate_limits.per_tool[0].tools",
             "cluster.redis_url",
             "cluster.timeout",
@@ -407,6 +419,55 @@ rate_limits.per_tool = [{ tools = [], limit = "1/1s" }]
                 "{path}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn audit_mistakes_are_reported_with_their_paths() {
+        let text = r#"
+[audit]
+file = "/no/such/dir/audit.jsonl"
+queue = 0
+max_file_size = "1KiB"
+hmac_key = "${AUDIT_KEY}"
+sensitive_keys = ["password", "_"]
+[audit.monitor]
+failed_authentications_per_ip = { count = 0, within = "1m" }
+ban = "0s"
+webhook = { url = "ftp://alerts.example.com/hook", timeout = "0s" }
+
+[[routes]]
+name = "a"
+path = "/mcp"
+upstream = { url = "http://127.0.0.1:3000/mcp" }
+default_policy = "allow"
+audit = { arguments = "redacted", sensitive_keys = [""] }
+"#;
+        let found = messages(text, &env(&[("AUDIT_KEY", "short")]));
+        for path in [
+            "audit.file",
+            "audit.queue",
+            "audit.max_file_size",
+            "audit.hmac_key",
+            "audit.sensitive_keys",
+            "audit.monitor.failed_authentications_per_ip",
+            "audit.monitor.ban",
+            "audit.monitor.webhook.url",
+            "audit.monitor.webhook.timeout",
+            "routes[0].audit.sensitive_keys",
+        ] {
+            assert!(
+                found.iter().any(|m| m.starts_with(path)),
+                "{path}: {found:?}"
+            );
+        }
+        // A key that is too short is named, never printed.
+        assert!(found.iter().all(|m| !m.contains("short\"")), "{found:?}");
+        let bad_mode = "[audit]\narguments = \"everything\"\n";
+        let found = messages(bad_mode, &env(&[]));
+        assert!(
+            found.iter().any(|m| m.starts_with("audit.arguments")),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::audit::event::{Kind, Outcome};
 use crate::mcp::jsonrpc::RequestId;
 
 /// JSON-RPC error codes the gateway answers with (the `-32000…-32099` block is reserved
@@ -116,6 +117,28 @@ impl Rejection {
         }
     }
 
+    /// How the audit trail and the metrics name this answer.
+    pub fn outcome(&self) -> Outcome {
+        let (kind, reason) = match self {
+            Self::HostNotAllowed => (Kind::Rejected, "host_not_allowed"),
+            Self::OriginNotAllowed => (Kind::Rejected, "origin_not_allowed"),
+            Self::NoRoute => (Kind::Rejected, "no_route"),
+            Self::MethodNotAllowed => (Kind::Rejected, "method_not_allowed"),
+            Self::BodyTooLarge { .. } => (Kind::Rejected, "body_too_large"),
+            Self::BodyUnreadable => (Kind::Rejected, "body_unreadable"),
+            Self::Parse => (Kind::Rejected, "parse_error"),
+            Self::InvalidMessage(_) => (Kind::Rejected, "invalid_request"),
+            Self::HeaderMismatch(_) => (Kind::Rejected, "header_mismatch"),
+            // Allowed, and then the upstream failed.
+            Self::UpstreamUnavailable => (Kind::Request, "upstream_unavailable"),
+            Self::UpstreamTimeout => (Kind::Request, "upstream_timeout"),
+            Self::Internal => (Kind::Request, "internal_error"),
+            Self::Banned => (Kind::Banned, "banned"),
+            Self::LimitsUnavailable => (Kind::RateLimited, "limits_unavailable"),
+        };
+        Outcome::new(kind, reason)
+    }
+
     /// The response, with the client's request id when one could be read.
     pub fn into_response(self, id: Option<&RequestId>) -> Response<Body> {
         let body = jsonrpc_error_body(id, self.code(), &self.to_string());
@@ -130,6 +153,7 @@ impl Rejection {
         if self == Self::MethodNotAllowed {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
         }
+        self.outcome().mark(&mut response);
         response
     }
 }

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use tower_http::cors::CorsLayer;
 
+use crate::admin::metrics::Metrics;
+use crate::audit::Audit;
+use crate::audit::arguments::{self, ArgumentsMode};
 use crate::auth::{AuthSetupError, Authenticator, RouteAuth};
 use crate::config::Config;
 use crate::edge::host::HostPolicy;
@@ -30,6 +33,10 @@ pub enum StartError {
     Sessions(String),
     #[error("cannot set up [cluster]: {0}")]
     Cluster(String),
+    #[error("cannot set up the audit trail: {0}")]
+    Audit(String),
+    #[error("cannot set up the metrics: {0}")]
+    Metrics(String),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -52,6 +59,40 @@ pub struct Route {
     pub policy: RoutePolicy,
     /// The route's own rate limits (per route, per principal and tool).
     pub limits: RouteLimits,
+    /// What the audit trail keeps of the route's calls, and its metrics labels.
+    pub audit: RouteAudit,
+}
+
+/// A route's audit settings.
+#[derive(Debug, Clone)]
+pub struct RouteAudit {
+    pub arguments: ArgumentsMode,
+    /// Member names masked in `redacted` mode (normalised).
+    pub sensitive: Arc<[String]>,
+    /// Tool names label the route's tool-call metrics.
+    pub tool_labels: bool,
+}
+
+impl RouteAudit {
+    fn new(config: &Config, route: &crate::config::RouteConfig) -> Self {
+        let names = route
+            .audit
+            .sensitive_keys
+            .as_ref()
+            .or(config.audit.sensitive_keys.as_ref());
+        let sensitive = match names {
+            Some(names) => arguments::normalise(names),
+            None => arguments::DEFAULT_SENSITIVE
+                .iter()
+                .map(|n| (*n).to_owned())
+                .collect(),
+        };
+        Self {
+            arguments: route.audit.arguments.unwrap_or(config.audit.arguments),
+            sensitive: sensitive.into(),
+            tool_labels: route.metrics.tool_labels,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +108,11 @@ pub struct Gateway {
     pub lists: Arc<ListCache>,
     /// Per IP, per principal, bans (stages 5 and 8).
     pub limits: Arc<RateLimits>,
+    /// The audit trail, the security monitor and the metrics.
+    pub audit: Arc<Audit>,
+    /// `/metrics` on the main listener for these client networks (no `[admin]`
+    /// listener); empty: not served there.
+    pub metrics_from: Vec<ipnet::IpNet>,
 }
 
 /// Bytes of list answers (upstream and filtered) the gateway keeps to serve repeated
@@ -83,7 +129,10 @@ pub struct Sessions {
 }
 
 fn limits(config: &Config) -> Result<RateLimits, StartError> {
-    let limits = RateLimits::new(&config.rate_limits);
+    let mut limits = RateLimits::new(&config.rate_limits);
+    if config.audit.monitor.ban.is_some() {
+        limits = limits.with_bans(config.rate_limits.max_keys);
+    }
     match &config.cluster {
         Some(cluster) => limits.with_cluster(cluster).map_err(StartError::Cluster),
         None => Ok(limits),
@@ -157,6 +206,7 @@ impl Gateway {
                     auth,
                     policy,
                     limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys),
+                    audit: RouteAudit::new(config, r),
                 }))
             })
             .collect::<Result<Vec<_>, StartError>>()?;
@@ -165,14 +215,27 @@ impl Gateway {
             config.server.public_url.as_ref(),
             config.server.listen.ip().is_loopback(),
         );
+        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
+        let auth = Authenticator::new(config)?;
+        auth.count_jwks_refreshes(&metrics.jwks_refreshes);
+        let limits = Arc::new(limits(config)?);
+        let audit =
+            Audit::start(config, metrics, Arc::clone(&limits)).map_err(StartError::Audit)?;
+        let metrics_from = if config.metrics.enabled && config.admin.is_none() {
+            config.metrics.allow_from.iter().map(|n| n.0).collect()
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             routes,
             hosts: Arc::new(hosts),
-            auth: Arc::new(Authenticator::new(config)?),
+            auth: Arc::new(auth),
             roles: Arc::new(Roles::new(&config.roles)),
             sessions: Arc::new(sessions(config)?),
             lists: Arc::new(ListCache::new(LIST_CACHE_BYTES)),
-            limits: Arc::new(limits(config)?),
+            limits,
+            audit: Arc::new(audit),
+            metrics_from,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! serves it on the configured listener until shutdown. The binary (`main.rs`) only parses
 //! the command line (`cli.rs`) and calls these.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -36,6 +37,9 @@ pub use stack::{App, app};
 pub struct Running {
     server: Server,
     app: App,
+    gateway: Arc<Gateway>,
+    /// The `[admin]` listener (metrics), when configured.
+    admin: Option<tokio::net::TcpListener>,
 }
 
 impl Running {
@@ -58,11 +62,34 @@ impl Running {
                  they stop working when this process restarts and on any other instance"
             );
         }
+        let admin = match &config.admin {
+            Some(admin) => {
+                let listener =
+                    tokio::net::TcpListener::bind(admin.listen)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: admin.listen,
+                            source,
+                        })?;
+                if !admin.listen.ip().is_loopback() {
+                    tracing::warn!(addr = %admin.listen, "The [admin] listener is on a non-loopback address: anyone who can reach it can read the metrics");
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         gateway.auth.start().await;
         Ok(Self {
             server,
-            app: app(gateway),
+            app: app(Arc::clone(&gateway)),
+            gateway,
+            admin,
         })
+    }
+
+    /// Where the `[admin]` listener is bound.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -78,7 +105,22 @@ impl Running {
             "http"
         };
         tracing::info!(%addr, scheme, "Portcullis listening");
+        let admin = self.admin.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "Admin listener (metrics) listening");
+            }
+            tokio::spawn(admin::serve(
+                listener,
+                Arc::clone(&self.gateway.audit.metrics),
+            ))
+        });
         self.server.serve(self.app, shutdown).await;
+        if let Some(admin) = admin {
+            admin.abort();
+        }
+        // Every request has ended: the trail's last record, everything on disk.
+        let audit = Arc::clone(&self.gateway.audit);
+        let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     }
 }
 

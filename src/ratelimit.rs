@@ -194,11 +194,12 @@ pub struct RouteLimits {
 /// Per principal and tool name.
 type ToolLimit = Limit<(PrincipalHash, Box<str>)>;
 
-/// IPs banned for failing authentication, and the failures counted towards it.
+/// Banned IPs (for failing authentication, or by the security monitor), and the
+/// authentication failures counted towards a ban when `[rate_limits] ban` is set.
 #[derive(Debug)]
 struct Bans {
-    failures: Limit<u128>,
-    duration: Duration,
+    /// The failures allowed, and how long the ban they lead to lasts.
+    failures: Option<(Limit<u128>, Duration)>,
     /// Address → end of its ban; bounded like the limits (a flood of banned addresses
     /// evicts the coldest first).
     banned: quick_cache::sync::Cache<u128, std::time::Instant>,
@@ -216,9 +217,34 @@ impl RateLimits {
                 .per_user
                 .map(|rate| Limit::new("user", rate, max, DefaultClock::default())),
             costs: config.costs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            bans: config.ban.map(|ban| Bans::new(ban, max)),
+            bans: config.ban.map(|ban| Bans::new(Some(ban), max)),
             shared: None,
         }
+    }
+
+    /// Keeps a ban list even without `[rate_limits] ban` (the security monitor bans).
+    pub fn with_bans(mut self, max_keys: usize) -> Self {
+        if self.bans.is_none() {
+            self.bans = Some(Bans::new(None, max_keys));
+        }
+        self
+    }
+
+    /// Bans `ip` for `duration` (on every instance when shared).
+    pub async fn ban(&self, ip: IpAddr, duration: Duration) {
+        let Some(bans) = &self.bans else { return };
+        bans.ban(ip_key(ip), duration);
+        if let Some(shared) = &self.shared {
+            let key = format!("{:032x}", ip_key(ip));
+            if let Err(e) = shared.redis.ban(&key, duration).await {
+                self.note_failure(shared, &e);
+            }
+        }
+    }
+
+    /// How long a ban for failed authentications lasts (`[rate_limits] ban.for`).
+    pub fn ban_duration(&self) -> Option<Duration> {
+        Some(self.bans.as_ref()?.failures.as_ref()?.1)
     }
 
     /// Shares the limits and bans through Redis (`[cluster]`). Needs a tokio runtime.
@@ -320,17 +346,20 @@ impl RateLimits {
     /// instance when shared).
     pub async fn failed_authentication(&self, ip: IpAddr) -> bool {
         let Some(bans) = &self.bans else { return false };
+        let Some((failures, duration)) = &bans.failures else {
+            return false;
+        };
         let Some(shared) = &self.shared else {
             return bans.failed(ip_key(ip));
         };
         let key = format!("{:032x}", ip_key(ip));
         let counted = shared
             .redis
-            .check("authfail", &key, &bans.failures.rate, 1, None)
+            .check("authfail", &key, &failures.rate, 1, None)
             .await;
         let result = match counted {
             Ok(shared::Verdict::Refused { .. }) => {
-                shared.redis.ban(&key, bans.duration).await.map(|()| true)
+                shared.redis.ban(&key, *duration).await.map(|()| true)
             }
             Ok(_) => Ok(false),
             Err(e) => Err(e),
@@ -436,16 +465,27 @@ impl RateLimits {
 }
 
 impl Bans {
-    fn new(config: BanConfig, max_keys: usize) -> Self {
-        let rate = Rate {
-            count: config.failures,
-            per: config.within.get(),
-            burst: config.failures,
-        };
+    fn new(config: Option<BanConfig>, max_keys: usize) -> Self {
+        let failures = config.map(|config| {
+            let rate = Rate {
+                count: config.failures,
+                per: config.within.get(),
+                burst: config.failures,
+            };
+            let limit = Limit::new("ban", rate, max_keys, DefaultClock::default());
+            (limit, config.duration.get())
+        });
         Self {
-            failures: Limit::new("ban", rate, max_keys, DefaultClock::default()),
-            duration: config.duration.get(),
+            failures,
             banned: quick_cache::sync::Cache::new(max_keys.max(1)),
+        }
+    }
+
+    fn ban(&self, ip: u128, duration: Duration) {
+        let until = std::time::Instant::now() + duration;
+        // A longer ban already in place stays.
+        if self.banned.get(&ip).is_none_or(|current| current < until) {
+            self.banned.insert(ip, until);
         }
     }
 
@@ -464,15 +504,16 @@ impl Bans {
     /// Counts a failure; a failure beyond the allowance bans the IP. Nothing a request
     /// does afterwards, successful or not, shortens the ban or clears the count.
     fn failed(&self, ip: u128) -> bool {
-        let over = self
-            .failures
+        let Some((failures, duration)) = &self.failures else {
+            return false;
+        };
+        let over = failures
             .check(&ip, 1)
             .is_some_and(|m| m.retry_after.is_some());
         if !over {
             return false;
         }
-        self.banned
-            .insert(ip, std::time::Instant::now() + self.duration);
+        self.ban(ip, *duration);
         true
     }
 }
@@ -696,7 +737,9 @@ mod tests {
     #[test]
     fn failures_beyond_the_allowance_ban_and_successes_do_not_unban() {
         let bans = Bans::new(
-            toml::from_str::<BanConfig>("failures = 2\nwithin = \"1h\"\nfor = \"1h\"").unwrap(),
+            Some(
+                toml::from_str::<BanConfig>("failures = 2\nwithin = \"1h\"\nfor = \"1h\"").unwrap(),
+            ),
             100,
         );
         let ip = ip_key("192.0.2.1".parse().unwrap());
@@ -708,7 +751,9 @@ mod tests {
         assert!(!bans.banned(ip_key("192.0.2.2".parse().unwrap())));
         // Nothing but time lifts it: a zero-length ban is over at once.
         let brief = Bans::new(
-            toml::from_str::<BanConfig>("failures = 1\nwithin = \"1h\"\nfor = \"0s\"").unwrap(),
+            Some(
+                toml::from_str::<BanConfig>("failures = 1\nwithin = \"1h\"\nfor = \"0s\"").unwrap(),
+            ),
             100,
         );
         brief.failed(ip);

@@ -45,6 +45,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
 use http::header::ORIGIN;
@@ -53,6 +54,9 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::Cors;
 use tracing::Instrument;
 
+use crate::audit::body::{Audited, Pending};
+use crate::audit::event::{Exchange, Kind, Outcome, RequestRecord};
+use crate::audit::{self, arguments::ArgumentsMode};
 use crate::auth::cache::system_clock;
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::auth::mtls::PeerCertificate;
@@ -183,6 +187,9 @@ impl App {
             match req.uri().path() {
                 "/healthz" => return health::healthz(),
                 "/readyz" => return health::readyz(&inner.gateway).await,
+                "/metrics" if metrics_allowed(&inner.gateway, &req) => {
+                    return crate::admin::metrics_response(&inner.gateway.audit.metrics);
+                }
                 _ => {}
             }
         }
@@ -190,7 +197,14 @@ impl App {
         // 3. Host: refuse names that are not ours (DNS rebinding).
         if !inner.gateway.hosts.allows(edge::request_authority(&req)) {
             tracing::debug!("Refused a request for a host that is not ours");
-            return Rejection::HostNotAllowed.into_response(None);
+            let response = Rejection::HostNotAllowed.into_response(None);
+            return audited(
+                &inner.gateway,
+                None,
+                Head::of(&inner.gateway, &mut req),
+                response,
+                Exchange::default(),
+            );
         }
 
         // 6. Protected-resource metadata: public, for any origin.
@@ -202,7 +216,14 @@ impl App {
         }
 
         let Some(stack) = inner.routes.get(req.uri().path()) else {
-            return Rejection::NoRoute.into_response(None);
+            let response = Rejection::NoRoute.into_response(None);
+            return audited(
+                &inner.gateway,
+                None,
+                Head::of(&inner.gateway, &mut req),
+                response,
+                Exchange::default(),
+            );
         };
 
         // 4a. Origin: a foreign one is refused before anything else, preflights included.
@@ -213,7 +234,15 @@ impl App {
                 .allows(req.headers().get(ORIGIN), edge::request_authority(&req));
             if !allowed {
                 tracing::debug!("Refused a request from a foreign origin");
-                return Rejection::OriginNotAllowed.into_response(None);
+                let response = Rejection::OriginNotAllowed.into_response(None);
+                let head = Head::of(&inner.gateway, &mut req);
+                return audited(
+                    &inner.gateway,
+                    Some(&stack.route),
+                    head,
+                    response,
+                    Exchange::default(),
+                );
             }
             // 4b. CORS: preflights answered here, without authentication; CORS headers
             // on the rest. Requests without an Origin are not browsers' and skip it.
@@ -234,26 +263,133 @@ impl App {
 async fn route_stages(
     route: &Arc<Route>,
     gateway: &Arc<Gateway>,
-    req: Request<Body>,
+    mut req: Request<Body>,
 ) -> Response<Body> {
+    let head = Head::of(gateway, &mut req);
     let mut counted = Counted::default();
-    let mut response = limited_stages(route, gateway, req, &mut counted).await;
+    let mut exchange = Exchange::default();
+    let mut response = limited_stages(
+        route,
+        gateway,
+        req,
+        head.client_ip,
+        &mut counted,
+        &mut exchange,
+    )
+    .await;
     counted.write(response.headers_mut());
-    response
+    audited(gateway, Some(route), head, response, exchange)
+}
+
+/// What the audit record of a request keeps of its head, read before the stages.
+struct Head {
+    started: Instant,
+    request_id: Box<str>,
+    trace_id: [u8; 16],
+    client_ip: Option<std::net::IpAddr>,
+    user_agent: Option<Box<str>>,
+    method: Method,
+}
+
+/// User agents longer than this are cut in the audit record.
+const MAX_USER_AGENT: usize = 256;
+
+impl Head {
+    /// Reads the head; continues the request's trace (`traceparent` for the upstream).
+    fn of(gateway: &Gateway, req: &mut Request<Body>) -> Self {
+        let client_ip = req
+            .extensions()
+            .get::<ClientAddr>()
+            .map(|peer| gateway.limits.proxies.client(peer.0.ip(), req.headers()));
+        let user_agent = req.headers().get(http::header::USER_AGENT).map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            let mut end = text.len().min(MAX_USER_AGENT);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            Box::from(text.get(..end).unwrap_or_default())
+        });
+        Self {
+            started: Instant::now(),
+            request_id: req
+                .extensions()
+                .get::<HttpRequestId>()
+                .map_or_else(|| Box::from("-"), |id| Box::from(id.as_str())),
+            trace_id: crate::telemetry::trace::propagate(req.headers_mut()),
+            client_ip,
+            user_agent,
+            method: req.method().clone(),
+        }
+    }
+}
+
+/// The response, its body counted; the request's audit record is finished when it ends.
+fn audited(
+    gateway: &Arc<Gateway>,
+    route: Option<&Arc<Route>>,
+    head: Head,
+    response: Response<Body>,
+    mut exchange: Exchange,
+) -> Response<Body> {
+    let outcome = response.extensions().get::<Outcome>().copied();
+    let Outcome { kind, reason } = outcome.unwrap_or(Outcome::new(Kind::Request, "forwarded"));
+    if outcome.is_none() {
+        exchange.upstream_status = Some(response.status().as_u16());
+    }
+    let stream = (outcome.is_none()
+        && mcp::headers::is_event_stream(response.headers().get(http::header::CONTENT_TYPE)))
+    .then(|| {
+        let name = route.map_or("-", |r| &*r.name);
+        gateway.audit.metrics.stream_opened(name)
+    });
+    let record = RequestRecord {
+        kind,
+        reason,
+        request_id: head.request_id,
+        trace_id: Some(crate::hex::encode(&head.trace_id).into()),
+        route: route.map(|r| Arc::clone(&r.name)),
+        client_ip: head.client_ip,
+        user_agent: head.user_agent,
+        http_method: head.method,
+        status: response.status().as_u16(),
+        latency: std::time::Duration::ZERO,
+        bytes_out: 0,
+        cut_short: false,
+        exchange,
+    };
+    let pending = Pending {
+        audit: Arc::clone(&gateway.audit),
+        record,
+        started: head.started,
+        tool_labels: route.is_some_and(|r| r.audit.tool_labels),
+        stream,
+    };
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, Body::new(Audited::new(body, pending)))
+}
+
+/// `/metrics` on the main listener: only without an `[admin]` listener, and only to the
+/// networks `[metrics] allow_from` names (judged by the connection's peer address).
+fn metrics_allowed(gateway: &Gateway, req: &Request<Body>) -> bool {
+    let Some(peer) = req.extensions().get::<ClientAddr>() else {
+        return false;
+    };
+    gateway
+        .metrics_from
+        .iter()
+        .any(|net| net.contains(&peer.0.ip()))
 }
 
 async fn limited_stages(
     route: &Arc<Route>,
     gateway: &Arc<Gateway>,
     mut req: Request<Body>,
+    client_ip: Option<std::net::IpAddr>,
     counted: &mut Counted,
+    exchange: &mut Exchange,
 ) -> Response<Body> {
     let (auth, roles, limits) = (&*gateway.auth, &*gateway.roles, &*gateway.limits);
     // 5. Bans and the client IP's limit: before any token is looked at.
-    let client_ip = req
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|peer| limits.proxies.client(peer.0.ip(), req.headers()));
     if let Some(ip) = client_ip {
         let cost = limits.cost(req.method(), None);
         if let Err(refusal) = counted.apply(limits.stage5(ip, cost).await) {
@@ -274,16 +410,29 @@ async fn limited_stages(
                     let values = route.auth.identity_headers(&principal);
                     req.extensions_mut().insert(values);
                 }
+                exchange.principal = Some(Arc::clone(&principal));
                 req.extensions_mut().insert(principal);
             }
-            Err((failure, response)) => {
+            Err(refused) => {
+                let crate::auth::Refused {
+                    failure,
+                    mut response,
+                    subject,
+                } = refused;
                 tracing::debug!(route = %route.name, reason = failure.reason(), "Refused a request: {failure}");
+                exchange.failed_subject = subject.map(Box::from);
                 if failure.counts_towards_ban()
                     && let Some(ip) = client_ip
                     && limits.failed_authentication(ip).await
                 {
                     tracing::warn!(route = %route.name, "Banned an address after repeated authentication failures");
+                    if let Some(duration) = limits.ban_duration() {
+                        gateway
+                            .audit
+                            .banned(ip, duration, "authentication_failures");
+                    }
                 }
+                Outcome::new(Kind::AuthenticationFailure, failure.reason()).mark(&mut response);
                 return response;
             }
         }
@@ -300,6 +449,7 @@ async fn limited_stages(
 
     // 10. Session binding: the client holds a sealed id; the upstream gets its own back
     // only if the id was issued to this caller on this route and has not expired.
+    let had_session = req.headers().contains_key(MCP_SESSION_ID);
     if let Some(sealed) = req.headers().get(MCP_SESSION_ID) {
         let opened = sealed.to_str().map_err(|_| None).and_then(|sealed| {
             gateway
@@ -325,7 +475,9 @@ async fn limited_stages(
                     _ => "malformed",
                 };
                 tracing::debug!(route = %route.name, reason, "Refused a session id that is not this caller's");
-                return session_not_found();
+                let mut response = session_not_found();
+                Outcome::new(Kind::SessionMismatch, reason).mark(&mut response);
+                return response;
             }
         }
     }
@@ -343,23 +495,46 @@ async fn limited_stages(
     let mut reply_id = None;
     // A JSON answer is read whole only when something in it may need rewriting.
     let mut read_json = false;
+    // When the request left for the upstream.
+    let sent;
+    let deleting = req.method() == Method::DELETE;
     let mut response = if req.method() == Method::POST {
         let (mut parts, body) = req.into_parts();
         let mut bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
             Ok(bytes) => bytes,
             Err(rejection) => return rejection.into_response(None),
         };
+        exchange.bytes_in = bytes.len() as u64;
+        // 9. Parsed once when anything judges the calls or the record keeps arguments;
+        // else a quick look names the calls for the record.
+        let judged = !route.policy.is_open() || route.limits.has_tool_limits();
+        let parsed = (judged || route.audit.arguments != ArgumentsMode::None)
+            .then(|| McpRequest::parse(&bytes));
+        match &parsed {
+            Some(Ok(parsed)) => {
+                exchange.batch = parsed.batch;
+                exchange.calls =
+                    audit::calls_of(parsed, route.audit.arguments, &route.audit.sensitive);
+            }
+            Some(Err(_)) => {}
+            None => {
+                if let Some((batch, calls)) = mcp::message::peek_calls(&bytes) {
+                    exchange.batch = batch;
+                    exchange.calls = audit::peeked_calls(calls);
+                }
+            }
+        }
         // 8. The principal's and the route's limits, at what this message costs.
-        let method = limits
-            .prices_methods()
-            .then(|| jsonrpc::method(&bytes))
-            .flatten();
-        let cost = limits.cost(&parts.method, method.as_deref());
+        let method = match exchange.calls.as_slice() {
+            [one] if !exchange.batch => Some(&*one.method),
+            _ => None,
+        };
+        let cost = limits.cost(&parts.method, method.filter(|_| limits.prices_methods()));
         if let Err(refusal) = count_caller(route, limits, &principal, cost, counted).await {
             return refused(route, refusal, jsonrpc::request_id(&bytes).as_ref());
         }
-        if !route.policy.is_open() || route.limits.has_tool_limits() {
-            let parsed = match McpRequest::parse(&bytes) {
+        if let Some(parsed) = parsed.filter(|_| judged) {
+            let parsed = match parsed {
                 Ok(parsed) => parsed,
                 Err(e) => return parse_rejection(&e, &bytes),
             };
@@ -428,14 +603,22 @@ async fn limited_stages(
         if read_json && reply_id.is_none() {
             reply_id = jsonrpc::request_id(&bytes);
         }
+        sent = Instant::now();
         proxy::forward_read(&route.upstream, parts, bytes).await
     } else {
         let cost = limits.cost(req.method(), None);
         if let Err(refusal) = count_caller(route, limits, &principal, cost, counted).await {
             return refused(route, refusal, None);
         }
+        sent = Instant::now();
         proxy::forward(&route.upstream, route.max_body, req).await
     };
+    if response.extensions().get::<Outcome>().is_none() {
+        exchange.upstream_latency = Some(sent.elapsed());
+        if deleting && had_session && response.status().is_success() {
+            exchange.session_event = Some("closed");
+        }
+    }
 
     // 13. Lists show only what the caller may use; the upstream's task ids are sealed.
     let rewrite = move |data: &[u8]| {
@@ -460,7 +643,9 @@ async fn limited_stages(
         Ok(rewritten) => rewritten,
         Err(e) => {
             tracing::warn!(route = %route.name, error = %e, "The upstream's answer could not be rewritten for the caller; not forwarded");
-            return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+            let mut response = Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+            Outcome::new(Kind::Request, "upstream_unforwardable").mark(&mut response);
+            return response;
         }
     };
 
@@ -474,10 +659,15 @@ async fn limited_stages(
         match sealed.and_then(|s| HeaderValue::from_str(&s).ok()) {
             Some(value) => {
                 response.headers_mut().insert(MCP_SESSION_ID, value);
+                if !had_session {
+                    exchange.session_event = Some("opened");
+                }
             }
             None => {
                 tracing::warn!(route = %route.name, "The upstream's session id could not be sealed (too long or not text)");
-                return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+                let mut response = Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+                Outcome::new(Kind::Request, "upstream_unforwardable").mark(&mut response);
+                return response;
             }
         }
     }
@@ -546,6 +736,7 @@ fn too_many_answer(id: Option<&RequestId>, refused: Measured) -> Response<Body> 
         HeaderValue::from_static("application/json"),
     );
     headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    Outcome::new(Kind::RateLimited, refused.limit).mark(&mut response);
     response
 }
 
@@ -614,13 +805,15 @@ fn open_task_ids(
             .into_iter()
             .map(|(i, _)| (i, tasks::TASK_NOT_FOUND.to_owned()))
             .collect();
-        return Err(Box::new(refusal(
+        let mut response = refusal(
             &ids,
             batch,
             crate::error::code::INVALID_PARAMS,
             &refused,
             "not sent: another message in this batch names a task that was not found",
-        )));
+        );
+        Outcome::new(Kind::Denied, "task_not_found").mark(&mut response);
+        return Err(Box::new(response));
     }
     if !changed {
         return Ok(None);
@@ -658,7 +851,9 @@ fn authorize(
             Decision::Allow => {}
             Decision::NeedScopes(scopes) if !parsed.batch => {
                 tracing::debug!(route = %route.name, method, "Refused a call that needs more scopes");
-                return Some(route.auth.insufficient_scope(&scopes, message.id.as_ref()));
+                let mut response = route.auth.insufficient_scope(&scopes, message.id.as_ref());
+                Outcome::new(Kind::Denied, "insufficient_scope").mark(&mut response);
+                return Some(response);
             }
             Decision::Deny | Decision::NeedScopes(_) => {
                 denied.push((i, policy::denial_message(&call)));
@@ -670,13 +865,15 @@ fn authorize(
     }
     tracing::debug!(route = %route.name, denied = denied.len(), "Refused a call by policy");
     let ids: Vec<Option<RequestId>> = parsed.messages.iter().map(|m| m.id.clone()).collect();
-    Some(refusal(
+    let mut response = refusal(
         &ids,
         parsed.batch,
         crate::error::code::DENIED,
         &denied,
         "not sent: another call in this batch is not allowed",
-    ))
+    );
+    Outcome::new(Kind::Denied, "policy").mark(&mut response);
+    Some(response)
 }
 
 /// The answer for a body that is not forwarded because of the messages in `refused`

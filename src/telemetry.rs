@@ -2,6 +2,8 @@
 //! pretty, the level from the config unless `RUST_LOG` says otherwise. Every line logged
 //! while a request is handled carries its `request_id` (from the span in `stack.rs`).
 
+pub mod trace;
+
 use std::fmt;
 use std::io::IsTerminal;
 

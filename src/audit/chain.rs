@@ -109,15 +109,43 @@ impl Chain {
         fields.remove("seq");
         fields.remove("prev");
         fields.remove("hash");
-        fields.insert("seq".into(), Value::from(self.seq));
-        fields.insert("prev".into(), Value::from(hex(&self.prev)));
+        let event = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
+        let mut line = Vec::with_capacity(event.len() + 180);
+        self.seal_into(&event, &mut line);
+        line.pop();
+        String::from_utf8(line).unwrap_or_default()
+    }
+
+    /// Appends to `out` the record (with its newline) of an event already written as one
+    /// JSON object without `seq`, `prev` or `hash` members: `{"seq":…,"prev":…,` then the
+    /// event's members, then `"hash"`.
+    pub fn seal_into(&mut self, event: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(self.seq.to_string().as_bytes());
+        out.extend_from_slice(b",\"prev\":\"");
+        out.extend_from_slice(hex(&self.prev).as_bytes());
+        out.push(b'"');
+        // The event's members, if it has any, after a comma; then the closing brace.
+        let members = event
+            .strip_prefix(b"{")
+            .and_then(|e| e.strip_suffix(b"}"))
+            .unwrap_or_default();
+        if !members.iter().all(u8::is_ascii_whitespace) {
+            out.push(b',');
+            out.extend_from_slice(members);
+        }
+        out.push(b'}');
         // The hash covers the bytes as written, whatever order the fields come in.
-        let body = serde_json::to_string(&Value::Object(fields)).unwrap_or_default();
-        let hash = self.hasher.hash(&self.prev, body.as_bytes());
+        let hash = self
+            .hasher
+            .hash(&self.prev, out.get(start..).unwrap_or_default());
         self.prev = hash;
         self.seq += 1;
-        let open = body.strip_suffix('}').unwrap_or(&body);
-        format!("{open},\"hash\":\"{}\"}}", hex(&hash))
+        out.pop();
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(hex(&hash).as_bytes());
+        out.extend_from_slice(b"\"}\n");
     }
 
     /// The `seq` the next record gets.
@@ -156,8 +184,19 @@ pub fn verify<'a>(
     hasher: &Hasher,
     files: impl IntoIterator<Item = &'a str>,
 ) -> Result<u64, Finding> {
+    verify_from(hasher, files, false).map(|(_, records)| records)
+}
+
+/// [`verify`]; with `partial`, the first file may start anywhere in the trail (older files
+/// were rotated away): `Ok((first seq, records))`.
+pub fn verify_from<'a>(
+    hasher: &Hasher,
+    files: impl IntoIterator<Item = &'a str>,
+    partial: bool,
+) -> Result<(u64, u64), Finding> {
     let mut prev = GENESIS;
     let mut expected: u64 = 0;
+    let mut first = None;
     for (file, text) in files.into_iter().enumerate() {
         for (n, line) in text.split_terminator('\n').enumerate() {
             let finding = |problem| Finding {
@@ -168,6 +207,12 @@ pub fn verify<'a>(
             let (seq, linked, hash, body) = split(line).ok_or(finding(Problem::NotARecord))?;
             if hasher.hash(&linked, body.as_bytes()) != hash {
                 return Err(finding(Problem::Edited { seq }));
+            }
+            if first.is_none() {
+                first = Some(seq);
+                if partial {
+                    (expected, prev) = (seq, linked);
+                }
             }
             if seq > expected {
                 return Err(finding(Problem::Deleted {
@@ -197,7 +242,8 @@ pub fn verify<'a>(
             });
         }
     }
-    Ok(expected)
+    let first = first.unwrap_or(expected);
+    Ok((first, expected - first))
 }
 
 /// A record's `seq`, `prev`, `hash`, and the bytes its hash covers.

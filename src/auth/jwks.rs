@@ -95,6 +95,8 @@ pub struct JwksCache {
     /// When the last fetch on behalf of an unknown `kid` happened; the lock also makes
     /// concurrent callers share one fetch.
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Fetches that succeeded and failed (`portcullis_jwks_refreshes_total`).
+    counters: std::sync::OnceLock<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 impl JwksCache {
@@ -124,6 +126,7 @@ impl JwksCache {
             generation: AtomicU64::new(0),
             digest: std::sync::Mutex::new(None),
             last_refetch: tokio::sync::Mutex::new(None),
+            counters: std::sync::OnceLock::new(),
         })
     }
 
@@ -138,6 +141,22 @@ impl JwksCache {
     /// Fetches the key set now. On success the new keys replace the old ones and the time
     /// until the next refresh is returned; on failure the last good keys stay.
     pub async fn refresh(&self) -> Result<Duration, JwksError> {
+        let result = self.refresh_once().await;
+        if let Some((ok, failed)) = self.counters.get() {
+            match result {
+                Ok(_) => ok.inc(),
+                Err(_) => failed.inc(),
+            }
+        }
+        result
+    }
+
+    /// Counts every fetch from now on.
+    pub fn count_refreshes(&self, ok: prometheus::IntCounter, failed: prometheus::IntCounter) {
+        let _ = self.counters.set((ok, failed));
+    }
+
+    async fn refresh_once(&self) -> Result<Duration, JwksError> {
         let (body, max_age) = self.fetch().await?;
         let keys = parse_jwks(&body)?;
         let mut digest = [0; 32];

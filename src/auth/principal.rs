@@ -61,9 +61,16 @@ pub struct Principal {
     /// The claims selected by configuration (for audit and policy conditions), not the
     /// whole token.
     pub claims: Map<String, Value>,
+    /// The OAuth client the token was issued to (`client_id`, RFC 9068, else `azp`).
+    pub client: Option<String>,
 }
 
 impl Principal {
+    /// The OAuth client the caller uses, when its token names one.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client.as_deref()
+    }
+
     /// A principal with no roles, scopes or claims.
     pub fn new(subject: impl Into<String>, method: AuthMethod) -> Self {
         Self {
@@ -73,6 +80,7 @@ impl Principal {
             roles: Vec::new(),
             scopes: Vec::new(),
             claims: Map::new(),
+            client: None,
         }
     }
 }
@@ -86,6 +94,7 @@ impl fmt::Debug for Principal {
             .field("roles", &self.roles)
             .field("scopes", &self.scopes)
             .field("claims", &self.claims.keys().collect::<Vec<_>>())
+            .field("client", &self.client)
             .finish()
     }
 }

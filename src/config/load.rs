@@ -122,6 +122,19 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             "cluster" => {
                 config.cluster = section("cluster", value, &mut errors);
             }
+            "audit" => {
+                if let Some(v) = section("audit", value, &mut errors) {
+                    config.audit = v;
+                }
+            }
+            "admin" => {
+                config.admin = section("admin", value, &mut errors);
+            }
+            "metrics" => {
+                if let Some(v) = section("metrics", value, &mut errors) {
+                    config.metrics = v;
+                }
+            }
             "rate_limits" => {
                 if let Some(v) = section("rate_limits", value, &mut errors) {
                     config.rate_limits = v;
@@ -140,7 +153,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `audit`, `admin`, `metrics`, `routes`)",
             )),
         }
     }
@@ -274,6 +287,9 @@ fn resolve_relative_paths(config: &mut Config, base: &Path) {
         if let Some(ca) = &mut issuer.jwks_ca {
             fix(ca);
         }
+    }
+    if let Some(file) = &mut config.audit.file {
+        fix(file);
     }
     for route in &mut config.routes {
         if let Some(ca) = &mut route.upstream.ca {

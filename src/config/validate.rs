@@ -49,6 +49,7 @@ pub(super) fn validate(
     }
     secret_declarations(config, &parsed.secret_index, source, errors);
     rate_limits(config, errors);
+    audit(config, errors);
     if parsed.auth {
         auth::section(config, parsed, errors);
     }
@@ -78,6 +79,11 @@ pub(super) fn validate(
         self::route(&at, route, errors);
         policy(&at, route, &config.roles, errors, &mut warnings);
         route_limits(&at, route, errors);
+        sensitive_keys(
+            &format!("{at}.audit.sensitive_keys"),
+            route.audit.sensitive_keys.as_deref(),
+            errors,
+        );
         if parsed.auth {
             auth::route(&at, route, config, errors, &mut warnings);
         }
@@ -339,11 +345,123 @@ fn rate_limits(config: &Config, errors: &mut Vec<ConfigError>) {
             ));
         }
     }
-    if !limits.trusted_proxies.is_empty() && limits.per_ip.is_none() && limits.ban.is_none() {
+}
+
+/// `[audit]` and `[admin]`: what serde cannot check.
+fn audit(config: &mut Config, errors: &mut Vec<ConfigError>) {
+    let audit = &config.audit;
+    if !audit.enabled {
+        config
+            .warnings
+            .push("audit.enabled = false: no audit trail is written".into());
+        return;
+    }
+    if audit.queue == 0 {
         errors.push(ConfigError::new(
-            "rate_limits.trusted_proxies",
-            "only used to find the client address for `per_ip` and `ban`; set one of them",
+            "audit.queue",
+            "must be at least 1 (records wait there for the writer)",
         ));
+    }
+    if audit.max_file_size.get() < 4096 {
+        errors.push(ConfigError::new(
+            "audit.max_file_size",
+            "must be at least 4 KiB (a file must hold whole records)",
+        ));
+    }
+    if let Some(file) = &audit.file {
+        match file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => errors.push(ConfigError::new(
+                "audit.file",
+                format!("the directory `{}` does not exist", dir.display()),
+            )),
+            _ => {}
+        }
+        if file.is_dir() {
+            errors.push(ConfigError::new(
+                "audit.file",
+                format!("`{}` is a directory; name a file in it", file.display()),
+            ));
+        }
+    } else if audit.stdout == Some(false) {
+        errors.push(ConfigError::new(
+            "audit.stdout",
+            "with no audit.file, records can only go to standard output; set a file or \
+             audit.enabled = false",
+        ));
+    }
+    sensitive_keys(
+        "audit.sensitive_keys",
+        audit.sensitive_keys.as_deref(),
+        errors,
+    );
+    let monitor = &audit.monitor;
+    let thresholds = [
+        (
+            "failed_authentications_per_ip",
+            monitor.failed_authentications_per_ip,
+        ),
+        (
+            "failed_authentications_per_subject",
+            monitor.failed_authentications_per_subject,
+        ),
+        ("denials_per_subject", monitor.denials_per_subject),
+        (
+            "rate_limit_rejections_per_ip",
+            monitor.rate_limit_rejections_per_ip,
+        ),
+    ];
+    for (name, threshold) in thresholds {
+        if let Some(t) = threshold
+            && (t.count == 0 || t.within.get().is_zero())
+        {
+            errors.push(ConfigError::new(
+                format!("audit.monitor.{name}"),
+                "count and within must be greater than zero",
+            ));
+        }
+    }
+    if let Some(ban) = monitor.ban {
+        if ban.get().is_zero() {
+            errors.push(ConfigError::new(
+                "audit.monitor.ban",
+                "must be greater than zero",
+            ));
+        }
+        if monitor.failed_authentications_per_ip.is_none()
+            && monitor.rate_limit_rejections_per_ip.is_none()
+        {
+            errors.push(ConfigError::new(
+                "audit.monitor.ban",
+                "bans the address of a per-IP alert; set failed_authentications_per_ip or \
+                 rate_limit_rejections_per_ip",
+            ));
+        }
+    }
+    if let Some(hook) = &monitor.webhook {
+        if !matches!(hook.url.scheme(), "http" | "https") {
+            errors.push(ConfigError::new(
+                "audit.monitor.webhook.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if hook.timeout.get().is_zero() {
+            errors.push(ConfigError::new(
+                "audit.monitor.webhook.timeout",
+                "must be greater than zero",
+            ));
+        }
+        if !monitor.is_on() {
+            config.warnings.push(
+                "audit.monitor.webhook is set but no threshold is: no alert will be sent".into(),
+            );
+        }
+    }
+}
+
+/// A `sensitive_keys` list: names that mask something.
+fn sensitive_keys(at: &str, list: Option<&[String]>, errors: &mut Vec<ConfigError>) {
+    if list.is_some_and(|l| l.iter().any(|n| n.trim_matches(['-', '_']).is_empty())) {
+        errors.push(ConfigError::new(at, "names must not be empty"));
     }
 }
 
@@ -579,6 +697,26 @@ fn resolve_secrets(
                 "cluster.timeout",
                 "must be greater than zero",
             ));
+        }
+    }
+    if let Some(key) = &mut config.audit.hmac_key
+        && resolve(key, "audit.hmac_key", &declared, source, errors)
+        && key.expose().len() < 16
+    {
+        errors.push(ConfigError::new(
+            "audit.hmac_key",
+            "must be at least 16 bytes (a key short enough to guess protects nothing)",
+        ));
+    }
+    if let Some(hook) = &mut config.audit.monitor.webhook {
+        for (name, value) in &mut hook.headers {
+            let at = format!("audit.monitor.webhook.headers.{name}");
+            if resolve(value, &at, &declared, source, errors)
+                && (http::HeaderValue::from_str(value.expose()).is_err()
+                    || http::HeaderName::from_bytes(name.as_bytes()).is_err())
+            {
+                errors.push(ConfigError::new(at, "not a valid header name and value"));
+            }
         }
     }
     if config.sessions.max_age.get().is_zero() {

@@ -144,6 +144,87 @@ fn message(value: Value) -> Result<Message, ParseError> {
     Ok(Message { id, method, params })
 }
 
+/// One call as a quick look at a body sees it: its method and the tool, prompt or
+/// resource it names (as [`crate::policy::Call`] reads them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    pub method: String,
+    pub name: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekMessage<'a> {
+    #[serde(borrow, default)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<PeekParams<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekParams<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default, rename = "ref")]
+    reference: Option<PeekRef<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekRef<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The calls of a body without building its JSON tree (for the audit record of a route
+/// that judges nothing): `(batch, calls)`, or `None` when the quick look cannot read it
+/// (then a full parse may). Messages without a method (responses) are left out.
+pub fn peek_calls(body: &[u8]) -> Option<(bool, Vec<Peeked>)> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    let (batch, messages) = if *first == b'[' {
+        (
+            true,
+            serde_json::from_slice::<Vec<PeekMessage<'_>>>(body).ok()?,
+        )
+    } else {
+        (
+            false,
+            vec![serde_json::from_slice::<PeekMessage<'_>>(body).ok()?],
+        )
+    };
+    let calls = messages
+        .into_iter()
+        .filter_map(|m| {
+            let method = m.method?;
+            let name = m.params.and_then(|p| {
+                let named = match &*method {
+                    "tools/call" | "prompts/get" => p.name,
+                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => p.uri,
+                    "completion/complete" => {
+                        let r = p.reference?;
+                        match r.kind.as_deref() {
+                            Some("ref/prompt") => r.name,
+                            Some("ref/resource") => r.uri,
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                named.map(std::borrow::Cow::into_owned)
+            });
+            Some(Peeked {
+                method: method.into_owned(),
+                name,
+            })
+        })
+        .collect();
+    Some((batch, calls))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +330,41 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_quick_look_reads_methods_and_names_like_the_policy_does() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"a":[1,{"b":2}]}}}"#;
+        let (batch, calls) = peek_calls(body).unwrap();
+        assert!(!batch);
+        assert_eq!(
+            calls,
+            vec![Peeked {
+                method: "tools/call".into(),
+                name: Some("echo".into())
+            }]
+        );
+        let body = br#"[{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}},
+            {"jsonrpc":"2.0","id":2,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"}}},
+            {"jsonrpc":"2.0","id":3,"result":{}},
+            {"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+        let (batch, calls) = peek_calls(body).unwrap();
+        assert!(batch);
+        let names: Vec<_> = calls
+            .iter()
+            .map(|c| (c.method.as_str(), c.name.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("resources/read", Some("file:///a")),
+                ("completion/complete", Some("p")),
+                ("notifications/initialized", None),
+            ]
+        );
+        // A name that is not a string, or positional params: not for the quick look.
+        assert!(peek_calls(br#"{"method":"tools/call","params":{"name":7}}"#).is_none());
+        assert!(peek_calls(br#"{"method":"x","params":[1]}"#).is_none());
+        assert!(peek_calls(b"not json").is_none());
     }
 }

@@ -115,6 +115,9 @@ pub struct GatewayBuilder {
     auth: Vec<String>,
     /// Secrets besides `TEST_TOKEN`.
     secrets: Vec<(String, String)>,
+    /// Extra `key = value` lines for `[audit]` (its `file` is in a directory of the
+    /// gateway's own unless a line sets one).
+    audit_extra: Vec<String>,
 }
 
 impl GatewayBuilder {
@@ -133,6 +136,12 @@ impl GatewayBuilder {
     /// Adds TOML text for the `[auth]` section (e.g. an `[[auth.issuers]]` table).
     pub fn auth(mut self, text: &str) -> Self {
         self.auth.push(text.to_owned());
+        self
+    }
+
+    /// Adds an `[audit]` setting, e.g. `arguments = "redacted"`.
+    pub fn audit_setting(mut self, line: &str) -> Self {
+        self.audit_extra.push(line.to_owned());
         self
     }
 
@@ -155,6 +164,10 @@ impl GatewayBuilder {
 
     /// The config text this builder produces, with the certificate paths of `pki`.
     pub fn toml(&self, pki: Option<&TestPki>) -> String {
+        self.toml_with_audit(pki, None)
+    }
+
+    fn toml_with_audit(&self, pki: Option<&TestPki>, audit_file: Option<&Path>) -> String {
         let mut text = String::new();
         text.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");
         for line in &self.server_extra {
@@ -180,6 +193,24 @@ impl GatewayBuilder {
             "\n[[secrets]]\nname = \"TEST_TOKEN\"\n\
              description = \"credential the gateway presents to the test upstream\"\n",
         );
+        text.push_str("\n[audit]\n");
+        let sets_file = self.audit_extra.iter().any(|l| {
+            l.split('=')
+                .next()
+                .is_some_and(|k| matches!(k.trim(), "file" | "enabled" | "stdout"))
+        });
+        match (audit_file, sets_file) {
+            (Some(file), false) => {
+                let _ = writeln!(text, "file = {}", toml_string(&file.display().to_string()));
+            }
+            // A gateway built from this text alone (no directory of its own): no trail.
+            (None, false) => text.push_str("enabled = false\n"),
+            (_, true) => {}
+        }
+        for line in &self.audit_extra {
+            text.push_str(line);
+            text.push('\n');
+        }
         for auth in &self.auth {
             text.push('\n');
             text.push_str(auth);
@@ -223,7 +254,9 @@ impl GatewayBuilder {
 
     pub async fn start(self) -> Gateway {
         let pki = (!self.insecure_http).then(TestPki::generate);
-        let text = self.toml(pki.as_ref());
+        let audit_dir = tempfile::tempdir().unwrap();
+        let audit_file = audit_dir.path().join("audit.jsonl");
+        let text = self.toml_with_audit(pki.as_ref(), Some(&audit_file));
         let secrets = MapSecrets {
             vars: std::iter::once(("TEST_TOKEN".to_owned(), TEST_TOKEN.to_owned()))
                 .chain(self.secrets.iter().cloned())
@@ -236,13 +269,17 @@ impl GatewayBuilder {
         };
         let running = portcullis::Running::bind(&config).await.unwrap();
         let addr = running.local_addr();
+        let admin_addr = running.admin_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(running.serve(async move {
             let _ = stopped.await;
         }));
         Gateway {
             addr,
+            admin_addr,
             pki,
+            audit_file,
+            audit_dir,
             stop: Some(stop),
             task,
         }
@@ -258,6 +295,12 @@ fn toml_string(s: &str) -> String {
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The `[admin]` listener, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The audit trail's file (unless the test set `[audit] file` itself).
+    pub audit_file: PathBuf,
+    /// Holds the audit file's directory until the gateway is dropped.
+    pub audit_dir: tempfile::TempDir,
     /// The certificates it serves (`None` with plain HTTP).
     pub pki: Option<TestPki>,
     stop: Option<oneshot::Sender<()>>,
@@ -290,6 +333,32 @@ impl Gateway {
     /// The CA the gateway's certificate chains to.
     pub fn ca_pem(&self) -> Option<&str> {
         self.pki.as_ref().map(|p| p.ca_pem.as_str())
+    }
+
+    /// The audit records written so far, parsed.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.audit_file).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (up to 5 s) until a record satisfies `matches`, and returns it. Records are
+    /// written when a response ends, a moment after the client has read it.
+    pub async fn audit_record(
+        &self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        for _ in 0..500 {
+            if let Some(found) = self.audit_records().into_iter().find(|r| matches(r)) {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "no matching audit record; the trail has:\n{}",
+            std::fs::read_to_string(&self.audit_file).unwrap_or_default()
+        );
     }
 
     /// Triggers graceful shutdown and waits until the gateway has drained and stopped.

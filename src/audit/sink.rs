@@ -1,0 +1,472 @@
+//! The audit writer: records go through a bounded queue to one thread that gives each its
+//! place in the hash chain and writes it to the file (rotated by size) and/or standard
+//! output. Requests never wait for the disk: they wait only when the queue is full and the
+//! policy is `block`; with `drop` the record is counted, and the writer puts a `gap` record
+//! where the dropped ones would have been.
+//!
+//! The file's chain goes on across rotations and restarts: at start-up the writer reads
+//! the last record of the trail and links the next one to it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+
+use prometheus::{IntCounter, IntGauge};
+
+use super::chain::{self, Chain, Hasher};
+use super::event::{Body, Record};
+use crate::config::audit::{AuditConfig, WhenFull};
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+enum Item {
+    Record(Record),
+    /// Everything queued before this is written and flushed; then the sender is told.
+    Flush(SyncSender<()>),
+}
+
+/// The writer's gauges and counters (see `admin::metrics`).
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    pub queue: IntGauge,
+    pub dropped: IntCounter,
+    pub records: IntCounter,
+    pub write_errors: IntCounter,
+}
+
+/// The handle requests write through.
+#[derive(Debug)]
+pub struct AuditLog {
+    sender: SyncSender<Item>,
+    /// Set by [`AuditLog::close`]: records sent afterwards are not written.
+    closed: std::sync::atomic::AtomicBool,
+    when_full: WhenFull,
+    /// Records dropped since the writer last wrote a `gap` record.
+    dropped: Arc<AtomicU64>,
+    metrics: SinkMetrics,
+}
+
+/// Why the trail cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("audit.file `{path}`: {source}")]
+pub struct OpenError {
+    path: String,
+    source: io::Error,
+}
+
+impl AuditLog {
+    /// Opens the trail (continuing its chain) and starts the writer thread.
+    pub fn start(config: &AuditConfig, metrics: SinkMetrics) -> Result<Self, OpenError> {
+        let hasher = config
+            .hmac_key
+            .as_ref()
+            .map_or(Hasher::Sha256, |key| Hasher::keyed(key.expose().as_bytes()));
+        let (file, chain) = match &config.file {
+            Some(path) => {
+                let at = |source| OpenError {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let sink = FileSink::open(path, config.max_file_size.get(), config.max_files)
+                    .map_err(at)?;
+                let chain = sink.continue_chain(hasher).map_err(at)?;
+                (Some(sink), chain)
+            }
+            None => (None, Chain::new(hasher)),
+        };
+        let stdout = config
+            .to_stdout()
+            .then(|| BufWriter::with_capacity(64 * 1024, io::stdout()));
+        let (sender, receiver) = mpsc::sync_channel(config.queue.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer {
+            chain,
+            file,
+            stdout,
+            line: Vec::with_capacity(4096),
+            event: Vec::with_capacity(2048),
+            dropped: Arc::clone(&dropped),
+            metrics: metrics.clone(),
+            failing: false,
+        };
+        // Detached: it ends when this handle (the channel's only sender) is dropped, after
+        // writing what is still queued.
+        std::thread::Builder::new()
+            .name("portcullis-audit".into())
+            .spawn(move || writer.run(&receiver))
+            .map_err(|source| OpenError {
+                path: "(writer thread)".into(),
+                source,
+            })?;
+        Ok(Self {
+            sender,
+            closed: std::sync::atomic::AtomicBool::new(false),
+            when_full: config.when_full,
+            dropped,
+            metrics,
+        })
+    }
+
+    /// Queues a record. With `block`, waits for room when the queue is full.
+    pub fn send(&self, record: Record) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.metrics.queue.inc();
+        let item = Item::Record(record);
+        let sent = match self.when_full {
+            WhenFull::Block => self.sender.send(item).is_ok(),
+            WhenFull::Drop => match self.sender.try_send(item) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.dropped.inc();
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+        };
+        if !sent {
+            self.metrics.queue.dec();
+        }
+    }
+
+    /// Waits until every record queued so far is written and flushed.
+    pub fn flush(&self) {
+        let (done, wait) = mpsc::sync_channel(1);
+        if self.sender.send(Item::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+
+    /// Writes `last` after everything queued, flushes it all to disk, and takes no more
+    /// records (blocking: call from a blocking context). The writer thread ends when this
+    /// handle is dropped.
+    pub fn close(&self, last: Record) {
+        self.send(last);
+        self.closed.store(true, Ordering::Relaxed);
+        self.flush();
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    chain: Chain,
+    file: Option<FileSink>,
+    stdout: Option<BufWriter<io::Stdout>>,
+    line: Vec<u8>,
+    event: Vec<u8>,
+    dropped: Arc<AtomicU64>,
+    metrics: SinkMetrics,
+    /// Writing failed and the failure was logged: log the next success.
+    failing: bool,
+}
+
+impl Writer {
+    fn run(&mut self, receiver: &Receiver<Item>) {
+        while let Ok(item) = receiver.recv() {
+            self.handle(item);
+            // Everything already waiting goes out in the same write.
+            while let Ok(item) = receiver.try_recv() {
+                self.handle(item);
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn handle(&mut self, item: Item) {
+        match item {
+            Item::Record(record) => {
+                self.metrics.queue.dec();
+                self.write_gap();
+                self.write(&record);
+            }
+            Item::Flush(done) => {
+                self.write_gap();
+                self.flush();
+                if let Some(file) = &mut self.file {
+                    let _ = file.file.get_ref().sync_data();
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// A `gap` record for records dropped since the last one.
+    fn write_gap(&mut self) {
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            self.write(&Record::now(Body::Gap { dropped }));
+        }
+    }
+
+    fn write(&mut self, record: &Record) {
+        self.event.clear();
+        if record.write_json(&mut self.event).is_err() {
+            tracing::error!("An audit record could not be serialised; it is lost");
+            self.metrics.write_errors.inc();
+            return;
+        }
+        self.line.clear();
+        self.chain.seal_into(&self.event, &mut self.line);
+        let mut result = Ok(());
+        if let Some(file) = &mut self.file {
+            result = file.write_line(&self.line);
+        }
+        if let Some(stdout) = &mut self.stdout {
+            result = result.and(stdout.write_all(&self.line));
+        }
+        self.outcome(result);
+        self.metrics.records.inc();
+    }
+
+    fn flush(&mut self) {
+        let mut result = Ok(());
+        if let Some(file) = &mut self.file {
+            result = file.file.flush();
+        }
+        if let Some(stdout) = &mut self.stdout {
+            result = result.and(stdout.flush());
+        }
+        self.outcome(result);
+    }
+
+    fn outcome(&mut self, result: io::Result<()>) {
+        match result {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::warn!("Writing the audit trail works again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                if !self.failing {
+                    self.failing = true;
+                    tracing::error!(error = %e, "Cannot write the audit trail");
+                }
+            }
+        }
+    }
+}
+
+/// The trail's file, rotated by size.
+struct FileSink {
+    path: PathBuf,
+    file: BufWriter<File>,
+    size: u64,
+    max_size: u64,
+    max_files: usize,
+    /// The number the next rotated file gets.
+    next: u32,
+}
+
+impl FileSink {
+    fn open(path: &Path, max_size: u64, max_files: usize) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        let next = rotated(path)?.last().map_or(1, |(n, _)| n + 1);
+        Ok(Self {
+            path: path.to_path_buf(),
+            file: BufWriter::with_capacity(256 * 1024, file),
+            size,
+            max_size,
+            max_files,
+            next,
+        })
+    }
+
+    /// The chain after the last record of the trail (the current file, else the newest
+    /// rotated one); a new chain when there is none. A last line cut off by a crash is
+    /// ended with a newline so what follows starts on a line of its own (`verify` names
+    /// the cut record).
+    fn continue_chain(&self, hasher: Hasher) -> io::Result<Chain> {
+        let mut candidates = vec![self.path.clone()];
+        candidates.extend(rotated(&self.path)?.into_iter().rev().map(|(_, p)| p));
+        for path in candidates {
+            let (last, cut) = last_record(&path)?;
+            if cut {
+                OpenOptions::new()
+                    .append(true)
+                    .open(&path)?
+                    .write_all(b"\n")?;
+                tracing::warn!(file = %path.display(), "The audit trail's last line was cut off (a crash?); `portcullis audit verify` will name it");
+            }
+            if let Some(line) = last {
+                return Chain::after(hasher, &line).map_err(|e| {
+                    io::Error::other(format!(
+                        "its last record cannot be continued ({e}); move the file away to start a new trail"
+                    ))
+                });
+            }
+        }
+        Ok(Chain::new(hasher))
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let len = line.len() as u64;
+        if self.size > 0 && self.size + len > self.max_size {
+            self.rotate()?;
+        }
+        self.file.write_all(line)?;
+        self.size += len;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_data()?;
+        let to = numbered(&self.path, self.next);
+        std::fs::rename(&self.path, &to)?;
+        self.next += 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.file = BufWriter::with_capacity(256 * 1024, file);
+        self.size = 0;
+        if self.max_files > 0 {
+            let all = rotated(&self.path)?;
+            let excess = all.len().saturating_sub(self.max_files);
+            for (_, old) in all.into_iter().take(excess) {
+                std::fs::remove_file(old)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `FILE.000042`.
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n:06}"));
+    PathBuf::from(name)
+}
+
+/// The rotated files of `path`, oldest first.
+fn rotated(path: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(base) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(base)?.strip_prefix('.'))
+            .filter(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        found.push((n, entry.path()));
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The last complete line of a file that is a record, and whether the file ends in a cut
+/// line. Reads backwards from the end, a growing block at a time.
+fn last_record(path: &Path) -> io::Result<(Option<String>, bool)> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, false)),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok((None, false));
+    }
+    let mut block: u64 = 64 * 1024;
+    loop {
+        let start = len.saturating_sub(block);
+        file.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        Read::by_ref(&mut file)
+            .take(len - start)
+            .read_to_end(&mut tail)?;
+        let cut = tail.last() != Some(&b'\n');
+        let text = String::from_utf8_lossy(&tail);
+        let mut lines: Vec<&str> = text.split_terminator('\n').collect();
+        if cut {
+            lines.pop();
+        }
+        // The first line of a block that does not start the file may be partial.
+        let whole = if start == 0 {
+            &lines[..]
+        } else {
+            lines.get(1..).unwrap_or_default()
+        };
+        if let Some(line) = whole
+            .iter()
+            .rev()
+            .find(|l| chain::Chain::after(Hasher::Sha256, l).is_ok())
+        {
+            return Ok((Some((*line).to_owned()), cut));
+        }
+        if start == 0 {
+            return Ok((None, cut));
+        }
+        block = block.saturating_mul(4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_record_is_found_behind_a_cut_line_and_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut chain = Chain::new(Hasher::Sha256);
+        let mut text = Vec::new();
+        let event = format!("{{\"pad\":\"{}\"}}", "x".repeat(50_000));
+        for _ in 0..3 {
+            chain.seal_into(event.as_bytes(), &mut text);
+        }
+        std::fs::write(&path, &text).unwrap();
+        let (last, cut) = last_record(&path).unwrap();
+        assert!(!cut);
+        assert!(last.unwrap().starts_with("{\"seq\":2,"));
+        text.extend_from_slice(b"{\"seq\":3,\"prev\":\"ab");
+        std::fs::write(&path, &text).unwrap();
+        let (last, cut) = last_record(&path).unwrap();
+        assert!(cut);
+        assert!(last.unwrap().starts_with("{\"seq\":2,"));
+    }
+
+    #[test]
+    fn rotated_files_are_found_in_order_and_others_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        for name in [
+            "audit.jsonl.000002",
+            "audit.jsonl.000010",
+            "audit.jsonl.000001",
+            "audit.jsonl.bak",
+            "audit.jsonl.1",
+            "other.jsonl.000003",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let found: Vec<u32> = rotated(&path)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(found, vec![1, 2, 10]);
+        assert_eq!(
+            numbered(&path, 7).file_name().unwrap().to_str().unwrap(),
+            "audit.jsonl.000007"
+        );
+    }
+}
