@@ -393,7 +393,7 @@ async fn limited_stages(
     if let Some(ip) = client_ip {
         let cost = limits.cost(req.method(), None);
         if let Err(refusal) = counted.apply(limits.stage5(ip, cost).await) {
-            return refused_unread(route, req, refusal).await;
+            return refused_unread(route, req, refusal, exchange).await;
         }
     }
 
@@ -444,6 +444,9 @@ async fn limited_stages(
         .get::<Arc<Principal>>()
         .cloned()
         .unwrap_or_else(|| Arc::clone(&ANONYMOUS));
+    if exchange.principal.is_none() {
+        exchange.principal = Some(Arc::clone(&principal));
+    }
     // Hashed only for requests and answers that carry a session id.
     let caller = || session::PrincipalHash::from(principal.as_ref());
 
@@ -705,17 +708,25 @@ fn refused(route: &Route, refusal: Refusal, id: Option<&RequestId>) -> Response<
 }
 
 /// [`refused`] for a request whose body is not read yet: read it (within the route's
-/// limit) for the id the JSON-RPC error must carry.
-async fn refused_unread(route: &Route, req: Request<Body>, refusal: Refusal) -> Response<Body> {
+/// limit) for the id the JSON-RPC error must carry, and the calls for the record.
+async fn refused_unread(
+    route: &Route,
+    req: Request<Body>,
+    refusal: Refusal,
+    exchange: &mut Exchange,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let id = if parts.method == Method::POST {
-        proxy::read_body(&parts.headers, body, route.max_body)
-            .await
-            .ok()
-            .and_then(|bytes| jsonrpc::request_id(&bytes))
-    } else {
-        None
-    };
+    let mut id = None;
+    if parts.method == Method::POST
+        && let Ok(bytes) = proxy::read_body(&parts.headers, body, route.max_body).await
+    {
+        exchange.bytes_in = bytes.len() as u64;
+        if let Some((batch, calls)) = mcp::message::peek_calls(&bytes) {
+            exchange.batch = batch;
+            exchange.calls = audit::peeked_calls(calls);
+        }
+        id = jsonrpc::request_id(&bytes);
+    }
     refused(route, refusal, id.as_ref())
 }
 

@@ -411,10 +411,6 @@ async fn header_hygiene_in_both_directions() {
             ("mcp-method", "tools/call"),
             ("mcp-name", "echo"),
             ("mcp-param-foo", "bar"),
-            (
-                "traceparent",
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-            ),
             ("content-type", "application/json"),
             ("accept", client::ACCEPT_BOTH),
         ] {
@@ -424,6 +420,13 @@ async fn header_hygiene_in_both_directions() {
                 "{name} ({http_version:?})"
             );
         }
+        // The trace goes on upstream: same trace id and flags, the gateway as the parent.
+        let parent = call_seen.header("traceparent").unwrap();
+        assert!(
+            parent.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && parent.ends_with("-01"),
+            "{parent}"
+        );
+        assert!(!parent.contains("b7ad6b7169203331"), "{parent}");
         assert_eq!(seen[3].method, http::Method::GET);
         assert_eq!(seen[3].header("last-event-id"), Some("0"));
         assert_eq!(seen[3].header("mcp-session-id"), Some(issued.as_str()));

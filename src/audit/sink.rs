@@ -146,7 +146,11 @@ impl AuditLog {
     /// records (blocking: call from a blocking context). The writer thread ends when this
     /// handle is dropped.
     pub fn close(&self, last: Record) {
-        self.send(last);
+        // The last record waits for room whatever the policy: it says the trail ends here.
+        self.metrics.queue.inc();
+        if self.sender.send(Item::Record(last)).is_err() {
+            self.metrics.queue.dec();
+        }
         self.closed.store(true, Ordering::Relaxed);
         self.flush();
     }
@@ -422,6 +426,74 @@ fn last_record(path: &Path) -> io::Result<(Option<String>, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::event::Kind;
+
+    #[test]
+    fn with_drop_a_full_queue_loses_records_but_the_trail_says_how_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let config = AuditConfig {
+            file: Some(path.clone()),
+            queue: 1,
+            when_full: WhenFull::Drop,
+            ..AuditConfig::default()
+        };
+        let metrics = crate::admin::metrics::Metrics::new().unwrap().audit;
+        let log = AuditLog::start(&config, metrics.clone()).unwrap();
+        let sent = 20_000_u64;
+        for _ in 0..sent {
+            log.send(Record::now(Body::Started { version: "test" }));
+        }
+        log.close(Record::now(Body::Stopped));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(chain::verify(&Hasher::Sha256, [text.as_str()]).is_ok());
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let written = records.iter().filter(|r| r["event"] == "started").count() as u64;
+        let gaps: u64 = records
+            .iter()
+            .filter(|r| r["event"] == Kind::Gap.as_str())
+            .map(|r| r["dropped"].as_u64().unwrap())
+            .sum();
+        assert!(
+            gaps > 0,
+            "a one-record queue cannot keep up with a tight loop"
+        );
+        assert_eq!(
+            written + gaps,
+            sent,
+            "every record is written or counted in a gap"
+        );
+        assert_eq!(metrics.dropped.get(), gaps);
+        assert_eq!(metrics.queue.get(), 0);
+        assert_eq!(records.last().unwrap()["event"], "stopped");
+    }
+
+    #[test]
+    fn with_block_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let config = AuditConfig {
+            file: Some(path.clone()),
+            queue: 1,
+            ..AuditConfig::default()
+        };
+        let metrics = crate::admin::metrics::Metrics::new().unwrap().audit;
+        let log = AuditLog::start(&config, metrics.clone()).unwrap();
+        for _ in 0..5_000 {
+            log.send(Record::now(Body::Started { version: "test" }));
+        }
+        log.close(Record::now(Body::Stopped));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            chain::verify(&Hasher::Sha256, [text.as_str()]).unwrap(),
+            5_001
+        );
+        assert_eq!(metrics.dropped.get(), 0);
+        assert_eq!(metrics.records.get(), 5_001);
+    }
 
     #[test]
     fn the_last_record_is_found_behind_a_cut_line_and_across_blocks() {

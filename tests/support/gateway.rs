@@ -279,7 +279,7 @@ impl GatewayBuilder {
             admin_addr,
             pki,
             audit_file,
-            audit_dir,
+            audit_dir: Some(audit_dir),
             stop: Some(stop),
             task,
         }
@@ -299,8 +299,9 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     /// The audit trail's file (unless the test set `[audit] file` itself).
     pub audit_file: PathBuf,
-    /// Holds the audit file's directory until the gateway is dropped.
-    pub audit_dir: tempfile::TempDir,
+    /// Holds the audit file's directory until the gateway is dropped (or handed over by
+    /// [`Gateway::shutdown`]).
+    audit_dir: Option<tempfile::TempDir>,
     /// The certificates it serves (`None` with plain HTTP).
     pub pki: Option<TestPki>,
     stop: Option<oneshot::Sender<()>>,
@@ -361,12 +362,14 @@ impl Gateway {
         );
     }
 
-    /// Triggers graceful shutdown and waits until the gateway has drained and stopped.
-    pub async fn shutdown(mut self) {
+    /// Triggers graceful shutdown and waits until the gateway has drained and stopped;
+    /// the directory of the audit file lives as long as the value returned.
+    pub async fn shutdown(mut self) -> Option<tempfile::TempDir> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         (&mut self.task).await.unwrap();
+        self.audit_dir.take()
     }
 }
 
