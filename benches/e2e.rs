@@ -58,6 +58,7 @@
 //! | `PORTCULLIS_BENCH_QUIET`       | `1`     | `0`: no waiting for a quiet machine, no redos  |
 //! | `PORTCULLIS_BENCH_BASELINE`    | unset   | another `portcullis` binary, measured alongside as `baseline` |
 //! | `PORTCULLIS_BENCH_PACING`      | `exact` | open-loop pacing: `exact` (OS threads) or `tick` (tokio timer) |
+//! | `PORTCULLIS_BENCH_AUDIT`       | `file`  | the gateway's audit trail: `file` (a JSON Lines file in the bench's directory, as deployed) or `off` |
 //! | `PORTCULLIS_BENCH_CONFIG`      | unset   | TOML appended to the gateway's config (after its one route, so `[routes.rate_limits]` is that route's) |
 //!
 //! The upstream is this same executable re-run with `--upstream`: a stateless rmcp
@@ -621,8 +622,18 @@ fn spawn_gateway(
     let threads = threads
         .map(|n| format!("worker_threads = {n}\n"))
         .unwrap_or_default();
+    let audit = match std::env::var("PORTCULLIS_BENCH_AUDIT").as_deref() {
+        Ok("off") => "[audit]\nenabled = false\n".to_owned(),
+        Ok("file") | Err(_) => format!(
+            "[audit]\nfile = {:?}\n",
+            dir.join(format!("{name}-audit.jsonl"))
+                .display()
+                .to_string()
+        ),
+        Ok(other) => return Err(format!("PORTCULLIS_BENCH_AUDIT={other}: use file or off").into()),
+    };
     let config = format!(
-        "[server]\nidle_timeout = \"1h\"\n{threads}{server}\n[logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n\
+        "[server]\nidle_timeout = \"1h\"\n{threads}{server}\n[logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n{audit}\n\
          [[routes]]\nname = \"bench\"\npath = \"{ROUTE_PATH}\"\n\
          upstream = {{ url = \"http://{upstream}/mcp\" }}\nauth = \"none\"\ndefault_policy = \"allow\"\n\n{extra}\n",
         extra = std::env::var("PORTCULLIS_BENCH_CONFIG").unwrap_or_default(),
