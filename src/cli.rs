@@ -213,10 +213,14 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = crate::telemetry::init(&config.logging) {
-        eprintln!("{e}");
-        return ExitCode::from(2);
-    }
+    // Lives until the gateway has stopped: the OTLP exporter sends what is left on drop.
+    let _telemetry = match crate::telemetry::init(&config.logging, &config.tracing) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     // The first worker's runtime; the server starts the others (`server.rs`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -45,6 +45,8 @@ pub struct Config {
     pub admin: Option<audit::AdminConfig>,
     /// `[metrics]`: Prometheus metrics at `/metrics`.
     pub metrics: audit::MetricsConfig,
+    /// `[tracing]`: request spans exported over OTLP (the `otlp` feature).
+    pub tracing: TracingConfig,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,
@@ -145,6 +147,36 @@ impl Default for LoggingConfig {
         Self {
             level: defaults::log_level(),
             format: LogFormat::default(),
+        }
+    }
+}
+
+/// `[tracing]`: OpenTelemetry export of request spans (builds with the `otlp` feature).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`. Unset: nothing
+    /// is exported (trace context is still propagated upstream).
+    pub otlp_endpoint: Option<url::Url>,
+    /// `service.name` of the exported spans.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// Share of new traces (no sampled parent) exported, 0 to 1; a caller's sampling
+    /// decision is followed.
+    #[serde(default = "defaults::sample_ratio")]
+    pub sample_ratio: f64,
+    /// Time allowed for one export.
+    #[serde(default = "defaults::otlp_timeout")]
+    pub timeout: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: defaults::service_name(),
+            sample_ratio: defaults::sample_ratio(),
+            timeout: defaults::otlp_timeout(),
         }
     }
 }
@@ -304,6 +336,15 @@ mod defaults {
     }
     pub(super) fn log_level() -> String {
         "info".to_owned()
+    }
+    pub(super) fn service_name() -> String {
+        "portcullis".to_owned()
+    }
+    pub(super) fn sample_ratio() -> f64 {
+        1.0
+    }
+    pub(super) fn otlp_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub(super) fn yes() -> bool {
         true
@@ -488,7 +529,11 @@ audit = { arguments = "redacted", sensitive_keys = [""] }
         )
         .unwrap();
         let errs = messages(&text, &env(&[]));
-        assert_eq!(errs.len(), 4, "{errs:#?}");
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("audit.file: the directory `/var/log/portcullis`"))
+        );
         assert!(
             errs.iter()
                 .any(|e| e.starts_with("server.tls.cert: cannot read"))

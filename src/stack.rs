@@ -172,6 +172,11 @@ impl App {
         // 2. Request id and span: every log line of this request carries the id.
         let id = HttpRequestId::generate();
         let span = tracing::info_span!("request", request_id = id.as_str());
+        #[cfg(feature = "otlp")]
+        if let Some(trace) = crate::telemetry::otlp::link(&span, req.headers_mut()) {
+            req.extensions_mut()
+                .insert(crate::telemetry::trace::Linked(trace));
+        }
         req.extensions_mut().insert(id.clone());
         let mut response = self.stages(req).instrument(span).await;
         response
@@ -315,7 +320,10 @@ impl Head {
                 .extensions()
                 .get::<HttpRequestId>()
                 .map_or_else(|| Box::from("-"), |id| Box::from(id.as_str())),
-            trace_id: crate::telemetry::trace::propagate(req.headers_mut()),
+            trace_id: match req.extensions().get::<crate::telemetry::trace::Linked>() {
+                Some(linked) => linked.0,
+                None => crate::telemetry::trace::propagate(req.headers_mut()),
+            },
             client_ip,
             user_agent,
             method: req.method().clone(),

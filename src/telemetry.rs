@@ -2,6 +2,8 @@
 //! pretty, the level from the config unless `RUST_LOG` says otherwise. Every line logged
 //! while a request is handled carries its `request_id` (from the span in `stack.rs`).
 
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod trace;
 
 use std::fmt;
@@ -13,10 +15,20 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
 
-use crate::config::{LogFormat, LoggingConfig};
+use crate::config::{LogFormat, LoggingConfig, TracingConfig};
 
-/// Installs the global subscriber. Fails only if one is already installed.
-pub fn init(config: &LoggingConfig) -> Result<(), String> {
+/// What has to live as long as the process logs: with `[tracing] otlp_endpoint` (and
+/// the `otlp` feature), the exporter, which sends the spans still waiting when dropped.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    /// Held for its `Drop`: the spans still waiting are sent then.
+    _exporter: Option<otlp::Exporter>,
+}
+
+/// Installs the global subscriber. Fails only if one is already installed or the config
+/// cannot be used.
+pub fn init(config: &LoggingConfig, tracing: &TracingConfig) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.level))
         .map_err(|e| {
@@ -30,6 +42,17 @@ pub fn init(config: &LoggingConfig) -> Result<(), String> {
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    #[cfg(feature = "otlp")]
+    if let Some(endpoint) = &tracing.otlp_endpoint {
+        return otlp::init(endpoint, tracing, filter, json);
+    }
+    #[cfg(not(feature = "otlp"))]
+    if tracing.otlp_endpoint.is_some() {
+        return Err(
+            "tracing.otlp_endpoint: this build cannot export traces (build with `--features otlp`)"
+                .into(),
+        );
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -44,7 +67,8 @@ pub fn init(config: &LoggingConfig) -> Result<(), String> {
     } else {
         builder.with_target(false).try_init()
     };
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| e.to_string())?;
+    Ok(Telemetry::default())
 }
 
 /// The fields of a span, as JSON: the same text as tracing-subscriber's [`JsonFields`],

@@ -12,13 +12,20 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge};
 
 use super::chain::{self, Chain, Hasher};
 use super::event::{Body, Record};
 use crate::config::audit::{AuditConfig, WhenFull};
+
+/// How long the writer lets records gather between writes while records keep coming.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
+/// Empty rounds (of [`BATCH_PAUSE`]) after which the writer blocks until the next record.
+const IDLE_ROUNDS: u32 = 50;
 
 /// What the writer is asked to do.
 #[derive(Debug)]
@@ -170,16 +177,47 @@ struct Writer {
 }
 
 impl Writer {
+    /// Writes what the queue holds every [`BATCH_PAUSE`], in one write per batch. Senders
+    /// then never have to wake the writer (a system call per record); only after
+    /// [`IDLE_ROUNDS`] empty rounds does it block until the next record arrives.
     fn run(&mut self, receiver: &Receiver<Item>) {
-        while let Ok(item) = receiver.recv() {
-            self.handle(item);
-            // Everything already waiting goes out in the same write.
-            while let Ok(item) = receiver.try_recv() {
-                self.handle(item);
+        let mut idle = 0;
+        loop {
+            let mut got = false;
+            loop {
+                match receiver.try_recv() {
+                    Ok(item) => {
+                        self.handle(item);
+                        got = true;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.flush();
+                        return;
+                    }
+                }
             }
-            self.flush();
+            if got {
+                self.flush();
+                idle = 0;
+            } else {
+                idle += 1;
+            }
+            if idle >= IDLE_ROUNDS {
+                match receiver.recv() {
+                    Ok(item) => {
+                        self.handle(item);
+                        idle = 0;
+                        continue;
+                    }
+                    Err(_) => {
+                        self.flush();
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(BATCH_PAUSE);
         }
-        self.flush();
     }
 
     fn handle(&mut self, item: Item) {

@@ -130,6 +130,11 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             "admin" => {
                 config.admin = section("admin", value, &mut errors);
             }
+            "tracing" => {
+                if let Some(v) = section("tracing", value, &mut errors) {
+                    config.tracing = v;
+                }
+            }
             "metrics" => {
                 if let Some(v) = section("metrics", value, &mut errors) {
                     config.metrics = v;
@@ -153,7 +158,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `audit`, `admin`, `metrics`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `audit`, `admin`, `metrics`, `tracing`, `routes`)",
             )),
         }
     }

@@ -50,6 +50,7 @@ pub(super) fn validate(
     secret_declarations(config, &parsed.secret_index, source, errors);
     rate_limits(config, errors);
     audit(config, errors);
+    tracing_section(config, errors);
     if parsed.auth {
         auth::section(config, parsed, errors);
     }
@@ -455,6 +456,37 @@ fn audit(config: &mut Config, errors: &mut Vec<ConfigError>) {
                 "audit.monitor.webhook is set but no threshold is: no alert will be sent".into(),
             );
         }
+    }
+}
+
+/// `[tracing]`: what serde cannot check.
+fn tracing_section(config: &Config, errors: &mut Vec<ConfigError>) {
+    let t = &config.tracing;
+    if let Some(url) = &t.otlp_endpoint {
+        if !cfg!(feature = "otlp") {
+            errors.push(ConfigError::new(
+                "tracing.otlp_endpoint",
+                "this build cannot export traces: build with `--features otlp`, or remove the key",
+            ));
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            errors.push(ConfigError::new(
+                "tracing.otlp_endpoint",
+                "must be an http:// or https:// URL (OTLP over HTTP)",
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        errors.push(ConfigError::new(
+            "tracing.sample_ratio",
+            "must be between 0 and 1",
+        ));
+    }
+    if t.timeout.get().is_zero() {
+        errors.push(ConfigError::new(
+            "tracing.timeout",
+            "must be greater than zero",
+        ));
     }
 }
 

@@ -8,6 +8,11 @@ use http::header::{HeaderName, HeaderValue};
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
+/// The trace a request belongs to, when the OTLP exporter has linked its span (and written
+/// the upstream's `traceparent` itself).
+#[derive(Debug, Clone, Copy)]
+pub struct Linked(pub [u8; 16]);
+
 /// A parsed `traceparent`: `version-traceid-parentid-flags`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
