@@ -2,7 +2,8 @@
 //! caller's `traceparent` is exported over OTLP/HTTP as a span of the caller's trace, and
 //! the upstream gets that span as its parent. The collector is an HTTP endpoint in this
 //! test that keeps what it is sent (OTLP protobuf).
-#![cfg(all(test, feature = "otlp"))]
+#![cfg(test)]
+#![cfg(feature = "otlp")]
 
 mod support;
 
