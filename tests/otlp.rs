@@ -17,6 +17,9 @@ use support::client::{self, Http};
 use support::gateway::{Gateway, Route};
 use support::upstream::{Mode, Upstream};
 
+/// What the collector was sent: content type and body of each POST.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -34,7 +37,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn request_spans_are_exported_in_the_callers_trace_and_parent_the_upstream_request() {
     // The collector, on a runtime of its own.
-    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let received: Received = Arc::default();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let store = Arc::clone(&received);
     std::thread::spawn(move || {
