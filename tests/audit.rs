@@ -301,6 +301,29 @@ async fn every_kind_of_request_record_is_written_with_its_fields() {
         json!({ "subject": "alice", "auth": "api_key" })
     );
 
+    // The same decisions in the metrics (served to loopback peers on the main listener).
+    let metrics = http
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        format!(
+            "portcullis_jwks_refreshes_total{{issuer=\"{}\",result=\"ok\"}} ",
+            auth.issuer()
+        ),
+        "portcullis_authentication_failures_total{reason=\"token_expired\",route=\"tools\"} 1"
+            .into(),
+        "portcullis_bans_total{cause=\"authentication_failures\"} 1".into(),
+        "portcullis_rate_limited_total{limit=\"route\",route=\"limited\"} 1".into(),
+        "portcullis_rejected_total{reason=\"origin_not_allowed\"} 1".into(),
+    ] {
+        assert!(metrics.contains(&expected), "{expected} not in:\n{metrics}");
+    }
+
     // No token, no key and no secret ever reaches the trail.
     let file = gateway.audit_file.clone();
     let dir = gateway.shutdown().await;
@@ -663,9 +686,15 @@ async fn metrics_on_the_admin_listener_count_requests_and_pass_promtool() {
 #[tokio::test]
 async fn without_an_admin_listener_metrics_are_served_to_loopback_only_and_streams_are_counted() {
     let upstream = Upstream::start(Mode::Stateful).await;
+    let down = support::upstream::closed_port().await;
     let gateway = Gateway::builder()
         .insecure_http()
         .route(Route::new("tools", "/mcp", &upstream.url()))
+        .route(Route::new(
+            "down",
+            "/down/mcp",
+            &format!("http://{down}/mcp"),
+        ))
         .start()
         .await;
     let http = client::http_client(None, Http::H1);
@@ -728,4 +757,26 @@ async fn without_an_admin_listener_metrics_are_served_to_loopback_only_and_strea
             .await
             .contains("portcullis_sessions_total{event=\"closed\",route=\"tools\"} 1")
     );
+}
+
+#[tokio::test]
+async fn metrics_are_not_served_to_peers_outside_allow_from() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .auth("[metrics]\nallow_from = [\"10.0.0.0/8\"]\n")
+        .route(Route::new("tools", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let http = client::http_client(None, Http::H1);
+    // A loopback peer is not in 10.0.0.0/8, and X-Forwarded-For does not change that.
+    let response = http
+        .get(gateway.url("/metrics"))
+        .header("x-forwarded-for", "10.1.2.3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body = response.text().await.unwrap();
+    assert!(!body.contains("portcullis_"), "{body}");
 }
