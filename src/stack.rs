@@ -202,14 +202,7 @@ impl App {
         // 3. Host: refuse names that are not ours (DNS rebinding).
         if !inner.gateway.hosts.allows(edge::request_authority(&req)) {
             tracing::debug!("Refused a request for a host that is not ours");
-            let response = Rejection::HostNotAllowed.into_response(None);
-            return audited(
-                &inner.gateway,
-                None,
-                Head::of(&inner.gateway, &mut req),
-                response,
-                Exchange::default(),
-            );
+            return refused_early(&inner.gateway, None, &mut req, Rejection::HostNotAllowed);
         }
 
         // 6. Protected-resource metadata: public, for any origin.
@@ -221,14 +214,7 @@ impl App {
         }
 
         let Some(stack) = inner.routes.get(req.uri().path()) else {
-            let response = Rejection::NoRoute.into_response(None);
-            return audited(
-                &inner.gateway,
-                None,
-                Head::of(&inner.gateway, &mut req),
-                response,
-                Exchange::default(),
-            );
+            return refused_early(&inner.gateway, None, &mut req, Rejection::NoRoute);
         };
 
         // 4a. Origin: a foreign one is refused before anything else, preflights included.
@@ -239,15 +225,8 @@ impl App {
                 .allows(req.headers().get(ORIGIN), edge::request_authority(&req));
             if !allowed {
                 tracing::debug!("Refused a request from a foreign origin");
-                let response = Rejection::OriginNotAllowed.into_response(None);
-                let head = Head::of(&inner.gateway, &mut req);
-                return audited(
-                    &inner.gateway,
-                    Some(&stack.route),
-                    head,
-                    response,
-                    Exchange::default(),
-                );
+                let route = Some(&stack.route);
+                return refused_early(&inner.gateway, route, &mut req, Rejection::OriginNotAllowed);
             }
             // 4b. CORS: preflights answered here, without authentication; CORS headers
             // on the rest. Requests without an Origin are not browsers' and skip it.
@@ -329,6 +308,18 @@ impl Head {
             method: req.method().clone(),
         }
     }
+}
+
+/// A request refused before its route's stages (Host, Origin, no route), recorded.
+fn refused_early(
+    gateway: &Arc<Gateway>,
+    route: Option<&Arc<Route>>,
+    req: &mut Request<Body>,
+    rejection: Rejection,
+) -> Response<Body> {
+    let head = Head::of(gateway, req);
+    let response = rejection.into_response(None);
+    audited(gateway, route, head, response, Exchange::default())
 }
 
 /// The response, its body counted; the request's audit record is finished when it ends.
