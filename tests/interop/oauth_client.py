@@ -11,7 +11,8 @@ On success it prints one JSON object on stdout:
     {"tools": [names], "call": {"is_error": bool, "text": [texts]},
      "http": [{"method", "url", "status", "www_authenticate"}]}
 where `http` lists every HTTP exchange the client made, in order (MCP requests, discovery,
-token requests). On any failure it prints the error on stderr and exits non-zero.
+token requests). On any failure it prints the error on stderr, with the exchanges made so
+far and the requests sent but never answered, and exits non-zero.
 
 Usage: oauth_client.py --url URL --issuer ISSUER --client-id ID [--scopes "a b"]
            [--initial-token TOKEN] [--tool NAME] [--arguments JSON]
@@ -53,11 +54,21 @@ class MemoryStorage(TokenStorage):
         self.client_info = client_info
 
 
+# Every exchange so far, and the requests sent but not yet answered: printed on failure,
+# so a connection dropped mid-flow names the request it took with it.
+exchanges: list[dict] = []
+unanswered: list[str] = []
+
+
 async def run(args: argparse.Namespace) -> dict:
-    exchanges: list[dict] = []
+    async def sent(request: httpx.Request) -> None:
+        unanswered.append(f"{request.method} {request.url}")
 
     async def record(response: httpx.Response) -> None:
         request = response.request
+        line = f"{request.method} {request.url}"
+        if line in unanswered:
+            unanswered.remove(line)
         exchanges.append(
             {
                 "method": request.method,
@@ -79,7 +90,10 @@ async def run(args: argparse.Namespace) -> dict:
     async with (
         # trust_env=False: the tests talk to loopback only, whatever proxy is configured.
         httpx.AsyncClient(
-            auth=auth, timeout=30, trust_env=False, event_hooks={"response": [record]}
+            auth=auth,
+            timeout=30,
+            trust_env=False,
+            event_hooks={"request": [sent], "response": [record]},
         ) as http,
         streamable_http_client(args.url, http_client=http) as (read, write, _),
         ClientSession(read, write) as session,
@@ -111,6 +125,8 @@ def main() -> int:
         output = asyncio.run(run(args))
     except BaseException:  # noqa: BLE001 - report anything, including exception groups
         traceback.print_exc()
+        print(f"exchanges: {json.dumps(exchanges, indent=1)}", file=sys.stderr)
+        print(f"sent, never answered: {unanswered}", file=sys.stderr)
         return 1
     print(json.dumps(output))
     return 0

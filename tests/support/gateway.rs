@@ -253,6 +253,7 @@ impl GatewayBuilder {
     }
 
     pub async fn start(self) -> Gateway {
+        capture_logs();
         let pki = (!self.insecure_http).then(TestPki::generate);
         let audit_dir = tempfile::tempdir().unwrap();
         let audit_file = audit_dir.path().join("audit.jsonl");
@@ -284,6 +285,19 @@ impl GatewayBuilder {
             task,
         }
     }
+}
+
+/// The gateway's logs (debug and up) into the test's captured output, which libtest shows
+/// only when the test fails: a connection the gateway dropped, an upstream error, a refusal
+/// all say why there. `RUST_LOG` overrides the filter. Once per test binary.
+fn capture_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,portcullis=debug"));
+    let _already = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
 }
 
 fn toml_string(s: &str) -> String {
