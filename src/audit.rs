@@ -34,7 +34,7 @@ pub fn calls_of(
     parsed
         .calls()
         .map(|(message, method)| {
-            let call = crate::policy::Call::from_params(method, message.params.as_ref());
+            let call = crate::policy::Call::from_params(method, message.params());
             let name = match call.target {
                 crate::policy::Target::Tool(n)
                 | crate::policy::Target::Prompt(n)

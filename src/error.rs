@@ -63,7 +63,7 @@ pub enum Rejection {
     #[error("parse error: the body is not valid JSON")]
     Parse,
     #[error("invalid request: {0}")]
-    InvalidMessage(&'static str),
+    InvalidMessage(std::borrow::Cow<'static, str>),
     #[error("the {0} header does not match the request body")]
     HeaderMismatch(&'static str),
     #[error("upstream MCP server unavailable")]

@@ -68,7 +68,7 @@ impl Kind {
     }
 }
 
-impl Target<'_> {
+impl<'a> Target<'a> {
     fn kind(&self) -> Option<Kind> {
         match self {
             Self::Tool(_) => Some(Kind::Tool),
@@ -79,9 +79,14 @@ impl Target<'_> {
     }
 
     fn name(&self) -> &str {
-        match self {
-            Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) => n,
-            Self::None => "",
+        self.named().unwrap_or("")
+    }
+
+    /// The tool, prompt or resource named, if any.
+    pub fn named(&self) -> Option<&'a str> {
+        match *self {
+            Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) => Some(n),
+            Self::None => None,
         }
     }
 }

@@ -551,7 +551,7 @@ async fn limited_stages(
             let tool_limited = route.limits.has_tool_limits();
             for (message, method) in parsed.calls().filter(|_| tool_limited) {
                 let Some(tool) = (method == "tools/call")
-                    .then(|| message.params.as_ref()?.get("name")?.as_str())
+                    .then(|| message.params()?.get("name")?.as_str())
                     .flatten()
                 else {
                     continue;
@@ -774,7 +774,8 @@ fn session_not_found() -> Response<Body> {
 fn parse_rejection(e: &ParseError, body: &[u8]) -> Response<Body> {
     let rejection = match e {
         ParseError::Json => Rejection::Parse,
-        ParseError::Invalid(why) => Rejection::InvalidMessage(why),
+        ParseError::Invalid(why) => Rejection::InvalidMessage(why.clone()),
+        ParseError::Limit(limit) => Rejection::InvalidMessage(limit.to_string().into()),
     };
     rejection.into_response(jsonrpc::request_id(body).as_ref())
 }
@@ -856,7 +857,7 @@ fn authorize(
         let Some(method) = message.method.as_deref() else {
             continue;
         };
-        let call = Call::from_params(method, message.params.as_ref());
+        let call = Call::from_params(method, message.params());
         match route.policy.decide(roles, principal, &call) {
             Decision::Allow => {}
             Decision::NeedScopes(scopes) if !parsed.batch => {

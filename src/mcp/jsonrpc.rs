@@ -12,6 +12,11 @@ impl RequestId {
         &self.0
     }
 
+    /// An id already checked to be a string or a number.
+    pub(crate) fn from_raw(raw: &RawValue) -> Self {
+        Self(raw.to_owned())
+    }
+
     /// The id of a parsed message (a string or a number; anything else is no id).
     pub fn from_value(id: &serde_json::Value) -> Option<Self> {
         match id {

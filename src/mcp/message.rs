@@ -1,20 +1,79 @@
-//! Stage 9: a POSTed body parsed once into the JSON-RPC messages it carries, for every later
-//! stage (authorization now; validation, pinning and audit later) to read.
+//! Stage 9: a POSTed body checked and parsed once into the JSON-RPC messages it carries,
+//! for every later stage (authorization, argument validation, tool pinning, the audit
+//! record) to read.
+//!
+//! The parse is in two steps. The envelope of each message (`jsonrpc`, `id`, `method`,
+//! which of `params`/`result`/`error` it has) is read without building a JSON tree:
+//! `params` stays raw text, and becomes a [`Value`] only when a stage asks for it
+//! ([`Message::params`]), once. Before that, [`InputLimits`] bound the body's shape.
 //!
 //! The body itself is forwarded byte for byte; this view is only for judging it.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::jsonrpc::RequestId;
+use super::limits::{InputLimits, LimitExceeded};
 
 /// One JSON-RPC message of a POST.
 #[derive(Debug, Clone)]
 pub struct Message {
-    /// The id as the client wrote it; `None` for a notification (or a response).
+    /// The id as the client wrote it; `None` for a notification.
     pub id: Option<RequestId>,
     /// `None` for a response to a server request.
     pub method: Option<String>,
-    pub params: Option<Value>,
+    raw_params: Option<Box<RawValue>>,
+    params: OnceLock<Option<Value>>,
+}
+
+impl Message {
+    /// A message built by the gateway itself (tests, requests it sends).
+    pub fn new(id: Option<RequestId>, method: Option<String>, params: Option<Value>) -> Self {
+        let raw_params = params
+            .as_ref()
+            .and_then(|p| serde_json::value::to_raw_value(p).ok());
+        Self {
+            id,
+            method,
+            raw_params,
+            params: OnceLock::from(params),
+        }
+    }
+
+    /// `params` as a JSON tree, parsed on first use.
+    pub fn params(&self) -> Option<&Value> {
+        self.params
+            .get_or_init(|| {
+                let raw = self.raw_params.as_ref()?;
+                // Already checked as JSON by the envelope parse.
+                serde_json::from_str(raw.get()).ok()
+            })
+            .as_ref()
+    }
+
+    /// `params` as the client wrote them.
+    pub fn raw_params(&self) -> Option<&RawValue> {
+        self.raw_params.as_deref()
+    }
+
+    /// The tool, prompt or resource a call names (as [`crate::policy::Call`] reads it),
+    /// read from the raw `params` without building their tree.
+    pub fn name(&self) -> Option<String> {
+        let method = self.method.as_deref()?;
+        if let Some(params) = self.params.get() {
+            return crate::policy::Call::from_params(method, params.as_ref())
+                .target
+                .named()
+                .map(str::to_owned);
+        }
+        let params: PeekParams<'_> = serde_json::from_str(self.raw_params.as_ref()?.get()).ok()?;
+        params.named(method).map(Cow::into_owned)
+    }
 }
 
 /// The messages of a POST body.
@@ -25,7 +84,16 @@ pub struct McpRequest {
     pub messages: Vec<Message>,
 }
 
-/// Why a body is not JSON-RPC. Answered with 400 and the JSON-RPC error of its kind.
+/// How strictly one route reads bodies.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseOptions {
+    pub limits: InputLimits,
+    /// Members other than `jsonrpc`, `id`, `method`, `params`, `result`, `error` refused.
+    pub strict: bool,
+}
+
+/// Why a body is not acceptable JSON-RPC. Answered with 400 and the JSON-RPC error of its
+/// kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// JSON-RPC -32700.
@@ -33,32 +101,43 @@ pub enum ParseError {
     Json,
     /// JSON-RPC -32600.
     #[error("invalid request: {0}")]
-    Invalid(&'static str),
+    Invalid(Cow<'static, str>),
+    /// JSON-RPC -32600: the body broke the route's shape limits.
+    #[error("invalid request: {0}")]
+    Limit(LimitExceeded),
+}
+
+impl ParseError {
+    fn invalid(why: &'static str) -> Self {
+        Self::Invalid(Cow::Borrowed(why))
+    }
 }
 
 impl McpRequest {
-    /// Parses a POST body.
+    /// Parses a POST body with the default limits, not strict.
     pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
-        let value: Value = serde_json::from_slice(body).map_err(|_| ParseError::Json)?;
-        match value {
-            Value::Array(items) => {
-                if items.is_empty() {
-                    return Err(ParseError::Invalid("an empty batch"));
-                }
-                let messages = items
-                    .into_iter()
-                    .map(message)
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Self {
-                    batch: true,
-                    messages,
-                })
+        Self::parse_with(body, &ParseOptions::default())
+    }
+
+    /// Checks `body` against the route's limits and parses it.
+    pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Self, ParseError> {
+        options.limits.check(body).map_err(ParseError::Limit)?;
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        let (batch, envelopes) = if first == Some(&b'[') {
+            let Batch(envelopes) = serde_json::from_slice(body).map_err(from_serde)?;
+            if envelopes.is_empty() {
+                return Err(ParseError::invalid("an empty batch"));
             }
-            other => Ok(Self {
-                batch: false,
-                messages: vec![message(other)?],
-            }),
-        }
+            (true, envelopes)
+        } else {
+            let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(from_serde)?;
+            (false, vec![envelope])
+        };
+        let messages = envelopes
+            .into_iter()
+            .map(|e| e.into_message(options.strict))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { batch, messages })
     }
 
     /// The requests and notifications (messages with a method).
@@ -66,6 +145,244 @@ impl McpRequest {
         self.messages
             .iter()
             .filter_map(|m| Some((m, m.method.as_deref()?)))
+    }
+
+    /// The id to answer a refusal of the whole body with: a single request's own id, or
+    /// none (`null`) for batches and notifications.
+    pub fn reply_id(&self) -> Option<&RequestId> {
+        match self.messages.as_slice() {
+            [one] if !self.batch => one.id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// 2025-03-26 is the one revision with JSON-RPC batches; a request that says it speaks
+/// another (`MCP-Protocol-Version`, sent from 2025-06-18 on) may not send one. Without the
+/// header the client speaks 2025-03-26 or 2024-11-05, as the specification assumes.
+pub fn batches_allowed(protocol_version: Option<&http::HeaderValue>) -> Result<(), String> {
+    match protocol_version.map(http::HeaderValue::to_str) {
+        None => Ok(()),
+        Some(Ok("2025-03-26")) => Ok(()),
+        Some(Ok(version)) if version.len() <= 32 && version.is_ascii() => Err(format!(
+            "JSON-RPC batches are not part of MCP {version}; send one message per request"
+        )),
+        Some(_) => Err("JSON-RPC batches are only part of MCP 2025-03-26".to_owned()),
+    }
+}
+
+/// Method names are short runs of visible ASCII (`tools/call`, `notifications/progress`,
+/// vendor methods such as `x-acme/sync`); JSON-RPC reserves `rpc.` for itself.
+pub fn valid_method(method: &str) -> Result<(), &'static str> {
+    if method.is_empty() || method.len() > 128 {
+        return Err("`method` must be 1 to 128 characters");
+    }
+    if !method
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'<' | b'>'))
+    {
+        return Err("`method` may hold only visible ASCII characters");
+    }
+    if method.starts_with("rpc.") {
+        return Err("`rpc.` methods are reserved by JSON-RPC");
+    }
+    Ok(())
+}
+
+fn from_serde(e: serde_json::Error) -> ParseError {
+    match e.classify() {
+        serde_json::error::Category::Data => ParseError::Invalid(Cow::Owned(
+            // The messages below are the gateway's own (`Envelope`); serde adds where.
+            e.to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or("not a JSON-RPC message")
+                .to_owned(),
+        )),
+        _ => ParseError::Json,
+    }
+}
+
+/// One message's envelope as written: values raw, checked in [`Envelope::into_message`].
+#[derive(Default)]
+struct Envelope<'a> {
+    jsonrpc: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+    method: Option<&'a RawValue>,
+    params: Option<&'a RawValue>,
+    result: bool,
+    error: bool,
+    /// The first member that is none of the above.
+    unknown: Option<Cow<'a, str>>,
+}
+
+impl<'a> Envelope<'a> {
+    fn into_message(self, strict: bool) -> Result<Message, ParseError> {
+        if self.jsonrpc.map(RawValue::get) != Some(r#""2.0""#) {
+            return Err(ParseError::invalid("`jsonrpc` must be \"2.0\""));
+        }
+        if strict && let Some(member) = self.unknown {
+            let member: String = member.chars().take(40).collect();
+            return Err(ParseError::Invalid(Cow::Owned(format!(
+                "unknown member `{}` (this route accepts only jsonrpc, id, method, params, result, error)",
+                member.escape_default()
+            ))));
+        }
+        let method = match self.method {
+            None => None,
+            Some(raw) => {
+                let Ok(method) = serde_json::from_str::<Cow<'_, str>>(raw.get()) else {
+                    return Err(ParseError::invalid("`method` must be a string"));
+                };
+                valid_method(&method).map_err(ParseError::invalid)?;
+                Some(method.into_owned())
+            }
+        };
+        let id = match self.id {
+            None => None,
+            Some(raw) => match raw.get().as_bytes().first() {
+                Some(b'"' | b'-' | b'0'..=b'9') => Some(RequestId::from_raw(raw)),
+                Some(b'n') => return Err(ParseError::invalid("`id` must not be null")),
+                _ => return Err(ParseError::invalid("`id` must be a string or a number")),
+            },
+        };
+        if let Some(params) = self.params
+            && !matches!(params.get().as_bytes().first(), Some(b'{' | b'['))
+        {
+            return Err(ParseError::invalid(
+                "`params` must be an object or an array",
+            ));
+        }
+        if method.is_some() {
+            if self.result || self.error {
+                return Err(ParseError::invalid("a request has no `result` or `error`"));
+            }
+        } else {
+            if !self.result && !self.error {
+                return Err(ParseError::invalid(
+                    "a message needs a `method` (or is a response with `result` or `error`)",
+                ));
+            }
+            if self.result && self.error {
+                return Err(ParseError::invalid(
+                    "a response has `result` or `error`, not both",
+                ));
+            }
+            if id.is_none() {
+                return Err(ParseError::invalid("a response needs the `id` it answers"));
+            }
+            if self.params.is_some() {
+                return Err(ParseError::invalid("a response has no `params`"));
+            }
+        }
+        Ok(Message {
+            id,
+            method,
+            raw_params: self.params.map(RawValue::to_owned),
+            params: OnceLock::new(),
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC message (an object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut envelope = Envelope::default();
+        while let Some(Key(key)) = map.next_key()? {
+            let slot = match &*key {
+                "jsonrpc" => &mut envelope.jsonrpc,
+                "id" => &mut envelope.id,
+                "method" => &mut envelope.method,
+                "params" => &mut envelope.params,
+                "result" | "error" => {
+                    let seen = if key == "result" {
+                        &mut envelope.result
+                    } else {
+                        &mut envelope.error
+                    };
+                    if *seen {
+                        return Err(duplicate(&key));
+                    }
+                    *seen = true;
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    envelope.unknown.get_or_insert(key);
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                // Two parsers may keep different ones: the gateway would judge one call
+                // and the upstream run the other.
+                return Err(duplicate(&key));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(envelope)
+    }
+}
+
+fn duplicate<E: de::Error>(key: &str) -> E {
+    E::custom(format_args!("the member `{key}` appears twice"))
+}
+
+/// A member name, borrowed from the body when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A batch: a JSON array of envelopes (an element that is not an object is refused).
+struct Batch<'a>(Vec<Envelope<'a>>);
+
+impl<'de> serde::Deserialize<'de> for Batch<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BatchVisitor;
+        impl<'de> Visitor<'de> for BatchVisitor {
+            type Value = Batch<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a batch of JSON-RPC messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut envelopes = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+                while let Some(envelope) = seq.next_element()? {
+                    envelopes.push(envelope);
+                }
+                Ok(Batch(envelopes))
+            }
+        }
+        deserializer.deserialize_seq(BatchVisitor)
     }
 }
 
@@ -89,7 +406,7 @@ impl McpRequest {
             return Err("Mcp-Method");
         }
         if let Some(name) = name {
-            let params = message.params.as_ref();
+            let params = message.params();
             let key = message.method.as_deref().map_or("name", name_param);
             let in_body = params.and_then(|p| p.get(key)).and_then(Value::as_str);
             if super::headers::decode_value(name).as_deref() != in_body {
@@ -108,40 +425,6 @@ pub fn name_param(method: &str) -> &'static str {
         "tasks/get" | "tasks/update" | "tasks/cancel" => "taskId",
         _ => "name",
     }
-}
-
-fn message(value: Value) -> Result<Message, ParseError> {
-    let Value::Object(mut object) = value else {
-        return Err(ParseError::Invalid("a JSON-RPC message must be an object"));
-    };
-    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Err(ParseError::Invalid("`jsonrpc` must be \"2.0\""));
-    }
-    let method = match object.remove("method") {
-        Some(Value::String(m)) => Some(m),
-        Some(_) => return Err(ParseError::Invalid("`method` must be a string")),
-        None => None,
-    };
-    if method.is_none() && !object.contains_key("result") && !object.contains_key("error") {
-        return Err(ParseError::Invalid(
-            "a message needs a `method` (or is a response with `result` or `error`)",
-        ));
-    }
-    let id = match object.get("id") {
-        None | Some(Value::Null) => None,
-        Some(id @ (Value::String(_) | Value::Number(_))) => RequestId::from_value(id),
-        Some(_) => return Err(ParseError::Invalid("`id` must be a string or a number")),
-    };
-    let params = object.remove("params");
-    if params
-        .as_ref()
-        .is_some_and(|p| !matches!(p, Value::Object(_) | Value::Array(_)))
-    {
-        return Err(ParseError::Invalid(
-            "`params` must be an object or an array",
-        ));
-    }
-    Ok(Message { id, method, params })
 }
 
 /// One call as a quick look at a body sees it: its method and the tool, prompt or
@@ -168,6 +451,25 @@ struct PeekParams<'a> {
     uri: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default, rename = "ref")]
     reference: Option<PeekRef<'a>>,
+}
+
+impl<'a> PeekParams<'a> {
+    /// What a call of `method` names, as [`crate::policy::Call`] reads it.
+    fn named(self, method: &str) -> Option<Cow<'a, str>> {
+        match method {
+            "tools/call" | "prompts/get" => self.name,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => self.uri,
+            "completion/complete" => {
+                let r = self.reference?;
+                match r.kind.as_deref() {
+                    Some("ref/prompt") => r.name,
+                    Some("ref/resource") => r.uri,
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -200,22 +502,9 @@ pub fn peek_calls(body: &[u8]) -> Option<(bool, Vec<Peeked>)> {
         .into_iter()
         .filter_map(|m| {
             let method = m.method?;
-            let name = m.params.and_then(|p| {
-                let named = match &*method {
-                    "tools/call" | "prompts/get" => p.name,
-                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => p.uri,
-                    "completion/complete" => {
-                        let r = p.reference?;
-                        match r.kind.as_deref() {
-                            Some("ref/prompt") => r.name,
-                            Some("ref/resource") => r.uri,
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                named.map(std::borrow::Cow::into_owned)
-            });
+            let name = m
+                .params
+                .and_then(|p| p.named(&method).map(std::borrow::Cow::into_owned));
             Some(Peeked {
                 method: method.into_owned(),
                 name,
@@ -330,6 +619,132 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    fn invalid(body: &[u8], options: &ParseOptions) -> String {
+        match McpRequest::parse_with(body, options) {
+            Err(ParseError::Invalid(why)) => why.into_owned(),
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+
+    #[test]
+    fn envelopes_are_checked_member_by_member() {
+        let lax = ParseOptions::default();
+        let strict = ParseOptions {
+            strict: true,
+            ..ParseOptions::default()
+        };
+        let cases: &[(&[u8], &str)] = &[
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"a","method":"b"}"#,
+                "the member `method` appears twice",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"id":2,"method":"a"}"#,
+                "the member `id` appears twice",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#,
+                "`id` must not be null",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#,
+                "`id` must be a string or a number",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":""}"#,
+                "`method` must be 1 to 128 characters",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"tools/call\n"}"#,
+                "`method` may hold only visible ASCII characters",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#,
+                "`rpc.` methods are reserved by JSON-RPC",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"method":"ping","result":{}}"#,
+                "a request has no `result` or `error`",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+                "a response has `result` or `error`, not both",
+            ),
+            (
+                br#"{"jsonrpc":"2.0","result":{}}"#,
+                "a response needs the `id` it answers",
+            ),
+            (
+                br#"{"jsonrpc":2.0,"id":1,"method":"ping"}"#,
+                "`jsonrpc` must be \"2.0\"",
+            ),
+            (
+                br#""ping""#,
+                "invalid type: string \"ping\", expected a JSON-RPC message (an object)",
+            ),
+        ];
+        for (body, why) in cases {
+            assert_eq!(
+                invalid(body, &lax),
+                *why,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let extra = br#"{"jsonrpc":"2.0","id":1,"method":"ping","extra":{"a":[1]}}"#;
+        assert!(McpRequest::parse_with(extra, &lax).is_ok());
+        assert_eq!(
+            invalid(extra, &strict),
+            "unknown member `extra` (this route accepts only jsonrpc, id, method, params, result, error)"
+        );
+        // Escaped member names are still member names.
+        let escaped = br#"{"jsonrpc":"2.0","id":1,"\u006dethod":"ping","method":"x"}"#;
+        assert_eq!(invalid(escaped, &lax), "the member `method` appears twice");
+        // Invalid UTF-8 and truncation are not JSON.
+        assert_eq!(
+            McpRequest::parse(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xff\"}").unwrap_err(),
+            ParseError::Json
+        );
+        assert_eq!(
+            McpRequest::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping""#).unwrap_err(),
+            ParseError::Json
+        );
+    }
+
+    #[test]
+    fn limits_come_before_the_parse_and_params_are_parsed_on_demand() {
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"a":{}1{}}}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert_eq!(
+            McpRequest::parse(deep.as_bytes()).unwrap_err(),
+            ParseError::Limit(LimitExceeded::Depth(64))
+        );
+        let call = McpRequest::parse(
+            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo","arguments":{"t":"\u00e9"}}}"#,
+        )
+        .unwrap();
+        let message = &call.messages[0];
+        assert_eq!(message.name().as_deref(), Some("echo"));
+        assert!(message.params.get().is_none(), "the name needs no tree");
+        assert_eq!(message.params().unwrap()["arguments"]["t"], "\u{e9}");
+        assert_eq!(message.name().as_deref(), Some("echo"));
+        assert_eq!(call.reply_id().unwrap().as_raw().get(), "\"x\"");
+    }
+
+    #[test]
+    fn batches_only_in_2025_03_26() {
+        let version = |v: &'static str| http::HeaderValue::from_static(v);
+        assert!(batches_allowed(None).is_ok());
+        assert!(batches_allowed(Some(&version("2025-03-26"))).is_ok());
+        assert_eq!(
+            batches_allowed(Some(&version("2025-06-18"))).unwrap_err(),
+            "JSON-RPC batches are not part of MCP 2025-06-18; send one message per request"
+        );
     }
 
     #[test]
