@@ -34,6 +34,14 @@ pub fn calls_of(
     parsed
         .calls()
         .map(|(message, method)| {
+            if mode == arguments::ArgumentsMode::None {
+                // The name alone: no need for the params' tree.
+                return event::CallRecord {
+                    method: Box::from(method),
+                    name: message.name().map(Box::from),
+                    arguments: None,
+                };
+            }
             let call = crate::policy::Call::from_params(method, message.params());
             let name = match call.target {
                 crate::policy::Target::Tool(n)

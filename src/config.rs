@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod guard;
 mod load;
 pub mod policy;
 pub mod ratelimit;
@@ -72,6 +73,9 @@ pub struct ServerConfig {
     /// Open connections beyond this are closed as soon as they are accepted.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Largest request head (request line and headers) accepted: 431 beyond. At least 8 KiB.
+    #[serde(default = "defaults::max_header_size")]
+    pub max_header_size: ByteSize,
     /// Time allowed for the TLS handshake and for a request's headers to arrive.
     #[serde(default = "defaults::header_read_timeout")]
     pub header_read_timeout: Duration,
@@ -111,6 +115,7 @@ impl Default for ServerConfig {
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             drain_timeout: defaults::drain_timeout(),
+            max_header_size: defaults::max_header_size(),
             worker_threads: None,
         }
     }
@@ -290,6 +295,9 @@ pub struct RouteConfig {
     /// The route's metrics labels.
     #[serde(default)]
     pub metrics: audit::RouteMetricsConfig,
+    /// Body shape limits, strict envelopes, tool argument validation.
+    #[serde(default)]
+    pub guard: guard::RouteGuardConfig,
 }
 
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint.
@@ -330,6 +338,9 @@ mod defaults {
     }
     pub(super) fn idle_timeout() -> Duration {
         Duration::from_secs(300)
+    }
+    pub(super) fn max_header_size() -> ByteSize {
+        ByteSize(32 * 1024)
     }
     pub(super) fn drain_timeout() -> Duration {
         Duration::from_secs(30)

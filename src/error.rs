@@ -33,6 +33,9 @@ pub mod code {
     /// Invalid method parameters (JSON-RPC 2.0); what an upstream answers for a task id it
     /// does not know, and so the gateway for one that is not the caller's.
     pub const INVALID_PARAMS: i64 = -32602;
+    /// A tool the gateway will not let be called whatever the caller's rights: the
+    /// upstream does not list it, or its schema cannot be checked.
+    pub const TOOL_UNAVAILABLE: i64 = -32041;
     /// Over a rate limit (HTTP 429); `data.retryAfterSeconds` says when to try again.
     pub const RATE_LIMITED: i64 = -32050;
     /// The shared rate-limit state is unreachable and the policy is to refuse (HTTP 503).

@@ -61,6 +61,8 @@ pub struct Route {
     pub limits: RouteLimits,
     /// What the audit trail keeps of the route's calls, and its metrics labels.
     pub audit: RouteAudit,
+    /// Body limits, envelope checks, argument schemas.
+    pub guard: crate::guard::RouteGuard,
 }
 
 /// A route's audit settings.
@@ -207,6 +209,7 @@ impl Gateway {
                     policy,
                     limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys),
                     audit: RouteAudit::new(config, r),
+                    guard: crate::guard::RouteGuard::new(&r.guard),
                 }))
             })
             .collect::<Result<Vec<_>, StartError>>()?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod gateway;
+pub mod guard;
 pub mod health;
 pub mod hex;
 pub mod mcp;

@@ -5,6 +5,7 @@
 pub mod answer;
 pub mod headers;
 pub mod jsonrpc;
+pub mod limits;
 pub mod list;
 pub mod message;
 pub mod session;

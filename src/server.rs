@@ -72,6 +72,7 @@ struct Limits {
     header_read_timeout: Duration,
     idle_timeout: Duration,
     drain_timeout: Duration,
+    max_header_size: usize,
 }
 
 /// What every worker shares.
@@ -124,6 +125,9 @@ impl Server {
                 header_read_timeout: config.header_read_timeout.get(),
                 idle_timeout: config.idle_timeout.get(),
                 drain_timeout: config.drain_timeout.get(),
+                max_header_size: usize::try_from(config.max_header_size.get())
+                    .unwrap_or(usize::MAX)
+                    .max(8 * 1024),
             },
         })
     }
@@ -150,7 +154,7 @@ impl Server {
             app,
             tls,
             limits,
-            builder: http_builder(),
+            builder: http_builder(limits.max_header_size),
             permits: Arc::new(Semaphore::new(limits.max_connections)),
         });
         // `true` once shutdown starts: workers stop accepting and their connections finish
@@ -316,19 +320,26 @@ impl Worker {
     }
 }
 
-fn http_builder() -> auto::Builder<TokioExecutor> {
+fn http_builder(max_header_size: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The header-read timeout is enforced per connection (`conn.rs`), not by hyper: hyper's
     // also runs while a keep-alive connection waits for its next request, which would cut
     // idle connections at the header-read timeout instead of the idle timeout. Off
     // explicitly: hyper's default (30 s once it has a timer) closed every keep-alive
     // connection after 30 quiet seconds, and cost a timer per request.
-    builder.http1().header_read_timeout(None).keep_alive(true);
+    // A head larger than `max_header_size` gets 431 (HTTP/1: hyper's read buffer, which
+    // holds the head; HTTP/2: the decoded header list).
+    builder
+        .http1()
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_buf_size(max_header_size);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(max_header_size).unwrap_or(u32::MAX));
     builder
 }

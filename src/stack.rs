@@ -54,21 +54,23 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::Cors;
 use tracing::Instrument;
 
+use crate::audit;
 use crate::audit::body::{Audited, Pending};
 use crate::audit::event::{Exchange, Kind, Outcome, RequestRecord};
-use crate::audit::{self, arguments::ArgumentsMode};
 use crate::auth::cache::system_clock;
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::auth::mtls::PeerCertificate;
 use crate::auth::{AuthMethod, Principal};
 use crate::config::AuthMode;
+use crate::config::guard::Enforcement;
 use crate::edge;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
+use crate::guard::schema::{Checked, ToolListIds};
 use crate::health;
 use crate::mcp;
 use crate::mcp::answer::{self, AnswerError};
-use crate::mcp::headers::{MCP_NAME, MCP_SESSION_ID, X_REQUEST_ID};
+use crate::mcp::headers::{MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_REQUEST_ID};
 use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{McpRequest, ParseError};
 use crate::mcp::session::{self, IdKind};
@@ -493,6 +495,7 @@ async fn limited_stages(
     // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
     // 12. Then the upstream; the body is read once.
     let mut lists = None;
+    let mut tool_lists: Option<ToolListIds> = None;
     // The id a gateway error after the upstream answered must carry (single requests).
     let mut reply_id = None;
     // A JSON answer is read whole only when something in it may need rewriting.
@@ -507,26 +510,15 @@ async fn limited_stages(
             Err(rejection) => return rejection.into_response(None),
         };
         exchange.bytes_in = bytes.len() as u64;
-        // 9. Parsed once when anything judges the calls or the record keeps arguments;
-        // else a quick look names the calls for the record.
-        let judged = !route.policy.is_open() || route.limits.has_tool_limits();
-        let parsed = (judged || route.audit.arguments != ArgumentsMode::None)
-            .then(|| McpRequest::parse(&bytes));
-        match &parsed {
-            Some(Ok(parsed)) => {
-                exchange.batch = parsed.batch;
-                exchange.calls =
-                    audit::calls_of(parsed, route.audit.arguments, &route.audit.sensitive);
-            }
-            Some(Err(_)) => {}
-            None => {
-                if let Some((batch, calls)) = mcp::message::peek_calls(&bytes) {
-                    exchange.batch = batch;
-                    exchange.calls = audit::peeked_calls(calls);
-                }
-            }
+        // 9. The body checked against the route's limits and parsed once, for every stage
+        // below and the record.
+        let parsed = McpRequest::parse_with(&bytes, &route.guard.parse);
+        if let Ok(parsed) = &parsed {
+            exchange.batch = parsed.batch;
+            exchange.calls = audit::calls_of(parsed, route.audit.arguments, &route.audit.sensitive);
         }
-        // 8. The principal's and the route's limits, at what this message costs.
+        // 8. The principal's and the route's limits, at what this message costs (a body
+        // that is refused below still counts: refusing it is work too).
         let method = match exchange.calls.as_slice() {
             [one] if !exchange.batch => Some(&*one.method),
             _ => None,
@@ -535,15 +527,20 @@ async fn limited_stages(
         if let Err(refusal) = count_caller(route, limits, &principal, cost, counted).await {
             return refused(route, refusal, jsonrpc::request_id(&bytes).as_ref());
         }
-        if let Some(parsed) = parsed.filter(|_| judged) {
-            let parsed = match parsed {
-                Ok(parsed) => parsed,
-                Err(e) => return parse_rejection(&e, &bytes),
-            };
-            if let Err(header) = parsed.check_headers(&parts.headers) {
-                let id = parsed.messages.first().and_then(|m| m.id.as_ref());
-                return Rejection::HeaderMismatch(header).into_response(id);
-            }
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => return parse_rejection(&e, &bytes),
+        };
+        if parsed.batch
+            && let Err(why) = mcp::message::batches_allowed(parts.headers.get(MCP_PROTOCOL_VERSION))
+        {
+            return Rejection::InvalidMessage(why.into()).into_response(None);
+        }
+        if let Err(header) = parsed.check_headers(&parts.headers) {
+            return Rejection::HeaderMismatch(header).into_response(parsed.reply_id());
+        }
+        let judged = !route.policy.is_open() || route.limits.has_tool_limits();
+        if judged {
             if let Some(refusal) = authorize(route, roles, &principal, &parsed) {
                 return refusal;
             }
@@ -563,9 +560,21 @@ async fn limited_stages(
                     return refused(route, refusal, message.id.as_ref());
                 }
             }
-            if !parsed.batch {
-                reply_id = parsed.messages.first().and_then(|m| m.id.clone());
-            }
+        }
+        // 11. Tool arguments against the tool's schema.
+        if route.guard.arguments != Enforcement::Off
+            && let Some(refusal) = check_arguments(route, &parts, &parsed).await
+        {
+            return refusal;
+        }
+        if !parsed.batch {
+            reply_id = parsed.messages.first().and_then(|m| m.id.clone());
+        }
+        // 13 (learning): the route's tool schemas, from the answers to tools/list.
+        if route.guard.arguments != Enforcement::Off {
+            tool_lists = ToolListIds::of(&parsed);
+        }
+        if judged {
             lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
                 let key =
                     policy::lists::viewer_key(&route.name, &principal.roles, &principal.scopes);
@@ -601,7 +610,7 @@ async fn limited_stages(
                 Err(refusal) => return *refusal,
             }
         }
-        read_json = lists.is_some() || tasks::may_concern_tasks(&bytes);
+        read_json = lists.is_some() || tool_lists.is_some() || tasks::may_concern_tasks(&bytes);
         if read_json && reply_id.is_none() {
             reply_id = jsonrpc::request_id(&bytes);
         }
@@ -623,7 +632,14 @@ async fn limited_stages(
     }
 
     // 13. Lists show only what the caller may use; the upstream's task ids are sealed.
+    let guard_route = Arc::clone(route);
     let rewrite = move |data: &[u8]| {
+        if let Some(ids) = &tool_lists {
+            ids.learn_from(data, &guard_route.guard.tools);
+        }
+        if memchr::memmem::find(data, b"notifications/tools/list_changed").is_some() {
+            guard_route.guard.tools.mark_stale();
+        }
         let mut out = match &lists {
             Some((requests, viewer)) => policy::lists::filter_message(data, requests, viewer)?,
             None => None,
@@ -885,6 +901,98 @@ fn authorize(
     );
     Outcome::new(Kind::Denied, "policy").mark(&mut response);
     Some(response)
+}
+
+/// Stage 11: the arguments of every `tools/call` in the body checked against the tool's
+/// schema as the upstream listed it (and the operator's override). A tool the route's
+/// catalog does not know, or a catalog the upstream said is out of date, makes the gateway
+/// list the tools itself first. `enforce` refuses the body (a batch whole, with an error
+/// per request); `warn` logs and lets it through.
+async fn check_arguments(
+    route: &Route,
+    parts: &http::request::Parts,
+    parsed: &McpRequest,
+) -> Option<Response<Body>> {
+    let calls: Vec<(usize, &str, Option<&serde_json::Value>)> = parsed
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.method.as_deref() == Some("tools/call"))
+        .filter_map(|(i, m)| {
+            let params = m.params()?;
+            Some((i, params.get("name")?.as_str()?, params.get("arguments")))
+        })
+        .collect();
+    if calls.is_empty() {
+        return None;
+    }
+    let catalog = &route.guard.tools;
+    let unknown = calls.iter().any(|(_, name, _)| !catalog.knows(name));
+    if let Some(_turn) = catalog.fetch_turn(unknown).await {
+        let identity = parts.extensions.get::<crate::auth::IdentityHeaderValues>();
+        match crate::guard::fetch::fetch_tools(&route.upstream, &parts.headers, identity, catalog)
+            .await
+        {
+            Ok(learned) => {
+                tracing::debug!(route = %route.name, learned, "Listed the upstream's tools to check arguments");
+            }
+            Err(e) => {
+                tracing::warn!(route = %route.name, error = %e, "Could not list the upstream's tools to check arguments");
+            }
+        }
+    }
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    let mut first: Option<(i64, &'static str)> = None;
+    for (i, name, arguments) in calls {
+        let shown = shown_name(name);
+        let (code, reason, message) = match catalog.check(name, arguments) {
+            Checked::Valid => continue,
+            Checked::Invalid(invalid) => (
+                crate::error::code::INVALID_PARAMS,
+                "invalid_arguments",
+                format!("invalid arguments for tool `{shown}`: {invalid}"),
+            ),
+            Checked::Unknown => (
+                crate::error::code::TOOL_UNAVAILABLE,
+                "unknown_tool",
+                format!("unknown tool `{shown}`: the upstream does not list it"),
+            ),
+            Checked::Unusable(why) => (
+                crate::error::code::TOOL_UNAVAILABLE,
+                "unusable_schema",
+                format!(
+                    "tool `{shown}` cannot be called: its input schema cannot be checked ({why})"
+                ),
+            ),
+        };
+        if route.guard.arguments == Enforcement::Warn {
+            tracing::warn!(route = %route.name, tool = %shown, reason, "Forwarded a tool call that fails its checks (guard.arguments = \"warn\")");
+            continue;
+        }
+        first.get_or_insert((code, reason));
+        refused.push((i, message));
+    }
+    let (code, reason) = first?;
+    tracing::debug!(route = %route.name, reason, refused = refused.len(), "Refused a tool call by its arguments");
+    let ids: Vec<Option<RequestId>> = parsed.messages.iter().map(|m| m.id.clone()).collect();
+    let mut response = refusal(
+        &ids,
+        parsed.batch,
+        code,
+        &refused,
+        "not sent: another call in this batch was refused",
+    );
+    Outcome::new(Kind::Rejected, reason).mark(&mut response);
+    Some(response)
+}
+
+/// A client-supplied name as error messages and logs show it: at most 64 characters,
+/// control characters escaped.
+fn shown_name(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .flat_map(char::escape_default)
+        .collect()
 }
 
 /// The answer for a body that is not forwarded because of the messages in `refused`

@@ -174,6 +174,12 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
             "must be at least 1",
         ));
     }
+    if s.max_header_size.get() < 8 * 1024 {
+        errors.push(ConfigError::new(
+            "server.max_header_size",
+            "must be at least 8KiB (HTTP/1 reads request heads in buffers of that size)",
+        ));
+    }
     for (name, d) in [
         ("header_read_timeout", s.header_read_timeout),
         ("idle_timeout", s.idle_timeout),
@@ -326,6 +332,7 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
             "must be greater than zero",
         ));
     }
+    super::guard::validate(at, &r.guard, errors);
 }
 
 /// `[rate_limits]`: what serde cannot check.

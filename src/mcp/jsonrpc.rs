@@ -29,12 +29,6 @@ impl RequestId {
 }
 
 #[derive(Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
 struct PeekMethod<'a> {
     #[serde(borrow)]
     method: Option<std::borrow::Cow<'a, str>>,
@@ -46,17 +40,45 @@ pub fn method(body: &[u8]) -> Option<String> {
     peek.method.map(std::borrow::Cow::into_owned)
 }
 
-/// The id of a single JSON-RPC request in `body`, if it has a usable one. Batches,
-/// notifications, malformed JSON and ids that are neither a number nor a string give `None`
-/// (answered with `"id": null`, as JSON-RPC 2.0 prescribes).
+/// The id of a single JSON-RPC request in `body`, if it has a usable one, to answer a
+/// refusal with. Reading stops at the top-level `id`: what follows it may be cut short,
+/// nested too deep or not JSON at all (a body refused for that reason still gets its id).
+/// Batches, notifications, bodies broken before the id and ids that are neither a number
+/// nor a string give `None` (answered with `"id": null`, as JSON-RPC 2.0 prescribes).
 pub fn request_id(body: &[u8]) -> Option<RequestId> {
-    let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
-    let raw = peek.id?;
+    let found = std::cell::RefCell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let _ = serde::Deserializer::deserialize_map(&mut deserializer, IdVisitor(&found));
+    let raw: Box<RawValue> = found.into_inner()?;
     let first = raw.get().as_bytes().first()?;
     if *first == b'"' || *first == b'-' || first.is_ascii_digit() {
-        Some(RequestId(raw.to_owned()))
+        Some(RequestId(raw))
     } else {
         None
+    }
+}
+
+/// Reads members until `id`, keeps it, and stops the parse there (with an error, the only
+/// way a visitor can stop one).
+struct IdVisitor<'c>(&'c std::cell::RefCell<Option<Box<RawValue>>>);
+
+impl<'de> serde::de::Visitor<'de> for IdVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-RPC message")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "id" {
+                let raw: &'de RawValue = map.next_value()?;
+                *self.0.borrow_mut() = Some(raw.to_owned());
+                return Err(serde::de::Error::custom("id found"));
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
     }
 }
 
@@ -76,7 +98,14 @@ mod tests {
     fn no_id_for_notifications_batches_and_garbage() {
         assert!(request_id(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).is_none());
         assert!(request_id(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#).is_none());
-        assert!(request_id(b"{\"id\":1").is_none());
+        // Read up to the id: what follows does not matter.
+        assert_eq!(request_id(b"{\"id\":1").unwrap().as_raw().get(), "1");
+        let deep = format!(
+            r#"{{"jsonrpc":"2.0","method":"x","id":7,"params":{}"#,
+            "[".repeat(10_000)
+        );
+        assert_eq!(request_id(deep.as_bytes()).unwrap().as_raw().get(), "7");
+        assert!(request_id(b"{\"method\":\"x\",").is_none());
         assert!(request_id(br#"{"id":null}"#).is_none());
         assert!(request_id(br#"{"id":{"a":1}}"#).is_none());
     }

@@ -78,6 +78,33 @@ pub async fn mcp_client_with(
     ().serve(transport).await.unwrap()
 }
 
+/// An rmcp client handler that signals each `notifications/tools/list_changed` it gets.
+#[derive(Debug, Clone)]
+pub struct ListChanged(pub std::sync::Arc<tokio::sync::Notify>);
+
+impl rmcp::ClientHandler for ListChanged {
+    async fn on_tool_list_changed(
+        &self,
+        _context: rmcp::service::NotificationContext<rmcp::RoleClient>,
+    ) {
+        self.0.notify_one();
+    }
+}
+
+/// An rmcp client connected to `url` through `http` that signals `changed` whenever the
+/// server says its tools changed.
+pub async fn mcp_client_notified(
+    http: reqwest::Client,
+    url: &str,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+) -> RunningService<RoleClient, ListChanged> {
+    let transport = StreamableHttpClientTransport::with_client(
+        http,
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()),
+    );
+    ListChanged(changed).serve(transport).await.unwrap()
+}
+
 /// `Accept` of a Streamable HTTP POST.
 pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 

@@ -14,6 +14,7 @@
 )]
 
 pub mod auth_server;
+pub mod changing;
 pub mod client;
 pub mod gateway;
 pub mod interop;

@@ -90,6 +90,8 @@ pub struct Probe {
     bodies_dropped: watch::Sender<usize>,
     /// Releases one waiting `gated` call.
     gate: Notify,
+    /// Bodies of the requests the gateway sent on its own account.
+    gateway_own: Mutex<Vec<Bytes>>,
 }
 
 impl Probe {
@@ -102,7 +104,13 @@ impl Probe {
             stall_cancelled: watch::Sender::new(0),
             bodies_dropped: watch::Sender::new(0),
             gate: Notify::new(),
+            gateway_own: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The bodies of the requests the gateway made on its own (not a client's).
+    pub fn gateway_requests(&self) -> Vec<Bytes> {
+        self.gateway_own.lock().unwrap().clone()
     }
 
     /// Every request the upstream received, in arrival order.
@@ -441,6 +449,16 @@ async fn record(State(probe): State<Arc<Probe>>, req: Request, next: Next) -> Re
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
         .unwrap_or_default();
+    // The gateway's own requests (it lists the tools itself to check arguments) are kept
+    // apart: tests count what clients caused.
+    let own = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|m| Some(m.get("id")?.as_str()?.starts_with("portcullis-")))
+        .unwrap_or(false);
+    if own {
+        probe.gateway_own.lock().unwrap().push(body.clone());
+        return next.run(Request::from_parts(parts, Body::from(body))).await;
+    }
     let index = probe.record_request(&parts, body.clone());
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     probe.record_response(index, &response);

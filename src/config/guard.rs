@@ -1,0 +1,128 @@
+//! Each route's `guard`: the shape limits of request bodies, strict JSON-RPC envelopes,
+//! and the validation of tool arguments against the tools' schemas (with the operator's
+//! tighter overrides). Used by `mcp::limits`, `mcp::message` and `guard/`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::units::ByteSize;
+
+/// `[routes.guard]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteGuardConfig {
+    /// Arrays and objects nested deeper than this are refused (at most 128).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+    /// Longest JSON string (as written, escapes included).
+    #[serde(default = "default_max_string")]
+    pub max_string: ByteSize,
+    /// Most elements in one array, or members in one object.
+    #[serde(default = "default_max_elements")]
+    pub max_elements: usize,
+    /// Refuse JSON-RPC messages with members beyond `jsonrpc`, `id`, `method`, `params`,
+    /// `result`, `error`.
+    #[serde(default)]
+    pub strict: bool,
+    /// `tools/call` arguments checked against the tool's `inputSchema`: `enforce`
+    /// (default: refused with -32602), `warn` (logged and recorded, forwarded) or `off`.
+    #[serde(default)]
+    pub arguments: Enforcement,
+    /// Per tool, a JSON Schema its arguments must also satisfy: tightens what the upstream
+    /// accepts (both must pass), never loosens it.
+    #[serde(default)]
+    pub schemas: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for RouteGuardConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: default_max_depth(),
+            max_string: default_max_string(),
+            max_elements: default_max_elements(),
+            strict: false,
+            arguments: Enforcement::default(),
+            schemas: BTreeMap::new(),
+        }
+    }
+}
+
+/// What happens when a check fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Refused.
+    #[default]
+    Enforce,
+    /// Logged and recorded, then forwarded.
+    Warn,
+    /// Not checked.
+    Off,
+}
+
+/// Deeper than serde_json's own recursion limit, a body would fail as unparseable
+/// instead of too deep.
+pub const MAX_DEPTH_CEILING: usize = 128;
+
+fn default_max_depth() -> usize {
+    64
+}
+fn default_max_string() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+fn default_max_elements() -> usize {
+    10_000
+}
+
+/// What serde cannot check in a route's `guard`.
+pub(super) fn validate(at: &str, guard: &RouteGuardConfig, errors: &mut Vec<ConfigError>) {
+    if !(1..=MAX_DEPTH_CEILING).contains(&guard.max_depth) {
+        errors.push(ConfigError::new(
+            format!("{at}.guard.max_depth"),
+            format!("must be between 1 and {MAX_DEPTH_CEILING}"),
+        ));
+    }
+    if guard.max_string.get() == 0 {
+        errors.push(ConfigError::new(
+            format!("{at}.guard.max_string"),
+            "must be greater than zero",
+        ));
+    }
+    if guard.max_elements == 0 {
+        errors.push(ConfigError::new(
+            format!("{at}.guard.max_elements"),
+            "must be at least 1",
+        ));
+    }
+    for (tool, schema) in &guard.schemas {
+        let path = format!("{at}.guard.schemas.{}", toml_key(tool));
+        if !schema.is_object() {
+            errors.push(ConfigError::new(
+                path,
+                "must be a table holding a JSON Schema, e.g. { properties = { path = { pattern = \"^/srv/\" } } }",
+            ));
+            continue;
+        }
+        if let Err(e) = crate::guard::schema::compile(schema) {
+            errors.push(ConfigError::new(
+                path,
+                format!("not a usable JSON Schema: {e}"),
+            ));
+        }
+    }
+}
+
+/// A table key as it would be written in TOML (quoted unless bare).
+fn toml_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        key.to_owned()
+    } else {
+        serde_json::Value::String(key.to_owned()).to_string()
+    }
+}

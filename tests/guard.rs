@@ -1,0 +1,488 @@
+//! Input validation and tool integrity through the gateway (issue [6/11]): hostile and
+//! malformed bodies each get their exact status and JSON-RPC error and leave the gateway
+//! serving; `tools/call` arguments are checked against the schemas the real rmcp upstream
+//! lists (and the operator's tighter overrides) before the call leaves the gateway; a
+//! `notifications/tools/list_changed` makes the gateway learn the schemas again.
+
+#![cfg(test)]
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::changing::{ChangingUpstream, tool};
+use support::client::{self, call_body};
+use support::gateway::{Gateway, Route};
+use support::upstream::{Mode, Upstream};
+use support::within;
+
+/// A plain-HTTP gateway with one open route `/mcp` (`settings` added to it) in front of
+/// `upstream_url`.
+async fn gateway(upstream_url: &str, settings: &[&str]) -> Gateway {
+    let mut route = Route::new("tools", "/mcp", upstream_url)
+        .rule("roles = []\ntools = [\"*\"]\nprompts = [\"*\"]\nresources = [\"*\"]");
+    for setting in settings {
+        route = route.setting(setting);
+    }
+    Gateway::builder()
+        .insecure_http()
+        .route(route)
+        .start()
+        .await
+}
+
+/// Sends `body` as it is (bytes, any content) with the Streamable HTTP headers and
+/// `extra` headers; returns the status and the JSON answer.
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+    extra: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", client::ACCEPT_BOTH)
+        .body(body);
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let response = within("the gateway's answer", request.send())
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let message = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, message)
+}
+
+/// A POST to `/mcp` that declares `length` bytes of body and sends only its first bytes,
+/// then reads the answer (the gateway closes the connection after it).
+async fn declared_but_not_sent(gateway: &Gateway, length: usize) -> (StatusCode, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+         Accept: {}\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n\
+         {{\"jsonrpc\":\"2.0\",\"id\":43,\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\"",
+        gateway.addr,
+        client::ACCEPT_BOTH
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    within("the 413", stream.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        StatusCode::from_u16(status).unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// Checks a JSON-RPC error answer: its status, code, message and id.
+fn assert_error(answer: &(StatusCode, Value), status: u16, code: i64, message: &str, id: Value) {
+    let (got_status, body) = answer;
+    assert_eq!(got_status.as_u16(), status, "{body}");
+    assert_eq!(body["jsonrpc"], "2.0", "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert_eq!(body["error"]["message"], message, "{body}");
+    assert_eq!(body["id"], id, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_its_exact_answer_and_the_gateway_still_serves() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = gateway(
+        &upstream.url(),
+        &["guard = { strict = true, max_string = \"1KiB\" }"],
+    )
+    .await;
+    let http = client::http_client(None, client::Http::H1);
+    let url = gateway.url("/mcp");
+
+    // Truncated JSON: not JSON. The id is read when it comes before the cut.
+    let truncated = r#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"ec"#;
+    assert_error(
+        &send(&http, &url, truncated, &[]).await,
+        400,
+        -32700,
+        "parse error: the body is not valid JSON",
+        json!(41),
+    );
+    let cut_before_id = r#"{"jsonrpc":"2.0","method":"tools/ca"#;
+    assert_error(
+        &send(&http, &url, cut_before_id, &[]).await,
+        400,
+        -32700,
+        "parse error: the body is not valid JSON",
+        Value::Null,
+    );
+    // 10 000 levels of nesting: refused by the limit, not by a parser's stack.
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":{}1{}}}}}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    assert_error(
+        &send(&http, &url, deep, &[]).await,
+        400,
+        -32600,
+        "invalid request: JSON nested deeper than 64 levels",
+        json!(42),
+    );
+    // 50 MiB: over the default 4 MiB body limit, refused by its declared length before
+    // the gateway reads it (a raw client: an HTTP library stops at the broken pipe of the
+    // body it could not finish sending, before reading the answer).
+    assert_error(
+        &declared_but_not_sent(&gateway, 50 * 1024 * 1024).await,
+        413,
+        -32600,
+        "request body exceeds the 4194304-byte limit",
+        Value::Null,
+    );
+    // A string over the route's 1 KiB string limit.
+    let long = call_body(44, "echo", &json!({ "text": "y".repeat(2000) }));
+    assert_error(
+        &send(&http, &url, long.to_string(), &[]).await,
+        400,
+        -32600,
+        "invalid request: a JSON string longer than 1024 bytes",
+        json!(44),
+    );
+    // Wrong types.
+    assert_error(
+        &send(&http, &url, r#"{"jsonrpc":"2.0","id":45,"method":7}"#, &[]).await,
+        400,
+        -32600,
+        "invalid request: `method` must be a string",
+        json!(45),
+    );
+    assert_error(
+        &send(
+            &http,
+            &url,
+            r#"{"jsonrpc":"2.0","id":46,"method":"tools/call","params":"echo"}"#,
+            &[],
+        )
+        .await,
+        400,
+        -32600,
+        "invalid request: `params` must be an object or an array",
+        json!(46),
+    );
+    assert_error(
+        &send(
+            &http,
+            &url,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#,
+            &[],
+        )
+        .await,
+        400,
+        -32600,
+        "invalid request: `id` must be a string or a number",
+        Value::Null,
+    );
+    assert_error(
+        &send(
+            &http,
+            &url,
+            r#"{"jsonrpc":"1.0","id":47,"method":"ping"}"#,
+            &[],
+        )
+        .await,
+        400,
+        -32600,
+        "invalid request: `jsonrpc` must be \"2.0\"",
+        json!(47),
+    );
+    // Two `name` members would let the gateway judge one tool and the upstream run another.
+    assert_error(
+        &send(
+            &http,
+            &url,
+            r#"{"jsonrpc":"2.0","id":48,"method":"tools/call","method":"ping"}"#,
+            &[],
+        )
+        .await,
+        400,
+        -32600,
+        "invalid request: the member `method` appears twice",
+        json!(48),
+    );
+    // An unknown member, on a strict route.
+    assert_error(
+        &send(
+            &http,
+            &url,
+            r#"{"jsonrpc":"2.0","id":49,"method":"ping","sneaky":true}"#,
+            &[],
+        )
+        .await,
+        400,
+        -32600,
+        "invalid request: unknown member `sneaky` (this route accepts only jsonrpc, id, method, params, result, error)",
+        json!(49),
+    );
+    // Invalid UTF-8 in a string.
+    let mut bad_utf8 = br#"{"jsonrpc":"2.0","id":50,"method":"tools/call","params":{"name":"echo","arguments":{"text":""#.to_vec();
+    bad_utf8.extend_from_slice(&[0xff, 0xfe]);
+    bad_utf8.extend_from_slice(br#""}}}"#);
+    assert_error(
+        &send(&http, &url, bad_utf8, &[]).await,
+        400,
+        -32700,
+        "parse error: the body is not valid JSON",
+        json!(50),
+    );
+    // A malformed method name.
+    assert_error(
+        &send(
+            &http,
+            &url,
+            r#"{"jsonrpc":"2.0","id":51,"method":"tools/call\n"}"#,
+            &[],
+        )
+        .await,
+        400,
+        -32600,
+        "invalid request: `method` may hold only visible ASCII characters",
+        json!(51),
+    );
+    // A batch from a client speaking a revision without batches.
+    let batch = json!([
+        { "jsonrpc": "2.0", "id": 52, "method": "ping" },
+        { "jsonrpc": "2.0", "id": 53, "method": "ping" }
+    ]);
+    assert_error(
+        &send(
+            &http,
+            &url,
+            batch.to_string(),
+            &[("mcp-protocol-version", "2025-06-18")],
+        )
+        .await,
+        400,
+        -32600,
+        "invalid request: JSON-RPC batches are not part of MCP 2025-06-18; send one message per request",
+        Value::Null,
+    );
+    assert_error(
+        &send(&http, &url, "[]", &[]).await,
+        400,
+        -32600,
+        "invalid request: an empty batch",
+        Value::Null,
+    );
+    // Headers larger than the server takes.
+    let big_header = "z".repeat(128 * 1024);
+    let (status, _) = send(
+        &http,
+        &url,
+        call_body(54, "echo", &json!({ "text": "a" })).to_string(),
+        &[("x-padding", &big_header)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    // None of it reached the upstream, and the gateway still serves.
+    assert_eq!(upstream.probe.calls("echo"), 0);
+    assert!(
+        upstream.probe.seen().is_empty(),
+        "{:?}",
+        upstream.probe.seen()
+    );
+    let http = client::http_client(None, client::Http::H1);
+    let (status, answer) = send(
+        &http,
+        &url,
+        call_body(60, "echo", &json!({ "text": "still here" })).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(client::tool_text(&answer), "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_arguments_are_checked_against_the_upstreams_schemas_and_overrides() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = gateway(
+        &upstream.url(),
+        &["guard = { schemas = { echo = { properties = { text = { maxLength = 12 } } } } }"],
+    )
+    .await;
+    let http = client::http_client(None, client::Http::H1);
+    let url = gateway.url("/mcp");
+    let call = |id: u64, tool: &str, arguments: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        let tool = tool.to_owned();
+        async move {
+            send(
+                &http,
+                &url,
+                call_body(id, &tool, &arguments).to_string(),
+                &[],
+            )
+            .await
+        }
+    };
+
+    // The gateway never saw the upstream's list: it asks for it once, itself.
+    let (status, answer) = call(1, "echo", json!({ "text": "hello" })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(client::tool_text(&answer), "hello");
+    assert_eq!(upstream.probe.gateway_requests().len(), 1);
+
+    // The upstream's schema (rmcp derives it: `text` is a required string).
+    let wrong_type = call(2, "echo", json!({ "text": 5 })).await;
+    assert_eq!(wrong_type.0, StatusCode::OK);
+    assert_eq!(wrong_type.1["error"]["code"], -32602, "{}", wrong_type.1);
+    assert_eq!(wrong_type.1["id"], 2);
+    let message = wrong_type.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid arguments for tool `echo`: /text: "),
+        "{message}"
+    );
+    let missing = call(3, "echo", json!({})).await;
+    let message = missing.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid arguments for tool `echo`: the arguments: ")
+            && message.contains("text"),
+        "{message}"
+    );
+    // The operator's override: at most 12 characters. The value is never quoted back.
+    let too_long = call(4, "echo", json!({ "text": "a secret value that is long" })).await;
+    let message = too_long.1["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invalid arguments for tool `echo`: /text: "),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    // A tool the upstream does not list.
+    let unknown = call(5, "rm_rf", json!({})).await;
+    assert_eq!(unknown.1["error"]["code"], -32041, "{}", unknown.1);
+    assert_eq!(
+        unknown.1["error"]["message"],
+        "unknown tool `rm_rf`: the upstream does not list it"
+    );
+
+    // Only the valid call reached the upstream; the unknown tool made the gateway look
+    // again at most once (it had just looked: no second list).
+    assert_eq!(upstream.probe.calls("echo"), 1);
+    assert!(upstream.probe.gateway_requests().len() <= 2);
+    gateway
+        .audit_record(|r| r["event"] == "rejected" && r["reason"] == "invalid_arguments")
+        .await;
+    gateway
+        .audit_record(|r| r["event"] == "rejected" && r["reason"] == "unknown_tool")
+        .await;
+    let records = gateway.audit_records();
+    assert!(
+        records
+            .iter()
+            .all(|r| !r.to_string().contains("a secret value")),
+        "an argument reached the audit trail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warn_mode_forwards_what_enforce_refuses() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = gateway(&upstream.url(), &["guard = { arguments = \"warn\" }"]).await;
+    let http = client::http_client(None, client::Http::H1);
+    let (status, answer) = send(
+        &http,
+        &gateway.url("/mcp"),
+        call_body(1, "echo", &json!({ "text": 5 })).to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The upstream answered it (with its own complaint): the gateway let it through.
+    assert_eq!(upstream.probe.seen_rpc("tools/call").len(), 1, "{answer}");
+}
+
+/// The schema of `write` before and after the upstream changes it: first `path` is any
+/// string, then it must be absolute and a `mode` is required.
+fn write_tool(changed: bool) -> rmcp::model::Tool {
+    let schema = if changed {
+        json!({
+            "type": "object",
+            "properties": {
+                "path": { "type": "string", "pattern": "^/" },
+                "mode": { "enum": ["append", "overwrite"] }
+            },
+            "required": ["path", "mode"]
+        })
+    } else {
+        json!({
+            "type": "object",
+            "properties": { "path": { "type": "string" } },
+            "required": ["path"]
+        })
+    };
+    tool(json!({ "name": "write", "description": "Write a file", "inputSchema": schema }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_changed_makes_the_gateway_learn_the_schemas_again() {
+    let upstream = ChangingUpstream::start(vec![write_tool(false)]).await;
+    let gateway = gateway(&upstream.url(), &[]).await;
+    let http = client::http_client(None, client::Http::H1);
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let client = support::client::mcp_client_notified(
+        http,
+        &gateway.url("/mcp"),
+        std::sync::Arc::clone(&changed),
+    )
+    .await;
+
+    // The client lists the tools: the gateway learns from the answer passing through.
+    let listed = client.list_all_tools().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    let peer = client.peer().clone();
+    let call = |arguments: Value| {
+        let peer = peer.clone();
+        async move {
+            peer.call_tool(
+                rmcp::model::CallToolRequestParams::new("write")
+                    .with_arguments(arguments.as_object().unwrap().clone()),
+            )
+            .await
+        }
+    };
+    call(json!({ "path": "notes.txt" })).await.unwrap();
+    assert_eq!(upstream.lists(), 1, "the gateway listed on its own");
+
+    upstream.set_tools(vec![write_tool(true)]).await;
+    within("the list_changed notification", changed.notified()).await;
+
+    // The old arguments no longer pass; the new ones do. The gateway listed once more.
+    let refused = call(json!({ "path": "notes.txt" })).await.unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains("invalid arguments for tool `write`"),
+        "{text}"
+    );
+    call(json!({ "path": "/srv/notes.txt", "mode": "append" }))
+        .await
+        .unwrap();
+    assert_eq!(upstream.lists(), 2);
+    let calls = upstream.calls();
+    assert_eq!(
+        calls,
+        vec![
+            ("write".to_owned(), json!({ "path": "notes.txt" })),
+            (
+                "write".to_owned(),
+                json!({ "path": "/srv/notes.txt", "mode": "append" })
+            ),
+        ]
+    );
+    client.cancel().await.unwrap();
+}
