@@ -21,6 +21,8 @@ pub struct RouteGuard {
     pub arguments: Enforcement,
     /// The upstream's tools and their argument schemas, as learned.
     pub tools: schema::ToolCatalog,
+    /// Secrets masked in results (`guard.redact`), if any.
+    pub redactor: Option<redact::Redactor>,
 }
 
 impl RouteGuard {
@@ -36,6 +38,8 @@ impl RouteGuard {
             },
             arguments: config.arguments,
             tools: schema::ToolCatalog::new(&config.schemas),
+            // Checked by the config's validation.
+            redactor: crate::config::guard::redactor(config).ok().flatten(),
         }
     }
 }

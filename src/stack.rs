@@ -610,7 +610,10 @@ async fn limited_stages(
                 Err(refusal) => return *refusal,
             }
         }
-        read_json = lists.is_some() || tool_lists.is_some() || tasks::may_concern_tasks(&bytes);
+        read_json = lists.is_some()
+            || tool_lists.is_some()
+            || route.guard.redactor.is_some()
+            || tasks::may_concern_tasks(&bytes);
         if read_json && reply_id.is_none() {
             reply_id = jsonrpc::request_id(&bytes);
         }
@@ -633,6 +636,7 @@ async fn limited_stages(
 
     // 13. Lists show only what the caller may use; the upstream's task ids are sealed.
     let guard_route = Arc::clone(route);
+    let metrics = Arc::clone(&gateway.audit.metrics);
     let rewrite = move |data: &[u8]| {
         if let Some(ids) = &tool_lists {
             ids.learn_from(data, &guard_route.guard.tools);
@@ -653,6 +657,24 @@ async fn limited_stages(
                 .map_err(|_| AnswerError::Unsealable)?
             {
                 out = Some(serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?);
+            }
+        }
+        // Secrets in results masked, last: after everything else that rewrites.
+        if let Some(redactor) = &guard_route.guard.redactor {
+            let current = out.as_deref().unwrap_or(data);
+            if redactor.may_match(current) {
+                let mut message: serde_json::Value =
+                    serde_json::from_slice(current).map_err(|_| AnswerError::NotJsonRpc)?;
+                let masked = redactor.redact_message(&mut message);
+                if !masked.is_empty() {
+                    for (pattern, count) in &masked {
+                        metrics
+                            .redactions
+                            .with_label_values(&[&*guard_route.name, pattern])
+                            .inc_by(*count as u64);
+                    }
+                    out = Some(serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?);
+                }
             }
         }
         Ok(out)
@@ -928,16 +950,30 @@ async fn check_arguments(
     }
     let catalog = &route.guard.tools;
     let unknown = calls.iter().any(|(_, name, _)| !catalog.knows(name));
+    // Why the tools could not be listed, if the gateway tried and failed.
+    let mut not_listed: Option<crate::guard::fetch::FetchError> = None;
     if let Some(_turn) = catalog.fetch_turn(unknown).await {
-        let identity = parts.extensions.get::<crate::auth::IdentityHeaderValues>();
-        match crate::guard::fetch::fetch_tools(&route.upstream, &parts.headers, identity, catalog)
-            .await
-        {
+        let modern = parts
+            .headers
+            .get(MCP_PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v >= "2026-07-28");
+        let caller = crate::guard::fetch::Caller {
+            headers: &parts.headers,
+            identity: parts.extensions.get::<crate::auth::IdentityHeaderValues>(),
+            modern_meta: parsed
+                .messages
+                .first()
+                .filter(|_| modern)
+                .and_then(|m| m.params()?.get("_meta")),
+        };
+        match crate::guard::fetch::fetch_tools(&route.upstream, caller, catalog).await {
             Ok(learned) => {
                 tracing::debug!(route = %route.name, learned, "Listed the upstream's tools to check arguments");
             }
             Err(e) => {
                 tracing::warn!(route = %route.name, error = %e, "Could not list the upstream's tools to check arguments");
+                not_listed = Some(e);
             }
         }
     }
@@ -952,11 +988,30 @@ async fn check_arguments(
                 "invalid_arguments",
                 format!("invalid arguments for tool `{shown}`: {invalid}"),
             ),
-            Checked::Unknown => (
-                crate::error::code::TOOL_UNAVAILABLE,
-                "unknown_tool",
-                format!("unknown tool `{shown}`: the upstream does not list it"),
-            ),
+            // The upstream is down: the call fails the same way, with the 502/504 a client
+            // expects (nothing unchecked reaches an upstream that answers).
+            Checked::Unknown
+                if matches!(
+                    not_listed,
+                    Some(crate::guard::fetch::FetchError::Unreachable(_))
+                ) =>
+            {
+                continue;
+            }
+            Checked::Unknown => match &not_listed {
+                Some(e) => (
+                    crate::error::code::TOOL_UNAVAILABLE,
+                    "tools_not_listed",
+                    format!(
+                        "tool `{shown}` cannot be checked: the gateway could not list the upstream's tools ({e})"
+                    ),
+                ),
+                None => (
+                    crate::error::code::TOOL_UNAVAILABLE,
+                    "unknown_tool",
+                    format!("unknown tool `{shown}`: the upstream does not list it"),
+                ),
+            },
             Checked::Unusable(why) => (
                 crate::error::code::TOOL_UNAVAILABLE,
                 "unusable_schema",

@@ -336,7 +336,13 @@ async fn tool_arguments_are_checked_against_the_upstreams_schemas_and_overrides(
     let (status, answer) = call(1, "echo", json!({ "text": "hello" })).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(client::tool_text(&answer), "hello");
-    assert_eq!(upstream.probe.gateway_requests().len(), 1);
+    let own = upstream.probe.gateway_requests();
+    let listed = |own: &[bytes::Bytes]| {
+        own.iter()
+            .filter(|b| String::from_utf8_lossy(b).contains("\"tools/list\""))
+            .count()
+    };
+    assert_eq!(listed(&own), 1, "{own:?}");
 
     // The upstream's schema (rmcp derives it: `text` is a required string).
     let wrong_type = call(2, "echo", json!({ "text": 5 })).await;
@@ -374,7 +380,7 @@ async fn tool_arguments_are_checked_against_the_upstreams_schemas_and_overrides(
     // Only the valid call reached the upstream; the unknown tool made the gateway look
     // again at most once (it had just looked: no second list).
     assert_eq!(upstream.probe.calls("echo"), 1);
-    assert!(upstream.probe.gateway_requests().len() <= 2);
+    assert_eq!(listed(&upstream.probe.gateway_requests()), 1);
     gateway
         .audit_record(|r| r["event"] == "rejected" && r["reason"] == "invalid_arguments")
         .await;
@@ -485,4 +491,73 @@ async fn list_changed_makes_the_gateway_learn_the_schemas_again() {
         ]
     );
     client.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_results_are_masked_in_json_and_in_event_streams() {
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let pem =
+        "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----";
+    for mode in [Mode::Json, Mode::Sse] {
+        let upstream = Upstream::start(mode).await;
+        let gateway = gateway(
+            &upstream.url(),
+            &["guard = { redact = [\"aws_access_key\", \"private_key\"], redact_patterns = { ticket = \"TICKET-[0-9]{6}\" } }"],
+        )
+        .await;
+        let http = client::http_client(None, client::Http::H1);
+        let url = gateway.url("/mcp");
+        let text = format!("key {key} and\n{pem}\nfor TICKET-123456, fine otherwise");
+        let (status, answer) = send(
+            &http,
+            &url,
+            call_body(1, "echo", &json!({ "text": text })).to_string(),
+            &[],
+        )
+        .await;
+        let answer = if mode == Mode::Sse {
+            // The answer came as an event stream: `send` could not read it as JSON.
+            assert_eq!(answer, Value::Null);
+            let response =
+                client::post(&http, &url, &call_body(2, "echo", &json!({ "text": text })))
+                    .send()
+                    .await
+                    .unwrap();
+            client::response_message(response).await
+        } else {
+            answer
+        };
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            client::tool_text(&answer),
+            "key [REDACTED:aws_access_key] and\n[REDACTED:private_key]\nfor [REDACTED:ticket], fine otherwise",
+            "{mode:?}"
+        );
+        // A clean result passes byte for byte.
+        let (_, clean) = send(
+            &http,
+            &url,
+            call_body(3, "echo", &json!({ "text": "nothing to hide" })).to_string(),
+            &[],
+        )
+        .await;
+        if mode == Mode::Json {
+            assert_eq!(client::tool_text(&clean), "nothing to hide");
+        }
+        let metrics = http
+            .get(gateway.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let expected = if mode == Mode::Json { 1 } else { 2 };
+        for pattern in ["aws_access_key", "private_key", "ticket"] {
+            let line = format!(
+                "portcullis_redactions_total{{pattern=\"{pattern}\",route=\"tools\"}} {expected}"
+            );
+            assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+        }
+    }
 }

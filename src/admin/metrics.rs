@@ -62,6 +62,8 @@ pub struct Metrics {
     sessions: IntCounterVec,
     tool_calls: IntCounterVec,
     pub alerts: IntCounterVec,
+    /// Secrets masked in results, by route and pattern (`guard.redact`).
+    pub redactions: IntCounterVec,
     pub webhooks: IntCounterVec,
     pub jwks_refreshes: IntCounterVec,
     pub audit: SinkMetrics,
@@ -199,6 +201,12 @@ impl Metrics {
                 "portcullis_alerts_total",
                 "Security monitor alerts, by rule.",
                 &["rule"],
+            )?,
+            redactions: counter(
+                &r,
+                "portcullis_redactions_total",
+                "Secrets masked in upstream results before they reached the client, by route and pattern.",
+                &["route", "pattern"],
             )?,
             webhooks: counter(
                 &r,

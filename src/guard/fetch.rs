@@ -1,22 +1,24 @@
 //! Stage 11: when a route's [`ToolCatalog`] has not seen the upstream's tools (or the
 //! upstream announced a change), the gateway asks for them itself before judging a
-//! `tools/call`: `tools/list`, page after page, in the caller's own session and protocol
-//! revision, with the route's upstream credentials.
+//! `tools/call`: `tools/list`, page after page, with the route's upstream credentials.
+//!
+//! Never in the caller's session: a request of the gateway's would change what the
+//! session holds (event ids, request counts). A 2026-07-28 caller is stateless, so the
+//! gateway asks as it does, with the `_meta` it sent; otherwise the gateway opens a
+//! session of its own (`initialize`, `notifications/initialized`), lists, and closes it.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::schema::ToolCatalog;
 use crate::auth::IdentityHeaderValues;
-use crate::mcp::headers::{
-    MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream,
-};
+use crate::mcp::headers::{MCP_METHOD, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
 use crate::mcp::sse::SseDecoder;
 use crate::proxy::UpstreamClient;
 
@@ -26,33 +28,127 @@ const MAX_PAGES: usize = 20;
 const MAX_PAGE: usize = 8 * 1024 * 1024;
 /// The whole fetch, all pages, must be done by then.
 const DEADLINE: Duration = Duration::from_secs(10);
+/// The `User-Agent` of the gateway's own requests, so that an upstream's operator (and the
+/// tests) can tell them from the callers'.
+pub const USER_AGENT: &str = concat!("portcullis/", env!("CARGO_PKG_VERSION"), " (tools/list)");
 
-/// Why the tools could not be fetched (logged; the call is then judged without them).
+/// What the gateway's own session asks for when the caller named no revision.
+const HANDSHAKE_VERSION: &str = "2025-11-25";
+
+/// Why the tools could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("the upstream answered tools/list with HTTP {0}")]
-    Status(http::StatusCode),
-    #[error("the upstream's tools/list answer could not be read")]
+    /// The upstream could not be reached, or did not answer in time: the call itself
+    /// will fail the same way, and is answered 502/504 as any other.
+    #[error("the upstream is unreachable ({0})")]
+    Unreachable(StatusCode),
+    #[error("the upstream answered with HTTP {0}")]
+    Status(StatusCode),
+    #[error("the upstream's answer could not be read")]
     Unreadable,
     #[error("the upstream answered tools/list with an error")]
     Refused,
-    #[error("tools/list took longer than {DEADLINE:?}")]
+    #[error("listing the tools took longer than {DEADLINE:?}")]
     Timeout,
 }
 
-/// Lists the upstream's tools into `catalog`, as the caller whose request carried
-/// `headers` (its upstream session id and protocol version) and `identity`.
+/// The caller's request, as far as the fetch copies it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub headers: &'a HeaderMap,
+    pub identity: Option<&'a IdentityHeaderValues>,
+    /// A 2026-07-28 caller's `params._meta` (protocol version, client info, capabilities).
+    pub modern_meta: Option<&'a Value>,
+}
+
+/// Lists the upstream's tools into `catalog`.
 pub async fn fetch_tools(
     upstream: &UpstreamClient,
-    headers: &HeaderMap,
-    identity: Option<&IdentityHeaderValues>,
+    caller: Caller<'_>,
     catalog: &ToolCatalog,
 ) -> Result<usize, FetchError> {
     tokio::time::timeout(DEADLINE, async {
+        let mut session = Session {
+            upstream,
+            identity: caller.identity,
+            headers: HeaderMap::new(),
+            meta: caller.modern_meta.cloned(),
+        };
+        if let Some(meta) = caller.modern_meta {
+            if let Some(version) = caller.headers.get(MCP_PROTOCOL_VERSION) {
+                session
+                    .headers
+                    .insert(MCP_PROTOCOL_VERSION, version.clone());
+            }
+            session.meta = Some(meta.clone());
+        } else {
+            session.open(caller.headers).await?;
+        }
+        let listed = session.list_into(catalog).await;
+        session.close().await;
+        listed
+    })
+    .await
+    .map_err(|_| FetchError::Timeout)?
+}
+
+/// The gateway's own conversation with the upstream.
+struct Session<'a> {
+    upstream: &'a UpstreamClient,
+    identity: Option<&'a IdentityHeaderValues>,
+    /// Sent with every request: the session id and protocol revision once known.
+    headers: HeaderMap,
+    /// 2026-07-28: the `_meta` every request carries.
+    meta: Option<Value>,
+}
+
+impl Session<'_> {
+    /// `initialize` and `notifications/initialized`, in the revision the caller speaks.
+    async fn open(&mut self, caller: &HeaderMap) -> Result<(), FetchError> {
+        let version = caller
+            .get(MCP_PROTOCOL_VERSION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(HANDSHAKE_VERSION)
+            .to_owned();
+        let initialize = json!({
+            "jsonrpc": "2.0", "id": "portcullis-init", "method": "initialize",
+            "params": {
+                "protocolVersion": version,
+                "capabilities": {},
+                "clientInfo": { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") }
+            }
+        });
+        let (headers, answer) = self.call(&initialize, "portcullis-init").await?;
+        if let Some(id) = headers.get(MCP_SESSION_ID) {
+            self.headers.insert(MCP_SESSION_ID, id.clone());
+        }
+        let agreed = answer["protocolVersion"].as_str().unwrap_or(&version);
+        if let Ok(agreed) = HeaderValue::from_str(agreed) {
+            self.headers.insert(MCP_PROTOCOL_VERSION, agreed);
+        }
+        let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+        let response = self.post(&initialized, "notifications/initialized").await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status()));
+        }
+        Ok(())
+    }
+
+    async fn list_into(&self, catalog: &ToolCatalog) -> Result<usize, FetchError> {
         let mut cursor: Option<String> = None;
         let mut learned = 0;
         for page in 0..MAX_PAGES {
-            let result = list_page(upstream, headers, identity, page, cursor.as_deref()).await?;
+            let id = format!("portcullis-tools-{page}");
+            let mut params = serde_json::Map::new();
+            if let Some(cursor) = &cursor {
+                params.insert("cursor".to_owned(), Value::from(cursor.as_str()));
+            }
+            if let Some(meta) = &self.meta {
+                params.insert("_meta".to_owned(), meta.clone());
+            }
+            let message =
+                json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params });
+            let (_, result) = self.call(&message, &id).await?;
             learned += catalog.learn(&result);
             cursor = result
                 .get("nextCursor")
@@ -63,60 +159,89 @@ pub async fn fetch_tools(
             }
         }
         Ok(learned)
-    })
-    .await
-    .map_err(|_| FetchError::Timeout)?
-}
-
-async fn list_page(
-    upstream: &UpstreamClient,
-    headers: &HeaderMap,
-    identity: Option<&IdentityHeaderValues>,
-    page: usize,
-    cursor: Option<&str>,
-) -> Result<Value, FetchError> {
-    let id = format!("portcullis-tools-{page}");
-    let mut message = serde_json::json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list" });
-    if let Some(cursor) = cursor {
-        message["params"] = serde_json::json!({ "cursor": cursor });
     }
-    let mut request = Request::new(());
-    *request.method_mut() = Method::POST;
-    let out = request.headers_mut();
-    out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    out.insert(
-        ACCEPT,
-        HeaderValue::from_static("application/json, text/event-stream"),
-    );
-    for name in [MCP_SESSION_ID, MCP_PROTOCOL_VERSION] {
-        if let Some(value) = headers.get(&name) {
-            out.insert(name, value.clone());
+
+    /// Ends the gateway's own session, if the upstream gave it one (best effort).
+    async fn close(&self) {
+        if !self.headers.contains_key(MCP_SESSION_ID) {
+            return;
+        }
+        let mut request = Request::new(());
+        *request.method_mut() = Method::DELETE;
+        *request.headers_mut() = self.headers.clone();
+        request.headers_mut().insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        let (parts, ()) = request.into_parts();
+        let _ = crate::proxy::forward_read(self.upstream, parts, Bytes::new()).await;
+    }
+
+    /// A request and its result (from a JSON answer or from the event stream).
+    async fn call(&self, message: &Value, id: &str) -> Result<(HeaderMap, Value), FetchError> {
+        let method = message["method"].as_str().unwrap_or_default();
+        let response = self.post(message, method).await?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status(response.status()));
+        }
+        let stream = is_event_stream(response.headers().get(CONTENT_TYPE));
+        let (parts, body) = response.into_parts();
+        let bytes = read(body).await?;
+        let answer = if stream {
+            answer_in_stream(bytes, id)?
+        } else {
+            serde_json::from_slice(&bytes).map_err(|_| FetchError::Unreadable)?
+        };
+        match answer.get("result") {
+            Some(result) if answer.get("id").and_then(Value::as_str) == Some(id) => {
+                Ok((parts.headers, result.clone()))
+            }
+            _ => Err(FetchError::Refused),
         }
     }
-    // 2026-07-28 clients name the method in a header; the upstream expects it to match.
-    if headers.contains_key(MCP_METHOD) {
-        out.insert(MCP_METHOD, HeaderValue::from_static("tools/list"));
-    }
-    out.remove(MCP_NAME);
-    if let Some(identity) = identity {
-        request.extensions_mut().insert(identity.clone());
-    }
-    let (parts, ()) = request.into_parts();
-    let body = Bytes::from(serde_json::to_vec(&message).unwrap_or_default());
-    let response = crate::proxy::forward_read(upstream, parts, body).await;
-    if !response.status().is_success() {
-        return Err(FetchError::Status(response.status()));
-    }
-    let stream = is_event_stream(response.headers().get(CONTENT_TYPE));
-    let bytes = read(response.into_body()).await?;
-    let answer = if stream {
-        answer_in_stream(bytes, &id)?
-    } else {
-        serde_json::from_slice(&bytes).map_err(|_| FetchError::Unreadable)?
-    };
-    match answer.get("result") {
-        Some(result) if answer.get("id").and_then(Value::as_str) == Some(&id) => Ok(result.clone()),
-        _ => Err(FetchError::Refused),
+
+    async fn post(
+        &self,
+        message: &Value,
+        method: &str,
+    ) -> Result<http::Response<Body>, FetchError> {
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        let out = request.headers_mut();
+        out.clone_from(&self.headers);
+        out.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        out.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        out.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        // 2026-07-28 requests name their method in a header too.
+        if self.meta.is_some()
+            && let Ok(method) = HeaderValue::from_str(method)
+        {
+            out.insert(MCP_METHOD, method);
+        }
+        if let Some(identity) = self.identity {
+            request.extensions_mut().insert(identity.clone());
+        }
+        let (parts, ()) = request.into_parts();
+        let body = Bytes::from(serde_json::to_vec(message).unwrap_or_default());
+        let response = crate::proxy::forward_read(self.upstream, parts, body).await;
+        match response.status() {
+            // The gateway's own 502/504 (marked with an outcome), not the upstream's.
+            status @ (StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT)
+                if response
+                    .extensions()
+                    .get::<crate::audit::event::Outcome>()
+                    .is_some() =>
+            {
+                Err(FetchError::Unreachable(status))
+            }
+            _ => Ok(response),
+        }
     }
 }
 

@@ -108,7 +108,9 @@ impl Probe {
         }
     }
 
-    /// The bodies of the requests the gateway made on its own (not a client's).
+    /// The bodies of the requests the gateway made on its own (not a client's): its own
+    /// session's `initialize`, `notifications/initialized`, `tools/list` pages and
+    /// `DELETE`.
     pub fn gateway_requests(&self) -> Vec<Bytes> {
         self.gateway_own.lock().unwrap().clone()
     }
@@ -451,10 +453,11 @@ async fn record(State(probe): State<Arc<Probe>>, req: Request, next: Next) -> Re
         .unwrap_or_default();
     // The gateway's own requests (it lists the tools itself to check arguments) are kept
     // apart: tests count what clients caused.
-    let own = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|m| Some(m.get("id")?.as_str()?.starts_with("portcullis-")))
-        .unwrap_or(false);
+    let own = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|agent| agent.starts_with("portcullis/"));
     if own {
         probe.gateway_own.lock().unwrap().push(body.clone());
         return next.run(Request::from_parts(parts, Body::from(body))).await;
