@@ -950,33 +950,42 @@ async fn check_arguments(
     }
     let catalog = &route.guard.tools;
     let unknown = calls.iter().any(|(_, name, _)| !catalog.knows(name));
-    // Why the tools could not be listed, if the gateway tried and failed.
-    let mut not_listed: Option<crate::guard::fetch::FetchError> = None;
-    if let Some(_turn) = catalog.fetch_turn(unknown).await {
-        let modern = parts
-            .headers
-            .get(MCP_PROTOCOL_VERSION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v >= "2026-07-28");
-        let caller = crate::guard::fetch::Caller {
-            headers: &parts.headers,
-            identity: parts.extensions.get::<crate::auth::IdentityHeaderValues>(),
-            modern_meta: parsed
-                .messages
-                .first()
-                .filter(|_| modern)
-                .and_then(|m| m.params()?.get("_meta")),
-        };
-        match crate::guard::fetch::fetch_tools(&route.upstream, caller, catalog).await {
-            Ok(learned) => {
-                tracing::debug!(route = %route.name, learned, "Listed the upstream's tools to check arguments");
-            }
-            Err(e) => {
-                tracing::warn!(route = %route.name, error = %e, "Could not list the upstream's tools to check arguments");
-                not_listed = Some(e);
+    // Why the tools could not be listed, if the gateway tried (now or a moment ago) and
+    // failed.
+    let not_listed = match catalog.fetch_turn(unknown).await {
+        Err(last) => last,
+        Ok(mut turn) => {
+            let modern = parts
+                .headers
+                .get(MCP_PROTOCOL_VERSION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v >= "2026-07-28");
+            let caller = crate::guard::fetch::Caller {
+                headers: &parts.headers,
+                identity: parts.extensions.get::<crate::auth::IdentityHeaderValues>(),
+                modern_meta: parsed
+                    .messages
+                    .first()
+                    .filter(|_| modern)
+                    .and_then(|m| m.params()?.get("_meta")),
+            };
+            match crate::guard::fetch::fetch_tools(&route.upstream, caller, catalog).await {
+                Ok(learned) => {
+                    tracing::debug!(route = %route.name, learned, "Listed the upstream's tools to check arguments");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(route = %route.name, error = %e, "Could not list the upstream's tools to check arguments");
+                    let failure = crate::guard::schema::FetchFailure {
+                        unreachable: matches!(e, crate::guard::fetch::FetchError::Unreachable(_)),
+                        reason: e.to_string(),
+                    };
+                    turn.failed = Some(failure.clone());
+                    Some(failure)
+                }
             }
         }
-    }
+    };
     let mut refused: Vec<(usize, String)> = Vec::new();
     let mut first: Option<(i64, &'static str)> = None;
     for (i, name, arguments) in calls {
@@ -990,20 +999,14 @@ async fn check_arguments(
             ),
             // The upstream is down: the call fails the same way, with the 502/504 a client
             // expects (nothing unchecked reaches an upstream that answers).
-            Checked::Unknown
-                if matches!(
-                    not_listed,
-                    Some(crate::guard::fetch::FetchError::Unreachable(_))
-                ) =>
-            {
-                continue;
-            }
+            Checked::Unknown if not_listed.as_ref().is_some_and(|f| f.unreachable) => continue,
             Checked::Unknown => match &not_listed {
-                Some(e) => (
+                Some(failure) => (
                     crate::error::code::TOOL_UNAVAILABLE,
                     "tools_not_listed",
                     format!(
-                        "tool `{shown}` cannot be checked: the gateway could not list the upstream's tools ({e})"
+                        "tool `{shown}` cannot be checked: the gateway could not list the upstream's tools ({})",
+                        failure.reason
                     ),
                 ),
                 None => (

@@ -69,11 +69,17 @@ scopes = ["tools:write"]
 
 impl Setup {
     async fn post(&self, key: &str, body: &Value) -> reqwest::Response {
+        // Batches exist only in 2025-03-26; everything else speaks 2025-11-25.
+        let version = if body.is_array() {
+            "2025-03-26"
+        } else {
+            "2025-11-25"
+        };
         within(
             "a POST through the gateway",
             client::post(&self.http, &self.url, body)
                 .header("x-api-key", key)
-                .header("mcp-protocol-version", "2025-11-25")
+                .header("mcp-protocol-version", version)
                 .send(),
         )
         .await

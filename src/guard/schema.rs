@@ -55,6 +55,21 @@ pub enum Checked {
     Unusable(String),
 }
 
+/// The last fetch of a route's tools.
+#[derive(Debug, Default)]
+pub struct FetchState {
+    at: Option<std::time::Instant>,
+    pub failed: Option<FetchFailure>,
+}
+
+/// How a fetch of the tools failed.
+#[derive(Debug, Clone)]
+pub struct FetchFailure {
+    /// The upstream could not be reached (the call will fail the same way).
+    pub unreachable: bool,
+    pub reason: String,
+}
+
 /// A call naming an unknown tool lists the upstream's tools again at most this often.
 pub const REFETCH_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -85,8 +100,9 @@ pub struct ToolCatalog {
     /// The upstream announced a change (`notifications/tools/list_changed`) since the
     /// catalog last learned them, or it never has.
     stale: AtomicBool,
-    /// One fetch of the upstream's tools at a time, and when the last one started.
-    fetching: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// One fetch of the upstream's tools at a time; when the last one started and how it
+    /// failed, if it did.
+    fetching: tokio::sync::Mutex<FetchState>,
 }
 
 impl ToolCatalog {
@@ -100,31 +116,33 @@ impl ToolCatalog {
             tools: RwLock::default(),
             overrides,
             stale: AtomicBool::new(true),
-            fetching: tokio::sync::Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(FetchState::default()),
         }
     }
 
-    /// Whether the caller should list the upstream's tools now, and if so the turn to do it
-    /// (held while fetching, so that concurrent calls wait for one fetch instead of each
-    /// making their own). Due when the catalog is stale, or when a call names a tool it
-    /// does not know and the last fetch is older than [`REFETCH_AFTER`] (a client naming
+    /// Whether the caller should list the upstream's tools now: `Ok` with the turn to do
+    /// it (held while fetching, so that concurrent calls wait for one fetch instead of
+    /// each making their own; record the outcome in it), or `Err` with how the last fetch
+    /// failed, if it did. Due when the catalog is stale, or when a call names a tool it
+    /// does not know, and the last fetch is older than [`REFETCH_AFTER`] (a client naming
     /// unknown tools cannot make the gateway list them again and again).
     pub async fn fetch_turn(
         &self,
         unknown_tool: bool,
-    ) -> Option<tokio::sync::MutexGuard<'_, Option<std::time::Instant>>> {
+    ) -> Result<tokio::sync::MutexGuard<'_, FetchState>, Option<FetchFailure>> {
         if !self.is_stale() && !unknown_tool {
-            return None;
+            return Err(None);
         }
         let mut turn = self.fetching.lock().await;
-        let recent = turn.is_some_and(|at| at.elapsed() < REFETCH_AFTER);
+        let recent = turn.at.is_some_and(|at| at.elapsed() < REFETCH_AFTER);
         if !recent && (self.is_stale() || unknown_tool) {
-            *turn = Some(std::time::Instant::now());
-            return Some(turn);
+            turn.at = Some(std::time::Instant::now());
+            turn.failed = None;
+            return Ok(turn);
         }
-        // Stale, but another call fetched a moment ago (and found no list, or the
-        // upstream keeps announcing changes): judge with what is known.
-        None
+        // Another call fetched a moment ago: judge with what is known, and with how that
+        // fetch went.
+        Err(turn.failed.clone())
     }
 
     /// Whether the catalog should learn the tools again before judging a call: it never
