@@ -140,6 +140,30 @@ impl Audit {
         }
     }
 
+    /// A tool's definition changed since it was pinned (`tool_pin_drift`), or a new one
+    /// failed the description checks (`tool_flagged`): an alert, its metric and webhook.
+    /// `hidden`: the tool is held for review.
+    pub fn tool_alert(
+        &self,
+        rule: &'static str,
+        route: &str,
+        tool: &str,
+        findings: Vec<String>,
+        hidden: bool,
+    ) {
+        self.alert(event::Alert {
+            rule,
+            client_ip: None,
+            subject: None,
+            count: 1,
+            within_seconds: 0,
+            action: hidden.then_some("hide"),
+            route: Some(Box::from(route)),
+            tool: Some(Box::from(tool)),
+            findings,
+        });
+    }
+
     /// `ip` was banned for `duration` (already done by the rate limiter, or to be done).
     pub fn banned(&self, ip: IpAddr, duration: Duration, cause: &'static str) {
         self.metrics.bans.with_label_values(&[cause]).inc();

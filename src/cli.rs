@@ -1,6 +1,7 @@
 //! The command line: `portcullis run`, `check`, `health`, `hash-key`, `token`, `audit`.
 
 mod audit;
+mod pins;
 pub mod token;
 mod upstream_tools;
 
@@ -49,6 +50,9 @@ pub enum Command {
     /// Work with audit trail files.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Review and approve tool pins (`[guard] pins_file`).
+    #[command(subcommand)]
+    Pins(pins::PinsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::HashKey => hash_key(),
         Command::Token(args) => token::run(&args),
         Command::Audit(command) => audit::run(&command),
+        Command::Pins(command) => pins::run(&command),
     }
 }
 

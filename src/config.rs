@@ -48,6 +48,8 @@ pub struct Config {
     pub metrics: audit::MetricsConfig,
     /// `[tracing]`: request spans exported over OTLP (the `otlp` feature).
     pub tracing: TracingConfig,
+    /// `[guard]`: where tool pins are kept.
+    pub guard: guard::GuardConfig,
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,

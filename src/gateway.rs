@@ -35,6 +35,8 @@ pub enum StartError {
     Cluster(String),
     #[error("cannot set up the audit trail: {0}")]
     Audit(String),
+    #[error("cannot use the pin file: {0}")]
+    Pins(#[from] crate::guard::pins::PinFileError),
     #[error("cannot set up the metrics: {0}")]
     Metrics(String),
     #[error("cannot set up TLS: {0}")]
@@ -115,6 +117,8 @@ pub struct Gateway {
     /// `/metrics` on the main listener for these client networks (no `[admin]`
     /// listener); empty: not served there.
     pub metrics_from: Vec<ipnet::IpNet>,
+    /// Every route's tool pins.
+    pub pins: Arc<crate::guard::pins::PinStore>,
 }
 
 /// Bytes of list answers (upstream and filtered) the gateway keeps to serve repeated
@@ -175,6 +179,10 @@ impl Gateway {
             url::Url::parse(&format!("{scheme}://{addr}")).ok()
         });
         let workers = config.server.workers();
+        let pins = Arc::new(match &config.guard.pins_file {
+            Some(path) => crate::guard::pins::PinStore::open(path)?,
+            None => crate::guard::pins::PinStore::in_memory(),
+        });
         let routes = config
             .routes
             .iter()
@@ -209,7 +217,7 @@ impl Gateway {
                     policy,
                     limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys),
                     audit: RouteAudit::new(config, r),
-                    guard: crate::guard::RouteGuard::new(&r.guard),
+                    guard: crate::guard::RouteGuard::new(&r.name, &r.guard, &pins),
                 }))
             })
             .collect::<Result<Vec<_>, StartError>>()?;
@@ -239,6 +247,7 @@ impl Gateway {
             limits,
             audit: Arc::new(audit),
             metrics_from,
+            pins,
         })
     }
 }

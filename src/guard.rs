@@ -5,9 +5,15 @@
 
 pub mod describe;
 pub mod fetch;
+pub mod pins;
 pub mod redact;
 pub mod schema;
 
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::audit::Audit;
 use crate::config::guard::{Enforcement, RouteGuardConfig};
 use crate::mcp::limits::InputLimits;
 use crate::mcp::message::ParseOptions;
@@ -23,10 +29,15 @@ pub struct RouteGuard {
     pub tools: schema::ToolCatalog,
     /// Secrets masked in results (`guard.redact`), if any.
     pub redactor: Option<redact::Redactor>,
+    /// Every route's tool pins (shared), unless this route pins nothing.
+    pub pins: Option<Arc<pins::PinStore>>,
+    pub pin_policy: pins::PinPolicy,
+    /// The route's name, which its pins are kept under.
+    pub route: Arc<str>,
 }
 
 impl RouteGuard {
-    pub fn new(config: &RouteGuardConfig) -> Self {
+    pub fn new(route: &str, config: &RouteGuardConfig, pins: &Arc<pins::PinStore>) -> Self {
         Self {
             parse: ParseOptions {
                 limits: InputLimits {
@@ -40,6 +51,51 @@ impl RouteGuard {
             tools: schema::ToolCatalog::new(&config.schemas),
             // Checked by the config's validation.
             redactor: crate::config::guard::redactor(config).ok().flatten(),
+            pins: (config.pinning != Enforcement::Off).then(|| Arc::clone(pins)),
+            pin_policy: pins::PinPolicy {
+                pinning: config.pinning,
+                descriptions: config.descriptions,
+            },
+            route: Arc::from(route),
         }
+    }
+
+    /// Learns one `tools/list` result: the argument schemas, and the tools' pins (raising
+    /// an alert for a tool that changed or whose description fails the checks).
+    pub fn learn_list(&self, result: &Value, audit: &Audit) {
+        self.tools.learn(result);
+        let (Some(store), Some(tools)) =
+            (&self.pins, result.get("tools").and_then(Value::as_array))
+        else {
+            return;
+        };
+        let held = self.pin_policy.pinning == Enforcement::Enforce;
+        let observed = store.observe(&self.route, tools, self.pin_policy, |name| {
+            store.other_route_with(&self.route, name)
+        });
+        for (tool, observed) in observed {
+            match observed {
+                pins::Observed::Drifted => {
+                    tracing::warn!(route = %self.route, tool = %tool.escape_default(), "A tool's definition changed since it was pinned; held for review");
+                    audit.tool_alert("tool_pin_drift", &self.route, &tool, Vec::new(), held);
+                }
+                pins::Observed::Flagged(findings) => {
+                    let blocked =
+                        self.pin_policy.descriptions == crate::config::guard::Checking::Block;
+                    tracing::warn!(route = %self.route, tool = %tool.escape_default(), findings = findings.len(), "A new tool's description failed the checks");
+                    audit.tool_alert("tool_flagged", &self.route, &tool, findings, blocked);
+                }
+                pins::Observed::Trusted | pins::Observed::StillHeld => {}
+            }
+        }
+    }
+
+    /// Whether `tool` is held for review and must be hidden and refused.
+    pub fn held(&self, tool: &str) -> bool {
+        self.pin_policy.pinning == Enforcement::Enforce
+            && self
+                .pins
+                .as_ref()
+                .is_some_and(|store| store.held(&self.route, tool))
     }
 }

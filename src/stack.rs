@@ -561,23 +561,30 @@ async fn limited_stages(
                 }
             }
         }
-        // 11. Tool arguments against the tool's schema.
-        if route.guard.arguments != Enforcement::Off
-            && let Some(refusal) = check_arguments(route, &parts, &parsed).await
+        // 11. Tool pins and arguments: the tool as approved, its arguments as its schema
+        // says.
+        let guarded = route.guard.arguments != Enforcement::Off || route.guard.pins.is_some();
+        if guarded
+            && let Some(refusal) = check_arguments(route, &gateway.audit, &parts, &parsed).await
         {
             return refusal;
         }
         if !parsed.batch {
             reply_id = parsed.messages.first().and_then(|m| m.id.clone());
         }
-        // 13 (learning): the route's tool schemas, from the answers to tools/list.
-        if route.guard.arguments != Enforcement::Off {
+        // 13 (learning): the route's tool schemas and pins, from the answers to tools/list.
+        if guarded {
             tool_lists = ToolListIds::of(&parsed);
         }
-        if judged {
+        let pinned = route.guard.pins.is_some();
+        if judged || pinned {
             lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
-                let key =
+                let mut key =
                     policy::lists::viewer_key(&route.name, &principal.roles, &principal.scopes);
+                if let Some(pins) = &route.guard.pins {
+                    // A filtered list cached before a pin changed is not reused after.
+                    key = Arc::from(format!("{key}#pins{}", pins.generation()));
+                }
                 let (route, roles, principal) = (
                     Arc::clone(route),
                     Arc::clone(&gateway.roles),
@@ -585,7 +592,8 @@ async fn limited_stages(
                 );
                 let viewer = Viewer {
                     policy: Arc::new(move |kind, name| {
-                        route.policy.lists(&roles, &principal, kind, name)
+                        (!judged || route.policy.lists(&roles, &principal, kind, name))
+                            && !(kind == policy::Kind::Tool && route.guard.held(name))
                     }),
                     cache: Some((Arc::clone(&gateway.lists), key)),
                 };
@@ -637,9 +645,10 @@ async fn limited_stages(
     // 13. Lists show only what the caller may use; the upstream's task ids are sealed.
     let guard_route = Arc::clone(route);
     let metrics = Arc::clone(&gateway.audit.metrics);
+    let audit_log = Arc::clone(&gateway.audit);
     let rewrite = move |data: &[u8]| {
         if let Some(ids) = &tool_lists {
-            ids.learn_from(data, &guard_route.guard.tools);
+            ids.learn_from(data, &guard_route.guard, &audit_log);
         }
         if memchr::memmem::find(data, b"notifications/tools/list_changed").is_some() {
             guard_route.guard.tools.mark_stale();
@@ -932,6 +941,7 @@ fn authorize(
 /// per request); `warn` logs and lets it through.
 async fn check_arguments(
     route: &Route,
+    audit: &audit::Audit,
     parts: &http::request::Parts,
     parsed: &McpRequest,
 ) -> Option<Response<Body>> {
@@ -969,7 +979,9 @@ async fn check_arguments(
                     .filter(|_| modern)
                     .and_then(|m| m.params()?.get("_meta")),
             };
-            match crate::guard::fetch::fetch_tools(&route.upstream, caller, catalog).await {
+            match crate::guard::fetch::fetch_tools(&route.upstream, caller, &route.guard, audit)
+                .await
+            {
                 Ok(learned) => {
                     tracing::debug!(route = %route.name, learned, "Listed the upstream's tools to check arguments");
                     None
@@ -988,8 +1000,22 @@ async fn check_arguments(
     };
     let mut refused: Vec<(usize, String)> = Vec::new();
     let mut first: Option<(i64, &'static str)> = None;
+    let check_schemas = route.guard.arguments != Enforcement::Off;
     for (i, name, arguments) in calls {
         let shown = shown_name(name);
+        if route.guard.held(name) {
+            first.get_or_insert((crate::error::code::TOOL_UNAVAILABLE, "tool_held"));
+            refused.push((
+                i,
+                format!(
+                    "tool `{shown}` is held for review: its definition changed since it was approved, or failed the description checks; an operator must approve it (portcullis pins approve)"
+                ),
+            ));
+            continue;
+        }
+        if !check_schemas {
+            continue;
+        }
         let (code, reason, message) = match catalog.check(name, arguments) {
             Checked::Valid => continue,
             Checked::Invalid(invalid) => (

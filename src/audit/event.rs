@@ -179,9 +179,17 @@ pub struct Alert {
     /// Events counted within the window.
     pub count: u32,
     pub within_seconds: u64,
-    /// What the gateway did about it: `ban` or nothing.
+    /// What the gateway did about it: `ban`, `hide` (a tool held for review) or nothing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<&'static str>,
+    /// The route and tool an integrity alert is about (`tool_pin_drift`, `tool_flagged`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Box<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<Box<str>>,
+    /// What the description checks found (check and where), for `tool_flagged`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
 }
 
 impl Record {

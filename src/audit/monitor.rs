@@ -133,6 +133,9 @@ impl Monitor {
                     count,
                     within_seconds: threshold.within.get().as_secs(),
                     action: ban.then_some("ban"),
+                    route: None,
+                    tool: None,
+                    findings: Vec::new(),
                 });
             }
         }

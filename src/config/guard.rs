@@ -43,6 +43,33 @@ pub struct RouteGuardConfig {
     /// The operator's own secret patterns: name → regular expression.
     #[serde(default)]
     pub redact_patterns: BTreeMap<String, String>,
+    /// Tool definitions pinned on first sight: `enforce` (default: a changed tool is
+    /// hidden and refused until approved), `warn` (alert only) or `off`.
+    #[serde(default)]
+    pub pinning: Enforcement,
+    /// Description checks on new tools: `block` (held for review like a changed tool),
+    /// `warn` (default: alert, pinned anyway) or `off`.
+    #[serde(default)]
+    pub descriptions: Checking,
+}
+
+/// What a failed description check does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checking {
+    Block,
+    #[default]
+    Warn,
+    Off,
+}
+
+/// `[guard]`: what all routes share.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Where tool pins are kept (JSON, written by the gateway, edited by `portcullis pins
+    /// approve`). Without it, pins live in memory and are taken anew at each start.
+    pub pins_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RouteGuardConfig {
@@ -56,6 +83,8 @@ impl Default for RouteGuardConfig {
             schemas: BTreeMap::new(),
             redact: Vec::new(),
             redact_patterns: BTreeMap::new(),
+            pinning: Enforcement::default(),
+            descriptions: Checking::default(),
         }
     }
 }

@@ -135,6 +135,11 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
                     config.tracing = v;
                 }
             }
+            "guard" => {
+                if let Some(v) = section("guard", value, &mut errors) {
+                    config.guard = v;
+                }
+            }
             "metrics" => {
                 if let Some(v) = section("metrics", value, &mut errors) {
                     config.metrics = v;
@@ -158,7 +163,7 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
             }
             other => errors.push(ConfigError::new(
                 other,
-                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `audit`, `admin`, `metrics`, `tracing`, `routes`)",
+                "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `audit`, `admin`, `metrics`, `tracing`, `guard`, `routes`)",
             )),
         }
     }

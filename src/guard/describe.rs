@@ -345,6 +345,12 @@ fn push_escaped_segment(pointer: &mut String, key: &str) {
 /// fillers, and the unassigned code points reserved for more of them — plus the C0 and C1
 /// controls other than tab, line feed and carriage return (terminal escapes, and text
 /// that vanishes on screen) and the interlinear annotation characters U+FFF9–U+FFFB.
+/// Whether `c` renders as nothing or reorders text (what the hidden-characters check
+/// looks for); also for showing definitions to an operator with such characters escaped.
+pub fn is_hidden_char(c: char) -> bool {
+    is_hidden(c)
+}
+
 fn is_hidden(c: char) -> bool {
     matches!(
         u32::from(c),

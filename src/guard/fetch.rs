@@ -16,7 +16,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 
-use super::schema::ToolCatalog;
 use crate::auth::IdentityHeaderValues;
 use crate::mcp::headers::{MCP_METHOD, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
 use crate::mcp::sse::SseDecoder;
@@ -65,7 +64,8 @@ pub struct Caller<'a> {
 pub async fn fetch_tools(
     upstream: &UpstreamClient,
     caller: Caller<'_>,
-    catalog: &ToolCatalog,
+    guard: &super::RouteGuard,
+    audit: &crate::audit::Audit,
 ) -> Result<usize, FetchError> {
     tokio::time::timeout(DEADLINE, async {
         let mut session = Session {
@@ -84,7 +84,7 @@ pub async fn fetch_tools(
         } else {
             session.open(caller.headers).await?;
         }
-        let listed = session.list_into(catalog).await;
+        let listed = session.list_into(guard, audit).await;
         session.close().await;
         listed
     })
@@ -134,7 +134,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn list_into(&self, catalog: &ToolCatalog) -> Result<usize, FetchError> {
+    async fn list_into(
+        &self,
+        guard: &super::RouteGuard,
+        audit: &crate::audit::Audit,
+    ) -> Result<usize, FetchError> {
         let mut cursor: Option<String> = None;
         let mut learned = 0;
         for page in 0..MAX_PAGES {
@@ -149,7 +153,11 @@ impl Session<'_> {
             let message =
                 json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params });
             let (_, result) = self.call(&message, &id).await?;
-            learned += catalog.learn(&result);
+            learned += result
+                .get("tools")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            guard.learn_list(&result, audit);
             cursor = result
                 .get("nextCursor")
                 .and_then(Value::as_str)

@@ -307,26 +307,33 @@ impl ToolListIds {
     }
 
     /// Learns from the answers in `bytes` (one JSON-RPC message or a batch) that answer
-    /// these requests.
-    pub fn learn_from(&self, bytes: &[u8], catalog: &ToolCatalog) {
+    /// these requests: schemas and pins (see [`crate::guard::RouteGuard::learn_list`]).
+    pub fn learn_from(&self, bytes: &[u8], guard: &super::RouteGuard, audit: &crate::audit::Audit) {
         if memchr::memmem::find(bytes, b"\"tools\"").is_none() {
             return;
         }
         let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
             return;
         };
-        let messages = match &value {
+        for result in self.answers(&value) {
+            guard.learn_list(result, audit);
+        }
+    }
+
+    /// The results in `value` (one JSON-RPC message or a batch) answering these requests.
+    fn answers<'v>(&self, value: &'v Value) -> Vec<&'v Value> {
+        let messages: Vec<&Value> = match value {
             Value::Array(items) => items.iter().collect(),
             single => vec![single],
         };
-        for message in messages {
-            let answers = message
-                .get("id")
-                .is_some_and(|id| self.0.contains(&id.to_string()));
-            if let (true, Some(result)) = (answers, message.get("result")) {
-                catalog.learn(result);
-            }
-        }
+        messages
+            .into_iter()
+            .filter(|m| {
+                m.get("id")
+                    .is_some_and(|id| self.0.contains(&id.to_string()))
+            })
+            .filter_map(|m| m.get("result"))
+            .collect()
     }
 }
 
@@ -442,10 +449,13 @@ mod tests {
         .unwrap();
         let ids = ToolListIds::of(&request).unwrap();
         let catalog = ToolCatalog::new(&std::collections::BTreeMap::new());
-        ids.learn_from(
-            br#"[{"jsonrpc":"2.0","id":"2","result":{"tools":[{"name":"no"}]}},{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"yes","inputSchema":{"type":"object"}}]}}]"#,
-            &catalog,
-        );
+        let answers: Value = serde_json::from_str(
+            r#"[{"jsonrpc":"2.0","id":"2","result":{"tools":[{"name":"no"}]}},{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"yes","inputSchema":{"type":"object"}}]}}]"#,
+        )
+        .unwrap();
+        for result in ids.answers(&answers) {
+            catalog.learn(result);
+        }
         assert!(catalog.knows("yes"));
         assert!(!catalog.knows("no"));
     }

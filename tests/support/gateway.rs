@@ -118,9 +118,17 @@ pub struct GatewayBuilder {
     /// Extra `key = value` lines for `[audit]` (its `file` is in a directory of the
     /// gateway's own unless a line sets one).
     audit_extra: Vec<String>,
+    /// Whole sections (`[guard]\npins_file = …`), written before the routes.
+    sections: Vec<String>,
 }
 
 impl GatewayBuilder {
+    /// Adds a whole TOML section (header and keys), e.g. `[guard]\npins_file = "…"`.
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push(text.to_owned());
+        self
+    }
+
     /// Plain HTTP on loopback (`insecure_http = true`) instead of TLS.
     pub fn insecure_http(mut self) -> Self {
         self.insecure_http = true;
@@ -214,6 +222,11 @@ impl GatewayBuilder {
         for auth in &self.auth {
             text.push('\n');
             text.push_str(auth);
+            text.push('\n');
+        }
+        for section in &self.sections {
+            text.push('\n');
+            text.push_str(section);
             text.push('\n');
         }
         for route in &self.routes {

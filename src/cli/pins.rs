@@ -1,0 +1,231 @@
+//! `portcullis pins list|diff|approve`: the tool pins in the config's `[guard] pins_file`.
+//! A running gateway reads the file again when it changes, so an approval takes effect
+//! at the next list or call, without a restart.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::ConfigArg;
+use crate::guard::pins::{Pin, PinEntry, PinFile};
+
+#[derive(Debug, Subcommand)]
+pub enum PinsCommand {
+    /// Every pinned tool, per route: `ok`, or `HELD` (changed, or flagged by the
+    /// description checks) waiting for approval. Exit 0.
+    List(ConfigArg),
+    /// What changed in held tools: the approved definition against the new one, member
+    /// by member, and what the description checks found. Exit 0, or 1 when a named tool
+    /// is not held.
+    Diff(PinArgs),
+    /// Accept the held definition of tools (`--all`, or the tools named) as their new
+    /// pins: they are listed and callable again. Exit 0, or 1 when a named tool is not
+    /// held.
+    Approve(PinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only this route's tools (its `name`).
+    #[arg(long)]
+    pub route: Option<String>,
+    /// Every held tool (of `--route`, if given).
+    #[arg(long, conflicts_with = "tools")]
+    pub all: bool,
+    /// The tools, by name.
+    pub tools: Vec<String>,
+}
+
+pub fn run(command: &PinsCommand) -> ExitCode {
+    let config = match command {
+        PinsCommand::List(config) => config,
+        PinsCommand::Diff(args) | PinsCommand::Approve(args) => &args.config,
+    };
+    let config = match super::load(&config.config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let Some(path) = config.guard.pins_file.clone() else {
+        eprintln!(
+            "error: the config has no [guard] pins_file: pins live in the gateway's memory only"
+        );
+        return ExitCode::from(2);
+    };
+    let mut file = match PinFile::read(&path) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        PinsCommand::List(_) => {
+            print!("{}", list(&file));
+            ExitCode::SUCCESS
+        }
+        PinsCommand::Diff(args) => match select(&file, args) {
+            Ok(chosen) => {
+                for (route, tool) in chosen {
+                    if let Some(entry) = file.routes.get(&route).and_then(|t| t.get(&tool)) {
+                        print!("{}", diff(&route, &tool, entry));
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        PinsCommand::Approve(args) => {
+            let chosen = match select(&file, args) {
+                Ok(chosen) => chosen,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            for (route, tool) in &chosen {
+                if let Some(entry) = file.routes.get_mut(route).and_then(|t| t.get_mut(tool)) {
+                    approve(entry);
+                    println!(
+                        "approved: route `{route}`, tool `{}`",
+                        tool.escape_default()
+                    );
+                }
+            }
+            if let Err(e) = file.write(&path) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            if chosen.is_empty() {
+                println!("nothing held for review");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The held definition becomes the approved one.
+pub fn approve(entry: &mut PinEntry) {
+    if let Some(pending) = entry.pending.take() {
+        entry.approved = Some(pending);
+    }
+}
+
+/// The (route, tool) pairs a command names: held ones only.
+fn select(file: &PinFile, args: &PinArgs) -> Result<Vec<(String, String)>, String> {
+    if let Some(route) = &args.route
+        && !file.routes.contains_key(route)
+    {
+        return Err(format!("no pins for route `{route}`"));
+    }
+    let held = || {
+        file.routes
+            .iter()
+            .filter(|(route, _)| args.route.as_ref().is_none_or(|r| r == *route))
+            .flat_map(|(route, tools)| {
+                tools
+                    .iter()
+                    .filter(|(_, entry)| entry.held())
+                    .map(move |(tool, _)| (route.clone(), tool.clone()))
+            })
+    };
+    if args.all || args.tools.is_empty() {
+        return Ok(held().collect());
+    }
+    let mut chosen = Vec::new();
+    for tool in &args.tools {
+        let matching: Vec<(String, String)> = held().filter(|(_, t)| t == tool).collect();
+        if matching.is_empty() {
+            return Err(format!(
+                "tool `{}` is not held for review{}",
+                tool.escape_default(),
+                args.route
+                    .as_ref()
+                    .map(|r| format!(" on route `{r}`"))
+                    .unwrap_or_default()
+            ));
+        }
+        if matching.len() > 1 && args.route.is_none() {
+            return Err(format!(
+                "tool `{}` is held on several routes; name one with --route",
+                tool.escape_default()
+            ));
+        }
+        chosen.extend(matching);
+    }
+    Ok(chosen)
+}
+
+fn list(file: &PinFile) -> String {
+    let mut out = String::new();
+    for (route, tools) in &file.routes {
+        out.push_str(&format!("route `{route}`\n"));
+        for (tool, entry) in tools {
+            let (state, pin) = match (&entry.pending, &entry.approved) {
+                (Some(pending), Some(_)) => ("HELD changed", pending),
+                (Some(pending), None) => ("HELD flagged", pending),
+                (None, Some(approved)) => ("ok", approved),
+                (None, None) => continue,
+            };
+            out.push_str(&format!(
+                "  {state:<12} {:<40} {} {}\n",
+                tool.escape_default().to_string(),
+                pin.hash.get(..12).unwrap_or(&pin.hash),
+                pin.seen
+            ));
+        }
+    }
+    out
+}
+
+/// The approved definition against the held one, member by member (as JSON).
+fn diff(route: &str, tool: &str, entry: &PinEntry) -> String {
+    let mut out = format!("route `{route}`, tool `{}`\n", tool.escape_default());
+    let Some(pending) = &entry.pending else {
+        out.push_str("  not held\n");
+        return out;
+    };
+    let member = |pin: Option<&Pin>, key: &str| {
+        pin.and_then(|p| p.definition.get(key))
+            .map_or_else(|| "(absent)".to_owned(), pretty)
+    };
+    for key in crate::guard::pins::PINNED_MEMBERS {
+        let before = member(entry.approved.as_ref(), key);
+        let after = member(Some(pending), key);
+        if before != after {
+            out.push_str(&format!("  {key}:\n"));
+            for line in before.lines() {
+                out.push_str(&format!("    - {line}\n"));
+            }
+            for line in after.lines() {
+                out.push_str(&format!("    + {line}\n"));
+            }
+        }
+    }
+    for finding in &pending.findings {
+        out.push_str(&format!("  finding: {finding}\n"));
+    }
+    out
+}
+
+/// JSON as the terminal should show it: escapes for everything invisible (a poisoned
+/// description must not hide from the operator reviewing it either).
+fn pretty(value: &Value) -> String {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.chars()
+        .flat_map(|c| {
+            let visible = !c.is_control() || c == '\n';
+            let invisible = crate::guard::describe::is_hidden_char(c);
+            if visible && !invisible {
+                vec![c]
+            } else {
+                format!("\\u{{{:x}}}", u32::from(c)).chars().collect()
+            }
+        })
+        .collect()
+}
