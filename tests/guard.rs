@@ -213,6 +213,21 @@ async fn every_bad_input_gets_its_exact_answer_and_the_gateway_still_serves() {
         "invalid request: the member `method` appears twice",
         json!(48),
     );
+    // Values a JSON tree refuses, where the envelope keeps text raw: a number beyond f64
+    // (the gateway would have judged a call without its params while the upstream reads
+    // Infinity), a lone surrogate, a member twice deep inside the arguments.
+    for (id, params) in [
+        (55, r#"{"name":"echo","arguments":{"text":"a"},"x":1e400}"#),
+        (56, r#"{"name":"echo","arguments":{"text":"\ud800"}}"#),
+        (57, r#"{"name":"echo","arguments":{"text":"a","text":"b"}}"#),
+    ] {
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{params}}}"#);
+        let (status, answer) = send(&http, &url, body, &[]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{params}: {answer}");
+        assert_eq!(answer["error"]["code"], -32600, "{params}: {answer}");
+        assert_eq!(answer["id"], id, "{params}: {answer}");
+    }
     // An unknown member, on a strict route.
     assert_error(
         &send(

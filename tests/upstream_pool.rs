@@ -20,9 +20,10 @@ use support::within;
 /// and one route, `/mcp`, to `upstream` with the extra `[routes.upstream]` settings.
 async fn gateway_to(upstream: &RawServer, settings: &[&str]) -> Gateway {
     // The raw server answers HTTP, not MCP: it lists no tools, so the gateway's argument
-    // checks (and its own tools/list, which would open connections of its own) are off.
-    let mut route =
-        Route::new("pool", "/mcp", &upstream.url()).setting("guard = { arguments = \"off\" }");
+    // checks and tool pins (and its own tools/list, which would open connections of its
+    // own) are off.
+    let mut route = Route::new("pool", "/mcp", &upstream.url())
+        .setting("guard = { arguments = \"off\", pinning = \"off\" }");
     for line in settings {
         route = route.upstream_setting(line);
     }

@@ -102,9 +102,9 @@ pub enum Enforcement {
     Off,
 }
 
-/// Deeper than serde_json's own recursion limit, a body would fail as unparseable
-/// instead of too deep.
-pub const MAX_DEPTH_CEILING: usize = 128;
+/// serde_json refuses bodies nested 128 deep; the limit must stop them first, so that
+/// they are refused as too deep rather than as unparseable.
+pub const MAX_DEPTH_CEILING: usize = 127;
 
 fn default_max_depth() -> usize {
     64

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -61,18 +61,14 @@ impl Message {
         self.raw_params.as_deref()
     }
 
-    /// The tool, prompt or resource a call names (as [`crate::policy::Call`] reads it),
-    /// read from the raw `params` without building their tree.
+    /// The tool, prompt or resource a call names, exactly as [`crate::policy::Call`]
+    /// reads it (so that the record names what the policy judged).
     pub fn name(&self) -> Option<String> {
         let method = self.method.as_deref()?;
-        if let Some(params) = self.params.get() {
-            return crate::policy::Call::from_params(method, params.as_ref())
-                .target
-                .named()
-                .map(str::to_owned);
-        }
-        let params: PeekParams<'_> = serde_json::from_str(self.raw_params.as_ref()?.get()).ok()?;
-        params.named(method).map(Cow::into_owned)
+        crate::policy::Call::from_params(method, self.params())
+            .target
+            .named()
+            .map(str::to_owned)
     }
 }
 
@@ -317,11 +313,11 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                         return Err(duplicate(&key));
                     }
                     *seen = true;
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Checked>()?;
                     continue;
                 }
                 _ => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Checked>()?;
                     envelope.unknown.get_or_insert(key);
                     continue;
                 }
@@ -331,9 +327,83 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 // and the upstream run the other.
                 return Err(duplicate(&key));
             }
-            *slot = Some(map.next_value()?);
+            let raw: &'de RawValue = map.next_value()?;
+            // Kept raw, but read as a full parse would: a value serde_json's tree refuses
+            // (a number out of range, a lone surrogate, a repeated member) would leave
+            // `params()` empty for the gateway while the upstream reads something.
+            serde_json::from_str::<Checked>(raw.get()).map_err(de::Error::custom)?;
+            *slot = Some(raw);
         }
         Ok(envelope)
+    }
+}
+
+/// A value read through and dropped, checked as a full parse checks it: numbers in range,
+/// strings valid (escapes, surrogates, UTF-8), and — beyond what serde_json's tree checks
+/// — no object member twice, at any depth (parsers disagree on which one counts).
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        // Small objects are searched in a list; large ones (up to `max_elements` members)
+        // in a set, so that a wide object cannot cost quadratic time.
+        let mut few: Vec<Cow<'de, str>> = Vec::new();
+        let mut many: std::collections::HashSet<Cow<'de, str>> = std::collections::HashSet::new();
+        while let Some(Key(key)) = map.next_key()? {
+            let repeated = if many.is_empty() && few.len() < 16 {
+                few.contains(&key)
+            } else {
+                if many.is_empty() {
+                    many.extend(few.drain(..));
+                }
+                many.contains(&key)
+            };
+            if repeated {
+                return Err(duplicate(&key));
+            }
+            map.next_value::<Checked>()?;
+            if many.is_empty() {
+                few.push(key);
+            } else {
+                many.insert(key);
+            }
+        }
+        Ok(Checked)
     }
 }
 
@@ -729,8 +799,11 @@ mod tests {
         )
         .unwrap();
         let message = &call.messages[0];
+        assert!(
+            message.params.get().is_none(),
+            "parsed before anything asked"
+        );
         assert_eq!(message.name().as_deref(), Some("echo"));
-        assert!(message.params.get().is_none(), "the name needs no tree");
         assert_eq!(message.params().unwrap()["arguments"]["t"], "\u{e9}");
         assert_eq!(message.name().as_deref(), Some("echo"));
         assert_eq!(call.reply_id().unwrap().as_raw().get(), "\"x\"");
