@@ -34,6 +34,9 @@ pub struct RouteGuard {
     pub pin_policy: pins::PinPolicy,
     /// The route's name, which its pins are kept under.
     pub route: Arc<str>,
+    /// The last `tools/list` answer learned (from its result on), with the pins'
+    /// generation after learning it.
+    last_list: std::sync::Mutex<Option<(u64, Vec<u8>)>>,
 }
 
 impl RouteGuard {
@@ -57,7 +60,38 @@ impl RouteGuard {
                 descriptions: config.descriptions,
             },
             route: Arc::from(route),
+            last_list: std::sync::Mutex::new(None),
         }
+    }
+
+    fn pins_generation(&self) -> u64 {
+        self.pins.as_ref().map_or(0, |pins| pins.generation())
+    }
+
+    /// Whether `tail` (a list answer from its result on) is the one learned last, with
+    /// no pin changed since (an approval must be looked at again); then the catalog is
+    /// as fresh as that list.
+    pub fn same_list_as_last(&self, tail: &[u8]) -> bool {
+        let last = self
+            .last_list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let same = last.as_ref().is_some_and(|(generation, bytes)| {
+            *generation == self.pins_generation() && bytes.as_slice() == tail
+        });
+        if same {
+            self.tools.confirm_fresh();
+        }
+        same
+    }
+
+    /// Remembers the list answer just learned.
+    pub fn remember_list(&self, tail: &[u8]) {
+        let mut last = self
+            .last_list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = Some((self.pins_generation(), tail.to_vec()));
     }
 
     /// Learns one `tools/list` result: the argument schemas, and the tools' pins (raising

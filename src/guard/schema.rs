@@ -151,6 +151,11 @@ impl ToolCatalog {
         self.stale.load(Ordering::Acquire)
     }
 
+    /// The upstream listed the same tools as the catalog learned last.
+    pub fn confirm_fresh(&self) {
+        self.stale.store(false, Ordering::Release);
+    }
+
     /// The upstream announced that its tools changed.
     pub fn mark_stale(&self) {
         self.stale.store(true, Ordering::Release);
@@ -312,11 +317,23 @@ impl ToolListIds {
         if memchr::memmem::find(bytes, b"\"tools\"").is_none() {
             return;
         }
+        // The same answer as last time (agents list again and again): nothing to learn.
+        // Compared from the result on, since the ids differ; any identical suffix that
+        // holds the result holds the same tools.
+        let tail = memchr::memmem::find(bytes, b"\"result\"").and_then(|at| bytes.get(at..));
+        if let Some(tail) = tail
+            && guard.same_list_as_last(tail)
+        {
+            return;
+        }
         let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
             return;
         };
         for result in self.answers(&value) {
             guard.learn_list(result, audit);
+        }
+        if let Some(tail) = tail {
+            guard.remember_list(tail);
         }
     }
 
