@@ -434,6 +434,7 @@ async fn limited_stages(
                     }
                 }
                 Outcome::new(Kind::AuthenticationFailure, failure.reason()).mark(&mut response);
+                discard_body(req, &mut response).await;
                 return response;
             }
         }
@@ -775,6 +776,28 @@ async fn refused_unread(
     }
     refused(route, refusal, id.as_ref())
 }
+
+/// The body of a request refused before it was read, read and dropped (up to
+/// [`DISCARDED_BODY`]) before the answer goes: a client that sends its body after the head
+/// (httpx does) and reuses the connection for its next request (an OAuth client's
+/// discovery after a 401) would otherwise find it closed — hyper does not keep a
+/// connection whose request body was left unread, and says nothing of it. A larger body
+/// is not read: the answer says `Connection: close` (HTTP/1.1).
+async fn discard_body(req: Request<Body>, response: &mut Response<Body>) {
+    use http_body_util::BodyExt;
+    let http1 = req.version() <= http::Version::HTTP_11;
+    let read = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY)
+        .collect()
+        .await;
+    if read.is_err() && http1 {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// How much of a refused request's body the gateway reads to keep the connection.
+const DISCARDED_BODY: usize = 64 * 1024;
 
 /// HTTP 429, `Retry-After`, and a JSON-RPC error with `data.retryAfterSeconds`.
 fn too_many_answer(id: Option<&RequestId>, refused: Measured) -> Response<Body> {
