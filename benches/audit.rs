@@ -54,8 +54,17 @@ fn record() -> RequestRecord {
 fn costs(c: &mut Criterion) {
     let mut group = c.benchmark_group("audit");
     let body = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"search_issues","arguments":{"query":"is:open label:bug","limit":20,"repo":"example/portcullis"}}}"#;
-    group.bench_function("request_path/peek_calls", |b| {
-        b.iter(|| portcullis::mcp::message::peek_calls(black_box(body)));
+    // What a record's calls cost: the parse (params included) and the names.
+    group.bench_function("request_path/parse_and_name", |b| {
+        b.iter(|| {
+            let parsed = portcullis::mcp::message::McpRequest::parse(black_box(body))
+                .unwrap_or_else(|_| unreachable!());
+            portcullis::audit::calls_of(
+                &parsed,
+                portcullis::audit::arguments::ArgumentsMode::None,
+                &[],
+            )
+        });
     });
     let metrics = Metrics::new().unwrap_or_else(|_| unreachable!());
     let sample = record();

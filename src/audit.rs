@@ -60,18 +60,6 @@ pub fn calls_of(
         .collect()
 }
 
-/// [`calls_of`] from a quick look at the body (no arguments).
-pub fn peeked_calls(peeked: Vec<crate::mcp::message::Peeked>) -> Vec<event::CallRecord> {
-    peeked
-        .into_iter()
-        .map(|p| event::CallRecord {
-            method: p.method.into(),
-            name: p.name.map(Box::from),
-            arguments: None,
-        })
-        .collect()
-}
-
 /// What the gateway keeps of what happens: records, metrics, alerts.
 #[derive(Debug)]
 pub struct Audit {

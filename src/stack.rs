@@ -54,9 +54,9 @@ use tower::{Layer, ServiceExt};
 use tower_http::cors::Cors;
 use tracing::Instrument;
 
-use crate::audit;
 use crate::audit::body::{Audited, Pending};
 use crate::audit::event::{Exchange, Kind, Outcome, RequestRecord};
+use crate::audit::{self, arguments::ArgumentsMode};
 use crate::auth::cache::system_clock;
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::auth::mtls::PeerCertificate;
@@ -768,9 +768,10 @@ async fn refused_unread(
         && let Ok(bytes) = proxy::read_body(&parts.headers, body, route.max_body).await
     {
         exchange.bytes_in = bytes.len() as u64;
-        if let Some((batch, calls)) = mcp::message::peek_calls(&bytes) {
-            exchange.batch = batch;
-            exchange.calls = audit::peeked_calls(calls);
+        // Named in the record as every other request is (no arguments: it went nowhere).
+        if let Ok(parsed) = McpRequest::parse_with(&bytes, &route.guard.parse) {
+            exchange.batch = parsed.batch;
+            exchange.calls = audit::calls_of(&parsed, ArgumentsMode::None, &route.audit.sensitive);
         }
         id = jsonrpc::request_id(&bytes);
     }
