@@ -124,6 +124,14 @@ impl RouteGuard {
         }
     }
 
+    /// Reads the pin file again if it changed (an operator approved a tool): once per
+    /// request that may list or call tools, before [`RouteGuard::held`] is asked.
+    pub fn refresh_pins(&self) {
+        if let Some(store) = &self.pins {
+            store.reload_if_changed();
+        }
+    }
+
     /// Whether `tool` is held for review and must be hidden and refused.
     pub fn held(&self, tool: &str) -> bool {
         self.pin_policy.pinning == Enforcement::Enforce

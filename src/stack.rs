@@ -565,6 +565,7 @@ async fn limited_stages(
         // 11. Tool pins and arguments: the tool as approved, its arguments as its schema
         // says.
         let guarded = route.guard.arguments != Enforcement::Off || route.guard.pins.is_some();
+        route.guard.refresh_pins();
         if guarded
             && let Some(refusal) = check_arguments(route, &gateway.audit, &parts, &parsed).await
         {

@@ -203,10 +203,9 @@ impl PinStore {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Whether `tool` of `route` is held for review (after reading the pin file again if
-    /// it changed: an approval takes effect at the next call).
+    /// Whether `tool` of `route` is held for review. Call [`PinStore::reload_if_changed`]
+    /// once per request first, so that an approval takes effect at the next call.
     pub fn held(&self, route: &str, tool: &str) -> bool {
-        self.reload_if_changed();
         self.read()
             .routes
             .get(route)
