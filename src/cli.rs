@@ -50,7 +50,7 @@ pub enum Command {
     /// Work with audit trail files.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Review and approve tool pins (`[guard] pins_file`).
+    /// Review and approve tool pins (`[guard] pins_file`, or Redis with `[cluster]`).
     #[command(subcommand)]
     Pins(pins::PinsCommand),
 }

@@ -161,6 +161,34 @@ fn sessions(config: &Config) -> Result<Sessions, StartError> {
     })
 }
 
+/// Where the tool pins live: in Redis with `[cluster]` (seeded from the pin file, if
+/// any), else in the pin file, else in memory.
+fn pin_store(config: &Config) -> Result<Arc<crate::guard::pins::PinStore>, StartError> {
+    use crate::guard::pins::{PinFile, PinStore, shared::SharedPins};
+    Ok(match (&config.cluster, &config.guard.pins_file) {
+        (Some(cluster), file) => {
+            let seed = match file {
+                Some(path) => PinFile::read(path)?,
+                None => PinFile {
+                    version: 1,
+                    routes: std::collections::BTreeMap::new(),
+                },
+            };
+            let redis = SharedPins::new(cluster.redis_url.expose(), pins_timeout(cluster))
+                .map_err(StartError::Cluster)?;
+            PinStore::shared(redis, seed, cluster.timeout.get())
+        }
+        (None, Some(path)) => Arc::new(PinStore::open(path)?),
+        (None, None) => Arc::new(PinStore::in_memory()),
+    })
+}
+
+/// The deadline of the pins' Redis calls: off the request path, so not shorter than a
+/// second whatever the limits' deadline.
+pub fn pins_timeout(cluster: &crate::config::ratelimit::ClusterConfig) -> std::time::Duration {
+    cluster.timeout.get().max(std::time::Duration::from_secs(1))
+}
+
 impl Gateway {
     /// Builds the gateway of a validated config. `local_addr` is the address the listener
     /// is bound to: a loopback listener without `server.public_url` takes its URL from it
@@ -179,10 +207,7 @@ impl Gateway {
             url::Url::parse(&format!("{scheme}://{addr}")).ok()
         });
         let workers = config.server.workers();
-        let pins = Arc::new(match &config.guard.pins_file {
-            Some(path) => crate::guard::pins::PinStore::open(path)?,
-            None => crate::guard::pins::PinStore::in_memory(),
-        });
+        let pins = pin_store(config)?;
         let routes = config
             .routes
             .iter()
@@ -237,6 +262,8 @@ impl Gateway {
         } else {
             Vec::new()
         };
+        let audit = Arc::new(audit);
+        pins.alert_to(Arc::clone(&audit));
         Ok(Self {
             routes,
             hosts: Arc::new(hosts),
@@ -245,7 +272,7 @@ impl Gateway {
             sessions: Arc::new(sessions(config)?),
             lists: Arc::new(ListCache::new(LIST_CACHE_BYTES)),
             limits,
-            audit: Arc::new(audit),
+            audit,
             metrics_from,
             pins,
         })

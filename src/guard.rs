@@ -103,32 +103,26 @@ impl RouteGuard {
         else {
             return;
         };
-        let held = self.pin_policy.pinning == Enforcement::Enforce;
         let observed = store.observe(&self.route, tools, self.pin_policy, |name| {
             store.other_route_with(&self.route, name)
         });
         for (tool, observed) in observed {
-            match observed {
-                pins::Observed::Drifted => {
-                    tracing::warn!(route = %self.route, tool = %tool.escape_default(), "A tool's definition changed since it was pinned; held for review");
-                    audit.tool_alert("tool_pin_drift", &self.route, &tool, Vec::new(), held);
-                }
-                pins::Observed::Flagged(findings) => {
-                    let blocked =
-                        self.pin_policy.descriptions == crate::config::guard::Checking::Block;
-                    tracing::warn!(route = %self.route, tool = %tool.escape_default(), findings = findings.len(), "A new tool's description failed the checks");
-                    audit.tool_alert("tool_flagged", &self.route, &tool, findings, blocked);
-                }
-                pins::Observed::Trusted | pins::Observed::StillHeld => {}
-            }
+            alert(audit, &self.route, &tool, &observed, self.pin_policy);
         }
     }
 
-    /// Reads the pin file again if it changed (an operator approved a tool): once per
-    /// request that may list or call tools, before [`RouteGuard::held`] is asked.
-    pub fn refresh_pins(&self) {
+    /// Brings the pins in step with their store (an operator approved a tool, another
+    /// instance pinned one): once per request that may list or call tools, before
+    /// [`RouteGuard::held`] is asked. `lists`: the request lists tools, so its answer is
+    /// judged against the pins; with Redis, only those wait for a round trip (calls read
+    /// the copy, at most a tick behind).
+    pub async fn refresh_pins(&self, lists: bool) {
         if let Some(store) = &self.pins {
-            store.reload_if_changed();
+            if lists {
+                store.catch_up().await;
+            } else {
+                store.reload_if_changed();
+            }
         }
     }
 
@@ -139,5 +133,30 @@ impl RouteGuard {
                 .pins
                 .as_ref()
                 .is_some_and(|store| store.held(&self.route, tool))
+    }
+}
+
+/// Raises the alert `observed` deserves (a tool of `route` that drifted from its pin, or
+/// whose description failed the checks), if any.
+pub fn alert(
+    audit: &Audit,
+    route: &str,
+    tool: &str,
+    observed: &pins::Observed,
+    policy: pins::PinPolicy,
+) {
+    match observed {
+        pins::Observed::Drifted => {
+            tracing::warn!(route = %route, tool = %tool.escape_default(), "A tool's definition changed since it was pinned; held for review");
+            let held = policy.pinning == Enforcement::Enforce;
+            audit.tool_alert("tool_pin_drift", route, tool, Vec::new(), held);
+        }
+        pins::Observed::Flagged(findings) => {
+            let blocked = policy.pinning == Enforcement::Enforce
+                && policy.descriptions == crate::config::guard::Checking::Block;
+            tracing::warn!(route = %route, tool = %tool.escape_default(), findings = findings.len(), "A new tool's description failed the checks");
+            audit.tool_alert("tool_flagged", route, tool, findings.clone(), blocked);
+        }
+        pins::Observed::Trusted | pins::Observed::StillHeld => {}
     }
 }

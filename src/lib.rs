@@ -8,6 +8,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod error;
@@ -56,6 +57,21 @@ impl Running {
         }
         for warning in &config.warnings {
             tracing::warn!("{warning}");
+        }
+        if let Some(cluster) = &config.cluster {
+            // The pins every instance shares, before the first list is judged against them.
+            let deadline = 2 * gateway::pins_timeout(cluster);
+            if !gateway.pins.loaded(deadline).await {
+                tracing::warn!(
+                    "Redis did not answer within {deadline:?}: the tool pins start from {} and \
+                     are brought in step with the other instances when it does",
+                    if config.guard.pins_file.is_some() {
+                        "the pin file"
+                    } else {
+                        "nothing"
+                    }
+                );
+            }
         }
         if gateway.sessions.ephemeral {
             tracing::warn!(

@@ -565,7 +565,10 @@ async fn limited_stages(
         // 11. Tool pins and arguments: the tool as approved, its arguments as its schema
         // says.
         let guarded = route.guard.arguments != Enforcement::Off || route.guard.pins.is_some();
-        route.guard.refresh_pins();
+        if guarded {
+            tool_lists = ToolListIds::of(&parsed);
+        }
+        route.guard.refresh_pins(tool_lists.is_some()).await;
         if guarded
             && let Some(refusal) = check_arguments(route, &gateway.audit, &parts, &parsed).await
         {
@@ -574,10 +577,8 @@ async fn limited_stages(
         if !parsed.batch {
             reply_id = parsed.messages.first().and_then(|m| m.id.clone());
         }
-        // 13 (learning): the route's tool schemas and pins, from the answers to tools/list.
-        if guarded {
-            tool_lists = ToolListIds::of(&parsed);
-        }
+        // 13 (learning): the route's tool schemas and pins, from the answers to tools/list
+        // (`tool_lists`, above).
         let pinned = route.guard.pins.is_some();
         if judged || pinned {
             lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {

@@ -1,13 +1,16 @@
-//! `portcullis pins list|diff|approve`: the tool pins in the config's `[guard] pins_file`.
-//! A running gateway reads the file again when it changes, so an approval takes effect
-//! at the next list or call, without a restart.
+//! `portcullis pins list|diff|approve`: the tool pins in the config's `[guard] pins_file`,
+//! or in Redis with `[cluster]`. Running gateways read the file (or Redis) again when it
+//! changes, so an approval takes effect at the next list or call, without a restart.
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use std::collections::HashMap;
+
 use super::ConfigArg;
+use crate::guard::pins::shared::SharedPins;
 use crate::guard::pins::{Pin, PinEntry, PinFile};
 
 #[derive(Debug, Subcommand)]
@@ -48,28 +51,127 @@ pub fn run(command: &PinsCommand) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let Some(path) = config.guard.pins_file.clone() else {
-        eprintln!(
-            "error: the config has no [guard] pins_file: pins live in the gateway's memory only"
-        );
-        return ExitCode::from(2);
-    };
-    let mut file = match PinFile::read(&path) {
-        Ok(file) => file,
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: cannot start: {e}");
             return ExitCode::from(2);
         }
     };
+    runtime.block_on(async {
+        let store = match Store::of(&config) {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match store.read().await {
+            Ok(pins) => command_on(command, &store, pins).await,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
+/// Where the gateway keeps its pins.
+enum Store {
+    /// `[guard] pins_file`.
+    File(std::path::PathBuf),
+    /// `[cluster]`: Redis.
+    Redis(SharedPins),
+}
+
+/// The pins as read, with (in Redis) each entry as stored, which an approval must still
+/// find there.
+struct Read {
+    file: PinFile,
+    stored: Option<HashMap<(String, String), String>>,
+}
+
+impl Store {
+    fn of(config: &crate::Config) -> Result<Self, String> {
+        if let Some(cluster) = &config.cluster {
+            let timeout = crate::gateway::pins_timeout(cluster);
+            return SharedPins::new(cluster.redis_url.expose(), timeout)
+                .map(Self::Redis)
+                .map_err(|e| format!("cannot reach the [cluster] Redis: {e}"));
+        }
+        match &config.guard.pins_file {
+            Some(path) => Ok(Self::File(path.clone())),
+            None => Err(
+                "the config has no [guard] pins_file and no [cluster]: pins live in the gateway's memory only"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    async fn read(&self) -> Result<Read, String> {
+        match self {
+            Self::File(path) => Ok(Read {
+                file: PinFile::read(path).map_err(|e| e.to_string())?,
+                stored: None,
+            }),
+            Self::Redis(redis) => {
+                let snapshot = redis
+                    .load()
+                    .await
+                    .map_err(|e| format!("cannot read the pins from Redis: {e}"))?;
+                Ok(Read {
+                    file: snapshot.pins,
+                    stored: Some(snapshot.raw),
+                })
+            }
+        }
+    }
+
+    /// Writes the approved entries (`chosen`, changed in `read.file`).
+    async fn write(&self, read: &Read, chosen: &[(String, String)]) -> Result<(), String> {
+        match self {
+            Self::File(path) => read.file.write(path).map_err(|e| e.to_string()),
+            Self::Redis(redis) => {
+                for (route, tool) in chosen {
+                    let Some(entry) = read.file.routes.get(route).and_then(|t| t.get(tool)) else {
+                        continue;
+                    };
+                    let entry = serde_json::to_string(entry).map_err(|e| e.to_string())?;
+                    let expected = read
+                        .stored
+                        .as_ref()
+                        .and_then(|stored| stored.get(&(route.clone(), tool.clone())));
+                    let written = redis
+                        .replace(route, tool, expected.map(String::as_str), &entry)
+                        .await
+                        .map_err(|e| format!("cannot write the pins to Redis: {e}"))?;
+                    if written.is_none() {
+                        return Err(format!(
+                            "the pins of tool `{}` on route `{route}` changed in Redis meanwhile; \
+                             look again (pins diff) and approve again",
+                            tool.escape_default()
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn command_on(command: &PinsCommand, store: &Store, mut read: Read) -> ExitCode {
     match command {
         PinsCommand::List(_) => {
-            print!("{}", list(&file));
+            print!("{}", list(&read.file));
             ExitCode::SUCCESS
         }
-        PinsCommand::Diff(args) => match select(&file, args) {
+        PinsCommand::Diff(args) => match select(&read.file, args) {
             Ok(chosen) => {
                 for (route, tool) in chosen {
-                    if let Some(entry) = file.routes.get(&route).and_then(|t| t.get(&tool)) {
+                    if let Some(entry) = read.file.routes.get(&route).and_then(|t| t.get(&tool)) {
                         print!("{}", diff(&route, &tool, entry));
                     }
                 }
@@ -81,7 +183,7 @@ pub fn run(command: &PinsCommand) -> ExitCode {
             }
         },
         PinsCommand::Approve(args) => {
-            let chosen = match select(&file, args) {
+            let chosen = match select(&read.file, args) {
                 Ok(chosen) => chosen,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -89,17 +191,24 @@ pub fn run(command: &PinsCommand) -> ExitCode {
                 }
             };
             for (route, tool) in &chosen {
-                if let Some(entry) = file.routes.get_mut(route).and_then(|t| t.get_mut(tool)) {
+                if let Some(entry) = read
+                    .file
+                    .routes
+                    .get_mut(route)
+                    .and_then(|t| t.get_mut(tool))
+                {
                     approve(entry);
-                    println!(
-                        "approved: route `{route}`, tool `{}`",
-                        tool.escape_default()
-                    );
                 }
             }
-            if let Err(e) = file.write(&path) {
+            if let Err(e) = store.write(&read, &chosen).await {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
+            }
+            for (route, tool) in &chosen {
+                println!(
+                    "approved: route `{route}`, tool `{}`",
+                    tool.escape_default()
+                );
             }
             if chosen.is_empty() {
                 println!("nothing held for review");

@@ -141,6 +141,8 @@ impl Session<'_> {
     ) -> Result<usize, FetchError> {
         let mut cursor: Option<String> = None;
         let mut learned = 0;
+        // The pages are judged against the pins as they stand now.
+        guard.refresh_pins(true).await;
         for page in 0..MAX_PAGES {
             let id = format!("portcullis-tools-{page}");
             let mut params = serde_json::Map::new();

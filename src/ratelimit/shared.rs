@@ -7,15 +7,13 @@
 //! limited now. Bans are keys with the ban's length as their expiry; the per-IP check
 //! looks at the ban in the same round trip.
 //!
-//! The connection is a `redis` crate `ConnectionManager`: one multiplexed connection per
-//! gateway (many requests in flight on it at once, which is what a pool would give, without
-//! a handshake per request), reconnecting on its own when Redis comes back. Every call has
-//! a deadline ([`SharedLimits::timeout`]); a call that fails or takes longer is
-//! `Unavailable` and the configured policy decides (see `ratelimit.rs`).
+//! The connection is the one of [`crate::cluster`]. Every call has a deadline
+//! ([`SharedLimits::timeout`]); a call that fails or takes longer is `Unavailable` and the
+//! configured policy decides (see `ratelimit.rs`).
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use crate::config::ratelimit::Rate;
 
@@ -78,19 +76,11 @@ impl SharedLimits {
     /// is down at start-up only means the failure policy applies until it is up). Needs a
     /// tokio runtime: the connection's reconnects run on it.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())?;
         Ok(Self {
-            connection,
+            connection: crate::cluster::connect(url, timeout)?,
             script: redis::Script::new(GCRA),
             timeout,
-            prefix: "portcullis:".to_owned(),
+            prefix: crate::cluster::PREFIX.to_owned(),
         })
     }
 
@@ -161,9 +151,8 @@ impl SharedLimits {
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Unavailable> {
-        tokio::time::timeout(self.timeout, call)
+        crate::cluster::within(self.timeout, call)
             .await
-            .map_err(|_| Unavailable(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| Unavailable(e.to_string()))
+            .map_err(Unavailable)
     }
 }
