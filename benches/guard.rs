@@ -1,7 +1,8 @@
-//! The guards of issue [6/11] on the hot path: reading a 1 KiB `tools/call` (shape limits
-//! and the JSON-RPC envelope; goal ≤ 1 µs), its params tree, checking its arguments
-//! against a typical compiled tool schema (goal ≤ 5 µs), the redaction prefilter on a
-//! clean 1 KiB result, and the pin check of an unchanged 500-tool list.
+//! The guards of issue [6/11] on the hot path: reading a 1 KiB `tools/call` (shape limits,
+//! the JSON-RPC envelope and the params tree, in one pass; goal ≤ 1 µs), then asking for
+//! the params, checking its arguments against a typical compiled tool schema (goal
+//! ≤ 5 µs), the redaction prefilter on a clean 1 KiB result, and the pin check of an
+//! unchanged 500-tool list.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -36,6 +37,11 @@ fn call_body() -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_else(|_| unreachable!())
 }
 
+/// The allocator the `portcullis` binary ships with (`src/main.rs`): the parse allocates
+/// the params tree, so the figure is the product's only with it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn schema() -> Value {
     json!({
         "type": "object",
@@ -58,14 +64,6 @@ fn bench(c: &mut Criterion) {
     c.bench_function("guard/envelope_parse_1kib", |b| {
         b.iter(|| {
             McpRequest::parse_with(black_box(&body), &options).unwrap_or_else(|_| unreachable!())
-        })
-    });
-    c.bench_function("guard/limits_scan_1kib", |b| {
-        b.iter(|| {
-            options
-                .limits
-                .check(black_box(&body))
-                .unwrap_or_else(|_| unreachable!())
         })
     });
     c.bench_function("guard/envelope_and_params_tree_1kib", |b| {

@@ -1,9 +1,9 @@
 //! Properties of stage 9's JSON-RPC envelope parser (`mcp::message`) and of the shape
-//! limits scanned before it (`mcp::limits`), over generated bodies: no input makes them
-//! panic; a valid message reads back as it was written; the parser accepts nothing that
-//! serde_json would not read as JSON (a gateway that judges one reading of a body while the
-//! upstream runs another is bypassed); duplicate members never pass; the byte scan agrees
-//! with the same limits measured on the JSON tree.
+//! limits it enforces (`mcp::limits`), over generated bodies: no input makes it panic; a
+//! valid message reads back as it was written; the parser accepts nothing that serde_json
+//! would not read as JSON (a gateway that judges one reading of a body while the upstream
+//! runs another is bypassed); duplicate members never pass; the limits agree with the same
+//! limits measured on serde_json's tree of the body.
 //!
 //! `fuzz/fuzz_targets/envelope.rs` feeds the same functions with coverage-guided input
 //! (`scripts/fuzz`).
@@ -17,7 +17,6 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{FileFailurePersistence, RngAlgorithm};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// The members JSON-RPC defines; any other is "unknown" (refused by a strict route).
@@ -506,12 +505,10 @@ fn any_options() -> impl Strategy<Value = ParseOptions> {
 
 /// Everything a stage may ask of a body, so that any panic on the way shows.
 fn exercise(body: &[u8], options: &ParseOptions) -> Result<McpRequest, ParseError> {
-    let _ = options.limits.check(body);
     let request = McpRequest::parse_with(body, options)?;
     let _ = request.reply_id();
     let _ = request.calls().count();
     for message in &request.messages {
-        let _ = message.raw_params().map(RawValue::get);
         let _ = message.name();
         let _ = message.params();
         let _ = message.name();
@@ -590,7 +587,7 @@ struct Shape {
 
 impl Shape {
     fn of(value: &Value) -> Self {
-        let written = |s: &str| serde_json::to_string(s).unwrap().len() - 2;
+        let written = |s: &str| s.len();
         let within = |items: &mut dyn Iterator<Item = Shape>, len: usize| {
             items.fold(
                 Self {
@@ -765,7 +762,7 @@ proptest! {
                 let id: Value = serde_json::from_str(id.as_raw().get()).unwrap();
                 prop_assert_eq!(Some(&id), written.id.as_ref());
             }
-            prop_assert_eq!(read.raw_params().map(RawValue::get), written.member("params"));
+            prop_assert_eq!(read.params(), written.params.as_ref());
             let name = || {
                 written
                     .params
@@ -869,11 +866,11 @@ proptest! {
         );
     }
 
-    // (e) The shape limits: the byte scan against the same limits measured on the tree,
-    // then depth, width and length through the whole parse.
+    // (e) The shape limits: the parse against the same limits measured on the tree, then
+    // depth, width and length one by one.
 
     #[test]
-    fn the_scan_measures_what_the_tree_holds(
+    fn the_parse_measures_what_the_tree_holds(
         (value, limits) in json_tree(6, 8).prop_flat_map(|value| {
             let shape = Shape::of(&value);
             (Just(value), near(shape.depth), near(shape.string), near(shape.elements))
@@ -883,25 +880,32 @@ proptest! {
         }),
         pretty in any::<bool>(),
     ) {
-        let shape = Shape::of(&value);
+        // In an unknown member of a message: the whole body's tree is measured.
+        let body = json!({ "jsonrpc": "2.0", "id": 1, "method": "m", "x": value });
+        let shape = Shape::of(&body);
         let text = if pretty {
-            serde_json::to_string_pretty(&value)
+            serde_json::to_string_pretty(&body)
         } else {
-            serde_json::to_string(&value)
+            serde_json::to_string(&body)
         }
         .unwrap();
         let too_deep = shape.depth > limits.max_depth;
         let too_long = shape.string > limits.max_string;
         let too_wide = shape.elements > limits.max_elements;
-        match limits.check(text.as_bytes()) {
+        let options = ParseOptions { limits, strict: false };
+        match McpRequest::parse_with(text.as_bytes(), &options).map(|_| ()) {
             Ok(()) => prop_assert!(!too_deep && !too_long && !too_wide, "{:?}", shape),
-            Err(LimitExceeded::Depth(at)) => {
+            Err(ParseError::Invalid(why)) => {
+                prop_assert!(false, "{}: {}", why, text);
+            }
+            Err(ParseError::Json) => prop_assert!(false, "not JSON: {}", text),
+            Err(ParseError::Limit(LimitExceeded::Depth(at))) => {
                 prop_assert!(too_deep && at == limits.max_depth, "{:?}", shape);
             }
-            Err(LimitExceeded::String(at)) => {
+            Err(ParseError::Limit(LimitExceeded::String(at))) => {
                 prop_assert!(too_long && at == limits.max_string, "{:?}", shape);
             }
-            Err(LimitExceeded::Elements(at)) => {
+            Err(ParseError::Limit(LimitExceeded::Elements(at))) => {
                 prop_assert!(too_wide && at == limits.max_elements, "{:?}", shape);
             }
         }
@@ -921,12 +925,6 @@ proptest! {
         let max_depth = nudged(depth + 2, delta);
         let limits = InputLimits { max_depth, ..InputLimits::default() };
         let alone = serde_json::to_string(&value).unwrap();
-        let expected = if depth > max_depth {
-            Err(LimitExceeded::Depth(max_depth))
-        } else {
-            Ok(())
-        };
-        prop_assert_eq!(limits.check(alone.as_bytes()), expected);
 
         let body = request_with(&format!(r#"{{"v":{alone}}}"#));
         let result = McpRequest::parse_with(body.as_bytes(), &ParseOptions { limits, strict });
@@ -974,8 +972,8 @@ proptest! {
     ) {
         let s: String = chars.into_iter().collect();
         let written = serde_json::to_string(&s).unwrap();
-        // As written: escapes count, the quotes do not.
-        let length = written.len() - 2;
+        // As read: escapes decoded, the quotes not counted.
+        let length = s.len();
         // `"jsonrpc"` is the envelope's longest string.
         let longest = length.max(7);
         let max_string = nudged(longest, delta);

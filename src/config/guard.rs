@@ -13,10 +13,10 @@ use super::units::ByteSize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteGuardConfig {
-    /// Arrays and objects nested deeper than this are refused (at most 128).
+    /// Arrays and objects nested deeper than this are refused (at most 127).
     #[serde(default = "default_max_depth")]
     pub max_depth: usize,
-    /// Longest JSON string (as written, escapes included).
+    /// Longest JSON string, key or value (in bytes as read: escapes decoded).
     #[serde(default = "default_max_string")]
     pub max_string: ByteSize,
     /// Most elements in one array, or members in one object.

@@ -2,23 +2,26 @@
 //! for every later stage (authorization, argument validation, tool pinning, the audit
 //! record) to read.
 //!
-//! The parse is in two steps. The envelope of each message (`jsonrpc`, `id`, `method`,
-//! which of `params`/`result`/`error` it has) is read without building a JSON tree:
-//! `params` stays raw text, and becomes a [`Value`] only when a stage asks for it
-//! ([`Message::params`]), once. Before that, [`InputLimits`] bound the body's shape.
+//! One pass over the body reads each message's envelope (`jsonrpc`, `id`, `method`, which
+//! of `params`/`result`/`error` it has) and builds the tree of its `params`, checking as
+//! it goes what a permissive reader would let through and a stricter one refuse: the
+//! route's shape limits ([`InputLimits`]: depth, string length, elements — so that a
+//! hostile body is refused before it costs memory), numbers in range, strings valid, and
+//! no object member twice at any depth (parsers disagree on which one counts, and the
+//! gateway must judge the call the upstream runs). `result`, `error` and unknown members
+//! are read through with the same checks, without building anything.
 //!
 //! The body itself is forwarded byte for byte; this view is only for judging it.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::OnceLock;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::jsonrpc::RequestId;
-use super::limits::{InputLimits, LimitExceeded};
+use super::limits::{Budget, InputLimits, LimitExceeded};
 
 /// One JSON-RPC message of a POST.
 #[derive(Debug, Clone)]
@@ -27,38 +30,18 @@ pub struct Message {
     pub id: Option<RequestId>,
     /// `None` for a response to a server request.
     pub method: Option<String>,
-    raw_params: Option<Box<RawValue>>,
-    params: OnceLock<Option<Value>>,
+    params: Option<Value>,
 }
 
 impl Message {
     /// A message built by the gateway itself (tests, requests it sends).
     pub fn new(id: Option<RequestId>, method: Option<String>, params: Option<Value>) -> Self {
-        let raw_params = params
-            .as_ref()
-            .and_then(|p| serde_json::value::to_raw_value(p).ok());
-        Self {
-            id,
-            method,
-            raw_params,
-            params: OnceLock::from(params),
-        }
+        Self { id, method, params }
     }
 
-    /// `params` as a JSON tree, parsed on first use.
+    /// `params`, as checked.
     pub fn params(&self) -> Option<&Value> {
-        self.params
-            .get_or_init(|| {
-                let raw = self.raw_params.as_ref()?;
-                // Already checked as JSON by the envelope parse.
-                serde_json::from_str(raw.get()).ok()
-            })
-            .as_ref()
-    }
-
-    /// `params` as the client wrote them.
-    pub fn raw_params(&self) -> Option<&RawValue> {
-        self.raw_params.as_deref()
+        self.params.as_ref()
     }
 
     /// The tool, prompt or resource a call names, exactly as [`crate::policy::Call`]
@@ -115,20 +98,32 @@ impl McpRequest {
         Self::parse_with(body, &ParseOptions::default())
     }
 
-    /// Checks `body` against the route's limits and parses it.
+    /// Parses `body` within the route's limits.
     pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Self, ParseError> {
-        options.limits.check(body).map_err(ParseError::Limit)?;
-        let first = body.iter().find(|b| !b.is_ascii_whitespace());
-        let (batch, envelopes) = if first == Some(&b'[') {
-            let Batch(envelopes) = serde_json::from_slice(body).map_err(from_serde)?;
-            if envelopes.is_empty() {
-                return Err(ParseError::invalid("an empty batch"));
-            }
-            (true, envelopes)
-        } else {
-            let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(from_serde)?;
-            (false, vec![envelope])
+        // JSON text is UTF-8 (RFC 8259): checked once for the whole body, not per string.
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Err(ParseError::Json);
         };
+        let budget = Budget::new(options.limits);
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        let batch = first == Some(&b'[');
+        let mut reader = serde_json::Deserializer::from_str(text);
+        let read = if batch {
+            BatchSeed(&budget).deserialize(&mut reader)
+        } else {
+            EnvelopeSeed {
+                budget: &budget,
+                depth: 1,
+            }
+            .deserialize(&mut reader)
+            .map(|envelope| vec![envelope])
+        };
+        let envelopes = read
+            .and_then(|envelopes| reader.end().map(|()| envelopes))
+            .map_err(|e| refusal(&e, &budget, body))?;
+        if envelopes.is_empty() {
+            return Err(ParseError::invalid("an empty batch"));
+        }
         let messages = envelopes
             .into_iter()
             .map(|e| e.into_message(options.strict))
@@ -185,27 +180,44 @@ pub fn valid_method(method: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn from_serde(e: serde_json::Error) -> ParseError {
+/// What a refused read means: a broken limit; a body that is JSON by the grammar but not
+/// an acceptable message (-32600: the gateway's own reasons, or a value JSON allows and
+/// no reader can take — a number beyond f64, a lone surrogate); or no JSON (-32700).
+fn refusal(e: &serde_json::Error, budget: &Budget, body: &[u8]) -> ParseError {
+    use serde_json::error::Category;
+    if let Some(limit) = budget.broken() {
+        return ParseError::Limit(limit);
+    }
+    // serde_json's own depth limit (128) speaks first where the route's is 127, and in
+    // members kept raw (skipped without a visitor): the route's limit is broken as well.
+    if e.classify() == Category::Syntax && e.to_string().starts_with("recursion limit exceeded") {
+        return ParseError::Limit(LimitExceeded::Depth(budget.max_depth()));
+    }
+    let message = || {
+        // The messages are the gateway's own (`Envelope`) or serde_json's; serde adds where.
+        let text = e.to_string();
+        let text = text
+            .split(" at line ")
+            .next()
+            .unwrap_or("not a JSON-RPC message");
+        ParseError::Invalid(Cow::Owned(text.to_owned()))
+    };
     match e.classify() {
-        serde_json::error::Category::Data => ParseError::Invalid(Cow::Owned(
-            // The messages below are the gateway's own (`Envelope`); serde adds where.
-            e.to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or("not a JSON-RPC message")
-                .to_owned(),
-        )),
+        Category::Data => message(),
+        // Read again without decoding strings or numbers: only the grammar is judged.
+        Category::Syntax if serde_json::from_slice::<de::IgnoredAny>(body).is_ok() => message(),
         _ => ParseError::Json,
     }
 }
 
-/// One message's envelope as written: values raw, checked in [`Envelope::into_message`].
+/// One message's envelope as written: `jsonrpc`, `id` and `method` raw, `params` as a
+/// tree; checked in [`Envelope::into_message`].
 #[derive(Default)]
 struct Envelope<'a> {
     jsonrpc: Option<&'a RawValue>,
     id: Option<&'a RawValue>,
     method: Option<&'a RawValue>,
-    params: Option<&'a RawValue>,
+    params: Option<Value>,
     result: bool,
     error: bool,
     /// The first member that is none of the above.
@@ -242,8 +254,9 @@ impl<'a> Envelope<'a> {
                 _ => return Err(ParseError::invalid("`id` must be a string or a number")),
             },
         };
-        if let Some(params) = self.params
-            && !matches!(params.get().as_bytes().first(), Some(b'{' | b'['))
+        if let Some(params) = &self.params
+            && !params.is_object()
+            && !params.is_array()
         {
             return Err(ParseError::invalid(
                 "`params` must be an object or an array",
@@ -274,21 +287,27 @@ impl<'a> Envelope<'a> {
         Ok(Message {
             id,
             method,
-            raw_params: self.params.map(RawValue::to_owned),
-            params: OnceLock::new(),
+            params: self.params,
         })
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Envelope<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(EnvelopeVisitor)
+/// Reads one envelope (an object at `depth`).
+#[derive(Clone, Copy)]
+struct EnvelopeSeed<'b> {
+    budget: &'b Budget,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
+    type Value = Envelope<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
     }
 }
 
-struct EnvelopeVisitor;
-
-impl<'de> Visitor<'de> for EnvelopeVisitor {
+impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
     type Value = Envelope<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -296,13 +315,27 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        self.budget.container(self.depth)?;
+        let inner = self.depth + 1;
         let mut envelope = Envelope::default();
-        while let Some(Key(key)) = map.next_key()? {
+        let mut members = 0;
+        while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
+            members += 1;
+            self.budget.elements(members)?;
             let slot = match &*key {
                 "jsonrpc" => &mut envelope.jsonrpc,
                 "id" => &mut envelope.id,
                 "method" => &mut envelope.method,
-                "params" => &mut envelope.params,
+                "params" => {
+                    if envelope.params.is_some() {
+                        return Err(duplicate(&key));
+                    }
+                    envelope.params = Some(map.next_value_seed(Read::<true> {
+                        budget: self.budget,
+                        depth: inner,
+                    })?);
+                    continue;
+                }
                 "result" | "error" => {
                     let seen = if key == "result" {
                         &mut envelope.result
@@ -313,11 +346,17 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                         return Err(duplicate(&key));
                     }
                     *seen = true;
-                    map.next_value::<Checked>()?;
+                    map.next_value_seed(Read::<false> {
+                        budget: self.budget,
+                        depth: inner,
+                    })?;
                     continue;
                 }
                 _ => {
-                    map.next_value::<Checked>()?;
+                    map.next_value_seed(Read::<false> {
+                        budget: self.budget,
+                        depth: inner,
+                    })?;
                     envelope.unknown.get_or_insert(key);
                     continue;
                 }
@@ -328,63 +367,127 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 return Err(duplicate(&key));
             }
             let raw: &'de RawValue = map.next_value()?;
-            // Kept raw, but read as a full parse would: a value serde_json's tree refuses
-            // (a number out of range, a lone surrogate, a repeated member) would leave
-            // `params()` empty for the gateway while the upstream reads something.
-            serde_json::from_str::<Checked>(raw.get()).map_err(de::Error::custom)?;
+            // Kept raw (the id is answered as written), but read as a full parse would.
+            let mut value = serde_json::Deserializer::from_str(raw.get());
+            Read::<false> {
+                budget: self.budget,
+                depth: inner,
+            }
+            .deserialize(&mut value)
+            .map_err(de::Error::custom)?;
             *slot = Some(raw);
         }
         Ok(envelope)
     }
 }
 
-/// A value read through and dropped, checked as a full parse checks it: numbers in range,
-/// strings valid (escapes, surrogates, UTF-8), and — beyond what serde_json's tree checks
-/// — no object member twice, at any depth (parsers disagree on which one counts).
-struct Checked;
+/// Reads a value at `depth` within the budget, checked as a full parse checks it and
+/// beyond (see the module's text): `TREE` builds it, otherwise it is read through and
+/// dropped (answering `null`).
+#[derive(Clone, Copy)]
+struct Read<'b, const TREE: bool> {
+    budget: &'b Budget,
+    depth: usize,
+}
 
-impl<'de> serde::Deserialize<'de> for Checked {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(CheckedVisitor)
+impl<'de, const TREE: bool> DeserializeSeed<'de> for Read<'_, TREE> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct CheckedVisitor;
+impl<const TREE: bool> Read<'_, TREE> {
+    fn inner(self) -> Self {
+        Self {
+            depth: self.depth + 1,
+            ..self
+        }
+    }
 
-impl<'de> Visitor<'de> for CheckedVisitor {
-    type Value = Checked;
+    fn string<E: de::Error>(self, text: &str) -> Result<Value, E> {
+        self.budget.string(text.len())?;
+        Ok(if TREE {
+            Value::String(text.to_owned())
+        } else {
+            Value::Null
+        })
+    }
+}
+
+impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(if TREE { Value::Bool(v) } else { Value::Null })
     }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(if TREE { Value::from(v) } else { Value::Null })
     }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(if TREE { Value::from(v) } else { Value::Null })
     }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        // serde_json refuses what is not finite before this.
+        Ok(if TREE { Value::from(v) } else { Value::Null })
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.string(v)
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
-        Ok(Checked)
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.budget.string(v.len())?;
+        Ok(if TREE { Value::String(v) } else { Value::Null })
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
-        while seq.next_element::<Checked>()?.is_some() {}
-        Ok(Checked)
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.budget.container(self.depth)?;
+        let mut items = Vec::new();
+        let mut count = 0;
+        while let Some(item) = seq.next_element_seed(self.inner())? {
+            count += 1;
+            self.budget.elements(count)?;
+            if TREE {
+                items.push(item);
+            }
+        }
+        Ok(if TREE {
+            Value::Array(items)
+        } else {
+            Value::Null
+        })
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.budget.container(self.depth)?;
+        let mut count = 0;
+        if TREE {
+            // The tree itself finds a member written twice.
+            let mut members = serde_json::Map::new();
+            while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
+                count += 1;
+                self.budget.elements(count)?;
+                let value = map.next_value_seed(self.inner())?;
+                match members.entry(key.into_owned()) {
+                    serde_json::map::Entry::Vacant(slot) => {
+                        slot.insert(value);
+                    }
+                    serde_json::map::Entry::Occupied(slot) => return Err(duplicate(slot.key())),
+                }
+            }
+            return Ok(Value::Object(members));
+        }
         // Small objects are searched in a list; large ones (up to `max_elements` members)
         // in a set, so that a wide object cannot cost quadratic time.
         let mut few: Vec<Cow<'de, str>> = Vec::new();
         let mut many: std::collections::HashSet<Cow<'de, str>> = std::collections::HashSet::new();
-        while let Some(Key(key)) = map.next_key()? {
+        while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
+            count += 1;
+            self.budget.elements(count)?;
             let repeated = if many.is_empty() && few.len() < 16 {
                 few.contains(&key)
             } else {
@@ -396,14 +499,14 @@ impl<'de> Visitor<'de> for CheckedVisitor {
             if repeated {
                 return Err(duplicate(&key));
             }
-            map.next_value::<Checked>()?;
+            map.next_value_seed(self.inner())?;
             if many.is_empty() {
                 few.push(key);
             } else {
                 many.insert(key);
             }
         }
-        Ok(Checked)
+        Ok(Value::Null)
     }
 }
 
@@ -411,48 +514,64 @@ fn duplicate<E: de::Error>(key: &str) -> E {
     E::custom(format_args!("the member `{key}` appears twice"))
 }
 
-/// A member name, borrowed from the body when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+/// A member name within the budget, borrowed from the body when it has no escapes.
+#[derive(Clone, Copy)]
+struct KeySeed<'b>(&'b Budget);
 
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(KeyVisitor)
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
     }
 }
 
-/// A batch: a JSON array of envelopes (an element that is not an object is refused).
-struct Batch<'a>(Vec<Envelope<'a>>);
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Cow<'de, str>;
 
-impl<'de> serde::Deserialize<'de> for Batch<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BatchVisitor;
-        impl<'de> Visitor<'de> for BatchVisitor {
-            type Value = Batch<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a batch of JSON-RPC messages")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut envelopes = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
-                while let Some(envelope) = seq.next_element()? {
-                    envelopes.push(envelope);
-                }
-                Ok(Batch(envelopes))
-            }
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        self.0.string(v.len())?;
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.0.string(v.len())?;
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// A batch: a JSON array (depth 1) of envelopes (an element that is not an object is
+/// refused).
+struct BatchSeed<'b>(&'b Budget);
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Vec<Envelope<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Vec<Envelope<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a batch of JSON-RPC messages")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        self.0.container(1)?;
+        let mut envelopes = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
+        let element = EnvelopeSeed {
+            budget: self.0,
+            depth: 2,
+        };
+        while let Some(envelope) = seq.next_element_seed(element)? {
+            envelopes.push(envelope);
+            self.0.elements(envelopes.len())?;
         }
-        deserializer.deserialize_seq(BatchVisitor)
+        Ok(envelopes)
     }
 }
 
@@ -696,8 +815,24 @@ mod tests {
         );
     }
 
+    fn limited(body: &[u8], max_depth: usize, max_string: usize, max_elements: usize) -> String {
+        let options = ParseOptions {
+            limits: InputLimits {
+                max_depth,
+                max_string,
+                max_elements,
+            },
+            strict: false,
+        };
+        match McpRequest::parse_with(body, &options) {
+            Err(ParseError::Limit(limit)) => limit.to_string(),
+            Ok(_) => "ok".to_owned(),
+            Err(other) => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+        }
+    }
+
     #[test]
-    fn limits_come_before_the_parse_and_params_are_parsed_on_demand() {
+    fn limits_bound_depth_strings_and_elements_everywhere() {
         let deep = format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"a":{}1{}}}}}"#,
             "[".repeat(10_000),
@@ -707,18 +842,152 @@ mod tests {
             McpRequest::parse(deep.as_bytes()).unwrap_err(),
             ParseError::Limit(LimitExceeded::Depth(64))
         );
+        // Depth: the body is 1, params 2; in result, error and unknown members too, and
+        // brackets in strings do not count.
+        let at =
+            |params: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{params}}}"#);
+        assert_eq!(limited(at(r#"{"a":[1]}"#).as_bytes(), 3, 99, 99), "ok");
+        assert_eq!(
+            limited(at(r#"{"a":[[1]]}"#).as_bytes(), 3, 99, 99),
+            "JSON nested deeper than 3 levels"
+        );
+        assert_eq!(
+            limited(at(r#"{"a":"[[[[{{{"}"#).as_bytes(), 2, 99, 99),
+            "ok"
+        );
+        assert_eq!(
+            limited(br#"{"jsonrpc":"2.0","id":1,"result":{"a":[1]}}"#, 2, 99, 99),
+            "JSON nested deeper than 2 levels"
+        );
+        assert_eq!(
+            limited(
+                br#"{"jsonrpc":"2.0","id":1,"method":"x","x":[[1]]}"#,
+                2,
+                99,
+                99
+            ),
+            "JSON nested deeper than 2 levels"
+        );
+        assert_eq!(
+            limited(br#"[{"jsonrpc":"2.0","method":"x"}]"#, 1, 99, 99),
+            "JSON nested deeper than 1 levels"
+        );
+        // Strings, keys included, measured as read (escapes decoded).
+        assert_eq!(
+            limited(at(r#"{"abcde":"12345"}"#).as_bytes(), 9, 10, 99),
+            "ok"
+        );
+        assert_eq!(
+            limited(at(r#"{"a":"12345678901"}"#).as_bytes(), 9, 10, 99),
+            "a JSON string longer than 10 bytes"
+        );
+        assert_eq!(
+            limited(at(r#"{"abcdefghijk":1}"#).as_bytes(), 9, 10, 99),
+            "a JSON string longer than 10 bytes"
+        );
+        assert_eq!(
+            limited(at(r#"{"a":"\u00e9\"\"\"\""}"#).as_bytes(), 9, 10, 99),
+            "ok"
+        );
+        assert_eq!(
+            limited(
+                br#"{"jsonrpc":"2.0","id":"12345678901","method":"x"}"#,
+                9,
+                10,
+                99
+            ),
+            "a JSON string longer than 10 bytes"
+        );
+        // Elements per array and object, the envelope and the batch included.
+        assert_eq!(limited(at("[1,2,3,4]").as_bytes(), 9, 99, 4), "ok");
+        assert_eq!(
+            limited(at("[1,2,3,4,5]").as_bytes(), 9, 99, 4),
+            "a JSON array or object with more than 4 elements"
+        );
+        assert_eq!(
+            limited(
+                at(r#"[[1,2,3,4],[1,2,3,4],"a,b,c,d,e"]"#).as_bytes(),
+                9,
+                99,
+                4
+            ),
+            "ok"
+        );
+        assert_eq!(
+            limited(
+                br#"{"jsonrpc":"2.0","id":1,"method":"x","a":1,"b":2}"#,
+                9,
+                99,
+                4
+            ),
+            "a JSON array or object with more than 4 elements"
+        );
+        // Past serde_json's own depth limit: the route's, at its ceiling, in a raw member.
+        let deepest = |depth: usize| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"a":{}1{}}}}}"#,
+                "[".repeat(depth - 2),
+                "]".repeat(depth - 2)
+            )
+        };
+        assert_eq!(limited(deepest(127).as_bytes(), 127, 99, 99), "ok");
+        assert_eq!(
+            limited(deepest(128).as_bytes(), 127, 99, 99),
+            "JSON nested deeper than 127 levels"
+        );
+        let deep_id = format!(
+            r#"{{"jsonrpc":"2.0","id":{}1{},"method":"x"}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(
+            limited(deep_id.as_bytes(), 64, 99, 99),
+            "JSON nested deeper than 64 levels"
+        );
+        let batch = format!("[{}]", [r#"{"jsonrpc":"2.0","method":"x"}"#; 5].join(","));
+        assert_eq!(
+            limited(batch.as_bytes(), 9, 99, 4),
+            "a JSON array or object with more than 4 elements"
+        );
+    }
+
+    #[test]
+    fn values_no_reader_can_take_are_invalid_requests_not_parse_errors() {
+        for (params, why) in [
+            (r#"{"x":1e400}"#, "number out of range"),
+            (r#"{"x":"\ud800"}"#, "unexpected end of hex escape"),
+            (r#"{"x":{"a":1,"a":2}}"#, "the member `a` appears twice"),
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{params}}}"#);
+            assert_eq!(
+                McpRequest::parse(body.as_bytes()).unwrap_err(),
+                ParseError::Invalid(Cow::Borrowed(why)),
+                "{params}"
+            );
+        }
+        // The same faults in the id.
+        assert!(matches!(
+            McpRequest::parse(br#"{"jsonrpc":"2.0","id":1e400,"method":"x"}"#),
+            Err(ParseError::Invalid(_))
+        ));
+        assert!(matches!(
+            McpRequest::parse(br#"{"jsonrpc":"2.0","id":"\udc00","method":"x"}"#),
+            Err(ParseError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn params_are_a_tree_at_once() {
         let call = McpRequest::parse(
-            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo","arguments":{"t":"\u00e9"}}}"#,
+            br#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"echo","arguments":{"t":"\u00e9","n":[1,2.5,-3,true,null]}}}"#,
         )
         .unwrap();
         let message = &call.messages[0];
-        assert!(
-            message.params.get().is_none(),
-            "parsed before anything asked"
+        assert_eq!(message.name().as_deref(), Some("echo"));
+        assert_eq!(
+            message.params().unwrap()["arguments"],
+            serde_json::json!({ "t": "\u{e9}", "n": [1, 2.5, -3, true, null] })
         );
-        assert_eq!(message.name().as_deref(), Some("echo"));
-        assert_eq!(message.params().unwrap()["arguments"]["t"], "\u{e9}");
-        assert_eq!(message.name().as_deref(), Some("echo"));
         assert_eq!(call.reply_id().unwrap().as_raw().get(), "\"x\"");
     }
 
