@@ -61,6 +61,8 @@ pub enum Rejection {
     MethodNotAllowed,
     #[error("request body exceeds the {limit}-byte limit")]
     BodyTooLarge { limit: u64 },
+    #[error("request headers exceed the {limit}-byte limit")]
+    HeadersTooLarge { limit: usize },
     #[error("request body could not be read")]
     BodyUnreadable,
     #[error("parse error: the body is not valid JSON")]
@@ -90,6 +92,7 @@ impl Rejection {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyUnreadable
             | Self::Parse
             | Self::InvalidMessage(_)
@@ -107,9 +110,10 @@ impl Rejection {
             | Self::OriginNotAllowed
             | Self::NoRoute
             | Self::MethodNotAllowed => code::TRANSPORT_REJECTED,
-            Self::BodyTooLarge { .. } | Self::BodyUnreadable | Self::InvalidMessage(_) => {
-                code::INVALID_REQUEST
-            }
+            Self::BodyTooLarge { .. }
+            | Self::HeadersTooLarge { .. }
+            | Self::BodyUnreadable
+            | Self::InvalidMessage(_) => code::INVALID_REQUEST,
             Self::Parse => code::PARSE_ERROR,
             Self::HeaderMismatch(_) => code::HEADER_MISMATCH,
             Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
@@ -128,6 +132,7 @@ impl Rejection {
             Self::NoRoute => (Kind::Rejected, "no_route"),
             Self::MethodNotAllowed => (Kind::Rejected, "method_not_allowed"),
             Self::BodyTooLarge { .. } => (Kind::Rejected, "body_too_large"),
+            Self::HeadersTooLarge { .. } => (Kind::Rejected, "headers_too_large"),
             Self::BodyUnreadable => (Kind::Rejected, "body_unreadable"),
             Self::Parse => (Kind::Rejected, "parse_error"),
             Self::InvalidMessage(_) => (Kind::Rejected, "invalid_request"),

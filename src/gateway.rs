@@ -119,6 +119,8 @@ pub struct Gateway {
     pub metrics_from: Vec<ipnet::IpNet>,
     /// Every route's tool pins.
     pub pins: Arc<crate::guard::pins::PinStore>,
+    /// `[server] max_header_size`: a larger request head gets 431 (stage 2).
+    pub max_header_size: usize,
 }
 
 /// Bytes of list answers (upstream and filtered) the gateway keeps to serve repeated
@@ -275,6 +277,8 @@ impl Gateway {
             audit,
             metrics_from,
             pins,
+            max_header_size: usize::try_from(config.server.max_header_size.get())
+                .unwrap_or(usize::MAX),
         })
     }
 }

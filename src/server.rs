@@ -320,6 +320,9 @@ impl Worker {
     }
 }
 
+/// How far above twice `max_header_size` hyper's own head limit sits.
+const HEADER_BACKSTOP_MARGIN: usize = 16 * 1024;
+
 fn http_builder(max_header_size: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The header-read timeout is enforced per connection (`conn.rs`), not by hyper: hyper's
@@ -327,8 +330,12 @@ fn http_builder(max_header_size: usize) -> auto::Builder<TokioExecutor> {
     // idle connections at the header-read timeout instead of the idle timeout. Off
     // explicitly: hyper's default (30 s once it has a timer) closed every keep-alive
     // connection after 30 quiet seconds, and cost a timer per request.
-    // A head larger than `max_header_size` gets 431 (HTTP/1: hyper's read buffer, which
-    // holds the head; HTTP/2: the decoded header list).
+    // A head larger than `max_header_size` gets 431 with a JSON-RPC error from the stack
+    // (stage 2). Hyper's own limits (HTTP/1: its read buffer, which holds the head; HTTP/2:
+    // the decoded header list) sit above it, as a backstop that answers a bare 431.
+    let max_header_size = max_header_size
+        .saturating_mul(2)
+        .saturating_add(HEADER_BACKSTOP_MARGIN);
     builder
         .http1()
         .header_read_timeout(None)

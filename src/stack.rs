@@ -201,10 +201,17 @@ impl App {
             }
         }
 
+        // 2. Head size: a request whose headers are larger than the server takes.
+        let limit = inner.gateway.max_header_size;
+        if head_size(&req) > limit {
+            tracing::debug!("Refused a request whose head is too large");
+            return headers_too_large(&inner.gateway, req, limit).await;
+        }
+
         // 3. Host: refuse names that are not ours (DNS rebinding).
         if !inner.gateway.hosts.allows(edge::request_authority(&req)) {
             tracing::debug!("Refused a request for a host that is not ours");
-            return refused_early(&inner.gateway, None, &mut req, Rejection::HostNotAllowed);
+            return refused_early(&inner.gateway, None, req, Rejection::HostNotAllowed).await;
         }
 
         // 6. Protected-resource metadata: public, for any origin.
@@ -216,7 +223,7 @@ impl App {
         }
 
         let Some(stack) = inner.routes.get(req.uri().path()) else {
-            return refused_early(&inner.gateway, None, &mut req, Rejection::NoRoute);
+            return refused_early(&inner.gateway, None, req, Rejection::NoRoute).await;
         };
 
         // 4a. Origin: a foreign one is refused before anything else, preflights included.
@@ -228,7 +235,8 @@ impl App {
             if !allowed {
                 tracing::debug!("Refused a request from a foreign origin");
                 let route = Some(&stack.route);
-                return refused_early(&inner.gateway, route, &mut req, Rejection::OriginNotAllowed);
+                return refused_early(&inner.gateway, route, req, Rejection::OriginNotAllowed)
+                    .await;
             }
             // 4b. CORS: preflights answered here, without authentication; CORS headers
             // on the rest. Requests without an Origin are not browsers' and skip it.
@@ -312,15 +320,17 @@ impl Head {
     }
 }
 
-/// A request refused before its route's stages (Host, Origin, no route), recorded.
-fn refused_early(
+/// A request refused before its route's stages (Host, Origin, no route), recorded. Its
+/// body is read and dropped first, as at authentication (see [`discard_body`]).
+async fn refused_early(
     gateway: &Arc<Gateway>,
     route: Option<&Arc<Route>>,
-    req: &mut Request<Body>,
+    mut req: Request<Body>,
     rejection: Rejection,
 ) -> Response<Body> {
-    let head = Head::of(gateway, req);
-    let response = rejection.into_response(None);
+    let head = Head::of(gateway, &mut req);
+    let mut response = rejection.into_response(None);
+    discard_body(req, &mut response).await;
     audited(gateway, route, head, response, Exchange::default())
 }
 
@@ -797,6 +807,44 @@ async fn discard_body(req: Request<Body>, response: &mut Response<Body>) {
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
+}
+
+/// The size of a request's head as sent over HTTP/1.1: the request line and each header
+/// line (HTTP/2 sends it compressed, but the limit is on what it says).
+fn head_size(req: &Request<Body>) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n".len();
+    req.headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum::<usize>()
+        + line
+}
+
+/// 431 for a head over `limit`, with the JSON-RPC id of the body when it comes within what
+/// a refused request may send (see [`discard_body`]).
+async fn headers_too_large(
+    gateway: &Arc<Gateway>,
+    mut req: Request<Body>,
+    limit: usize,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let head = Head::of(gateway, &mut req);
+    let http1 = req.version() <= http::Version::HTTP_11;
+    let read = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY)
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes);
+    let id = read
+        .as_ref()
+        .ok()
+        .and_then(|body| mcp::jsonrpc::request_id(body));
+    let mut response = Rejection::HeadersTooLarge { limit }.into_response(id.as_ref());
+    if read.is_err() && http1 {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    audited(gateway, None, head, response, Exchange::default())
 }
 
 /// How much of a refused request's body the gateway reads to keep the connection.

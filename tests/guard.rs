@@ -292,7 +292,23 @@ async fn every_bad_input_gets_its_exact_answer_and_the_gateway_still_serves() {
         "invalid request: an empty batch",
         Value::Null,
     );
-    // Headers larger than the server takes.
+    // Headers larger than the server takes (32 KiB by default): a JSON-RPC error with the
+    // body's id…
+    let padding = "z".repeat(40 * 1024);
+    assert_error(
+        &send(
+            &http,
+            &url,
+            call_body(53, "echo", &json!({ "text": "a" })).to_string(),
+            &[("x-padding", &padding)],
+        )
+        .await,
+        431,
+        -32600,
+        "request headers exceed the 32768-byte limit",
+        json!(53),
+    );
+    // …and far beyond it, hyper's own backstop answers.
     let big_header = "z".repeat(128 * 1024);
     let (status, _) = send(
         &http,
