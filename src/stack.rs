@@ -663,7 +663,7 @@ async fn limited_stages(
         if let Some(ids) = &tool_lists {
             ids.learn_from(data, &guard_route.guard, &audit_log);
         }
-        if memchr::memmem::find(data, b"notifications/tools/list_changed").is_some() {
+        if LIST_CHANGED.find(data).is_some() {
             guard_route.guard.tools.mark_stale();
         }
         let mut out = match &lists {
@@ -846,6 +846,11 @@ async fn headers_too_large(
     }
     audited(gateway, None, head, response, Exchange::default())
 }
+
+/// Finds the notification that makes a route's tool schemas stale (built once: a searcher
+/// per answer cost more than the search).
+static LIST_CHANGED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"notifications/tools/list_changed"));
 
 /// How much of a refused request's body the gateway reads to keep the connection.
 const DISCARDED_BODY: usize = 64 * 1024;

@@ -47,7 +47,7 @@
 //! sealing key changes the string for tasks sealed afterwards; ids sealed before keep
 //! opening while the old key is configured.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use memchr::memmem;
 use serde_json::{Map, Value};
@@ -67,7 +67,16 @@ pub const TASK_NOT_FOUND: &str = "Failed to retrieve task: Task not found";
 /// `true` unless `json` certainly carries no `taskId` member: it has neither the key's
 /// bytes nor any `\u` escape.
 pub fn may_carry_task_id(json: &[u8]) -> bool {
-    memmem::find(json, b"taskId").is_some() || memmem::find(json, b"\\u").is_some()
+    static TASK_ID: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"taskId"));
+    TASK_ID.find(json).is_some() || has_escape(json)
+}
+
+/// Whether `json` has a `\u` escape (which may spell any key).
+fn has_escape(json: &[u8]) -> bool {
+    static ESCAPE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\\u"));
+    ESCAPE.find(json).is_some()
 }
 
 /// `true` unless the request in `json` certainly has nothing to do with tasks, so that its
@@ -75,7 +84,8 @@ pub fn may_carry_task_id(json: &[u8]) -> bool {
 /// parameter, related-task `_meta`, the tasks extension among the client's capabilities)
 /// and no `\u` escape.
 pub fn may_concern_tasks(json: &[u8]) -> bool {
-    memmem::find(json, b"task").is_some() || memmem::find(json, b"\\u").is_some()
+    static TASK: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"task"));
+    TASK.find(json).is_some() || has_escape(json)
 }
 
 /// Methods whose `params.taskId` names a task of the server they are sent to.
