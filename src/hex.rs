@@ -3,13 +3,29 @@
 
 /// `bytes` as lower-case hex.
 pub fn encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(2 * bytes.len());
     for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        let [high, low] = digits(*byte);
+        out.push(char::from(high));
+        out.push(char::from(low));
     }
     out
+}
+
+/// `bytes` as lower-case hex, appended to `out`.
+pub fn encode_into(bytes: &[u8], out: &mut Vec<u8>) {
+    out.reserve(2 * bytes.len());
+    for byte in bytes {
+        out.extend_from_slice(&digits(*byte));
+    }
+}
+
+fn digits(byte: u8) -> [u8; 2] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    [
+        DIGITS[usize::from(byte >> 4)],
+        DIGITS[usize::from(byte & 0x0f)],
+    ]
 }
 
 #[cfg(test)]
@@ -18,5 +34,8 @@ mod tests {
     fn lower_case_two_digits_a_byte() {
         assert_eq!(super::encode(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         assert_eq!(super::encode(&[]), "");
+        let mut out = b"x".to_vec();
+        super::encode_into(&[0xa5, 0x0f], &mut out);
+        assert_eq!(out, b"xa50f");
     }
 }

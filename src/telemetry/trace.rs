@@ -71,14 +71,17 @@ impl TraceParent {
         }
     }
 
+    /// `00-<trace id>-<parent id>-<flags>`, written in place (once per request).
     pub fn header_value(&self) -> HeaderValue {
-        let text = format!(
-            "00-{}-{}-{:02x}",
-            crate::hex::encode(&self.trace_id),
-            crate::hex::encode(&self.parent_id),
-            self.flags
-        );
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        let mut text = Vec::with_capacity(55);
+        text.extend_from_slice(b"00-");
+        crate::hex::encode_into(&self.trace_id, &mut text);
+        text.push(b'-');
+        crate::hex::encode_into(&self.parent_id, &mut text);
+        text.push(b'-');
+        crate::hex::encode_into(&[self.flags], &mut text);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -148,6 +151,7 @@ mod tests {
         let p = TraceParent::parse(VALID).unwrap();
         assert_eq!(p.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(p.flags, 1);
+        assert_eq!(p.header_value(), VALID);
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
