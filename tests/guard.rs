@@ -936,3 +936,66 @@ async fn instances_share_their_tool_pins_through_redis() {
         client.cancel().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_first_seeing_one_tool_differently_pin_one_and_hold_the_other() {
+    use portcullis::config::guard::{Checking, Enforcement};
+    use portcullis::guard::pins::shared::SharedPins;
+    use portcullis::guard::pins::{Observed, PinFile, PinPolicy, PinStore};
+    let redis = support::redis::Redis::start().await;
+    let store = || {
+        let pins = SharedPins::new(&redis.url(), std::time::Duration::from_secs(1)).unwrap();
+        let empty = PinFile {
+            version: 1,
+            routes: std::collections::BTreeMap::new(),
+        };
+        PinStore::shared(pins, empty, std::time::Duration::from_millis(200))
+    };
+    let (one, two) = (store(), store());
+    assert!(one.loaded(std::time::Duration::from_secs(5)).await);
+    assert!(two.loaded(std::time::Duration::from_secs(5)).await);
+    let policy = PinPolicy {
+        pinning: Enforcement::Enforce,
+        descriptions: Checking::Warn,
+    };
+    let none = |_: &str| None;
+    // Each copy is current (nothing pinned yet); both see the tool before either writes,
+    // one definition each, and both take it on first sight.
+    let v1 = json!({ "name": "t", "description": "Adds numbers" });
+    let v2 = json!({ "name": "t", "description": "Adds numbers, and mails them out" });
+    assert_eq!(
+        one.observe("r", &[v1], policy, none),
+        [("t".to_owned(), Observed::Trusted)]
+    );
+    assert_eq!(
+        two.observe("r", &[v2], policy, none),
+        [("t".to_owned(), Observed::Trusted)]
+    );
+    // Redis takes the first write; the other instance finds it there, judges its own
+    // definition against it again, and holds the tool: on both instances in the end.
+    eventually("the tool held on both instances", || async {
+        one.held("r", "t") && two.held("r", "t")
+    })
+    .await;
+    let snapshot = SharedPins::new(&redis.url(), std::time::Duration::from_secs(1))
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
+    let entry = &snapshot.pins.routes["r"]["t"];
+    let (approved, pending) = (
+        entry.approved.as_ref().unwrap(),
+        entry.pending.as_ref().unwrap(),
+    );
+    assert_ne!(approved.hash, pending.hash);
+    let descriptions: std::collections::BTreeSet<&str> = [approved, pending]
+        .iter()
+        .map(|pin| pin.definition["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        descriptions,
+        ["Adds numbers", "Adds numbers, and mails them out"]
+            .into_iter()
+            .collect()
+    );
+}
