@@ -1058,9 +1058,11 @@ async fn check_arguments(
                     .filter(|_| modern)
                     .and_then(|m| m.params()?.get("_meta")),
             };
-            match crate::guard::fetch::fetch_tools(&route.upstream, caller, &route.guard, audit)
-                .await
-            {
+            // Boxed: the gateway's own listing is rare, and its state (4 KiB) inline would
+            // make every request's future, copied into its box per request, that much larger.
+            let fetch =
+                crate::guard::fetch::fetch_tools(&route.upstream, caller, &route.guard, audit);
+            match Box::pin(fetch).await {
                 Ok(learned) => {
                     tracing::debug!(route = %route.name, learned, "Listed the upstream's tools to check arguments");
                     None
