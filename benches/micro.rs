@@ -18,9 +18,11 @@ use portcullis::auth::jwt::{JwtVerifier, TrustedIssuer, VerifyKey};
 use portcullis::edge::host::HostPolicy;
 use portcullis::edge::origin::OriginPolicy;
 use portcullis::mcp::jsonrpc;
-use portcullis::mcp::list::{ListKind, rewrite_list_body};
+use portcullis::mcp::list::{ListIndex, ListKind, rewrite_list_body};
 use portcullis::mcp::sse::{SseDecoder, SseEvent, SseRewrite};
-use portcullis::policy::lists::{ListCache, ListRequests, Viewer, filter_message, viewer_key};
+use portcullis::policy::lists::{
+    ListCache, ListRequests, Viewer, ViewerCache, filter_message, viewer_key,
+};
 use portcullis::proxy::headers;
 
 /// What a browser-based MCP client sends on a 2026-07-28 `tools/call`.
@@ -588,16 +590,56 @@ fn list_filter(c: &mut Criterion) {
     .unwrap_or_else(|_| unreachable!());
     if let Some(requests) = ListRequests::of(&request, &HeaderMap::new()) {
         let allowed = Arc::new(allowed.clone());
-        let viewer = Viewer {
-            policy: Arc::new(move |_, name: &str| allowed.contains(name)),
-            cache: Some((
-                Arc::new(ListCache::new(16 * 1024 * 1024)),
-                viewer_key("tools", &["analyst".to_owned()], &[]),
-            )),
+        let lists = Arc::new(ListCache::new(16 * 1024 * 1024));
+        let route: Arc<str> = Arc::from("tools");
+        let viewer_with = |roles: &[String]| Viewer {
+            policy: Arc::new({
+                let allowed = Arc::clone(&allowed);
+                move |_, name: &str| allowed.contains(name)
+            }),
+            cache: Some(ViewerCache {
+                lists: Arc::clone(&lists),
+                route: Arc::clone(&route),
+                viewer: viewer_key("tools", roles, &[]),
+            }),
         };
+        let viewer = viewer_with(&["analyst".to_owned()]);
         group.bench_function(
             format!("filter_message/500_tools_half_denied_cached/{kib}KiB"),
             |b| b.iter(|| filter_message(black_box(&body), &requests, &viewer)),
+        );
+        // A caller with roles of its own each time, getting a list the route's upstream sent
+        // before: filtered from the route's index of that list (and the result kept for
+        // the next caller with those roles).
+        let mut n = 0_u64;
+        group.bench_function(
+            format!("filter_message/500_tools_half_denied_new_caller/{kib}KiB"),
+            |b| {
+                b.iter_batched(
+                    || {
+                        n += 1;
+                        viewer_with(&[format!("role-{n}")])
+                    },
+                    |viewer| filter_message(black_box(&body), &requests, &viewer),
+                    criterion::BatchSize::SmallInput,
+                );
+            },
+        );
+    }
+    // The index alone: a list read before, in an answer with another id.
+    if let Some(index) = ListIndex::read(ListKind::Tools, &body) {
+        let answer = String::from_utf8_lossy(&body).replacen("\"id\":2", "\"id\":17", 1);
+        group.bench_function(
+            format!("list_index_rewrite/500_tools_half_denied/{kib}KiB"),
+            |b| {
+                b.iter(|| {
+                    index.rewrite(
+                        black_box(answer.as_bytes()),
+                        |name| allowed.contains(name),
+                        false,
+                    )
+                });
+            },
         );
     }
     // All allowed: nothing to write, the upstream's bytes go on.

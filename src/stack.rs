@@ -75,7 +75,7 @@ use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{McpRequest, ParseError};
 use crate::mcp::session::{self, IdKind};
 use crate::mcp::tasks::{self, TaskBinding};
-use crate::policy::lists::{ListRequests, Viewer};
+use crate::policy::lists::{ListRequests, Viewer, ViewerCache};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 use crate::ratelimit::{self, Counted, Measured, RateLimits, Refusal};
@@ -598,6 +598,7 @@ async fn limited_stages(
                     // A filtered list cached before a pin changed is not reused after.
                     key = Arc::from(format!("{key}#pins{}", pins.generation()));
                 }
+                let route_name = Arc::clone(&route.name);
                 let (route, roles, principal) = (
                     Arc::clone(route),
                     Arc::clone(&gateway.roles),
@@ -608,7 +609,11 @@ async fn limited_stages(
                         (!judged || route.policy.lists(&roles, &principal, kind, name))
                             && !(kind == policy::Kind::Tool && route.guard.held(name))
                     }),
-                    cache: Some((Arc::clone(&gateway.lists), key)),
+                    cache: Some(ViewerCache {
+                        lists: Arc::clone(&gateway.lists),
+                        route: Arc::clone(&route_name),
+                        viewer: key,
+                    }),
                 };
                 (requests, viewer)
             });

@@ -419,3 +419,93 @@ async fn modern_headers_that_disagree_with_the_body_get_400() {
         "modern"
     );
 }
+
+/// A client of `url` whose requests carry the API key `key`.
+async fn keyed_client(
+    url: &str,
+    key: &str,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-api-key", key.parse().unwrap());
+    client::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    client::mcp_client(http, url).await
+}
+
+/// A list large enough to be read once per route and filtered from that reading for each
+/// kind of caller (over 32 KiB): every caller still gets exactly their tools, and a list
+/// the upstream changes is read anew.
+#[tokio::test]
+async fn large_lists_are_filtered_for_each_caller_and_follow_the_upstream() {
+    use support::changing::{ChangingUpstream, tool};
+    let description = "Reads one record of the inventory and returns it as JSON; ".repeat(4);
+    let tools = |skip: &str| -> Vec<rmcp::model::Tool> {
+        (0..300)
+            .map(|i| {
+                let verb = if i % 2 == 0 { "read" } else { "write" };
+                format!("{verb}_{i:03}")
+            })
+            .filter(|name| name != skip)
+            .map(|name| {
+                tool(json!({
+                    "name": name,
+                    "description": description,
+                    "inputSchema": { "type": "object", "properties": { "id": { "type": "string" } } }
+                }))
+            })
+            .collect()
+    };
+    let upstream = ChangingUpstream::start(tools("")).await;
+    let auth = format!(
+        "[roles]\nanalyst = [\"read:*\"]\nadmin = [\"*\"]\n\n\
+         [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\nroles = [\"analyst\"]\n\n\
+         [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"bob\"\nroles = [\"admin\"]\n",
+        portcullis::auth::hash_key(ALICE),
+        portcullis::auth::hash_key(BOB),
+    );
+    let route = Route::new("tools", "/mcp", &upstream.url())
+        .authenticated()
+        .rule("tools = [\"read_*\"]\nroles = [\"analyst\", \"admin\"]")
+        .rule("tools = [\"*\"]\nroles = [\"admin\"]");
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .auth(&auth)
+        .route(route)
+        .start()
+        .await;
+    let url = gateway.url("/mcp");
+    let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
+        tools.into_iter().map(|t| t.name.to_string()).collect()
+    };
+    let expected = |skip: &str, admin: bool| -> Vec<String> {
+        names(tools(skip))
+            .into_iter()
+            .filter(|name| admin || name.starts_with("read_"))
+            .collect()
+    };
+
+    for round in 0..2 {
+        // Each in a session of their own, twice: the second answer comes from the caches.
+        for (key, admin) in [(ALICE, false), (BOB, true), (ALICE, false), (BOB, true)] {
+            let client = keyed_client(&url, key).await;
+            let listed = names(client.list_all_tools().await.unwrap());
+            assert_eq!(listed, expected("", admin), "round {round}, admin {admin}");
+            client.cancel().await.unwrap();
+        }
+    }
+    let listed_by_upstream = upstream.lists();
+    assert!(listed_by_upstream >= 8, "every list reached the upstream");
+
+    // The upstream drops a tool each caller could see: both lists follow.
+    upstream.set_tools(tools("read_000")).await;
+    for (key, admin) in [(BOB, true), (ALICE, false)] {
+        let client = keyed_client(&url, key).await;
+        let listed = names(client.list_all_tools().await.unwrap());
+        assert_eq!(listed, expected("read_000", admin), "admin {admin}");
+        assert!(!listed.contains(&"read_000".to_owned()));
+        client.cancel().await.unwrap();
+    }
+}

@@ -176,6 +176,16 @@ pub fn rewrite_list_body(
     if let Some(parsed) = Parsed::new(kind, body) {
         return Ok(parsed.rewrite(body, &mut allowed, modern));
     }
+    rewrite_the_long_way(kind, body, allowed, modern)
+}
+
+/// [`rewrite_list_body`] through a `Value`, for JSON of a shape the fast reader leaves.
+fn rewrite_the_long_way(
+    kind: ListKind,
+    body: &[u8],
+    allowed: impl FnMut(&str) -> bool,
+    modern: bool,
+) -> Result<Option<Vec<u8>>, ListError> {
     let mut message: Value = serde_json::from_slice(body)?;
     if !message.is_object() {
         return Err(ListError::NotAResponse);
@@ -187,35 +197,165 @@ pub fn rewrite_list_body(
     Ok(Some(serde_json::to_vec(&message)?))
 }
 
+/// A list response read once, to filter it for many callers: where its items are and what
+/// they are called. A list answer is read again for every caller with other roles, and
+/// upstreams answer the same bytes again and again; kept beside those bytes (the list
+/// cache of `policy::lists` does), the index filters them for a new caller without
+/// reading them again.
+///
+/// The index is of the `result` object alone: the envelope around it (the id above all)
+/// changes from one answer to the next, the result does not.
+#[derive(Debug)]
+pub struct ListIndex {
+    kind: ListKind,
+    /// The bytes of the `result` object read, from its `{` to its `}`.
+    bytes: Box<[u8]>,
+    /// With ranges counted from the result's `{`.
+    result: ParsedResult,
+}
+
+impl ListIndex {
+    /// Reads the list answer `body`; `None` if it is not JSON, has no `result` object, or is
+    /// of a shape only [`rewrite_list_body`] filters (a repeated `result`, a list that is
+    /// not an array, very deep nesting).
+    pub fn read(kind: ListKind, body: &[u8]) -> Option<Self> {
+        let (at, result) = Parsed::new(kind, body)?.result?;
+        let bytes = body.get(at..at + result.len)?.into();
+        Some(Self {
+            kind,
+            bytes,
+            result,
+        })
+    }
+
+    pub fn kind(&self) -> ListKind {
+        self.kind
+    }
+
+    /// What [`rewrite_list_body`] makes of `body` if its `result` is the one this index
+    /// was read from (byte for byte): `None` if it is not, or if `body` is not a JSON-RPC
+    /// response object this reader takes. Only the envelope around the result is read.
+    pub fn rewrite(
+        &self,
+        body: &[u8],
+        mut allowed: impl FnMut(&str) -> bool,
+        modern: bool,
+    ) -> Option<Option<Vec<u8>>> {
+        let at = self.find_in(body)?;
+        Some(
+            self.result
+                .rewrite(body, at, &self.bytes, &mut allowed, modern),
+        )
+    }
+
+    /// Where in `body` the indexed result is, when `body` is one response object whose only
+    /// `result` is it.
+    fn find_in(&self, body: &[u8]) -> Option<usize> {
+        let mut r = Reader { b: body, i: 0 };
+        let mut at = None;
+        r.ws();
+        r.eat(b'{')?;
+        r.ws();
+        if !r.close(b'}') {
+            loop {
+                let key = r.key()?;
+                if r.key_is(&key, "result") {
+                    let rest = body.get(r.i..)?;
+                    if at.is_some() || !rest.starts_with(&self.bytes) {
+                        return None;
+                    }
+                    at = Some(r.i);
+                    r.i += self.bytes.len();
+                } else {
+                    r.value()?;
+                }
+                if !r.next(b'}')? {
+                    break;
+                }
+            }
+        }
+        r.ws();
+        let at = at?;
+        // The result is known UTF-8; the envelope around it is checked here.
+        (r.i == body.len()
+            && std::str::from_utf8(body.get(..at)?).is_ok()
+            && std::str::from_utf8(body.get(at + self.bytes.len()..)?).is_ok())
+        .then_some(at)
+    }
+
+    /// Bytes the index holds, to weigh it in a cache.
+    pub fn weight(&self) -> usize {
+        let items: usize = self
+            .result
+            .lists
+            .iter()
+            .flatten()
+            .map(|item| size_of::<Item>() + item.id.as_ref().map_or(0, Id::weight))
+            .sum();
+        size_of::<Self>() + self.bytes.len() + items
+    }
+}
+
 /// A list response read in one pass over its bytes: where the parts that filtering may
 /// change are. `None` from [`Parsed::new`] sends the body to the general path: not valid
 /// JSON, or a shape this reader leaves to serde_json (a repeated `result`, a list that is
 /// not an array, nesting deeper than [`MAX_DEPTH`]).
-struct Parsed<'a> {
-    /// No `result` object (an error response, `null`): nothing to filter.
-    result: Option<ParsedResult<'a>>,
+#[derive(Debug)]
+struct Parsed {
+    /// Where the `result` object starts, and what it holds; `None` without one (an error
+    /// response, a `null` result): nothing to filter.
+    result: Option<(usize, ParsedResult)>,
 }
 
-struct ParsedResult<'a> {
+/// A `result` object, with every range counted from its `{`.
+#[derive(Debug)]
+struct ParsedResult {
+    /// Its length in bytes, to its `}`.
+    len: usize,
     /// The byte after the result's `{`: where a missing `cacheScope` goes.
     open: usize,
     empty: bool,
     /// Each array under the items key (a key may repeat), element by element.
-    lists: Vec<Vec<Item<'a>>>,
+    lists: Vec<Vec<Item>>,
     /// Each `cacheScope` value, and whether it is `"private"`.
     scopes: Vec<(Range<usize>, bool)>,
     /// The last `resultType` (the one a client keeps) is absent or `"complete"`.
     complete: bool,
 }
 
-struct Item<'a> {
+#[derive(Debug)]
+struct Item {
     span: Range<usize>,
     /// The identifier; `None` if missing, repeated or not a string.
-    id: Option<Cow<'a, str>>,
+    id: Option<Id>,
 }
 
-impl<'a> Parsed<'a> {
-    fn new(kind: ListKind, body: &'a [u8]) -> Option<Self> {
+/// An identifier's text: where it is in the body, or, when it has escapes, the text they
+/// stand for.
+#[derive(Debug)]
+enum Id {
+    Raw(Range<usize>),
+    Unescaped(Box<str>),
+}
+
+impl Id {
+    fn text<'b>(&'b self, body: &'b [u8]) -> Option<&'b str> {
+        match self {
+            Self::Raw(range) => std::str::from_utf8(body.get(range.clone())?).ok(),
+            Self::Unescaped(text) => Some(text),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Self::Raw(_) => 0,
+            Self::Unescaped(text) => text.len(),
+        }
+    }
+}
+
+impl Parsed {
+    fn new(kind: ListKind, body: &[u8]) -> Option<Self> {
         std::str::from_utf8(body).ok()?;
         let mut r = Reader { b: body, i: 0 };
         r.ws();
@@ -232,7 +372,14 @@ impl<'a> Parsed<'a> {
                     }
                     seen = true;
                     if r.peek()? == b'{' {
-                        result = Some(r.result(kind)?);
+                        let at = r.i;
+                        let mut read = Reader {
+                            b: body.get(at..)?,
+                            i: 0,
+                        };
+                        let parsed = read.result(kind)?;
+                        r.i = at + read.i;
+                        result = Some((at, parsed));
                     } else {
                         r.value()?;
                     }
@@ -250,12 +397,29 @@ impl<'a> Parsed<'a> {
 
     /// The rewritten body, or `None` when it needs no change.
     fn rewrite(
-        self,
+        &self,
         body: &[u8],
         allowed: &mut impl FnMut(&str) -> bool,
         modern: bool,
     ) -> Option<Vec<u8>> {
-        let result = self.result?;
+        let (at, result) = self.result.as_ref()?;
+        result.rewrite(body, *at, body.get(*at..)?, allowed, modern)
+    }
+}
+
+impl ParsedResult {
+    /// `body` rewritten, this result being at `at` in it; `text` starts with the result,
+    /// for the identifiers' text. `None` when it needs no change.
+    fn rewrite(
+        &self,
+        body: &[u8],
+        at: usize,
+        text: &[u8],
+        allowed: &mut impl FnMut(&str) -> bool,
+        modern: bool,
+    ) -> Option<Vec<u8>> {
+        let result = self;
+        let shift = |range: &Range<usize>| range.start + at..range.end + at;
         // Replacements in body order (lists, scopes and the insertion never overlap).
         let mut edits: Vec<(Range<usize>, Edit)> = Vec::new();
         if modern && result.complete {
@@ -265,24 +429,30 @@ impl<'a> Parsed<'a> {
                 } else {
                     "\"cacheScope\":\"private\","
                 };
-                edits.push((result.open..result.open, Edit::Text(text)));
+                let open = result.open + at;
+                edits.push((open..open, Edit::Text(text)));
             }
-            for (range, private) in result.scopes {
+            for (range, private) in &result.scopes {
                 if !private {
-                    edits.push((range, Edit::Text("\"private\"")));
+                    edits.push((shift(range), Edit::Text("\"private\"")));
                 }
             }
         }
-        for list in result.lists {
+        for list in &result.lists {
             let (Some(first), Some(last)) = (list.first(), list.last()) else {
                 continue;
             };
-            let range = first.span.start..last.span.end;
+            let range = shift(&(first.span.start..last.span.end));
             let before = list.len();
             let kept: Vec<Range<usize>> = list
-                .into_iter()
-                .filter(|item| item.id.as_deref().is_some_and(&mut *allowed))
-                .map(|item| item.span)
+                .iter()
+                .filter(|item| {
+                    item.id
+                        .as_ref()
+                        .and_then(|id| id.text(text))
+                        .is_some_and(&mut *allowed)
+                })
+                .map(|item| shift(&item.span))
                 .collect();
             if kept.len() < before {
                 edits.push((range, Edit::Items(kept)));
@@ -528,9 +698,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A `result` object.
-    fn result(&mut self, kind: ListKind) -> Option<ParsedResult<'a>> {
+    fn result(&mut self, kind: ListKind) -> Option<ParsedResult> {
+        let start = self.i;
         self.eat(b'{')?;
         let mut result = ParsedResult {
+            len: 0,
             open: self.i,
             empty: true,
             lists: Vec::new(),
@@ -539,6 +711,7 @@ impl<'a> Reader<'a> {
         };
         self.ws();
         if self.close(b'}') {
+            result.len = self.i - start;
             return Some(result);
         }
         result.empty = false;
@@ -560,13 +733,14 @@ impl<'a> Reader<'a> {
                 self.value()?;
             }
             if !self.next(b'}')? {
+                result.len = self.i - start;
                 return Some(result);
             }
         }
     }
 
     /// A list of items.
-    fn items(&mut self, id_key: &str) -> Option<Vec<Item<'a>>> {
+    fn items(&mut self, id_key: &str) -> Option<Vec<Item>> {
         self.eat(b'[')?;
         self.ws();
         let mut items = Vec::new();
@@ -592,20 +766,28 @@ impl<'a> Reader<'a> {
     }
 
     /// An item object: its identifier, if it has exactly one that is a string.
-    fn item(&mut self, id_key: &str) -> Option<Option<Cow<'a, str>>> {
+    fn item(&mut self, id_key: &str) -> Option<Option<Id>> {
         self.eat(b'{')?;
         self.ws();
         if self.close(b'}') {
             return Some(None);
         }
         // `Some(_)` once the key was seen; `Some(None)` if it is unusable.
-        let mut id: Option<Option<Cow<'a, str>>> = None;
+        let mut id: Option<Option<Id>> = None;
         loop {
             let key = self.key()?;
             if self.key_is(&key, id_key) {
                 let value = if self.peek()? == b'"' {
-                    let s = self.string()?;
-                    self.text(s)
+                    let (range, escaped) = self.string()?;
+                    if escaped {
+                        // A lone surrogate has no text: the item goes.
+                        self.b
+                            .get(range)
+                            .and_then(unescape)
+                            .map(|text| Id::Unescaped(text.into()))
+                    } else {
+                        Some(Id::Raw(range))
+                    }
                 } else {
                     self.value()?;
                     None
@@ -972,6 +1154,72 @@ mod tests {
         }
         // Each item was judged once.
         assert_eq!(asked, 1 + 3 + 2 + 1);
+    }
+
+    /// An index read once stands for reading again any answer with the same `result`.
+    #[test]
+    fn an_index_filters_any_answer_with_the_result_it_read_and_only_those() {
+        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","x":[1,{"k":"v\"\\\u00e9"}]},{"name":"secret"},{"name":"b\u00e9"}],"nextCursor":"c"}}"#;
+        let index = ListIndex::read(ListKind::Tools, body).unwrap();
+        let start = body.windows(9).position(|w| w == b"\"result\":").unwrap() + 9;
+        let result = &body[start..body.len() - 1];
+        assert!(result.starts_with(b"{\"tools\"") && result.ends_with(b"\"c\"}"));
+        let same = |answer: &[u8]| {
+            let expected = rewrite_list_body(ListKind::Tools, answer, policy, true).unwrap();
+            assert_eq!(
+                index.rewrite(answer, policy, true),
+                Some(expected),
+                "{}",
+                String::from_utf8_lossy(answer)
+            );
+        };
+        // Another envelope around the same result: another id, another order, spaces.
+        same(body);
+        let with =
+            |before: &str, after: &str| [before.as_bytes(), result, after.as_bytes()].concat();
+        same(&with(r#"{"jsonrpc":"2.0","id":"req-17","result":"#, "}"));
+        same(&with(
+            r#" { "result" : "#,
+            r#" , "id" : 99 , "jsonrpc" : "2.0" } "#,
+        ));
+        same(&with(r#"{"id":1,"result":"#, r#","_meta":{"a":[1,2]}}"#));
+        // Not the indexed result, or not an answer the reader takes: none.
+        for answer in [
+            with(r#"{"id":1,"result":"#, r#","result":{}}"#),
+            with(r#"{"id":1,"result":{},"result":"#, "}"),
+            with(r#"{"id":1,"result":"#, "} x"),
+            with(r#"{"id":1,"result":"#, ""),
+            with(r#"[{"id":1,"result":"#, "}]"),
+            with("{\"id\":\"\u{1}\",\"result\":", "}"),
+            with(r#"{"id":1,"error":"#, "}"),
+            [&br#"{"id":"\xff","result":"#[..], result, b"}"].concat(),
+            body.iter()
+                .map(|&b| if b == b'a' { b'A' } else { b })
+                .collect(),
+            body[..body.len() - 1].to_vec(),
+        ] {
+            assert_eq!(
+                index.rewrite(&answer, policy, false),
+                None,
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        // Without a result object there is nothing to index.
+        assert!(ListIndex::read(ListKind::Tools, br#"{"id":1,"error":{"code":1}}"#).is_none());
+        assert!(ListIndex::read(ListKind::Tools, br#"{"id":1,"result":null}"#).is_none());
+        // Every one-byte change of the answer either keeps the result, and is filtered as
+        // the reader filters it, or is not taken.
+        for at in 0..body.len() {
+            for &b in b"\"\\{}[],: 0-e.tnfa\x01\xff" {
+                let mut m = body.to_vec();
+                m[at] = b;
+                if let Some(out) = index.rewrite(&m, policy, false) {
+                    let expected = rewrite_list_body(ListKind::Tools, &m, policy, false);
+                    assert_eq!(Some(out), expected.ok(), "{}", String::from_utf8_lossy(&m));
+                }
+            }
+        }
     }
 
     /// The one-pass reader against serde_json on every single-byte change, deletion and

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::Kind;
 use crate::mcp::answer::AnswerError;
 use crate::mcp::headers::MCP_PROTOCOL_VERSION;
-use crate::mcp::list::{ListKind, filter_result, rewrite_list_body};
+use crate::mcp::list::{ListIndex, ListKind, filter_result, rewrite_list_body};
 use crate::mcp::message::McpRequest;
 
 /// The list requests of one POST, to filter their answers.
@@ -63,9 +63,19 @@ pub type ShowItem = dyn Fn(Kind, &str) -> bool + Send + Sync;
 #[derive(Clone)]
 pub struct Viewer {
     pub policy: Arc<ShowItem>,
-    /// Where this viewer's filtered lists are remembered, with what the filter depends on
-    /// besides the list: the route and the caller's roles and scopes ([`viewer_key`]).
-    pub cache: Option<(Arc<ListCache>, Arc<str>)>,
+    pub cache: Option<ViewerCache>,
+}
+
+/// Where a viewer's filtered lists are remembered.
+#[derive(Debug, Clone)]
+pub struct ViewerCache {
+    pub lists: Arc<ListCache>,
+    /// The route the lists come from: its upstream's answers are indexed once for all its
+    /// callers.
+    pub route: Arc<str>,
+    /// What the filter depends on besides the list: the route and the caller's roles and
+    /// scopes ([`viewer_key`]).
+    pub viewer: Arc<str>,
 }
 
 /// What a list filtered for a caller depends on besides the list itself: the route, and
@@ -87,14 +97,39 @@ pub fn viewer_key(route: &str, roles: &[String], scopes: &[String]) -> Arc<str> 
     Arc::from(key)
 }
 
-/// Large list answers filtered for a kind of caller, remembered with the upstream's bytes
-/// they came from: the next caller with the same roles and scopes who gets the same bytes
-/// (the common case: agents list tools again and again) is served with one comparison
-/// instead of a parse. Bounded by bytes; an answer that differs in a single byte is
-/// filtered anew and replaces the entry.
+/// Large list answers, remembered two ways (the common case: agents list tools again and
+/// again, and upstreams answer with the same bytes):
+///
+/// - filtered for a kind of caller, with the upstream's bytes they came from: the next
+///   caller with the same roles and scopes who gets the same bytes is served with one
+///   comparison instead of a parse;
+/// - read once per route ([`ListIndex`]): a caller with other roles who gets a list whose
+///   `result` was read before has it filtered from the index, without reading it again.
+///
+/// Bounded by bytes; an answer that differs in a single byte is read anew.
 #[derive(Debug)]
 pub struct ListCache {
     entries: quick_cache::sync::Cache<CacheKey, Arc<Cached>, CachedWeight>,
+    indexes: quick_cache::sync::Cache<IndexKey, Indexes, IndexWeight>,
+}
+
+/// A route and the kind of list its upstream answered.
+type IndexKey = (Arc<str>, ListKind);
+
+/// The latest answers read for one [`IndexKey`], newest first.
+type Indexes = Arc<[Arc<ListIndex>]>;
+
+/// The indexes kept per route and kind: the pages of one list, or a list that alternates
+/// between two forms.
+const INDEXES_PER_LIST: usize = 4;
+
+#[derive(Debug, Clone, Copy)]
+struct IndexWeight;
+
+impl quick_cache::Weighter<IndexKey, Indexes> for IndexWeight {
+    fn weight(&self, key: &IndexKey, value: &Indexes) -> u64 {
+        (key.0.len() + value.iter().map(|index| index.weight()).sum::<usize>()) as u64
+    }
 }
 
 /// Answers smaller than this are filtered every time (it costs less than 40 µs).
@@ -126,11 +161,41 @@ impl quick_cache::Weighter<CacheKey, Arc<Cached>> for CachedWeight {
 }
 
 impl ListCache {
-    /// A cache holding at most `bytes` of answers.
+    /// A cache holding at most `bytes` of filtered answers, and as much of indexes.
     pub fn new(bytes: u64) -> Self {
         Self {
             entries: quick_cache::sync::Cache::with_weighter(64, bytes, CachedWeight),
+            indexes: quick_cache::sync::Cache::with_weighter(16, bytes, IndexWeight),
         }
+    }
+
+    /// `upstream` filtered through an index of the route's answers: one read before, or
+    /// read now and kept. `None` if the answer is of a shape the index does not take.
+    fn filter_indexed(
+        &self,
+        route: &Arc<str>,
+        kind: ListKind,
+        upstream: &[u8],
+        mut allowed: impl FnMut(&str) -> bool,
+        modern: bool,
+    ) -> Option<Option<Vec<u8>>> {
+        let key = (Arc::clone(route), kind);
+        let known = self.indexes.get(&key);
+        if let Some(known) = &known {
+            for index in known.iter() {
+                if let Some(filtered) = index.rewrite(upstream, &mut allowed, modern) {
+                    return Some(filtered);
+                }
+            }
+        }
+        let index = Arc::new(ListIndex::read(kind, upstream)?);
+        let filtered = index.rewrite(upstream, &mut allowed, modern)?;
+        let kept: Indexes = std::iter::once(index)
+            .chain(known.iter().flat_map(|known| known.iter().cloned()))
+            .take(INDEXES_PER_LIST)
+            .collect();
+        self.indexes.insert(key, kept);
+        Some(filtered)
     }
 
     /// The filtered form of `upstream`, from the cache or from `filter` (and then kept).
@@ -202,8 +267,21 @@ pub fn filter_message(
             .map_err(|_| AnswerError::NotJsonRpc)
         };
         return match &viewer.cache {
-            Some((cache, key)) if bytes.len() >= CACHE_FROM => {
-                cache.get_or_filter(key, kind, requests.modern, bytes, filter)
+            Some(cache) if bytes.len() >= CACHE_FROM => {
+                cache
+                    .lists
+                    .get_or_filter(&cache.viewer, kind, requests.modern, bytes, || match cache
+                        .lists
+                        .filter_indexed(
+                            &cache.route,
+                            kind,
+                            bytes,
+                            |name| viewer.allows(kind, name),
+                            requests.modern,
+                        ) {
+                        Some(filtered) => Ok(filtered),
+                        None => filter(),
+                    })
             }
             _ => filter(),
         };
@@ -276,7 +354,11 @@ mod tests {
                 asked.fetch_add(1, Ordering::Relaxed);
                 name.ends_with(['0', '2', '4', '6', '8'])
             }),
-            cache: Some((Arc::clone(cache), viewer_key("tools", &roles, &[]))),
+            cache: Some(ViewerCache {
+                lists: Arc::clone(cache),
+                route: Arc::from("tools"),
+                viewer: viewer_key("tools", &roles, &[]),
+            }),
         }
     }
 
@@ -311,6 +393,60 @@ mod tests {
         filter_message(&small, &requests(), &alice).unwrap();
         filter_message(&small, &requests(), &alice).unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 606);
+    }
+
+    #[test]
+    fn callers_with_other_roles_are_filtered_from_the_routes_index_of_the_answer() {
+        let cache = Arc::new(ListCache::new(8 * 1024 * 1024));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let reader = |n: usize| -> Viewer {
+            let roles = [format!("role-{n}")];
+            let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+            let mut viewer = viewer(&cache, &roles, &asked);
+            // Each sees the tools whose number ends in its own digit.
+            let digit = char::from(b'0' + u8::try_from(n % 10).unwrap());
+            viewer.policy = Arc::new(move |_, name: &str| name.ends_with(digit));
+            viewer
+        };
+        let page = |n: usize| list(200 + n, 200);
+        let with_id = |body: &[u8], id: u32| {
+            String::from_utf8_lossy(body)
+                .replacen("\"id\":1", &format!("\"id\":{id}"), 1)
+                .into_bytes()
+        };
+        // Pages of one route's list, several answers of each (other ids), each caller
+        // with roles of its own: what each gets is what reading its answer anew gives.
+        for round in 0..3_u32 {
+            for n in 0..6 {
+                let body = with_id(&page(n % 3), round * 10 + u32::try_from(n).unwrap());
+                assert!(body.len() >= CACHE_FROM);
+                let viewer = reader(n + 10 * round as usize);
+                let got = filter_message(&body, &requests(), &viewer).unwrap();
+                let expected = rewrite_list_body(
+                    ListKind::Tools,
+                    &body,
+                    |name| viewer.allows(ListKind::Tools, name),
+                    false,
+                )
+                .unwrap();
+                assert_eq!(got, expected, "round {round}, page {}", n % 3);
+                let shown: Value = serde_json::from_slice(got.as_deref().unwrap()).unwrap();
+                let digit = char::from(b'0' + u8::try_from(n % 10).unwrap());
+                let tools = shown["result"]["tools"].as_array().unwrap();
+                assert!(!tools.is_empty());
+                assert!(
+                    tools
+                        .iter()
+                        .all(|t| t["name"].as_str().unwrap().ends_with(digit))
+                );
+            }
+        }
+        assert!(
+            cache
+                .indexes
+                .get(&(Arc::from("tools"), ListKind::Tools))
+                .is_some()
+        );
     }
 
     #[test]
