@@ -421,10 +421,7 @@ async fn modern_headers_that_disagree_with_the_body_get_400() {
 }
 
 /// A client of `url` whose requests carry the API key `key`.
-async fn keyed_client(
-    url: &str,
-    key: &str,
-) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
+async fn keyed_client(url: &str, key: &str) -> rmcp::service::RunningService<rmcp::RoleClient, ()> {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("x-api-key", key.parse().unwrap());
     client::install_crypto_provider();

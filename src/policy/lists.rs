@@ -35,10 +35,8 @@ impl ListRequests {
         let by_id: HashMap<String, ListKind> = request
             .calls()
             .filter_map(|(m, method)| {
-                Some((
-                    m.id.as_ref()?.as_raw().get().to_owned(),
-                    ListKind::from_method(method)?,
-                ))
+                let kind = ListKind::from_method(method)?;
+                Some((m.id.as_ref()?.as_raw().get().to_owned(), kind))
             })
             .collect();
         if by_id.is_empty() {
