@@ -150,12 +150,17 @@ impl NodeServer {
 
 /// A recording HTTP proxy between the gateway and an upstream: it forwards every request
 /// and streams every answer back unchanged, and keeps each JSON-RPC message the gateway
-/// sent, so a test sees what reached the upstream.
+/// sent, so a test sees what reached the upstream: what it forwarded for its clients, and
+/// apart from that, what it asked in a session of its own (it lists the tools itself when
+/// it must check arguments and has no fresh list: `portcullis::guard::fetch::USER_AGENT`).
 struct Tap {
     addr: std::net::SocketAddr,
-    seen: Arc<Mutex<Vec<Value>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// A message that reached the upstream, and whether the gateway sent it on its own.
+type Seen = (bool, Value);
 
 impl Drop for Tap {
     fn drop(&mut self) {
@@ -167,7 +172,7 @@ impl Drop for Tap {
 struct TapState {
     upstream: String,
     http: reqwest::Client,
-    seen: Arc<Mutex<Vec<Value>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 /// Headers that belong to one connection, not to the message.
@@ -183,10 +188,14 @@ async fn forward(State(tap): State<TapState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
     if let Ok(message) = serde_json::from_slice::<Value>(&body) {
+        let own = parts.headers.get(reqwest::header::USER_AGENT)
+            == Some(&reqwest::header::HeaderValue::from_static(
+                portcullis::guard::fetch::USER_AGENT,
+            ));
         let mut seen = tap.seen.lock().unwrap();
         match message {
-            Value::Array(batch) => seen.extend(batch),
-            message => seen.push(message),
+            Value::Array(batch) => seen.extend(batch.into_iter().map(|m| (own, m))),
+            message => seen.push((own, message)),
         }
     }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -215,7 +224,7 @@ impl Tap {
     /// A tap in front of `upstream` (`http://host:port`, no path).
     async fn start(upstream: String) -> Self {
         client::install_crypto_provider();
-        let seen = Arc::<Mutex<Vec<Value>>>::default();
+        let seen = Arc::<Mutex<Vec<Seen>>>::default();
         let state = TapState {
             upstream,
             // No read timeout: the gateway may hold a GET event stream open for the whole
@@ -236,13 +245,22 @@ impl Tap {
         format!("http://{}/mcp", self.addr)
     }
 
-    /// The requests (messages with a method and an id) seen since the last call, and
-    /// forgets them.
+    /// The requests (messages with a method and an id) the gateway forwarded for its
+    /// clients since the last call, and forgets them. What it asked on its own in that
+    /// time can only have been to set up its own session and list the tools.
     fn take_requests(&self) -> Vec<Value> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
-            .into_iter()
-            .filter(|m| m.get("method").is_some() && m.get("id").is_some())
-            .collect()
+        let (own, forwarded): (Vec<Seen>, Vec<Seen>) =
+            std::mem::take(&mut *self.seen.lock().unwrap())
+                .into_iter()
+                .filter(|(_, m)| m.get("method").is_some() && m.get("id").is_some())
+                .partition(|(own, _)| *own);
+        for (_, message) in own {
+            assert!(
+                ["initialize", "tools/list"].contains(&message["method"].as_str().unwrap()),
+                "the gateway asked on its own: {message}"
+            );
+        }
+        forwarded.into_iter().map(|(_, m)| m).collect()
     }
 }
 

@@ -95,8 +95,6 @@ impl Entry {
 pub struct ToolCatalog {
     tools: RwLock<HashMap<Box<str>, Arc<Entry>>>,
     overrides: HashMap<String, Arc<Validator>>,
-    /// The upstream said its tools changed (`notifications/tools/list_changed`) since the
-    /// catalog last learned them, or it never has.
     /// The upstream announced a change (`notifications/tools/list_changed`) since the
     /// catalog last learned them, or it never has.
     stale: AtomicBool,
