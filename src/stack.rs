@@ -1074,8 +1074,17 @@ async fn check_arguments(
                 }
                 Err(e) => {
                     tracing::warn!(route = %route.name, error = %e, "Could not list the upstream's tools to check arguments");
+                    let unreachable = match e {
+                        crate::guard::fetch::FetchError::Unreachable(
+                            http::StatusCode::GATEWAY_TIMEOUT,
+                        ) => Some(Rejection::UpstreamTimeout),
+                        crate::guard::fetch::FetchError::Unreachable(_) => {
+                            Some(Rejection::UpstreamUnavailable)
+                        }
+                        _ => None,
+                    };
                     let failure = crate::guard::schema::FetchFailure {
-                        unreachable: matches!(e, crate::guard::fetch::FetchError::Unreachable(_)),
+                        unreachable,
                         reason: e.to_string(),
                     };
                     turn.failed = Some(failure.clone());
@@ -1109,9 +1118,20 @@ async fn check_arguments(
                 "invalid_arguments",
                 format!("invalid arguments for tool `{shown}`: {invalid}"),
             ),
-            // The upstream is down: the call fails the same way, with the 502/504 a client
-            // expects (nothing unchecked reaches an upstream that answers).
-            Checked::Unknown if not_listed.as_ref().is_some_and(|f| f.unreachable) => continue,
+            // The upstream is down: the call gets the 502/504 a client expects, from the
+            // gateway: it cannot be checked, so it is not sent (the upstream may be back by
+            // now, and would run it).
+            Checked::Unknown
+                if let Some(unreachable) =
+                    not_listed.as_ref().and_then(|f| f.unreachable.clone()) =>
+            {
+                let id = parsed
+                    .messages
+                    .first()
+                    .filter(|_| !parsed.batch)
+                    .and_then(|m| m.id.as_ref());
+                return Some(unreachable.into_response(id));
+            }
             Checked::Unknown => match &not_listed {
                 Some(failure) => (
                     crate::error::code::TOOL_UNAVAILABLE,

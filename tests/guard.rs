@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use support::changing::{ChangingUpstream, tool};
 use support::client::{self, call_body};
 use support::gateway::{Gateway, Route};
-use support::upstream::{Mode, Upstream};
+use support::upstream::{Mode, Options, Upstream};
 use support::within;
 
 /// A plain-HTTP gateway with one open route `/mcp` (`settings` added to it) in front of
@@ -425,6 +425,64 @@ async fn tool_arguments_are_checked_against_the_upstreams_schemas_and_overrides(
             .all(|r| !r.to_string().contains("a secret value")),
         "an argument reached the audit trail"
     );
+}
+
+/// A call the gateway cannot check, because it could not list the upstream's tools, gets
+/// the gateway's own 502 and is never sent: not while the upstream is down, and not in the
+/// moment after it comes back (it would run the call unchecked). The next call lists again
+/// at once, and is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_cannot_be_checked_are_never_forwarded() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gateway = gateway(&format!("http://{addr}/mcp"), &[]).await;
+    let http = client::http_client(None, client::Http::H1);
+    let url = gateway.url("/mcp");
+    let call = |id: u64, arguments: Value| {
+        send(
+            &http,
+            &url,
+            call_body(id, "echo", &arguments).to_string(),
+            &[],
+        )
+    };
+
+    // Down: nothing to list, nothing to send the call to.
+    let (status, answer) = call(1, json!({ "text": 5 })).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert_eq!(answer["error"]["code"], -32010, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "upstream MCP server unavailable"
+    );
+    gateway
+        .audit_record(|r| r["event"] == "request" && r["reason"] == "upstream_unavailable")
+        .await;
+
+    // Back where it was, well within the pause between two lists for unknown tools: the
+    // gateway lists at once, and the call with wrong arguments is refused by the check.
+    let upstream = Upstream::start_with(Options::new(Mode::Json).at(addr)).await;
+    let (status, answer) = call(2, json!({ "text": 5 })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert_eq!(
+        upstream.probe.calls("echo"),
+        0,
+        "an unchecked call reached the upstream"
+    );
+    let own = upstream.probe.gateway_requests();
+    assert!(
+        own.iter()
+            .any(|b| String::from_utf8_lossy(b).contains("\"tools/list\"")),
+        "{own:?}"
+    );
+    let (status, answer) = call(3, json!({ "text": "back" })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(client::tool_text(&answer), "back");
+    assert_eq!(upstream.probe.calls("echo"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

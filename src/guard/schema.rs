@@ -65,8 +65,9 @@ pub struct FetchState {
 /// How a fetch of the tools failed.
 #[derive(Debug, Clone)]
 pub struct FetchFailure {
-    /// The upstream could not be reached (the call will fail the same way).
-    pub unreachable: bool,
+    /// The upstream could not be reached, or did not answer in time: the answer a call
+    /// gets instead (502 or 504), since it cannot be checked and must not be forwarded.
+    pub unreachable: Option<crate::error::Rejection>,
     pub reason: String,
 }
 
@@ -123,7 +124,10 @@ impl ToolCatalog {
     /// each making their own; record the outcome in it), or `Err` with how the last fetch
     /// failed, if it did. Due when the catalog is stale, or when a call names a tool it
     /// does not know, and the last fetch is older than [`REFETCH_AFTER`] (a client naming
-    /// unknown tools cannot make the gateway list them again and again).
+    /// unknown tools cannot make the gateway list them again and again) — or failed to
+    /// reach the upstream: a call after that must not wait out the pause, since the
+    /// upstream may be back and the call cannot be checked without a list. A call that
+    /// waited while another fetched takes that fetch's outcome.
     pub async fn fetch_turn(
         &self,
         unknown_tool: bool,
@@ -131,8 +135,16 @@ impl ToolCatalog {
         if !self.is_stale() && !unknown_tool {
             return Err(None);
         }
+        let arrived = std::time::Instant::now();
         let mut turn = self.fetching.lock().await;
-        let recent = turn.at.is_some_and(|at| at.elapsed() < REFETCH_AFTER);
+        if turn.at.is_some_and(|at| at >= arrived) {
+            return Err(turn.failed.clone());
+        }
+        let recent = turn.at.is_some_and(|at| at.elapsed() < REFETCH_AFTER)
+            && turn
+                .failed
+                .as_ref()
+                .is_none_or(|failed| failed.unreachable.is_none());
         if !recent && (self.is_stale() || unknown_tool) {
             turn.at = Some(std::time::Instant::now());
             turn.failed = None;

@@ -342,6 +342,8 @@ pub struct Options {
     /// SSE keep-alive comment interval (rmcp's default is 15 s). hyper notices that a
     /// reader went away only when it next writes, so disconnect tests shorten it.
     pub keep_alive: Option<Duration>,
+    /// Where to listen (an upstream that comes back where one was); any free port if not.
+    pub at: Option<SocketAddr>,
 }
 
 impl Options {
@@ -349,7 +351,13 @@ impl Options {
         Self {
             mode,
             keep_alive: Some(Duration::from_secs(15)),
+            at: None,
         }
+    }
+
+    pub fn at(mut self, addr: SocketAddr) -> Self {
+        self.at = Some(addr);
+        self
     }
 
     pub fn keep_alive(mut self, every: Duration) -> Self {
@@ -404,7 +412,10 @@ impl Upstream {
             .route_service("/mcp", service)
             .route("/fixture/sse", axum::routing::any(fixture_sse))
             .layer(middleware::from_fn_with_state(Arc::clone(&probe), record));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = options
+            .at
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(at).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
