@@ -238,14 +238,36 @@ impl ListIndex {
     pub fn rewrite(
         &self,
         body: &[u8],
-        mut allowed: impl FnMut(&str) -> bool,
+        allowed: impl FnMut(&str) -> bool,
         modern: bool,
     ) -> Option<Option<Vec<u8>>> {
+        self.rewrite_found(body, allowed, modern)
+            .map(|(_, filtered)| filtered)
+    }
+
+    /// [`ListIndex::rewrite`], with where in `body` the result was found.
+    pub fn rewrite_found(
+        &self,
+        body: &[u8],
+        mut allowed: impl FnMut(&str) -> bool,
+        modern: bool,
+    ) -> Option<(usize, Option<Vec<u8>>)> {
         let at = self.find_in(body)?;
-        Some(
-            self.result
-                .rewrite(body, at, &self.bytes, &mut allowed, modern),
-        )
+        let filtered = self
+            .result
+            .rewrite(body, at, &self.bytes, &mut allowed, modern);
+        Some((at, filtered))
+    }
+
+    /// The length of the result this index was read from.
+    pub fn result_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether `body` has this index's result at `at`, byte for byte (nothing else of
+    /// `body` is looked at).
+    pub fn holds_at(&self, body: &[u8], at: usize) -> bool {
+        body.get(at..at + self.bytes.len()) == Some(&*self.bytes)
     }
 
     /// Where in `body` the indexed result is, when `body` is one response object whose only

@@ -117,6 +117,10 @@ type IndexKey = (Arc<str>, ListKind);
 /// The latest answers read for one [`IndexKey`], newest first.
 type Indexes = Arc<[Arc<ListIndex>]>;
 
+/// A filtered answer (`None`: unchanged), and the route's index it was filtered with and
+/// where the result sat in it.
+type Filtered = (Option<Vec<u8>>, Option<(Arc<ListIndex>, usize)>);
+
 /// The indexes kept per route and kind: the pages of one list, or a list that alternates
 /// between two forms.
 const INDEXES_PER_LIST: usize = 4;
@@ -143,8 +147,62 @@ struct CacheKey {
 
 #[derive(Debug)]
 struct Cached {
-    upstream: Vec<u8>,
+    upstream: Source,
     filtered: Option<Vec<u8>>,
+}
+
+/// The upstream answer a filtered list came from, to know it again.
+#[derive(Debug)]
+enum Source {
+    /// As it came.
+    Bytes(Vec<u8>),
+    /// An answer whose `result` the route's index holds: that index, where the result
+    /// sat, and the bytes around it (a copy of the result is not needed).
+    Indexed {
+        index: Arc<ListIndex>,
+        at: usize,
+        around: Vec<u8>,
+    },
+}
+
+impl Source {
+    fn of(upstream: &[u8], indexed: Option<(Arc<ListIndex>, usize)>) -> Self {
+        match indexed {
+            Some((index, at)) if index.holds_at(upstream, at) => {
+                let end = at + index.result_len();
+                let around = [
+                    upstream.get(..at).unwrap_or_default(),
+                    upstream.get(end..).unwrap_or_default(),
+                ]
+                .concat();
+                Self::Indexed { index, at, around }
+            }
+            _ => Self::Bytes(upstream.to_vec()),
+        }
+    }
+
+    /// Whether `upstream` is this answer, byte for byte.
+    fn is(&self, upstream: &[u8]) -> bool {
+        match self {
+            Self::Bytes(bytes) => bytes == upstream,
+            Self::Indexed { index, at, around } => {
+                let end = at + index.result_len();
+                upstream.len() == around.len() + index.result_len()
+                    && upstream.get(..*at) == around.get(..*at)
+                    && index.holds_at(upstream, *at)
+                    && upstream.get(end..) == around.get(*at..)
+            }
+        }
+    }
+
+    /// What it holds, for the cache's weight (an index counts in full: the entry keeps it
+    /// alive after the route's own list has let it go).
+    fn weight(&self) -> usize {
+        match self {
+            Self::Bytes(bytes) => bytes.len(),
+            Self::Indexed { index, around, .. } => index.weight() + around.len(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -152,8 +210,9 @@ struct CachedWeight;
 
 impl quick_cache::Weighter<CacheKey, Arc<Cached>> for CachedWeight {
     fn weight(&self, key: &CacheKey, value: &Arc<Cached>) -> u64 {
-        let bytes =
-            key.viewer.len() + value.upstream.len() + value.filtered.as_ref().map_or(0, Vec::len);
+        let bytes = key.viewer.len()
+            + value.upstream.weight()
+            + value.filtered.as_ref().map_or(0, Vec::len);
         bytes as u64
     }
 }
@@ -168,7 +227,8 @@ impl ListCache {
     }
 
     /// `upstream` filtered through an index of the route's answers: one read before, or
-    /// read now and kept. `None` if the answer is of a shape the index does not take.
+    /// read now and kept; with that index and where the result sits in `upstream`. `None`
+    /// if the answer is of a shape the index does not take.
     fn filter_indexed(
         &self,
         route: &Arc<str>,
@@ -176,24 +236,24 @@ impl ListCache {
         upstream: &[u8],
         mut allowed: impl FnMut(&str) -> bool,
         modern: bool,
-    ) -> Option<Option<Vec<u8>>> {
+    ) -> Option<Filtered> {
         let key = (Arc::clone(route), kind);
         let known = self.indexes.get(&key);
         if let Some(known) = &known {
             for index in known.iter() {
-                if let Some(filtered) = index.rewrite(upstream, &mut allowed, modern) {
-                    return Some(filtered);
+                if let Some((at, filtered)) = index.rewrite_found(upstream, &mut allowed, modern) {
+                    return Some((filtered, Some((Arc::clone(index), at))));
                 }
             }
         }
         let index = Arc::new(ListIndex::read(kind, upstream)?);
-        let filtered = index.rewrite(upstream, &mut allowed, modern)?;
-        let kept: Indexes = std::iter::once(index)
+        let (at, filtered) = index.rewrite_found(upstream, &mut allowed, modern)?;
+        let kept: Indexes = std::iter::once(Arc::clone(&index))
             .chain(known.iter().flat_map(|known| known.iter().cloned()))
             .take(INDEXES_PER_LIST)
             .collect();
         self.indexes.insert(key, kept);
-        Some(filtered)
+        Some((filtered, Some((index, at))))
     }
 
     /// The filtered form of `upstream`, from the cache or from `filter` (and then kept).
@@ -203,7 +263,7 @@ impl ListCache {
         kind: ListKind,
         modern: bool,
         upstream: &[u8],
-        filter: impl FnOnce() -> Result<Option<Vec<u8>>, AnswerError>,
+        filter: impl FnOnce() -> Result<Filtered, AnswerError>,
     ) -> Result<Option<Vec<u8>>, AnswerError> {
         let key = CacheKey {
             viewer: Arc::clone(viewer),
@@ -212,13 +272,13 @@ impl ListCache {
             len: upstream.len(),
         };
         if let Some(hit) = self.entries.get(&key)
-            && hit.upstream == upstream
+            && hit.upstream.is(upstream)
         {
             return Ok(hit.filtered.clone());
         }
-        let filtered = filter()?;
+        let (filtered, indexed) = filter()?;
         let entry = Cached {
-            upstream: upstream.to_vec(),
+            upstream: Source::of(upstream, indexed),
             filtered: filtered.clone(),
         };
         self.entries.insert(key, Arc::new(entry));
@@ -264,25 +324,19 @@ pub fn filter_message(
             )
             .map_err(|_| AnswerError::NotJsonRpc)
         };
-        return match &viewer.cache {
-            Some(cache) if bytes.len() >= CACHE_FROM => {
-                cache
-                    .lists
-                    .get_or_filter(&cache.viewer, kind, requests.modern, bytes, || match cache
-                        .lists
-                        .filter_indexed(
-                            &cache.route,
-                            kind,
-                            bytes,
-                            |name| viewer.allows(kind, name),
-                            requests.modern,
-                        ) {
-                        Some(filtered) => Ok(filtered),
-                        None => filter(),
-                    })
-            }
-            _ => filter(),
+        let Some(cache) = viewer.cache.as_ref().filter(|_| bytes.len() >= CACHE_FROM) else {
+            return filter();
         };
+        // From the route's index of the answer, or else read the long way.
+        let indexed = || {
+            let allowed = |name: &str| viewer.allows(kind, name);
+            match (cache.lists).filter_indexed(&cache.route, kind, bytes, allowed, requests.modern)
+            {
+                Some(filtered) => Ok(filtered),
+                None => filter().map(|filtered| (filtered, None)),
+            }
+        };
+        return (cache.lists).get_or_filter(&cache.viewer, kind, requests.modern, bytes, indexed);
     }
     let mut value: Value = serde_json::from_slice(bytes).map_err(|_| AnswerError::NotJsonRpc)?;
     let messages: Vec<&mut Value> = match &mut value {
@@ -445,6 +499,64 @@ mod tests {
                 .get(&(Arc::from("tools"), ListKind::Tools))
                 .is_some()
         );
+    }
+
+    #[test]
+    fn a_cached_answer_is_served_only_for_the_same_bytes_envelope_included() {
+        let cache = Arc::new(ListCache::new(8 * 1024 * 1024));
+        let asked = Arc::new(AtomicUsize::new(0));
+        let alice = viewer(&cache, &["analyst"], &asked);
+        let body = list(200, 200);
+        let first = filter_message(&body, &requests(), &alice).unwrap().unwrap();
+        let entry = cache.entries.iter().next().unwrap().1;
+        assert!(
+            matches!(entry.upstream, Source::Indexed { .. }),
+            "kept by the index"
+        );
+        assert_eq!(
+            filter_message(&body, &requests(), &alice).unwrap().unwrap(),
+            first
+        );
+        // The same result in another envelope of the same length: not the cached answer.
+        let other_id = String::from_utf8(body.clone())
+            .unwrap()
+            .replacen("\"id\":1", "\"id\":7", 1)
+            .into_bytes();
+        assert_eq!(other_id.len(), body.len());
+        let mut requests_7 = requests();
+        requests_7.by_id = [("7".to_owned(), ListKind::Tools)].into();
+        let answer = filter_message(&other_id, &requests_7, &alice)
+            .unwrap()
+            .unwrap();
+        let shown: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(shown["id"], 7);
+        assert_eq!(shown["result"]["tools"].as_array().unwrap().len(), 100);
+        // An envelope member changed after the result.
+        let mut trailing = body.clone();
+        let end = trailing.len() - 1;
+        trailing.splice(end..end, *b",\"x\":0");
+        let mut spaced = body.clone();
+        spaced.truncate(body.len() - 1);
+        spaced.extend_from_slice(b" }");
+        for answer in [trailing, spaced] {
+            let got = filter_message(&answer, &requests(), &alice)
+                .unwrap()
+                .unwrap();
+            let expected = rewrite_list_body(
+                ListKind::Tools,
+                &answer,
+                |n| alice.allows(ListKind::Tools, n),
+                false,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                got,
+                expected,
+                "{}",
+                String::from_utf8_lossy(&answer[answer.len() - 20..])
+            );
+        }
     }
 
     #[test]
