@@ -166,9 +166,11 @@ enum Source {
 }
 
 impl Source {
+    /// `indexed`: the index `upstream` was just filtered with, and where it found the
+    /// result in it.
     fn of(upstream: &[u8], indexed: Option<(Arc<ListIndex>, usize)>) -> Self {
         match indexed {
-            Some((index, at)) if index.holds_at(upstream, at) => {
+            Some((index, at)) if upstream.len() >= at + index.result_len() => {
                 let end = at + index.result_len();
                 let around = [
                     upstream.get(..at).unwrap_or_default(),
