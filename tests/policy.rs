@@ -22,10 +22,9 @@ struct Setup {
     url: String,
 }
 
-/// Alice is an analyst, Bob an admin; `/mcp` has the rules given.
-async fn setup(mode: Mode, route_settings: &[&str], rules: &[&str]) -> Setup {
-    let upstream = Upstream::start(mode).await;
-    let auth = format!(
+/// Alice is an analyst, Bob an admin: the roles and API keys of every test here.
+fn auth() -> String {
+    format!(
         r#"
 [roles]
 analyst = ["read:*"]
@@ -44,20 +43,30 @@ scopes = ["tools:write"]
 "#,
         alice = portcullis::auth::hash_key(ALICE),
         bob = portcullis::auth::hash_key(BOB),
-    );
-    let mut route = Route::new("tools", "/mcp", &upstream.url()).authenticated();
+    )
+}
+
+/// A plain-HTTP gateway with [`auth`] and `route`.
+async fn gateway_with(route: Route) -> Gateway {
+    Gateway::builder()
+        .insecure_http()
+        .auth(&auth())
+        .route(route.authenticated())
+        .start()
+        .await
+}
+
+/// Alice is an analyst, Bob an admin; `/mcp` has the rules given.
+async fn setup(mode: Mode, route_settings: &[&str], rules: &[&str]) -> Setup {
+    let upstream = Upstream::start(mode).await;
+    let mut route = Route::new("tools", "/mcp", &upstream.url());
     for line in route_settings {
         route = route.setting(line);
     }
     for rule in rules {
         route = route.rule(rule);
     }
-    let gateway = Gateway::builder()
-        .insecure_http()
-        .auth(&auth)
-        .route(route)
-        .start()
-        .await;
+    let gateway = gateway_with(route).await;
     let url = gateway.url("/mcp");
     Setup {
         upstream,
@@ -456,23 +465,10 @@ async fn large_lists_are_filtered_for_each_caller_and_follow_the_upstream() {
             .collect()
     };
     let upstream = ChangingUpstream::start(tools("")).await;
-    let auth = format!(
-        "[roles]\nanalyst = [\"read:*\"]\nadmin = [\"*\"]\n\n\
-         [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\nroles = [\"analyst\"]\n\n\
-         [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"bob\"\nroles = [\"admin\"]\n",
-        portcullis::auth::hash_key(ALICE),
-        portcullis::auth::hash_key(BOB),
-    );
     let route = Route::new("tools", "/mcp", &upstream.url())
-        .authenticated()
         .rule("tools = [\"read_*\"]\nroles = [\"analyst\", \"admin\"]")
         .rule("tools = [\"*\"]\nroles = [\"admin\"]");
-    let gateway = Gateway::builder()
-        .insecure_http()
-        .auth(&auth)
-        .route(route)
-        .start()
-        .await;
+    let gateway = gateway_with(route).await;
     let url = gateway.url("/mcp");
     let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
         tools.into_iter().map(|t| t.name.to_string()).collect()
