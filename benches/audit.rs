@@ -27,7 +27,10 @@ fn record() -> RequestRecord {
         kind: Kind::Request,
         reason: "forwarded",
         request_id: "5c0496ad91fd4d88ba9c69939cdc4e86".into(),
-        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        trace_id: Some([
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36,
+        ]),
         route: Some(Arc::from("github")),
         client_ip: Some("198.51.100.7".parse().unwrap_or_else(|_| unreachable!())),
         user_agent: Some("claude-desktop/1.2 (mcp)".into()),

@@ -1,6 +1,8 @@
 //! Lower-case hexadecimal, the form hashes take in the config, logs, Redis keys and the
 //! audit trail.
 
+use std::fmt::Write as _;
+
 /// `bytes` as lower-case hex.
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(2 * bytes.len());
@@ -17,6 +19,26 @@ pub fn encode_into(bytes: &[u8], out: &mut Vec<u8>) {
     out.reserve(2 * bytes.len());
     for byte in bytes {
         out.extend_from_slice(&digits(*byte));
+    }
+}
+
+/// `bytes` as lower-case hex when displayed or serialized, written where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|byte| {
+            let [high, low] = digits(*byte);
+            f.write_char(char::from(high))?;
+            f.write_char(char::from(low))
+        })
+    }
+}
+
+impl serde::Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -37,5 +59,8 @@ mod tests {
         let mut out = b"x".to_vec();
         super::encode_into(&[0xa5, 0x0f], &mut out);
         assert_eq!(out, b"xa50f");
+        let hex = super::Hex(&[0x00, 0xa5, 0xff]);
+        assert_eq!(hex.to_string(), "00a5ff");
+        assert_eq!(serde_json::to_string(&hex).unwrap(), "\"00a5ff\"");
     }
 }

@@ -357,7 +357,7 @@ fn audited(
         kind,
         reason,
         request_id: head.request_id,
-        trace_id: Some(crate::hex::encode(&head.trace_id).into()),
+        trace_id: Some(head.trace_id),
         route: route.map(|r| Arc::clone(&r.name)),
         client_ip: head.client_ip,
         user_agent: head.user_agent,
@@ -1097,7 +1097,7 @@ async fn check_arguments(
     let mut first: Option<(i64, &'static str)> = None;
     let check_schemas = route.guard.arguments != Enforcement::Off;
     for (i, name, arguments) in calls {
-        let shown = shown_name(name);
+        let shown = Shown(name);
         if route.guard.held(name) {
             first.get_or_insert((crate::error::code::TOOL_UNAVAILABLE, "tool_held"));
             refused.push((
@@ -1177,12 +1177,16 @@ async fn check_arguments(
 }
 
 /// A client-supplied name as error messages and logs show it: at most 64 characters,
-/// control characters escaped.
-fn shown_name(name: &str) -> String {
-    name.chars()
-        .take(64)
-        .flat_map(char::escape_default)
-        .collect()
+/// control characters escaped. Written out only when shown (most calls pass their checks).
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0
+            .chars()
+            .take(64)
+            .try_for_each(|c| write!(f, "{}", c.escape_default()))
+    }
 }
 
 /// The answer for a body that is not forwarded because of the messages in `refused`
@@ -1263,5 +1267,21 @@ impl tower::Service<Request<Body>> for RouteService {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let (route, gateway) = (Arc::clone(&self.route), Arc::clone(&self.gateway));
         Box::pin(async move { Ok(route_stages(&route, &gateway, req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+
+    #[test]
+    fn names_are_shown_escaped_and_cut_at_64_characters() {
+        assert_eq!(Shown("echo").to_string(), "echo");
+        assert_eq!(
+            Shown("rm\n-rf \u{202e}\"x\"").to_string(),
+            "rm\\n-rf \\u{202e}\\\"x\\\""
+        );
+        let long = "é".repeat(70);
+        assert_eq!(Shown(&long).to_string(), "\\u{e9}".repeat(64));
     }
 }

@@ -127,7 +127,8 @@ pub struct RequestRecord {
     pub kind: Kind,
     pub reason: &'static str,
     pub request_id: Box<str>,
-    pub trace_id: Option<Box<str>>,
+    /// The W3C trace id (written as hex).
+    pub trace_id: Option<[u8; 16]>,
     pub route: Option<Arc<str>>,
     pub client_ip: Option<IpAddr>,
     pub user_agent: Option<Box<str>>,
@@ -252,7 +253,7 @@ impl Serialize for Record {
 fn request_fields<M: SerializeMap>(map: &mut M, r: &RequestRecord) -> Result<(), M::Error> {
     map.serialize_entry("request_id", &r.request_id)?;
     if let Some(trace) = &r.trace_id {
-        map.serialize_entry("trace_id", trace)?;
+        map.serialize_entry("trace_id", &crate::hex::Hex(trace))?;
     }
     if let Some(route) = &r.route {
         map.serialize_entry("route", &**route)?;
