@@ -802,22 +802,48 @@ async fn refused_unread(
 /// connection whose request body was left unread, and says nothing of it. A larger body
 /// is not read: the answer says `Connection: close` (HTTP/1.1).
 async fn discard_body(req: Request<Body>, response: &mut Response<Body>) {
-    use http_body_util::BodyExt;
-    let http1 = req.version() <= http::Version::HTTP_11;
-    let read = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY)
-        .collect()
-        .await;
-    if read.is_err() && http1 {
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    RefusedBody::read(req).await.settle(response);
+}
+
+/// The body of a refused request, read as far as [`DISCARDED_BODY`] (see [`discard_body`]).
+struct RefusedBody {
+    /// `None` when it was larger, or broke off.
+    bytes: Option<bytes::Bytes>,
+    http1: bool,
+}
+
+impl RefusedBody {
+    async fn read(req: Request<Body>) -> Self {
+        use http_body_util::BodyExt;
+        let http1 = req.version() <= http::Version::HTTP_11;
+        let bytes = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY)
+            .collect()
+            .await
+            .ok()
+            .map(http_body_util::Collected::to_bytes);
+        Self { bytes, http1 }
+    }
+
+    /// A body left unread leaves an HTTP/1.1 connection unusable: the answer says so.
+    fn settle(&self, response: &mut Response<Body>) {
+        if self.bytes.is_none() && self.http1 {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
 }
 
 /// The size of a request's head as sent over HTTP/1.1: the request line and each header
-/// line (HTTP/2 sends it compressed, but the limit is on what it says).
+/// line (HTTP/2 sends it compressed, but the limit is on what it says). Measured without
+/// writing anything out: it runs for every request.
 fn head_size(req: &Request<Body>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + " HTTP/1.1\r\n".len();
+    let uri = req.uri();
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + uri.authority().map_or(0, |authority| {
+            authority.as_str().len() + uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
+        });
+    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
     req.headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
@@ -832,23 +858,11 @@ async fn headers_too_large(
     mut req: Request<Body>,
     limit: usize,
 ) -> Response<Body> {
-    use http_body_util::BodyExt;
     let head = Head::of(gateway, &mut req);
-    let http1 = req.version() <= http::Version::HTTP_11;
-    let read = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY)
-        .collect()
-        .await
-        .map(http_body_util::Collected::to_bytes);
-    let id = read
-        .as_ref()
-        .ok()
-        .and_then(|body| mcp::jsonrpc::request_id(body));
+    let body = RefusedBody::read(req).await;
+    let id = body.bytes.as_deref().and_then(mcp::jsonrpc::request_id);
     let mut response = Rejection::HeadersTooLarge { limit }.into_response(id.as_ref());
-    if read.is_err() && http1 {
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    body.settle(&mut response);
     audited(gateway, None, head, response, Exchange::default())
 }
 
@@ -1074,17 +1088,8 @@ async fn check_arguments(
                 }
                 Err(e) => {
                     tracing::warn!(route = %route.name, error = %e, "Could not list the upstream's tools to check arguments");
-                    let unreachable = match e {
-                        crate::guard::fetch::FetchError::Unreachable(
-                            http::StatusCode::GATEWAY_TIMEOUT,
-                        ) => Some(Rejection::UpstreamTimeout),
-                        crate::guard::fetch::FetchError::Unreachable(_) => {
-                            Some(Rejection::UpstreamUnavailable)
-                        }
-                        _ => None,
-                    };
                     let failure = crate::guard::schema::FetchFailure {
-                        unreachable,
+                        unreachable: e.unreachable(),
                         reason: e.to_string(),
                     };
                     turn.failed = Some(failure.clone());

@@ -51,6 +51,20 @@ pub enum FetchError {
     Timeout,
 }
 
+impl FetchError {
+    /// The answer a call gets when the upstream could not be reached to list its tools
+    /// (502, or 504 when it was too slow); `None` for the other failures.
+    pub fn unreachable(&self) -> Option<crate::error::Rejection> {
+        match self {
+            Self::Unreachable(StatusCode::GATEWAY_TIMEOUT) => {
+                Some(crate::error::Rejection::UpstreamTimeout)
+            }
+            Self::Unreachable(_) => Some(crate::error::Rejection::UpstreamUnavailable),
+            _ => None,
+        }
+    }
+}
+
 /// The caller's request, as far as the fetch copies it.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {

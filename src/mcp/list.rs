@@ -207,7 +207,6 @@ fn rewrite_the_long_way(
 /// changes from one answer to the next, the result does not.
 #[derive(Debug)]
 pub struct ListIndex {
-    kind: ListKind,
     /// The bytes of the `result` object read, from its `{` to its `}`.
     bytes: Box<[u8]>,
     /// With ranges counted from the result's `{`.
@@ -219,17 +218,14 @@ impl ListIndex {
     /// of a shape only [`rewrite_list_body`] filters (a repeated `result`, a list that is
     /// not an array, very deep nesting).
     pub fn read(kind: ListKind, body: &[u8]) -> Option<Self> {
-        let (at, result) = Parsed::new(kind, body)?.result?;
-        let bytes = body.get(at..at + result.len)?.into();
-        Some(Self {
-            kind,
-            bytes,
-            result,
-        })
+        Self::read_at(kind, body).map(|(index, _)| index)
     }
 
-    pub fn kind(&self) -> ListKind {
-        self.kind
+    /// [`ListIndex::read`], with where in `body` the result is.
+    pub fn read_at(kind: ListKind, body: &[u8]) -> Option<(Self, usize)> {
+        let (at, result) = Parsed::new(kind, body)?.result?;
+        let bytes = body.get(at..at + result.len)?.into();
+        Some((Self { bytes, result }, at))
     }
 
     /// What [`rewrite_list_body`] makes of `body` if its `result` is the one this index
@@ -253,10 +249,20 @@ impl ListIndex {
         modern: bool,
     ) -> Option<(usize, Option<Vec<u8>>)> {
         let at = self.find_in(body)?;
-        let filtered = self
-            .result
-            .rewrite(body, at, &self.bytes, &mut allowed, modern);
-        Some((at, filtered))
+        Some((at, self.rewrite_at(body, at, &mut allowed, modern)))
+    }
+
+    /// What [`rewrite_list_body`] makes of `body`, whose result is this index's and sits at
+    /// `at` (as [`ListIndex::read_at`] or [`ListIndex::rewrite_found`] found).
+    pub fn rewrite_at(
+        &self,
+        body: &[u8],
+        at: usize,
+        mut allowed: impl FnMut(&str) -> bool,
+        modern: bool,
+    ) -> Option<Vec<u8>> {
+        self.result
+            .rewrite(body, at, &self.bytes, &mut allowed, modern)
     }
 
     /// The length of the result this index was read from.
@@ -273,34 +279,18 @@ impl ListIndex {
     /// Where in `body` the indexed result is, when `body` is one response object whose only
     /// `result` is it.
     fn find_in(&self, body: &[u8]) -> Option<usize> {
-        let mut r = Reader { b: body, i: 0 };
         let mut at = None;
-        r.ws();
-        r.eat(b'{')?;
-        r.ws();
-        if !r.close(b'}') {
-            loop {
-                let key = r.key()?;
-                if r.key_is(&key, "result") {
-                    let rest = body.get(r.i..)?;
-                    if at.is_some() || !rest.starts_with(&self.bytes) {
-                        return None;
-                    }
-                    at = Some(r.i);
-                    r.i += self.bytes.len();
-                } else {
-                    r.value()?;
-                }
-                if !r.next(b'}')? {
-                    break;
-                }
+        Reader { b: body, i: 0 }.response(|r| {
+            if !body.get(r.i..)?.starts_with(&self.bytes) {
+                return None;
             }
-        }
-        r.ws();
+            at = Some(r.i);
+            r.i += self.bytes.len();
+            Some(())
+        })?;
         let at = at?;
         // The result is known UTF-8; the envelope around it is checked here.
-        (r.i == body.len()
-            && std::str::from_utf8(body.get(..at)?).is_ok()
+        (std::str::from_utf8(body.get(..at)?).is_ok()
             && std::str::from_utf8(body.get(at + self.bytes.len()..)?).is_ok())
         .then_some(at)
     }
@@ -379,42 +369,23 @@ impl Id {
 impl Parsed {
     fn new(kind: ListKind, body: &[u8]) -> Option<Self> {
         std::str::from_utf8(body).ok()?;
-        let mut r = Reader { b: body, i: 0 };
-        r.ws();
-        r.eat(b'{')?;
-        r.ws();
         let mut result = None;
-        let mut seen = false;
-        if !r.close(b'}') {
-            loop {
-                let key = r.key()?;
-                if r.key_is(&key, "result") {
-                    if seen {
-                        return None;
-                    }
-                    seen = true;
-                    if r.peek()? == b'{' {
-                        let at = r.i;
-                        let mut read = Reader {
-                            b: body.get(at..)?,
-                            i: 0,
-                        };
-                        let parsed = read.result(kind)?;
-                        r.i = at + read.i;
-                        result = Some((at, parsed));
-                    } else {
-                        r.value()?;
-                    }
-                } else {
-                    r.value()?;
-                }
-                if !r.next(b'}')? {
-                    break;
-                }
+        Reader { b: body, i: 0 }.response(|r| {
+            if r.peek()? == b'{' {
+                // Read on its own, for ranges counted from its `{`.
+                let at = r.i;
+                let mut read = Reader {
+                    b: body.get(at..)?,
+                    i: 0,
+                };
+                result = Some((at, read.result(kind)?));
+                r.i = at + read.i;
+            } else {
+                r.value()?;
             }
-        }
-        r.ws();
-        (r.i == body.len()).then_some(Self { result })
+            Some(())
+        })?;
+        Some(Self { result })
     }
 
     /// The rewritten body, or `None` when it needs no change.
@@ -717,6 +688,35 @@ impl<'a> Reader<'a> {
                 depth = inner;
             }
         }
+    }
+
+    /// A whole body that is one response object: every member read, its `result` (at most
+    /// one) by `result`, which must read past the value.
+    fn response(&mut self, mut result: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        let mut seen = false;
+        self.ws();
+        self.eat(b'{')?;
+        self.ws();
+        if !self.close(b'}') {
+            loop {
+                let key = self.key()?;
+                if self.key_is(&key, "result") {
+                    // A repeated `result` is ambiguous: parsers differ on which one wins.
+                    if seen {
+                        return None;
+                    }
+                    seen = true;
+                    result(self)?;
+                } else {
+                    self.value()?;
+                }
+                if !self.next(b'}')? {
+                    break;
+                }
+            }
+        }
+        self.ws();
+        (self.i == self.b.len()).then_some(())
     }
 
     /// A `result` object.

@@ -248,8 +248,10 @@ impl ListCache {
                 }
             }
         }
-        let index = Arc::new(ListIndex::read(kind, upstream)?);
-        let (at, filtered) = index.rewrite_found(upstream, &mut allowed, modern)?;
+        // Read once: where the result is comes with the reading.
+        let (index, at) = ListIndex::read_at(kind, upstream)?;
+        let filtered = index.rewrite_at(upstream, at, &mut allowed, modern);
+        let index = Arc::new(index);
         let kept: Indexes = std::iter::once(Arc::clone(&index))
             .chain(known.iter().flat_map(|known| known.iter().cloned()))
             .take(INDEXES_PER_LIST)
