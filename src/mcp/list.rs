@@ -24,11 +24,13 @@
 //! [`filter_result`] works on a parsed message. [`rewrite_list_body`] is the hot path on
 //! raw bytes: one pass of a strict JSON reader finds the items and their identifiers, the
 //! kept items' bytes are copied as they came, and `None` says the message needs no change
-//! (the caller forwards the upstream's bytes). It costs about as much as serde_json takes
-//! to skip over the body, a third of what parsing it into a `Value` and writing it out
-//! again would.
+//! (the caller forwards the upstream's bytes). On a large body the places where strings
+//! may end are found first, sixteen bytes at a time (`Stops`). It costs less than
+//! serde_json takes to skip over the body, a quarter of what parsing it into a `Value` and
+//! writing it out again would.
 
 use std::borrow::Cow;
+use std::num::NonZeroU64;
 use std::ops::Range;
 
 use serde_json::Value;
@@ -280,7 +282,7 @@ impl ListIndex {
     /// `result` is it.
     fn find_in(&self, body: &[u8]) -> Option<usize> {
         let mut at = None;
-        Reader { b: body, i: 0 }.response(|r| {
+        Reader::new(body).response(|r| {
             if !body.get(r.i..)?.starts_with(&self.bytes) {
                 return None;
             }
@@ -370,13 +372,17 @@ impl Parsed {
     fn new(kind: ListKind, body: &[u8]) -> Option<Self> {
         std::str::from_utf8(body).ok()?;
         let mut result = None;
-        Reader { b: body, i: 0 }.response(|r| {
+        let mut reader = Reader::new(body);
+        let stops = Stops::of(body);
+        reader.stops = stops.as_ref().map(|stops| (stops, 0));
+        reader.response(|r| {
             if r.peek()? == b'{' {
                 // Read on its own, for ranges counted from its `{`.
                 let at = r.i;
                 let mut read = Reader {
                     b: body.get(at..)?,
                     i: 0,
+                    stops: stops.as_ref().map(|stops| (stops, at)),
                 };
                 result = Some((at, read.result(kind)?));
                 r.i = at + read.i;
@@ -492,12 +498,48 @@ const MAX_DEPTH: u32 = 120;
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
+    /// The stops of a large body, and where `b` starts in it; without them each string
+    /// is scanned eight bytes at a time.
+    stops: Option<(&'a Stops, usize)>,
 }
 
-/// A string's content and whether it has escapes.
-type Str = (Range<usize>, bool);
+/// A string's content and whether it has escapes, in one word: an `Option` of it is
+/// returned in a register (a `Range` and a flag go through memory, and reading them back
+/// stalls the reader). The end is in the low 32 bits (never 0: the content follows a
+/// quote), the start in the next 31, the flag on top.
+#[derive(Debug, Clone, Copy)]
+struct Str(NonZeroU64);
+
+impl Str {
+    const ESCAPED: u64 = 1 << 63;
+
+    /// `None` past 2 GiB.
+    fn new(content: Range<usize>, escaped: bool) -> Option<Self> {
+        let start = u64::try_from(content.start).ok().filter(|&s| s < 1 << 31)?;
+        let end = u64::from(u32::try_from(content.end).ok()?);
+        let flag = if escaped { Self::ESCAPED } else { 0 };
+        NonZeroU64::new(start << 32 | end | flag).map(Self)
+    }
+
+    fn range(self) -> Range<usize> {
+        let word = self.0.get();
+        (word >> 32 & 0x7fff_ffff) as usize..(word & 0xffff_ffff) as usize
+    }
+
+    fn escaped(self) -> bool {
+        self.0.get() & Self::ESCAPED != 0
+    }
+}
 
 impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Self {
+            b,
+            i: 0,
+            stops: None,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
@@ -535,17 +577,25 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next `"`, `\` or control character from `self.i` on.
+    fn stop(&self) -> Option<usize> {
+        match self.stops {
+            Some((stops, origin)) => Some(stops.next(origin + self.i)? - origin),
+            None => Some(self.i + string_stop(self.b.get(self.i..)?)?),
+        }
+    }
+
     fn string(&mut self) -> Option<Str> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
         loop {
-            self.i += string_stop(self.b.get(self.i..)?)?;
+            self.i = self.stop()?;
             match self.peek()? {
                 b'"' => {
                     let content = start..self.i;
                     self.i += 1;
-                    return Some((content, escaped));
+                    return Str::new(content, escaped);
                 }
                 b'\\' => {
                     escaped = true;
@@ -577,7 +627,8 @@ impl<'a> Reader<'a> {
         Some(key)
     }
 
-    fn text(&self, (range, escaped): Str) -> Option<Cow<'a, str>> {
+    fn text(&self, string: Str) -> Option<Cow<'a, str>> {
+        let (range, escaped) = (string.range(), string.escaped());
         let raw = self.b.get(range)?;
         if escaped {
             unescape(raw).map(Cow::Owned)
@@ -587,10 +638,10 @@ impl<'a> Reader<'a> {
     }
 
     fn key_is(&self, key: &Str, name: &str) -> bool {
-        if key.1 {
-            self.text(key.clone()).as_deref() == Some(name)
+        if key.escaped() {
+            self.text(*key).as_deref() == Some(name)
         } else {
-            self.b.get(key.0.clone()) == Some(name.as_bytes())
+            self.b.get(key.range()) == Some(name.as_bytes())
         }
     }
 
@@ -800,8 +851,9 @@ impl<'a> Reader<'a> {
             let key = self.key()?;
             if self.key_is(&key, id_key) {
                 let value = if self.peek()? == b'"' {
-                    let (range, escaped) = self.string()?;
-                    if escaped {
+                    let string = self.string()?;
+                    let range = string.range();
+                    if string.escaped() {
                         // A lone surrogate has no text: the item goes.
                         self.b
                             .get(range)
@@ -823,6 +875,61 @@ impl<'a> Reader<'a> {
                 return Some(id.flatten());
             }
         }
+    }
+}
+
+/// Where the strings of a large body may end or need a closer look: a bit per byte, set
+/// for each `"`, `\` and control character. Found sixteen bytes at a time before the body
+/// is read, they spare the reader a scan of every string it meets (most of a list's bytes
+/// are in strings): the end of one is a bit search away.
+struct Stops(Vec<u64>);
+
+impl Stops {
+    /// Bodies from this size on are worth the bitmap.
+    const WORTH_IT: usize = 2048;
+
+    /// `None` for a body too small to be worth it.
+    fn of(body: &[u8]) -> Option<Self> {
+        use wide::u8x16;
+        if body.len() < Self::WORTH_IT {
+            return None;
+        }
+        let quote = u8x16::splat(b'"');
+        let backslash = u8x16::splat(b'\\');
+        let control = u8x16::splat(0x1f);
+        let lane = |bytes: &[u8; 16]| {
+            let v = u8x16::new(*bytes);
+            let stops = v.simd_eq(quote) | v.simd_eq(backslash) | v.min(control).simd_eq(v);
+            u64::from(stops.to_bitmask())
+        };
+        let word = |block: &[u8; 64]| {
+            let (lanes, _) = block.as_chunks::<16>();
+            lanes
+                .iter()
+                .enumerate()
+                .fold(0, |word, (n, bytes)| word | lane(bytes) << (n * 16))
+        };
+        let (blocks, tail) = body.as_chunks::<64>();
+        let mut words = Vec::with_capacity(blocks.len() + 1);
+        words.extend(blocks.iter().map(word));
+        // Padding past the end reads as control characters: stops no string reaches.
+        let mut last = [0; 64];
+        last.get_mut(..tail.len())
+            .unwrap_or_default()
+            .copy_from_slice(tail);
+        words.push(word(&last));
+        Some(Self(words))
+    }
+
+    /// The first stop at or after `from`.
+    fn next(&self, from: usize) -> Option<usize> {
+        let mut at = from / 64;
+        let mut word = self.0.get(at)? & (u64::MAX << (from % 64));
+        while word == 0 {
+            at += 1;
+            word = *self.0.get(at)?;
+        }
+        Some(at * 64 + word.trailing_zeros() as usize)
     }
 }
 
@@ -1261,10 +1368,33 @@ mod tests {
     /// is what filtering the parsed message gives.
     #[test]
     fn the_fast_reader_agrees_with_serde_json_on_mutated_bodies() {
-        let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","x":[1,-2.5e3,true,null,{"k":"v\"\\\u00e9"}]},{"name":"secret","y":false},{"name":"b","n":0}],"nextCursor":"c","cacheScope":"public"}}"#;
+        agrees_with_serde_json_on_mutations(MUTATED, 0);
+    }
+
+    #[test]
+    fn large_bodies_agree_with_serde_json_on_mutations_too() {
+        // Read with their stops found beforehand, at several alignments of the mutated
+        // part against the stops' 64-byte words.
+        for pad in [Stops::WORTH_IT, 2061, 2079, 2110] {
+            let body = format!(
+                r#"{{"pad":"{}\"\\{}",{}"#,
+                "p".repeat(pad),
+                "q".repeat(pad % 64),
+                String::from_utf8_lossy(&MUTATED[1..])
+            );
+            assert!(Stops::of(body.as_bytes()).is_some());
+            agrees_with_serde_json_on_mutations(body.as_bytes(), body.len() - MUTATED.len());
+        }
+    }
+
+    const MUTATED: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","x":[1,-2.5e3,true,null,{"k":"v\"\\\u00e9"}]},{"name":"secret","y":false},{"name":"b","n":0}],"nextCursor":"c","cacheScope":"public"}}"#;
+
+    /// Every one-byte change, removal and doubling of `body` from `from` on: what the fast
+    /// reader accepts, serde_json reads the same; what serde_json refuses, it refuses.
+    fn agrees_with_serde_json_on_mutations(body: &[u8], from: usize) {
         let bytes: &[u8] = b"\"\\{}[],: 0-e.tnfa\x01\xff";
         let mut cases: Vec<Vec<u8>> = Vec::new();
-        for at in 0..body.len() {
+        for at in from..body.len() {
             for &b in bytes {
                 let mut m = body.to_vec();
                 m[at] = b;
