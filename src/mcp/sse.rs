@@ -74,26 +74,10 @@ impl LineState {
     };
 }
 
-/// Position of the first CR or LF in `hay`, sixteen bytes at a time.
+/// Position of the first CR or LF in `hay` (memchr's vector search: a large event's one
+/// data line is most of its bytes).
 fn find_eol(hay: &[u8]) -> Option<usize> {
-    const ONES: u128 = u128::from_le_bytes([0x01; 16]);
-    const HIGHS: u128 = u128::from_le_bytes([0x80; 16]);
-    const LFS: u128 = u128::from_le_bytes([b'\n'; 16]);
-    const CRS: u128 = u128::from_le_bytes([b'\r'; 16]);
-    let (words, tail) = hay.as_chunks::<16>();
-    for (n, word) in words.iter().enumerate() {
-        let v = u128::from_le_bytes(*word);
-        let (lf, cr) = (v ^ LFS, v ^ CRS);
-        // A zero byte of `lf` or `cr` is a match; the lowest flagged byte is exact (a borrow
-        // only ever runs upwards from a true match), so it is the first match in memory.
-        let found = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & HIGHS;
-        if found != 0 {
-            return Some(n * 16 + (found.trailing_zeros() / 8) as usize);
-        }
-    }
-    tail.iter()
-        .position(|&b| b == b'\n' || b == b'\r')
-        .map(|p| words.len() * 16 + p)
+    memchr::memchr2(b'\n', b'\r', hay)
 }
 
 /// Scans `bytes`, which start `base` bytes into the current event, for the blank line that
