@@ -1130,12 +1130,7 @@ async fn check_arguments(
                 if let Some(unreachable) =
                     not_listed.as_ref().and_then(|f| f.unreachable.clone()) =>
             {
-                let id = parsed
-                    .messages
-                    .first()
-                    .filter(|_| !parsed.batch)
-                    .and_then(|m| m.id.as_ref());
-                return Some(unreachable.into_response(id));
+                return Some(unreachable.into_response(parsed.reply_id()));
             }
             Checked::Unknown => match &not_listed {
                 Some(failure) => (

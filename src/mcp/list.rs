@@ -376,17 +376,11 @@ impl Parsed {
             std::str::from_utf8(body).ok()?;
         }
         let mut result = None;
-        let mut reader = Reader::new(body);
-        reader.stops = stops.as_ref().map(|stops| (stops, 0));
-        reader.response(|r| {
+        Reader::with_stops(body, stops.as_ref(), 0).response(|r| {
             if r.peek()? == b'{' {
                 // Read on its own, for ranges counted from its `{`.
                 let at = r.i;
-                let mut read = Reader {
-                    b: body.get(at..)?,
-                    i: 0,
-                    stops: stops.as_ref().map(|stops| (stops, at)),
-                };
+                let mut read = Reader::with_stops(body.get(at..)?, stops.as_ref(), at);
                 result = Some((at, read.result(kind)?));
                 r.i = at + read.i;
             } else {
@@ -536,10 +530,15 @@ impl Str {
 
 impl<'a> Reader<'a> {
     fn new(b: &'a [u8]) -> Self {
+        Self::with_stops(b, None, 0)
+    }
+
+    /// A reader of `b`, which starts `origin` bytes into the body `stops` were found in.
+    fn with_stops(b: &'a [u8], stops: Option<&'a Stops>, origin: usize) -> Self {
         Self {
             b,
             i: 0,
-            stops: None,
+            stops: stops.map(|stops| (stops, origin)),
         }
     }
 
