@@ -6,13 +6,19 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis::config::guard::{Checking, Enforcement};
+use portcullis::admin::metrics::Metrics;
+use portcullis::audit::Audit;
+use portcullis::config::guard::{Checking, Enforcement, RouteGuardConfig};
+use portcullis::config::{ProcessEnv, load_str};
+use portcullis::guard::RouteGuard;
 use portcullis::guard::pins::{PinPolicy, PinStore};
 use portcullis::guard::redact::{Pattern, Redactor};
-use portcullis::guard::schema::{Checked, ToolCatalog};
+use portcullis::guard::schema::{Checked, ToolCatalog, ToolListIds};
 use portcullis::mcp::message::{McpRequest, ParseOptions};
+use portcullis::ratelimit::RateLimits;
 use serde_json::{Value, json};
 
 /// A `tools/call` of about 1 KiB: a path, a mode, a few flags and a text body.
@@ -118,6 +124,94 @@ fn bench(c: &mut Criterion) {
     store.observe("r", &tools, policy, |_| None);
     c.bench_function("guard/pins_unchanged_500_tools", |b| {
         b.iter(|| store.observe("r", black_box(&tools), policy, |_| None))
+    });
+
+    // What the guard spends on a tools/list answer it has not seen byte for byte (the
+    // upstream changed one tool): the read into a tree, the schema catalog, the pins.
+    let answer = serde_json::to_vec(&json!({
+        "jsonrpc": "2.0", "id": 2, "result": { "tools": tools }
+    }))
+    .unwrap_or_else(|_| unreachable!());
+    c.bench_function(
+        &format!(
+            "guard/read_changed_list_500_tools/{}KiB",
+            answer.len() / 1024
+        ),
+        |b| b.iter(|| serde_json::from_slice::<Value>(black_box(&answer)).ok()),
+    );
+    let result = json!({ "tools": tools });
+    c.bench_function("guard/catalog_learn_500_tools_known", |b| {
+        b.iter(|| catalog.learn(black_box(&result)))
+    });
+    learn_answers(c, &tools);
+}
+
+/// An audit trail that records nothing, for the guard's alerts.
+fn quiet_audit() -> Audit {
+    let text = "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_http = true\n[audit]\nenabled = false\n\
+                [[routes]]\nname = \"r\"\npath = \"/mcp\"\nupstream = { url = \"http://127.0.0.1:9/mcp\" }\n\
+                auth = \"none\"\n";
+    let config = load_str(
+        text,
+        &ProcessEnv {
+            base_dir: std::env::temp_dir(),
+        },
+    )
+    .unwrap_or_else(|e| unreachable!("{e}"));
+    let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| unreachable!("{e}")));
+    let limits = Arc::new(RateLimits::new(&config.rate_limits));
+    Audit::start(&config, metrics, limits).unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// Stage 13 learning from `tools/list` answers (default guard: schemas and pins) that are
+/// not byte for byte the last one: two pages that alternate, and a list in which one
+/// tool's title (which no pin covers) changes every time.
+fn learn_answers(c: &mut Criterion, tools: &[Value]) {
+    let audit = quiet_audit();
+    let request = McpRequest::parse(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .unwrap_or_else(|_| unreachable!());
+    let ids = ToolListIds::of(&request).unwrap_or_else(|| unreachable!());
+    let answer = |tools: &[Value]| {
+        serde_json::to_vec(&json!({ "jsonrpc": "2.0", "id": 2, "result": { "tools": tools } }))
+            .unwrap_or_else(|_| unreachable!())
+    };
+    let guard_for = || {
+        let store = Arc::new(PinStore::in_memory());
+        RouteGuard::new("r", &RouteGuardConfig::default(), &store)
+    };
+
+    let pages = [answer(&tools[..250]), answer(&tools[250..])];
+    let guard = guard_for();
+    for page in pages.iter().chain(&pages) {
+        ids.learn_from(page, &guard, &audit);
+    }
+    let mut n = 0_usize;
+    c.bench_function(
+        "guard/learn_answer/two_pages_of_250_tools_alternating",
+        |b| {
+            b.iter(|| {
+                n += 1;
+                ids.learn_from(black_box(&pages[n % 2]), &guard, &audit);
+            })
+        },
+    );
+
+    let retitled: Vec<Vec<u8>> = (0..2)
+        .map(|version| {
+            let mut tools = tools.to_vec();
+            tools[17]["title"] = json!(format!("Version {version}"));
+            answer(&tools)
+        })
+        .collect();
+    let guard = guard_for();
+    for list in retitled.iter().chain(&retitled) {
+        ids.learn_from(list, &guard, &audit);
+    }
+    c.bench_function("guard/learn_answer/500_tools_one_retitled", |b| {
+        b.iter(|| {
+            n += 1;
+            ids.learn_from(black_box(&retitled[n % 2]), &guard, &audit);
+        })
     });
 }
 

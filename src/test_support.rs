@@ -1,6 +1,11 @@
 //! Helpers shared by unit tests (not part of the request path).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::admin::metrics::Metrics;
+use crate::audit::Audit;
+use crate::ratelimit::RateLimits;
 
 /// Polls `done` until it holds, failing the test after 30 s. For conditions that have no
 /// event to await (a background task's effect seen from outside).
@@ -10,4 +15,33 @@ pub(crate) async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// An audit trail that records nothing (`[audit] enabled = false`), for code that reports
+/// to one.
+pub(crate) fn quiet_audit() -> Audit {
+    let text = r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+
+[audit]
+enabled = false
+
+[[routes]]
+name = "r"
+path = "/mcp"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+auth = "none"
+"#;
+    let config = crate::config::load_str(
+        text,
+        &crate::config::ProcessEnv {
+            base_dir: std::env::temp_dir(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+    let limits = Arc::new(RateLimits::new(&config.rate_limits));
+    Audit::start(&config, metrics, limits).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -329,6 +329,19 @@ impl PinStore {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The pins as they stand (tests).
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> PinFile {
+        self.read().clone()
+    }
+
+    /// Replaces the pins, as a reload of the pin file does (tests).
+    #[cfg(test)]
+    pub(crate) fn replace(&self, pins: PinFile) {
+        *self.write() = pins;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Whether `tool` of `route` is held for review. Call [`PinStore::reload_if_changed`]
     /// once per request first, so that an approval takes effect at the next call.
     pub fn held(&self, route: &str, tool: &str) -> bool {

@@ -10,11 +10,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use jsonschema::Validator;
 use serde_json::Value;
+
+use crate::mcp::list::{ListIndex, ListKind};
 
 /// Compiles a JSON Schema (draft 2020-12 unless its `$schema` names draft-07 or another
 /// draft the validator knows). `Err` says why in words, without the schema's values.
@@ -99,6 +101,8 @@ pub struct ToolCatalog {
     /// The upstream announced a change (`notifications/tools/list_changed`) since the
     /// catalog last learned them, or it never has.
     stale: AtomicBool,
+    /// Counts the changes learned: what was read at one generation is known at the same.
+    generation: AtomicU64,
     /// One fetch of the upstream's tools at a time; when the last one started and how it
     /// failed, if it did.
     fetching: tokio::sync::Mutex<FetchState>,
@@ -115,6 +119,7 @@ impl ToolCatalog {
             tools: RwLock::default(),
             overrides,
             stale: AtomicBool::new(true),
+            generation: AtomicU64::new(0),
             fetching: tokio::sync::Mutex::new(FetchState::default()),
         }
     }
@@ -171,6 +176,20 @@ impl ToolCatalog {
         self.stale.store(true, Ordering::Release);
     }
 
+    /// How many times the catalog learned something new.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Each tool's schema fingerprint (tests).
+    #[cfg(test)]
+    pub(crate) fn fingerprints(&self) -> std::collections::BTreeMap<String, u64> {
+        self.read()
+            .iter()
+            .map(|(name, entry)| (name.to_string(), entry.fingerprint))
+            .collect()
+    }
+
     /// Whether the catalog knows `tool`'s schema.
     pub fn knows(&self, tool: &str) -> bool {
         self.read().contains_key(tool)
@@ -216,6 +235,7 @@ impl ToolCatalog {
         if !changed.is_empty() {
             let mut known = self.write();
             known.extend(changed);
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         self.stale.store(false, Ordering::Release);
         learned
@@ -336,15 +356,24 @@ impl ToolListIds {
         {
             return;
         }
+        // One response (the usual answer): read by the list reader, and only the tools
+        // that changed read into a tree.
+        if let Some((index, _, id)) = ListIndex::read_answer(ListKind::Tools, bytes) {
+            let id = id.and_then(|id| serde_json::from_slice::<Value>(id).ok());
+            if id.is_some_and(|id| self.0.contains(&id.to_string())) {
+                guard.learn_answer(&index, tail, audit);
+            }
+            return;
+        }
+        // Batches, error responses and shapes the list reader leaves to serde_json.
+        let before = guard.generations();
         let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
             return;
         };
         for result in self.answers(&value) {
             guard.learn_list(result, audit);
         }
-        if let Some(tail) = tail {
-            guard.remember_list(tail);
-        }
+        guard.remember_list(before, tail);
     }
 
     /// The results in `value` (one JSON-RPC message or a batch) answering these requests.

@@ -225,9 +225,28 @@ impl ListIndex {
 
     /// [`ListIndex::read`], with where in `body` the result is.
     pub fn read_at(kind: ListKind, body: &[u8]) -> Option<(Self, usize)> {
-        let (at, result) = Parsed::new(kind, body)?.result?;
+        Self::read_answer(kind, body).map(|(index, at, _)| (index, at))
+    }
+
+    /// [`ListIndex::read_at`], with the response's `id` as it stands in `body` (the last
+    /// one if it repeats, as JSON parsers keep), if it has one.
+    pub fn read_answer(kind: ListKind, body: &[u8]) -> Option<(Self, usize, Option<&[u8]>)> {
+        let parsed = Parsed::new(kind, body)?;
+        let (at, result) = parsed.result?;
         let bytes = body.get(at..at + result.len)?.into();
-        Some((Self { bytes, result }, at))
+        let id = parsed.id.and_then(|range| body.get(range));
+        Some((Self { bytes, result }, at, id))
+    }
+
+    /// The elements of the list a JSON parser keeps (the last one when the items key
+    /// repeats), each with its identifier (`None`: missing, repeated or not a string) and
+    /// its bytes; `None` when the result has no list.
+    pub fn items(&self) -> Option<impl ExactSizeIterator<Item = (Option<&str>, &[u8])>> {
+        let list = self.result.lists.last()?;
+        Some(list.iter().map(|item| {
+            let id = item.id.as_ref().and_then(|id| id.text(&self.bytes));
+            (id, self.bytes.get(item.span.clone()).unwrap_or_default())
+        }))
     }
 
     /// What [`rewrite_list_body`] makes of `body` if its `result` is the one this index
@@ -319,6 +338,8 @@ struct Parsed {
     /// Where the `result` object starts, and what it holds; `None` without one (an error
     /// response, a `null` result): nothing to filter.
     result: Option<(usize, ParsedResult)>,
+    /// Where the value of the (last) `id` member is.
+    id: Option<Range<usize>>,
 }
 
 /// A `result` object, with every range counted from its `{`.
@@ -376,7 +397,8 @@ impl Parsed {
             std::str::from_utf8(body).ok()?;
         }
         let mut result = None;
-        Reader::with_stops(body, stops.as_ref(), 0).response(|r| {
+        let mut id = None;
+        Reader::with_stops(body, stops.as_ref(), 0).response_noting_id(&mut id, |r| {
             if r.peek()? == b'{' {
                 // Read on its own, for ranges counted from its `{`.
                 let at = r.i;
@@ -388,7 +410,7 @@ impl Parsed {
             }
             Some(())
         })?;
-        Some(Self { result })
+        Some(Self { result, id })
     }
 
     /// The rewritten body, or `None` when it needs no change.
@@ -745,7 +767,16 @@ impl<'a> Reader<'a> {
 
     /// A whole body that is one response object: every member read, its `result` (at most
     /// one) by `result`, which must read past the value.
-    fn response(&mut self, mut result: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    fn response(&mut self, result: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.response_noting_id(&mut None, result)
+    }
+
+    /// [`Reader::response`], noting in `id` where the value of its last `id` member is.
+    fn response_noting_id(
+        &mut self,
+        id: &mut Option<Range<usize>>,
+        mut result: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         let mut seen = false;
         self.ws();
         self.eat(b'{')?;
@@ -760,6 +791,10 @@ impl<'a> Reader<'a> {
                     }
                     seen = true;
                     result(self)?;
+                } else if self.key_is(&key, "id") {
+                    let start = self.i;
+                    self.value()?;
+                    *id = Some(start..self.i);
                 } else {
                     self.value()?;
                 }
