@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
 use portcullis::admin::metrics::Metrics;
 use portcullis::audit::Audit;
 use portcullis::config::guard::{Checking, Enforcement, RouteGuardConfig};
@@ -18,6 +19,9 @@ use portcullis::guard::pins::{PinPolicy, PinStore};
 use portcullis::guard::redact::{Pattern, Redactor};
 use portcullis::guard::schema::{Checked, ToolCatalog, ToolListIds};
 use portcullis::mcp::message::{McpRequest, ParseOptions};
+use portcullis::policy::lists::{
+    ListCache, ListRequests, Viewer, ViewerCache, filter_message_read, viewer_key,
+};
 use portcullis::ratelimit::RateLimits;
 use serde_json::{Value, json};
 
@@ -213,6 +217,47 @@ fn learn_answers(c: &mut Criterion, tools: &[Value]) {
             ids.learn_from(black_box(&retitled[n % 2]), &guard, &audit);
         })
     });
+
+    // Stage 13 whole on a list never seen before (one tool retitled anew each time): the
+    // guard learns it, then the list is filtered for a caller, from the guard's reading
+    // of it or from a reading of its own.
+    let lists = Arc::new(ListCache::new(64 << 20));
+    let requests = ListRequests::of(&request, &HeaderMap::new()).unwrap_or_else(|| unreachable!());
+    let viewer = Viewer {
+        policy: Arc::new(|_, name: &str| name.ends_with(['0', '2', '4', '6', '8'])),
+        cache: Some(ViewerCache {
+            lists: Arc::clone(&lists),
+            route: Arc::from("r"),
+            viewer: viewer_key("r", &["analyst".to_owned()], &[]),
+        }),
+    };
+    let mut fresh_list = || {
+        n += 1;
+        let mut tools = tools.to_vec();
+        tools[17]["title"] = json!(format!("Version {n}"));
+        answer(&tools)
+    };
+    for handed_over in [true, false] {
+        let name = if handed_over {
+            "guards_reading"
+        } else {
+            "own_reading"
+        };
+        c.bench_function(
+            &format!("guard/learn_then_filter/500_tools_new/{name}"),
+            |b| {
+                b.iter_batched(
+                    &mut fresh_list,
+                    |body| {
+                        let read = ids.learn_from(&body, &guard, &audit);
+                        let read = read.filter(|_| handed_over);
+                        filter_message_read(&body, &requests, &viewer, read)
+                    },
+                    BatchSize::LargeInput,
+                )
+            },
+        );
+    }
 }
 
 criterion_group!(benches, bench);

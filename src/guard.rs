@@ -145,6 +145,8 @@ impl RouteGuard {
             .any(|(name, _)| name.is_some_and(|name| !names.insert(name)));
         let before = self.generations();
         let mut fresh = Vec::new();
+        // The named tools read, to be kept for the next answer.
+        let mut keep = Vec::new();
         {
             let learned = self.learned();
             let known = learned
@@ -163,6 +165,7 @@ impl RouteGuard {
                     return 0;
                 };
                 fresh.push(tool);
+                keep.extend(name.map(|name| (name, bytes)));
             }
         }
         let read = fresh.len();
@@ -175,18 +178,21 @@ impl RouteGuard {
             *learned = None;
             return read;
         };
-        let named = items
-            .iter()
-            .filter_map(|&(name, bytes)| Some((name?, bytes)));
-        let adding: usize = named.clone().map(|(_, bytes)| bytes.len()).sum();
-        if learned.bytes + adding > MAX_LEARNED_BYTES {
+        let size =
+            |tools: &[(&str, &[u8])]| -> usize { tools.iter().map(|(_, bytes)| bytes.len()).sum() };
+        if learned.bytes + size(&keep) > MAX_LEARNED_BYTES {
+            // Over the bound: this answer's tools alone, if they fit.
+            keep = items
+                .iter()
+                .filter_map(|&(name, bytes)| Some((name?, bytes)))
+                .collect();
             learned.tools.clear();
             learned.bytes = 0;
-            if adding > MAX_LEARNED_BYTES {
+            if size(&keep) > MAX_LEARNED_BYTES {
                 return read;
             }
         }
-        for (name, bytes) in named {
+        for (name, bytes) in keep {
             let replaced = learned.tools.insert(name.into(), bytes.into());
             learned.bytes = learned.bytes + bytes.len() - replaced.map_or(0, |old| old.len());
         }

@@ -665,14 +665,18 @@ async fn limited_stages(
     let metrics = Arc::clone(&gateway.audit.metrics);
     let audit_log = Arc::clone(&gateway.audit);
     let rewrite = move |data: &[u8]| {
-        if let Some(ids) = &tool_lists {
-            ids.learn_from(data, &guard_route.guard, &audit_log);
-        }
+        // The guard learns first (a tool it now holds is not listed), and hands the list
+        // filter its reading of the answer.
+        let read = tool_lists
+            .as_ref()
+            .and_then(|ids| ids.learn_from(data, &guard_route.guard, &audit_log));
         if LIST_CHANGED.find(data).is_some() {
             guard_route.guard.tools.mark_stale();
         }
         let mut out = match &lists {
-            Some((requests, viewer)) => policy::lists::filter_message(data, requests, viewer)?,
+            Some((requests, viewer)) => {
+                policy::lists::filter_message_read(data, requests, viewer, read)?
+            }
             None => None,
         };
         let current = out.as_deref().unwrap_or(data);

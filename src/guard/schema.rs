@@ -17,6 +17,7 @@ use jsonschema::Validator;
 use serde_json::Value;
 
 use crate::mcp::list::{ListIndex, ListKind};
+use crate::policy::lists::Read;
 
 /// Compiles a JSON Schema (draft 2020-12 unless its `$schema` names draft-07 or another
 /// draft the validator knows). `Err` says why in words, without the schema's values.
@@ -343,10 +344,15 @@ impl ToolListIds {
 
     /// Learns from the answers in `bytes` (one JSON-RPC message or a batch) that answer
     /// these requests: schemas and pins (see [`crate::guard::RouteGuard::learn_list`]).
-    pub fn learn_from(&self, bytes: &[u8], guard: &super::RouteGuard, audit: &crate::audit::Audit) {
-        if memchr::memmem::find(bytes, b"\"tools\"").is_none() {
-            return;
-        }
+    /// Returns the list reader's reading of `bytes`, if it was read that way, for the list
+    /// filter to use.
+    pub fn learn_from(
+        &self,
+        bytes: &[u8],
+        guard: &super::RouteGuard,
+        audit: &crate::audit::Audit,
+    ) -> Option<Read> {
+        memchr::memmem::find(bytes, b"\"tools\"")?;
         // The same answer as last time (agents list again and again): nothing to learn.
         // Compared from the result on, since the ids differ; any identical suffix that
         // holds the result holds the same tools.
@@ -354,26 +360,28 @@ impl ToolListIds {
         if let Some(tail) = tail
             && guard.same_list_as_last(tail)
         {
-            return;
+            return None;
         }
         // One response (the usual answer): read by the list reader, and only the tools
         // that changed read into a tree.
-        if let Some((index, _, id)) = ListIndex::read_answer(ListKind::Tools, bytes) {
+        if let Some((index, at, id)) = ListIndex::read_answer(ListKind::Tools, bytes) {
             let id = id.and_then(|id| serde_json::from_slice::<Value>(id).ok());
             if id.is_some_and(|id| self.0.contains(&id.to_string())) {
                 guard.learn_answer(&index, tail, audit);
             }
-            return;
+            let kind = ListKind::Tools;
+            return Some(Read { kind, index, at });
         }
         // Batches, error responses and shapes the list reader leaves to serde_json.
         let before = guard.generations();
         let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
-            return;
+            return None;
         };
         for result in self.answers(&value) {
             guard.learn_list(result, audit);
         }
         guard.remember_list(before, tail);
+        None
     }
 
     /// The results in `value` (one JSON-RPC message or a batch) answering these requests.

@@ -229,8 +229,9 @@ impl ListCache {
     }
 
     /// `upstream` filtered through an index of the route's answers: one read before, or
-    /// read now and kept; with that index and where the result sits in `upstream`. `None`
-    /// if the answer is of a shape the index does not take.
+    /// `read` (the caller's reading of `upstream`, if it has one), or read now; kept, with
+    /// where the result sits in `upstream`. `None` if the answer is of a shape the index
+    /// does not take.
     fn filter_indexed(
         &self,
         route: &Arc<str>,
@@ -238,6 +239,7 @@ impl ListCache {
         upstream: &[u8],
         mut allowed: impl FnMut(&str) -> bool,
         modern: bool,
+        read: Option<Read>,
     ) -> Option<Filtered> {
         let key = (Arc::clone(route), kind);
         let known = self.indexes.get(&key);
@@ -249,7 +251,10 @@ impl ListCache {
             }
         }
         // Read once: where the result is comes with the reading.
-        let (index, at) = ListIndex::read_at(kind, upstream)?;
+        let (index, at) = match read.filter(|read| read.kind == kind) {
+            Some(read) => (read.index, read.at),
+            None => ListIndex::read_at(kind, upstream)?,
+        };
         let filtered = index.rewrite_at(upstream, at, &mut allowed, modern);
         let index = Arc::new(index);
         let kept: Indexes = std::iter::once(Arc::clone(&index))
@@ -307,6 +312,16 @@ impl std::fmt::Debug for Viewer {
     }
 }
 
+/// A list answer as the list reader read it, for [`filter_message_read`].
+#[derive(Debug)]
+pub struct Read {
+    /// The kind of list it was read as.
+    pub kind: ListKind,
+    pub index: ListIndex,
+    /// Where the result is in the answer.
+    pub at: usize,
+}
+
 /// Filters the answer to `requests` in `bytes` (a JSON body, or the data of one event of
 /// a stream): `None` when nothing changed. A body that is not JSON-RPC cannot be filtered,
 /// so must not be forwarded.
@@ -314,6 +329,17 @@ pub fn filter_message(
     bytes: &[u8],
     requests: &ListRequests,
     viewer: &Viewer,
+) -> Result<Option<Vec<u8>>, AnswerError> {
+    filter_message_read(bytes, requests, viewer, None)
+}
+
+/// [`filter_message`], given the list reader's reading of `bytes` when there is one (the
+/// guard read a `tools/list` answer to learn from it): not read a second time then.
+pub fn filter_message_read(
+    bytes: &[u8],
+    requests: &ListRequests,
+    viewer: &Viewer,
+    read: Option<Read>,
 ) -> Result<Option<Vec<u8>>, AnswerError> {
     if !requests.batch {
         let Some((_, &kind)) = requests.by_id.iter().next() else {
@@ -334,8 +360,15 @@ pub fn filter_message(
         // From the route's index of the answer, or else read the long way.
         let indexed = || {
             let allowed = |name: &str| viewer.allows(kind, name);
-            match (cache.lists).filter_indexed(&cache.route, kind, bytes, allowed, requests.modern)
-            {
+            let filtered = (cache.lists).filter_indexed(
+                &cache.route,
+                kind,
+                bytes,
+                allowed,
+                requests.modern,
+                read,
+            );
+            match filtered {
                 Some(filtered) => Ok(filtered),
                 None => filter().map(|filtered| (filtered, None)),
             }
@@ -560,6 +593,36 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&answer[answer.len() - 20..])
             );
+        }
+    }
+
+    /// A reading handed over (the guard's) filters as reading the answer anew does, is
+    /// kept as the route's index, and is not used for another kind of list.
+    #[test]
+    fn a_reading_handed_over_filters_as_reading_anew() {
+        let asked = Arc::new(AtomicUsize::new(0));
+        for (n, body) in [list(200, 200), list(500, 60), list(5, 20_000)]
+            .iter()
+            .enumerate()
+        {
+            assert!(body.len() >= CACHE_FROM);
+            for kind in [ListKind::Tools, ListKind::Prompts] {
+                let cache = Arc::new(ListCache::new(8 * 1024 * 1024));
+                let alice = viewer(&cache, &["analyst"], &asked);
+                let (index, at, _) = ListIndex::read_answer(kind, body).unwrap();
+                let read = Read { kind, index, at };
+                let got = filter_message_read(body, &requests(), &alice, Some(read)).unwrap();
+                let expected = rewrite_list_body(
+                    ListKind::Tools,
+                    body,
+                    |name| alice.allows(ListKind::Tools, name),
+                    false,
+                )
+                .unwrap();
+                assert_eq!(got, expected, "list {n}, read as {kind:?}");
+                let kept = cache.indexes.get(&(Arc::from("tools"), ListKind::Tools));
+                assert!(kept.is_some_and(|kept| kept.len() == 1), "list {n}");
+            }
         }
     }
 
