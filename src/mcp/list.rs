@@ -1472,6 +1472,9 @@ mod tests {
                     continue;
                 };
                 let Some(fast) = fast else { continue };
+                if !modern {
+                    reading_agrees_with_the_tree(case, &message);
+                }
                 let out = fast.rewrite(case, &mut policy, modern);
                 filter_result(ListKind::Tools, &mut message, policy, modern);
                 let sent: Value = serde_json::from_slice(out.as_deref().unwrap_or(case))
@@ -1479,6 +1482,46 @@ mod tests {
                 assert_eq!(sent, message, "{}", String::from_utf8_lossy(case));
             }
         }
+    }
+
+    /// What the guard takes from the reader's reading of an answer (`tree`, as serde_json
+    /// read it) is what the tree holds: the response's id, and each tool of the list a
+    /// tree keeps, read alone, with its name when the reader gives one.
+    fn reading_agrees_with_the_tree(body: &[u8], tree: &Value) {
+        let shown = || String::from_utf8_lossy(body).into_owned();
+        let Some((index, _, id)) = ListIndex::read_answer(ListKind::Tools, body) else {
+            // Only an answer without a result object has no reading.
+            let result = tree.get("result");
+            assert!(!result.is_some_and(Value::is_object), "{}", shown());
+            return;
+        };
+        let id = id.map(|id| serde_json::from_slice::<Value>(id).unwrap());
+        assert_eq!(id.as_ref(), tree.get("id"), "{}", shown());
+        let tools = tree["result"].get("tools").and_then(Value::as_array);
+        let Some(items) = index.items() else {
+            assert!(tools.is_none(), "{}", shown());
+            return;
+        };
+        let tools = tools.unwrap_or_else(|| panic!("no tools in the tree: {}", shown()));
+        assert_eq!(items.len(), tools.len(), "{}", shown());
+        for ((name, bytes), tool) in items.zip(tools) {
+            let alone: Value = serde_json::from_slice(bytes).unwrap();
+            assert_eq!(&alone, tool, "{}", shown());
+            if let Some(name) = name {
+                assert_eq!(tool.get("name"), Some(&Value::from(name)), "{}", shown());
+            }
+        }
+    }
+
+    #[test]
+    fn a_reading_keeps_what_a_tree_keeps_of_repeated_members() {
+        let body = br#"{"id":1,"result":{"tools":[{"name":"first"}],"tools":[{"name":"x","name":"last"},{"name":"kept"}]},"id":"2"}"#;
+        let tree: Value = serde_json::from_slice(body).unwrap();
+        reading_agrees_with_the_tree(body, &tree);
+        let (index, _, id) = ListIndex::read_answer(ListKind::Tools, body).unwrap();
+        assert_eq!(id, Some(br#""2""#.as_slice()));
+        let names: Vec<Option<&str>> = index.items().unwrap().map(|(name, _)| name).collect();
+        assert_eq!(names, [None, Some("kept")]);
     }
 
     #[test]
