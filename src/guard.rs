@@ -110,20 +110,30 @@ impl RouteGuard {
     /// it, begun at generations `before`, changed nothing: a change, ours or anyone's,
     /// leaves nothing to trust, and the next answer is learned whole again.
     pub fn remember_list(&self, before: (u64, u64), tail: Option<&[u8]>) {
+        self.remember(before, tail, |_| {});
+    }
+
+    /// [`RouteGuard::remember_list`], with `add` to note what else was learned, in the
+    /// same hold of the lock as the generations are compared (a learning that finished
+    /// in between, after a change, must not find our notes in its memory).
+    fn remember(&self, before: (u64, u64), tail: Option<&[u8]>, add: impl FnOnce(&mut Learned)) {
         let mut learned = self.learned();
-        match (tail, self.generations() == before) {
-            (Some(tail), true) => {
-                let kept = learned.take().filter(|learned| learned.at == before);
-                let (tools, bytes) = kept.map_or_else(Default::default, |l| (l.tools, l.bytes));
-                *learned = Some(Learned {
-                    at: before,
-                    tail: tail.to_vec(),
-                    tools,
-                    bytes,
-                });
-            }
-            _ => *learned = None,
-        }
+        let (Some(tail), true) = (tail, self.generations() == before) else {
+            *learned = None;
+            return;
+        };
+        let mut last = learned
+            .take()
+            .filter(|learned| learned.at == before)
+            .unwrap_or_else(|| Learned {
+                at: before,
+                tail: Vec::new(),
+                tools: HashMap::new(),
+                bytes: 0,
+            });
+        tail.clone_into(&mut last.tail);
+        add(&mut last);
+        *learned = Some(last);
     }
 
     /// Learns one `tools/list` answer read by the list reader (`tail`: from its result
@@ -173,30 +183,31 @@ impl RouteGuard {
         let mut result = serde_json::Map::new();
         result.insert("tools".to_owned(), Value::Array(fresh));
         self.learn_list(&Value::Object(result), audit);
-        self.remember_list(before, tail);
-        let mut learned = self.learned();
-        let Some(learned) = learned.as_mut().filter(|_| !irregular) else {
-            *learned = None;
+        if irregular {
+            *self.learned() = None;
             return read;
-        };
-        let size =
-            |tools: &[(&str, &[u8])]| -> usize { tools.iter().map(|(_, bytes)| bytes.len()).sum() };
-        if learned.bytes + size(&keep) > MAX_LEARNED_BYTES {
-            // Over the bound: this answer's tools alone, if they fit.
-            keep = items
-                .iter()
-                .filter_map(|&(name, bytes)| Some((name?, bytes)))
-                .collect();
-            learned.tools.clear();
-            learned.bytes = 0;
-            if size(&keep) > MAX_LEARNED_BYTES {
-                return read;
+        }
+        self.remember(before, tail, |learned| {
+            let size = |tools: &[(&str, &[u8])]| -> usize {
+                tools.iter().map(|(_, bytes)| bytes.len()).sum()
+            };
+            if learned.bytes + size(&keep) > MAX_LEARNED_BYTES {
+                // Over the bound: this answer's tools alone, if they fit.
+                keep = items
+                    .iter()
+                    .filter_map(|&(name, bytes)| Some((name?, bytes)))
+                    .collect();
+                learned.tools.clear();
+                learned.bytes = 0;
+                if size(&keep) > MAX_LEARNED_BYTES {
+                    return;
+                }
             }
-        }
-        for (name, bytes) in keep {
-            let replaced = learned.tools.insert(name.into(), bytes.into());
-            learned.bytes = learned.bytes + bytes.len() - replaced.map_or(0, |old| old.len());
-        }
+            for (name, bytes) in keep {
+                let replaced = learned.tools.insert(name.into(), bytes.into());
+                learned.bytes = learned.bytes + bytes.len() - replaced.map_or(0, |old| old.len());
+            }
+        });
         read
     }
 
