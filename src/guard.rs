@@ -51,8 +51,6 @@ struct Learned {
     /// Each named tool as listed, byte for byte (the pages of a paginated list add up, to
     /// [`MAX_LEARNED_BYTES`] in all): one listed again the same has nothing to teach.
     tools: HashMap<Box<str>, Box<[u8]>>,
-    /// The bytes of `tools`.
-    bytes: usize,
 }
 
 /// The most tool definitions kept per route to compare the next lists with.
@@ -129,7 +127,6 @@ impl RouteGuard {
                 at: before,
                 tail: Vec::new(),
                 tools: HashMap::new(),
-                bytes: 0,
             });
         tail.clone_into(&mut last.tail);
         add(&mut last);
@@ -188,24 +185,21 @@ impl RouteGuard {
             return read;
         }
         self.remember(before, tail, |learned| {
-            let size = |tools: &[(&str, &[u8])]| -> usize {
-                tools.iter().map(|(_, bytes)| bytes.len()).sum()
+            let size = |tools: &HashMap<Box<str>, Box<[u8]>>| -> usize {
+                tools.values().map(|bytes| bytes.len()).sum()
             };
-            if learned.bytes + size(&keep) > MAX_LEARNED_BYTES {
+            learned
+                .tools
+                .extend(keep.into_iter().map(|(n, b)| (n.into(), b.into())));
+            if size(&learned.tools) > MAX_LEARNED_BYTES {
                 // Over the bound: this answer's tools alone, if they fit.
-                keep = items
+                learned.tools = items
                     .iter()
-                    .filter_map(|&(name, bytes)| Some((name?, bytes)))
+                    .filter_map(|&(name, bytes)| Some((name?.into(), bytes.into())))
                     .collect();
-                learned.tools.clear();
-                learned.bytes = 0;
-                if size(&keep) > MAX_LEARNED_BYTES {
-                    return;
+                if size(&learned.tools) > MAX_LEARNED_BYTES {
+                    learned.tools.clear();
                 }
-            }
-            for (name, bytes) in keep {
-                let replaced = learned.tools.insert(name.into(), bytes.into());
-                learned.bytes = learned.bytes + bytes.len() - replaced.map_or(0, |old| old.len());
             }
         });
         read
@@ -430,11 +424,11 @@ mod tests {
                     List(tools) => tools,
                 };
                 let body = answer(n, tools);
-                let (index, _, id) = ListIndex::read_answer(ListKind::Tools, &body).unwrap();
+                let (reading, id) = ListIndex::read_answer(ListKind::Tools, &body).unwrap();
                 assert_eq!(id, Some(n.to_string().as_bytes()));
                 let tail = memchr::memmem::find(&body, b"\"result\"").map(|at| &body[at..]);
                 assert!(!fast.same_list_as_last(tail.unwrap()));
-                reads.push(fast.learn_answer(&index, tail, &audit));
+                reads.push(fast.learn_answer(&reading.index, tail, &audit));
                 let tree: Value = serde_json::from_slice(&body).unwrap();
                 slow.learn_list(&tree["result"], &audit);
 

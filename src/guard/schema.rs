@@ -16,8 +16,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use jsonschema::Validator;
 use serde_json::Value;
 
-use crate::mcp::list::{ListIndex, ListKind};
-use crate::policy::lists::Read;
+use crate::mcp::list::{ListIndex, ListKind, Reading};
 
 /// Compiles a JSON Schema (draft 2020-12 unless its `$schema` names draft-07 or another
 /// draft the validator knows). `Err` says why in words, without the schema's values.
@@ -351,7 +350,7 @@ impl ToolListIds {
         bytes: &[u8],
         guard: &super::RouteGuard,
         audit: &crate::audit::Audit,
-    ) -> Option<Read> {
+    ) -> Option<Reading> {
         memchr::memmem::find(bytes, b"\"tools\"")?;
         // The same answer as last time (agents list again and again): nothing to learn.
         // Compared from the result on, since the ids differ; any identical suffix that
@@ -364,13 +363,12 @@ impl ToolListIds {
         }
         // One response (the usual answer): read by the list reader, and only the tools
         // that changed read into a tree.
-        if let Some((index, at, id)) = ListIndex::read_answer(ListKind::Tools, bytes) {
+        if let Some((reading, id)) = ListIndex::read_answer(ListKind::Tools, bytes) {
             let id = id.and_then(|id| serde_json::from_slice::<Value>(id).ok());
-            if id.is_some_and(|id| self.0.contains(&id.to_string())) {
-                guard.learn_answer(&index, tail, audit);
+            if id.is_some_and(|id| self.answered_by(&id)) {
+                guard.learn_answer(&reading.index, tail, audit);
             }
-            let kind = ListKind::Tools;
-            return Some(Read { kind, index, at });
+            return Some(reading);
         }
         // Batches, error responses and shapes the list reader leaves to serde_json.
         let before = guard.generations();
@@ -384,6 +382,11 @@ impl ToolListIds {
         None
     }
 
+    /// Whether a response with `id` answers one of these requests.
+    fn answered_by(&self, id: &Value) -> bool {
+        self.0.contains(&id.to_string())
+    }
+
     /// The results in `value` (one JSON-RPC message or a batch) answering these requests.
     fn answers<'v>(&self, value: &'v Value) -> Vec<&'v Value> {
         let messages: Vec<&Value> = match value {
@@ -392,10 +395,7 @@ impl ToolListIds {
         };
         messages
             .into_iter()
-            .filter(|m| {
-                m.get("id")
-                    .is_some_and(|id| self.0.contains(&id.to_string()))
-            })
+            .filter(|m| m.get("id").is_some_and(|id| self.answered_by(id)))
             .filter_map(|m| m.get("result"))
             .collect()
     }

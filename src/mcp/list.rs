@@ -225,17 +225,18 @@ impl ListIndex {
 
     /// [`ListIndex::read`], with where in `body` the result is.
     pub fn read_at(kind: ListKind, body: &[u8]) -> Option<(Self, usize)> {
-        Self::read_answer(kind, body).map(|(index, at, _)| (index, at))
+        Self::read_answer(kind, body).map(|(reading, _)| (reading.index, reading.at))
     }
 
-    /// [`ListIndex::read_at`], with the response's `id` as it stands in `body` (the last
-    /// one if it repeats, as JSON parsers keep), if it has one.
-    pub fn read_answer(kind: ListKind, body: &[u8]) -> Option<(Self, usize, Option<&[u8]>)> {
+    /// [`ListIndex::read_at`], as a [`Reading`], with the response's `id` as it stands in
+    /// `body` (the last one if it repeats, as JSON parsers keep), if it has one.
+    pub fn read_answer(kind: ListKind, body: &[u8]) -> Option<(Reading, Option<&[u8]>)> {
         let parsed = Parsed::new(kind, body)?;
         let (at, result) = parsed.result?;
         let bytes = body.get(at..at + result.len)?.into();
         let id = parsed.id.and_then(|range| body.get(range));
-        Some((Self { bytes, result }, at, id))
+        let index = Self { bytes, result };
+        Some((Reading { kind, index, at }, id))
     }
 
     /// The elements of the list a JSON parser keeps (the last one when the items key
@@ -327,6 +328,17 @@ impl ListIndex {
             .sum();
         size_of::<Self>() + self.bytes.len() + items
     }
+}
+
+/// A list answer as the reader read it, to be handed on (the guard reads a `tools/list`
+/// answer to learn from it, then the list filter uses that reading).
+#[derive(Debug)]
+pub struct Reading {
+    /// The kind of list it was read as.
+    pub kind: ListKind,
+    pub index: ListIndex,
+    /// Where the result is in the answer.
+    pub at: usize,
 }
 
 /// A list response read in one pass over its bytes: where the parts that filtering may
@@ -1489,7 +1501,8 @@ mod tests {
     /// tree keeps, read alone, with its name when the reader gives one.
     fn reading_agrees_with_the_tree(body: &[u8], tree: &Value) {
         let shown = || String::from_utf8_lossy(body).into_owned();
-        let Some((index, _, id)) = ListIndex::read_answer(ListKind::Tools, body) else {
+        let Some((Reading { index, .. }, id)) = ListIndex::read_answer(ListKind::Tools, body)
+        else {
             // Only an answer without a result object has no reading.
             let result = tree.get("result");
             assert!(!result.is_some_and(Value::is_object), "{}", shown());
@@ -1518,7 +1531,7 @@ mod tests {
         let body = br#"{"id":1,"result":{"tools":[{"name":"first"}],"tools":[{"name":"x","name":"last"},{"name":"kept"}]},"id":"2"}"#;
         let tree: Value = serde_json::from_slice(body).unwrap();
         reading_agrees_with_the_tree(body, &tree);
-        let (index, _, id) = ListIndex::read_answer(ListKind::Tools, body).unwrap();
+        let (Reading { index, .. }, id) = ListIndex::read_answer(ListKind::Tools, body).unwrap();
         assert_eq!(id, Some(br#""2""#.as_slice()));
         let names: Vec<Option<&str>> = index.items().unwrap().map(|(name, _)| name).collect();
         assert_eq!(names, [None, Some("kept")]);

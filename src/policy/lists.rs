@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::Kind;
 use crate::mcp::answer::AnswerError;
 use crate::mcp::headers::MCP_PROTOCOL_VERSION;
-use crate::mcp::list::{ListIndex, ListKind, filter_result, rewrite_list_body};
+use crate::mcp::list::{ListIndex, ListKind, Reading, filter_result, rewrite_list_body};
 use crate::mcp::message::McpRequest;
 
 /// The list requests of one POST, to filter their answers.
@@ -239,7 +239,7 @@ impl ListCache {
         upstream: &[u8],
         mut allowed: impl FnMut(&str) -> bool,
         modern: bool,
-        read: Option<Read>,
+        read: Option<Reading>,
     ) -> Option<Filtered> {
         let key = (Arc::clone(route), kind);
         let known = self.indexes.get(&key);
@@ -312,16 +312,6 @@ impl std::fmt::Debug for Viewer {
     }
 }
 
-/// A list answer as the list reader read it, for [`filter_message_read`].
-#[derive(Debug)]
-pub struct Read {
-    /// The kind of list it was read as.
-    pub kind: ListKind,
-    pub index: ListIndex,
-    /// Where the result is in the answer.
-    pub at: usize,
-}
-
 /// Filters the answer to `requests` in `bytes` (a JSON body, or the data of one event of
 /// a stream): `None` when nothing changed. A body that is not JSON-RPC cannot be filtered,
 /// so must not be forwarded.
@@ -339,7 +329,7 @@ pub fn filter_message_read(
     bytes: &[u8],
     requests: &ListRequests,
     viewer: &Viewer,
-    read: Option<Read>,
+    read: Option<Reading>,
 ) -> Result<Option<Vec<u8>>, AnswerError> {
     if !requests.batch {
         let Some((_, &kind)) = requests.by_id.iter().next() else {
@@ -609,8 +599,7 @@ mod tests {
             for kind in [ListKind::Tools, ListKind::Prompts] {
                 let cache = Arc::new(ListCache::new(8 * 1024 * 1024));
                 let alice = viewer(&cache, &["analyst"], &asked);
-                let (index, at, _) = ListIndex::read_answer(kind, body).unwrap();
-                let read = Read { kind, index, at };
+                let (read, _) = ListIndex::read_answer(kind, body).unwrap();
                 let got = filter_message_read(body, &requests(), &alice, Some(read)).unwrap();
                 let expected = rewrite_list_body(
                     ListKind::Tools,
