@@ -632,6 +632,78 @@ fn list_filter(c: &mut Criterion) {
             },
         );
     }
+    // A new version of a list the route read before (one tool retitled each time, as an
+    // upstream that changed a tool answers): read against the route's last answer, only
+    // the changed tool read anew; filtered for a caller.
+    let retitled = |n: usize| {
+        String::from_utf8_lossy(&body)
+            .replacen(
+                "Query table 17\"",
+                &format!("Query table 17, version {n}\""),
+                1,
+            )
+            .into_bytes()
+    };
+    assert_ne!(retitled(1), body);
+    if let Some(requests) = ListRequests::of(&request, &HeaderMap::new()) {
+        let lists = Arc::new(ListCache::new(64 * 1024 * 1024));
+        let allowed = Arc::new(allowed.clone());
+        let viewer = Viewer {
+            policy: Arc::new(move |_, name: &str| allowed.contains(name)),
+            cache: Some(ViewerCache {
+                lists: Arc::clone(&lists),
+                route: Arc::from("tools"),
+                viewer: viewer_key("tools", &["analyst".to_owned()], &[]),
+            }),
+        };
+        let _ = filter_message(&retitled(0), &requests, &viewer);
+        let mut n = 0;
+        group.bench_function(
+            format!("filter_message/500_tools_new_version_of_a_list_read/{kib}KiB"),
+            |b| {
+                b.iter_batched(
+                    || {
+                        n += 1;
+                        retitled(n)
+                    },
+                    |body| filter_message(black_box(&body), &requests, &viewer),
+                    BatchSize::LargeInput,
+                );
+            },
+        );
+    }
+    if let Some(base) = ListIndex::read(ListKind::Tools, &retitled(0)) {
+        let changed = retitled(1);
+        group.bench_function(
+            format!("list_index_read_against/500_tools_one_changed/{kib}KiB"),
+            |b| {
+                b.iter(|| {
+                    ListIndex::read_answer_against(
+                        ListKind::Tools,
+                        black_box(&changed),
+                        Some(&base),
+                    )
+                    .is_some()
+                });
+            },
+        );
+        // Against a base that matches nothing: what a list that changed whole costs.
+        let other = String::from_utf8_lossy(&changed)
+            .replace("read-only", "read_only")
+            .into_bytes();
+        group.bench_function(
+            format!("list_index_read_against/500_tools_all_changed/{kib}KiB"),
+            |b| {
+                b.iter(|| {
+                    ListIndex::read_answer_against(ListKind::Tools, black_box(&other), Some(&base))
+                        .is_some()
+                });
+            },
+        );
+        group.bench_function(format!("list_index_read/500_tools/{kib}KiB"), |b| {
+            b.iter(|| ListIndex::read(ListKind::Tools, black_box(&changed)).is_some());
+        });
+    }
     // The index alone: a list read before, in an answer with another id.
     if let Some(index) = ListIndex::read(ListKind::Tools, &body) {
         let answer = String::from_utf8_lossy(&body).replacen("\"id\":2", "\"id\":17", 1);

@@ -38,6 +38,9 @@ pub struct RouteGuard {
     pub route: Arc<str>,
     /// What the route's `tools/list` answers taught, to spare learning it again.
     learned: Mutex<Option<Learned>>,
+    /// The route's last `tools/list` answer as the list reader read it, to read the next
+    /// one against (most of a changed list is the same).
+    last_read: Mutex<Option<Arc<ListIndex>>>,
 }
 
 /// The `tools/list` answers a route learned from while its pins and catalog stood still.
@@ -78,6 +81,7 @@ impl RouteGuard {
             },
             route: Arc::from(route),
             learned: Mutex::new(None),
+            last_read: Mutex::new(None),
         }
     }
 
@@ -85,6 +89,22 @@ impl RouteGuard {
     pub fn generations(&self) -> (u64, u64) {
         let pins = self.pins.as_ref().map_or(0, |pins| pins.generation());
         (pins, self.tools.generation())
+    }
+
+    /// The index of the last `tools/list` answer read, if any.
+    pub fn last_read(&self) -> Option<Arc<ListIndex>> {
+        self.last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps `index`, just read, to read the next answer against.
+    pub fn note_read(&self, index: &Arc<ListIndex>) {
+        *self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(index));
     }
 
     fn learned(&self) -> MutexGuard<'_, Option<Learned>> {

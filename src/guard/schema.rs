@@ -361,9 +361,13 @@ impl ToolListIds {
         {
             return None;
         }
-        // One response (the usual answer): read by the list reader, and only the tools
-        // that changed read into a tree.
-        if let Some((reading, id)) = ListIndex::read_answer(ListKind::Tools, bytes) {
+        // One response (the usual answer): read by the list reader against the last one,
+        // and only the tools that changed read into a tree.
+        let last = guard.last_read();
+        if let Some((reading, id)) =
+            ListIndex::read_answer_against(ListKind::Tools, bytes, last.as_deref())
+        {
+            guard.note_read(&reading.index);
             let id = id.and_then(|id| serde_json::from_slice::<Value>(id).ok());
             if id.is_some_and(|id| self.answered_by(&id)) {
                 guard.learn_answer(&reading.index, tail, audit);

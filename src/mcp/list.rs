@@ -30,8 +30,10 @@
 //! writing it out again would.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -175,7 +177,7 @@ pub fn rewrite_list_body(
     mut allowed: impl FnMut(&str) -> bool,
     modern: bool,
 ) -> Result<Option<Vec<u8>>, ListError> {
-    if let Some(parsed) = Parsed::new(kind, body) {
+    if let Some(parsed) = Parsed::new(kind, body, None) {
         return Ok(parsed.rewrite(body, &mut allowed, modern));
     }
     rewrite_the_long_way(kind, body, allowed, modern)
@@ -209,6 +211,8 @@ fn rewrite_the_long_way(
 /// changes from one answer to the next, the result does not.
 #[derive(Debug)]
 pub struct ListIndex {
+    /// The kind of list it was read as: its items' identifiers are of that kind.
+    kind: ListKind,
     /// The bytes of the `result` object read, from its `{` to its `}`.
     bytes: Box<[u8]>,
     /// With ranges counted from the result's `{`.
@@ -219,23 +223,43 @@ impl ListIndex {
     /// Reads the list answer `body`; `None` if it is not JSON, has no `result` object, or is
     /// of a shape only [`rewrite_list_body`] filters (a repeated `result`, a list that is
     /// not an array, very deep nesting).
-    pub fn read(kind: ListKind, body: &[u8]) -> Option<Self> {
+    pub fn read(kind: ListKind, body: &[u8]) -> Option<Arc<Self>> {
         Self::read_at(kind, body).map(|(index, _)| index)
     }
 
     /// [`ListIndex::read`], with where in `body` the result is.
-    pub fn read_at(kind: ListKind, body: &[u8]) -> Option<(Self, usize)> {
+    pub fn read_at(kind: ListKind, body: &[u8]) -> Option<(Arc<Self>, usize)> {
         Self::read_answer(kind, body).map(|(reading, _)| (reading.index, reading.at))
     }
 
     /// [`ListIndex::read_at`], as a [`Reading`], with the response's `id` as it stands in
     /// `body` (the last one if it repeats, as JSON parsers keep), if it has one.
     pub fn read_answer(kind: ListKind, body: &[u8]) -> Option<(Reading, Option<&[u8]>)> {
-        let parsed = Parsed::new(kind, body)?;
+        Self::read_answer_against(kind, body, None)
+    }
+
+    /// [`ListIndex::read_answer`], against `base`: the index of an answer read before (the
+    /// route's last). An element of the new list that is, byte for byte, the base's item
+    /// expected at that place is taken as read, with one comparison: bytes that were one
+    /// JSON object read the same wherever they stand. An upstream that changed one tool of
+    /// 500, or a field beside the list, costs the tool or the field, not the list. The
+    /// reading is the one [`ListIndex::read_answer`] makes of `body`; a base of another
+    /// kind of list is not used.
+    pub fn read_answer_against<'b>(
+        kind: ListKind,
+        body: &'b [u8],
+        base: Option<&ListIndex>,
+    ) -> Option<(Reading, Option<&'b [u8]>)> {
+        let base = base.filter(|base| base.kind == kind);
+        let parsed = Parsed::new(kind, body, base)?;
         let (at, result) = parsed.result?;
         let bytes = body.get(at..at + result.len)?.into();
         let id = parsed.id.and_then(|range| body.get(range));
-        let index = Self { bytes, result };
+        let index = Arc::new(Self {
+            kind,
+            bytes,
+            result,
+        });
         Some((Reading { kind, index, at }, id))
     }
 
@@ -336,7 +360,9 @@ impl ListIndex {
 pub struct Reading {
     /// The kind of list it was read as.
     pub kind: ListKind,
-    pub index: ListIndex,
+    /// Shared: the list filter keeps it for the route's callers, the guard to read the
+    /// route's next answer against.
+    pub index: Arc<ListIndex>,
     /// Where the result is in the answer.
     pub at: usize,
 }
@@ -347,6 +373,9 @@ pub struct Reading {
 /// not an array, nesting deeper than [`MAX_DEPTH`]).
 #[derive(Debug)]
 struct Parsed {
+    /// How many items were taken from the base as they were (see [`Base`]).
+    #[cfg(test)]
+    taken: usize,
     /// Where the `result` object starts, and what it holds; `None` without one (an error
     /// response, a `null` result): nothing to filter.
     result: Option<(usize, ParsedResult)>,
@@ -355,7 +384,7 @@ struct Parsed {
 }
 
 /// A `result` object, with every range counted from its `{`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct ParsedResult {
     /// Its length in bytes, to its `}`.
     len: usize,
@@ -370,7 +399,7 @@ struct ParsedResult {
     complete: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Item {
     span: Range<usize>,
     /// The identifier; `None` if missing, repeated or not a string.
@@ -379,13 +408,22 @@ struct Item {
 
 /// An identifier's text: where it is in the body, or, when it has escapes, the text they
 /// stand for.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Id {
     Raw(Range<usize>),
     Unescaped(Box<str>),
 }
 
 impl Id {
+    /// The identifier of an item that began at `from`, for the same bytes beginning at
+    /// `to`.
+    fn moved(&self, from: usize, to: usize) -> Self {
+        match self {
+            Self::Raw(range) => Self::Raw(range.start - from + to..range.end - from + to),
+            Self::Unescaped(text) => Self::Unescaped(text.clone()),
+        }
+    }
+
     fn text<'b>(&'b self, body: &'b [u8]) -> Option<&'b str> {
         match self {
             Self::Raw(range) => std::str::from_utf8(body.get(range.clone())?).ok(),
@@ -402,27 +440,51 @@ impl Id {
 }
 
 impl Parsed {
-    fn new(kind: ListKind, body: &[u8]) -> Option<Self> {
-        let stops = Stops::of(body);
+    /// `body` read, against `base` if there is one (see [`ListIndex::read_answer_against`]).
+    fn new(kind: ListKind, body: &[u8], base: Option<&ListIndex>) -> Option<Self> {
+        let mut base = base.and_then(Base::of);
+        // Against a base, most of a list is compared rather than read: the stops would be
+        // found for nothing, and the bytes read are checked to be UTF-8 after.
+        let stops = if base.is_none() {
+            Stops::of(body)
+        } else {
+            None
+        };
         // ASCII (as most lists are) is UTF-8; the stops saw whether it is.
-        if !stops.as_ref().is_some_and(|stops| stops.ascii) {
+        if base.is_none() && !stops.as_ref().is_some_and(|stops| stops.ascii) {
             std::str::from_utf8(body).ok()?;
         }
         let mut result = None;
         let mut id = None;
-        Reader::with_stops(body, stops.as_ref(), 0).response_noting_id(&mut id, |r| {
+        let read = Reader::with_stops(body, stops.as_ref(), 0).response_noting_id(&mut id, |r| {
             if r.peek()? == b'{' {
                 // Read on its own, for ranges counted from its `{`.
                 let at = r.i;
                 let mut read = Reader::with_stops(body.get(at..)?, stops.as_ref(), at);
-                result = Some((at, read.result(kind)?));
+                result = Some((at, read.result(kind, base.as_mut())?));
                 r.i = at + read.i;
             } else {
                 r.value()?;
             }
             Some(())
-        })?;
-        Some(Self { result, id })
+        });
+        if base.as_ref().is_some_and(|base| base.abandoned) {
+            return Self::new(kind, body, None);
+        }
+        read?;
+        if let Some(base) = &base {
+            // What was taken from the base is UTF-8 (it was checked when the base was read).
+            let at = result.as_ref().map_or(0, |(at, _)| *at);
+            if !utf8_around(body, at, &base.taken) {
+                return None;
+            }
+        }
+        Some(Self {
+            #[cfg(test)]
+            taken: base.as_ref().map_or(0, |base| base.taken.len()),
+            result,
+            id,
+        })
     }
 
     /// The rewritten body, or `None` when it needs no change.
@@ -819,8 +881,8 @@ impl<'a> Reader<'a> {
         (self.i == self.b.len()).then_some(())
     }
 
-    /// A `result` object.
-    fn result(&mut self, kind: ListKind) -> Option<ParsedResult> {
+    /// A `result` object, its lists read against `base` if there is one.
+    fn result(&mut self, kind: ListKind, mut base: Option<&mut Base<'_>>) -> Option<ParsedResult> {
         let start = self.i;
         self.eat(b'{')?;
         let mut result = ParsedResult {
@@ -844,7 +906,9 @@ impl<'a> Reader<'a> {
                 if self.peek()? != b'[' {
                     return None;
                 }
-                result.lists.push(self.items(kind.id_key())?);
+                result
+                    .lists
+                    .push(self.items(kind.id_key(), base.as_deref_mut())?);
             } else if self.key_is(&key, "cacheScope") {
                 let start = self.i;
                 let private = self.string_is(PRIVATE)?;
@@ -861,26 +925,54 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A list of items.
-    fn items(&mut self, id_key: &str) -> Option<Vec<Item>> {
+    /// A list of items, each taken from `base` if it is the item expected there.
+    fn items(&mut self, id_key: &str, mut base: Option<&mut Base<'_>>) -> Option<Vec<Item>> {
         self.eat(b'[')?;
         self.ws();
         let mut items = Vec::new();
         if self.close(b']') {
             return Some(items);
         }
+        if let Some(base) = base.as_deref_mut() {
+            base.next = 0;
+        }
         loop {
             let start = self.i;
-            let id = if self.peek()? == b'{' {
-                self.item(id_key)?
-            } else {
-                self.value()?;
-                None
+            let known = match base.as_deref_mut() {
+                Some(base) => {
+                    let known = base.take(self.b, start);
+                    if base.abandoned {
+                        return None;
+                    }
+                    known
+                }
+                None => None,
             };
-            items.push(Item {
-                span: start..self.i,
-                id,
-            });
+            if let Some(known) = known {
+                self.i = start + known.span.len();
+                let id = known
+                    .id
+                    .as_ref()
+                    .map(|id| id.moved(known.span.start, start));
+                items.push(Item {
+                    span: start..self.i,
+                    id,
+                });
+            } else {
+                let id = if self.peek()? == b'{' {
+                    self.item(id_key)?
+                } else {
+                    self.value()?;
+                    None
+                };
+                if let Some(base) = base.as_deref_mut() {
+                    base.read_past(id.as_ref().and_then(|id| id.text(self.b)));
+                }
+                items.push(Item {
+                    span: start..self.i,
+                    id,
+                });
+            }
             if !self.next(b']')? {
                 return Some(items);
             }
@@ -925,6 +1017,121 @@ impl<'a> Reader<'a> {
             }
         }
     }
+}
+
+/// An index read before, that a new answer is read against: the items of its list, in
+/// order.
+struct Base<'a> {
+    /// The base's result, which its items' spans count from.
+    bytes: &'a [u8],
+    items: &'a [Item],
+    /// The item expected next.
+    next: usize,
+    /// Identifier → place among `items`, made at the first element read that is not the
+    /// item expected there, nor a new version of it.
+    places: Option<HashMap<&'a str, usize>>,
+    /// Elements compared and found, and not: a list that no longer looks like the base is
+    /// not compared on.
+    found: usize,
+    missed: usize,
+    /// What was taken from the base, each range counted from the `{` of the result
+    /// read, in order.
+    taken: Vec<Range<usize>>,
+    /// The list does not look like the base's from its start: it is better read anew,
+    /// with the stops.
+    abandoned: bool,
+}
+
+impl<'a> Base<'a> {
+    /// Mismatches allowed before comparing stops, unless as many items were found. If
+    /// no more than that many were found by then, the reading starts again without the
+    /// base.
+    const MISSES: usize = 16;
+
+    fn of(index: &'a ListIndex) -> Option<Self> {
+        let items = index
+            .result
+            .lists
+            .last()
+            .filter(|items| !items.is_empty())?;
+        Some(Self {
+            bytes: &index.bytes,
+            items,
+            next: 0,
+            places: None,
+            found: 0,
+            missed: 0,
+            taken: Vec::new(),
+            abandoned: false,
+        })
+    }
+
+    /// The base's item expected next, if `b` has it at `at`: an object (its bytes end
+    /// where it ends, where a number's might go on), byte for byte.
+    fn take(&mut self, b: &[u8], at: usize) -> Option<&'a Item> {
+        if self.missed > Self::MISSES && self.missed > self.found {
+            self.abandoned = self.found <= Self::MISSES;
+            return None;
+        }
+        let item = self.items.get(self.next)?;
+        let bytes = self.bytes.get(item.span.clone())?;
+        if bytes.first() != Some(&b'{') || !b.get(at..)?.starts_with(bytes) {
+            self.missed += 1;
+            return None;
+        }
+        self.next += 1;
+        self.found += 1;
+        self.taken.push(at..at + bytes.len());
+        Some(item)
+    }
+
+    /// After an element read anew, with identifier `id`: the item expected next is the
+    /// one after the base's item of that identifier (the element is a new version of
+    /// it, or items before it were taken out). With an identifier the base does not
+    /// have, the element is new: the same item is expected next. Without one, it is
+    /// taken to stand where the expected item stood.
+    fn read_past(&mut self, id: Option<&str>) {
+        let Some(id) = id else {
+            self.next += 1;
+            return;
+        };
+        let (bytes, items) = (self.bytes, self.items);
+        let name = |item: &'a Item| item.id.as_ref().and_then(|id| id.text(bytes));
+        if self.items.get(self.next).and_then(name) == Some(id) {
+            self.next += 1;
+            return;
+        }
+        let places = self.places.get_or_insert_with(|| {
+            let mut places = HashMap::with_capacity(items.len());
+            for (place, item) in items.iter().enumerate() {
+                if let Some(name) = name(item) {
+                    places.entry(name).or_insert(place);
+                }
+            }
+            places
+        });
+        if let Some(place) = places.get(id) {
+            self.next = place + 1;
+        }
+    }
+}
+
+/// Whether `body` is UTF-8 outside the ranges `taken` (in order, each counted from
+/// `at`), known to be. They begin with `{` and end with `}`: no character spans their
+/// edges.
+fn utf8_around(body: &[u8], at: usize, taken: &[Range<usize>]) -> bool {
+    let mut from = 0;
+    for range in taken {
+        let Some(gap) = body.get(from..at + range.start) else {
+            return false;
+        };
+        if std::str::from_utf8(gap).is_err() {
+            return false;
+        }
+        from = at + range.end;
+    }
+    body.get(from..)
+        .is_some_and(|rest| std::str::from_utf8(rest).is_ok())
 }
 
 /// Where the strings of a large body may end or need a closer look: a bit per byte, set
@@ -1471,9 +1678,14 @@ mod tests {
             m.insert(at, body[at]);
             cases.push(m);
         }
+        // Read against the body they were made from, too.
+        let base = ListIndex::read(ListKind::Tools, body);
+        for case in &cases {
+            read_against_a_base_as_anew(case, base.as_deref());
+        }
         for modern in [false, true] {
             for case in &cases {
-                let fast = Parsed::new(ListKind::Tools, case);
+                let fast = Parsed::new(ListKind::Tools, case, None);
                 let parsed: Result<Value, _> = serde_json::from_slice(case);
                 let Ok(mut message) = parsed else {
                     assert!(
@@ -1494,6 +1706,139 @@ mod tests {
                 assert_eq!(sent, message, "{}", String::from_utf8_lossy(case));
             }
         }
+    }
+
+    /// `body` read against `base` is `body` read anew; returns how many items were taken
+    /// from the base.
+    fn read_against_a_base_as_anew(body: &[u8], base: Option<&ListIndex>) -> usize {
+        let shown = || String::from_utf8_lossy(body).into_owned();
+        let anew = Parsed::new(ListKind::Tools, body, None);
+        let against = Parsed::new(ListKind::Tools, body, base);
+        match (anew, against) {
+            (Some(anew), Some(against)) => {
+                assert_eq!(anew.result, against.result, "{}", shown());
+                assert_eq!(anew.id, against.id, "{}", shown());
+                assert_eq!(anew.taken, 0);
+                against.taken
+            }
+            (None, None) => 0,
+            (anew, against) => panic!("{anew:?} / {against:?}: {}", shown()),
+        }
+    }
+
+    #[test]
+    fn a_list_read_against_another_reads_as_anew_taking_what_it_can() {
+        let tool = |name: &str, extra: &str| format!(r#"{{"name":"{name}","d":"{extra}"}}"#);
+        let answer = |tools: &[String], around: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":7,"result":{{{around}"tools":[{}],"nextCursor":"n"}}}}"#,
+                tools.join(",")
+            )
+        };
+        let tools: Vec<String> = (0..40).map(|i| tool(&format!("t{i}"), "same")).collect();
+        let base_body = answer(&tools, "");
+        let base = ListIndex::read(ListKind::Tools, base_body.as_bytes()).unwrap();
+
+        let changed = |f: &dyn Fn(&mut Vec<String>)| {
+            let mut tools = tools.clone();
+            f(&mut tools);
+            answer(&tools, "")
+        };
+        // Each body, and how many of its items are taken from the base: the others are read
+        // (a new version of a tool, one that moved, one after a place where tools were
+        // taken out).
+        let cases: Vec<(String, usize)> = vec![
+            (base_body.clone(), 40),
+            (answer(&tools, r#""_meta":{"at":"12:00:01"},"#), 40),
+            (changed(&|t| t[17] = tool("t17", "other")), 39),
+            (changed(&|t| t[0] = tool("t0", "other")), 39),
+            (changed(&|t| t[39] = tool("t39", "other")), 39),
+            (changed(&|t| t.insert(5, tool("new", "x"))), 40),
+            (changed(&|t| t.insert(5, tool("t9", "again"))), 39),
+            (changed(&|t| drop(t.remove(5))), 38),
+            (changed(&|t| drop(t.drain(5..12))), 32),
+            (changed(&|t| t.swap(3, 30)), 36),
+            // Not like the base from the start: read anew. Like it for a while: what was
+            // taken is kept, and the rest read without comparing.
+            (changed(&|t| t.reverse()), 0),
+            (
+                changed(&|t| {
+                    t.iter_mut()
+                        .skip(10)
+                        .for_each(|t| *t = t.replace("same", "new"))
+                }),
+                0,
+            ),
+            (
+                changed(&|t| {
+                    t.iter_mut()
+                        .skip(17)
+                        .for_each(|t| *t = t.replace("same", "new"))
+                }),
+                17,
+            ),
+            (changed(&|t| t.truncate(3)), 3),
+            (changed(&|t| t.push(tool("t3", "same"))), 40),
+            (changed(&|t| t.iter_mut().for_each(|t| t.push(' '))), 40),
+            // An item's bytes, then another element, or a stray `}`.
+            (changed(&|t| t[4] = format!("{},1", tool("t4", "same"))), 39),
+            (changed(&|t| t[4] = format!("{}}}", tool("t4", "same"))), 0),
+            (changed(&|t| t[4] = tool("t4", "\u{e9}")), 39),
+            (answer(&tools, "\"x\":\"\u{e9}\","), 40),
+        ];
+        for (body, taken) in &cases {
+            let got = read_against_a_base_as_anew(body.as_bytes(), Some(&base));
+            assert_eq!(got, *taken, "{body}");
+        }
+        // Bytes that are not UTF-8, in an item read anew or around the list: refused, as
+        // when read anew.
+        for broken in [
+            changed(&|t| t[4] = tool("t4", "XX")),
+            answer(&tools, r#""x":"XX","#),
+        ] {
+            for bad in [b"\xff\x41", b"\xc3\x41"] {
+                let mut broken = broken.clone().into_bytes();
+                let at = broken.windows(2).position(|w| w == b"XX").unwrap();
+                broken[at..at + 2].copy_from_slice(bad);
+                assert!(Parsed::new(ListKind::Tools, &broken, None).is_none());
+                assert!(Parsed::new(ListKind::Tools, &broken, Some(&base)).is_none());
+            }
+        }
+
+        // Escaped names are moved with their text; each list under a repeated key is
+        // read against the base's (last) one.
+        let escaped: Vec<String> = (0..6).map(|i| tool(&format!("e\\u00e9{i}"), "s")).collect();
+        let twice = format!(
+            r#"{{"jsonrpc":"2.0","id":7,"result":{{"tools":[{}],"tools":[{}]}}}}"#,
+            escaped.join(","),
+            escaped.join(",")
+        );
+        let escaped_base = ListIndex::read(ListKind::Tools, twice.as_bytes()).unwrap();
+        assert!(matches!(
+            escaped_base.result.lists[0][0].id,
+            Some(Id::Unescaped(_))
+        ));
+        let taken = read_against_a_base_as_anew(twice.as_bytes(), Some(&escaped_base));
+        assert_eq!(taken, 12);
+        // Elements that are not objects are read anew (a number's bytes may go on).
+        let mixed = |first: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":7,"result":{{"tools":[{first},{}]}}}}"#,
+                tool("a", "s")
+            )
+        };
+        let mixed_base = ListIndex::read(ListKind::Tools, mixed("1").as_bytes()).unwrap();
+        for first in ["1", "12", "1.5", "1e3", "true", r#""1""#, "[1]", "{}"] {
+            let taken = read_against_a_base_as_anew(mixed(first).as_bytes(), Some(&mixed_base));
+            assert_eq!(taken, 1, "{first}");
+        }
+        // A base read as another kind of list is not used.
+        let (reading, _) =
+            ListIndex::read_answer_against(ListKind::Prompts, base_body.as_bytes(), Some(&base))
+                .unwrap();
+        let anew = ListIndex::read(ListKind::Prompts, base_body.as_bytes()).unwrap();
+        assert_eq!(reading.index.result, anew.result);
+        assert_eq!(reading.index.kind, ListKind::Prompts);
     }
 
     /// What the guard takes from the reader's reading of an answer (`tree`, as serde_json

@@ -250,13 +250,17 @@ impl ListCache {
                 }
             }
         }
-        // Read once: where the result is comes with the reading.
+        // Read once, against the route's last answer: where the result is comes with the
+        // reading.
         let (index, at) = match read.filter(|read| read.kind == kind) {
             Some(read) => (read.index, read.at),
-            None => ListIndex::read_at(kind, upstream)?,
+            None => {
+                let base = known.as_ref().and_then(|known| known.first());
+                let (read, _) = ListIndex::read_answer_against(kind, upstream, base.map(|b| &**b))?;
+                (read.index, read.at)
+            }
         };
         let filtered = index.rewrite_at(upstream, at, &mut allowed, modern);
-        let index = Arc::new(index);
         let kept: Indexes = std::iter::once(Arc::clone(&index))
             .chain(known.iter().flat_map(|known| known.iter().cloned()))
             .take(INDEXES_PER_LIST)
