@@ -25,7 +25,7 @@
 //! raw bytes: one pass of a strict JSON reader finds the items and their identifiers, the
 //! kept items' bytes are copied as they came, and `None` says the message needs no change
 //! (the caller forwards the upstream's bytes). On a large body the places where strings
-//! may end are found first, sixteen bytes at a time (`Stops`). It costs less than
+//! are is found first, sixty-four bytes at a time (`Strings`). It costs less than
 //! serde_json takes to skip over the body, a quarter of what parsing it into a `Value` and
 //! writing it out again would.
 
@@ -443,26 +443,26 @@ impl Parsed {
     /// `body` read, against `base` if there is one (see [`ListIndex::read_answer_against`]).
     fn new(kind: ListKind, body: &[u8], base: Option<&ListIndex>) -> Option<Self> {
         let mut base = base.and_then(Base::of);
-        // Against a base, most of a list is compared rather than read: the stops would be
+        // Against a base, most of a list is compared rather than read: its strings would be
         // found for nothing, and the bytes read are checked to be UTF-8 after.
-        let stops = if base.is_none() {
-            Stops::of(body)
+        let strings = if base.is_none() {
+            Strings::of(body)
         } else {
             None
         };
-        // ASCII (as most lists are) is UTF-8; the stops saw whether it is.
-        if base.is_none() && !stops.as_ref().is_some_and(|stops| stops.ascii) {
+        // ASCII (as most lists are) is UTF-8; finding the strings saw whether it is.
+        if base.is_none() && !strings.as_ref().is_some_and(|strings| strings.ascii) {
             std::str::from_utf8(body).ok()?;
         }
         let mut result = None;
         let mut id = None;
-        let read = Reader::with_stops(body, stops.as_ref(), 0).response_noting_id(&mut id, |r| {
+        let read = Reader::of(body, strings.as_ref()).response_noting_id(&mut id, |r| {
             if r.peek()? == b'{' {
                 // Read on its own, for ranges counted from its `{`.
                 let at = r.i;
-                let mut read = Reader::with_stops(body.get(at..)?, stops.as_ref(), at);
+                let mut read = r.part(at)?;
                 result = Some((at, read.result(kind, base.as_mut())?));
-                r.i = at + read.i;
+                r.rejoin(at, read);
             } else {
                 r.value()?;
             }
@@ -588,12 +588,13 @@ const MAX_DEPTH: u32 = 120;
 /// A strict JSON reader (RFC 8259) over bytes already known to be UTF-8: it accepts
 /// nothing that serde_json or a browser would read differently, and gives up (`None`) on
 /// anything it does not accept.
+#[derive(Clone, Copy)]
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
-    /// The stops of a large body, and where `b` starts in it; without them each string
-    /// is scanned eight bytes at a time.
-    stops: Option<(&'a Stops, usize)>,
+    /// Where it is among the strings of a large body, found beforehand; without them each
+    /// string is scanned eight bytes at a time.
+    walk: Option<Walk<'a>>,
 }
 
 /// A string's content and whether it has escapes, in one word: an `Option` of it is
@@ -626,39 +627,71 @@ impl Str {
 
 impl<'a> Reader<'a> {
     fn new(b: &'a [u8]) -> Self {
-        Self::with_stops(b, None, 0)
+        Self::of(b, None)
     }
 
-    /// A reader of `b`, which starts `origin` bytes into the body `stops` were found in.
-    fn with_stops(b: &'a [u8], stops: Option<&'a Stops>, origin: usize) -> Self {
+    /// A reader of `body`, walking its strings `strings` if they were found.
+    fn of(body: &'a [u8], strings: Option<&'a Strings>) -> Self {
         Self {
-            b,
+            b: body,
             i: 0,
-            stops: stops.map(|stops| (stops, origin)),
+            walk: strings.map(Walk::new),
         }
     }
 
+    /// A reader of what follows `at`, as if it were the whole body (ranges count from
+    /// `at`); [`Reader::rejoin`] goes on where it ends.
+    fn part(&self, at: usize) -> Option<Self> {
+        Some(Self {
+            b: self.b.get(at..)?,
+            i: 0,
+            walk: self.walk.map(|walk| walk.moved_on(at)),
+        })
+    }
+
+    /// Goes on where `part`, made at `at` by [`Reader::part`], ended.
+    fn rejoin(&mut self, at: usize, part: Self) {
+        self.i = at + part.i;
+        self.walk = part.walk.map(|walk| walk.moved_back(at));
+    }
+
+    /// `f` run on a copy of the reader, which then takes its place. The hot loops work
+    /// on a copy of the reader, whose fields stay in registers as long as no call they
+    /// make takes its address: a call not inlined is made aside.
+    #[inline(always)]
+    fn aside<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let mut copy = *self;
+        let out = f(&mut copy);
+        *self = copy;
+        out
+    }
+
+    #[inline(always)]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.i += 1;
         }
     }
 
+    #[inline(always)]
     fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
     /// Takes `c` if it is next.
+    #[inline(always)]
     fn close(&mut self, c: u8) -> bool {
         self.eat(c).is_some()
     }
 
     /// After a member or an element: `true` after a `,` (another one follows), `false`
     /// after `close`.
+    #[inline(always)]
     fn next(&mut self, close: u8) -> Option<bool> {
         self.ws();
         match self.peek()? {
@@ -675,20 +708,50 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The next `"`, `\` or control character from `self.i` on.
-    fn stop(&self) -> Option<usize> {
-        match self.stops {
-            Some((stops, origin)) => Some(stops.next(origin + self.i)? - origin),
-            None => Some(self.i + string_stop(self.b.get(self.i..)?)?),
-        }
+    /// A string.
+    #[inline(always)]
+    fn string(&mut self) -> Option<Str> {
+        let start = self.i + 1;
+        let escaped = self.pass_string()?;
+        Str::new(start..self.i - 1, escaped)
     }
 
-    fn string(&mut self) -> Option<Str> {
+    /// Past a string, its end found among the strings found beforehand when there are:
+    /// whether it has escapes.
+    #[inline(always)]
+    fn pass_string(&mut self) -> Option<bool> {
+        let Some(walk) = self.walk.as_mut() else {
+            return self.aside(Self::scanned_string).map(Str::escaped);
+        };
+        // Every string read takes its two quotes in order: a string at another quote, or
+        // where there is none, is in a body not read as its strings were found (it is not
+        // JSON).
+        if walk.next_quote()? != self.i {
+            return None;
+        }
+        let close = walk.next_quote()?;
+        if walk.odd < walk.origin + close {
+            // A backslash or control character inside: read the long way, to the same end.
+            let string = self.aside(Self::scanned_string)?;
+            let walk = self.walk.as_mut()?;
+            if self.i != close + 1 {
+                return None;
+            }
+            walk.odd = walk.strings.odd_after(walk.origin + close);
+            return Some(string.escaped());
+        }
+        self.i = close + 1;
+        Some(false)
+    }
+
+    /// A string, scanned for its end.
+    #[inline(never)]
+    fn scanned_string(&mut self) -> Option<Str> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
         loop {
-            self.i = self.stop()?;
+            self.i += string_stop(self.b.get(self.i..)?)?;
             match self.peek()? {
                 b'"' => {
                     let content = start..self.i;
@@ -717,12 +780,33 @@ impl<'a> Reader<'a> {
     }
 
     /// A member's key, its colon and the space after it.
+    #[inline(always)]
     fn key(&mut self) -> Option<Str> {
         let key = self.string()?;
+        self.colon()?;
+        Some(key)
+    }
+
+    /// Past a member's key and its colon (not the space after it: a value may start with
+    /// it in [`Reader::value`]).
+    #[inline(always)]
+    fn pass_key(&mut self) -> Option<()> {
+        self.pass_string()?;
+        if self.peek()? == b':' {
+            self.i += 1;
+            Some(())
+        } else {
+            self.ws();
+            self.eat(b':')
+        }
+    }
+
+    #[inline(always)]
+    fn colon(&mut self) -> Option<()> {
         self.ws();
         self.eat(b':')?;
         self.ws();
-        Some(key)
+        Some(())
     }
 
     fn text(&self, string: Str) -> Option<Cow<'a, str>> {
@@ -735,12 +819,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline(always)]
     fn key_is(&self, key: &Str, name: &str) -> bool {
         if key.escaped() {
-            self.text(*key).as_deref() == Some(name)
-        } else {
-            self.b.get(key.range()) == Some(name.as_bytes())
+            return self.escaped_key_is(key, name);
         }
+        // Lengths first: most keys are not the one looked for, and are not as long.
+        let range = key.range();
+        range.len() == name.len() && self.b.get(range) == Some(name.as_bytes())
+    }
+
+    #[inline(never)]
+    fn escaped_key_is(&self, key: &Str, name: &str) -> bool {
+        self.text(*key).as_deref() == Some(name)
     }
 
     /// A string value equal to `text`; any other value is skipped and is not.
@@ -793,48 +884,79 @@ impl<'a> Reader<'a> {
 
     /// Skips one value (without recursion).
     fn value(&mut self) -> Option<()> {
+        let mut copy = *self;
+        let read = copy.value_here();
+        *self = copy;
+        read
+    }
+
+    /// [`Reader::value`], on a reader kept out of memory.
+    #[inline(always)]
+    fn value_here(&mut self) -> Option<()> {
         // Bit `d` set: the container open at depth `d` is an object.
         let mut objects: u128 = 0;
         let mut depth: u32 = 0;
+        // The innermost container open is an object.
+        let mut object = false;
         loop {
-            match self.peek()? {
-                open @ (b'{' | b'[') => {
-                    self.i += 1;
-                    self.ws();
-                    let object = open == b'{';
-                    if !self.close(if object { b'}' } else { b']' }) {
-                        if depth >= MAX_DEPTH {
-                            return None;
-                        }
-                        objects = objects & !(1 << depth) | u128::from(object) << depth;
-                        depth += 1;
-                        if object {
-                            self.key()?;
-                        }
+            // Tested in turn, the most frequent first: a jump table's one indirect branch
+            // was mispredicted more than these.
+            let c = self.peek()?;
+            if c == b'"' {
+                self.pass_string()?;
+            } else if c == b'{' || c == b'[' {
+                self.i += 1;
+                self.ws();
+                let opened = c == b'{';
+                if !self.close(if opened { b'}' } else { b']' }) {
+                    if depth >= MAX_DEPTH {
+                        return None;
+                    }
+                    objects = objects & !(1 << depth) | u128::from(opened) << depth;
+                    depth += 1;
+                    object = opened;
+                    if object {
+                        self.pass_key()?;
+                    }
+                    continue;
+                }
+            } else {
+                match c {
+                    // Before a value, after a colon.
+                    b' ' | b'\t' | b'\n' | b'\r' => {
+                        self.i += 1;
                         continue;
                     }
+                    b't' => self.literal(b"true")?,
+                    b'f' => self.literal(b"false")?,
+                    b'n' => self.literal(b"null")?,
+                    _ => self.aside(Self::number)?,
                 }
-                b'"' => {
-                    self.string()?;
-                }
-                b't' => self.literal(b"true")?,
-                b'f' => self.literal(b"false")?,
-                b'n' => self.literal(b"null")?,
-                _ => self.number()?,
             }
             // A value ended: close the containers it ends, then go on to the next value.
             loop {
-                let Some(inner) = depth.checked_sub(1) else {
+                if depth == 0 {
                     return Some(());
-                };
-                let object = objects >> inner & 1 == 1;
-                if self.next(if object { b'}' } else { b']' })? {
-                    if object {
-                        self.key()?;
-                    }
-                    break;
                 }
-                depth = inner;
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                        if object {
+                            self.pass_key()?;
+                        }
+                        break;
+                    }
+                    b'}' if object => self.i += 1,
+                    b']' if !object => self.i += 1,
+                    b' ' | b'\t' | b'\n' | b'\r' => {
+                        self.i += 1;
+                        continue;
+                    }
+                    _ => return None,
+                }
+                depth -= 1;
+                object = depth > 0 && objects >> (depth - 1) & 1 == 1;
             }
         }
     }
@@ -981,6 +1103,15 @@ impl<'a> Reader<'a> {
 
     /// An item object: its identifier, if it has exactly one that is a string.
     fn item(&mut self, id_key: &str) -> Option<Option<Id>> {
+        let mut copy = *self;
+        let id = copy.item_here(id_key);
+        *self = copy;
+        id
+    }
+
+    /// [`Reader::item`], on a reader kept out of memory.
+    #[inline(always)]
+    fn item_here(&mut self, id_key: &str) -> Option<Option<Id>> {
         self.eat(b'{')?;
         self.ws();
         if self.close(b'}') {
@@ -990,27 +1121,26 @@ impl<'a> Reader<'a> {
         let mut id: Option<Option<Id>> = None;
         loop {
             let key = self.key()?;
-            if self.key_is(&key, id_key) {
-                let value = if self.peek()? == b'"' {
-                    let string = self.string()?;
-                    let range = string.range();
-                    if string.escaped() {
-                        // A lone surrogate has no text: the item goes.
-                        self.b
-                            .get(range)
-                            .and_then(unescape)
-                            .map(|text| Id::Unescaped(text.into()))
-                    } else {
-                        Some(Id::Raw(range))
-                    }
+            let is_id = self.key_is(&key, id_key);
+            if is_id && self.peek()? == b'"' {
+                let string = self.string()?;
+                let range = string.range();
+                let value = if string.escaped() {
+                    // A lone surrogate has no text: the item goes.
+                    self.b
+                        .get(range)
+                        .and_then(unescape)
+                        .map(|text| Id::Unescaped(text.into()))
                 } else {
-                    self.value()?;
-                    None
+                    Some(Id::Raw(range))
                 };
                 // A repeated identifier is ambiguous: parsers differ on which one wins.
                 id = Some(if id.is_some() { None } else { value });
             } else {
-                self.value()?;
+                self.value_here()?;
+                if is_id {
+                    id = Some(None);
+                }
             }
             if !self.next(b'}')? {
                 return Some(id.flatten());
@@ -1134,66 +1264,231 @@ fn utf8_around(body: &[u8], at: usize, taken: &[Range<usize>]) -> bool {
         .is_some_and(|rest| std::str::from_utf8(rest).is_ok())
 }
 
-/// Where the strings of a large body may end or need a closer look: a bit per byte, set
-/// for each `"`, `\` and control character. Found sixteen bytes at a time before the body
-/// is read, they spare the reader a scan of every string it meets (most of a list's bytes
-/// are in strings): the end of one is a bit search away.
-struct Stops {
-    words: Vec<u64>,
+/// Where the strings of a large body are, found 64 bytes at a time before the body is
+/// read: most of a list's bytes are in strings, and most of the reader's time went into
+/// finding where each ends. Per 64-byte block, a bit per byte:
+/// - the quotes that open or close a string (not those escaped by a backslash);
+/// - the bytes inside strings that need a closer look: backslashes and control characters.
+///
+/// The reader then takes each string's quotes in order ([`Walk`]): where a string ends no
+/// longer waits for where it began. Where the body is not JSON, the bits may not be
+/// strings; the reader then finds a quote not where it is, and gives up.
+#[derive(Debug)]
+struct Strings {
+    blocks: Vec<Block>,
+    /// Where the first byte that needs a closer look is, or `usize::MAX`.
+    first_odd: usize,
     /// Every byte is ASCII.
     ascii: bool,
 }
 
-impl Stops {
-    /// Bodies from this size on are worth the bitmap.
+impl Strings {
+    /// Bodies from this size on are worth it.
     const WORTH_IT: usize = 2048;
 
     /// `None` for a body too small to be worth it.
     fn of(body: &[u8]) -> Option<Self> {
-        use wide::u8x16;
         if body.len() < Self::WORTH_IT {
             return None;
         }
-        let quote = u8x16::splat(b'"');
-        let backslash = u8x16::splat(b'\\');
-        let control = u8x16::splat(0x1f);
-        // The high bits of every byte seen, to tell ASCII.
-        let mut high = u8x16::splat(0);
-        let mut word = |block: &[u8; 64]| {
-            let (lanes, _) = block.as_chunks::<16>();
-            let mut word = 0;
-            for (n, bytes) in lanes.iter().enumerate() {
-                let v = u8x16::new(*bytes);
-                high |= v;
-                let stops = v.simd_eq(quote) | v.simd_eq(backslash) | v.min(control).simd_eq(v);
-                word |= u64::from(stops.to_bitmask()) << (n * 16);
-            }
-            word
-        };
         let (blocks, tail) = body.as_chunks::<64>();
-        let mut words = Vec::with_capacity(blocks.len() + 1);
-        words.extend(blocks.iter().map(&mut word));
-        // Padding past the end reads as control characters: stops no string reaches.
-        let mut last = [0; 64];
+        // Padding past the end: spaces, neither quotes nor odd (a string still open at the
+        // end finds no closing quote).
+        let mut last = [b' '; 64];
         last.get_mut(..tail.len())
             .unwrap_or_default()
             .copy_from_slice(tail);
-        words.push(word(&last));
-        Some(Self {
-            words,
-            ascii: high.to_bitmask() == 0,
-        })
+        let mut found = Vec::with_capacity(blocks.len() + 1);
+        let mut classes = Classes::new();
+        for bytes in blocks {
+            found.push(classes.block(bytes));
+        }
+        found.push(classes.block(&last));
+        let mut strings = Self {
+            blocks: found,
+            first_odd: usize::MAX,
+            ascii: classes.high.to_bitmask() == 0,
+        };
+        strings.first_odd = strings.odd_from(0);
+        Some(strings)
     }
 
-    /// The first stop at or after `from`.
-    fn next(&self, from: usize) -> Option<usize> {
-        let mut at = from / 64;
-        let mut word = self.words.get(at)? & (u64::MAX << (from % 64));
+    /// Where the first byte that needs a closer look is after `at`, or `usize::MAX`.
+    fn odd_after(&self, at: usize) -> usize {
+        self.odd_from(at + 1)
+    }
+
+    fn odd_from(&self, from: usize) -> usize {
+        let mut block = from / 64;
+        let Some(first) = self.blocks.get(block).map(|block| block.odd) else {
+            return usize::MAX;
+        };
+        let mut word = first & u64::MAX.checked_shl((from % 64) as u32).unwrap_or(0);
         while word == 0 {
-            at += 1;
-            word = *self.words.get(at)?;
+            block += 1;
+            match self.blocks.get(block) {
+                Some(next) => word = next.odd,
+                None => return usize::MAX,
+            }
         }
-        Some(at * 64 + word.trailing_zeros() as usize)
+        block * 64 + word.trailing_zeros() as usize
+    }
+}
+
+/// What [`Strings::of`] carries from one block to the next.
+struct Classes {
+    quote: wide::u8x16,
+    backslash: wide::u8x16,
+    control: wide::u8x16,
+    /// The high bits of every byte seen, to tell ASCII.
+    high: wide::u8x16,
+    /// The first byte of the next block is escaped (a backslash ended this one).
+    escape: bool,
+    /// All ones when the next block starts inside a string.
+    inside: u64,
+}
+
+impl Classes {
+    fn new() -> Self {
+        use wide::u8x16;
+        Self {
+            quote: u8x16::splat(b'"'),
+            backslash: u8x16::splat(b'\\'),
+            control: u8x16::splat(0x1f),
+            high: u8x16::splat(0),
+            escape: false,
+            inside: 0,
+        }
+    }
+
+    /// The strings of the next block.
+    #[inline(always)]
+    fn block(&mut self, bytes: &[u8; 64]) -> Block {
+        use wide::u8x16;
+        let (lanes, _) = bytes.as_chunks::<16>();
+        // Quotes; backslashes and control characters.
+        let (mut q, mut x) = (0_u64, 0_u64);
+        for (n, bytes) in lanes.iter().enumerate() {
+            let v = u8x16::new(*bytes);
+            self.high |= v;
+            q |= u64::from(v.simd_eq(self.quote).to_bitmask()) << (n * 16);
+            let odd = v.simd_eq(self.backslash) | v.min(self.control).simd_eq(v);
+            x |= u64::from(odd.to_bitmask()) << (n * 16);
+        }
+        if x == 0 && !self.escape {
+            // No backslash, nothing escaped: every quote opens or closes.
+            if q.count_ones() % 2 == 1 {
+                self.inside = !self.inside;
+            }
+            return Block { quotes: q, odd: 0 };
+        }
+        let mut b = 0;
+        for (n, bytes) in lanes.iter().enumerate() {
+            b |= u64::from(u8x16::new(*bytes).simd_eq(self.backslash).to_bitmask()) << (n * 16);
+        }
+        let real = q & !escaped_by(b, &mut self.escape);
+        let within = prefix_xor(real) ^ self.inside;
+        self.inside = 0_u64.wrapping_sub(within >> 63);
+        Block {
+            quotes: real,
+            odd: x & within,
+        }
+    }
+}
+
+/// The bytes of a block escaped by a backslash, given its backslashes `b`; `escape` says
+/// whether its first byte is, and then whether the next block's is. A backslash escapes the
+/// byte after it unless it is escaped itself.
+fn escaped_by(b: u64, escape: &mut bool) -> u64 {
+    let mut escaped = u64::from(*escape);
+    *escape = false;
+    let mut rest = b;
+    while rest != 0 {
+        let bit = rest & rest.wrapping_neg();
+        rest &= rest - 1;
+        if escaped & bit == 0 {
+            match bit.checked_shl(1).filter(|&next| next != 0) {
+                Some(next) => escaped |= next,
+                None => *escape = true,
+            }
+        }
+    }
+    escaped
+}
+
+/// Each bit the parity of the bits of `x` up to it: set from an opening quote to the byte
+/// before its closing one.
+fn prefix_xor(mut x: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        x ^= x << shift;
+    }
+    x
+}
+
+/// The strings of a 64-byte block, a bit per byte.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    /// The quotes that open or close a string.
+    quotes: u64,
+    /// The backslashes and control characters inside strings.
+    odd: u64,
+}
+
+/// Where the reader is among a body's [`Strings`].
+#[derive(Debug, Clone, Copy)]
+struct Walk<'a> {
+    strings: &'a Strings,
+    /// Where the reader's bytes start in the body.
+    origin: usize,
+    /// The quotes not taken yet of the block last loaded, and where that block starts
+    /// among the reader's bytes (wrapping: it may start before them).
+    quotes: u64,
+    base: usize,
+    /// The next block to load.
+    next: usize,
+    /// Where the next byte that needs a closer look is in the body, or `usize::MAX`.
+    odd: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(strings: &'a Strings) -> Self {
+        Self {
+            strings,
+            origin: 0,
+            quotes: strings.blocks.first().map_or(0, |block| block.quotes),
+            base: 0,
+            next: 1,
+            odd: strings.first_odd,
+        }
+    }
+
+    /// The walk of a reader of the bytes from `at` on.
+    fn moved_on(mut self, at: usize) -> Self {
+        self.origin += at;
+        self.base = self.base.wrapping_sub(at);
+        self
+    }
+
+    /// The walk of the reader of the bytes from `at` back.
+    fn moved_back(mut self, at: usize) -> Self {
+        self.origin -= at;
+        self.base = self.base.wrapping_add(at);
+        self
+    }
+
+    /// Where the next quote is among the reader's bytes, taken.
+    #[inline(always)]
+    fn next_quote(&mut self) -> Option<usize> {
+        while self.quotes == 0 {
+            self.quotes = self.strings.blocks.get(self.next)?.quotes;
+            self.next += 1;
+            self.base = self.base.wrapping_add(64);
+        }
+        let at = self
+            .base
+            .wrapping_add(self.quotes.trailing_zeros() as usize);
+        self.quotes &= self.quotes - 1;
+        Some(at)
     }
 }
 
@@ -1635,13 +1930,125 @@ mod tests {
         agrees_with_serde_json_on_mutations(MUTATED, 0);
     }
 
+    /// The strings found 64 bytes at a time are the ones a byte-by-byte reading finds: the
+    /// same quotes (escaped ones left out, however long the run of backslashes before
+    /// them, across block edges), the same odd bytes inside strings.
+    #[test]
+    fn strings_found_by_block_are_those_read_byte_by_byte() {
+        // What a byte-by-byte reading finds: the quotes that open or close, the odd bytes
+        // inside strings.
+        let by_byte = |body: &[u8]| {
+            let (mut quotes, mut odd) = (Vec::new(), Vec::new());
+            let (mut inside, mut escaped) = (false, false);
+            for (at, &c) in body.iter().enumerate() {
+                if escaped {
+                    escaped = false;
+                    if inside && (c == b'\\' || c < 0x20) {
+                        odd.push(at);
+                    }
+                    continue;
+                }
+                match c {
+                    b'"' => {
+                        quotes.push(at);
+                        inside = !inside;
+                    }
+                    b'\\' => {
+                        escaped = true;
+                        if inside {
+                            odd.push(at);
+                        }
+                    }
+                    c if c < 0x20 && inside => odd.push(at),
+                    _ => {}
+                }
+            }
+            (quotes, odd)
+        };
+        let bits = |words: &[u64], len: usize| -> Vec<usize> {
+            (0..len)
+                .filter(|&at| words[at / 64] >> (at % 64) & 1 == 1)
+                .collect()
+        };
+        let alphabet = b"\"\\\\\\a \x01\n{";
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..400 {
+            let len = Strings::WORTH_IT + round % 130;
+            let body: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Long stretches of plain bytes, and runs of quotes and backslashes.
+                    if state % 7 < 4 {
+                        b'a'
+                    } else {
+                        alphabet[(state >> 32) as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            let strings = Strings::of(&body).unwrap();
+            let (quotes, odd) = by_byte(&body);
+            let words = |f: fn(&Block) -> u64| strings.blocks.iter().map(f).collect::<Vec<_>>();
+            assert_eq!(bits(&words(|b| b.quotes), len), quotes, "round {round}");
+            assert_eq!(bits(&words(|b| b.odd), len), odd, "round {round}");
+            assert_eq!(
+                strings.first_odd,
+                odd.first().copied().unwrap_or(usize::MAX)
+            );
+            for (n, &at) in odd.iter().enumerate() {
+                let next = odd.get(n + 1).copied().unwrap_or(usize::MAX);
+                assert_eq!(strings.odd_after(at), next);
+            }
+        }
+    }
+
+    /// Strings with escapes and odd bytes where the 64-byte blocks meet: read as serde_json
+    /// reads them, or refused when it refuses them.
+    #[test]
+    fn strings_across_block_edges_read_as_serde_json_reads_them() {
+        let contents = [
+            r#"\""#,
+            r#"\\"#,
+            r#"\\\""#,
+            r#"\\\\"#,
+            r#"x\"},{"name":"hidden"#,
+            r#"x\\"},{"name":"shown"#,
+            r#"x\\\"},{"name":"hidden"#,
+            r#"\u00e9\/\b\f\n\r\t"#,
+            r#"\u00"#,
+            r#"\x"#,
+            "tab\there",
+            "line\nbreak",
+            "\u{1}",
+            r#"\"#,
+        ];
+        for content in contents {
+            for shift in 0..130 {
+                let body = format!(
+                    r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"a","d":"{}{content}"}},{{"name":"b"}}],"pad":"{}"}}}}"#,
+                    "p".repeat(shift),
+                    "q".repeat(Strings::WORTH_IT),
+                );
+                let fast = Parsed::new(ListKind::Tools, body.as_bytes(), None);
+                match serde_json::from_str::<Value>(&body) {
+                    Ok(tree) => {
+                        assert!(fast.is_some(), "refused: {body}");
+                        reading_agrees_with_the_tree(body.as_bytes(), &tree);
+                    }
+                    Err(_) => assert!(fast.is_none(), "accepted: {body}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn large_bodies_agree_with_serde_json_on_mutations_too() {
         // Read with their stops found beforehand, at several alignments of the mutated
         // part against the stops' 64-byte words.
         // Half of them ASCII, which needs no further UTF-8 check.
         for (pad, text) in [
-            (Stops::WORTH_IT, "p"),
+            (Strings::WORTH_IT, "p"),
             (2061, "p"),
             (2079, "é"),
             (2110, "é"),
@@ -1652,8 +2059,8 @@ mod tests {
                 "q".repeat(pad % 64),
                 String::from_utf8_lossy(&MUTATED[1..])
             );
-            let stops = Stops::of(body.as_bytes());
-            assert_eq!(stops.map(|stops| stops.ascii), Some(text.is_ascii()));
+            let strings = Strings::of(body.as_bytes());
+            assert_eq!(strings.map(|strings| strings.ascii), Some(text.is_ascii()));
             agrees_with_serde_json_on_mutations(body.as_bytes(), body.len() - MUTATED.len());
         }
     }
