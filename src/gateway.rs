@@ -59,6 +59,9 @@ pub struct Route {
     pub max_body: u64,
     pub auth: RouteAuth,
     pub policy: RoutePolicy,
+    /// The policy narrowed to each kind of caller that lists the route's tools, prompts or
+    /// resources.
+    pub listings: crate::policy::listing::Listings,
     /// The route's own rate limits (per route, per principal and tool).
     pub limits: RouteLimits,
     /// What the audit trail keeps of the route's calls, and its metrics labels.
@@ -242,6 +245,7 @@ impl Gateway {
                     max_body: r.max_body.get(),
                     auth,
                     policy,
+                    listings: crate::policy::listing::Listings::new(),
                     limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys),
                     audit: RouteAudit::new(config, r),
                     guard: crate::guard::RouteGuard::new(&r.name, &r.guard, &pins),

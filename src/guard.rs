@@ -257,6 +257,17 @@ impl RouteGuard {
         }
     }
 
+    /// The route's tools held for review, that lists must hide: [`RouteGuard::held`] for
+    /// many names at once.
+    pub fn held_tools(&self) -> HashSet<String> {
+        match &self.pins {
+            Some(store) if self.pin_policy.pinning == Enforcement::Enforce => {
+                store.held_in(&self.route)
+            }
+            _ => HashSet::new(),
+        }
+    }
+
     /// Whether `tool` is held for review and must be hidden and refused.
     pub fn held(&self, tool: &str) -> bool {
         self.pin_policy.pinning == Enforcement::Enforce

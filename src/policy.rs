@@ -19,10 +19,13 @@
 //! Lists: an item is listed when a call to it could be allowed — the same decision with
 //! the arguments unknown (allow rules' conditions taken as satisfiable, deny rules with
 //! conditions set aside, since they refuse only some arguments). So a caller never sees a
-//! tool it cannot call, and calling one it cannot see is refused by the same rules.
+//! tool it cannot call, and calling one it cannot see is refused by the same rules. A list
+//! asks about every item: the rules are first narrowed to the caller ([`listing`]), so
+//! that each item costs a lookup, not a decision.
 
 pub mod condition;
 pub mod glob;
+pub mod listing;
 pub mod lists;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -592,8 +592,9 @@ async fn limited_stages(
         let pinned = route.guard.pins.is_some();
         if judged || pinned {
             lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
-                let mut key =
+                let caller =
                     policy::lists::viewer_key(&route.name, &principal.roles, &principal.scopes);
+                let mut key = Arc::clone(&caller);
                 if let Some(pins) = &route.guard.pins {
                     // A filtered list cached before a pin changed is not reused after.
                     key = Arc::from(format!("{key}#pins{}", pins.generation()));
@@ -604,10 +605,24 @@ async fn limited_stages(
                     Arc::clone(&gateway.roles),
                     Arc::clone(&principal),
                 );
+                // The policy narrowed to the caller, and the tools held for review, taken on
+                // the first item asked about (a list served from the list cache asks about
+                // none).
+                let listing = std::sync::OnceLock::new();
+                let held = std::sync::OnceLock::new();
                 let viewer = Viewer {
                     policy: Arc::new(move |kind, name| {
-                        (!judged || route.policy.lists(&roles, &principal, kind, name))
-                            && !(kind == policy::Kind::Tool && route.guard.held(name))
+                        let shown = !judged
+                            || listing
+                                .get_or_init(|| {
+                                    route.listings.get_or_make(&caller, || {
+                                        route.policy.listing(&roles, &principal)
+                                    })
+                                })
+                                .shows(kind, name);
+                        shown
+                            && !(kind == policy::Kind::Tool
+                                && held.get_or_init(|| route.guard.held_tools()).contains(name))
                     }),
                     cache: Some(ViewerCache {
                         lists: Arc::clone(&gateway.lists),

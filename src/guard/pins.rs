@@ -14,7 +14,7 @@
 
 pub mod shared;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -352,6 +352,22 @@ impl PinStore {
             .is_some_and(PinEntry::held)
     }
 
+    /// The tools of `route` held for review, to test many names against at once (a list
+    /// asks about every tool it has: one look at the pins instead of one per tool).
+    pub fn held_in(&self, route: &str) -> HashSet<String> {
+        self.read()
+            .routes
+            .get(route)
+            .map(|tools| {
+                tools
+                    .iter()
+                    .filter(|(_, entry)| entry.held())
+                    .map(|(tool, _)| tool.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether `route` pinned anything yet.
     pub fn knows_route(&self, route: &str) -> bool {
         self.read().routes.contains_key(route)
@@ -645,11 +661,14 @@ mod tests {
         );
         assert!(store.generation() > generation);
         assert!(!store.held("r", "t"));
+        assert!(store.held_in("r").is_empty());
         assert_eq!(
             store.observe("r", std::slice::from_ref(&v2), POLICY, none),
             [("t".to_owned(), Observed::Drifted)]
         );
         assert!(store.held("r", "t"));
+        assert_eq!(store.held_in("r"), HashSet::from(["t".to_owned()]));
+        assert!(store.held_in("other").is_empty());
         // Seen again: no second alert.
         assert_eq!(
             store.observe("r", &[v2], POLICY, none),
