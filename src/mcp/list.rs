@@ -454,20 +454,10 @@ impl Parsed {
         if base.is_none() && !strings.as_ref().is_some_and(|strings| strings.ascii) {
             std::str::from_utf8(body).ok()?;
         }
-        let mut result = None;
-        let mut id = None;
-        let read = Reader::of(body, strings.as_ref()).response_noting_id(&mut id, |r| {
-            if r.peek()? == b'{' {
-                // Read on its own, for ranges counted from its `{`.
-                let at = r.i;
-                let mut read = r.part(at)?;
-                result = Some((at, read.result(kind, base.as_mut())?));
-                r.rejoin(at, read);
-            } else {
-                r.value()?;
-            }
-            Some(())
-        });
+        let (read, result, id) = match &strings {
+            Some(strings) => read_response(Reader::with(body, Walk::new(strings)), kind, &mut base),
+            None => read_response(Reader::new(body), kind, &mut base),
+        };
         if base.as_ref().is_some_and(|base| base.abandoned) {
             return Self::new(kind, body, None);
         }
@@ -582,6 +572,35 @@ enum Edit {
     Text(&'static str),
 }
 
+/// A list answer read by `reader`, its `result` as a list of `kind` (against `base` if
+/// there is one): whether it was read, the result and where it is, where the id is.
+#[expect(clippy::type_complexity, reason = "the parts of a Parsed, taken apart")]
+fn read_response<'a, E: Ends<'a>>(
+    mut reader: Reader<'a, E>,
+    kind: ListKind,
+    base: &mut Option<Base<'_>>,
+) -> (
+    Option<()>,
+    Option<(usize, ParsedResult)>,
+    Option<Range<usize>>,
+) {
+    let mut result = None;
+    let mut id = None;
+    let read = reader.response_noting_id(&mut id, |r| {
+        if r.peek()? == b'{' {
+            // Read on its own, for ranges counted from its `{`.
+            let at = r.i;
+            let mut read = r.part(at)?;
+            result = Some((at, read.result(kind, base.as_mut())?));
+            r.rejoin(at, read);
+        } else {
+            r.value()?;
+        }
+        Some(())
+    });
+    (read, result, id)
+}
+
 /// Nesting deeper than this is left to serde_json (which stops at 128 levels).
 const MAX_DEPTH: u32 = 120;
 
@@ -589,12 +608,84 @@ const MAX_DEPTH: u32 = 120;
 /// nothing that serde_json or a browser would read differently, and gives up (`None`) on
 /// anything it does not accept.
 #[derive(Clone, Copy)]
-struct Reader<'a> {
+struct Reader<'a, E = Scan> {
     b: &'a [u8],
     i: usize,
-    /// Where it is among the strings of a large body, found beforehand; without them each
-    /// string is scanned eight bytes at a time.
-    walk: Option<Walk<'a>>,
+    /// How it finds where strings end: scanning each (eight bytes at a time), or walking
+    /// the strings of a large body found beforehand.
+    ends: E,
+}
+
+/// How a [`Reader`] finds where its strings end. The reader is made for one way or the
+/// other, so that its hot loops ask no question about it.
+trait Ends<'a>: Copy + Sized {
+    /// Past the string at `reader.i`: whether it has escapes.
+    fn pass(reader: &mut Reader<'a, Self>) -> Option<bool>;
+
+    /// For a reader of the bytes from `at` on.
+    fn moved_on(self, at: usize) -> Self;
+
+    /// For the reader of the bytes from `at` back.
+    fn moved_back(self, at: usize) -> Self;
+}
+
+/// Each string scanned for its end.
+#[derive(Debug, Clone, Copy)]
+struct Scan;
+
+impl<'a> Ends<'a> for Scan {
+    #[inline(always)]
+    fn pass(reader: &mut Reader<'a, Self>) -> Option<bool> {
+        reader.aside(Reader::scanned_string).map(Str::escaped)
+    }
+
+    fn moved_on(self, _: usize) -> Self {
+        self
+    }
+
+    fn moved_back(self, _: usize) -> Self {
+        self
+    }
+}
+
+impl<'a> Ends<'a> for Walk<'a> {
+    /// Every string read takes its two quotes in order: a string at another quote, or
+    /// where there is none, is in a body not read as its strings were found (it is not
+    /// JSON).
+    #[inline(always)]
+    fn pass(reader: &mut Reader<'a, Self>) -> Option<bool> {
+        let walk = &mut reader.ends;
+        if walk.next_quote()? != reader.i {
+            return None;
+        }
+        let close = walk.next_quote()?;
+        if close >= walk.odd {
+            // A backslash or control character inside: read the long way, to the same end.
+            let string = reader.aside(Reader::scanned_string)?;
+            if reader.i != close + 1 {
+                return None;
+            }
+            let walk = &mut reader.ends;
+            walk.odd = walk.strings.odd_after(walk.origin + close) - walk.origin;
+            return Some(string.escaped());
+        }
+        reader.i = close + 1;
+        Some(false)
+    }
+
+    fn moved_on(mut self, at: usize) -> Self {
+        self.origin += at;
+        self.base = self.base.wrapping_sub(at);
+        self.odd = self.odd.saturating_sub(at);
+        self
+    }
+
+    fn moved_back(mut self, at: usize) -> Self {
+        self.origin -= at;
+        self.base = self.base.wrapping_add(at);
+        self.odd = self.odd.saturating_add(at);
+        self
+    }
 }
 
 /// A string's content and whether it has escapes, in one word: an `Option` of it is
@@ -626,17 +717,15 @@ impl Str {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of `b` that scans each string for its end.
     fn new(b: &'a [u8]) -> Self {
-        Self::of(b, None)
+        Self::with(b, Scan)
     }
+}
 
-    /// A reader of `body`, walking its strings `strings` if they were found.
-    fn of(body: &'a [u8], strings: Option<&'a Strings>) -> Self {
-        Self {
-            b: body,
-            i: 0,
-            walk: strings.map(Walk::new),
-        }
+impl<'a, E: Ends<'a>> Reader<'a, E> {
+    fn with(b: &'a [u8], ends: E) -> Self {
+        Self { b, i: 0, ends }
     }
 
     /// A reader of what follows `at`, as if it were the whole body (ranges count from
@@ -645,14 +734,14 @@ impl<'a> Reader<'a> {
         Some(Self {
             b: self.b.get(at..)?,
             i: 0,
-            walk: self.walk.map(|walk| walk.moved_on(at)),
+            ends: self.ends.moved_on(at),
         })
     }
 
     /// Goes on where `part`, made at `at` by [`Reader::part`], ended.
     fn rejoin(&mut self, at: usize, part: Self) {
         self.i = at + part.i;
-        self.walk = part.walk.map(|walk| walk.moved_back(at));
+        self.ends = part.ends.moved_back(at);
     }
 
     /// `f` run on a copy of the reader, which then takes its place. The hot loops work
@@ -664,6 +753,12 @@ impl<'a> Reader<'a> {
         let out = f(&mut copy);
         *self = copy;
         out
+    }
+
+    /// The next two bytes.
+    #[inline(always)]
+    fn next_two(&self) -> Option<[u8; 2]> {
+        self.b.get(self.i..)?.first_chunk().copied()
     }
 
     #[inline(always)]
@@ -716,32 +811,10 @@ impl<'a> Reader<'a> {
         Str::new(start..self.i - 1, escaped)
     }
 
-    /// Past a string, its end found among the strings found beforehand when there are:
-    /// whether it has escapes.
+    /// Past a string: whether it has escapes.
     #[inline(always)]
     fn pass_string(&mut self) -> Option<bool> {
-        let Some(walk) = self.walk.as_mut() else {
-            return self.aside(Self::scanned_string).map(Str::escaped);
-        };
-        // Every string read takes its two quotes in order: a string at another quote, or
-        // where there is none, is in a body not read as its strings were found (it is not
-        // JSON).
-        if walk.next_quote()? != self.i {
-            return None;
-        }
-        let close = walk.next_quote()?;
-        if walk.odd < walk.origin + close {
-            // A backslash or control character inside: read the long way, to the same end.
-            let string = self.aside(Self::scanned_string)?;
-            let walk = self.walk.as_mut()?;
-            if self.i != close + 1 {
-                return None;
-            }
-            walk.odd = walk.strings.odd_after(walk.origin + close);
-            return Some(string.escaped());
-        }
-        self.i = close + 1;
-        Some(false)
+        E::pass(self)
     }
 
     /// A string, scanned for its end.
@@ -883,6 +956,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips one value (without recursion).
+    #[inline(never)]
     fn value(&mut self) -> Option<()> {
         let mut copy = *self;
         let read = copy.value_here();
@@ -893,17 +967,41 @@ impl<'a> Reader<'a> {
     /// [`Reader::value`], on a reader kept out of memory.
     #[inline(always)]
     fn value_here(&mut self) -> Option<()> {
-        // Bit `d` set: the container open at depth `d` is an object.
+        // A bit per container open, the innermost lowest: set for an object. Shifted by one
+        // as containers open and close.
         let mut objects: u128 = 0;
         let mut depth: u32 = 0;
         // The innermost container open is an object.
         let mut object = false;
-        loop {
+        'values: loop {
             // Tested in turn, the most frequent first: a jump table's one indirect branch
             // was mispredicted more than these.
             let c = self.peek()?;
             if c == b'"' {
                 self.pass_string()?;
+                // Compact members whose values are strings (`,"key":"value"`), or string
+                // elements (`,"value"`), one after the other: two bytes tell that the next
+                // string follows, and the next quotes say where it ends.
+                const COMMA_QUOTE: [u8; 2] = *b",\"";
+                if depth > 0 && object {
+                    while self.next_two() == Some(COMMA_QUOTE) {
+                        self.i += 1;
+                        self.pass_string()?;
+                        if self.next_two() != Some(*b":\"") {
+                            // Another kind of value, or space: read the general way.
+                            self.ws();
+                            self.eat(b':')?;
+                            continue 'values;
+                        }
+                        self.i += 1;
+                        self.pass_string()?;
+                    }
+                } else if depth > 0 {
+                    while self.next_two() == Some(COMMA_QUOTE) {
+                        self.i += 1;
+                        self.pass_string()?;
+                    }
+                }
             } else if c == b'{' || c == b'[' {
                 self.i += 1;
                 self.ws();
@@ -912,7 +1010,7 @@ impl<'a> Reader<'a> {
                     if depth >= MAX_DEPTH {
                         return None;
                     }
-                    objects = objects & !(1 << depth) | u128::from(opened) << depth;
+                    objects = objects << 1 | u128::from(opened);
                     depth += 1;
                     object = opened;
                     if object {
@@ -956,7 +1054,8 @@ impl<'a> Reader<'a> {
                     _ => return None,
                 }
                 depth -= 1;
-                object = depth > 0 && objects >> (depth - 1) & 1 == 1;
+                objects >>= 1;
+                object = objects & 1 == 1;
             }
         }
     }
@@ -1137,7 +1236,7 @@ impl<'a> Reader<'a> {
                 // A repeated identifier is ambiguous: parsers differ on which one wins.
                 id = Some(if id.is_some() { None } else { value });
             } else {
-                self.value_here()?;
+                self.value()?;
                 if is_id {
                     id = Some(None);
                 }
@@ -1446,7 +1545,8 @@ struct Walk<'a> {
     base: usize,
     /// The next block to load.
     next: usize,
-    /// Where the next byte that needs a closer look is in the body, or `usize::MAX`.
+    /// Where the next byte that needs a closer look is among the reader's bytes, or
+    /// past any.
     odd: usize,
 }
 
@@ -1460,20 +1560,6 @@ impl<'a> Walk<'a> {
             next: 1,
             odd: strings.first_odd,
         }
-    }
-
-    /// The walk of a reader of the bytes from `at` on.
-    fn moved_on(mut self, at: usize) -> Self {
-        self.origin += at;
-        self.base = self.base.wrapping_sub(at);
-        self
-    }
-
-    /// The walk of the reader of the bytes from `at` back.
-    fn moved_back(mut self, at: usize) -> Self {
-        self.origin -= at;
-        self.base = self.base.wrapping_add(at);
-        self
     }
 
     /// Where the next quote is among the reader's bytes, taken.
@@ -1928,6 +2014,7 @@ mod tests {
     #[test]
     fn the_fast_reader_agrees_with_serde_json_on_mutated_bodies() {
         agrees_with_serde_json_on_mutations(MUTATED, 0);
+        agrees_with_serde_json_on_mutations(NESTED, 0);
     }
 
     /// The strings found 64 bytes at a time are the ones a byte-by-byte reading finds: the
@@ -2044,26 +2131,32 @@ mod tests {
 
     #[test]
     fn large_bodies_agree_with_serde_json_on_mutations_too() {
-        // Read with their stops found beforehand, at several alignments of the mutated
-        // part against the stops' 64-byte words.
+        // Read with their strings found beforehand, at several alignments of the mutated
+        // part against the 64-byte blocks.
         // Half of them ASCII, which needs no further UTF-8 check.
-        for (pad, text) in [
-            (Strings::WORTH_IT, "p"),
-            (2061, "p"),
-            (2079, "é"),
-            (2110, "é"),
-        ] {
-            let body = format!(
-                r#"{{"pad":"{}\"\\{}",{}"#,
-                text.repeat(pad / text.len()),
-                "q".repeat(pad % 64),
-                String::from_utf8_lossy(&MUTATED[1..])
-            );
-            let strings = Strings::of(body.as_bytes());
-            assert_eq!(strings.map(|strings| strings.ascii), Some(text.is_ascii()));
-            agrees_with_serde_json_on_mutations(body.as_bytes(), body.len() - MUTATED.len());
+        for mutated in [MUTATED, NESTED] {
+            for (pad, text) in [
+                (Strings::WORTH_IT, "p"),
+                (2061, "p"),
+                (2079, "é"),
+                (2110, "é"),
+            ] {
+                let body = format!(
+                    r#"{{"pad":"{}\"\\{}",{}"#,
+                    text.repeat(pad / text.len()),
+                    "q".repeat(pad % 64),
+                    String::from_utf8_lossy(&mutated[1..])
+                );
+                let strings = Strings::of(body.as_bytes());
+                assert_eq!(strings.map(|strings| strings.ascii), Some(text.is_ascii()));
+                agrees_with_serde_json_on_mutations(body.as_bytes(), body.len() - mutated.len());
+            }
         }
     }
+
+    /// Nested objects with members that are strings, one after the other, and arrays of
+    /// strings: what the reader skips quote by quote.
+    const NESTED: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","s":{"t":"o","p":{"q":"r","u":"v","w":{}},"e":["x","y",[]],"f":"g"}},{"name":"b"}]}}"#;
 
     const MUTATED: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","x":[1,-2.5e3,true,null,{"k":"v\"\\\u00e9"}]},{"name":"secret","y":false},{"name":"b","n":0}],"nextCursor":"c","cacheScope":"public"}}"#;
 
