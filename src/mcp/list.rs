@@ -655,10 +655,21 @@ impl<'a> Ends<'a> for Walk<'a> {
     #[inline(always)]
     fn pass(reader: &mut Reader<'a, Self>) -> Option<bool> {
         let walk = &mut reader.ends;
-        if walk.next_quote()? != reader.i {
-            return None;
-        }
-        let close = walk.next_quote()?;
+        // Both quotes in the block at hand (most strings are short): taken together.
+        let quotes = walk.quotes;
+        let rest = quotes & quotes.wrapping_sub(1);
+        let close = if rest != 0 {
+            walk.quotes = rest & (rest - 1);
+            if walk.base.wrapping_add(quotes.trailing_zeros() as usize) != reader.i {
+                return None;
+            }
+            walk.base.wrapping_add(rest.trailing_zeros() as usize)
+        } else {
+            if walk.next_quote()? != reader.i {
+                return None;
+            }
+            walk.next_quote()?
+        };
         if close >= walk.odd {
             // A backslash or control character inside: read the long way, to the same end.
             let string = reader.aside(Reader::scanned_string)?;
@@ -753,12 +764,6 @@ impl<'a, E: Ends<'a>> Reader<'a, E> {
         let out = f(&mut copy);
         *self = copy;
         out
-    }
-
-    /// The next two bytes.
-    #[inline(always)]
-    fn next_two(&self) -> Option<[u8; 2]> {
-        self.b.get(self.i..)?.first_chunk().copied()
     }
 
     #[inline(always)]
@@ -973,35 +978,12 @@ impl<'a, E: Ends<'a>> Reader<'a, E> {
         let mut depth: u32 = 0;
         // The innermost container open is an object.
         let mut object = false;
-        'values: loop {
+        loop {
             // Tested in turn, the most frequent first: a jump table's one indirect branch
             // was mispredicted more than these.
             let c = self.peek()?;
             if c == b'"' {
                 self.pass_string()?;
-                // Compact members whose values are strings (`,"key":"value"`), or string
-                // elements (`,"value"`), one after the other: two bytes tell that the next
-                // string follows, and the next quotes say where it ends.
-                const COMMA_QUOTE: [u8; 2] = *b",\"";
-                if depth > 0 && object {
-                    while self.next_two() == Some(COMMA_QUOTE) {
-                        self.i += 1;
-                        self.pass_string()?;
-                        if self.next_two() != Some(*b":\"") {
-                            // Another kind of value, or space: read the general way.
-                            self.ws();
-                            self.eat(b':')?;
-                            continue 'values;
-                        }
-                        self.i += 1;
-                        self.pass_string()?;
-                    }
-                } else if depth > 0 {
-                    while self.next_two() == Some(COMMA_QUOTE) {
-                        self.i += 1;
-                        self.pass_string()?;
-                    }
-                }
             } else if c == b'{' || c == b'[' {
                 self.i += 1;
                 self.ws();
@@ -1031,7 +1013,7 @@ impl<'a, E: Ends<'a>> Reader<'a, E> {
                     _ => self.aside(Self::number)?,
                 }
             }
-            // A value ended: close the containers it ends, then go on to the next value.
+            // A value ended: what follows it, until another value that is not a string.
             loop {
                 if depth == 0 {
                     return Some(());
@@ -1043,7 +1025,13 @@ impl<'a, E: Ends<'a>> Reader<'a, E> {
                         if object {
                             self.pass_key()?;
                         }
-                        break;
+                        // A string, the most frequent value, is read here; another kind
+                        // (or a space before it) above.
+                        if self.peek()? != b'"' {
+                            break;
+                        }
+                        self.pass_string()?;
+                        continue;
                     }
                     b'}' if object => self.i += 1,
                     b']' if !object => self.i += 1,
