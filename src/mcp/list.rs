@@ -1394,7 +1394,7 @@ impl Strings {
         let mut strings = Self {
             blocks: found,
             first_odd: usize::MAX,
-            ascii: classes.high.to_bitmask() == 0,
+            ascii: classes.ascii,
         };
         strings.first_odd = strings.odd_from(0);
         Some(strings)
@@ -1427,8 +1427,10 @@ struct Classes {
     quote: wide::u8x16,
     backslash: wide::u8x16,
     control: wide::u8x16,
-    /// The high bits of every byte seen, to tell ASCII.
-    high: wide::u8x16,
+    /// Below it as signed bytes: control characters and bytes that are not ASCII.
+    space: wide::i8x16,
+    /// Every byte seen so far is ASCII.
+    ascii: bool,
     /// The first byte of the next block is escaped (a backslash ended this one).
     escape: bool,
     /// All ones when the next block starts inside a string.
@@ -1437,12 +1439,13 @@ struct Classes {
 
 impl Classes {
     fn new() -> Self {
-        use wide::u8x16;
+        use wide::{i8x16, u8x16};
         Self {
             quote: u8x16::splat(b'"'),
             backslash: u8x16::splat(b'\\'),
             control: u8x16::splat(0x1f),
-            high: u8x16::splat(0),
+            space: i8x16::splat(0x20),
+            ascii: true,
             escape: false,
             inside: 0,
         }
@@ -1453,32 +1456,37 @@ impl Classes {
     fn block(&mut self, bytes: &[u8; 64]) -> Block {
         use wide::u8x16;
         let (lanes, _) = bytes.as_chunks::<16>();
-        // Quotes; backslashes and control characters.
+        // Quotes; and whatever may need a closer look: backslashes, control characters,
+        // bytes that are not ASCII (a signed comparison finds the last two at once).
         let (mut q, mut x) = (0_u64, 0_u64);
         for (n, bytes) in lanes.iter().enumerate() {
             let v = u8x16::new(*bytes);
-            self.high |= v;
             q |= u64::from(v.simd_eq(self.quote).to_bitmask()) << (n * 16);
-            let odd = v.simd_eq(self.backslash) | v.min(self.control).simd_eq(v);
+            let odd = v.simd_eq(self.backslash).cast_signed() | v.cast_signed().simd_lt(self.space);
             x |= u64::from(odd.to_bitmask()) << (n * 16);
         }
         if x == 0 && !self.escape {
-            // No backslash, nothing escaped: every quote opens or closes.
+            // ASCII, no backslash, nothing escaped: every quote opens or closes.
             if q.count_ones() % 2 == 1 {
                 self.inside = !self.inside;
             }
             return Block { quotes: q, odd: 0 };
         }
-        let mut b = 0;
+        // A closer look: backslashes, control characters, bytes that are not ASCII, apart.
+        let (mut b, mut c, mut high) = (0_u64, 0_u64, 0_u64);
         for (n, bytes) in lanes.iter().enumerate() {
-            b |= u64::from(u8x16::new(*bytes).simd_eq(self.backslash).to_bitmask()) << (n * 16);
+            let v = u8x16::new(*bytes);
+            b |= u64::from(v.simd_eq(self.backslash).to_bitmask()) << (n * 16);
+            c |= u64::from(v.min(self.control).simd_eq(v).to_bitmask()) << (n * 16);
+            high |= u64::from(v.to_bitmask()) << (n * 16);
         }
+        self.ascii &= high == 0;
         let real = q & !escaped_by(b, &mut self.escape);
         let within = prefix_xor(real) ^ self.inside;
         self.inside = 0_u64.wrapping_sub(within >> 63);
         Block {
             quotes: real,
-            odd: x & within,
+            odd: (b | c) & within,
         }
     }
 }
@@ -2045,7 +2053,7 @@ mod tests {
                 .filter(|&at| words[at / 64] >> (at % 64) & 1 == 1)
                 .collect()
         };
-        let alphabet = b"\"\\\\\\a \x01\n{";
+        let alphabet = b"\"\\\\\\a \x01\n{\xe9";
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         for round in 0..400 {
             let len = Strings::WORTH_IT + round % 130;
@@ -2071,6 +2079,7 @@ mod tests {
                 strings.first_odd,
                 odd.first().copied().unwrap_or(usize::MAX)
             );
+            assert_eq!(strings.ascii, body.is_ascii(), "round {round}");
             for (n, &at) in odd.iter().enumerate() {
                 let next = odd.get(n + 1).copied().unwrap_or(usize::MAX);
                 assert_eq!(strings.odd_after(at), next);
