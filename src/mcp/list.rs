@@ -544,7 +544,18 @@ impl ParsedResult {
             return None;
         }
         edits.sort_by_key(|(range, _)| range.start);
-        let mut out = Vec::with_capacity(body.len() + 32);
+        // Exactly what is written: a list answer is large, and most of it may go.
+        let size = edits.iter().fold(body.len(), |size, (range, edit)| {
+            let written = match edit {
+                Edit::Text(text) => text.len(),
+                Edit::Items(kept) => {
+                    kept.iter().map(ExactSizeIterator::len).sum::<usize>()
+                        + kept.len().saturating_sub(1)
+                }
+            };
+            size - range.len() + written
+        });
+        let mut out = Vec::with_capacity(size);
         let mut copied = 0;
         for (range, edit) in edits {
             out.extend_from_slice(body.get(copied..range.start).unwrap_or_default());

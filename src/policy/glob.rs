@@ -11,6 +11,21 @@ pub struct Glob {
     kind: Kind,
 }
 
+/// A pattern's shape (see [`Glob::shape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape<'a> {
+    /// `*`: anything.
+    Any,
+    /// No wildcard: this text.
+    Exact(&'a str),
+    /// `prefix*`.
+    Prefix(&'a str),
+    /// `*suffix`.
+    Suffix(&'a str),
+    /// Anything else: only [`Glob::matches`] tells.
+    General,
+}
+
 #[derive(Clone, PartialEq, Eq)]
 enum Kind {
     /// `*`: anything.
@@ -55,6 +70,17 @@ impl Glob {
     /// Whether the pattern has no wildcard.
     pub fn is_literal(&self) -> bool {
         self.kind == Kind::Exact
+    }
+
+    /// What the pattern is, for a set of patterns looked up all at once.
+    pub fn shape(&self) -> Shape<'_> {
+        match &self.kind {
+            Kind::Any => Shape::Any,
+            Kind::Exact => Shape::Exact(&self.source),
+            Kind::Prefix(prefix) => Shape::Prefix(prefix),
+            Kind::Suffix(suffix) => Shape::Suffix(suffix),
+            Kind::General(_) => Shape::General,
+        }
     }
 
     pub fn matches(&self, text: &str) -> bool {

@@ -15,10 +15,10 @@
 //! that names it and whose scopes the caller has (or, where the route does step-up, could
 //! get), or by the route's default allow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::glob::Glob;
+use super::glob::{Glob, Shape};
 use super::{Kind, Roles, RoutePolicy, Rule};
 use crate::auth::Principal;
 use crate::config::policy::{DefaultPolicy, Effect};
@@ -30,6 +30,8 @@ pub struct Listing {
     kinds: [KindListing; 3],
 }
 
+type Hasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Default)]
 struct KindListing {
     /// A deny rule about the caller names every item (or none in particular).
@@ -39,10 +41,61 @@ struct KindListing {
     show_all: bool,
     /// Names rules about the caller name literally: `false` if a deny rule does (it
     /// wins), `true` if only allow rules do.
-    names: HashMap<Box<str>, bool, foldhash::fast::RandomState>,
+    names: HashMap<Box<str>, bool, Hasher>,
     /// Wildcard patterns of deny rules, then of allow rules, about the caller.
-    deny: Vec<Glob>,
-    show: Vec<Glob>,
+    deny: Patterns,
+    show: Patterns,
+}
+
+/// Wildcard patterns, looked up together: the prefixes (`query_*`) and suffixes
+/// (`*_admin`) rules mostly are in sets by length, a lookup per length instead of a
+/// comparison per pattern; the others one by one.
+#[derive(Debug, Default)]
+struct Patterns {
+    any: bool,
+    prefixes: Vec<(usize, HashSet<Box<str>, Hasher>)>,
+    suffixes: Vec<(usize, HashSet<Box<str>, Hasher>)>,
+    general: Vec<Glob>,
+}
+
+impl Patterns {
+    fn add(&mut self, glob: &Glob) {
+        let by_length = |sets: &mut Vec<(usize, HashSet<Box<str>, Hasher>)>, text: &str| {
+            let set = match sets.iter_mut().position(|(len, _)| *len == text.len()) {
+                Some(at) => sets.get_mut(at),
+                None => {
+                    sets.push((text.len(), HashSet::default()));
+                    sets.last_mut()
+                }
+            };
+            if let Some((_, set)) = set {
+                set.insert(text.into());
+            }
+        };
+        match glob.shape() {
+            Shape::Any => self.any = true,
+            Shape::Prefix(prefix) => by_length(&mut self.prefixes, prefix),
+            Shape::Suffix(suffix) => by_length(&mut self.suffixes, suffix),
+            Shape::Exact(_) | Shape::General => self.general.push(glob.clone()),
+        }
+    }
+
+    /// Whether a pattern matches `name`. A prefix of `len` bytes that would end inside a
+    /// character is no prefix of it (no pattern ends there), and so for suffixes.
+    fn match_any(&self, name: &str) -> bool {
+        self.any
+            || self
+                .prefixes
+                .iter()
+                .any(|(len, set)| name.get(..*len).is_some_and(|head| set.contains(head)))
+            || self.suffixes.iter().any(|(len, set)| {
+                name.len()
+                    .checked_sub(*len)
+                    .and_then(|from| name.get(from..))
+                    .is_some_and(|tail| set.contains(tail))
+            })
+            || self.general.iter().any(|glob| glob.matches(name))
+    }
 }
 
 impl KindListing {
@@ -51,10 +104,10 @@ impl KindListing {
             return false;
         }
         let named = self.names.get(name).copied();
-        if named == Some(false) || self.deny.iter().any(|glob| glob.matches(name)) {
+        if named == Some(false) || self.deny.match_any(name) {
             return false;
         }
-        self.show_all || named == Some(true) || self.show.iter().any(|glob| glob.matches(name))
+        self.show_all || named == Some(true) || self.show.match_any(name)
     }
 
     /// Takes in `rule`, about the caller and fit to list this kind, with its patterns
@@ -74,9 +127,9 @@ impl KindListing {
                 let shown = self.names.entry(glob.as_str().into()).or_insert(!deny);
                 *shown &= !deny;
             } else if deny {
-                self.deny.push(glob.clone());
+                self.deny.add(glob);
             } else {
-                self.show.push(glob.clone());
+                self.show.add(glob);
             }
         }
     }
@@ -210,6 +263,9 @@ mod tests {
         "a",
         "file:///etc/x",
         "file:///tmp/y",
+        "é_a",
+        "日本_a",
+        "日",
     ];
     const PATTERNS: &[&str] = &[
         "query_a",
@@ -222,6 +278,10 @@ mod tests {
         "file:///tmp/*",
         "file:///etc/x",
         "nothing",
+        "é*",
+        "*本_a",
+        "日*",
+        "*y",
     ];
     const ROLES: &[&str] = &["analyst", "admin", "ops", "guest"];
     const PERMISSIONS: &[&str] = &["read:db", "write:db", "use:export"];
