@@ -176,8 +176,10 @@ fn learn_answers(c: &mut Criterion, tools: &[Value]) {
         .unwrap_or_else(|_| unreachable!());
     let ids = ToolListIds::of(&request).unwrap_or_else(|| unreachable!());
     let answer = |tools: &[Value]| {
-        serde_json::to_vec(&json!({ "jsonrpc": "2.0", "id": 2, "result": { "tools": tools } }))
-            .unwrap_or_else(|_| unreachable!())
+        bytes::Bytes::from(
+            serde_json::to_vec(&json!({ "jsonrpc": "2.0", "id": 2, "result": { "tools": tools } }))
+                .unwrap_or_else(|_| unreachable!()),
+        )
     };
     let guard_for = || {
         let store = Arc::new(PinStore::in_memory());
@@ -200,7 +202,7 @@ fn learn_answers(c: &mut Criterion, tools: &[Value]) {
         },
     );
 
-    let retitled: Vec<Vec<u8>> = (0..2)
+    let retitled: Vec<bytes::Bytes> = (0..2)
         .map(|version| {
             let mut tools = tools.to_vec();
             tools[17]["title"] = json!(format!("Version {version}"));

@@ -305,6 +305,8 @@ pub fn alert(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
     use crate::config::guard::Checking;
     use crate::guard::pins::{PinFile, PinStore};
@@ -494,12 +496,12 @@ mod tests {
             br#"{"jsonrpc":"2.0","result":{"tools":[{"name":"alpha"}]}}"#,
             br#"{"jsonrpc":"2.0","id":"list-1","id":"list-2","result":{"tools":[{"name":"alpha"}]}}"#,
         ] {
-            ids.learn_from(other, &guard, &audit);
+            ids.learn_from(&Bytes::from_static(other), &guard, &audit);
             assert!(!guard.tools.knows("alpha"), "{}", String::from_utf8_lossy(other));
             assert!(!store.knows_route("r"));
         }
         ids.learn_from(
-            br#"{"jsonrpc":"2.0","id":"list-2","id":"list-1","result":{"tools":[{"name":"alpha","inputSchema":{"type":"object"}}]}}"#,
+            &Bytes::from_static(br#"{"jsonrpc":"2.0","id":"list-2","id":"list-1","result":{"tools":[{"name":"alpha","inputSchema":{"type":"object"}}]}}"#),
             &guard,
             &audit,
         );

@@ -48,6 +48,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::header::ORIGIN;
 use http::{HeaderValue, Method, Request, Response};
 use tower::{Layer, ServiceExt};
@@ -679,7 +680,7 @@ async fn limited_stages(
     let guard_route = Arc::clone(route);
     let metrics = Arc::clone(&gateway.audit.metrics);
     let audit_log = Arc::clone(&gateway.audit);
-    let rewrite = move |data: &[u8]| {
+    let rewrite = move |data: &Bytes| {
         // The guard learns first (a tool it now holds is not listed), and hands the list
         // filter its reading of the answer.
         let read = tool_lists

@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use bytes::Bytes;
 use jsonschema::Validator;
 use serde_json::Value;
 
@@ -347,7 +348,7 @@ impl ToolListIds {
     /// filter to use.
     pub fn learn_from(
         &self,
-        bytes: &[u8],
+        bytes: &Bytes,
         guard: &super::RouteGuard,
         audit: &crate::audit::Audit,
     ) -> Option<Reading> {
@@ -365,7 +366,7 @@ impl ToolListIds {
         // and only the tools that changed read into a tree.
         let last = guard.last_read();
         if let Some((reading, id)) =
-            ListIndex::read_answer_against(ListKind::Tools, bytes, last.as_deref())
+            ListIndex::read_shared_against(ListKind::Tools, bytes, last.as_deref())
         {
             guard.note_read(&reading.index);
             let id = id.and_then(|id| serde_json::from_slice::<Value>(id).ok());

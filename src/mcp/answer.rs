@@ -13,6 +13,7 @@
 //! untouched. Error statuses pass untouched.
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::Response;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
@@ -45,7 +46,7 @@ pub async fn rewrite<F>(
     mut rewrite: F,
 ) -> Result<Response<Body>, AnswerError>
 where
-    F: FnMut(&[u8]) -> Result<Option<Vec<u8>>, AnswerError> + Send + 'static,
+    F: FnMut(&Bytes) -> Result<Option<Vec<u8>>, AnswerError> + Send + 'static,
 {
     if !response.status().is_success() {
         return Ok(response);
@@ -54,7 +55,7 @@ where
     if is_event_stream(parts.headers.get(CONTENT_TYPE)) {
         parts.headers.remove(CONTENT_LENGTH);
         let event = move |event: &SseEvent| {
-            let data = event.data_bytes()?;
+            let data = event.data_shared()?;
             if data.iter().all(u8::is_ascii_whitespace) {
                 return None;
             }
@@ -129,7 +130,7 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    fn upper(data: &[u8]) -> Result<Option<Vec<u8>>, AnswerError> {
+    fn upper(data: &Bytes) -> Result<Option<Vec<u8>>, AnswerError> {
         if data.windows(4).any(|w| w == b"fail") {
             return Err(AnswerError::Unsealable);
         }

@@ -35,6 +35,7 @@ use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 /// The cache scope of a result that varies with the caller.
@@ -213,8 +214,9 @@ fn rewrite_the_long_way(
 pub struct ListIndex {
     /// The kind of list it was read as: its items' identifiers are of that kind.
     kind: ListKind,
-    /// The bytes of the `result` object read, from its `{` to its `}`.
-    bytes: Box<[u8]>,
+    /// The bytes of the `result` object read, from its `{` to its `}`: shared with the
+    /// answer read when it came as [`Bytes`], a copy otherwise.
+    bytes: Bytes,
     /// With ranges counted from the result's `{`.
     result: ParsedResult,
 }
@@ -250,10 +252,33 @@ impl ListIndex {
         body: &'b [u8],
         base: Option<&ListIndex>,
     ) -> Option<(Reading, Option<&'b [u8]>)> {
+        Self::read_with(kind, body, base, |range| {
+            body.get(range).map(Bytes::copy_from_slice)
+        })
+    }
+
+    /// [`ListIndex::read_answer_against`] of an answer in a shared buffer, which the index
+    /// then shares instead of copying the result (a list answer is large).
+    pub fn read_shared_against<'b>(
+        kind: ListKind,
+        body: &'b Bytes,
+        base: Option<&ListIndex>,
+    ) -> Option<(Reading, Option<&'b [u8]>)> {
+        Self::read_with(kind, body, base, |range| {
+            (range.end <= body.len()).then(|| body.slice(range))
+        })
+    }
+
+    fn read_with<'b>(
+        kind: ListKind,
+        body: &'b [u8],
+        base: Option<&ListIndex>,
+        keep: impl FnOnce(Range<usize>) -> Option<Bytes>,
+    ) -> Option<(Reading, Option<&'b [u8]>)> {
         let base = base.filter(|base| base.kind == kind);
         let parsed = Parsed::new(kind, body, base)?;
         let (at, result) = parsed.result?;
-        let bytes = body.get(at..at + result.len)?.into();
+        let bytes = keep(at..at + result.len)?;
         let id = parsed.id.and_then(|range| body.get(range));
         let index = Arc::new(Self {
             kind,
@@ -1235,7 +1260,12 @@ impl<'a, E: Ends<'a>> Reader<'a, E> {
                 // A repeated identifier is ambiguous: parsers differ on which one wins.
                 id = Some(if id.is_some() { None } else { value });
             } else {
-                self.value()?;
+                // A string (a title, a description) skipped here, without a call.
+                if self.peek()? == b'"' {
+                    self.pass_string()?;
+                } else {
+                    self.value()?;
+                }
                 if is_id {
                     id = Some(None);
                 }
@@ -1407,7 +1437,9 @@ impl Strings {
             first_odd: usize::MAX,
             ascii: classes.ascii,
         };
-        strings.first_odd = strings.odd_from(0);
+        if classes.odd {
+            strings.first_odd = strings.odd_from(0);
+        }
         Some(strings)
     }
 
@@ -1442,10 +1474,14 @@ struct Classes {
     space: wide::i8x16,
     /// Every byte seen so far is ASCII.
     ascii: bool,
+    /// A string seen so far has a byte that needs a closer look.
+    odd: bool,
     /// The first byte of the next block is escaped (a backslash ended this one).
     escape: bool,
-    /// All ones when the next block starts inside a string.
+    /// All ones when the block after the last one looked at closely starts inside a
+    /// string, and the quotes of the blocks since (their parity, when it is needed).
     inside: u64,
+    quotes_since: u64,
 }
 
 impl Classes {
@@ -1457,8 +1493,10 @@ impl Classes {
             control: u8x16::splat(0x1f),
             space: i8x16::splat(0x20),
             ascii: true,
+            odd: false,
             escape: false,
             inside: 0,
+            quotes_since: 0,
         }
     }
 
@@ -1478,11 +1516,13 @@ impl Classes {
         }
         if x == 0 && !self.escape {
             // ASCII, no backslash, nothing escaped: every quote opens or closes.
-            if q.count_ones() % 2 == 1 {
-                self.inside = !self.inside;
-            }
+            self.quotes_since ^= q;
             return Block { quotes: q, odd: 0 };
         }
+        if self.quotes_since.count_ones() % 2 == 1 {
+            self.inside = !self.inside;
+        }
+        self.quotes_since = 0;
         // A closer look: backslashes, control characters, bytes that are not ASCII, apart.
         let (mut b, mut c, mut high) = (0_u64, 0_u64, 0_u64);
         for (n, bytes) in lanes.iter().enumerate() {
@@ -1495,10 +1535,9 @@ impl Classes {
         let real = q & !escaped_by(b, &mut self.escape);
         let within = prefix_xor(real) ^ self.inside;
         self.inside = 0_u64.wrapping_sub(within >> 63);
-        Block {
-            quotes: real,
-            odd: (b | c) & within,
-        }
+        let odd = (b | c) & within;
+        self.odd |= odd != 0;
+        Block { quotes: real, odd }
     }
 }
 

@@ -317,6 +317,16 @@ impl SseEvent {
         Some(Cow::Owned(joined))
     }
 
+    /// [`SseEvent::data_bytes`], shared with the event's bytes when the data is one line
+    /// (a reading of it may then be kept without a copy).
+    pub fn data_shared(&self) -> Option<Bytes> {
+        if self.fields.data_lines == 1 {
+            let range = self.fields.data.clone()?;
+            return (range.end <= self.raw.len()).then(|| self.raw.slice(range));
+        }
+        self.data_bytes().map(|data| Bytes::from(data.into_owned()))
+    }
+
     /// This event with its `data` replaced by `data`: one `data: ` line per line of `data`
     /// (split at CRLF, LF or CR, as a client will split it) in place of the first `data`
     /// line, the other `data` lines dropped, every other byte kept. The new lines end like

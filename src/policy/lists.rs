@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::Value;
 
@@ -236,7 +237,7 @@ impl ListCache {
         &self,
         route: &Arc<str>,
         kind: ListKind,
-        upstream: &[u8],
+        upstream: &Bytes,
         mut allowed: impl FnMut(&str) -> bool,
         modern: bool,
         read: Option<Reading>,
@@ -256,7 +257,7 @@ impl ListCache {
             Some(read) => (read.index, read.at),
             None => {
                 let base = known.as_ref().and_then(|known| known.first());
-                let (read, _) = ListIndex::read_answer_against(kind, upstream, base.map(|b| &**b))?;
+                let (read, _) = ListIndex::read_shared_against(kind, upstream, base.map(|b| &**b))?;
                 (read.index, read.at)
             }
         };
@@ -320,7 +321,7 @@ impl std::fmt::Debug for Viewer {
 /// a stream): `None` when nothing changed. A body that is not JSON-RPC cannot be filtered,
 /// so must not be forwarded.
 pub fn filter_message(
-    bytes: &[u8],
+    bytes: &Bytes,
     requests: &ListRequests,
     viewer: &Viewer,
 ) -> Result<Option<Vec<u8>>, AnswerError> {
@@ -330,7 +331,7 @@ pub fn filter_message(
 /// [`filter_message`], given the list reader's reading of `bytes` when there is one (the
 /// guard read a `tools/list` answer to learn from it): not read a second time then.
 pub fn filter_message_read(
-    bytes: &[u8],
+    bytes: &Bytes,
     requests: &ListRequests,
     viewer: &Viewer,
     read: Option<Reading>,
@@ -412,6 +413,15 @@ mod tests {
 
     use super::*;
 
+    /// [`filter_message`] of an answer that came as these bytes.
+    fn filter(
+        body: &[u8],
+        requests: &ListRequests,
+        viewer: &Viewer,
+    ) -> Result<Option<Vec<u8>>, AnswerError> {
+        filter_message(&Bytes::copy_from_slice(body), requests, viewer)
+    }
+
     fn list(n: usize, pad: usize) -> Vec<u8> {
         let tools: Vec<Value> = (0..n)
             .map(|i| serde_json::json!({ "name": format!("tool_{i:03}"), "description": "x".repeat(pad) }))
@@ -452,9 +462,9 @@ mod tests {
         let alice = viewer(&cache, &["analyst"], &asked);
         let body = list(200, 200);
         assert!(body.len() >= CACHE_FROM);
-        let first = filter_message(&body, &requests(), &alice).unwrap().unwrap();
+        let first = filter(&body, &requests(), &alice).unwrap().unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 200);
-        let again = filter_message(&body, &requests(), &alice).unwrap().unwrap();
+        let again = filter(&body, &requests(), &alice).unwrap().unwrap();
         assert_eq!(again, first);
         assert_eq!(asked.load(Ordering::Relaxed), 200, "served from the cache");
         let shown: Value = serde_json::from_slice(&again).unwrap();
@@ -465,16 +475,16 @@ mod tests {
         let at = other.windows(8).position(|w| w == b"tool_001").unwrap();
         other[at + 7] = b'3';
         assert_eq!(other.len(), body.len());
-        filter_message(&other, &requests(), &alice).unwrap();
+        filter(&other, &requests(), &alice).unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 400);
         // Another kind of caller: its own entry.
         let bob = viewer(&cache, &["viewer"], &asked);
-        filter_message(&body, &requests(), &bob).unwrap();
+        filter(&body, &requests(), &bob).unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 600);
         // Small answers are not kept.
         let small = list(3, 10);
-        filter_message(&small, &requests(), &alice).unwrap();
-        filter_message(&small, &requests(), &alice).unwrap();
+        filter(&small, &requests(), &alice).unwrap();
+        filter(&small, &requests(), &alice).unwrap();
         assert_eq!(asked.load(Ordering::Relaxed), 606);
     }
 
@@ -504,7 +514,7 @@ mod tests {
                 let body = with_id(&page(n % 3), round * 10 + u32::try_from(n).unwrap());
                 assert!(body.len() >= CACHE_FROM);
                 let viewer = reader(n + 10 * round as usize);
-                let got = filter_message(&body, &requests(), &viewer).unwrap();
+                let got = filter(&body, &requests(), &viewer).unwrap();
                 let expected = rewrite_list_body(
                     ListKind::Tools,
                     &body,
@@ -538,16 +548,13 @@ mod tests {
         let asked = Arc::new(AtomicUsize::new(0));
         let alice = viewer(&cache, &["analyst"], &asked);
         let body = list(200, 200);
-        let first = filter_message(&body, &requests(), &alice).unwrap().unwrap();
+        let first = filter(&body, &requests(), &alice).unwrap().unwrap();
         let entry = cache.entries.iter().next().unwrap().1;
         assert!(
             matches!(entry.upstream, Source::Indexed { .. }),
             "kept by the index"
         );
-        assert_eq!(
-            filter_message(&body, &requests(), &alice).unwrap().unwrap(),
-            first
-        );
+        assert_eq!(filter(&body, &requests(), &alice).unwrap().unwrap(), first);
         // The same result in another envelope of the same length: not the cached answer.
         let other_id = String::from_utf8(body.clone())
             .unwrap()
@@ -556,9 +563,7 @@ mod tests {
         assert_eq!(other_id.len(), body.len());
         let mut requests_7 = requests();
         requests_7.by_id = [("7".to_owned(), ListKind::Tools)].into();
-        let answer = filter_message(&other_id, &requests_7, &alice)
-            .unwrap()
-            .unwrap();
+        let answer = filter(&other_id, &requests_7, &alice).unwrap().unwrap();
         let shown: Value = serde_json::from_slice(&answer).unwrap();
         assert_eq!(shown["id"], 7);
         assert_eq!(shown["result"]["tools"].as_array().unwrap().len(), 100);
@@ -570,9 +575,7 @@ mod tests {
         spaced.truncate(body.len() - 1);
         spaced.extend_from_slice(b" }");
         for answer in [trailing, spaced] {
-            let got = filter_message(&answer, &requests(), &alice)
-                .unwrap()
-                .unwrap();
+            let got = filter(&answer, &requests(), &alice).unwrap().unwrap();
             let expected = rewrite_list_body(
                 ListKind::Tools,
                 &answer,
@@ -604,7 +607,13 @@ mod tests {
                 let cache = Arc::new(ListCache::new(8 * 1024 * 1024));
                 let alice = viewer(&cache, &["analyst"], &asked);
                 let (read, _) = ListIndex::read_answer(kind, body).unwrap();
-                let got = filter_message_read(body, &requests(), &alice, Some(read)).unwrap();
+                let got = filter_message_read(
+                    &Bytes::copy_from_slice(body),
+                    &requests(),
+                    &alice,
+                    Some(read),
+                )
+                .unwrap();
                 let expected = rewrite_list_body(
                     ListKind::Tools,
                     body,
