@@ -904,9 +904,11 @@ fn list_filter_policy(c: &mut Criterion) {
         return;
     };
     let listings = Arc::new(Listings::new());
-    // As `stack.rs` builds it: the listing made on the first item asked about.
-    let viewer = |lists: &Arc<ListCache>, route: &str, n: u64| {
-        let key = viewer_key(route, &[format!("role-{n}")], &[]);
+    // As `stack.rs` builds it: the caller's listing (kept by the route) taken on the first
+    // item asked about; `route`: the list cache's, where the route's answers are indexed.
+    let viewer = |lists: &Arc<ListCache>, route: &str, who: &str| {
+        let key = viewer_key(route, &[who.to_owned()], &[]);
+        let listed_as = viewer_key("tools", &[who.to_owned()], &[]);
         let (listings, policy, roles, caller) = (
             Arc::clone(&listings),
             Arc::clone(&policy),
@@ -914,12 +916,11 @@ fn list_filter_policy(c: &mut Criterion) {
             Arc::clone(&caller),
         );
         let listing = std::sync::OnceLock::new();
-        let cached = Arc::clone(&key);
         Viewer {
             policy: Arc::new(move |kind, name: &str| {
                 listing
                     .get_or_init(|| {
-                        listings.get_or_make(&cached, || policy.listing(&roles, &caller))
+                        listings.get_or_make(&listed_as, || policy.listing(&roles, &caller))
                     })
                     .shows(kind, name)
             }),
@@ -930,8 +931,10 @@ fn list_filter_policy(c: &mut Criterion) {
             }),
         }
     };
-    let lists = Arc::new(ListCache::new(64 * 1024 * 1024));
-    let filtered = filter_message(&shared, &requests, &viewer(&lists, "tools", 0))
+    // The gateway's list cache holds 16 MiB.
+    let cache = || Arc::new(ListCache::new(16 * 1024 * 1024));
+    let lists = cache();
+    let filtered = filter_message(&shared, &requests, &viewer(&lists, "tools", "alice"))
         .ok()
         .flatten()
         .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out).ok());
@@ -943,32 +946,75 @@ fn list_filter_policy(c: &mut Criterion) {
         return;
     }
     let mut group = c.benchmark_group("list_filter_policy");
-    // A route of its own each time: the list is read anew.
     let mut n = 0;
+    // A list never seen (a route of its own each time, so no index of the route's answers
+    // helps), for a known caller, then for a caller seen for the first time too.
+    for new_caller in [false, true] {
+        let name = if new_caller {
+            "never_seen_new_caller"
+        } else {
+            "never_seen"
+        };
+        let lists = cache();
+        group.bench_function(
+            format!("filter_message/500_tools_{name}_100_rules/{kib}KiB"),
+            |b| {
+                b.iter_batched(
+                    || {
+                        n += 1;
+                        let who = if new_caller {
+                            format!("role-{n}")
+                        } else {
+                            "alice".to_owned()
+                        };
+                        viewer(&lists, &format!("route-{n}"), &who)
+                    },
+                    |viewer| filter_message(black_box(&shared), &requests, &viewer),
+                    BatchSize::SmallInput,
+                );
+            },
+        );
+    }
+    // A new version of the route's list (one tool retitled each time), for a known
+    // caller: read against the route's last answer.
+    let retitled = |n: usize| {
+        bytes::Bytes::from(
+            String::from_utf8_lossy(&body)
+                .replacen(
+                    "Query table 17\"",
+                    &format!("Query table 17, version {n}\""),
+                    1,
+                )
+                .into_bytes(),
+        )
+    };
+    let lists = cache();
+    let _ = filter_message(&retitled(0), &requests, &viewer(&lists, "tools", "alice"));
+    let mut version = 0;
     group.bench_function(
-        format!("filter_message/500_tools_never_seen_new_caller_100_rules/{kib}KiB"),
+        format!("filter_message/500_tools_new_version_100_rules/{kib}KiB"),
         |b| {
             b.iter_batched(
                 || {
-                    n += 1;
-                    viewer(&lists, &format!("route-{n}"), n)
+                    version += 1;
+                    (retitled(version), viewer(&lists, "tools", "alice"))
                 },
-                |viewer| filter_message(black_box(&shared), &requests, &viewer),
+                |(body, viewer)| filter_message(black_box(&body), &requests, &viewer),
                 BatchSize::SmallInput,
             );
         },
     );
     // The list read before by the route (its index kept), for a caller seen for the
     // first time.
-    let lists = Arc::new(ListCache::new(64 * 1024 * 1024));
-    let _ = filter_message(&shared, &requests, &viewer(&lists, "tools", 0));
+    let lists = cache();
+    let _ = filter_message(&shared, &requests, &viewer(&lists, "tools", "alice"));
     group.bench_function(
         format!("filter_message/500_tools_read_before_new_caller_100_rules/{kib}KiB"),
         |b| {
             b.iter_batched(
                 || {
                     n += 1;
-                    viewer(&lists, "tools", n)
+                    viewer(&lists, "tools", &format!("role-{n}"))
                 },
                 |viewer| filter_message(black_box(&shared), &requests, &viewer),
                 BatchSize::SmallInput,

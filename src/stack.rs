@@ -703,7 +703,9 @@ async fn limited_stages(
                 .seal_message(&mut message)
                 .map_err(|_| AnswerError::Unsealable)?
             {
-                out = Some(serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?);
+                out = Some(Bytes::from(
+                    serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?,
+                ));
             }
         }
         // Secrets in results masked, last: after everything else that rewrites.
@@ -720,7 +722,9 @@ async fn limited_stages(
                             .with_label_values(&[&*guard_route.name, pattern])
                             .inc_by(*count as u64);
                     }
-                    out = Some(serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?);
+                    out = Some(Bytes::from(
+                        serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?,
+                    ));
                 }
             }
         }

@@ -46,7 +46,7 @@ pub async fn rewrite<F>(
     mut rewrite: F,
 ) -> Result<Response<Body>, AnswerError>
 where
-    F: FnMut(&Bytes) -> Result<Option<Vec<u8>>, AnswerError> + Send + 'static,
+    F: FnMut(&Bytes) -> Result<Option<Bytes>, AnswerError> + Send + 'static,
 {
     if !response.status().is_success() {
         return Ok(response);
@@ -60,7 +60,7 @@ where
                 return None;
             }
             match rewrite(&data) {
-                Ok(new) => new.and_then(|bytes| String::from_utf8(bytes).ok()),
+                Ok(new) => new.and_then(|bytes| String::from_utf8(Vec::from(bytes)).ok()),
                 Err(e) => {
                     tracing::warn!(error = %e, "An event of the upstream's stream could not be forwarded; replaced by an error");
                     Some(unforwardable(&data))
@@ -130,14 +130,16 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
-    fn upper(data: &Bytes) -> Result<Option<Vec<u8>>, AnswerError> {
+    fn upper(data: &Bytes) -> Result<Option<Bytes>, AnswerError> {
         if data.windows(4).any(|w| w == b"fail") {
             return Err(AnswerError::Unsealable);
         }
         Ok(data.windows(3).any(|w| w == b"old").then(|| {
-            String::from_utf8_lossy(data)
-                .replace("old", "new")
-                .into_bytes()
+            Bytes::from(
+                String::from_utf8_lossy(data)
+                    .replace("old", "new")
+                    .into_bytes(),
+            )
         }))
     }
 

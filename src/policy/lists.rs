@@ -120,7 +120,7 @@ type Indexes = Arc<[Arc<ListIndex>]>;
 
 /// A filtered answer (`None`: unchanged), and the route's index it was filtered with and
 /// where the result sat in it.
-type Filtered = (Option<Vec<u8>>, Option<(Arc<ListIndex>, usize)>);
+type Filtered = (Option<Bytes>, Option<(Arc<ListIndex>, usize)>);
 
 /// The indexes kept per route and kind: the pages of one list, or a list that alternates
 /// between two forms.
@@ -149,7 +149,8 @@ struct CacheKey {
 #[derive(Debug)]
 struct Cached {
     upstream: Source,
-    filtered: Option<Vec<u8>>,
+    /// Shared with the answers it is sent as.
+    filtered: Option<Bytes>,
 }
 
 /// The upstream answer a filtered list came from, to know it again.
@@ -215,7 +216,7 @@ impl quick_cache::Weighter<CacheKey, Arc<Cached>> for CachedWeight {
     fn weight(&self, key: &CacheKey, value: &Arc<Cached>) -> u64 {
         let bytes = key.viewer.len()
             + value.upstream.weight()
-            + value.filtered.as_ref().map_or(0, Vec::len);
+            + value.filtered.as_ref().map_or(0, Bytes::len);
         bytes as u64
     }
 }
@@ -247,7 +248,7 @@ impl ListCache {
         if let Some(known) = &known {
             for index in known.iter() {
                 if let Some((at, filtered)) = index.rewrite_found(upstream, &mut allowed, modern) {
-                    return Some((filtered, Some((Arc::clone(index), at))));
+                    return Some((filtered.map(Bytes::from), Some((Arc::clone(index), at))));
                 }
             }
         }
@@ -261,7 +262,9 @@ impl ListCache {
                 (read.index, read.at)
             }
         };
-        let filtered = index.rewrite_at(upstream, at, &mut allowed, modern);
+        let filtered = index
+            .rewrite_at(upstream, at, &mut allowed, modern)
+            .map(Bytes::from);
         let kept: Indexes = std::iter::once(Arc::clone(&index))
             .chain(known.iter().flat_map(|known| known.iter().cloned()))
             .take(INDEXES_PER_LIST)
@@ -278,7 +281,7 @@ impl ListCache {
         modern: bool,
         upstream: &[u8],
         filter: impl FnOnce() -> Result<Filtered, AnswerError>,
-    ) -> Result<Option<Vec<u8>>, AnswerError> {
+    ) -> Result<Option<Bytes>, AnswerError> {
         let key = CacheKey {
             viewer: Arc::clone(viewer),
             kind,
@@ -324,7 +327,7 @@ pub fn filter_message(
     bytes: &Bytes,
     requests: &ListRequests,
     viewer: &Viewer,
-) -> Result<Option<Vec<u8>>, AnswerError> {
+) -> Result<Option<Bytes>, AnswerError> {
     filter_message_read(bytes, requests, viewer, None)
 }
 
@@ -335,7 +338,7 @@ pub fn filter_message_read(
     requests: &ListRequests,
     viewer: &Viewer,
     read: Option<Reading>,
-) -> Result<Option<Vec<u8>>, AnswerError> {
+) -> Result<Option<Bytes>, AnswerError> {
     if !requests.batch {
         let Some((_, &kind)) = requests.by_id.iter().next() else {
             return Ok(None);
@@ -347,6 +350,7 @@ pub fn filter_message_read(
                 |name| viewer.allows(kind, name),
                 requests.modern,
             )
+            .map(|filtered| filtered.map(Bytes::from))
             .map_err(|_| AnswerError::NotJsonRpc)
         };
         let Some(cache) = viewer.cache.as_ref().filter(|_| bytes.len() >= CACHE_FROM) else {
@@ -384,7 +388,7 @@ pub fn filter_message_read(
         return Ok(None);
     }
     serde_json::to_vec(&value)
-        .map(Some)
+        .map(|filtered| Some(Bytes::from(filtered)))
         .map_err(|_| AnswerError::NotJsonRpc)
 }
 
@@ -420,6 +424,7 @@ mod tests {
         viewer: &Viewer,
     ) -> Result<Option<Vec<u8>>, AnswerError> {
         filter_message(&Bytes::copy_from_slice(body), requests, viewer)
+            .map(|filtered| filtered.map(Vec::from))
     }
 
     fn list(n: usize, pad: usize) -> Vec<u8> {
@@ -613,7 +618,8 @@ mod tests {
                     &alice,
                     Some(read),
                 )
-                .unwrap();
+                .unwrap()
+                .map(Vec::from);
                 let expected = rewrite_list_body(
                     ListKind::Tools,
                     body,
