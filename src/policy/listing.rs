@@ -41,10 +41,98 @@ struct KindListing {
     show_all: bool,
     /// Names rules about the caller name literally: `false` if a deny rule does (it
     /// wins), `true` if only allow rules do.
-    names: HashMap<Box<str>, bool, Hasher>,
+    names: Names,
     /// Wildcard patterns of deny rules, then of allow rules, about the caller.
     deny: Patterns,
     show: Patterns,
+}
+
+/// Texts up to this long are looked up as one number: hashed and compared as a word,
+/// not as a slice (tool names and the prefixes of their families mostly are).
+const WORD: usize = 16;
+
+/// `text` as a number, if it is short enough: its first and its last bytes, read as two
+/// words that overlap in the middle (every byte is in one of them, so texts of one
+/// length are different numbers).
+fn word(text: &[u8]) -> Option<u128> {
+    let (first, last) = match text.len() {
+        8..=WORD => (
+            u64::from_le_bytes(*text.first_chunk()?),
+            u64::from_le_bytes(*text.last_chunk()?),
+        ),
+        4..=7 => (
+            u64::from(u32::from_le_bytes(*text.first_chunk()?)),
+            u64::from(u32::from_le_bytes(*text.last_chunk()?)),
+        ),
+        0 => (0, 0),
+        len => (
+            u64::from_le_bytes([
+                *text.first()?,
+                *text.get(len / 2)?,
+                *text.last()?,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]),
+            0,
+        ),
+    };
+    Some(u128::from(first) | u128::from(last) << 64)
+}
+
+/// The names rules name literally, with what they decide.
+#[derive(Debug, Default)]
+struct Names {
+    /// With their length: texts of different lengths may be the same number.
+    short: HashMap<(u128, u8), bool, Hasher>,
+    long: HashMap<Box<str>, bool, Hasher>,
+}
+
+impl Names {
+    fn get(&self, name: &str) -> Option<bool> {
+        match (word(name.as_bytes()), u8::try_from(name.len())) {
+            (Some(word), Ok(len)) => self.short.get(&(word, len)).copied(),
+            _ => self.long.get(name).copied(),
+        }
+    }
+
+    /// `shown`, unless a deny rule named `name` already (it wins).
+    fn insert(&mut self, name: &str, shown: bool) {
+        let entry = match (word(name.as_bytes()), u8::try_from(name.len())) {
+            (Some(word), Ok(len)) => self.short.entry((word, len)).or_insert(shown),
+            _ => self.long.entry(name.into()).or_insert(shown),
+        };
+        *entry &= shown;
+    }
+}
+
+/// Texts of one length.
+#[derive(Debug)]
+enum SameLength {
+    Short(HashSet<u128, Hasher>),
+    Long(HashSet<Box<[u8]>, Hasher>),
+}
+
+impl SameLength {
+    fn contains(&self, text: &[u8]) -> bool {
+        match self {
+            Self::Short(set) => word(text).is_some_and(|word| set.contains(&word)),
+            Self::Long(set) => set.contains(text),
+        }
+    }
+
+    fn insert(&mut self, text: &[u8]) {
+        match self {
+            Self::Short(set) => {
+                set.extend(word(text));
+            }
+            Self::Long(set) => {
+                set.insert(text.into());
+            }
+        }
+    }
 }
 
 /// Wildcard patterns, looked up together: the prefixes (`query_*`) and suffixes
@@ -53,23 +141,28 @@ struct KindListing {
 #[derive(Debug, Default)]
 struct Patterns {
     any: bool,
-    prefixes: Vec<(usize, HashSet<Box<str>, Hasher>)>,
-    suffixes: Vec<(usize, HashSet<Box<str>, Hasher>)>,
+    prefixes: Vec<(usize, SameLength)>,
+    suffixes: Vec<(usize, SameLength)>,
     general: Vec<Glob>,
 }
 
 impl Patterns {
     fn add(&mut self, glob: &Glob) {
-        let by_length = |sets: &mut Vec<(usize, HashSet<Box<str>, Hasher>)>, text: &str| {
+        let by_length = |sets: &mut Vec<(usize, SameLength)>, text: &str| {
             let set = match sets.iter_mut().position(|(len, _)| *len == text.len()) {
                 Some(at) => sets.get_mut(at),
                 None => {
-                    sets.push((text.len(), HashSet::default()));
+                    let set = if text.len() <= WORD {
+                        SameLength::Short(HashSet::default())
+                    } else {
+                        SameLength::Long(HashSet::default())
+                    };
+                    sets.push((text.len(), set));
                     sets.last_mut()
                 }
             };
             if let Some((_, set)) = set {
-                set.insert(text.into());
+                set.insert(text.as_bytes());
             }
         };
         match glob.shape() {
@@ -84,15 +177,15 @@ impl Patterns {
     /// character is no prefix of it (no pattern ends there), and so for suffixes.
     fn match_any(&self, name: &str) -> bool {
         self.any
-            || self
-                .prefixes
-                .iter()
-                .any(|(len, set)| name.get(..*len).is_some_and(|head| set.contains(head)))
+            || self.prefixes.iter().any(|(len, set)| {
+                name.get(..*len)
+                    .is_some_and(|head| set.contains(head.as_bytes()))
+            })
             || self.suffixes.iter().any(|(len, set)| {
                 name.len()
                     .checked_sub(*len)
                     .and_then(|from| name.get(from..))
-                    .is_some_and(|tail| set.contains(tail))
+                    .is_some_and(|tail| set.contains(tail.as_bytes()))
             })
             || self.general.iter().any(|glob| glob.matches(name))
     }
@@ -103,7 +196,7 @@ impl KindListing {
         if self.deny_all {
             return false;
         }
-        let named = self.names.get(name).copied();
+        let named = self.names.get(name);
         if named == Some(false) || self.deny.match_any(name) {
             return false;
         }
@@ -124,8 +217,7 @@ impl KindListing {
         };
         for glob in patterns {
             if glob.is_literal() {
-                let shown = self.names.entry(glob.as_str().into()).or_insert(!deny);
-                *shown &= !deny;
+                self.names.insert(glob.as_str(), !deny);
             } else if deny {
                 self.deny.add(glob);
             } else {
@@ -266,6 +358,9 @@ mod tests {
         "é_a",
         "日本_a",
         "日",
+        "a\0",
+        "a_very_long_tool_name_over_16",
+        "a_very_long_tool_other",
     ];
     const PATTERNS: &[&str] = &[
         "query_a",
@@ -282,6 +377,9 @@ mod tests {
         "*本_a",
         "日*",
         "*y",
+        "a_very_long_tool_*",
+        "*_name_over_16",
+        "a_very_long_tool_name_over_16",
     ];
     const ROLES: &[&str] = &["analyst", "admin", "ops", "guest"];
     const PERMISSIONS: &[&str] = &["read:db", "write:db", "use:export"];
