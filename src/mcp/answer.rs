@@ -60,10 +60,10 @@ where
                 return None;
             }
             match rewrite(&data) {
-                Ok(new) => new.and_then(|bytes| String::from_utf8(Vec::from(bytes)).ok()),
+                Ok(new) => new,
                 Err(e) => {
                     tracing::warn!(error = %e, "An event of the upstream's stream could not be forwarded; replaced by an error");
-                    Some(unforwardable(&data))
+                    Some(Bytes::from(unforwardable(&data)))
                 }
             }
         };

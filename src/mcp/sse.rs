@@ -332,7 +332,7 @@ impl SseEvent {
     /// line, the other `data` lines dropped, every other byte kept. The new lines end like
     /// the `data` line they replace. An event without `data` gets the new lines just before
     /// its blank line.
-    pub fn with_data(&self, data: &str) -> Bytes {
+    pub fn with_data(&self, data: &[u8]) -> Bytes {
         let raw = &self.raw[..];
         let mut out = BytesMut::with_capacity(raw.len() + data.len() + 16);
         if let (1, Some(line)) = (self.fields.data_lines, &self.fields.data_line) {
@@ -381,8 +381,8 @@ fn eol_len(raw: &[u8], at: usize) -> usize {
 }
 
 /// Writes `data` as `data: ` lines, each ended by `eol`.
-fn write_data_lines(out: &mut BytesMut, data: &str, eol: &[u8]) {
-    let mut rest = data.as_bytes();
+fn write_data_lines(out: &mut BytesMut, data: &[u8], eol: &[u8]) {
+    let mut rest = data;
     loop {
         let end = find_eol(rest);
         let line = end.map_or(rest, |end| rest.get(..end).unwrap_or_default());
@@ -576,7 +576,7 @@ impl SseDecoder {
         out: &mut O,
     ) -> Result<(), SseError>
     where
-        F: FnMut(&SseEvent) -> Option<String>,
+        F: FnMut(&SseEvent) -> Option<Bytes>,
         O: Extend<Bytes>,
     {
         self.push(chunk);
@@ -673,7 +673,7 @@ impl<B, F> fmt::Debug for SseRewrite<B, F> {
 impl<B, F> SseRewrite<B, F>
 where
     B: Body<Data = Bytes>,
-    F: FnMut(&SseEvent) -> Option<String>,
+    F: FnMut(&SseEvent) -> Option<Bytes>,
 {
     /// Wraps `inner`, with events up to [`DEFAULT_MAX_EVENT_SIZE`].
     pub fn new(inner: B, rewrite: F) -> Self {
@@ -697,7 +697,7 @@ where
 impl<B, F> Body for SseRewrite<B, F>
 where
     B: Body<Data = Bytes>,
-    F: FnMut(&SseEvent) -> Option<String>,
+    F: FnMut(&SseEvent) -> Option<Bytes>,
 {
     type Data = Bytes;
     type Error = SseBodyError<B::Error>;
@@ -783,7 +783,7 @@ mod tests {
     /// go downstream and the views of the events the closure saw.
     fn run(
         chunks: &[&[u8]],
-        mut rewrite: impl FnMut(&SseEvent) -> Option<String>,
+        mut rewrite: impl FnMut(&SseEvent) -> Option<Bytes>,
     ) -> (Vec<u8>, Vec<View>) {
         let mut decoder = SseDecoder::new();
         let mut out: Vec<Bytes> = Vec::new();
@@ -919,7 +919,7 @@ mod tests {
     fn rewrite_replaces_data_lines_and_keeps_every_other_byte() {
         let input: &[u8] = b"id: 7\r\nevent: message\r\n: note\r\ndata: old\r\nretry: 100\r\ndata: more\r\nx-unknown\r\n\r\n";
         let expected: &[u8] = b"id: 7\r\nevent: message\r\n: note\r\ndata: {\"new\":1}\r\ndata: second\r\nretry: 100\r\nx-unknown\r\n\r\n";
-        let rewrite = |_: &SseEvent| Some("{\"new\":1}\nsecond".to_owned());
+        let rewrite = |_: &SseEvent| Some(Bytes::from_static(b"{\"new\":1}\nsecond"));
         for cut in 0..=input.len() {
             let (a, b) = input.split_at(cut);
             let (out, _) = run(&[a, b], rewrite);
@@ -938,7 +938,7 @@ mod tests {
 
     #[test]
     fn rewrite_keeps_line_endings_bom_and_the_other_events() {
-        let upper = |e: &SseEvent| e.data().map(|d| d.to_uppercase());
+        let upper = |e: &SseEvent| e.data().map(|d| Bytes::from(d.to_uppercase()));
         let cases: &[(&[u8], &[u8])] = &[
             (b"\xEF\xBB\xBFdata:a\n\n", b"\xEF\xBB\xBFdata: A\n\n"),
             (b"data: a\rdata: b\r\r", b"data: A\rdata: B\r\r"),
@@ -965,7 +965,7 @@ mod tests {
         let mut decoder = SseDecoder::new();
         decoder.push(Bytes::from_static(b"event: m\ndata: old\n\n"));
         let event = decoder.next_event().unwrap().unwrap();
-        let out = event.with_data("a\rb\r\nc\n");
+        let out = event.with_data(b"a\rb\r\nc\n");
         assert_eq!(&out[..], b"event: m\ndata: a\ndata: b\ndata: c\ndata: \n\n");
         let mut again = SseDecoder::new();
         again.push(out);
@@ -975,7 +975,7 @@ mod tests {
         let mut decoder = SseDecoder::new();
         decoder.push(Bytes::from_static(b"id: 1\r\n\r\n"));
         let event = decoder.next_event().unwrap().unwrap();
-        assert_eq!(&event.with_data("x")[..], b"id: 1\r\ndata: x\r\n\r\n");
+        assert_eq!(&event.with_data(b"x")[..], b"id: 1\r\ndata: x\r\n\r\n");
     }
 
     #[test]
@@ -995,7 +995,7 @@ mod tests {
         decoder.push(Bytes::from_static(b"\ndata: b\r\n\r\n"));
         let event = decoder.next_event().unwrap().unwrap();
         assert_eq!(&event.raw()[..], b"\ndata: b\r\n\r\n");
-        assert_eq!(&event.with_data("c")[..], b"\ndata: c\r\n\r\n");
+        assert_eq!(&event.with_data(b"c")[..], b"\ndata: c\r\n\r\n");
         assert!(decoder.next_event().unwrap().is_none());
         assert_eq!(decoder.finish(), None);
     }
@@ -1057,7 +1057,8 @@ mod tests {
     async fn the_body_sends_each_event_as_soon_as_it_is_complete() {
         let (tx, upstream) = channel_body();
         let mut body = SseRewrite::new(upstream, |e: &SseEvent| {
-            (e.event_type().as_deref() == Some("endpoint")).then(|| "/mcp?s=sealed".to_owned())
+            (e.event_type().as_deref() == Some("endpoint"))
+                .then(|| Bytes::from_static(b"/mcp?s=sealed"))
         });
         let send = |bytes: &'static [u8]| {
             tx.unbounded_send(Ok(Frame::data(Bytes::from_static(bytes))))
