@@ -1020,7 +1020,9 @@ impl<'a, E: Ends<'a>> Reader<'a, E> {
             let c = self.peek()?;
             if c == b'"' {
                 self.pass_string()?;
-            } else if c == b'{' || c == b'[' {
+            } else if c | 0x20 == b'{' {
+                // `{` or `[` (they differ in that bit only), in one comparison: as two, the
+                // compiler joined them with the literals' letters into a jump table.
                 self.i += 1;
                 self.ws();
                 let opened = c == b'{';
