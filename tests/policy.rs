@@ -502,3 +502,106 @@ async fn large_lists_are_filtered_for_each_caller_and_follow_the_upstream() {
         client.cancel().await.unwrap();
     }
 }
+
+/// A list the upstream sends in pages, answered in JSON and in event streams: each page is
+/// filtered on its own, its `nextCursor` handed on exactly as the upstream wrote it (also
+/// on a page left with nothing the caller may see), and following the cursors gives each
+/// caller every tool they may see, and nothing else.
+#[tokio::test]
+async fn paginated_lists_are_filtered_page_by_page_and_keep_their_cursors() {
+    use support::changing::{Answers, ChangingUpstream, cursor, tool};
+    const PAGE: usize = 10;
+    // Five pages; the third (tools 20 to 29) has nothing an analyst may see.
+    let names: Vec<String> = (0..45)
+        .map(|i| {
+            let verb = if (20..30).contains(&i) || i % 3 == 0 {
+                "write"
+            } else {
+                "read"
+            };
+            format!("{verb}_{i:02}")
+        })
+        .collect();
+    let tools: Vec<rmcp::model::Tool> = names
+        .iter()
+        .map(|name| tool(json!({ "name": name, "inputSchema": { "type": "object" } })))
+        .collect();
+    let http = client::http_client(None, Http::H1);
+    for answers in [Answers::Json, Answers::Sse] {
+        let upstream = ChangingUpstream::paged(tools.clone(), PAGE, answers).await;
+        let route = Route::new("tools", "/mcp", &upstream.url())
+            .rule("tools = [\"read_*\"]\nroles = [\"analyst\", \"admin\"]")
+            .rule("tools = [\"*\"]\nroles = [\"admin\"]");
+        let gateway = gateway_with(route).await;
+        let url = gateway.url("/mcp");
+        for (key, admin) in [(ALICE, false), (BOB, true)] {
+            let may_see = |name: &String| admin || name.starts_with("read_");
+            let mut sent_cursor: Option<String> = None;
+            let mut listed = Vec::new();
+            let mut empty_pages = 0;
+            for page in 0.. {
+                let params = sent_cursor
+                    .as_ref()
+                    .map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+                let body = json!({ "jsonrpc": "2.0", "id": page, "method": "tools/list", "params": params });
+                let response = within(
+                    "a page of tools/list",
+                    client::post(&http, &url, &body)
+                        .header("x-api-key", key)
+                        .header("mcp-protocol-version", "2025-11-25")
+                        .send(),
+                )
+                .await
+                .unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let content_type = response.headers()[http::header::CONTENT_TYPE].clone();
+                let expected_type = match answers {
+                    Answers::Json => "application/json",
+                    Answers::Sse => "text/event-stream",
+                };
+                assert!(
+                    content_type.to_str().unwrap().starts_with(expected_type),
+                    "{content_type:?}"
+                );
+                let message = client::response_message(response).await;
+                assert_eq!(message["id"], page, "{message}");
+                let from = page * PAGE;
+                let to = (from + PAGE).min(names.len());
+                let expected: Vec<String> = names[from..to]
+                    .iter()
+                    .filter(|n| may_see(n))
+                    .cloned()
+                    .collect();
+                // In the upstream's order.
+                let shown: Vec<String> = message["result"]["tools"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("no tools in {message}"))
+                    .iter()
+                    .map(|t| t["name"].as_str().unwrap().to_owned())
+                    .collect();
+                assert_eq!(shown, expected, "{answers:?}, admin {admin}, page {page}");
+                empty_pages += usize::from(shown.is_empty());
+                listed.extend(shown);
+                let next = message["result"]["nextCursor"].as_str().map(str::to_owned);
+                assert_eq!(
+                    next,
+                    (to < names.len()).then(|| cursor(to)),
+                    "{answers:?}, page {page}: {message}"
+                );
+                match next {
+                    Some(next) => sent_cursor = Some(next),
+                    None => break,
+                }
+            }
+            let expected: Vec<String> = names.iter().filter(|n| may_see(n)).cloned().collect();
+            assert_eq!(listed, expected, "{answers:?}, admin {admin}");
+            assert_eq!(
+                empty_pages,
+                usize::from(!admin),
+                "{answers:?}, admin {admin}"
+            );
+        }
+        // Each page went to the upstream once per caller (the gateway's own listing aside).
+        assert!(upstream.lists() >= 10, "{}", upstream.lists());
+    }
+}

@@ -1,7 +1,8 @@
 //! A real rmcp upstream whose tools the test changes while it runs: what it lists is
 //! whatever the test last set, and it tells its connected clients when that changes
 //! (`notifications/tools/list_changed`). Calls answer with their arguments as text, so a
-//! test sees exactly what reached the upstream.
+//! test sees exactly what reached the upstream. It can list its tools in pages, and answer
+//! statelessly in JSON or in an event stream.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,21 @@ struct Shared {
     /// Every call that reached the upstream: (tool, arguments).
     calls: Mutex<Vec<(String, Value)>>,
     lists: Mutex<usize>,
+    /// Tools per page (`None`: all in one).
+    page: Option<usize>,
+}
+
+/// How a stateless upstream answers a POST.
+#[derive(Debug, Clone, Copy)]
+pub enum Answers {
+    Json,
+    Sse,
+}
+
+/// The cursor of the page that starts at tool `from`: opaque to the gateway, which must
+/// hand it on as it is.
+pub fn cursor(from: usize) -> String {
+    format!("c:{from}/+=")
 }
 
 #[derive(Clone)]
@@ -45,13 +61,24 @@ impl ServerHandler for ChangingServer {
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         *self.0.lists.lock().unwrap() += 1;
-        Ok(ListToolsResult::with_all_items(
-            self.0.tools.lock().unwrap().clone(),
-        ))
+        let tools = self.0.tools.lock().unwrap().clone();
+        let Some(page) = self.0.page else {
+            return Ok(ListToolsResult::with_all_items(tools));
+        };
+        let from = match request.and_then(|r| r.cursor) {
+            None => 0,
+            Some(given) => (0..=tools.len())
+                .find(|&from| cursor(from) == given)
+                .ok_or_else(|| ErrorData::invalid_params("unknown cursor", None))?,
+        };
+        let to = (from + page).min(tools.len());
+        let mut result = ListToolsResult::with_all_items(tools[from..to].to_vec());
+        result.next_cursor = (to < tools.len()).then(|| cursor(to));
+        Ok(result)
     }
 
     async fn call_tool(
@@ -90,14 +117,40 @@ pub fn tool(definition: Value) -> Tool {
 }
 
 impl ChangingUpstream {
+    /// A stateful upstream listing `tools` in one answer.
     pub async fn start(tools: Vec<Tool>) -> Self {
-        let shared = Arc::new(Shared::default());
-        *shared.tools.lock().unwrap() = tools;
+        Self::serve(
+            tools,
+            None,
+            StreamableHttpServerConfig::default().with_legacy_session_mode(true),
+        )
+        .await
+    }
+
+    /// A stateless upstream listing `tools` in pages of `page`, answering as `answers`
+    /// says.
+    pub async fn paged(tools: Vec<Tool>, page: usize, answers: Answers) -> Self {
+        let config = StreamableHttpServerConfig::default()
+            .with_legacy_session_mode(false)
+            .with_json_response(matches!(answers, Answers::Json));
+        Self::serve(tools, Some(page), config).await
+    }
+
+    async fn serve(
+        tools: Vec<Tool>,
+        page: Option<usize>,
+        config: StreamableHttpServerConfig,
+    ) -> Self {
+        let shared = Arc::new(Shared {
+            tools: Mutex::new(tools),
+            page,
+            ..Shared::default()
+        });
         let for_factory = Arc::clone(&shared);
         let service = StreamableHttpService::new(
             move || Ok(ChangingServer(Arc::clone(&for_factory))),
             Arc::new(LocalSessionManager::default()),
-            StreamableHttpServerConfig::default().with_legacy_session_mode(true),
+            config,
         );
         let app = axum::Router::new().route_service("/mcp", service);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
