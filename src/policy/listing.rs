@@ -65,7 +65,7 @@ fn word(text: &[u8]) -> Option<u128> {
             u64::from(u32::from_le_bytes(*text.last_chunk()?)),
         ),
         0 => (0, 0),
-        len => (
+        len @ 1..=3 => (
             u64::from_le_bytes([
                 *text.first()?,
                 *text.get(len / 2)?,
@@ -78,6 +78,7 @@ fn word(text: &[u8]) -> Option<u128> {
             ]),
             0,
         ),
+        _ => return None,
     };
     Some(u128::from(first) | u128::from(last) << 64)
 }
@@ -227,7 +228,59 @@ impl KindListing {
     }
 }
 
+/// Bytes a hash table of `capacity` entries of `T` holds (its control bytes too).
+fn table_bytes<T>(capacity: usize) -> usize {
+    capacity * (size_of::<T>() + 1)
+}
+
+impl Names {
+    fn weight(&self) -> usize {
+        table_bytes::<((u128, u8), bool)>(self.short.capacity())
+            + table_bytes::<(Box<str>, bool)>(self.long.capacity())
+            + self.long.keys().map(|name| name.len()).sum::<usize>()
+    }
+}
+
+impl SameLength {
+    fn weight(&self) -> usize {
+        match self {
+            Self::Short(set) => table_bytes::<u128>(set.capacity()),
+            Self::Long(set) => {
+                table_bytes::<Box<[u8]>>(set.capacity())
+                    + set.iter().map(|text| text.len()).sum::<usize>()
+            }
+        }
+    }
+}
+
+impl Patterns {
+    fn weight(&self) -> usize {
+        let by_length = |sets: &[(usize, SameLength)]| {
+            sets.iter()
+                .map(|(_, set)| size_of::<(usize, SameLength)>() + set.weight())
+                .sum::<usize>()
+        };
+        by_length(&self.prefixes)
+            + by_length(&self.suffixes)
+            + self
+                .general
+                .iter()
+                .map(|glob| size_of::<Glob>() + glob.as_str().len())
+                .sum::<usize>()
+    }
+}
+
 impl Listing {
+    /// Bytes it holds, about: to bound the memory of a route's listings.
+    pub fn weight(&self) -> usize {
+        size_of::<Self>()
+            + self
+                .kinds
+                .iter()
+                .map(|kind| kind.names.weight() + kind.deny.weight() + kind.show.weight())
+                .sum::<usize>()
+    }
+
     /// Whether an item of kind `kind` called `name` is listed.
     pub fn shows(&self, kind: Kind, name: &str) -> bool {
         self.kinds
@@ -288,19 +341,36 @@ fn listable(rule: &Rule, kind: Kind, step_up: bool, principal: &Principal) -> bo
 
 /// Each route's [`Listing`]s, by the viewer key of the list cache (the caller's roles and
 /// scopes): made on a caller's first list, kept for its next ones and for every caller
-/// with the same roles and scopes. Bounded; one that goes is made again.
+/// with the same roles and scopes. Bounded by bytes (a listing grows with the rules about
+/// its caller); one that goes is made again.
 #[derive(Debug)]
 pub struct Listings {
-    cache: quick_cache::sync::Cache<Arc<str>, Arc<Listing>>,
+    cache: quick_cache::sync::Cache<Arc<str>, Arc<Listing>, ListingWeight>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ListingWeight;
+
+impl quick_cache::Weighter<Arc<str>, Arc<Listing>> for ListingWeight {
+    fn weight(&self, viewer: &Arc<str>, listing: &Arc<Listing>) -> u64 {
+        (viewer.len() + listing.weight()) as u64
+    }
 }
 
 impl Listings {
-    /// Listings for this many kinds of caller at most.
+    /// About how many kinds of caller a route sees (the cache's first size).
     const VIEWERS: usize = 4096;
+    /// Bytes of listings a route keeps at most: 4096 listings of a dozen rules each, or
+    /// some hundreds of listings of a policy of hundreds of rules about every caller.
+    const BYTES: u64 = 8 * 1024 * 1024;
 
     pub fn new() -> Self {
         Self {
-            cache: quick_cache::sync::Cache::new(Self::VIEWERS),
+            cache: quick_cache::sync::Cache::with_weighter(
+                Self::VIEWERS,
+                Self::BYTES,
+                ListingWeight,
+            ),
         }
     }
 
@@ -360,6 +430,7 @@ mod tests {
         "日",
         "a\0",
         "a_very_long_tool_name_over_16",
+        "a_very_long_tool_game_over_16",
         "a_very_long_tool_other",
     ];
     const PATTERNS: &[&str] = &[
@@ -501,5 +572,92 @@ mod tests {
         let other = listings.get_or_make(&two, &mut make);
         assert!(!Arc::ptr_eq(&first, &other));
         assert_eq!(made, 2);
+    }
+
+    /// Texts of one length up to [`WORD`] bytes are different numbers; longer ones are none
+    /// (they are looked up as texts).
+    #[test]
+    fn short_texts_are_words_and_long_ones_are_not() {
+        let mut seen = HashSet::<(u128, usize)>::new();
+        let bytes = [b'a', b'b', 0xc3, 0xa9];
+        for len in 0..=6 {
+            // Every text of `len` bytes drawn from `bytes`.
+            for mut n in 0..bytes.len().pow(u32::try_from(len).unwrap_or(0)) {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        let byte = bytes[n % bytes.len()];
+                        n /= bytes.len();
+                        byte
+                    })
+                    .collect();
+                let Some(word) = word(&text) else {
+                    panic!("{text:?} is short");
+                };
+                assert!(seen.insert((word, len)), "{text:?} is another's number");
+            }
+        }
+        let long = "tool_0000_with_a_long_name";
+        for len in [WORD - 1, WORD] {
+            let (one, two) = (&long.as_bytes()[..len], &long.as_bytes()[1..=len]);
+            assert_ne!(word(one), word(two));
+            assert!(word(one).is_some());
+        }
+        for len in WORD + 1..=long.len() {
+            assert_eq!(word(&long.as_bytes()[..len]), None, "{len} bytes");
+        }
+    }
+
+    /// A listing weighs more the more names and patterns it holds, and a route keeps no
+    /// more than [`Listings::BYTES`] of them however many kinds of caller it sees.
+    #[test]
+    fn listings_are_bounded_by_their_bytes() {
+        let caller = Principal::new("alice", AuthMethod::Jwt);
+        let listing_of = |tools: Vec<String>| {
+            let rule = RuleConfig {
+                tools: Some(tools),
+                ..RuleConfig::default()
+            };
+            let Ok(policy) = RoutePolicy::new(&[rule], DefaultPolicy::Deny, false) else {
+                panic!("an allow rule for every caller compiles");
+            };
+            policy.listing(&Roles::new(&BTreeMap::new()), &caller)
+        };
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!("tool_{i:04}_with_a_long_name"))
+                .collect()
+        };
+        let small = listing_of(names(2));
+        let large = listing_of(names(2000));
+        assert!(large.shows(Kind::Tool, "tool_1999_with_a_long_name"));
+        assert!(!large.shows(Kind::Tool, "tool_2000_with_a_long_name"));
+        assert!(!large.shows(Kind::Tool, "tool_1999_with_a_lung_name"));
+        assert!(
+            large.weight() > small.weight() + 2000 * 26,
+            "{} vs {}",
+            large.weight(),
+            small.weight()
+        );
+
+        let listings = Listings::new();
+        let kept = |listings: &Listings| {
+            (0..200)
+                .filter(|i| {
+                    listings
+                        .cache
+                        .get(&Arc::from(format!("viewer {i}")))
+                        .is_some()
+                })
+                .count()
+        };
+        for i in 0..200 {
+            listings.get_or_make(&Arc::from(format!("viewer {i}")), || {
+                listing_of(names(2000))
+            });
+        }
+        assert!(listings.cache.weight() <= Listings::BYTES);
+        let most = usize::try_from(Listings::BYTES).unwrap_or(usize::MAX) / large.weight();
+        assert!(kept(&listings) <= most, "{} kept", kept(&listings));
+        assert!(kept(&listings) > 0);
     }
 }
