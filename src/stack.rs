@@ -515,6 +515,9 @@ async fn limited_stages(
     // When the request left for the upstream.
     let sent;
     let deleting = req.method() == Method::DELETE;
+    // Lists are filtered when the route has rules, or tools that may be held for review.
+    let judged = !route.policy.is_open() || route.limits.has_tool_limits();
+    let pinned = route.guard.pins.is_some();
     let mut response = if req.method() == Method::POST {
         let (mut parts, body) = req.into_parts();
         let mut bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
@@ -551,7 +554,6 @@ async fn limited_stages(
         if let Err(header) = parsed.check_headers(&parts.headers) {
             return Rejection::HeaderMismatch(header).into_response(parsed.reply_id());
         }
-        let judged = !route.policy.is_open() || route.limits.has_tool_limits();
         if judged {
             if let Some(refusal) = authorize(route, roles, &principal, &parsed) {
                 return refusal;
@@ -590,49 +592,9 @@ async fn limited_stages(
         }
         // 13 (learning): the route's tool schemas and pins, from the answers to tools/list
         // (`tool_lists`, above).
-        let pinned = route.guard.pins.is_some();
         if judged || pinned {
-            lists = ListRequests::of(&parsed, &parts.headers).map(|requests| {
-                let caller =
-                    policy::lists::viewer_key(&route.name, &principal.roles, &principal.scopes);
-                let mut key = Arc::clone(&caller);
-                if let Some(pins) = &route.guard.pins {
-                    // A filtered list cached before a pin changed is not reused after.
-                    key = Arc::from(format!("{key}#pins{}", pins.generation()));
-                }
-                let route_name = Arc::clone(&route.name);
-                let (route, roles, principal) = (
-                    Arc::clone(route),
-                    Arc::clone(&gateway.roles),
-                    Arc::clone(&principal),
-                );
-                // The policy narrowed to the caller, and the tools held for review, taken on
-                // the first item asked about (a list served from the list cache asks about
-                // none).
-                let listing = std::sync::OnceLock::new();
-                let held = std::sync::OnceLock::new();
-                let viewer = Viewer {
-                    policy: Arc::new(move |kind, name| {
-                        let shown = !judged
-                            || listing
-                                .get_or_init(|| {
-                                    route.listings.get_or_make(&caller, || {
-                                        route.policy.listing(&roles, &principal)
-                                    })
-                                })
-                                .shows(kind, name);
-                        shown
-                            && !(kind == policy::Kind::Tool
-                                && held.get_or_init(|| route.guard.held_tools()).contains(name))
-                    }),
-                    cache: Some(ViewerCache {
-                        lists: Arc::clone(&gateway.lists),
-                        route: Arc::clone(&route_name),
-                        viewer: key,
-                    }),
-                };
-                (requests, viewer)
-            });
+            lists = ListRequests::of(&parsed, &parts.headers)
+                .map(|requests| (requests, list_viewer(gateway, route, &principal, judged)));
         }
         // 10 (body part). Task ids the request names: the upstream's own back, or refused.
         if tasks::may_carry_task_id(&bytes) {
@@ -665,6 +627,12 @@ async fn limited_stages(
         let cost = limits.cost(req.method(), None);
         if let Err(refusal) = count_caller(route, limits, &principal, cost, counted).await {
             return refused(route, refusal, None);
+        }
+        // A stream opened with GET may replay an answer to a list request (resumed with
+        // `Last-Event-ID`): its lists are filtered as the answer to the POST was.
+        if req.method() == Method::GET && (judged || pinned) {
+            let requests = ListRequests::stream(req.headers());
+            lists = Some((requests, list_viewer(gateway, route, &principal, judged)));
         }
         sent = Instant::now();
         proxy::forward(&route.upstream, route.max_body, req).await
@@ -763,6 +731,52 @@ async fn limited_stages(
         }
     }
     response
+}
+/// Who sees the lists of an answer for `principal` on `route`: the policy narrowed to the
+/// caller (when `judged`), less the tools held for review.
+fn list_viewer(
+    gateway: &Gateway,
+    route: &Arc<Route>,
+    principal: &Arc<Principal>,
+    judged: bool,
+) -> Viewer {
+    let caller = policy::lists::viewer_key(&route.name, &principal.roles, &principal.scopes);
+    let mut key = Arc::clone(&caller);
+    if let Some(pins) = &route.guard.pins {
+        // A filtered list cached before a pin changed is not reused after.
+        key = Arc::from(format!("{key}#pins{}", pins.generation()));
+    }
+    let route_name = Arc::clone(&route.name);
+    let (route, roles, principal) = (
+        Arc::clone(route),
+        Arc::clone(&gateway.roles),
+        Arc::clone(principal),
+    );
+    // The policy narrowed to the caller, and the tools held for review, taken on
+    // the first item asked about (a list served from the list cache asks about
+    // none).
+    let listing = std::sync::OnceLock::new();
+    let held = std::sync::OnceLock::new();
+    Viewer {
+        policy: Arc::new(move |kind, name| {
+            let shown = !judged
+                || listing
+                    .get_or_init(|| {
+                        route
+                            .listings
+                            .get_or_make(&caller, || route.policy.listing(&roles, &principal))
+                    })
+                    .shows(kind, name);
+            shown
+                && !(kind == policy::Kind::Tool
+                    && held.get_or_init(|| route.guard.held_tools()).contains(name))
+        }),
+        cache: Some(ViewerCache {
+            lists: Arc::clone(&gateway.lists),
+            route: Arc::clone(&route_name),
+            viewer: key,
+        }),
+    }
 }
 
 /// Stage 8: the principal's limit (not for anonymous callers, whom the IP limit covers)

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::client::{self, Http};
 use support::gateway::{Gateway, Route};
-use support::upstream::{Mode, Upstream};
+use support::upstream::{Mode, Options, Upstream};
 use support::within;
 
 const ALICE: &str = "pk_alice_0123456789abcdef";
@@ -604,4 +604,82 @@ async fn paginated_lists_are_filtered_page_by_page_and_keep_their_cursors() {
         // Each page went to the upstream once per caller (the gateway's own listing aside).
         assert!(upstream.lists() >= 10, "{}", upstream.lists());
     }
+}
+
+/// A stream resumed with GET replays what the upstream sent on a POST stream, the answer
+/// to `tools/list` included: it is filtered as the POST's answer was.
+#[tokio::test]
+async fn a_resumed_stream_replays_only_the_filtered_list() {
+    let upstream = Upstream::start_with(Options::new(Mode::Stateful).resumable()).await;
+    let mut route = Route::new("tools", "/mcp", &upstream.url());
+    for rule in RULES {
+        route = route.rule(rule);
+    }
+    let gateway = gateway_with(route).await;
+    let url = gateway.url("/mcp");
+    let http = client::http_client(None, Http::H1);
+    let response = within(
+        "initialize",
+        client::post(&http, &url, &client::initialize_body(1, "2025-11-25"))
+            .header("x-api-key", ALICE)
+            .send(),
+    )
+    .await
+    .unwrap();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    client::response_message(response).await;
+    let send = |body: Value| {
+        client::post(&http, &url, &body)
+            .header("x-api-key", ALICE)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+    };
+    within("initialized", send(client::initialized_body()))
+        .await
+        .unwrap();
+    let list = json!({ "jsonrpc": "2.0", "id": 11, "method": "tools/list" });
+    let response = within("tools/list", send(list)).await.unwrap();
+    let mut stream = support::sse::SseStream::new(response);
+    let mut priming = None;
+    let mut posted = None;
+    while let Some(event) = within("the list's stream", stream.next_event()).await {
+        match event.json() {
+            Some(message) => posted = Some(message),
+            None => priming = priming.or(event.id.clone()),
+        }
+    }
+    let posted = posted.expect("the list's answer");
+    assert_eq!(tool_names(&posted), ["echo"]);
+    let priming = priming.expect("a priming event with an id, to resume after");
+
+    let response = within(
+        "a resumed stream",
+        http.get(&url)
+            .header("accept", "text/event-stream")
+            .header("x-api-key", ALICE)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("last-event-id", &priming)
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = support::sse::SseStream::new(response);
+    let mut replayed = Vec::new();
+    while let Some(event) = within("the replay", stream.next_event()).await {
+        replayed.extend(event.json());
+    }
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0]["id"], 11);
+    assert_eq!(tool_names(&replayed[0]), ["echo"], "{}", replayed[0]);
+    // The upstream did replay its whole list.
+    let seen = upstream.probe.seen();
+    let get = seen.iter().find(|r| r.method == http::Method::GET).unwrap();
+    assert_eq!(get.header("last-event-id"), Some(priming.as_str()));
+    gateway.shutdown().await;
 }

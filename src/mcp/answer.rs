@@ -15,7 +15,7 @@
 use axum::body::Body;
 use bytes::Bytes;
 use http::Response;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 
 use super::headers::is_event_stream;
@@ -36,6 +36,8 @@ pub enum AnswerError {
     NotJsonRpc,
     #[error("an upstream id in the answer could not be sealed")]
     Unsealable,
+    #[error("the answer is in an encoding the gateway did not ask for")]
+    Encoded,
 }
 
 /// Rewrites the successful answer in `response` with `rewrite`, reading a JSON body whole
@@ -52,7 +54,13 @@ where
         return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
-    if is_event_stream(parts.headers.get(CONTENT_TYPE)) {
+    let event_stream = is_event_stream(parts.headers.get(CONTENT_TYPE));
+    if (event_stream || read_json) && encoded(&parts.headers) {
+        // The gateway asks for the identity encoding: bytes it would read but cannot are
+        // not passed on unread.
+        return Err(AnswerError::Encoded);
+    }
+    if event_stream {
         parts.headers.remove(CONTENT_LENGTH);
         let event = move |event: &SseEvent| {
             let data = event.data_shared()?;
@@ -72,12 +80,7 @@ where
             Body::new(SseRewrite::new(body, event)),
         ));
     }
-    let is_json = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if !read_json || !is_json {
+    if !read_json {
         return Ok(Response::from_parts(parts, body));
     }
     let bytes = Limited::new(body, MAX_JSON_ANSWER)
@@ -85,6 +88,14 @@ where
         .await
         .map_err(|_| AnswerError::Unreadable)?
         .to_bytes();
+    if !is_json(parts.headers.get(CONTENT_TYPE)) {
+        // Nothing to rewrite in an empty answer (202 to notifications); anything else in a
+        // type the gateway does not read might be read by the client as JSON all the same.
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Response::from_parts(parts, Body::from(bytes)));
+        }
+        return Err(AnswerError::NotJsonRpc);
+    }
     let body = match rewrite(&bytes)? {
         Some(new) => {
             parts.headers.remove(CONTENT_LENGTH);
@@ -93,6 +104,24 @@ where
         None => Body::from(bytes),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Whether `content_type` is JSON (`application/json`, in any case, with any parameters).
+fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether the answer's body is in an encoding other than identity.
+fn encoded(headers: &http::HeaderMap) -> bool {
+    headers.get_all(CONTENT_ENCODING).iter().any(|v| {
+        v.to_str().map_or(true, |v| {
+            v.split(',')
+                .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"))
+        })
+    })
 }
 
 /// What replaces the data of an event the client must not see as it is: an error for a
@@ -170,6 +199,61 @@ mod tests {
         *error.status_mut() = StatusCode::NOT_FOUND;
         let passed = rewrite(error, true, upper).await.unwrap();
         assert_eq!(text(passed).await, failing);
+    }
+
+    /// A body the gateway reads is read whatever the case of its type; one it would read
+    /// but cannot (another type, an encoding it did not ask for) is not passed on unread.
+    #[tokio::test]
+    async fn an_answer_to_read_is_read_or_refused() {
+        let body = r#"{"jsonrpc":"2.0","id":1,"result":{"v":"old"}}"#;
+        let read = rewrite(answer("Application/JSON; charset=utf-8", body), true, upper)
+            .await
+            .unwrap();
+        assert_eq!(
+            text(read).await,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"v":"new"}}"#
+        );
+        for content_type in ["text/plain", "application/jsonx", "text/html"] {
+            assert_eq!(
+                rewrite(answer(content_type, body), true, upper).await.err(),
+                Some(AnswerError::NotJsonRpc),
+                "{content_type}"
+            );
+            // Not asked to read it: it streams on.
+            let streamed = rewrite(answer(content_type, body), false, upper)
+                .await
+                .unwrap();
+            assert_eq!(text(streamed).await, body);
+        }
+        // Nothing to read (the 202 to a notification).
+        let mut empty = answer("text/plain", "");
+        *empty.status_mut() = StatusCode::ACCEPTED;
+        assert_eq!(text(rewrite(empty, true, upper).await.unwrap()).await, "");
+        for (content_type, read_json) in [("application/json", true), ("text/event-stream", false)]
+        {
+            for coding in ["gzip", "identity, br"] {
+                let mut encoded = answer(content_type, body);
+                encoded
+                    .headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+                assert_eq!(
+                    rewrite(encoded, read_json, upper).await.err(),
+                    Some(AnswerError::Encoded),
+                    "{content_type} {coding}"
+                );
+            }
+            let mut identity = answer(content_type, body);
+            identity
+                .headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("identity"));
+            assert!(rewrite(identity, read_json, upper).await.is_ok());
+        }
+        // A JSON body not read may keep its encoding: the client decodes it.
+        let mut passed = answer("application/json", body);
+        passed
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(rewrite(passed, false, upper).await.is_ok());
     }
 
     #[tokio::test]

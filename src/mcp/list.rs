@@ -51,6 +51,13 @@ pub enum ListKind {
 }
 
 impl ListKind {
+    pub const ALL: [Self; 4] = [
+        Self::Tools,
+        Self::Prompts,
+        Self::Resources,
+        Self::ResourceTemplates,
+    ];
+
     /// The list a JSON-RPC method asks for, if it is one.
     pub fn from_method(method: &str) -> Option<Self> {
         match method {

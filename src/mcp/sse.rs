@@ -15,8 +15,9 @@
 //! lines starting with `:` are comments. An event is dispatched to a client only if it has
 //! at least one `data` line ([`SseEvent::data`] is `Some`); blocks without one (keep-alive
 //! comments, lone `id:` or `retry:` lines, extra blank lines) are still yielded so their
-//! bytes flow on at once. An unfinished event at the end of a stream is passed on as it
-//! came (a client discards it).
+//! bytes flow on at once. An unfinished event at the end of a stream is not an event (a
+//! client discards it): [`SseDecoder::finish`] hands its bytes back, and [`SseRewrite`]
+//! drops them rather than pass on bytes its closure never saw.
 //!
 //! Cost: events that lie whole inside one chunk are handed on as slices of that chunk (no
 //! copy, no allocation); only an event cut by a chunk boundary is gathered into a buffer,
@@ -552,7 +553,7 @@ impl SseDecoder {
     }
 
     /// Ends the stream: returns the bytes of an unfinished last event (a client discards
-    /// them; the gateway passes them on unchanged) and readies the decoder for a new stream.
+    /// them) and readies the decoder for a new stream.
     /// `None` if there are none, or after an error.
     pub fn finish(&mut self) -> Option<Bytes> {
         let mut tail = std::mem::take(&mut self.carry);
@@ -643,7 +644,9 @@ pin_project! {
     /// unfinished event is held. `rewrite` is called for every event that carries data:
     /// `None` passes the event's bytes on untouched, `Some(new_data)` replaces its `data`
     /// lines (see [`SseEvent::with_data`]). The unfinished tail of a stream that ends
-    /// mid-event is passed on as it is; trailers are passed on after it.
+    /// mid-event is dropped: a client that follows the standard discards it, and one that
+    /// does not must not read a message the closure never saw (an unfiltered list, an
+    /// unsealed task id). Trailers are passed on.
     ///
     /// The body's length is unknown (a rewrite changes it): remove `Content-Length` from
     /// the response that carries it. An event over the size limit ends the body with
@@ -729,8 +732,8 @@ where
                         }
                     }
                     Err(frame) => {
-                        // Trailers end the body: the unfinished tail goes before them.
-                        this.out.extend(this.decoder.finish());
+                        // Trailers end the body; the unfinished tail is dropped.
+                        drop(this.decoder.finish());
                         *this.trailers = Some(frame);
                         *this.done = true;
                     }
@@ -740,7 +743,7 @@ where
                     return Poll::Ready(Some(Err(SseBodyError::Upstream(e))));
                 }
                 None => {
-                    this.out.extend(this.decoder.finish());
+                    drop(this.decoder.finish());
                     *this.done = true;
                 }
             }
@@ -1033,11 +1036,41 @@ mod tests {
     }
 
     #[test]
-    fn an_unfinished_last_event_is_passed_through_unchanged() {
+    fn an_unfinished_last_event_is_handed_back_by_the_decoder() {
         let input: &[u8] = b"data: a\n\ndata: {\"never\":\"finished\"}\n";
         let (out, seen) = run(&[input], |_| Some("rewritten".into()));
         assert_eq!(out, b"data: rewritten\n\ndata: {\"never\":\"finished\"}\n");
         assert_eq!(seen.len(), 1);
+    }
+
+    /// The body never passes on bytes its closure did not see: an event the upstream left
+    /// unfinished (which a lenient client might read all the same) is dropped, whether the
+    /// stream ends or trailers end it.
+    #[tokio::test]
+    async fn the_body_drops_an_unfinished_last_event() {
+        for trailers in [false, true] {
+            let (tx, upstream) = channel_body();
+            for chunk in [
+                &b"data: a\n\ndata: {\"jsonrpc\":\"2.0\","[..],
+                b"\"id\":1}\r\n",
+            ] {
+                tx.unbounded_send(Ok(Frame::data(Bytes::from_static(chunk))))
+                    .unwrap();
+            }
+            if trailers {
+                tx.unbounded_send(Ok(Frame::trailers(http::HeaderMap::new())))
+                    .unwrap();
+            }
+            drop(tx);
+            let body = SseRewrite::new(upstream, |_: &SseEvent| Some(Bytes::from_static(b"b")));
+            let collected = body.collect().await.unwrap();
+            assert_eq!(collected.trailers().is_some(), trailers);
+            assert_eq!(
+                collected.to_bytes(),
+                &b"data: b\n\n"[..],
+                "trailers: {trailers}"
+            );
+        }
     }
 
     type Upstream = http_body_util::StreamBody<
@@ -1082,8 +1115,7 @@ mod tests {
         trailers.insert("x-end", http::HeaderValue::from_static("1"));
         tx.unbounded_send(Ok(Frame::trailers(trailers))).unwrap();
         drop(tx);
-        let frame = body.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), "data: tail");
+        // The unfinished tail is dropped; the trailers follow.
         let frame = body.frame().await.unwrap().unwrap();
         assert!(frame.is_trailers());
         assert!(body.frame().await.is_none());

@@ -7,7 +7,6 @@
 //! Resource templates are matched by their `uriTemplate` against the rules' resource
 //! patterns (a template is shown when a rule's pattern matches its text).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,12 +19,16 @@ use crate::mcp::headers::MCP_PROTOCOL_VERSION;
 use crate::mcp::list::{ListIndex, ListKind, Reading, filter_result, rewrite_list_body};
 use crate::mcp::message::McpRequest;
 
-/// The list requests of one POST, to filter their answers.
+/// What the answers to filter list: to one POST, or on a stream the client opened with
+/// GET.
 #[derive(Debug, Clone)]
 pub struct ListRequests {
-    /// Raw JSON id → what it lists.
-    by_id: HashMap<String, ListKind>,
-    batch: bool,
+    /// A single list request: its answer is filtered as that kind of list, whatever the id
+    /// it carries. `None` (a 2025-03-26 batch, a GET stream): each response is filtered by
+    /// what its result holds, every list in it, whatever request it answers — ids are not
+    /// trusted to tell, since a batch may repeat one and a client and an upstream may write
+    /// one differently (`"\u0061"` and `"a"`, `1.0` and `1`).
+    single: Option<ListKind>,
     /// 2026-07-28: filtered results are marked `cacheScope: "private"`.
     modern: bool,
 }
@@ -33,26 +36,32 @@ pub struct ListRequests {
 impl ListRequests {
     /// The list requests in `request`, if any.
     pub fn of(request: &McpRequest, headers: &HeaderMap) -> Option<Self> {
-        let by_id: HashMap<String, ListKind> = request
+        let mut kinds = request
             .calls()
-            .filter_map(|(m, method)| {
-                let kind = ListKind::from_method(method)?;
-                Some((m.id.as_ref()?.as_raw().get().to_owned(), kind))
-            })
-            .collect();
-        if by_id.is_empty() {
-            return None;
-        }
-        let modern = headers
-            .get(MCP_PROTOCOL_VERSION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v >= "2026-07-28");
+            .filter(|(m, _)| m.id.is_some())
+            .filter_map(|(_, method)| ListKind::from_method(method));
+        let first = kinds.next()?;
         Some(Self {
-            by_id,
-            batch: request.batch,
-            modern,
+            single: (!request.batch).then_some(first),
+            modern: modern(headers),
         })
     }
+
+    /// For the messages of a stream opened with GET (a resumed stream may replay the
+    /// answer to a list request): any list in any response is filtered.
+    pub fn stream(headers: &HeaderMap) -> Self {
+        Self {
+            single: None,
+            modern: modern(headers),
+        }
+    }
+}
+
+fn modern(headers: &HeaderMap) -> bool {
+    headers
+        .get(MCP_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v >= "2026-07-28")
 }
 
 /// Whether an item of a kind, by name, may be shown.
@@ -339,10 +348,7 @@ pub fn filter_message_read(
     viewer: &Viewer,
     read: Option<Reading>,
 ) -> Result<Option<Bytes>, AnswerError> {
-    if !requests.batch {
-        let Some((_, &kind)) = requests.by_id.iter().next() else {
-            return Ok(None);
-        };
+    if let Some(kind) = requests.single {
         let filter = || {
             rewrite_list_body(
                 kind,
@@ -374,6 +380,9 @@ pub fn filter_message_read(
         };
         return (cache.lists).get_or_filter(&cache.viewer, kind, requests.modern, bytes, indexed);
     }
+    if !may_hold_a_result(bytes) {
+        return Ok(None);
+    }
     let mut value: Value = serde_json::from_slice(bytes).map_err(|_| AnswerError::NotJsonRpc)?;
     let messages: Vec<&mut Value> = match &mut value {
         Value::Array(items) => items.iter_mut().collect(),
@@ -382,7 +391,7 @@ pub fn filter_message_read(
     };
     let mut changed = false;
     for message in messages {
-        changed |= filter_value(message, requests, viewer);
+        changed |= filter_value(message, requests.modern, viewer);
     }
     if !changed {
         return Ok(None);
@@ -392,23 +401,28 @@ pub fn filter_message_read(
         .map_err(|_| AnswerError::NotJsonRpc)
 }
 
-/// Filters `message` in place if it answers one of the list requests; `true` if changed.
-fn filter_value(message: &mut Value, requests: &ListRequests, viewer: &Viewer) -> bool {
-    let Some(kind) = message
-        .get("id")
-        .filter(|_| message.get("result").is_some())
-        .and_then(|id| requests.by_id.get(&id.to_string()))
-        .copied()
-    else {
+/// Whether `bytes` may hold a response's `result` (or a `\u` escape, which may spell it):
+/// the notifications and requests of a stream are passed over unread.
+fn may_hold_a_result(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, b"result").is_some()
+        || memchr::memmem::find(bytes, b"\\u").is_some()
+}
+
+/// Filters in place every list the result of `message` holds, if it is a response; `true`
+/// if changed.
+fn filter_value(message: &mut Value, modern: bool, viewer: &Viewer) -> bool {
+    let Some(result) = message.get("result").and_then(Value::as_object) else {
         return false;
     };
-    filter_result(
-        kind,
-        message,
-        |name| viewer.allows(kind, name),
-        requests.modern,
-    )
-    .changed()
+    let kinds: Vec<ListKind> = ListKind::ALL
+        .into_iter()
+        .filter(|kind| result.contains_key(kind.items_key()))
+        .collect();
+    let mut changed = false;
+    for kind in kinds {
+        changed |= filter_result(kind, message, |name| viewer.allows(kind, name), modern).changed();
+    }
+    changed
 }
 
 #[cfg(test)]
@@ -566,9 +580,7 @@ mod tests {
             .replacen("\"id\":1", "\"id\":7", 1)
             .into_bytes();
         assert_eq!(other_id.len(), body.len());
-        let mut requests_7 = requests();
-        requests_7.by_id = [("7".to_owned(), ListKind::Tools)].into();
-        let answer = filter(&other_id, &requests_7, &alice).unwrap().unwrap();
+        let answer = filter(&other_id, &requests(), &alice).unwrap().unwrap();
         let shown: Value = serde_json::from_slice(&answer).unwrap();
         assert_eq!(shown["id"], 7);
         assert_eq!(shown["result"]["tools"].as_array().unwrap().len(), 100);
@@ -632,6 +644,61 @@ mod tests {
                 assert!(kept.is_some_and(|kept| kept.len() == 1), "list {n}");
             }
         }
+    }
+
+    /// In a batch, and on a stream opened with GET, every list in every response is
+    /// filtered by what the result holds: ids do not decide (a client may write an id
+    /// differently from the upstream, or repeat it).
+    #[test]
+    fn lists_in_a_batch_or_a_stream_are_filtered_whatever_their_ids() {
+        let alice = viewer(
+            &Arc::new(ListCache::new(1024 * 1024)),
+            &["analyst"],
+            &Arc::default(),
+        );
+        let parse = |body: &str| McpRequest::parse(body.as_bytes()).unwrap();
+        let escaped = parse(r#"[{"jsonrpc":"2.0","id":"\u0061","method":"tools/list"}]"#);
+        let repeated = parse(concat!(
+            r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"prompts/list"}]"#
+        ));
+        let answer = concat!(
+            r#"[{"jsonrpc":"2.0","id":"a","result":{"tools":[{"name":"t_0"},{"name":"t_1"}]}},"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t_2"},{"name":"t_3"}],"#,
+            r#""prompts":[{"name":"p_4"},{"name":"p_5"}],"nextCursor":"c"}},"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"t_1"}]}},"#,
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"t_1"}}]"#
+        );
+        let expected: Value = serde_json::from_str(concat!(
+            r#"[{"jsonrpc":"2.0","id":"a","result":{"tools":[{"name":"t_0"}]}},"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"t_2"}],"#,
+            r#""prompts":[{"name":"p_4"}],"nextCursor":"c"}},"#,
+            r#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"t_1"}]}},"#,
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"t_1"}}]"#
+        ))
+        .unwrap();
+        let stream = ListRequests::stream(&HeaderMap::new());
+        for requests in [
+            ListRequests::of(&escaped, &HeaderMap::new()).unwrap(),
+            ListRequests::of(&repeated, &HeaderMap::new()).unwrap(),
+            stream.clone(),
+        ] {
+            let filtered = filter(answer.as_bytes(), &requests, &alice)
+                .unwrap()
+                .unwrap();
+            let filtered: Value = serde_json::from_slice(&filtered).unwrap();
+            assert_eq!(filtered, expected, "{requests:?}");
+        }
+        // A stream's single messages alike; its notifications and requests pass unread.
+        let one = br#"{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"t_0"},{"name":"t_1"}]}}"#;
+        let filtered = filter(one, &stream, &alice).unwrap().unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&filtered).unwrap(),
+            serde_json::json!({"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"t_0"}]}})
+        );
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+        assert_eq!(filter(note, &stream, &alice).unwrap(), None);
+        assert!(filter(b"not json, result", &stream, &alice).is_err());
     }
 
     #[test]

@@ -20,6 +20,9 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{ProgressNotificationParam, ServerCapabilities, ServerConfig};
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, EventStoreError, EventStream, ServerSseMessage,
+};
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use tokio::net::TcpListener;
@@ -344,6 +347,9 @@ pub struct Options {
     pub keep_alive: Option<Duration>,
     /// Where to listen (an upstream that comes back where one was); any free port if not.
     pub at: Option<SocketAddr>,
+    /// Sessions keep every event they send ([`MemoryEvents`]): a stream resumed with
+    /// `Last-Event-ID` replays what came after it, answers to POSTs included.
+    pub resumable: bool,
 }
 
 impl Options {
@@ -352,6 +358,7 @@ impl Options {
             mode,
             keep_alive: Some(Duration::from_secs(15)),
             at: None,
+            resumable: false,
         }
     }
 
@@ -360,9 +367,54 @@ impl Options {
         self
     }
 
+    pub fn resumable(mut self) -> Self {
+        self.resumable = true;
+        self
+    }
+
     pub fn keep_alive(mut self, every: Duration) -> Self {
         self.keep_alive = Some(every);
         self
+    }
+}
+
+/// Every event the upstream's sessions send, by stream, in order: rmcp replays from it
+/// the events after a `Last-Event-ID`.
+#[derive(Debug, Default)]
+pub struct MemoryEvents {
+    events: Mutex<Vec<(String, String, ServerSseMessage)>>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for MemoryEvents {
+    async fn store_event(
+        &self,
+        stream_id: &str,
+        event: &ServerSseMessage,
+    ) -> Result<String, EventStoreError> {
+        let mut events = self.events.lock().unwrap();
+        let id = format!("e{}", events.len());
+        let mut kept = event.clone();
+        kept.event_id = Some(id.clone());
+        events.push((stream_id.to_owned(), id.clone(), kept));
+        Ok(id)
+    }
+
+    async fn replay_events_after(
+        &self,
+        last_event_id: &str,
+    ) -> Result<EventStream, EventStoreError> {
+        let events = self.events.lock().unwrap();
+        let Some(at) = events.iter().position(|(_, id, _)| id == last_event_id) else {
+            return Err(format!("no event {last_event_id}").into());
+        };
+        let stream = events[at].0.clone();
+        let after: Vec<ServerSseMessage> = events[at + 1..]
+            .iter()
+            .filter(|(of, _, _)| *of == stream)
+            .map(|(_, _, event)| event.clone())
+            .collect();
+        Ok(Box::pin(futures::stream::iter(after)))
     }
 }
 
@@ -405,7 +457,11 @@ impl Upstream {
                     probe: Arc::clone(&for_factory),
                 })
             },
-            Arc::new(LocalSessionManager::default()),
+            Arc::new(if options.resumable {
+                LocalSessionManager::default().with_event_store(Arc::new(MemoryEvents::default()))
+            } else {
+                LocalSessionManager::default()
+            }),
             config,
         );
         let app = axum::Router::new()
