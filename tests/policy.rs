@@ -683,3 +683,83 @@ async fn a_resumed_stream_replays_only_the_filtered_list() {
     assert_eq!(get.header("last-event-id"), Some(priming.as_str()));
     gateway.shutdown().await;
 }
+
+/// A POST of `body` as `key`, raw, with `headers`: the status and the message answered.
+async fn post_raw(
+    s: &Setup,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, Value) {
+    let mut request = s
+        .http
+        .post(&s.url)
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .header("accept", client::ACCEPT_BOTH);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = within(
+        "a POST through the gateway",
+        request.body(body.to_owned().into_bytes()).send(),
+    )
+    .await
+    .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn names_that_differ_only_in_letter_case_never_reach_the_upstream() {
+    // Alice may call `echo`, not `large`. A Go upstream (encoding/json matches member names
+    // regardless of case, keeping the last) would run `large` for the first body; a C#
+    // one (System.Text.Json, web defaults) would read `NAME` in the second.
+    let s = setup(Mode::Json, &[], RULES).await;
+    let calls = [
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","NAME":"large","arguments":{"bytes":1}}}"#,
+            "invalid request: the members `name` and `NAME` differ only in letter case",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"large","arguments":{"bytes":1}}}"#,
+            "invalid request: the member `Name` must be written `name`",
+        ),
+        (
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"a\",\"TEXT\":\"secret\"}}}",
+            "invalid request: the members `text` and `TEXT` differ only in letter case",
+        ),
+    ];
+    for (body, why) in calls {
+        // 2025-11-25, and 2026-07-28 with headers that say what the body says.
+        for headers in [
+            &[("mcp-protocol-version", "2025-11-25")][..],
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+            ],
+        ] {
+            let (status, message) = post_raw(&s, ALICE, headers, body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {message}");
+            assert_eq!(message["id"], 1, "{message}");
+            assert_eq!(message["error"]["code"], -32600, "{message}");
+            assert_eq!(message["error"]["message"], why, "{message}");
+        }
+        // In a 2025-03-26 batch, after a call that alone would go.
+        let batch = format!(
+            r#"[{{"jsonrpc":"2.0","id":0,"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"hi"}}}}}},{body}]"#
+        );
+        let (status, message) =
+            post_raw(&s, ALICE, &[("mcp-protocol-version", "2025-03-26")], &batch).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+        assert_eq!(message["id"], Value::Null, "{message}");
+        assert_eq!(message["error"]["code"], -32600, "{message}");
+        assert_eq!(message["error"]["message"], why, "{message}");
+    }
+    assert!(s.upstream.probe.seen().is_empty());
+    // The same call written once, in the one spelling, goes.
+    let (status, ok) = s.call(ALICE, "echo", json!({ "text": "hi" })).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(client::tool_text(&ok), "hi");
+}

@@ -118,6 +118,8 @@ impl ServerHandler for TaskServer {
 struct Upstream {
     url: String,
     record: Arc<Mutex<Record>>,
+    /// Every POST body that reached the upstream, as it arrived.
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -138,13 +140,33 @@ async fn upstream(json_response: bool) -> Upstream {
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let app = axum::Router::new().route_service("/mcp", service);
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&bodies);
+    let app = axum::Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let (parts, body) = request.into_parts();
+                    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                    seen.lock().unwrap().push(bytes.to_vec());
+                    let request = axum::extract::Request::from_parts(parts, bytes.into());
+                    next.run(request).await
+                }
+            },
+        ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Upstream { url, record, task }
+    Upstream {
+        url,
+        record,
+        bodies,
+        task,
+    }
 }
 
 /// Two API keys (alice, bob) and two routes (`/mcp`, `/other/mcp`) in front of `upstream`;
@@ -365,4 +387,101 @@ async fn a_body_that_may_name_a_task_but_is_not_json_is_refused() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32700);
     assert!(asked(&upstream).is_empty());
+}
+
+/// A POST of `body` as `key` with `headers`: the status and the message answered.
+async fn post_raw(
+    url: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, Value) {
+    let http = client::http_client(None, Http::H1);
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-api-key", key);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = within("a POST", request.body(body.to_owned()).send())
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_task_id_in_another_letter_case_never_reaches_the_upstream() {
+    // A C# upstream (System.Text.Json with web defaults) reads `TaskId` as `taskId`, Go's
+    // encoding/json `ta\u017fkId` too: a raw upstream id written so would pass the binding
+    // unopened if the gateway looked only for `taskId`.
+    for judged in [false, true] {
+        let upstream = upstream(true).await;
+        let gw = gateway(&upstream, judged).await;
+        let url = gw.url("/mcp");
+        start_report(&url, ALICE).await;
+        let raw = upstream.record.lock().unwrap().created[0].clone();
+        let before = upstream.bodies.lock().unwrap().len();
+        let meta = r#""_meta":{"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}"#;
+        for (key, why) in [
+            ("TaskId", "the member `TaskId` must be written `taskId`"),
+            ("TASKID", "the member `TASKID` must be written `taskId`"),
+            (
+                "ta\\u017fkId",
+                "the member `ta\\u{17f}kId` must be written `taskId`",
+            ),
+        ] {
+            let params = format!(r#"{{"{key}":"{raw}",{meta}}}"#);
+            let single =
+                format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{params}}}"#);
+            let twice = format!(
+                r#"{{"jsonrpc":"2.0","id":7,"method":"tasks/get","params":{{"taskId":"{raw}","{key}":"{raw}",{meta}}}}}"#
+            );
+            let batch = format!(r#"[{{"jsonrpc":"2.0","id":1,"method":"tools/list"}},{single}]"#);
+            let cases = [
+                (
+                    single.clone(),
+                    vec![("mcp-protocol-version", "2025-11-25")],
+                    Some(why.to_owned()),
+                ),
+                // 2026-07-28, its headers naming the task as the body does.
+                (
+                    single.clone(),
+                    vec![
+                        ("mcp-protocol-version", "2026-07-28"),
+                        ("mcp-method", "tasks/get"),
+                        ("mcp-name", raw.as_str()),
+                    ],
+                    Some(why.to_owned()),
+                ),
+                (twice, vec![("mcp-protocol-version", "2025-11-25")], None),
+                (
+                    batch,
+                    vec![("mcp-protocol-version", "2025-03-26")],
+                    Some(why.to_owned()),
+                ),
+            ];
+            for (body, headers, why) in cases {
+                let (status, message) = post_raw(&url, ALICE, &headers, &body).await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {message}");
+                assert_eq!(message["error"]["code"], -32600, "{body}: {message}");
+                let text = message["error"]["message"].as_str().unwrap();
+                match why {
+                    Some(why) => assert_eq!(text, format!("invalid request: {why}"), "{body}"),
+                    None => assert!(
+                        text.contains("differ only in letter case"),
+                        "{body}: {text}"
+                    ),
+                }
+            }
+        }
+        assert!(asked(&upstream).is_empty());
+        assert_eq!(
+            upstream.bodies.lock().unwrap().len(),
+            before,
+            "nothing more reached the upstream"
+        );
+    }
 }

@@ -11,6 +11,15 @@
 //! gateway must judge the call the upstream runs). `result`, `error` and unknown members
 //! are read through with the same checks, without building anything.
 //!
+//! Member names are compared as the most lenient upstream reads them: Go's
+//! `encoding/json` and C#'s `System.Text.Json` (web defaults, as the C# MCP SDK uses it)
+//! match names regardless of letter case, Go folding `ſ` to `s` and the Kelvin sign to
+//! `k` as well. So two members whose names differ only in case are refused in every object
+//! (`name` and `NAME`: the gateway would judge one, such an upstream might run the
+//! other), and so is a member spelt in another case where the gateway reads a member by
+//! its name (`TaskId` in `params`: the gateway would see no task id, such an upstream
+//! would find one) — see [`Place`].
+//!
 //! The body itself is forwarded byte for byte; this view is only for judging it.
 
 use std::borrow::Cow;
@@ -90,6 +99,12 @@ impl ParseError {
     fn invalid(why: &'static str) -> Self {
         Self::Invalid(Cow::Borrowed(why))
     }
+}
+
+/// A member name as an error message shows it: its first 40 characters, escaped.
+fn shown(key: &str) -> String {
+    let cut: String = key.chars().take(40).collect();
+    cut.escape_default().to_string()
 }
 
 impl McpRequest {
@@ -230,10 +245,9 @@ impl<'a> Envelope<'a> {
             return Err(ParseError::invalid("`jsonrpc` must be \"2.0\""));
         }
         if strict && let Some(member) = self.unknown {
-            let member: String = member.chars().take(40).collect();
             return Err(ParseError::Invalid(Cow::Owned(format!(
                 "unknown member `{}` (this route accepts only jsonrpc, id, method, params, result, error)",
-                member.escape_default()
+                shown(&member)
             ))));
         }
         let method = match self.method {
@@ -316,68 +330,220 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         self.budget.container(self.depth)?;
-        let inner = self.depth + 1;
+        let read = |place| Read::<false> {
+            budget: self.budget,
+            depth: self.depth + 1,
+            place,
+        };
         let mut envelope = Envelope::default();
-        let mut members = 0;
+        let mut count = 0;
+        // Two parsers may keep different ones of two members with one name: the gateway
+        // would judge one call and the upstream run the other.
+        let mut members = Members::default();
         while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
-            members += 1;
-            self.budget.elements(members)?;
+            count += 1;
+            self.budget.elements(count)?;
+            members.add(Name::new(key.clone()))?;
             let slot = match &*key {
                 "jsonrpc" => &mut envelope.jsonrpc,
                 "id" => &mut envelope.id,
                 "method" => &mut envelope.method,
                 "params" => {
-                    if envelope.params.is_some() {
-                        return Err(duplicate(&key));
-                    }
                     envelope.params = Some(map.next_value_seed(Read::<true> {
                         budget: self.budget,
-                        depth: inner,
+                        depth: self.depth + 1,
+                        place: Place::Params,
                     })?);
                     continue;
                 }
-                "result" | "error" => {
-                    let seen = if key == "result" {
-                        &mut envelope.result
-                    } else {
-                        &mut envelope.error
-                    };
-                    if *seen {
-                        return Err(duplicate(&key));
-                    }
-                    *seen = true;
-                    map.next_value_seed(Read::<false> {
-                        budget: self.budget,
-                        depth: inner,
-                    })?;
+                "result" => {
+                    envelope.result = true;
+                    map.next_value_seed(read(Place::Result))?;
+                    continue;
+                }
+                "error" => {
+                    envelope.error = true;
+                    map.next_value_seed(read(Place::Other))?;
                     continue;
                 }
                 _ => {
-                    map.next_value_seed(Read::<false> {
-                        budget: self.budget,
-                        depth: inner,
-                    })?;
+                    misspelt(&key, ENVELOPE)?;
+                    map.next_value_seed(read(Place::Other))?;
                     envelope.unknown.get_or_insert(key);
                     continue;
                 }
             };
-            if slot.is_some() {
-                // Two parsers may keep different ones: the gateway would judge one call
-                // and the upstream run the other.
-                return Err(duplicate(&key));
-            }
             let raw: &'de RawValue = map.next_value()?;
             // Kept raw (the id is answered as written), but read as a full parse would.
             let mut value = serde_json::Deserializer::from_str(raw.get());
-            Read::<false> {
-                budget: self.budget,
-                depth: inner,
-            }
-            .deserialize(&mut value)
-            .map_err(de::Error::custom)?;
+            read(Place::Other)
+                .deserialize(&mut value)
+                .map_err(de::Error::custom)?;
             *slot = Some(raw);
         }
         Ok(envelope)
+    }
+}
+
+/// The members of an envelope.
+const ENVELOPE: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+
+/// Where an object of a client message is, as far as the gateway reads members there by
+/// name: the policy (`params.name`, `uri`, `arguments`, `ref.type|name|uri`), the task
+/// binding (`params.taskId`, related-task `_meta` in `params` and `result`), the
+/// `Mcp-Name` check, list requests (`cursor`) and the record. Everywhere else the gateway
+/// reads no member by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Other,
+    Params,
+    /// `params.ref` (`completion/complete`).
+    Ref,
+    /// A response's `result` (the client answering the upstream).
+    Result,
+    /// `_meta` of `params` or `result`.
+    Meta,
+    /// `_meta["io.modelcontextprotocol/related-task"]`.
+    RelatedTask,
+}
+
+impl Place {
+    /// The members read by name in an object here.
+    fn read_here(self) -> &'static [&'static str] {
+        match self {
+            Self::Other => &[],
+            Self::Params => &[
+                "name",
+                "uri",
+                "arguments",
+                "ref",
+                "taskId",
+                "task",
+                "_meta",
+                "cursor",
+            ],
+            Self::Ref => &["type", "name", "uri"],
+            Self::Result => &["_meta"],
+            Self::Meta => &[super::tasks::RELATED_TASK],
+            Self::RelatedTask => &["taskId"],
+        }
+    }
+
+    /// Where the value of the member `key` of an object here is.
+    fn child(self, key: &str) -> Self {
+        match (self, key) {
+            (Self::Params, "ref") => Self::Ref,
+            (Self::Params | Self::Result, "_meta") => Self::Meta,
+            (Self::Meta, super::tasks::RELATED_TASK) => Self::RelatedTask,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Refuses `key` when it names one of the members `read` here in another letter case: the
+/// gateway would not see it, an upstream that matches names regardless of case would.
+fn misspelt<E: de::Error>(key: &str, read: &[&'static str]) -> Result<(), E> {
+    if read.is_empty() || read.contains(&key) {
+        return Ok(());
+    }
+    let folded;
+    let key_folded = if key.is_ascii() {
+        key
+    } else {
+        folded = fold(key);
+        &folded
+    };
+    match read
+        .iter()
+        .find(|name| name.eq_ignore_ascii_case(key_folded))
+    {
+        Some(name) => Err(E::custom(format_args!(
+            "the member `{}` must be written `{name}`",
+            shown(key)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A name folded for comparison regardless of letter case, at least as far as Go
+/// (`strings.EqualFold`: `ſ` is `s`, `K` (Kelvin) is `k`) and C# (`OrdinalIgnoreCase`:
+/// `ı` is `i`) take it, and further (`ß` is `ss`): lower case of the upper case of the
+/// lower case, so that `ẞ`, whose lower case is `ß`, folds as `ß` does. ASCII letters come
+/// out in lower case.
+fn fold(key: &str) -> String {
+    key.to_lowercase().to_uppercase().to_lowercase()
+}
+
+/// A member name as compared with the others of its object: an ASCII name regardless of
+/// ASCII case (no allocation); any other by its [`fold`].
+struct Name<'de> {
+    key: Cow<'de, str>,
+    folded: Option<Box<str>>,
+}
+
+impl<'de> Name<'de> {
+    /// (A borrowed name stays borrowed: cloning it is free.)
+    fn new(key: Cow<'de, str>) -> Self {
+        let folded = (!key.is_ascii()).then(|| fold(&key).into_boxed_str());
+        Self { key, folded }
+    }
+
+    /// The name to compare regardless of ASCII case.
+    fn view(&self) -> &str {
+        self.folded.as_deref().unwrap_or(&self.key)
+    }
+}
+
+impl PartialEq for Name<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.view().eq_ignore_ascii_case(other.view())
+    }
+}
+
+impl Eq for Name<'_> {}
+
+impl std::hash::Hash for Name<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `eq` compares: ASCII letters in lower case.
+        let mut chunk = [0; 32];
+        for part in self.view().as_bytes().chunks(chunk.len()) {
+            let lower = &mut chunk[..part.len()];
+            lower.copy_from_slice(part);
+            lower.make_ascii_lowercase();
+            state.write(lower);
+        }
+        state.write_u8(0xff);
+    }
+}
+
+/// The member names of one object so far, to refuse one that repeats another exactly or
+/// but for letter case. Small objects are searched in a list; large ones (up to
+/// `max_elements` members) in a set, so that a wide object cannot cost quadratic time.
+#[derive(Default)]
+struct Members<'de> {
+    few: Vec<Name<'de>>,
+    many: std::collections::HashSet<Name<'de>>,
+}
+
+impl<'de> Members<'de> {
+    fn add<E: de::Error>(&mut self, name: Name<'de>) -> Result<(), E> {
+        let earlier = if self.many.is_empty() && self.few.len() < 16 {
+            self.few.iter().find(|seen| **seen == name)
+        } else {
+            if self.many.is_empty() {
+                self.many.extend(self.few.drain(..));
+            }
+            self.many.get(&name)
+        };
+        if let Some(earlier) = earlier {
+            return Err(repeated(&earlier.key, &name.key));
+        }
+        if self.many.is_empty() {
+            self.few.push(name);
+        } else {
+            self.many.insert(name);
+        }
+        Ok(())
     }
 }
 
@@ -388,6 +554,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
 struct Read<'b, const TREE: bool> {
     budget: &'b Budget,
     depth: usize,
+    place: Place,
 }
 
 impl<'de, const TREE: bool> DeserializeSeed<'de> for Read<'_, TREE> {
@@ -399,9 +566,20 @@ impl<'de, const TREE: bool> DeserializeSeed<'de> for Read<'_, TREE> {
 }
 
 impl<const TREE: bool> Read<'_, TREE> {
+    /// An element of an array here.
     fn inner(self) -> Self {
         Self {
             depth: self.depth + 1,
+            place: Place::Other,
+            ..self
+        }
+    }
+
+    /// The value of the member `key` of an object here.
+    fn member(self, key: &str) -> Self {
+        Self {
+            depth: self.depth + 1,
+            place: self.place.child(key),
             ..self
         }
     }
@@ -464,54 +642,39 @@ impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         self.budget.container(self.depth)?;
+        let read = self.place.read_here();
         let mut count = 0;
-        if TREE {
-            // The tree itself finds a member written twice.
-            let mut members = serde_json::Map::new();
-            while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
-                count += 1;
-                self.budget.elements(count)?;
-                let value = map.next_value_seed(self.inner())?;
-                match members.entry(key.into_owned()) {
-                    serde_json::map::Entry::Vacant(slot) => {
-                        slot.insert(value);
-                    }
-                    serde_json::map::Entry::Occupied(slot) => return Err(duplicate(slot.key())),
-                }
-            }
-            return Ok(Value::Object(members));
-        }
-        // Small objects are searched in a list; large ones (up to `max_elements` members)
-        // in a set, so that a wide object cannot cost quadratic time.
-        let mut few: Vec<Cow<'de, str>> = Vec::new();
-        let mut many: std::collections::HashSet<Cow<'de, str>> = std::collections::HashSet::new();
+        let mut names = Members::default();
+        let mut tree = serde_json::Map::new();
         while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
             count += 1;
             self.budget.elements(count)?;
-            let repeated = if many.is_empty() && few.len() < 16 {
-                few.contains(&key)
-            } else {
-                if many.is_empty() {
-                    many.extend(few.drain(..));
-                }
-                many.contains(&key)
-            };
-            if repeated {
-                return Err(duplicate(&key));
-            }
-            map.next_value_seed(self.inner())?;
-            if many.is_empty() {
-                few.push(key);
-            } else {
-                many.insert(key);
+            names.add(Name::new(key.clone()))?;
+            misspelt(&key, read)?;
+            let value = map.next_value_seed(self.member(&key))?;
+            if TREE {
+                tree.insert(key.into_owned(), value);
             }
         }
-        Ok(Value::Null)
+        Ok(if TREE {
+            Value::Object(tree)
+        } else {
+            Value::Null
+        })
     }
 }
 
-fn duplicate<E: de::Error>(key: &str) -> E {
-    E::custom(format_args!("the member `{key}` appears twice"))
+/// A member written twice, or two whose names differ only in letter case.
+fn repeated<E: de::Error>(earlier: &str, key: &str) -> E {
+    if earlier == key {
+        E::custom(format_args!("the member `{}` appears twice", shown(key)))
+    } else {
+        E::custom(format_args!(
+            "the members `{}` and `{}` differ only in letter case",
+            shown(earlier),
+            shown(key)
+        ))
+    }
 }
 
 /// A member name within the budget, borrowed from the body when it has no escapes.
@@ -813,6 +976,225 @@ mod tests {
             McpRequest::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping""#).unwrap_err(),
             ParseError::Json
         );
+    }
+
+    #[test]
+    fn names_equal_but_for_letter_case_are_refused() {
+        let lax = ParseOptions::default();
+        let call = |method: &str, params: &str| {
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#)
+        };
+        let related = "io.modelcontextprotocol/related-task";
+        let cases = [
+            // The gateway would judge `safe`; Go's encoding/json would run `danger`.
+            (
+                call("tools/call", r#"{"name":"safe","NAME":"danger"}"#),
+                "the members `name` and `NAME` differ only in letter case",
+            ),
+            (
+                call("tools/call", r#"{"NAME":"danger"}"#),
+                "the member `NAME` must be written `name`",
+            ),
+            // A raw upstream task id past the binding, for a C# upstream.
+            (
+                call("tasks/get", r#"{"TaskId":"t-1"}"#),
+                "the member `TaskId` must be written `taskId`",
+            ),
+            (
+                call("tasks/get", "{\"ta\u{17f}kId\":\"t-1\"}"),
+                "the member `ta\\u{17f}kId` must be written `taskId`",
+            ),
+            (
+                call("tasks/get", "{\"tas\u{212a}id\":\"t-1\"}"),
+                "the member `tas\\u{212a}id` must be written `taskId`",
+            ),
+            (
+                call(
+                    "resources/read",
+                    r#"{"uri":"file:///a","\u0055RI":"file:///b"}"#,
+                ),
+                "the members `uri` and `URI` differ only in letter case",
+            ),
+            (
+                call("tools/call", r#"{"name":"x","Arguments":{}}"#),
+                "the member `Arguments` must be written `arguments`",
+            ),
+            (
+                call(
+                    "completion/complete",
+                    r#"{"ref":{"type":"ref/prompt","Name":"other"},"argument":{}}"#,
+                ),
+                "the member `Name` must be written `name`",
+            ),
+            (
+                call("tools/call", r#"{"name":"x","task":{},"_Meta":{}}"#),
+                "the member `_Meta` must be written `_meta`",
+            ),
+            (
+                call(
+                    "notifications/progress",
+                    &format!(
+                        r#"{{"_meta":{{"{}":{{"taskId":"t"}}}}}}"#,
+                        related.to_uppercase()
+                    ),
+                ),
+                "the member `IO.MODELCONTEXTPROTOCOL/RELATED-TASK` must be written `io.modelcontextprotocol/related-task`",
+            ),
+            (
+                call(
+                    "notifications/progress",
+                    &format!(r#"{{"_meta":{{"{related}":{{"taskID":"t"}}}}}}"#),
+                ),
+                "the member `taskID` must be written `taskId`",
+            ),
+            (
+                call("tools/list", r#"{"Cursor":"c"}"#),
+                "the member `Cursor` must be written `cursor`",
+            ),
+            // The client answering the upstream: related-task `_meta` in its result.
+            (
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":"s1","result":{{"_meta":{{"{related}":{{"TASKID":"t"}}}}}}}}"#
+                ),
+                "the member `TASKID` must be written `taskId`",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"s1","result":{"_META":{}}}"#.to_owned(),
+                "the member `_META` must be written `_meta`",
+            ),
+            // The envelope.
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call"}"#.to_owned(),
+                "the members `method` and `Method` differ only in letter case",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"Method":"tools/call","method":"ping"}"#.to_owned(),
+                "the member `Method` must be written `method`",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","Params":{}}"#.to_owned(),
+                "the member `Params` must be written `params`",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","ID":1,"method":"ping"}"#.to_owned(),
+                "the member `ID` must be written `id`",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":1,"X":2}"#.to_owned(),
+                "the members `x` and `X` differ only in letter case",
+            ),
+            // Any object at any depth, by Go's and C#'s folds and beyond.
+            (
+                call(
+                    "tools/call",
+                    r#"{"name":"x","arguments":{"a":[{"path":"/tmp","PATH":"/etc"}]}}"#,
+                ),
+                "the members `path` and `PATH` differ only in letter case",
+            ),
+            (
+                call(
+                    "tools/call",
+                    "{\"name\":\"x\",\"arguments\":{\"s\":1,\"\u{17f}\":2}}",
+                ),
+                "the members `s` and `\\u{17f}` differ only in letter case",
+            ),
+            (
+                call(
+                    "tools/call",
+                    "{\"name\":\"x\",\"arguments\":{\"\u{212a}\":1,\"k\":2}}",
+                ),
+                "the members `\\u{212a}` and `k` differ only in letter case",
+            ),
+            (
+                call(
+                    "tools/call",
+                    "{\"name\":\"x\",\"arguments\":{\"\u{131}d\":1,\"Id\":2}}",
+                ),
+                "the members `\\u{131}d` and `Id` differ only in letter case",
+            ),
+            (
+                call(
+                    "tools/call",
+                    "{\"name\":\"x\",\"arguments\":{\"stra\u{df}e\":1,\"STRA\u{1e9e}E\":2}}",
+                ),
+                "the members `stra\\u{df}e` and `STRA\\u{1e9e}E` differ only in letter case",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"m","data":{"a":1,"A":2}}}"#
+                    .to_owned(),
+                "the members `a` and `A` differ only in letter case",
+            ),
+        ];
+        for (body, why) in &cases {
+            assert_eq!(invalid(body.as_bytes(), &lax), *why, "{body}");
+        }
+        // Wide objects (compared in a set): a repeat found wherever it is.
+        let wide: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        for tree in [true, false] {
+            let object = format!("{{{},\"K17\":0}}", wide.join(","));
+            let body = if tree {
+                call(
+                    "tools/call",
+                    &format!(r#"{{"name":"x","arguments":{object}}}"#),
+                )
+            } else {
+                format!(r#"{{"jsonrpc":"2.0","id":1,"result":{object}}}"#)
+            };
+            assert_eq!(
+                invalid(body.as_bytes(), &lax),
+                "the members `k17` and `K17` differ only in letter case"
+            );
+            let fine = format!("{{{}}}", wide.join(","));
+            let body = body.replace(&object, &fine);
+            assert!(McpRequest::parse(body.as_bytes()).is_ok(), "{body}");
+        }
+        // Names alike but not equal, and other cases where the gateway reads no member
+        // by name, pass.
+        for body in [
+            call(
+                "tools/call",
+                r#"{"name":"x","names":"y","arguments":{"Name":"z","uri":1}}"#,
+            ),
+            call(
+                "tools/call",
+                r#"{"name":"x","_meta":{"progressToken":1,"Name":2}}"#,
+            ),
+            call(
+                "tools/call",
+                "{\"name\":\"caf\u{e9}\",\"arguments\":{\"\u{e9}t\u{e9}\":1,\"ete\":2}}",
+            ),
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","Extra":1}"#.to_owned(),
+        ] {
+            assert!(McpRequest::parse(body.as_bytes()).is_ok(), "{body}");
+        }
+        // Names are shown escaped and cut.
+        let long = format!("\\n{}", "N".repeat(50));
+        let body = call(
+            "tools/call",
+            &format!(r#"{{"name":"x","arguments":{{"{long}":1,"{long}":2}}}}"#),
+        );
+        assert_eq!(
+            invalid(body.as_bytes(), &lax),
+            format!("the member `\\n{}` appears twice", "N".repeat(39))
+        );
+    }
+
+    #[test]
+    fn the_fold_joins_every_simple_case_mapping() {
+        // Go's fold and C#'s join a character with its one-character upper and lower
+        // case; so must ours, for every character.
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let one = c.to_string();
+            let folded = fold(&one);
+            for other in [one.to_lowercase(), one.to_uppercase()] {
+                if other.chars().count() == 1 {
+                    assert_eq!(fold(&other), folded, "{c:?} and {other:?}");
+                }
+            }
+        }
+        assert_eq!(fold("\u{17f}"), "s");
+        assert_eq!(fold("\u{212a}"), "k");
+        assert_eq!(fold("TaskId"), "taskid");
     }
 
     fn limited(body: &[u8], max_depth: usize, max_string: usize, max_elements: usize) -> String {

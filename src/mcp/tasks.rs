@@ -32,9 +32,12 @@
 //!
 //! # Cost
 //!
-//! Most messages carry no task id. [`may_carry_task_id`] looks for the key's bytes (and
-//! for any `\u` escape, since a key can be spelled with one) and only then is a message
-//! parsed.
+//! Most messages carry no task id. [`may_carry_task_id`] looks for the key's bytes in any
+//! letter case (and for any `\u` escape, since a key can be spelled with one, and for the
+//! characters an upstream may take for one of its letters: `ſ`, `K`, `ı`) and only then
+//! is a message parsed. A client's message that spells `taskId` in another case where it
+//! is read is refused before this ([`crate::mcp::message`]); the search finds it all the
+//! same.
 //!
 //! # Stable ids
 //!
@@ -49,7 +52,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use memchr::memmem;
+use aho_corasick::AhoCorasick;
 use serde_json::{Map, Value};
 
 use std::time::Duration;
@@ -64,28 +67,38 @@ pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 /// it does not know (the 2025-11-25 spec's own example), so the two cannot be told apart.
 pub const TASK_NOT_FOUND: &str = "Failed to retrieve task: Task not found";
 
-/// `true` unless `json` certainly carries no `taskId` member: it has neither the key's
-/// bytes nor any `\u` escape.
+/// `true` unless `json` certainly carries no `taskId` member, in any letter case: it has
+/// neither the key's bytes in any ASCII case, nor any `\u` escape, nor a character that
+/// a lenient reader takes for one of the key's letters.
 pub fn may_carry_task_id(json: &[u8]) -> bool {
-    static TASK_ID: LazyLock<memmem::Finder<'static>> =
-        LazyLock::new(|| memmem::Finder::new(b"taskId"));
-    TASK_ID.find(json).is_some() || has_escape(json)
-}
-
-/// Whether `json` has a `\u` escape (which may spell any key).
-fn has_escape(json: &[u8]) -> bool {
-    static ESCAPE: LazyLock<memmem::Finder<'static>> =
-        LazyLock::new(|| memmem::Finder::new(b"\\u"));
-    ESCAPE.find(json).is_some()
+    static TASK_ID: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| searcher("taskid"));
+    found(&TASK_ID, json)
 }
 
 /// `true` unless the request in `json` certainly has nothing to do with tasks, so that its
-/// answer certainly carries no task id: no `task` anywhere (a `tasks/*` method, a `task`
-/// parameter, related-task `_meta`, the tasks extension among the client's capabilities)
-/// and no `\u` escape.
+/// answer certainly carries no task id: no `task` anywhere, in any letter case (a `tasks/*`
+/// method, a `task` parameter, related-task `_meta`, the tasks extension among the
+/// client's capabilities), no `\u` escape and none of the characters a lenient reader
+/// takes for `s` or `k`.
 pub fn may_concern_tasks(json: &[u8]) -> bool {
-    static TASK: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"task"));
-    TASK.find(json).is_some() || has_escape(json)
+    static TASK: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| searcher("task"));
+    found(&TASK, json)
+}
+
+/// A search for `word` (ASCII letters) in any ASCII case, for any `\u` escape (which may
+/// spell any key) and for the characters that Go or C# readers match with an ASCII
+/// letter regardless of case: `ſ` (s), `K` (Kelvin sign, k) and `ı` (dotless i).
+fn searcher(word: &str) -> Option<AhoCorasick> {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build([word, "\\u", "\u{17f}", "\u{212a}", "\u{131}"])
+        .ok()
+}
+
+/// Whether `search` finds anything in `json`; `true` if there is no search (it could not
+/// be built), so that nothing is ever missed.
+fn found(search: &Option<AhoCorasick>, json: &[u8]) -> bool {
+    search.as_ref().is_none_or(|search| search.is_match(json))
 }
 
 /// Methods whose `params.taskId` names a task of the server they are sent to.
@@ -476,6 +489,25 @@ mod tests {
         assert!(may_concern_tasks(br#"{"params":{"t\u0061sk":{}}}"#));
         assert!(!may_concern_tasks(
             br#"{"method":"tools/call","params":{"name":"echo"}}"#
+        ));
+        // Any letter case, and the characters Go and C# readers take for ASCII letters.
+        for spelt in [
+            "TaskId",
+            "TASKID",
+            "taskid",
+            "ta\u{17f}kId",
+            "tas\u{212a}Id",
+            "task\u{131}d",
+        ] {
+            let body = format!(r#"{{"params":{{"{spelt}":"x"}}}}"#);
+            assert!(may_carry_task_id(body.as_bytes()), "{spelt}");
+        }
+        assert!(may_concern_tasks(br#"{"params":{"Task":{"ttl":1}}}"#));
+        assert!(may_concern_tasks(
+            "{\"params\":{\"ta\u{17f}k\":{}}}".as_bytes()
+        ));
+        assert!(!may_carry_task_id(
+            "{\"result\":{\"content\":[\"caf\u{e9} \u{2014} task\"]}}".as_bytes()
         ));
     }
 }
