@@ -2,6 +2,8 @@
 //! reads one value by JSON pointer and tests it. A value that is missing or of the wrong
 //! type fails the test, so an allow rule never lets through a call it cannot judge.
 
+use std::cmp::Ordering;
+
 use regex::Regex;
 use serde_json::Value;
 
@@ -90,19 +92,87 @@ impl Condition {
             Test::Equals(expected) => json_eq(value, expected),
             Test::OneOf(options) => options.iter().any(|o| json_eq(value, o)),
             Test::Matches(regex) => value.as_str().is_some_and(|s| regex.is_match(s)),
-            Test::Range { min, max } => value.as_f64().is_some_and(|n| {
-                n.is_finite() && min.is_none_or(|m| n >= m) && max.is_none_or(|m| n <= m)
+            Test::Range { min, max } => number_in(value).is_some_and(|n| {
+                min.is_none_or(|m| n.compare(Number::Float(m)).is_some_and(Ordering::is_ge))
+                    && max.is_none_or(|m| n.compare(Number::Float(m)).is_some_and(Ordering::is_le))
             }),
         }
     }
 }
 
+/// A number as the conditions compare it: integers exactly (an `i64` or `u64` argument is
+/// never rounded to the nearest `f64`), other numbers as `f64`.
+#[derive(Debug, Clone, Copy)]
+enum Number {
+    Int(i128),
+    Float(f64),
+}
+
+impl Number {
+    fn of(n: &serde_json::Number) -> Option<Self> {
+        if let Some(i) = n.as_i64() {
+            Some(Self::Int(i.into()))
+        } else if let Some(u) = n.as_u64() {
+            Some(Self::Int(u.into()))
+        } else {
+            n.as_f64().map(Self::Float)
+        }
+    }
+
+    /// The exact order of two numbers; `None` when either is NaN.
+    fn compare(self, other: Self) -> Option<Ordering> {
+        match (self, other) {
+            (Self::Int(a), Self::Int(b)) => Some(a.cmp(&b)),
+            (Self::Float(a), Self::Float(b)) => a.partial_cmp(&b),
+            (Self::Int(a), Self::Float(b)) => int_versus_float(a, b),
+            (Self::Float(a), Self::Int(b)) => int_versus_float(b, a).map(Ordering::reverse),
+        }
+    }
+}
+
+/// The exact order of an integer and a float, without rounding either: `2^53 + 1` is
+/// greater than the float `2^53`, although it has no `f64` of its own.
+fn int_versus_float(int: i128, float: f64) -> Option<Ordering> {
+    // 2^127, exactly representable: every i128 lies in [-2^127, 2^127).
+    const TWO_TO_127: f64 = 170_141_183_460_469_231_731_687_303_715_884_105_728.0;
+    if float.is_nan() {
+        return None;
+    }
+    if float >= TWO_TO_127 {
+        return Some(Ordering::Less);
+    }
+    if float < -TWO_TO_127 {
+        return Some(Ordering::Greater);
+    }
+    // A whole float in range converts to i128 exactly.
+    let floor = float.floor();
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a whole number within the range of i128 converts exactly"
+    )]
+    let whole = floor as i128;
+    match int.cmp(&whole) {
+        // The float has a fraction above `whole`.
+        Ordering::Equal if float > floor => Some(Ordering::Less),
+        order => Some(order),
+    }
+}
+
+/// The number an argument holds, for `min` and `max`.
+fn number_in(value: &Value) -> Option<Number> {
+    match value {
+        Value::Number(n) => Number::of(n),
+        _ => None,
+    }
+}
+
 /// JSON equality where `1` and `1.0` are the same number (TOML writes integers and floats
-/// differently from what clients send).
+/// differently from what clients send), and integers are compared exactly: two ids that
+/// round to the same `f64` are still different ids.
 fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y,
+        (Value::Number(x), Value::Number(y)) => match (Number::of(x), Number::of(y)) {
+            (Some(x), Some(y)) => x.compare(y) == Some(Ordering::Equal),
             _ => x == y,
         },
         _ => a == b,
@@ -165,6 +235,94 @@ mod tests {
         assert!(matches.holds(Some(&args)));
         assert!(!matches.holds(Some(&json!({ "q": "DROP TABLE" }))));
         assert!(!matches.holds(Some(&json!({ "q": 5 }))));
+    }
+
+    #[test]
+    fn large_integers_are_compared_exactly() {
+        // 2^53 and 2^53 + 1 are the same f64.
+        let id = condition(ConditionConfig {
+            equals: Some(json!(9_007_199_254_740_992_u64)),
+            ..at("/id")
+        });
+        assert!(id.holds(Some(&json!({ "id": 9_007_199_254_740_992_u64 }))));
+        assert!(!id.holds(Some(&json!({ "id": 9_007_199_254_740_993_u64 }))));
+        assert!(id.holds(Some(&json!({ "id": 9_007_199_254_740_992.0 }))));
+        let ids = condition(ConditionConfig {
+            one_of: Some(vec![json!(u64::MAX), json!(-9_007_199_254_740_993_i64)]),
+            ..at("/id")
+        });
+        assert!(ids.holds(Some(&json!({ "id": u64::MAX }))));
+        assert!(!ids.holds(Some(&json!({ "id": u64::MAX - 1 }))));
+        assert!(ids.holds(Some(&json!({ "id": -9_007_199_254_740_993_i64 }))));
+        assert!(!ids.holds(Some(&json!({ "id": -9_007_199_254_740_992_i64 }))));
+        // Integral floats still equal integers; fractions do not.
+        let one = condition(ConditionConfig {
+            equals: Some(json!(1.0)),
+            ..at("/n")
+        });
+        assert!(one.holds(Some(&json!({ "n": 1 }))));
+        assert!(!one.holds(Some(&json!({ "n": 1.5 }))));
+
+        // An integer argument is compared with a float bound without being rounded.
+        let max = condition(ConditionConfig {
+            max: Some(9_007_199_254_740_992.0),
+            ..at("/n")
+        });
+        assert!(max.holds(Some(&json!({ "n": 9_007_199_254_740_992_u64 }))));
+        assert!(!max.holds(Some(&json!({ "n": 9_007_199_254_740_993_u64 }))));
+        assert!(!max.holds(Some(&json!({ "n": u64::MAX }))));
+        let min = condition(ConditionConfig {
+            min: Some(-9_007_199_254_740_992.0),
+            ..at("/n")
+        });
+        assert!(min.holds(Some(&json!({ "n": -9_007_199_254_740_992_i64 }))));
+        assert!(!min.holds(Some(&json!({ "n": -9_007_199_254_740_993_i64 }))));
+        assert!(!min.holds(Some(&json!({ "n": i64::MIN }))));
+        // Fractional bounds against integers, and floats against floats.
+        let half = condition(ConditionConfig {
+            min: Some(0.5),
+            max: Some(2.5),
+            ..at("/n")
+        });
+        for (n, inside) in [
+            (json!(0), false),
+            (json!(1), true),
+            (json!(2), true),
+            (json!(3), false),
+            (json!(0.5), true),
+            (json!(2.5), true),
+            (json!(2.6), false),
+            (json!(-1), false),
+        ] {
+            assert_eq!(half.holds(Some(&json!({ "n": n }))), inside, "{n}");
+        }
+    }
+
+    #[test]
+    fn integers_and_floats_are_ordered_exactly() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let big = 9_007_199_254_740_992.0;
+        for (int, float, order) in [
+            (9_007_199_254_740_993, big, Some(Greater)),
+            (9_007_199_254_740_992, big, Some(Equal)),
+            (9_007_199_254_740_991, big, Some(Less)),
+            (1, 1.5, Some(Less)),
+            (2, 1.5, Some(Greater)),
+            (-1, -1.5, Some(Greater)),
+            (-2, -1.5, Some(Less)),
+            (i128::MAX, 1e39, Some(Less)),
+            (i128::MIN, -1e39, Some(Greater)),
+            (
+                i128::MIN,
+                -170_141_183_460_469_231_731_687_303_715_884_105_728.0,
+                Some(Equal),
+            ),
+            (0, f64::INFINITY, Some(Less)),
+            (0, f64::NEG_INFINITY, Some(Greater)),
+            (0, f64::NAN, None),
+        ] {
+            assert_eq!(int_versus_float(int, float), order, "{int} vs {float}");
+        }
     }
 
     #[test]
