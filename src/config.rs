@@ -864,7 +864,10 @@ keys = [{ kty = "EC", crv = "P-256", kid = "k1", x = "f83OJ3D2xF1Bg8vub9tLe1gHMz
             "{base}step_up = true\n\
              [[routes.policy]]\nmethods = [\"initialize\"]\n\
              [[routes.policy]]\neffect = \"deny\"\ntools = []\nscopes = [\"x\"]\n\
-             [[routes.policy]]\ntools = [\"q\"]\nwhen = [{{ argument = \"limit\", max = 1 }}]\n"
+             [[routes.policy]]\ntools = [\"q\"]\nwhen = [{{ argument = \"limit\", max = 1 }}]\n\
+             [[routes.policy]]\neffect = \"deny\"\ntools = [\"pay\"]\n\
+             when = [{{ argument = \"/amount\", min = nan }}, {{ argument = \"/n\", min = -inf, max = inf }}, \
+             {{ argument = \"/m\", min = 2, max = 1 }}]\n"
         );
         let errs = messages(&bad, &env(&[]));
         for expected in [
@@ -872,6 +875,10 @@ keys = [{ kty = "EC", crv = "P-256", kid = "k1", x = "f83OJ3D2xF1Bg8vub9tLe1gHMz
             "routes[0].policy[1].scopes: scopes only apply to allow rules",
             "routes[0].policy[1].tools: is empty, so the rule can never match",
             "routes[0].policy[2].when[0]: `limit` is not a JSON pointer",
+            "routes[0].policy[3].when[0].min: `NaN` is not a finite number",
+            "routes[0].policy[3].when[1].min: `-inf` is not a finite number",
+            "routes[0].policy[3].when[1].max: `inf` is not a finite number; write a number (such as 0 or 100), or leave `max` out for no upper bound",
+            "routes[0].policy[3].when[2]: min (2) is greater than max (1)",
         ] {
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),

@@ -321,7 +321,13 @@ impl RoutePolicy {
             for (j, c) in rule.when.iter().enumerate() {
                 match Condition::new(c) {
                     Ok(c) => when.push(c),
-                    Err(e) => errors.push((i, format!("when[{j}]"), e)),
+                    Err(problems) => errors.extend(problems.into_iter().map(|p| {
+                        let key = match p.key {
+                            Some(key) => format!("when[{j}].{key}"),
+                            None => format!("when[{j}]"),
+                        };
+                        (i, key, p.message)
+                    })),
                 }
             }
             if let Some(methods) = &rule.methods {

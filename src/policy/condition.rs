@@ -23,20 +23,70 @@ enum Test {
     Range { min: Option<f64>, max: Option<f64> },
 }
 
+/// What is wrong with a condition: the key at fault (`min`, `max`), or `None` for the
+/// condition as a whole, and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: Option<&'static str>,
+    pub message: String,
+}
+
+impl Problem {
+    fn whole(message: impl Into<String>) -> Self {
+        Self {
+            key: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// Bounds that no number can be compared with (TOML accepts `nan` and `inf`: a deny rule
+/// with `min = nan` would never apply, an allow rule with `max = inf` would have no
+/// bound), and a `min` above `max` (no number passes).
+fn bound_problems(min: Option<f64>, max: Option<f64>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (key, bound, meaning) in [("min", min, "lower"), ("max", max, "upper")] {
+        if let Some(bound) = bound
+            && !bound.is_finite()
+        {
+            problems.push(Problem {
+                key: Some(key),
+                message: format!(
+                    "`{bound}` is not a finite number; write a number (such as 0 or 100), or \
+                     leave `{key}` out for no {meaning} bound"
+                ),
+            });
+        }
+    }
+    if let (Some(min), Some(max)) = (min, max)
+        && min.is_finite()
+        && max.is_finite()
+        && min > max
+    {
+        problems.push(Problem::whole(format!(
+            "min ({min}) is greater than max ({max}), so no value passes; swap them, or \
+             correct the one that is wrong"
+        )));
+    }
+    problems
+}
+
 /// Longest regular expression accepted, and the compiled size bound: patterns come from
 /// the operator, but a mistake should fail at start-up, not cost every request.
 const MAX_PATTERN_LEN: usize = 1024;
 const MAX_COMPILED_SIZE: usize = 1 << 20;
 
 impl Condition {
-    /// Compiles one condition; the error says what is wrong, for `portcullis check`.
-    pub fn new(config: &ConditionConfig) -> Result<Self, String> {
+    /// Compiles one condition; the errors say what is wrong, each with the key it is about
+    /// (`None`: the condition as a whole), for `portcullis check`.
+    pub fn new(config: &ConditionConfig) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
         if !(config.argument.is_empty() || config.argument.starts_with('/')) {
-            return Err(format!(
+            problems.push(Problem::whole(format!(
                 "`{}` is not a JSON pointer (write `/name`, `/nested/name`, or `` for the \
                  whole arguments object)",
                 config.argument
-            ));
+            )));
         }
         let mut tests = Vec::new();
         if let Some(v) = &config.equals {
@@ -46,39 +96,45 @@ impl Condition {
             tests.push(Test::OneOf(v.clone()));
         }
         if let Some(pattern) = &config.matches {
-            if pattern.len() > MAX_PATTERN_LEN {
-                return Err(format!(
+            let regex = if pattern.len() > MAX_PATTERN_LEN {
+                Err(format!(
                     "`matches` is longer than {MAX_PATTERN_LEN} characters"
-                ));
+                ))
+            } else {
+                regex::RegexBuilder::new(pattern)
+                    .size_limit(MAX_COMPILED_SIZE)
+                    .build()
+                    .map_err(|e| format!("`matches` is not a valid regular expression: {e}"))
+            };
+            match regex {
+                Ok(regex) => tests.push(Test::Matches(regex)),
+                Err(e) => problems.push(Problem::whole(e)),
             }
-            let regex = regex::RegexBuilder::new(pattern)
-                .size_limit(MAX_COMPILED_SIZE)
-                .build()
-                .map_err(|e| format!("`matches` is not a valid regular expression: {e}"))?;
-            tests.push(Test::Matches(regex));
         }
         if config.min.is_some() || config.max.is_some() {
-            if let (Some(min), Some(max)) = (config.min, config.max)
-                && min > max
-            {
-                return Err(format!("min ({min}) is greater than max ({max})"));
-            }
+            problems.extend(bound_problems(config.min, config.max));
             tests.push(Test::Range {
                 min: config.min,
                 max: config.max,
             });
         }
-        match tests.len() {
-            1 => Ok(Self {
-                pointer: config.argument.clone(),
-                test: tests.remove(0),
-            }),
-            0 => Err("give one test: equals, one_of, matches, or min/max".into()),
-            _ => Err(
+        let test = tests.pop();
+        if !tests.is_empty() {
+            problems.push(Problem::whole(
                 "give one test per condition (equals, one_of, matches, or min/max); \
-                      list several conditions for several tests"
-                    .into(),
-            ),
+                 list several conditions for several tests",
+            ));
+        }
+        match test {
+            Some(test) if problems.is_empty() => Ok(Self {
+                pointer: config.argument.clone(),
+                test,
+            }),
+            // A test that did not compile is reported as itself.
+            None if problems.is_empty() => Err(vec![Problem::whole(
+                "give one test: equals, one_of, matches, or min/max",
+            )]),
+            _ => Err(problems),
         }
     }
 
@@ -327,7 +383,12 @@ mod tests {
 
     #[test]
     fn bad_conditions_are_refused_with_a_reason() {
-        let err = |c: ConditionConfig| Condition::new(&c).unwrap_err();
+        let err = |c: ConditionConfig| {
+            let problems = Condition::new(&c).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].key, None);
+            problems[0].message.clone()
+        };
         assert!(err(at("limit")).contains("not a JSON pointer"));
         assert!(err(at("/limit")).contains("give one test"));
         assert!(
@@ -353,5 +414,40 @@ mod tests {
             })
             .contains("greater than max")
         );
+    }
+
+    #[test]
+    fn bounds_that_are_not_finite_are_refused_with_their_key() {
+        let problems = |min: Option<f64>, max: Option<f64>| -> Vec<(Option<&str>, String)> {
+            Condition::new(&ConditionConfig {
+                min,
+                max,
+                ..at("/n")
+            })
+            .map(|_| Vec::new())
+            .unwrap_or_else(|e| e.into_iter().map(|p| (p.key, p.message)).collect())
+        };
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let found = problems(Some(bad), None);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].0, Some("min"));
+            assert!(found[0].1.contains("not a finite number"), "{found:?}");
+            assert!(found[0].1.contains("no lower bound"), "{found:?}");
+            let found = problems(Some(1.0), Some(bad));
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].0, Some("max"));
+            assert!(found[0].1.contains("no upper bound"), "{found:?}");
+        }
+        // Every problem at once.
+        let found = problems(Some(f64::NAN), Some(f64::INFINITY));
+        let keys: Vec<Option<&str>> = found.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, [Some("min"), Some("max")]);
+        let found = problems(Some(5.0), Some(1.0));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].1.contains("greater than max"), "{found:?}");
+        // Finite bounds, and equal ones, are fine.
+        assert!(problems(Some(-1e300), Some(1e300)).is_empty());
+        assert!(problems(Some(3.0), Some(3.0)).is_empty());
+        assert!(problems(None, Some(0.0)).is_empty());
     }
 }
