@@ -782,6 +782,40 @@ mod tests {
     }
 
     #[test]
+    fn numeric_strings_meet_numeric_conditions_in_deny_and_allow_rules() {
+        let at_least = |bound: f64, max: bool| ConditionConfig {
+            argument: "/amount".into(),
+            min: (!max).then_some(bound),
+            max: max.then_some(bound),
+            ..ConditionConfig::default()
+        };
+        let p = policy(vec![
+            allow_tools(&["pay"]),
+            RuleConfig {
+                effect: Effect::Deny,
+                when: vec![at_least(1000.0, false)],
+                ..allow_tools(&["pay"])
+            },
+            RuleConfig {
+                when: vec![at_least(100.0, true)],
+                ..allow_tools(&["refund"])
+            },
+        ]);
+        let anyone = principal(&[], &[]);
+        let decide = |tool, amount: Value| {
+            let arguments = json!({ "amount": amount });
+            p.decide(&roles(), &anyone, &call(tool, Some(&arguments)))
+        };
+        assert_eq!(decide("pay", json!(5000)), Decision::Deny);
+        assert_eq!(decide("pay", json!("5000")), Decision::Deny);
+        assert_eq!(decide("pay", json!("5e3")), Decision::Deny);
+        assert_eq!(decide("pay", json!("50")), Decision::Allow);
+        assert_eq!(decide("refund", json!("50")), Decision::Allow);
+        assert_eq!(decide("refund", json!("500")), Decision::Deny);
+        assert_eq!(decide("refund", json!("fifty")), Decision::Deny);
+    }
+
+    #[test]
     fn prompts_resources_completion_and_named_methods() {
         let p = policy(vec![
             RuleConfig {

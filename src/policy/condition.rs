@@ -1,6 +1,8 @@
 //! Conditions on a call's arguments (`when = [{ argument = "/limit", max = 100 }]`): each
 //! reads one value by JSON pointer and tests it. A value that is missing or of the wrong
 //! type fails the test, so an allow rule never lets through a call it cannot judge.
+//! Numbers compare exactly (integers as integers), and `min`/`max` read a string that is
+//! exactly a JSON number as that number, since lax upstreams convert it.
 
 use std::cmp::Ordering;
 
@@ -214,12 +216,64 @@ fn int_versus_float(int: i128, float: f64) -> Option<Ordering> {
     }
 }
 
-/// The number an argument holds, for `min` and `max`.
+/// The number an argument holds, for `min` and `max`: a JSON number, or a string that is
+/// exactly a JSON number (`"5000"`, `"-1.5e3"`; not `" 5000"`, `"+5"`, `"0x10"`), since
+/// lax upstreams turn such a string into the number before using it — a deny rule on
+/// `/amount` must see `"5000"` as 5000. An integer string is read exactly (up to 39
+/// digits), any other as the nearest `f64` (infinite beyond its range, as the number it
+/// writes is beyond every finite bound).
 fn number_in(value: &Value) -> Option<Number> {
     match value {
         Value::Number(n) => Number::of(n),
+        Value::String(s) if is_json_number(s) => {
+            let integer = !s.contains(['.', 'e', 'E']);
+            match s.parse::<i128>() {
+                Ok(i) if integer => Some(Number::Int(i)),
+                _ => s.parse::<f64>().ok().map(Number::Float),
+            }
+        }
         _ => None,
     }
+}
+
+/// Whether `s` is, whole, a number in JSON's grammar (RFC 8259 section 6):
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+fn is_json_number(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    if bytes.first() == Some(&b'-') {
+        i += 1;
+    }
+    match bytes.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+    }
+    i == bytes.len()
 }
 
 /// JSON equality where `1` and `1.0` are the same number (TOML writes integers and floats
@@ -262,7 +316,8 @@ mod tests {
         });
         assert!(max.holds(Some(&args)));
         assert!(!max.holds(Some(&json!({ "limit": 101 }))));
-        assert!(!max.holds(Some(&json!({ "limit": "50" }))), "wrong type");
+        assert!(!max.holds(Some(&json!({ "limit": "fifty" }))), "wrong type");
+        assert!(!max.holds(Some(&json!({ "limit": [50] }))), "wrong type");
         assert!(!max.holds(Some(&json!({}))), "missing");
         assert!(!max.holds(None), "no arguments");
         let min = condition(ConditionConfig {
@@ -352,6 +407,62 @@ mod tests {
         ] {
             assert_eq!(half.holds(Some(&json!({ "n": n }))), inside, "{n}");
         }
+    }
+
+    #[test]
+    fn bounds_read_strings_that_are_json_numbers() {
+        // deny `pay` when /amount >= 1000: "5000" is 5000 to a lax upstream.
+        let at_least = condition(ConditionConfig {
+            min: Some(1000.0),
+            ..at("/amount")
+        });
+        for amount in [
+            "5000",
+            "1000",
+            "1e3",
+            "1E+4",
+            "1000.5",
+            "99999999999999999999999999",
+            "1e400",
+        ] {
+            assert!(
+                at_least.holds(Some(&json!({ "amount": amount }))),
+                "{amount}"
+            );
+        }
+        for amount in ["999", "-5000", "0", "999.99", "-1e400", "1e-400"] {
+            assert!(
+                !at_least.holds(Some(&json!({ "amount": amount }))),
+                "{amount}"
+            );
+        }
+        // Read exactly, like numbers.
+        let max = condition(ConditionConfig {
+            max: Some(9_007_199_254_740_992.0),
+            ..at("/id")
+        });
+        assert!(max.holds(Some(&json!({ "id": "9007199254740992" }))));
+        assert!(!max.holds(Some(&json!({ "id": "9007199254740993" }))));
+        // Only a string that is exactly a JSON number: anything else is of the wrong type.
+        for not_a_number in [
+            "", " 5000", "5000 ", "+5000", "05000", "5_000", "0x1388", "5000.", ".5", "1e", "1e+",
+            "-", "--1", "5,000", "NaN", "Infinity", "inf", "1\n", "٥٠٠٠",
+        ] {
+            assert!(!is_json_number(not_a_number), "{not_a_number:?}");
+            assert!(
+                !at_least.holds(Some(&json!({ "amount": not_a_number }))),
+                "{not_a_number:?}"
+            );
+        }
+        for number in ["0", "-0", "10", "-1.25", "0.5", "1e10", "2E-3", "-0.0e+0"] {
+            assert!(is_json_number(number), "{number}");
+        }
+        // equals and one_of still compare types: "1" is not 1.
+        let equals = condition(ConditionConfig {
+            equals: Some(json!(1)),
+            ..at("/n")
+        });
+        assert!(!equals.holds(Some(&json!({ "n": "1" }))));
     }
 
     #[test]
