@@ -8,6 +8,8 @@
 //!    `resources/read|subscribe|unsubscribe`, `completion/complete`), and methods a rule
 //!    names explicitly, are judged; `initialize`, `ping`, `notifications/*` and
 //!    `server/discover` never are (the config may not name them).
+//!    A call naming a resource URI that is not in normal form ([`uri`]) is not judged but
+//!    refused (stage 11 answers -32602), since rules match URIs as written.
 //! 2. A rule *applies* when its methods and target patterns match the call, its argument
 //!    conditions hold, and the caller is who it is about (any of `roles`, every permission
 //!    in `require`). Allow rules also need every scope in `scopes`.
@@ -27,6 +29,7 @@ pub mod condition;
 pub mod glob;
 pub mod listing;
 pub mod lists;
+pub mod uri;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -170,6 +173,21 @@ pub fn denial_message(call: &Call<'_>) -> String {
         shown.push('…');
     }
     format!("{what} `{shown}` is not allowed")
+}
+
+/// Why `call` cannot be judged at all, for the client (JSON-RPC -32602): it names a
+/// resource URI that is not in normal form ([`uri::check`]), which a rule written for the
+/// normal form would not see. Only calls are checked; list results are not.
+pub fn unjudgeable(call: &Call<'_>) -> Option<String> {
+    let Target::Resource(name) = call.target else {
+        return None;
+    };
+    let why = uri::check(name).err()?;
+    Some(format!(
+        "resource URI `{}` is refused: {}",
+        uri::shown(name, 64),
+        why.reason()
+    ))
 }
 
 /// The outcome for one call.
@@ -880,6 +898,73 @@ mod tests {
             ),
             Decision::Deny
         );
+    }
+
+    #[test]
+    fn resource_uris_that_are_not_normal_cannot_be_judged() {
+        let p = policy(vec![
+            RuleConfig {
+                resources: Some(strings(&["file:///public/*"])),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                effect: Effect::Deny,
+                resources: Some(strings(&["file:///secret/*"])),
+                ..RuleConfig::default()
+            },
+        ]);
+        let anyone = principal(&[], &[]);
+        // Matched as written, these would be allowed (or escape the deny).
+        for (method, params) in [
+            (
+                "resources/read",
+                json!({ "uri": "file:///public/../secret/k" }),
+            ),
+            ("resources/read", json!({ "uri": "FILE:///secret/x" })),
+            (
+                "resources/subscribe",
+                json!({ "uri": "file:///public/%2e%2e/secret/k" }),
+            ),
+            (
+                "resources/unsubscribe",
+                json!({ "uri": "file:///public/..%2Fsecret" }),
+            ),
+            (
+                "completion/complete",
+                json!({ "ref": { "type": "ref/resource", "uri": "file:///public/..\\secret" }, "argument": {} }),
+            ),
+        ] {
+            let call = Call::from_params(method, Some(&params));
+            let why = unjudgeable(&call).unwrap_or_else(|| panic!("{method} {params}"));
+            assert!(why.starts_with("resource URI `"), "{why}");
+            assert!(why.contains("is refused: "), "{why}");
+        }
+        let read = json!({ "uri": "file:///public/a.txt" });
+        let call = Call::from_params("resources/read", Some(&read));
+        assert_eq!(unjudgeable(&call), None);
+        assert_eq!(p.decide(&roles(), &anyone, &call), Decision::Allow);
+        // Tools and prompts are names, not URIs.
+        assert_eq!(unjudgeable(&call_named("tools/call", "../x")), None);
+        assert_eq!(unjudgeable(&call_named("prompts/get", "A%41")), None);
+        // The message shows a bounded part of the URI.
+        let long = json!({ "uri": format!("FILE:///{}", "a".repeat(500)) });
+        let why = unjudgeable(&Call::from_params("resources/read", Some(&long))).unwrap();
+        assert!(why.len() < 300, "{why}");
+        // Lists are not refused: a listed URI is only shown.
+        assert!(p.lists(&roles(), &anyone, Kind::Resource, "file:///public/../x"));
+    }
+
+    fn call_named<'a>(method: &'a str, name: &'a str) -> Call<'a> {
+        let target = if method == "tools/call" {
+            Target::Tool(name)
+        } else {
+            Target::Prompt(name)
+        };
+        Call {
+            method,
+            target,
+            arguments: None,
+        }
     }
 
     #[test]

@@ -1028,7 +1028,9 @@ fn open_task_ids(
 }
 
 /// Stage 11 for one parsed body: `None` when every call may go, else the answer. A batch
-/// with any denied call is refused whole, with an error for each of its requests.
+/// with any denied call is refused whole, with an error for each of its requests. A call
+/// naming a resource URI that is not in normal form is refused as invalid params (-32602)
+/// before any rule is asked, on routes whose policy judges anything.
 fn authorize(
     route: &Route,
     roles: &Roles,
@@ -1036,11 +1038,17 @@ fn authorize(
     parsed: &McpRequest,
 ) -> Option<Response<Body>> {
     let mut denied: Vec<(usize, String)> = Vec::new();
+    let mut invalid: Vec<(usize, String)> = Vec::new();
+    let open = route.policy.is_open();
     for (i, message) in parsed.messages.iter().enumerate() {
         let Some(method) = message.method.as_deref() else {
             continue;
         };
         let call = Call::from_params(method, message.params());
+        if !open && let Some(why) = policy::unjudgeable(&call) {
+            invalid.push((i, why));
+            continue;
+        }
         match route.policy.decide(roles, principal, &call) {
             Decision::Allow => {}
             Decision::NeedScopes(scopes) if !parsed.batch => {
@@ -1054,13 +1062,26 @@ fn authorize(
             }
         }
     }
+    let ids =
+        || -> Vec<Option<RequestId>> { parsed.messages.iter().map(|m| m.id.clone()).collect() };
+    if !invalid.is_empty() {
+        tracing::debug!(route = %route.name, refused = invalid.len(), "Refused a resource URI that is not in normal form");
+        let mut response = refusal(
+            &ids(),
+            parsed.batch,
+            crate::error::code::INVALID_PARAMS,
+            &invalid,
+            "not sent: another call in this batch names a resource URI that is not in normal form",
+        );
+        Outcome::new(Kind::Rejected, "resource_uri_not_normal").mark(&mut response);
+        return Some(response);
+    }
     if denied.is_empty() {
         return None;
     }
     tracing::debug!(route = %route.name, denied = denied.len(), "Refused a call by policy");
-    let ids: Vec<Option<RequestId>> = parsed.messages.iter().map(|m| m.id.clone()).collect();
     let mut response = refusal(
-        &ids,
+        &ids(),
         parsed.batch,
         crate::error::code::DENIED,
         &denied,

@@ -763,3 +763,41 @@ async fn names_that_differ_only_in_letter_case_never_reach_the_upstream() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(client::tool_text(&ok), "hi");
 }
+
+/// A resource URI that an upstream could read as another one is refused before any rule is
+/// asked (-32602): matched as written, `file:///public/../secret/k` fits `file:///public/*`.
+#[tokio::test]
+async fn resource_uris_with_dot_segments_are_refused() {
+    let s = setup(
+        Mode::Json,
+        &[],
+        &[
+            "resources = [\"file:///public/*\"]",
+            "effect = \"deny\"\nresources = [\"file:///secret/*\"]",
+        ],
+    )
+    .await;
+    let read = |id: u64, uri: &str| json!({ "jsonrpc": "2.0", "id": id, "method": "resources/read", "params": { "uri": uri } });
+    for (id, uri) in [
+        (1, "file:///public/../secret/k"),
+        (2, "file:///public/%2e%2e/secret/k"),
+        (3, "FILE:///secret/k"),
+    ] {
+        let response = s.post(ALICE, &read(id, uri)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{uri}");
+        let message = client::response_message(response).await;
+        assert_eq!(message["id"], id, "{message}");
+        assert_eq!(message["error"]["code"], -32602, "{message}");
+        let text = message["error"]["message"].as_str().unwrap();
+        assert!(text.starts_with("resource URI `"), "{text}");
+        assert!(text.contains("is refused"), "{text}");
+    }
+    assert!(
+        s.upstream.probe.seen_rpc("resources/read").is_empty(),
+        "no refused read reached the upstream"
+    );
+    // The URI in normal form is judged as usual and sent.
+    let response = s.post(ALICE, &read(4, "file:///public/a.txt")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(s.upstream.probe.seen_rpc("resources/read").len(), 1);
+}
