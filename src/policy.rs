@@ -6,7 +6,8 @@
 //! Decision, for one call:
 //! 1. Only calls that name a tool, prompt or resource (`tools/call`, `prompts/get`,
 //!    `resources/read|subscribe|unsubscribe`, `completion/complete`), and methods a rule
-//!    names explicitly, are judged; `initialize`, `ping`, `notifications/*` and
+//!    names explicitly, are judged (a 2026-07-28 `subscriptions/listen` also as a
+//!    `resources/subscribe` of each URI it lists: [`listened_resources`]); `initialize`, `ping`, `notifications/*` and
 //!    `server/discover` never are (the config may not name them).
 //!    A call naming a resource URI that is not in normal form ([`uri`]) is not judged but
 //!    refused (stage 11 answers -32602), since rules match URIs as written.
@@ -133,7 +134,46 @@ impl<'a> Call<'a> {
             arguments: params.and_then(|p| p.get("arguments")),
         }
     }
+
+    /// `resources/subscribe` of `uri`: how each URI a `subscriptions/listen` names is judged.
+    pub fn subscribe(uri: &'a str) -> Self {
+        Self {
+            method: "resources/subscribe",
+            target: Target::Resource(uri),
+            arguments: None,
+        }
+    }
 }
+
+/// The resource URIs a 2026-07-28 `subscriptions/listen` asks to hear about
+/// (`params.notifications.resourceSubscriptions`), each to be judged as a
+/// `resources/subscribe` of it ([`Call::subscribe`]): the method replaces
+/// `resources/subscribe`, and a route that allows only some resources must not let a
+/// client watch the others. Empty for every other method. `Err`, with the message for the
+/// client (-32602), when the list is there but is not a list of strings: an upstream might
+/// read it some other way.
+pub fn listened_resources<'a>(
+    method: &str,
+    params: Option<&'a Value>,
+) -> Result<Vec<&'a str>, &'static str> {
+    if method != "subscriptions/listen" {
+        return Ok(Vec::new());
+    }
+    let list = params
+        .and_then(|p| p.get("notifications"))
+        .and_then(|n| n.get("resourceSubscriptions"));
+    match list {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(uris)) => uris
+            .iter()
+            .map(|uri| uri.as_str().ok_or(NOT_A_URI_LIST))
+            .collect(),
+        Some(_) => Err(NOT_A_URI_LIST),
+    }
+}
+
+const NOT_A_URI_LIST: &str =
+    "`notifications.resourceSubscriptions` must be a list of resource URIs";
 
 /// The methods that name a tool, prompt or resource.
 fn names_a_target(method: &str) -> bool {
@@ -965,6 +1005,80 @@ mod tests {
             target,
             arguments: None,
         }
+    }
+
+    #[test]
+    fn listened_resources_are_judged_as_subscriptions() {
+        let listen = |notifications: Value| json!({ "notifications": notifications });
+        let params = listen(json!({
+            "toolsListChanged": true,
+            "resourceSubscriptions": ["file:///public/a", "file:///secret/k"]
+        }));
+        let uris = listened_resources("subscriptions/listen", Some(&params)).unwrap();
+        assert_eq!(uris, ["file:///public/a", "file:///secret/k"]);
+        // Other methods, and a listen without resources, name none.
+        assert!(
+            listened_resources("resources/subscribe", Some(&params))
+                .unwrap()
+                .is_empty()
+        );
+        for quiet in [
+            listen(json!({ "toolsListChanged": true })),
+            listen(json!({ "resourceSubscriptions": null })),
+            listen(json!({ "resourceSubscriptions": [] })),
+            json!({}),
+        ] {
+            assert!(
+                listened_resources("subscriptions/listen", Some(&quiet))
+                    .unwrap()
+                    .is_empty(),
+                "{quiet}"
+            );
+        }
+        assert!(
+            listened_resources("subscriptions/listen", None)
+                .unwrap()
+                .is_empty()
+        );
+        // Anything but a list of strings is refused, not skipped.
+        for odd in [
+            json!("file:///secret/k"),
+            json!(["file:///public/a", 7]),
+            json!({ "uri": "file:///secret/k" }),
+            json!([["file:///secret/k"]]),
+        ] {
+            let params = listen(json!({ "resourceSubscriptions": odd }));
+            assert_eq!(
+                listened_resources("subscriptions/listen", Some(&params)),
+                Err(NOT_A_URI_LIST),
+                "{odd}"
+            );
+        }
+
+        // Each URI is judged as resources/subscribe would be, rules naming that method
+        // included.
+        let p = policy(vec![
+            RuleConfig {
+                resources: Some(strings(&["file:///public/*", "file:///watched/*"])),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                effect: Effect::Deny,
+                methods: Some(strings(&["resources/subscribe"])),
+                resources: Some(strings(&["file:///public/*"])),
+                ..RuleConfig::default()
+            },
+        ]);
+        let anyone = principal(&[], &[]);
+        let decide = |uri| p.decide(&roles(), &anyone, &Call::subscribe(uri));
+        assert_eq!(decide("file:///watched/a"), Decision::Allow);
+        assert_eq!(decide("file:///public/a"), Decision::Deny);
+        assert_eq!(decide("file:///secret/k"), Decision::Deny);
+        assert_eq!(
+            denial_message(&Call::subscribe("file:///secret/k")),
+            "resource `file:///secret/k` is not allowed"
+        );
+        assert!(unjudgeable(&Call::subscribe("file:///watched/../secret/k")).is_some());
     }
 
     #[test]

@@ -1030,7 +1030,8 @@ fn open_task_ids(
 /// Stage 11 for one parsed body: `None` when every call may go, else the answer. A batch
 /// with any denied call is refused whole, with an error for each of its requests. A call
 /// naming a resource URI that is not in normal form is refused as invalid params (-32602)
-/// before any rule is asked, on routes whose policy judges anything.
+/// before any rule is asked, on routes whose policy judges anything. A `subscriptions/listen`
+/// (2026-07-28) is judged as itself and as a `resources/subscribe` of each URI it lists.
 fn authorize(
     route: &Route,
     roles: &Roles,
@@ -1039,27 +1040,52 @@ fn authorize(
 ) -> Option<Response<Body>> {
     let mut denied: Vec<(usize, String)> = Vec::new();
     let mut invalid: Vec<(usize, String)> = Vec::new();
-    let open = route.policy.is_open();
+    if route.policy.is_open() {
+        return None;
+    }
     for (i, message) in parsed.messages.iter().enumerate() {
         let Some(method) = message.method.as_deref() else {
             continue;
         };
-        let call = Call::from_params(method, message.params());
-        if !open && let Some(why) = policy::unjudgeable(&call) {
-            invalid.push((i, why));
-            continue;
+        // The call itself, and for a 2026-07-28 `subscriptions/listen` a
+        // `resources/subscribe` of each URI it lists: a denial of any refuses the message.
+        let listened = match policy::listened_resources(method, message.params()) {
+            Ok(uris) => uris,
+            Err(why) => {
+                invalid.push((i, why.to_owned()));
+                continue;
+            }
+        };
+        let calls = std::iter::once(Call::from_params(method, message.params()))
+            .chain(listened.into_iter().map(Call::subscribe));
+        let mut short_of_scopes = None;
+        for call in calls {
+            if let Some(why) = policy::unjudgeable(&call) {
+                invalid.push((i, why));
+                short_of_scopes = None;
+                break;
+            }
+            match route.policy.decide(roles, principal, &call) {
+                Decision::Allow => {}
+                Decision::NeedScopes(scopes) => {
+                    short_of_scopes.get_or_insert((call, scopes));
+                }
+                Decision::Deny => {
+                    denied.push((i, policy::denial_message(&call)));
+                    short_of_scopes = None;
+                    break;
+                }
+            }
         }
-        match route.policy.decide(roles, principal, &call) {
-            Decision::Allow => {}
-            Decision::NeedScopes(scopes) if !parsed.batch => {
+        match short_of_scopes {
+            Some((_, scopes)) if !parsed.batch => {
                 tracing::debug!(route = %route.name, method, "Refused a call that needs more scopes");
                 let mut response = route.auth.insufficient_scope(&scopes, message.id.as_ref());
                 Outcome::new(Kind::Denied, "insufficient_scope").mark(&mut response);
                 return Some(response);
             }
-            Decision::Deny | Decision::NeedScopes(_) => {
-                denied.push((i, policy::denial_message(&call)));
-            }
+            Some((call, _)) => denied.push((i, policy::denial_message(&call))),
+            None => {}
         }
     }
     let ids =

@@ -801,3 +801,55 @@ async fn resource_uris_with_dot_segments_are_refused() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(s.upstream.probe.seen_rpc("resources/read").len(), 1);
 }
+
+/// 2026-07-28 `subscriptions/listen` replaces `resources/subscribe`: each URI in
+/// `notifications.resourceSubscriptions` is judged as a subscription to it, so a route
+/// that allows only `file:///public/*` does not let a client watch `file:///secret/k`.
+#[tokio::test]
+async fn modern_resource_subscriptions_are_judged_per_uri() {
+    let s = setup(Mode::Json, &[], &["resources = [\"file:///public/*\"]"]).await;
+    let listen = |id: u64, uris: Value| {
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "subscriptions/listen",
+            "params": { "notifications": { "toolsListChanged": true, "resourceSubscriptions": uris } }
+        })
+    };
+    let send = |body: Value| {
+        within(
+            "a 2026-07-28 subscriptions/listen",
+            client::modern_post(&s.http, &s.url, "subscriptions/listen", None, body)
+                .header("x-api-key", ALICE)
+                .send(),
+        )
+    };
+    let response = send(listen(1, json!(["file:///public/a", "file:///secret/k"])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    denied(
+        &client::response_message(response).await,
+        json!(1),
+        "resource `file:///secret/k` is not allowed",
+    );
+    // A dot segment in a listed URI is refused as in a read.
+    let response = send(listen(2, json!(["file:///public/../secret/k"])))
+        .await
+        .unwrap();
+    let message = client::response_message(response).await;
+    assert_eq!(message["id"], 2, "{message}");
+    assert_eq!(message["error"]["code"], -32602, "{message}");
+    // So is a list that is not a list of URIs.
+    let response = send(listen(3, json!("file:///secret/k"))).await.unwrap();
+    let message = client::response_message(response).await;
+    assert_eq!(message["error"]["code"], -32602, "{message}");
+    assert!(
+        s.upstream.probe.seen_rpc("subscriptions/listen").is_empty(),
+        "nothing refused reached the upstream"
+    );
+    // Only allowed resources: sent on (what the rmcp upstream, which predates the method,
+    // answers does not matter here).
+    send(listen(4, json!(["file:///public/a"]))).await.unwrap();
+    assert_eq!(s.upstream.probe.seen_rpc("subscriptions/listen").len(), 1);
+}
