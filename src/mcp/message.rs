@@ -741,9 +741,20 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
 impl McpRequest {
     /// 2026-07-28: the `Mcp-Method` and `Mcp-Name` headers, when present, must say what
     /// the body says (decisions are made on the body; a header that disagrees is an
-    /// attempt to make an intermediary judge something else). `Err` names the header.
+    /// attempt to make an intermediary judge something else). Each is sent once: of a
+    /// repeated one, an intermediary may read another value than the one checked. `Err`
+    /// names the header.
     pub fn check_headers(&self, headers: &http::HeaderMap) -> Result<(), &'static str> {
         use super::headers::{MCP_METHOD, MCP_NAME};
+        for header in [MCP_METHOD, MCP_NAME] {
+            if headers.get_all(&header).iter().nth(1).is_some() {
+                return Err(if header == MCP_METHOD {
+                    "Mcp-Method"
+                } else {
+                    "Mcp-Name"
+                });
+            }
+        }
         let method = headers.get(MCP_METHOD);
         let name = headers.get(MCP_NAME);
         if method.is_none() && name.is_none() {
@@ -829,6 +840,15 @@ mod tests {
         assert_eq!(call.check_headers(&other_tool), Err("Mcp-Name"));
         let other_method = headers(&[("mcp-method", "tools/list")]);
         assert_eq!(call.check_headers(&other_method), Err("Mcp-Method"));
+        // A repeated header, even one whose first value matches: refused.
+        for (header, name) in [("mcp-name", "Mcp-Name"), ("mcp-method", "Mcp-Method")] {
+            let mut twice = good.clone();
+            twice.append(header, good[header].clone());
+            assert_eq!(call.check_headers(&twice), Err(name), "{header}");
+            let mut other = good.clone();
+            other.append(header, http::HeaderValue::from_static("delete_all"));
+            assert_eq!(call.check_headers(&other), Err(name), "{header}");
+        }
         let read = McpRequest::parse(
             br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#,
         )
