@@ -343,7 +343,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
             count += 1;
             self.budget.elements(count)?;
-            members.add(&key)?;
+            members.add(key.clone())?;
             let slot = match &*key {
                 "jsonrpc" => &mut envelope.jsonrpc,
                 "id" => &mut envelope.id,
@@ -529,17 +529,17 @@ struct Seen<'de> {
 }
 
 impl<'de> Seen<'de> {
-    fn add<E: de::Error>(&mut self, key: &Cow<'de, str>) -> Result<(), E> {
+    fn add<E: de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
         let exact = if self.many.is_empty() && self.written.len() < 16 {
-            self.written.contains(key)
+            self.written.contains(&key)
         } else {
             if self.many.is_empty() {
                 self.many.extend(self.written.drain(..));
             }
-            self.many.contains(key)
+            self.many.contains(&key)
         };
         if exact {
-            return Err(repeated(key, key));
+            return Err(repeated(&key, &key));
         }
         match &mut self.folded {
             Some(folded) => folded.add(Name::new(key.clone()))?,
@@ -554,9 +554,9 @@ impl<'de> Seen<'de> {
             None => {}
         }
         if self.many.is_empty() {
-            self.written.push(key.clone());
+            self.written.push(key);
         } else {
-            self.many.insert(key.clone());
+            self.many.insert(key);
         }
         Ok(())
     }
@@ -695,7 +695,7 @@ impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
         while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
             count += 1;
             self.budget.elements(count)?;
-            names.add(&key)?;
+            names.add(key.clone())?;
             misspelt(&key, read)?;
             let value = map.next_value_seed(self.member(&key))?;
             if TREE {
