@@ -339,11 +339,11 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         let mut count = 0;
         // Two parsers may keep different ones of two members with one name: the gateway
         // would judge one call and the upstream run the other.
-        let mut members = Seen::default();
+        let mut members = Members::default();
         while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
             count += 1;
             self.budget.elements(count)?;
-            members.add(key.clone())?;
+            members.add(Name::new(key.clone()))?;
             let slot = match &*key {
                 "jsonrpc" => &mut envelope.jsonrpc,
                 "id" => &mut envelope.id,
@@ -517,54 +517,8 @@ impl std::hash::Hash for Name<'_> {
 }
 
 /// The member names of one object so far, to refuse one that repeats another exactly or
-/// but for letter case: compared as written until one has an upper-case ASCII letter or a
-/// character beyond ASCII (two names that are neither are equal but for case only if they
-/// are equal), then folded ([`Members`]), those before it included. Most objects of a
-/// call have lower-case names: they cost no fold.
-#[derive(Default)]
-struct Seen<'de> {
-    written: Vec<Cow<'de, str>>,
-    many: std::collections::HashSet<Cow<'de, str>>,
-    folded: Option<Members<'de>>,
-}
-
-impl<'de> Seen<'de> {
-    fn add<E: de::Error>(&mut self, key: Cow<'de, str>) -> Result<(), E> {
-        let exact = if self.many.is_empty() && self.written.len() < 16 {
-            self.written.contains(&key)
-        } else {
-            if self.many.is_empty() {
-                self.many.extend(self.written.drain(..));
-            }
-            self.many.contains(&key)
-        };
-        if exact {
-            return Err(repeated(&key, &key));
-        }
-        match &mut self.folded {
-            Some(folded) => folded.add(Name::new(key.clone()))?,
-            None if key.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) => {
-                let mut folded = Members::default();
-                for earlier in self.written.iter().chain(&self.many) {
-                    folded.add(Name::new(earlier.clone()))?;
-                }
-                folded.add(Name::new(key.clone()))?;
-                self.folded = Some(folded);
-            }
-            None => {}
-        }
-        if self.many.is_empty() {
-            self.written.push(key);
-        } else {
-            self.many.insert(key);
-        }
-        Ok(())
-    }
-}
-
-/// The member names of one object so far, compared regardless of letter case. Small
-/// objects are searched in a list; large ones (up to `max_elements` members) in a set, so
-/// that a wide object cannot cost quadratic time.
+/// but for letter case. Small objects are searched in a list; large ones (up to
+/// `max_elements` members) in a set, so that a wide object cannot cost quadratic time.
 #[derive(Default)]
 struct Members<'de> {
     few: Vec<Name<'de>>,
@@ -690,12 +644,12 @@ impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
         self.budget.container(self.depth)?;
         let read = self.place.read_here();
         let mut count = 0;
-        let mut names = Seen::default();
+        let mut names = Members::default();
         let mut tree = serde_json::Map::new();
         while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
             count += 1;
             self.budget.elements(count)?;
-            names.add(key.clone())?;
+            names.add(Name::new(key.clone()))?;
             misspelt(&key, read)?;
             let value = map.next_value_seed(self.member(&key))?;
             if TREE {
