@@ -618,19 +618,14 @@ async fn a_resumed_stream_replays_only_the_filtered_list() {
     let gateway = gateway_with(route).await;
     let url = gateway.url("/mcp");
     let http = client::http_client(None, Http::H1);
-    let response = within(
+    let session = within(
         "initialize",
-        client::post(&http, &url, &client::initialize_body(1, "2025-11-25"))
-            .header("x-api-key", ALICE)
-            .send(),
+        client::open_session_with(
+            client::post(&http, &url, &client::initialize_body(1, "2025-11-25"))
+                .header("x-api-key", ALICE),
+        ),
     )
-    .await
-    .unwrap();
-    let session = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    client::response_message(response).await;
+    .await;
     let send = |body: Value| {
         client::post(&http, &url, &body)
             .header("x-api-key", ALICE)

@@ -18,7 +18,7 @@ use http::Response;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 
-use super::headers::is_event_stream;
+use super::headers::{is_event_stream, is_json};
 use super::sse::{SseEvent, SseRewrite};
 use crate::error::{code, jsonrpc_error_body};
 use crate::mcp::jsonrpc;
@@ -104,14 +104,6 @@ where
         None => Body::from(bytes),
     };
     Ok(Response::from_parts(parts, body))
-}
-
-/// Whether `content_type` is JSON (`application/json`, in any case, with any parameters).
-fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
-    content_type
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Whether the answer's body is in an encoding other than identity.

@@ -74,10 +74,21 @@ pub fn is_mcp_param(name: &HeaderName) -> bool {
 
 /// `true` for a media type of `text/event-stream`, parameters ignored.
 pub fn is_event_stream(content_type: Option<&http::HeaderValue>) -> bool {
+    is_media_type(content_type, "text/event-stream")
+}
+
+/// `true` for a media type of `application/json`, in any case, parameters ignored.
+pub fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    is_media_type(content_type, "application/json")
+}
+
+/// Whether `content_type` is `essence` (media types compare regardless of case), whatever
+/// its parameters.
+fn is_media_type(content_type: Option<&http::HeaderValue>, essence: &str) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/event-stream"))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(essence))
 }
 
 #[cfg(test)]

@@ -411,16 +411,16 @@ fn may_hold_a_result(bytes: &[u8]) -> bool {
 /// Filters in place every list the result of `message` holds, if it is a response; `true`
 /// if changed.
 fn filter_value(message: &mut Value, modern: bool, viewer: &Viewer) -> bool {
-    let Some(result) = message.get("result").and_then(Value::as_object) else {
-        return false;
-    };
-    let kinds: Vec<ListKind> = ListKind::ALL
-        .into_iter()
-        .filter(|kind| result.contains_key(kind.items_key()))
-        .collect();
     let mut changed = false;
-    for kind in kinds {
-        changed |= filter_result(kind, message, |name| viewer.allows(kind, name), modern).changed();
+    for kind in ListKind::ALL {
+        let holds = message
+            .get("result")
+            .and_then(Value::as_object)
+            .is_some_and(|result| result.contains_key(kind.items_key()));
+        if holds {
+            changed |=
+                filter_result(kind, message, |name| viewer.allows(kind, name), modern).changed();
+        }
     }
     changed
 }

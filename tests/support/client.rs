@@ -189,10 +189,13 @@ pub fn modern_post(
 
 /// Opens a handshake-era session (`initialize` at 2025-11-25) and returns its id.
 pub async fn open_session(http: &reqwest::Client, url: &str) -> String {
-    let response = post(http, url, &initialize_body(1, "2025-11-25"))
-        .send()
-        .await
-        .unwrap();
+    open_session_with(post(http, url, &initialize_body(1, "2025-11-25"))).await
+}
+
+/// [`open_session`] with `initialize`, a POST of [`initialize_body`], as the caller built
+/// it (with credentials, say).
+pub async fn open_session_with(initialize: reqwest::RequestBuilder) -> String {
+    let response = initialize.send().await.unwrap();
     let session = response.headers()["mcp-session-id"]
         .to_str()
         .unwrap()
