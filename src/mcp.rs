@@ -8,6 +8,7 @@ pub mod jsonrpc;
 pub mod limits;
 pub mod list;
 pub mod message;
+pub mod methods;
 pub mod session;
 pub mod sse;
 pub mod tasks;

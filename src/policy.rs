@@ -4,11 +4,17 @@
 //! permissions and scopes.
 //!
 //! Decision, for one call:
-//! 1. Only calls that name a tool, prompt or resource (`tools/call`, `prompts/get`,
-//!    `resources/read|subscribe|unsubscribe`, `completion/complete`), and methods a rule
-//!    names explicitly, are judged (a 2026-07-28 `subscriptions/listen` also as a
-//!    `resources/subscribe` of each URI it lists: [`listened_resources`]); `initialize`, `ping`, `notifications/*` and
-//!    `server/discover` never are (the config may not name them).
+//! 1. Calls that name a tool, prompt or resource (`tools/call`, `prompts/get`,
+//!    `resources/read|subscribe|unsubscribe`, `completion/complete`), methods a rule
+//!    names explicitly, and methods that are not MCP's (vendor methods, anything the
+//!    gateway does not know: they fall to the route's default) are judged (a 2026-07-28
+//!    `subscriptions/listen` also as a `resources/subscribe` of each URI it lists:
+//!    [`listened_resources`]). `initialize`, `ping`, `server/discover` and
+//!    `notifications/*` never are (the config may not name them); the other MCP methods
+//!    that name nothing (`tools/list`, `logging/setLevel`, `tasks/get`, …) only when a
+//!    rule names them. A method that differs from an MCP method only by letter case or
+//!    lookalike characters never gets here: it is refused at parse time
+//!    ([`crate::mcp::methods`]).
 //!    A call naming a resource URI that is not in normal form ([`uri`]) is not judged but
 //!    refused (stage 11 answers -32602), since rules match URIs as written.
 //! 2. A rule *applies* when its methods and target patterns match the call, its argument
@@ -390,6 +396,13 @@ impl RoutePolicy {
             }
             if let Some(methods) = &rule.methods {
                 for (j, m) in methods.iter().enumerate() {
+                    if let Some(known) = crate::mcp::methods::lookalike_of(m) {
+                        errors.push((
+                            i,
+                            format!("methods[{j}]"),
+                            format!("`{m}` differs from the MCP method `{known}` only in letter case or lookalike characters; calls to it are always refused"),
+                        ));
+                    }
                     if never_gated(m) {
                         errors.push((
                             i,
@@ -481,7 +494,8 @@ impl RoutePolicy {
         !never_gated(method)
             && (names_a_target(method)
                 || judged_without_rules(method)
-                || self.named_methods.contains(method))
+                || self.named_methods.contains(method)
+                || !crate::mcp::methods::is_client_request(method))
     }
 
     /// The decision for `call` by `principal`.
@@ -636,6 +650,74 @@ mod tests {
             listing.decide(&roles(), &alice, &method("tasks/list")),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn methods_the_gateway_does_not_know_fall_to_the_default() {
+        let method = |m| Call {
+            method: m,
+            target: Target::None,
+            arguments: None,
+        };
+        let alice = principal(&[], &[]);
+        let deny = policy(vec![allow_tools(&["report"])]);
+        for m in ["x-acme/sync", "tools/delete", "sampling/createMessage"] {
+            assert_eq!(
+                deny.decide(&roles(), &alice, &method(m)),
+                Decision::Deny,
+                "{m}"
+            );
+        }
+        // MCP's own methods that name nothing pass; the session's own always do.
+        for m in [
+            "tools/list",
+            "prompts/list",
+            "resources/templates/list",
+            "logging/setLevel",
+            "initialize",
+            "ping",
+            "server/discover",
+            "notifications/initialized",
+            "notifications/acme/ready",
+        ] {
+            assert_eq!(
+                deny.decide(&roles(), &alice, &method(m)),
+                Decision::Allow,
+                "{m}"
+            );
+        }
+        // A rule that names a vendor method lets it through.
+        let named = policy(vec![RuleConfig {
+            methods: Some(strings(&["x-acme/sync"])),
+            ..RuleConfig::default()
+        }]);
+        assert_eq!(
+            named.decide(&roles(), &alice, &method("x-acme/sync")),
+            Decision::Allow
+        );
+        assert_eq!(
+            named.decide(&roles(), &alice, &method("x-acme/other")),
+            Decision::Deny
+        );
+        // Under default allow, unknown methods pass.
+        let open =
+            RoutePolicy::new(&[allow_tools(&["report"])], DefaultPolicy::Allow, false).unwrap();
+        assert_eq!(
+            open.decide(&roles(), &alice, &method("x-acme/sync")),
+            Decision::Allow
+        );
+        // A rule may not name a lookalike of an MCP method.
+        let lookalike = RoutePolicy::new(
+            &[RuleConfig {
+                methods: Some(strings(&["Tools/List"])),
+                ..RuleConfig::default()
+            }],
+            DefaultPolicy::Deny,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(lookalike[0].1, "methods[0]");
+        assert!(lookalike[0].2.contains("`tools/list`"), "{lookalike:?}");
     }
 
     #[test]

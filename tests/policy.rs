@@ -759,6 +759,50 @@ async fn names_that_differ_only_in_letter_case_never_reach_the_upstream() {
     assert_eq!(client::tool_text(&ok), "hi");
 }
 
+/// A method written another way than MCP writes it is refused on every route, and a
+/// method the gateway does not know falls to the route's default.
+#[tokio::test]
+async fn methods_in_another_case_are_refused_and_unknown_ones_follow_the_default() {
+    // Alice may call `echo`, not `large`; the route denies what no rule allows.
+    let s = setup(Mode::Json, &[], RULES).await;
+    let version = [("mcp-protocol-version", "2025-11-25")];
+    for method in ["TOOLS/CALL", "Tools/Call", "tools/caII", "t00ls/call"] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{{"name":"large","arguments":{{"bytes":1}}}}}}"#
+        );
+        let (status, message) = post_raw(&s, ALICE, &version, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method}: {message}");
+        assert_eq!(message["id"], 1, "{message}");
+        assert_eq!(message["error"]["code"], -32600, "{message}");
+        assert_eq!(
+            message["error"]["message"],
+            format!(
+                "invalid request: method `{method}` is refused: it differs from the MCP \
+                 method `tools/call` only in letter case or lookalike characters"
+            ),
+        );
+    }
+    // A vendor method no rule names: denied under `default_policy = "deny"`.
+    let vendor = r#"{"jsonrpc":"2.0","id":2,"method":"x-acme/run","params":{"name":"large"}}"#;
+    let (status, message) = post_raw(&s, ALICE, &version, vendor).await;
+    assert_eq!(status, StatusCode::OK, "{message}");
+    denied(&message, json!(2), "method `x-acme/run` is not allowed");
+    assert!(
+        s.upstream.probe.seen().is_empty(),
+        "nothing reached the upstream"
+    );
+
+    // A route open by default lets vendor methods through, and still refuses lookalikes.
+    let open = setup(Mode::Json, &["default_policy = \"allow\""], &[]).await;
+    let (_, message) = post_raw(&open, ALICE, &version, vendor).await;
+    assert_ne!(message["error"]["code"], -32040, "{message}");
+    assert_eq!(open.upstream.probe.seen_rpc("x-acme/run").len(), 1);
+    let lookalike = r#"{"jsonrpc":"2.0","id":3,"method":"TOOLS/CALL","params":{"name":"large","arguments":{"bytes":1}}}"#;
+    let (status, message) = post_raw(&open, ALICE, &version, lookalike).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{message}");
+    assert_eq!(open.upstream.probe.seen_rpc("TOOLS/CALL").len(), 0);
+}
+
 /// A resource URI that an upstream could read as another one is refused before any rule is
 /// asked (-32602): matched as written, `file:///public/../secret/k` fits `file:///public/*`.
 #[tokio::test]

@@ -257,6 +257,12 @@ impl<'a> Envelope<'a> {
                     return Err(ParseError::invalid("`method` must be a string"));
                 };
                 valid_method(&method).map_err(ParseError::invalid)?;
+                if let Some(known) = super::methods::lookalike_of(&method) {
+                    return Err(ParseError::Invalid(Cow::Owned(format!(
+                        "method `{method}` is refused: it differs from the MCP method `{known}` \
+                         only in letter case or lookalike characters"
+                    ))));
+                }
                 Some(method.into_owned())
             }
         };
