@@ -357,8 +357,10 @@ impl RateLimits {
             .redis
             .check("authfail", &key, &failures.rate, 1, None)
             .await;
+        // The failure that uses the allowance up bans: after N failures, the next
+        // request is refused.
         let result = match counted {
-            Ok(shared::Verdict::Refused { .. }) => {
+            Ok(shared::Verdict::Refused { .. } | shared::Verdict::Allowed { remaining: 0, .. }) => {
                 shared.redis.ban(&key, *duration).await.map(|()| true)
             }
             Ok(_) => Ok(false),
@@ -501,15 +503,16 @@ impl Bans {
         }
     }
 
-    /// Counts a failure; a failure beyond the allowance bans the IP. Nothing a request
-    /// does afterwards, successful or not, shortens the ban or clears the count.
+    /// Counts a failure; the failure that uses the allowance up bans the IP (after N
+    /// failures, the next request is refused). Nothing a request does afterwards,
+    /// successful or not, shortens the ban or clears the count.
     fn failed(&self, ip: u128) -> bool {
         let Some((failures, duration)) = &self.failures else {
             return false;
         };
         let over = failures
             .check(&ip, 1)
-            .is_some_and(|m| m.retry_after.is_some());
+            .is_some_and(|m| m.retry_after.is_some() || m.remaining == 0);
         if !over {
             return false;
         }
@@ -735,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_beyond_the_allowance_ban_and_successes_do_not_unban() {
+    fn the_failure_that_uses_the_allowance_up_bans_and_successes_do_not_unban() {
         let bans = Bans::new(
             Some(
                 toml::from_str::<BanConfig>("failures = 2\nwithin = \"1h\"\nfor = \"1h\"").unwrap(),
@@ -744,9 +747,10 @@ mod tests {
         );
         let ip = ip_key("192.0.2.1".parse().unwrap());
         assert!(!bans.failed(ip));
-        assert!(!bans.failed(ip));
         assert!(!bans.banned(ip));
-        assert!(bans.failed(ip), "the third failure bans");
+        assert!(bans.failed(ip), "the second of two failures allowed bans");
+        assert!(bans.banned(ip));
+        assert!(bans.failed(ip), "and every one after it");
         assert!(bans.banned(ip));
         assert!(!bans.banned(ip_key("192.0.2.2".parse().unwrap())));
         // Nothing but time lifts it: a zero-length ban is over at once.
@@ -756,7 +760,6 @@ mod tests {
             ),
             100,
         );
-        brief.failed(ip);
         assert!(brief.failed(ip));
         assert!(!brief.banned(ip));
     }
