@@ -778,3 +778,53 @@ async fn metrics_are_not_served_to_peers_outside_allow_from() {
     let body = response.text().await.unwrap();
     assert!(!body.contains("portcullis_"), "{body}");
 }
+
+/// A lone record on a quiet gateway reaches the file within a second of its exchange
+/// ending (the writer used to wait for the next record before flushing what it held), and
+/// with `fsync = true` too.
+#[tokio::test]
+async fn a_lone_record_on_a_quiet_gateway_is_in_the_file_within_a_second() {
+    for fsync in [false, true] {
+        let upstream = Upstream::start(Mode::Json).await;
+        let gateway = Gateway::builder()
+            .insecure_http()
+            .audit_setting(&format!("fsync = {fsync}"))
+            .auth(&format!(
+                "[[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n",
+                portcullis::auth::hash_key(ALICE_KEY)
+            ))
+            .route(Route::new("tools", "/mcp", &upstream.url()).authenticated())
+            .start()
+            .await;
+        // The writer goes idle after 100 ms without records (the start-up record written);
+        // nothing announces it, so the test waits well past it.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let http = client::http_client(None, Http::H1);
+        let response = echo(
+            &http,
+            &gateway.url("/mcp"),
+            "198.51.100.9",
+            "hi",
+            &[("x-api-key", "pk_wrong_0123456789abcdef".to_owned())],
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let _ = response.bytes().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let found = loop {
+            let found = gateway
+                .audit_records()
+                .into_iter()
+                .any(|r| r["event"] == "authentication_failure");
+            if found || std::time::Instant::now() > deadline {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(
+            found,
+            "fsync = {fsync}: the record is not in the file a second after the exchange; it has:\n{}",
+            std::fs::read_to_string(&gateway.audit_file).unwrap_or_default()
+        );
+    }
+}

@@ -34,6 +34,10 @@ pub struct AuditConfig {
     pub queue: usize,
     #[serde(default)]
     pub when_full: WhenFull,
+    /// `true`: each batch written to the file is also synced to the disk (`fdatasync`), so
+    /// that a record survives a crash of the machine, not only of the gateway.
+    #[serde(default)]
+    pub fsync: bool,
     /// Key (from a secret) of the HMAC-SHA256 chain; without it the chain is plain SHA-256.
     pub hmac_key: Option<SecretValue>,
     /// What records keep of tool arguments, unless a route says otherwise.
@@ -56,6 +60,7 @@ impl Default for AuditConfig {
             max_files: 0,
             queue: default_queue(),
             when_full: WhenFull::default(),
+            fsync: false,
             hmac_key: None,
             arguments: ArgumentsMode::default(),
             sensitive_keys: None,
