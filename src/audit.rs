@@ -85,6 +85,11 @@ impl Audit {
                 sink::AuditLog::start(audit, metrics.audit.clone()).map_err(|e| e.to_string())?;
             log.send(Record::now(Body::Started {
                 version: env!("CARGO_PKG_VERSION"),
+                chain: if audit.hmac_key.is_some() {
+                    chain::KEYED
+                } else {
+                    chain::PLAIN
+                },
             }));
             Some(log)
         } else {

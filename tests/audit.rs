@@ -828,3 +828,66 @@ async fn a_lone_record_on_a_quiet_gateway_is_in_the_file_within_a_second() {
         );
     }
 }
+
+/// A keyed trail says so in its `started` record (never the key): `audit verify` without
+/// the key tells the operator to pass it instead of calling the first record edited, and
+/// a plain trail checked with a key is told apart from an edited one the same way.
+#[tokio::test]
+async fn verify_tells_a_missing_key_from_an_edit() {
+    const KEY: &str = "an-audit-key-of-some-length-0123";
+    for keyed in [true, false] {
+        let upstream = Upstream::start(Mode::Json).await;
+        let mut builder = Gateway::builder().insecure_http();
+        if keyed {
+            builder = builder
+                .secret("AUDIT_KEY", KEY)
+                .audit_setting("hmac_key = \"${AUDIT_KEY}\"");
+        }
+        let gateway = builder
+            .route(Route::new("tools", "/mcp", &upstream.url()))
+            .start()
+            .await;
+        let http = client::http_client(None, Http::H1);
+        let response = echo(&http, &gateway.url("/mcp"), "198.51.100.1", "hi", &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let file = gateway.audit_file.clone();
+        let _dir = gateway.shutdown().await;
+        let trail = std::fs::read_to_string(&file).unwrap();
+        let started: Value = serde_json::from_str(trail.lines().next().unwrap()).unwrap();
+        assert_eq!(started["event"], "started");
+        assert_eq!(
+            started["chain"],
+            if keyed { "hmac-sha256" } else { "sha256" }
+        );
+        assert!(!trail.contains(KEY), "the key is never written");
+
+        let run = |key: Option<&str>| {
+            let mut cmd = portcullis();
+            cmd.args(["audit", "verify"]).arg(&file);
+            if let Some(key) = key {
+                cmd.env("AUDIT_KEY", key).args(["--key-env", "AUDIT_KEY"]);
+            }
+            let out = cmd.output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        let (right, wrong) = if keyed {
+            (Some(KEY), None)
+        } else {
+            (None, Some(KEY))
+        };
+        let (code, out) = run(right);
+        assert_eq!(code, Some(0), "{out}");
+        let (code, out) = run(wrong);
+        assert_eq!(code, Some(1), "{out}");
+        let hint = if keyed {
+            "this trail is keyed (HMAC-SHA256, as its `started` records say); pass the key's environment variable with --key-env NAME"
+        } else {
+            "this trail is not keyed (plain SHA-256, as its `started` records say); leave out --key-env"
+        };
+        assert!(out.contains(hint), "{out}");
+        assert!(!out.contains("edited"), "{out}");
+    }
+}

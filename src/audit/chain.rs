@@ -29,6 +29,11 @@ use serde_json::{Map, Value};
 /// The `prev` of the first record of a trail.
 pub const GENESIS: [u8; 32] = [0; 32];
 
+/// How a `started` record names a plain chain (its `chain` field).
+pub const PLAIN: &str = "sha256";
+/// How a `started` record names a keyed chain; the key itself is never written.
+pub const KEYED: &str = "hmac-sha256";
+
 /// What ends every record after its event fields: `,"hash":"` + 64 hex digits + `"}`.
 const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 
@@ -53,6 +58,10 @@ impl Hasher {
     /// HMAC-SHA256 with `key` (the secret's bytes).
     pub fn keyed(key: &[u8]) -> Self {
         Self::Hmac(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    fn is_keyed(&self) -> bool {
+        matches!(self, Self::Hmac(_))
     }
 
     fn hash(&self, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
@@ -161,6 +170,16 @@ pub enum Problem {
     NotARecord,
     #[error("record {seq} was edited (its hash does not match its contents)")]
     Edited { seq: u64 },
+    #[error(
+        "record {seq} does not verify without a key: this trail is keyed (HMAC-SHA256, as its \
+         `started` records say); pass the key's environment variable with --key-env NAME"
+    )]
+    KeyNeeded { seq: u64 },
+    #[error(
+        "record {seq} does not verify with the key given: this trail is not keyed (plain \
+         SHA-256, as its `started` records say); leave out --key-env"
+    )]
+    KeyNotUsed { seq: u64 },
     #[error("records {expected}..{found} are missing (deleted)")]
     Deleted { expected: u64, found: u64 },
     #[error("record {found} is out of place where {expected} was expected (inserted or moved)")]
@@ -194,10 +213,11 @@ pub fn verify_from<'a>(
     files: impl IntoIterator<Item = &'a str>,
     partial: bool,
 ) -> Result<(u64, u64), Finding> {
+    let files: Vec<&str> = files.into_iter().collect();
     let mut prev = GENESIS;
     let mut expected: u64 = 0;
     let mut first = None;
-    for (file, text) in files.into_iter().enumerate() {
+    for (file, text) in files.iter().copied().enumerate() {
         for (n, line) in text.split_terminator('\n').enumerate() {
             let finding = |problem| Finding {
                 file,
@@ -206,7 +226,13 @@ pub fn verify_from<'a>(
             };
             let (seq, linked, hash, body) = split(line).ok_or(finding(Problem::NotARecord))?;
             if hasher.hash(&linked, body.as_bytes()) != hash {
-                return Err(finding(Problem::Edited { seq }));
+                // Not an edit but the wrong way of checking, if the trail says so.
+                let problem = match declared_keyed(&files) {
+                    Some(true) if !hasher.is_keyed() => Problem::KeyNeeded { seq },
+                    Some(false) if hasher.is_keyed() => Problem::KeyNotUsed { seq },
+                    _ => Problem::Edited { seq },
+                };
+                return Err(finding(problem));
             }
             if first.is_none() {
                 first = Some(seq);
@@ -244,6 +270,25 @@ pub fn verify_from<'a>(
     }
     let first = first.unwrap_or(expected);
     Ok((first, expected - first))
+}
+
+/// Whether the trail is keyed, as the first `started` record in `files` says (`chain`).
+fn declared_keyed(files: &[&str]) -> Option<bool> {
+    files
+        .iter()
+        .flat_map(|text| text.split_terminator('\n'))
+        .filter(|line| line.contains("\"started\""))
+        .find_map(|line| {
+            let value: Value = serde_json::from_str(line).ok()?;
+            if value.get("event")?.as_str()? != "started" {
+                return None;
+            }
+            match value.get("chain")?.as_str()? {
+                KEYED => Some(true),
+                PLAIN => Some(false),
+                _ => None,
+            }
+        })
 }
 
 /// A record's `seq`, `prev`, `hash`, and the bytes its hash covers.

@@ -163,6 +163,9 @@ pub enum Body {
     },
     Started {
         version: &'static str,
+        /// How the chain is hashed from here on: `sha256`, or `hmac-sha256` when keyed
+        /// (never the key), so that `audit verify` can tell a missing key from an edit.
+        chain: &'static str,
     },
     Stopped,
 }
@@ -241,8 +244,9 @@ impl Serialize for Record {
                 map.serialize_entry("dropped", dropped)?;
                 map.serialize_entry("reason", "queue_full")?;
             }
-            Body::Started { version } => {
+            Body::Started { version, chain } => {
                 map.serialize_entry("version", version)?;
+                map.serialize_entry("chain", chain)?;
             }
             Body::Stopped => {}
         }

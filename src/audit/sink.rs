@@ -498,7 +498,10 @@ mod tests {
         let log = AuditLog::start(&config, metrics.clone()).unwrap();
         let sent = 20_000_u64;
         for _ in 0..sent {
-            log.send(Record::now(Body::Started { version: "test" }));
+            log.send(Record::now(Body::Started {
+                version: "test",
+                chain: "sha256",
+            }));
         }
         log.close(Record::now(Body::Stopped));
         let text = std::fs::read_to_string(&path).unwrap();
@@ -539,7 +542,10 @@ mod tests {
         let metrics = crate::admin::metrics::Metrics::new().unwrap().audit;
         let log = AuditLog::start(&config, metrics.clone()).unwrap();
         for _ in 0..5_000 {
-            log.send(Record::now(Body::Started { version: "test" }));
+            log.send(Record::now(Body::Started {
+                version: "test",
+                chain: "sha256",
+            }));
         }
         log.close(Record::now(Body::Stopped));
         let text = std::fs::read_to_string(&path).unwrap();
