@@ -125,6 +125,10 @@ pub enum Failure {
     Token(JwtError),
     #[error("unknown API key")]
     UnknownApiKey,
+    /// An API key (a bearer token that is not a JWT, or the API-key header) sent to a
+    /// route that takes JWTs and not API keys.
+    #[error("an API key was sent to a route that does not accept API keys")]
+    ApiKeyNotAccepted,
     #[error("the client certificate carries no usable identity")]
     CertificateIdentity,
     #[error("missing required scopes")]
@@ -149,6 +153,9 @@ impl Failure {
             Self::Token(JwtError::NotYetValid) => "token not yet valid",
             Self::Token(JwtError::WrongAudience) => "token audience does not match",
             Self::Token(_) | Self::UnknownApiKey => "invalid token",
+            Self::ApiKeyNotAccepted => {
+                "this route does not accept API keys; send a JWT as a Bearer token"
+            }
             Self::CertificateIdentity => "client certificate not accepted",
             Self::InsufficientScope => "the token lacks a required scope",
         }
@@ -170,6 +177,7 @@ impl Failure {
             Self::Token(JwtError::MissingClaim(_)) => "token_missing_claim",
             Self::Token(JwtError::Malformed) => "token_malformed",
             Self::UnknownApiKey => "unknown_api_key",
+            Self::ApiKeyNotAccepted => "api_key_not_accepted",
             Self::CertificateIdentity => "certificate_identity",
             Self::InsufficientScope => "insufficient_scope",
         }
@@ -418,7 +426,10 @@ impl Authenticator {
             if methods.api_key {
                 return self.verify_api_key(token);
             }
-            return Err(Failure::Token(JwtError::Malformed));
+            return Err(Failure::ApiKeyNotAccepted);
+        }
+        if methods.jwt && !methods.api_key && headers.contains_key(&self.api_key_header) {
+            return Err(Failure::ApiKeyNotAccepted);
         }
         if methods.api_key {
             let mut values = headers.get_all(&self.api_key_header).iter();
