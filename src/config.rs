@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// A connection with no request in flight and no bytes moving for this long is closed.
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: Duration,
+    /// A request's body must have arrived whole within this long once the gateway starts
+    /// reading it: 408 and the connection closed otherwise (a body trickled in).
+    #[serde(default = "defaults::body_read_timeout")]
+    pub body_read_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests and open streams may take to finish.
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Duration,
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             max_connections: defaults::max_connections(),
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
+            body_read_timeout: defaults::body_read_timeout(),
             drain_timeout: defaults::drain_timeout(),
             max_header_size: defaults::max_header_size(),
             worker_threads: None,
@@ -337,6 +342,9 @@ mod defaults {
     }
     pub(super) fn header_read_timeout() -> Duration {
         Duration::from_secs(10)
+    }
+    pub(super) fn body_read_timeout() -> Duration {
+        Duration::from_secs(30)
     }
     pub(super) fn idle_timeout() -> Duration {
         Duration::from_secs(300)

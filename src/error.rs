@@ -65,6 +65,13 @@ pub enum Rejection {
     HeadersTooLarge { limit: usize },
     #[error("request body could not be read")]
     BodyUnreadable,
+    /// The body did not arrive within `server.body_read_timeout` (a body trickled in).
+    #[error("request body not received within {seconds} s")]
+    BodyTimeout { seconds: u64 },
+    /// A header the gateway decides on was sent more than once: an intermediary or the
+    /// upstream may read another of its values than the one checked.
+    #[error("the {0} header is sent more than once; send it once")]
+    RepeatedHeader(std::borrow::Cow<'static, str>),
     #[error("parse error: the body is not valid JSON")]
     Parse,
     #[error("invalid request: {0}")]
@@ -96,7 +103,9 @@ impl Rejection {
             Self::BodyUnreadable
             | Self::Parse
             | Self::InvalidMessage(_)
-            | Self::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
+            | Self::HeaderMismatch(_)
+            | Self::RepeatedHeader(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Self::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -113,6 +122,8 @@ impl Rejection {
             Self::BodyTooLarge { .. }
             | Self::HeadersTooLarge { .. }
             | Self::BodyUnreadable
+            | Self::BodyTimeout { .. }
+            | Self::RepeatedHeader(_)
             | Self::InvalidMessage(_) => code::INVALID_REQUEST,
             Self::Parse => code::PARSE_ERROR,
             Self::HeaderMismatch(_) => code::HEADER_MISMATCH,
@@ -134,6 +145,8 @@ impl Rejection {
             Self::BodyTooLarge { .. } => (Kind::Rejected, "body_too_large"),
             Self::HeadersTooLarge { .. } => (Kind::Rejected, "headers_too_large"),
             Self::BodyUnreadable => (Kind::Rejected, "body_unreadable"),
+            Self::BodyTimeout { .. } => (Kind::Rejected, "body_timeout"),
+            Self::RepeatedHeader(_) => (Kind::Rejected, "repeated_header"),
             Self::Parse => (Kind::Rejected, "parse_error"),
             Self::InvalidMessage(_) => (Kind::Rejected, "invalid_request"),
             Self::HeaderMismatch(_) => (Kind::Rejected, "header_mismatch"),
@@ -160,6 +173,11 @@ impl Rejection {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self == Self::MethodNotAllowed {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        }
+        // The rest of a body that did not arrive in time is not waited for: the connection
+        // cannot be used again (HTTP/1.1; hyper leaves the header out of HTTP/2 answers).
+        if matches!(self, Self::BodyTimeout { .. }) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         self.outcome().mark(&mut response);
         response

@@ -57,6 +57,8 @@ pub struct Route {
     pub origins: OriginPolicy,
     pub cors: CorsLayer,
     pub max_body: u64,
+    /// `[server] body_read_timeout`: how long a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
     pub auth: RouteAuth,
     pub policy: RoutePolicy,
     /// The policy narrowed to each kind of caller that lists the route's tools, prompts or
@@ -124,6 +126,8 @@ pub struct Gateway {
     pub pins: Arc<crate::guard::pins::PinStore>,
     /// `[server] max_header_size`: a larger request head gets 431 (stage 2).
     pub max_header_size: usize,
+    /// `[server] body_read_timeout`, for bodies read before a route is known.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Bytes of list answers (upstream and filtered) the gateway keeps to serve repeated
@@ -243,6 +247,7 @@ impl Gateway {
                     origins,
                     cors,
                     max_body: r.max_body.get(),
+                    body_read_timeout: config.server.body_read_timeout.get(),
                     auth,
                     policy,
                     listings: crate::policy::listing::Listings::new(),
@@ -283,6 +288,7 @@ impl Gateway {
             pins,
             max_header_size: usize::try_from(config.server.max_header_size.get())
                 .unwrap_or(usize::MAX),
+            body_read_timeout: config.server.body_read_timeout.get(),
         })
     }
 }

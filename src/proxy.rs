@@ -29,6 +29,7 @@ use crate::stack::HttpRequestId;
 pub async fn forward(
     upstream: &UpstreamClient,
     max_body: u64,
+    body_timeout: std::time::Duration,
     req: Request<Body>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -36,7 +37,7 @@ pub async fn forward(
         return Rejection::MethodNotAllowed.into_response(None);
     }
     let body = if parts.method == Method::POST {
-        match read_body(&parts.headers, body, max_body).await {
+        match read_body(&parts.headers, body, max_body, body_timeout).await {
             Ok(bytes) => bytes,
             Err(rejection) => return rejection.into_response(None),
         }
@@ -96,12 +97,14 @@ pub async fn forward_read(
     }
 }
 
-/// Reads a request body under `limit` bytes: a declared length over the limit is refused
-/// before a byte is read, an undeclared one as soon as it crosses it.
+/// Reads a request body under `limit` bytes, whole within `timeout`: a declared length over
+/// the limit is refused before a byte is read, an undeclared one as soon as it crosses it;
+/// a body still arriving at the deadline is refused (408) and the rest not waited for.
 pub(crate) async fn read_body(
     headers: &http::HeaderMap,
     body: Body,
     limit: u64,
+    timeout: std::time::Duration,
 ) -> Result<Bytes, Rejection> {
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -111,7 +114,13 @@ pub(crate) async fn read_body(
         return Err(Rejection::BodyTooLarge { limit });
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit_usize).collect()).await;
+    let Ok(read) = read else {
+        return Err(Rejection::BodyTimeout {
+            seconds: timeout.as_secs().max(1),
+        });
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(Rejection::BodyTooLarge { limit })

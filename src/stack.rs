@@ -190,6 +190,15 @@ impl App {
 
     async fn stages(&self, mut req: Request<Body>) -> Response<Body> {
         let inner = &*self.inner;
+        // Headers the gateway decides on, each sent once: before anything reads one.
+        let peer = req.extensions().get::<ClientAddr>().map(|peer| peer.0.ip());
+        let forwarding = peer.is_some_and(|ip| inner.gateway.limits.proxies.reads_forwarding(ip));
+        let api_key = inner.gateway.auth.api_key_header();
+        if let Some(header) = edge::repeated_header(req.headers(), api_key, forwarding) {
+            tracing::debug!(header = %header, "Refused a request with a repeated header");
+            let rejection = Rejection::RepeatedHeader(header);
+            return refused_early(&inner.gateway, None, req, rejection).await;
+        }
         // Health: before the Host check, so orchestrators can probe by IP.
         if req.method() == Method::GET {
             match req.uri().path() {
@@ -331,7 +340,7 @@ async fn refused_early(
 ) -> Response<Body> {
     let head = Head::of(gateway, &mut req);
     let mut response = rejection.into_response(None);
-    discard_body(req, &mut response).await;
+    discard_body(req, gateway.body_read_timeout, &mut response).await;
     audited(gateway, route, head, response, Exchange::default())
 }
 
@@ -445,7 +454,7 @@ async fn limited_stages(
                     }
                 }
                 Outcome::new(Kind::AuthenticationFailure, failure.reason()).mark(&mut response);
-                discard_body(req, &mut response).await;
+                discard_body(req, route.body_read_timeout, &mut response).await;
                 return response;
             }
         }
@@ -520,7 +529,13 @@ async fn limited_stages(
     let pinned = route.guard.pins.is_some();
     let mut response = if req.method() == Method::POST {
         let (mut parts, body) = req.into_parts();
-        let mut bytes = match proxy::read_body(&parts.headers, body, route.max_body).await {
+        let read = proxy::read_body(
+            &parts.headers,
+            body,
+            route.max_body,
+            route.body_read_timeout,
+        );
+        let mut bytes = match read.await {
             Ok(bytes) => bytes,
             Err(rejection) => return rejection.into_response(None),
         };
@@ -635,7 +650,13 @@ async fn limited_stages(
             lists = Some((requests, list_viewer(gateway, route, &principal, judged)));
         }
         sent = Instant::now();
-        proxy::forward(&route.upstream, route.max_body, req).await
+        proxy::forward(
+            &route.upstream,
+            route.max_body,
+            route.body_read_timeout,
+            req,
+        )
+        .await
     };
     if response.extensions().get::<Outcome>().is_none() {
         exchange.upstream_latency = Some(sent.elapsed());
@@ -819,18 +840,37 @@ async fn refused_unread(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let mut id = None;
-    if parts.method == Method::POST
-        && let Ok(bytes) = proxy::read_body(&parts.headers, body, route.max_body).await
-    {
-        exchange.bytes_in = bytes.len() as u64;
-        // Named in the record as every other request is (no arguments: it went nowhere).
-        if let Ok(parsed) = McpRequest::parse_with(&bytes, &route.guard.parse) {
-            exchange.batch = parsed.batch;
-            exchange.calls = audit::calls_of(&parsed, ArgumentsMode::None, &route.audit.sensitive);
+    let mut unread = false;
+    if parts.method == Method::POST {
+        let read = proxy::read_body(
+            &parts.headers,
+            body,
+            route.max_body,
+            route.body_read_timeout,
+        );
+        match read.await {
+            Ok(bytes) => {
+                exchange.bytes_in = bytes.len() as u64;
+                // Named in the record as every other request is (no arguments: it went
+                // nowhere).
+                if let Ok(parsed) = McpRequest::parse_with(&bytes, &route.guard.parse) {
+                    exchange.batch = parsed.batch;
+                    exchange.calls =
+                        audit::calls_of(&parsed, ArgumentsMode::None, &route.audit.sensitive);
+                }
+                id = jsonrpc::request_id(&bytes);
+            }
+            Err(_) => unread = true,
         }
-        id = jsonrpc::request_id(&bytes);
     }
-    refused(route, refusal, id.as_ref())
+    let mut response = refused(route, refusal, id.as_ref());
+    // A body left unread (too large, too slow, broken) leaves the connection unusable.
+    if unread && parts.version <= http::Version::HTTP_11 {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The body of a request refused before it was read, read and dropped (up to
@@ -839,8 +879,12 @@ async fn refused_unread(
 /// discovery after a 401) would otherwise find it closed — hyper does not keep a
 /// connection whose request body was left unread, and says nothing of it. A larger body
 /// is not read: the answer says `Connection: close` (HTTP/1.1).
-async fn discard_body(req: Request<Body>, response: &mut Response<Body>) {
-    RefusedBody::read(req).await.settle(response);
+async fn discard_body(
+    req: Request<Body>,
+    timeout: std::time::Duration,
+    response: &mut Response<Body>,
+) {
+    RefusedBody::read(req, timeout).await.settle(response);
 }
 
 /// The body of a refused request, read as far as [`DISCARDED_BODY`] (see [`discard_body`]).
@@ -851,13 +895,14 @@ struct RefusedBody {
 }
 
 impl RefusedBody {
-    async fn read(req: Request<Body>) -> Self {
+    async fn read(req: Request<Body>, timeout: std::time::Duration) -> Self {
         use http_body_util::BodyExt;
         let http1 = req.version() <= http::Version::HTTP_11;
-        let bytes = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY)
-            .collect()
+        let collect = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY).collect();
+        let bytes = tokio::time::timeout(timeout, collect)
             .await
             .ok()
+            .and_then(Result::ok)
             .map(http_body_util::Collected::to_bytes);
         Self { bytes, http1 }
     }
@@ -897,7 +942,7 @@ async fn headers_too_large(
     limit: usize,
 ) -> Response<Body> {
     let head = Head::of(gateway, &mut req);
-    let body = RefusedBody::read(req).await;
+    let body = RefusedBody::read(req, gateway.body_read_timeout).await;
     let id = body.bytes.as_deref().and_then(mcp::jsonrpc::request_id);
     let mut response = Rejection::HeadersTooLarge { limit }.into_response(id.as_ref());
     body.settle(&mut response);

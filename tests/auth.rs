@@ -481,7 +481,15 @@ async fn every_bad_token_gets_401_invalid_token_and_reaches_nothing() {
     )
     .await
     .unwrap();
-    invalid_token(&s, twice, "expected one Authorization: Bearer token").await;
+    // Two Authorization headers are refused before authentication, as every header the
+    // gateway decides on is when repeated: 400, not a challenge to try again.
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
+    let body: Value = twice.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "the Authorization header is sent more than once; send it once"
+    );
 
     assert!(
         s.upstream.probe.seen().is_empty(),

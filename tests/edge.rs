@@ -322,3 +322,66 @@ async fn health_endpoints_answer_by_ip_and_report_upstreams() {
         "upstream address leaked: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_header_the_gateway_decides_on_is_refused_when_repeated() {
+    let app = app(None, "127.0.0.1:8080");
+    // Two Host headers: ours first, a foreign one after (it used to pass and be
+    // forwarded), and the other way round (it used to be a 403): 400 either way.
+    for hosts in [
+        ["127.0.0.1:8080", "evil.example"],
+        ["evil.example", "127.0.0.1:8080"],
+    ] {
+        let (parts, body) = send(
+            &app,
+            post("/tools/mcp", hosts[0])
+                .header(header::HOST, hosts[1])
+                .body(PING.into())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(parts.status, StatusCode::BAD_REQUEST, "{hosts:?}");
+        assert_jsonrpc_error(&body, -32600);
+        assert_eq!(
+            body["error"]["message"],
+            "the Host header is sent more than once; send it once"
+        );
+    }
+    for (name, shown) in [
+        ("authorization", "Authorization"),
+        ("mcp-session-id", "Mcp-Session-Id"),
+        ("mcp-protocol-version", "MCP-Protocol-Version"),
+        ("origin", "Origin"),
+        ("content-type", "Content-Type"),
+        ("last-event-id", "Last-Event-ID"),
+    ] {
+        let (parts, body) = send(
+            &app,
+            post("/tools/mcp", "127.0.0.1:8080")
+                .header(name, "a")
+                .header(name, "a")
+                .body(PING.into())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(parts.status, StatusCode::BAD_REQUEST, "{name}");
+        assert_eq!(
+            body["error"]["message"],
+            format!("the {shown} header is sent more than once; send it once"),
+            "{name}"
+        );
+    }
+    // Headers sent as lists (Accept) may repeat.
+    let (parts, _) = send(
+        &app,
+        Request::post("/tools/mcp")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json")
+            .header(header::ACCEPT, "text/event-stream")
+            .body(PING.into())
+            .unwrap(),
+    )
+    .await;
+    assert_ne!(parts.status, StatusCode::BAD_REQUEST);
+}

@@ -430,3 +430,56 @@ async fn a_second_gateway_on_the_same_address_is_refused() {
     }
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_trickled_in_is_cut_at_the_body_read_timeout() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .server_setting("body_read_timeout = \"300ms\"")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let body = client::call_body(5, "echo", &json!({ "text": "slow" })).to_string();
+    let mut conn = TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: {}\r\nMCP-Protocol-Version: 2025-06-18\r\nContent-Length: {}\r\n\r\n",
+        client::ACCEPT_BOTH,
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // One byte every 100 ms: the whole body would take seconds.
+    let (mut reader, mut writer) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        for byte in body.as_bytes() {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    within("the 408", reader.read_to_end(&mut answer))
+        .await
+        .unwrap();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let message: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(message["error"]["code"], -32600, "{message}");
+    assert!(
+        message["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not received within"),
+        "{message}"
+    );
+    // The connection was closed (read_to_end returned), and nothing reached the upstream.
+    assert_eq!(upstream.probe.calls("echo"), 0);
+}

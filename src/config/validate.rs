@@ -183,6 +183,7 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
     for (name, d) in [
         ("header_read_timeout", s.header_read_timeout),
         ("idle_timeout", s.idle_timeout),
+        ("body_read_timeout", s.body_read_timeout),
     ] {
         if d.get().is_zero() {
             errors.push(ConfigError::new(

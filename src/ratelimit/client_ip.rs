@@ -24,6 +24,11 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether the client-address headers of a request from `peer` are read.
+    pub fn reads_forwarding(&self, peer: IpAddr) -> bool {
+        self.trusts(peer)
+    }
+
     /// The client address of a request that came from `peer` with `headers`.
     pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = canonical(peer);
