@@ -83,7 +83,12 @@ struct Shared {
     builder: auto::Builder<TokioExecutor>,
     /// The connection cap, for all workers together.
     permits: Arc<Semaphore>,
+    /// Every open connection, for closing the idlest at the cap.
+    connections: conn::Registry,
 }
+
+/// How long a connection admitted by closing an idle one waits for that one's slot.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 impl Server {
     /// Binds the configured address (port 0 picks a free one; see [`Server::local_addr`]),
@@ -156,6 +161,7 @@ impl Server {
             limits,
             builder: http_builder(limits.max_header_size),
             permits: Arc::new(Semaphore::new(limits.max_connections)),
+            connections: conn::Registry::default(),
         });
         // `true` once shutdown starts: workers stop accepting and their connections finish
         // what is in flight. Every accept loop and every connection holds a receiver, so
@@ -290,10 +296,13 @@ impl Worker {
                     }
                 },
             };
-            let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
-                tracing::debug!(%peer, "Connection cap reached; closing a new connection");
+            // At the cap, the idlest connection (nothing in flight) makes room; only when
+            // every connection has work in flight is the new one closed.
+            let permit = Arc::clone(&shared.permits).try_acquire_owned().ok();
+            if permit.is_none() && !shared.connections.evict_idlest() {
+                tracing::debug!(%peer, "Connection cap reached with work in flight on every connection; closing a new connection");
                 continue;
-            };
+            }
             let _ignored = stream.set_nodelay(true);
             let conn = conn::Connection {
                 peer,
@@ -305,7 +314,21 @@ impl Worker {
                     idle: limits.idle_timeout,
                 },
             };
+            let permits = Arc::clone(&shared.permits);
             connections.spawn(async move {
+                let permit = match permit {
+                    Some(permit) => permit,
+                    None => {
+                        let freed = permits.acquire_owned();
+                        match tokio::time::timeout(EVICTION_WAIT, freed).await {
+                            Ok(Ok(permit)) => permit,
+                            _ => {
+                                tracing::debug!(%peer, "No connection slot freed in time; closing a new connection");
+                                return;
+                            }
+                        }
+                    }
+                };
                 conn.serve(stream).await;
                 drop(permit);
             });

@@ -1,5 +1,6 @@
 //! The listener as a client on the wire meets it: TLS 1.2 and 1.3 with ALPN h2 and
-//! http/1.1, the connection cap, the header-read timeout (slowloris, TLS and plain), the
+//! http/1.1, the connection cap (busy connections lock new ones out, idle ones make
+//! room), the header-read timeout (slowloris, TLS and plain), the
 //! idle timeout that spares a quiet request in flight, and graceful shutdown that lets an
 //! open event stream finish — or cuts it at the drain deadline.
 
@@ -215,8 +216,22 @@ async fn a_quiet_keep_alive_connection_outlives_the_header_read_timeout() {
     }
 }
 
+/// Opens a keep-alive connection and completes one request on it.
+async fn served_connection(gateway: &Gateway) -> TcpStream {
+    let mut conn = TcpStream::connect(gateway.addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let mut rest = [0u8; 1024];
+    let _ = conn.read(&mut rest).await.unwrap();
+    conn
+}
+
 #[tokio::test]
-async fn connections_beyond_the_cap_are_closed() {
+async fn at_the_cap_busy_connections_lock_new_ones_out() {
     let upstream = Upstream::start(Mode::Json).await;
     let gateway = Gateway::builder()
         .insecure_http()
@@ -224,18 +239,27 @@ async fn connections_beyond_the_cap_are_closed() {
         .route(Route::new("test", "/mcp", &upstream.url()))
         .start()
         .await;
-    let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut conn = TcpStream::connect(gateway.addr).await.unwrap();
-        conn.write_all(request).await.unwrap();
-        let mut buf = [0u8; 12];
-        conn.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"HTTP/1.1 200");
-        held.push(conn);
+    // Two connections, each with a call in flight (held by the upstream's gate).
+    let mut calls = Vec::new();
+    for id in 0..2 {
+        let http = client::http_client(None, Http::H1);
+        let call = client::call_body(id, "gated", &json!({}));
+        let url = gateway.url("/mcp");
+        calls.push(tokio::spawn(async move {
+            client::modern_post(&http, &url, "tools/call", Some("gated"), call)
+                .send()
+                .await
+        }));
     }
+    within(
+        "both calls to reach the upstream",
+        upstream.probe.requests(2),
+    )
+    .await;
     let mut third = TcpStream::connect(gateway.addr).await.unwrap();
-    let _ = third.write_all(request).await;
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
     let mut buf = Vec::new();
     let _ = within(
         "the third connection to be closed",
@@ -244,19 +268,47 @@ async fn connections_beyond_the_cap_are_closed() {
     .await;
     assert!(buf.is_empty(), "a connection over the cap was served");
 
-    // Closing one frees its slot.
-    drop(held.pop());
+    // Once the calls are answered, their connections are idle and make room.
+    upstream.probe.release_gate();
+    upstream.probe.release_gate();
+    for call in calls {
+        let response = within("a gated call", call).await.unwrap().unwrap();
+        assert_eq!(response.status(), 200);
+    }
     let http = client::http_client(None, Http::H1);
-    let served = within("a freed slot", async {
-        loop {
-            match http.get(gateway.url("/healthz")).send().await {
-                Ok(r) if r.status() == 200 => return true,
-                _ => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await;
-    assert!(served);
+    let served = within("a slot", http.get(gateway.url("/healthz")).send()).await;
+    assert_eq!(served.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn at_the_cap_the_idlest_keep_alive_connection_makes_room() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .server_setting("max_connections = 2")
+        .route(Route::new("test", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    // Two idle keep-alive connections fill the cap; the first has been quiet longest.
+    let mut oldest = served_connection(&gateway).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut newer = served_connection(&gateway).await;
+
+    // A new client is served: the oldest idle connection was closed for it.
+    let mut third = within("the third connection", served_connection(&gateway)).await;
+    assert!(within("the oldest to be closed", closed_by_peer(&mut oldest)).await);
+
+    // The other idle connection is still usable, and so is the new one.
+    for conn in [&mut newer, &mut third] {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        within("an answer", conn.read_exact(&mut buf))
+            .await
+            .unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+    }
 }
 
 #[tokio::test]

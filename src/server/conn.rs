@@ -1,14 +1,16 @@
 //! One accepted connection: TLS handshake under a deadline, hyper serving it, the idle
 //! timer, and the bookkeeping that lets the idle timer tell a quiet connection from a
-//! connection with a long request in flight.
+//! connection with a long request in flight. The [`Registry`] of every open connection lets
+//! the accept loop close the idlest one when the connection cap is reached.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::Shared;
 use crate::auth::mtls::{ClientCertificate, PeerCertificate};
@@ -50,6 +52,75 @@ pub(super) struct Timeouts {
 enum Expired {
     SlowHead,
     Idle,
+}
+
+/// Every open connection of the server (all workers), so that at the connection cap the
+/// idlest one — no request in flight, no stream open, quiet longest — can be closed to
+/// admit a new one: keep-alive connections waiting for nothing do not lock new clients out;
+/// only connections with work in flight count as full load.
+#[derive(Default)]
+pub(super) struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    next: u64,
+    open: HashMap<u64, Weak<Tracker>>,
+}
+
+impl Registry {
+    fn add(&self, tracker: &Arc<Tracker>) -> u64 {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.next += 1;
+        let id = inner.next;
+        inner.open.insert(id, Arc::downgrade(tracker));
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.open.remove(&id);
+    }
+
+    /// Asks the idle connection that has been quiet longest to close; `false` when every
+    /// connection has work in flight (or is already closing).
+    pub(super) fn evict_idlest(&self) -> bool {
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let idlest = inner
+            .open
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|t| t.active.load(Ordering::Acquire) == 0 && !t.evict.load(Ordering::Acquire))
+            .min_by_key(|t| t.last_activity_ms.load(Ordering::Relaxed));
+        let Some(idlest) = idlest else {
+            return false;
+        };
+        idlest.evict.store(true, Ordering::Release);
+        idlest.evicted.notify_one();
+        true
+    }
+}
+
+/// Takes a connection out of the [`Registry`] when it ends.
+struct Registered<'a> {
+    registry: &'a Registry,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
 }
 
 impl Connection {
@@ -113,6 +184,11 @@ impl Connection {
             timeouts,
             ..
         } = self;
+        // Once served (its TLS handshake done), the connection may be closed for another.
+        let _registered = Registered {
+            registry: &shared.connections,
+            id: shared.connections.add(&tracker),
+        };
         let service = ConnService {
             tracker: Arc::clone(&tracker),
             certificate,
@@ -130,6 +206,10 @@ impl Connection {
             let _ = drain_signal.wait_for(|draining| *draining).await;
         };
         tokio::pin!(drain_signal);
+        // The registry's request to close this connection (at the connection cap), polled
+        // once to register, then only once it is made.
+        let evicted = tracker.evicted.notified();
+        tokio::pin!(evicted);
         let mut fresh = true;
         let mut draining = false;
         loop {
@@ -149,6 +229,11 @@ impl Connection {
                 if (fresh || timer.is_elapsed()) && timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Timer);
                 }
+                if (fresh || tracker.evict.load(Ordering::Acquire))
+                    && evicted.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Evict);
+                }
                 fresh = false;
                 Poll::Pending
             })
@@ -163,6 +248,16 @@ impl Connection {
                 Event::Drain => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
+                }
+                Event::Evict => {
+                    if tracker.active.load(Ordering::Acquire) == 0 {
+                        tracing::debug!(%peer, "Closing an idle connection to admit a new one at the connection cap");
+                        return;
+                    }
+                    // A request arrived meanwhile: it is no longer idle.
+                    tracker.evict.store(false, Ordering::Release);
+                    evicted.set(tracker.evicted.notified());
+                    fresh = true;
                 }
                 Event::Timer => match tracker.expired(&timeouts) {
                     Some(Expired::SlowHead) => {
@@ -189,6 +284,7 @@ enum Event<E> {
     Closed(Result<(), E>),
     Drain,
     Timer,
+    Evict,
 }
 
 fn clock_ms() -> u64 {
@@ -212,6 +308,10 @@ struct Tracker {
     head_started_ms: AtomicU64,
     /// HTTP/2 multiplexes frames that are not request heads; only idleness is timed.
     http2: AtomicBool,
+    /// Set by the [`Registry`] when it asks this connection to close (idle, at the cap).
+    evict: AtomicBool,
+    /// Wakes the connection's driver when `evict` is set.
+    evicted: Notify,
 }
 
 impl Tracker {
@@ -224,6 +324,8 @@ impl Tracker {
             last_activity_ms: AtomicU64::new(now),
             head_started_ms: AtomicU64::new(now.max(1)),
             http2: AtomicBool::new(false),
+            evict: AtomicBool::new(false),
+            evicted: Notify::new(),
         }
     }
 
