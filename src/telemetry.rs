@@ -65,10 +65,16 @@ pub fn init(config: &LoggingConfig, tracing: &TracingConfig) -> Result<Telemetry
             .fmt_fields(SpanFields)
             .try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder.with_target(false).with_ansi(colour()).try_init()
     };
     result.map_err(|e| e.to_string())?;
     Ok(Telemetry::default())
+}
+
+/// Whether pretty logs are coloured: only on a terminal (a file or a log collector would
+/// get escape codes), and not when `NO_COLOR` is set (no-color.org).
+pub fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// The fields of a span, as JSON: the same text as tracing-subscriber's [`JsonFields`],

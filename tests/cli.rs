@@ -930,3 +930,55 @@ fn audit_verify_names_the_first_tampered_record_across_rotated_files() {
     // An unreadable file is a usage problem.
     assert_eq!(verify(key, &[&dir.path().join("nope.jsonl")]).0, Some(2));
 }
+
+/// Pretty logs written to something that is not a terminal (a pipe here, a file or a log
+/// collector in production) carry no colour escape codes.
+#[test]
+fn pretty_logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "pretty.toml",
+        r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+
+[logging]
+format = "pretty"
+
+[[routes]]
+name = "demo"
+path = "/demo/mcp"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+auth = "none"
+"#,
+    );
+    let mut child = portcullis()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let listening = loop {
+        let Some(Ok(line)) = lines.next() else {
+            break None;
+        };
+        let found = line.contains("Portcullis listening");
+        seen.push(line);
+        if found {
+            break seen.last().cloned();
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let listening =
+        listening.unwrap_or_else(|| panic!("no listening line in:\n{}", seen.join("\n")));
+    assert!(listening.contains("INFO"), "{listening}");
+    for line in &seen {
+        assert!(!line.contains('\u{1b}'), "a colour code in: {line:?}");
+    }
+}

@@ -72,6 +72,7 @@ pub fn init(
     } else {
         tracing_subscriber::fmt::layer()
             .with_target(false)
+            .with_ansi(super::colour())
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed()
