@@ -48,6 +48,7 @@ const NOTIFICATIONS: &[&str] = &[
     "notifications/prompts/list_changed",
     "notifications/tasks/status",
     "notifications/elicitation/complete",
+    "notifications/subscriptions/acknowledged",
 ];
 
 /// Every notification method starts with this.
