@@ -17,6 +17,12 @@
 //! `server-everything-paged`: 100 resources, 10 a page). The analyst's filter leaves some
 //! pages with a few resources and seven empty ones that must keep their `nextCursor`;
 //! the tap checks that the upstream received every cursor the clients followed, unchanged.
+//!
+//! Tools listed only to capable clients: server-everything registers `get-roots-list`
+//! (and its sampling and elicitation tools) only in sessions whose client declares the
+//! capability. An rmcp client that declares them calls `get-roots-list` first on a fresh
+//! gateway that checks arguments, so the gateway must list the tools itself first: the
+//! call must reach the tool, not be refused as one the upstream does not list.
 
 #![cfg(test)]
 
@@ -631,4 +637,99 @@ async fn typescript_sdk_follows_filtered_pages_to_the_end() {
     };
     let node = peers.node.clone();
     filtered_pages_keep_their_cursors(Sdk::TypeScript(node), peers).await;
+}
+
+/// The root the capable client names.
+const ROOT: &str = "file:///srv/portcullis-interop";
+
+/// An rmcp client that declares roots (with `listChanged`), sampling and elicitation, and
+/// names [`ROOT`] when asked for its roots; `asked` is told each time it is.
+#[derive(Clone)]
+struct CapableClient {
+    asked: Arc<tokio::sync::Notify>,
+}
+
+impl rmcp::ClientHandler for CapableClient {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let capabilities = serde_json::from_value(json!({
+            "roots": { "listChanged": true },
+            "sampling": {},
+            "elicitation": {}
+        }))
+        .unwrap();
+        let mut config = rmcp::model::ClientConfig::new(
+            capabilities,
+            rmcp::model::Implementation::new("portcullis-capable-client", "0"),
+        );
+        config.protocol_version = rmcp::model::ProtocolVersion::V_2025_11_25;
+        config
+    }
+
+    #[expect(
+        deprecated,
+        reason = "rmcp marks roots deprecated (SEP-2577); server-everything still asks for them"
+    )]
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::model::ErrorData> {
+        self.asked.notify_one();
+        Ok(rmcp::model::ListRootsResult::new(vec![
+            rmcp::model::Root::new(ROOT),
+        ]))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capable_client_calls_a_tool_listed_only_to_capable_clients_first() {
+    use rmcp::ServiceExt as _;
+    let Some(peers) = node_peers() else {
+        return;
+    };
+    let server =
+        tokio::task::spawn_blocking(move || NodeServer::start(&peers.node, &peers.everything))
+            .await
+            .unwrap();
+    let route = Route::new(
+        "everything",
+        "/mcp",
+        &format!("http://127.0.0.1:{}/mcp", server.port),
+    )
+    .setting("guard = { arguments = \"enforce\" }");
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(route)
+        .start()
+        .await;
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let transport = rmcp::transport::StreamableHttpClientTransport::with_client(
+        client::http_client(None, client::Http::H1),
+        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
+            gateway.url("/mcp"),
+        ),
+    );
+    let capable = CapableClient {
+        asked: Arc::clone(&asked),
+    }
+    .serve(transport)
+    .await
+    .unwrap();
+    // The server asks a client that declares roots for them once the session is open
+    // (over the client's GET stream, through the gateway): the session is a capable one.
+    support::within("the server to ask for the roots", asked.notified()).await;
+
+    // The first call of any tool through this gateway: it has not seen the tools yet.
+    let call = capable
+        .call_tool(rmcp::model::CallToolRequestParams::new("get-roots-list"))
+        .await;
+    let result = call.unwrap_or_else(|e| {
+        panic!(
+            "get-roots-list was refused: {e}\nserver-everything said:\n{}",
+            server.output()
+        )
+    });
+    let result = serde_json::to_value(&result).unwrap();
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains(ROOT), "{result}");
+    capable.cancel().await.unwrap();
 }

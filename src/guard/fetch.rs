@@ -6,6 +6,8 @@
 //! session holds (event ids, request counts). A 2026-07-28 caller is stateless, so the
 //! gateway asks as it does, with the `_meta` it sent; otherwise the gateway opens a
 //! session of its own (`initialize`, `notifications/initialized`), lists, and closes it.
+//! Either way the gateway declares every client capability ([`every_client_capability`]),
+//! whatever the caller declared: it learns every tool the upstream shows to any client.
 
 use std::time::Duration;
 
@@ -33,6 +35,49 @@ pub const USER_AGENT: &str = concat!("portcullis/", env!("CARGO_PKG_VERSION"), "
 
 /// What the gateway's own session asks for when the caller named no revision.
 const HANDSHAKE_VERSION: &str = "2025-11-25";
+
+/// The `_meta` member in which a 2026-07-28 request declares its client's capabilities.
+const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// The client capabilities the gateway declares when it lists the tools itself: every one
+/// a client can declare (roots with `listChanged`, sampling, elicitation in form and URL
+/// mode, task-augmented requests and the tasks extension). An upstream may list some
+/// tools only to clients that declare a capability (server-everything's `get-roots-list`
+/// needs roots); a gateway that declared none would not know them, and would refuse a
+/// capable caller's call as one of a tool the upstream does not list.
+///
+/// Why the superset, and not the capabilities of the caller whose call made the gateway
+/// list: the catalog this fills grants nothing. It holds the schemas that arguments are
+/// checked against and feeds the pins. Whether a caller may call a tool is still the
+/// route's policy's decision, and what the call runs is still the upstream's, in the
+/// caller's own session (server-everything refuses there a tool it did not register for
+/// it). Knowing more tools only means that more calls are checked against a schema and
+/// more tools pinned on first sight. Listing with the caller's capabilities
+/// would let whoever comes first decide what the gateway learns and pins (a bare client
+/// could keep the capability-gated tools out of the pins until a capable one shows up),
+/// and a capable caller arriving within [`super::schema::REFETCH_AFTER`] of a bare one
+/// would be refused. Tools the callers' own lists show are learned as well, and added to
+/// what the gateway's listing taught ([`super::schema::ToolCatalog::learn`] never forgets
+/// a tool), so neither source hides the other's.
+///
+/// The gateway never answers what these capabilities let the upstream ask of it (roots,
+/// sampling, elicitation): its session only lists the tools, and is closed at once.
+fn every_client_capability() -> Value {
+    json!({
+        "roots": { "listChanged": true },
+        "sampling": { "context": {}, "tools": {} },
+        "elicitation": { "form": {}, "url": {} },
+        "tasks": {
+            "list": {},
+            "cancel": {},
+            "requests": {
+                "sampling": { "createMessage": {} },
+                "elicitation": { "create": {} }
+            }
+        },
+        "extensions": { "io.modelcontextprotocol/tasks": {} }
+    })
+}
 
 /// Why the tools could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +115,8 @@ impl FetchError {
 pub struct Caller<'a> {
     pub headers: &'a HeaderMap,
     pub identity: Option<&'a IdentityHeaderValues>,
-    /// A 2026-07-28 caller's `params._meta` (protocol version, client info, capabilities).
+    /// A 2026-07-28 caller's `params._meta` (protocol version, client info, capabilities;
+    /// the gateway declares [`every_client_capability`] instead of the caller's).
     pub modern_meta: Option<&'a Value>,
 }
 
@@ -86,15 +132,14 @@ pub async fn fetch_tools(
             upstream,
             identity: caller.identity,
             headers: HeaderMap::new(),
-            meta: caller.modern_meta.cloned(),
+            meta: caller.modern_meta.map(with_every_capability),
         };
-        if let Some(meta) = caller.modern_meta {
+        if session.meta.is_some() {
             if let Some(version) = caller.headers.get(MCP_PROTOCOL_VERSION) {
                 session
                     .headers
                     .insert(MCP_PROTOCOL_VERSION, version.clone());
             }
-            session.meta = Some(meta.clone());
         } else {
             session.open(caller.headers).await?;
         }
@@ -104,6 +149,16 @@ pub async fn fetch_tools(
     })
     .await
     .map_err(|_| FetchError::Timeout)?
+}
+
+/// A 2026-07-28 caller's `_meta`, declaring [`every_client_capability`] instead of the
+/// caller's capabilities.
+fn with_every_capability(meta: &Value) -> Value {
+    let mut meta = meta.clone();
+    if let Some(members) = meta.as_object_mut() {
+        members.insert(CLIENT_CAPABILITIES.to_owned(), every_client_capability());
+    }
+    meta
 }
 
 /// The gateway's own conversation with the upstream.
@@ -117,7 +172,8 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// `initialize` and `notifications/initialized`, in the revision the caller speaks.
+    /// `initialize` (declaring [`every_client_capability`]) and
+    /// `notifications/initialized`, in the revision the caller speaks.
     async fn open(&mut self, caller: &HeaderMap) -> Result<(), FetchError> {
         let version = caller
             .get(MCP_PROTOCOL_VERSION)
@@ -128,7 +184,7 @@ impl Session<'_> {
             "jsonrpc": "2.0", "id": "portcullis-init", "method": "initialize",
             "params": {
                 "protocolVersion": version,
-                "capabilities": {},
+                "capabilities": every_client_capability(),
                 "clientInfo": { "name": "portcullis", "version": env!("CARGO_PKG_VERSION") }
             }
         });
@@ -296,6 +352,35 @@ fn answer_in_stream(bytes: Bytes, id: &str) -> Result<Value, FetchError> {
         };
         if message.get("id").and_then(Value::as_str) == Some(id) {
             return Ok(message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2026-07-28 caller's `_meta` is sent as it came, but for the capabilities: the
+    /// gateway declares every one, whatever the caller declared.
+    #[test]
+    fn a_modern_listing_declares_every_capability_instead_of_the_callers() {
+        let caller = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": { "name": "bare", "version": "1" }
+        });
+        let sent = with_every_capability(&caller);
+        assert_eq!(sent[CLIENT_CAPABILITIES], every_client_capability());
+        for member in [
+            "io.modelcontextprotocol/protocolVersion",
+            "io.modelcontextprotocol/clientInfo",
+        ] {
+            assert_eq!(sent[member], caller[member], "{member}");
+        }
+        let capabilities = &sent[CLIENT_CAPABILITIES];
+        assert_eq!(capabilities["roots"]["listChanged"], true);
+        for capability in ["sampling", "elicitation"] {
+            assert!(capabilities[capability].is_object(), "{capability}");
         }
     }
 }
