@@ -125,9 +125,9 @@ fn bench(c: &mut Criterion) {
         pinning: Enforcement::Enforce,
         descriptions: Checking::Warn,
     };
-    store.observe("r", &tools, policy, |_| None);
+    store.observe("r", &tools, policy);
     c.bench_function("guard/pins_unchanged_500_tools", |b| {
-        b.iter(|| store.observe("r", black_box(&tools), policy, |_| None))
+        b.iter(|| store.observe("r", black_box(&tools), policy))
     });
 
     // What the guard spends on a tools/list answer it has not seen byte for byte (the

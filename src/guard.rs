@@ -234,9 +234,9 @@ impl RouteGuard {
         else {
             return;
         };
-        let observed = store.observe(&self.route, tools, self.pin_policy, |name| {
-            store.other_route_with(&self.route, name)
-        });
+        // Only this route's own list is looked at for tools that shadow each other: a
+        // client of this route never sees another route's tools.
+        let observed = store.observe(&self.route, tools, self.pin_policy);
         for (tool, observed) in observed {
             alert(audit, &self.route, &tool, &observed, self.pin_policy);
         }

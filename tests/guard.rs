@@ -869,6 +869,65 @@ async fn a_poisoned_description_is_flagged_and_with_block_held() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_of_separate_routes_never_shadow_each_other() {
+    // Two routes in front of one upstream, so both list `write` and `read`. Shadowing is a
+    // threat among the tools one client sees together; a client of one route never sees
+    // the other's. With `block`, a tool flagged on first sight would be held: hidden and
+    // refused.
+    let upstream = ChangingUpstream::start(vec![write_tool(false), read_tool("Read a file")]).await;
+    let route = |name: &str, path: &str| {
+        Route::new(name, path, &upstream.url()).setting("guard = { descriptions = \"block\" }")
+    };
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(route("one", "/one/mcp"))
+        .route(route("two", "/two/mcp"))
+        .start()
+        .await;
+    let http = client::http_client(None, client::Http::H1);
+    for path in ["/one/mcp", "/two/mcp"] {
+        let client = client::mcp_client(http.clone(), &gateway.url(path)).await;
+        assert_eq!(
+            tool_names(&client.list_all_tools().await.unwrap()),
+            ["write", "read"],
+            "{path}"
+        );
+        call_read(&client)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        client.cancel().await.unwrap();
+    }
+    assert_eq!(upstream.calls().len(), 2);
+
+    // No alert: not in the metrics (counted as the list passes), nor in the audit trail
+    // once the last call's record is written (alerts are written before it).
+    let metrics = http
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let alerts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("portcullis_alerts_total"))
+        .collect();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    gateway
+        .audit_record(|r| {
+            r["event"] == "request" && r["route"] == "two" && r["mcp_method"] == "tools/call"
+        })
+        .await;
+    let alerts: Vec<serde_json::Value> = gateway
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["event"] == "alert")
+        .collect();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}
+
 /// A `tools/call` of `read` by `client`: its result, or the error's text.
 async fn call_read(
     client: &rmcp::service::RunningService<rmcp::RoleClient, ()>,
@@ -1016,17 +1075,16 @@ async fn two_instances_first_seeing_one_tool_differently_pin_one_and_hold_the_ot
         pinning: Enforcement::Enforce,
         descriptions: Checking::Warn,
     };
-    let none = |_: &str| None;
     // Each copy is current (nothing pinned yet); both see the tool before either writes,
     // one definition each, and both take it on first sight.
     let v1 = json!({ "name": "t", "description": "Adds numbers" });
     let v2 = json!({ "name": "t", "description": "Adds numbers, and mails them out" });
     assert_eq!(
-        one.observe("r", &[v1], policy, none),
+        one.observe("r", &[v1], policy),
         [("t".to_owned(), Observed::Trusted)]
     );
     assert_eq!(
-        two.observe("r", &[v2], policy, none),
+        two.observe("r", &[v2], policy),
         [("t".to_owned(), Observed::Trusted)]
     );
     // Redis takes the first write; the other instance finds it there, judges its own

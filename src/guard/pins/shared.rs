@@ -200,11 +200,12 @@ fn new_epoch() -> String {
 #[derive(Debug, Clone)]
 pub(super) enum Change {
     /// A definition the upstream listed, as judged by [`PinEntry::observe`]; judged again
-    /// if Redis turns out to hold something else. `alerted`: it raised an alert already.
+    /// if Redis turns out to hold something else. `shadowed`: another tool of its name was
+    /// listed beside it. `alerted`: it raised an alert already.
     Observed {
         pin: Pin,
         policy: PinPolicy,
-        shadows: Option<String>,
+        shadowed: bool,
         alerted: bool,
     },
     /// The operator's pin file: written where Redis has nothing for the tool.
@@ -431,12 +432,11 @@ impl Link {
                     Change::Observed {
                         pin,
                         policy,
-                        shadows,
+                        shadowed,
                         alerted,
                     } => {
                         let entry = tools.entry(key.1.clone()).or_default();
-                        let (observed, changed) =
-                            entry.observe(pin.clone(), *policy, shadows.as_deref());
+                        let (observed, changed) = entry.observe(pin.clone(), *policy, *shadowed);
                         if !alerted && matches!(observed, Observed::Drifted | Observed::Flagged(_))
                         {
                             alerts.push((key.clone(), observed, *policy));
