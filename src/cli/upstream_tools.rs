@@ -100,7 +100,9 @@ pub fn unlisted(at: &str, route: &RouteConfig, listed: &[String]) -> Vec<String>
 fn init_params() -> Value {
     json!({
         "protocolVersion": PROTOCOL_VERSION,
-        "capabilities": {},
+        // As the gateway lists them itself: tools some upstreams list only to clients
+        // with roots, sampling or elicitation are not missing.
+        "capabilities": crate::guard::fetch::every_client_capability(),
         "clientInfo": { "name": "portcullis-check", "version": env!("CARGO_PKG_VERSION") }
     })
 }

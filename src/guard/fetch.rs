@@ -62,7 +62,7 @@ const CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 ///
 /// The gateway never answers what these capabilities let the upstream ask of it (roots,
 /// sampling, elicitation): its session only lists the tools, and is closed at once.
-fn every_client_capability() -> Value {
+pub(crate) fn every_client_capability() -> Value {
     json!({
         "roots": { "listChanged": true },
         "sampling": { "context": {}, "tools": {} },
