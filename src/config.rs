@@ -1,8 +1,11 @@
 //! The configuration: one TOML file, sections per concern, routes as an array of tables.
 //!
 //! Loading never stops at the first problem: every section and every route is read on its
-//! own, then [`validate`] checks what serde cannot, so `portcullis check` can list every
-//! mistake at once, each with its TOML path. Secrets are resolved last (see [`secret`]).
+//! own, a value in error (an unknown key, a value of the wrong kind) is reported and left
+//! out so that the rest of its table is still read, then [`validate`] checks what serde
+//! cannot, skipping the checks that depend on a value left out. So `portcullis check` lists
+//! every mistake at once, each with its TOML path, and no consequence of one as another.
+//! Secrets are resolved last (see [`secret`]).
 
 pub mod audit;
 pub mod auth;
@@ -451,25 +454,11 @@ upstream = { url = "http://127.0.0.1:3000/mcp" }
 default_policy = "allow"
 rate_limits.per_tool = [{ tools = [], limit = "1/1s" }]
 "#;
-        // serde stops at the first bad key of a section; each is reported with its path.
+        // Every bad key of a section is reported in the same run, each with its path.
         let found = messages(text, &env(&[]));
-        assert!(
-            found
-                .iter()
-                .any(|m| m.starts_with("rate_limits.per_ip") && m.contains("fortnight")),
-            "{found:?}"
-        );
-        let text = text.replace("per_ip = \"100/fortnight\"\n", "");
-        let found = messages(&text, &env(&[]));
-        assert!(
-            found
-                .iter()
-                .any(|m| m.starts_with("rate_limits.per_user") && m.contains("burst")),
-            "{found:?}"
-        );
-        let text = text.replace("per_user = { rate = \"10/1m\", burst = 0 }\n", "");
-        let found = messages(&text, &env(&[]));
         for path in [
+            "rate_limits.per_ip",
+            "rate_limits.per_user",
             "rate_limits.max_keys",
             "rate_limits.costs.\"\"",
             "routes[0].rate_limits.per_tool[0].tools",
@@ -481,6 +470,18 @@ rate_limits.per_tool = [{ tools = [], limit = "1/1s" }]
                 "{path}: {found:?}"
             );
         }
+        assert!(
+            found
+                .iter()
+                .any(|m| m.starts_with("rate_limits.per_ip") && m.contains("fortnight")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|m| m.starts_with("rate_limits.per_user") && m.contains("burst")),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -588,6 +589,136 @@ audit = { arguments = "redacted", sensitive_keys = [""] }
         };
         assert_eq!(plain(text), 1);
         assert_eq!(plain(&text.replace("0.0.0.0", "127.0.0.1")), 0);
+    }
+
+    /// A self-signed certificate and its key in `dir`, as (cert, key) paths.
+    fn self_signed(dir: &Path, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}-cert.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (
+            cert_path.display().to_string(),
+            key_path.display().to_string(),
+        )
+    }
+
+    #[test]
+    fn a_value_in_error_is_left_out_and_the_rest_of_its_table_still_checked() {
+        let text = r#"
+[server]
+listen = "0.0.0.0:8443"
+colour = "blue"
+max_connections = "many"
+public_url = "gateway.example.com"
+worker_threads = 0
+[server.tls]
+cert = "missing-cert.pem"
+key = "missing-key.pem"
+
+[[auth.issuers]]
+issuer = "https://issuer.example"
+algorithms = ["ES256"]
+jwks_url = "not a url"
+[[auth.issuers]]
+issuer = "https://other.example"
+algorithms = ["ES256"]
+jwks_url = "https://other.example/jwks"
+jwks_ttl = "often"
+
+[audit]
+file = 7
+stdout = false
+queue = 0
+[audit.monitor]
+failed_authentications_per_ip = "lots"
+ban = "15m"
+
+[[routes]]
+name = "a"
+path = "/a"
+upstream = { url = "http://u/mcp", colour = "red", response_timeout = "soon" }
+auth_methods = ["jwt", "carrier-pigeon"]
+default_policy = "allow"
+
+[[routes]]
+name = "b"
+path = "/b"
+upstream = { url = "not a url" }
+default_policy = "allow"
+
+[[routes]]
+name = "c"
+path = "/c"
+upstream = { url = "http://u/mcp" }
+default_policy = "allow"
+"#;
+        let errs = messages(text, &env(&[]));
+        let expected = [
+            "server.colour: unknown field `colour`",
+            "server.max_connections: invalid type",
+            "server.public_url: ",
+            "server.worker_threads: must be at least 1",
+            "server.tls.cert: cannot read",
+            "server.tls.key: cannot read",
+            "auth.issuers[0].jwks_url: ",
+            "auth.issuers[1].jwks_ttl: invalid duration `often`",
+            "audit.file: invalid type",
+            "audit.queue: must be at least 1",
+            "audit.monitor.failed_authentications_per_ip: invalid type",
+            "routes[0].upstream.colour: unknown field `colour`",
+            "routes[0].upstream.response_timeout: invalid duration `soon`",
+            "routes[0].auth_methods[1]: unknown variant `carrier-pigeon`",
+            "routes[1].upstream.url: ",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "missing `{prefix}` in {errs:#?}"
+            );
+        }
+        // Nothing else: no consequence of a value in error is reported as a problem of its
+        // own (no audience for lack of public_url, no keys for lack of jwks_url, ban without
+        // a per-IP alert, stdout without a file, "missing field" for a key in error).
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+
+        // A table missing a required key is left out as a whole: [server] is still checked,
+        // and nothing is said about TLS being absent.
+        let errs = messages(
+            "[server]\nlisten = \"127.0.0.1:1\"\nmax_connections = 0\n[server.tls]\ncert = \"c\"\n",
+            &env(&[]),
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "server.tls: missing field `key`",
+                "server.max_connections: must be at least 1",
+            ]
+        );
+
+        // A certificate and a key that both read but do not belong together.
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = self_signed(dir.path(), "one");
+        let (_, other_key) = self_signed(dir.path(), "two");
+        let errs = messages(
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:1\"\n[server.tls]\ncert = {cert:?}\nkey = {other_key:?}\n"
+            ),
+            &env(&[]),
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0]
+                .starts_with("server.tls.key: the certificate and key do not form a usable pair"),
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -81,9 +81,13 @@ cors_allow_credentials = true
             "missing `{expected}` in:\n{stderr}"
         );
     }
-    // `[server]` did not parse, so nothing is said about its (defaulted) TLS settings.
+    // The unknown key is left out and the rest of `[server]` still checked: its TLS files
+    // are reported in the same run.
+    assert!(
+        stderr.contains("server.tls.cert: cannot read"),
+        "missing the certificate in:\n{stderr}"
+    );
     assert!(!stderr.contains("TLS is required"), "{stderr}");
-    // The unknown key stops `[server]` from parsing; the rest of the file is still checked.
     let config = write(
         dir.path(),
         "bad2.toml",
@@ -125,6 +129,97 @@ auth = "none"
             stderr.contains(expected),
             "missing `{expected}` in:\n{stderr}"
         );
+    }
+}
+
+/// Thirteen mistakes across sections, two of them in `[server]` beside an unknown key, are
+/// all listed by one run of `check`, and nothing more: a value in error is not also
+/// reported through the checks that depend on it.
+#[test]
+fn check_lists_every_problem_in_one_run_without_knock_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "thirteen.toml",
+        r#"
+[server]
+listen = "0.0.0.0:8443"
+colour = "blue"
+max_connections = "many"
+public_url = "gateway.example.com"
+
+[server.tls]
+cert = "missing-cert.pem"
+key = "missing-key.pem"
+
+[[auth.issuers]]
+issuer = "https://issuer.example"
+algorithms = ["ES256"]
+jwks_url = "https://issuer.example/jwks"
+jwks_ttl = "often"
+
+[rate_limits]
+per_ip = "100/fortnight"
+max_keys = 0
+
+[audit]
+queue = 0
+[audit.monitor]
+failed_authentications_per_ip = "lots"
+ban = "15m"
+
+[[routes]]
+name = "a"
+path = "a/mcp"
+upstream = { url = "http://127.0.0.1:3001/mcp", response_timeout = "soon" }
+default_policy = "allow"
+
+[[routes]]
+name = "b"
+path = "/b/mcp"
+upstream = { url = "http://127.0.0.1:3001/mcp" }
+auth = "sometimes"
+default_policy = "allow"
+"#,
+    );
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for expected in [
+        "13 problems in the configuration",
+        "server.colour: unknown field `colour`",
+        "server.max_connections: invalid type: string \"many\"",
+        "server.public_url: ",
+        "server.tls.cert: cannot read",
+        "server.tls.key: cannot read",
+        "auth.issuers[0].jwks_ttl: invalid duration `often`",
+        "rate_limits.per_ip: ",
+        "rate_limits.max_keys: must be at least 1",
+        "audit.queue: must be at least 1",
+        "audit.monitor.failed_authentications_per_ip: invalid type",
+        "routes[0].path: `a/mcp` is not a valid route path",
+        "routes[0].upstream.response_timeout: invalid duration `soon`",
+        "routes[1].auth: unknown variant `sometimes`",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+    // Knock-on errors: no audience for want of the public URL in error, no ban without a
+    // per-IP alert for want of the threshold in error, no TLS demanded of a `[server]`
+    // that has it.
+    for knock_on in [
+        "tokens need an audience",
+        "audit.monitor.ban",
+        "TLS is required",
+        "missing field",
+    ] {
+        assert!(!stderr.contains(knock_on), "`{knock_on}` in:\n{stderr}");
     }
 }
 

@@ -1,11 +1,12 @@
 //! Reading the file: TOML → sections → typed config, collecting every error with its path.
 
-use std::fmt;
+use std::collections::BTreeSet;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::auth::{ApiKeyConfig, AuthSettings, CertificateConfig, IssuerConfig};
+use super::auth::{ApiKeyConfig, AuthConfig, AuthSettings, CertificateConfig, IssuerConfig};
 use super::secret::{ProcessEnv, SecretSource};
 use super::{Config, LoggingConfig, RouteConfig, SecretDecl, ServerConfig};
 
@@ -88,80 +89,96 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
     let mut errors = Vec::new();
     let mut config = Config::default();
     let mut parsed = Parsed {
-        server: true,
         route_index: Vec::new(),
         secret_index: Vec::new(),
         issuer_index: Vec::new(),
         api_key_index: Vec::new(),
         certificate_index: Vec::new(),
         auth: true,
+        dropped: BTreeSet::new(),
+    };
+    let mut reader = Reader {
+        errors: &mut errors,
+        dropped: &mut parsed.dropped,
     };
     for (key, value) in table {
         match key.as_str() {
-            "server" => match section::<ServerConfig>("server", value, &mut errors) {
-                Some(v) => config.server = v,
-                None => parsed.server = false,
-            },
+            "server" => {
+                if let Some(v) = reader.section::<ServerConfig>("server", value) {
+                    config.server = v;
+                }
+            }
             "logging" => {
-                if let Some(v) = section::<LoggingConfig>("logging", value, &mut errors) {
+                if let Some(v) = reader.section::<LoggingConfig>("logging", value) {
                     config.logging = v;
                 }
             }
             "secrets" => {
-                (parsed.secret_index, config.secrets) =
-                    array::<SecretDecl>("secrets", value, &mut errors)
-                        .into_iter()
-                        .unzip();
+                (parsed.secret_index, config.secrets) = reader
+                    .array::<SecretDecl>("secrets", value)
+                    .0
+                    .into_iter()
+                    .unzip();
             }
-            "auth" => auth_section(value, &mut config, &mut parsed, &mut errors),
+            "auth" => {
+                let (auth, complete) = reader.auth_section(value);
+                (
+                    parsed.issuer_index,
+                    parsed.api_key_index,
+                    parsed.certificate_index,
+                ) = auth.indices;
+                config.auth = auth.config;
+                parsed.auth = complete;
+            }
             "sessions" => {
-                if let Some(v) = section("sessions", value, &mut errors) {
+                if let Some(v) = reader.section("sessions", value) {
                     config.sessions = v;
                 }
             }
             "cluster" => {
-                config.cluster = section("cluster", value, &mut errors);
+                config.cluster = reader.section("cluster", value);
             }
             "audit" => {
-                if let Some(v) = section("audit", value, &mut errors) {
+                if let Some(v) = reader.section("audit", value) {
                     config.audit = v;
                 }
             }
             "admin" => {
-                config.admin = section("admin", value, &mut errors);
+                config.admin = reader.section("admin", value);
             }
             "tracing" => {
-                if let Some(v) = section("tracing", value, &mut errors) {
+                if let Some(v) = reader.section("tracing", value) {
                     config.tracing = v;
                 }
             }
             "guard" => {
-                if let Some(v) = section("guard", value, &mut errors) {
+                if let Some(v) = reader.section("guard", value) {
                     config.guard = v;
                 }
             }
             "metrics" => {
-                if let Some(v) = section("metrics", value, &mut errors) {
+                if let Some(v) = reader.section("metrics", value) {
                     config.metrics = v;
                 }
             }
             "rate_limits" => {
-                if let Some(v) = section("rate_limits", value, &mut errors) {
+                if let Some(v) = reader.section("rate_limits", value) {
                     config.rate_limits = v;
                 }
             }
             "roles" => {
-                if let Some(v) = section("roles", value, &mut errors) {
+                if let Some(v) = reader.section("roles", value) {
                     config.roles = v;
                 }
             }
             "routes" => {
-                (parsed.route_index, config.routes) =
-                    array::<RouteConfig>("routes", value, &mut errors)
-                        .into_iter()
-                        .unzip();
+                (parsed.route_index, config.routes) = reader
+                    .array::<RouteConfig>("routes", value)
+                    .0
+                    .into_iter()
+                    .unzip();
             }
-            other => errors.push(ConfigError::new(
+            other => reader.errors.push(ConfigError::new(
                 other,
                 "unknown section (expected one of `server`, `logging`, `secrets`, `auth`, `roles`, `sessions`, `rate_limits`, `cluster`, `audit`, `admin`, `metrics`, `tracing`, `guard`, `routes`)",
             )),
@@ -178,32 +195,8 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
     }
 }
 
-fn section<T: DeserializeOwned>(
-    path: &str,
-    value: toml::Value,
-    errors: &mut Vec<ConfigError>,
-) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_owned()
-            } else if inner.starts_with('[') {
-                format!("{path}{inner}")
-            } else {
-                format!("{path}.{inner}")
-            };
-            errors.push(ConfigError::new(full, clean_message(&e.into_inner())));
-            None
-        }
-    }
-}
-
 /// What parsed, so validation reports only first-hand problems and the right indices.
 pub(super) struct Parsed {
-    /// `[server]` parsed (when not, its defaults would only produce follow-on errors).
-    pub(super) server: bool,
     /// Index in the file of each parsed `[[routes]]` entry (unparsable ones are skipped).
     pub(super) route_index: Vec<usize>,
     /// Index in the file of each parsed `[[secrets]]` entry.
@@ -213,66 +206,234 @@ pub(super) struct Parsed {
     pub(super) issuer_index: Vec<usize>,
     pub(super) api_key_index: Vec<usize>,
     pub(super) certificate_index: Vec<usize>,
-    /// Every part of `[auth]` parsed: when not, route checks that depend on what `[auth]`
-    /// configures would only produce follow-on errors.
+    /// Every entry of `[auth]` parsed: when one did not, route checks that depend on what
+    /// `[auth]` configures would only produce follow-on errors.
     pub(super) auth: bool,
+    /// TOML paths of the values left out because they were in error, and of the sections
+    /// and entries that could not be read at all. In their place the config holds
+    /// defaults, not what the file says, so checks that depend on them are skipped.
+    dropped: BTreeSet<String>,
 }
 
-/// `[auth]`: its arrays of tables entry by entry (so every bad entry is reported with its
-/// index), then the plain keys.
-fn auth_section(
-    value: toml::Value,
-    config: &mut Config,
-    parsed: &mut Parsed,
-    errors: &mut Vec<ConfigError>,
-) {
-    let toml::Value::Table(mut table) = value else {
-        errors.push(ConfigError::new("auth", "expected a table (`[auth]`)"));
-        parsed.auth = false;
-        return;
-    };
-    let before = errors.len();
-    if let Some(v) = table.remove("issuers") {
-        (parsed.issuer_index, config.auth.issuers) =
-            array::<IssuerConfig>("auth.issuers", v, errors)
-                .into_iter()
-                .unzip();
+impl Parsed {
+    /// `path`, or a table or array holding it, was in error and left out.
+    pub(super) fn dropped(&self, path: &str) -> bool {
+        self.dropped
+            .iter()
+            .any(|d| path.strip_prefix(d.as_str()).is_some_and(continues_path))
     }
-    if let Some(v) = table.remove("api_keys") {
-        (parsed.api_key_index, config.auth.api_keys) =
-            array::<ApiKeyConfig>("auth.api_keys", v, errors)
-                .into_iter()
-                .unzip();
+
+    /// Something at or under `path` was in error and left out.
+    pub(super) fn dropped_within(&self, path: &str) -> bool {
+        self.dropped
+            .iter()
+            .any(|d| d.strip_prefix(path).is_some_and(continues_path))
     }
-    if let Some(v) = table.remove("certificates") {
-        (parsed.certificate_index, config.auth.certificates) =
-            array::<CertificateConfig>("auth.certificates", v, errors)
-                .into_iter()
-                .unzip();
-    }
-    if let Some(settings) = section::<AuthSettings>("auth", toml::Value::Table(table), errors) {
-        config.auth.settings = settings;
-    }
-    parsed.auth = errors.len() == before;
 }
 
-fn array<T: DeserializeOwned>(
-    path: &str,
-    value: toml::Value,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<(usize, T)> {
-    let toml::Value::Array(items) = value else {
-        errors.push(ConfigError::new(
-            path,
-            format!("expected an array of tables (`[[{path}]]`)"),
-        ));
-        return Vec::new();
+/// What is left of a TOML path after a prefix: nothing, or a key or an index below it.
+fn continues_path(rest: &str) -> bool {
+    rest.is_empty() || rest.starts_with(['.', '['])
+}
+
+/// `[auth]` as read, with the file index of each entry of its arrays of tables.
+#[derive(Debug, Default)]
+struct AuthRead {
+    config: AuthConfig,
+    indices: (Vec<usize>, Vec<usize>, Vec<usize>),
+}
+
+/// At most this many values of one section are left out before the section is given up
+/// on (each round reads it again, so this bounds the work a hostile file can cause).
+const MAX_LEFT_OUT: usize = 64;
+
+/// Reads sections into typed config, collecting every error and what was left out.
+#[derive(Debug)]
+struct Reader<'a> {
+    errors: &'a mut Vec<ConfigError>,
+    dropped: &'a mut BTreeSet<String>,
+}
+
+impl Reader<'_> {
+    /// Reads the section at `path`. serde stops at the first problem of a table (an
+    /// unknown key, a value of the wrong kind), so on each error the value in error is
+    /// reported, left out, and the section read again: every problem of the section is
+    /// reported in one run, and the section is still checked with defaults in place of
+    /// what was left out. `None` when even that cannot give a value (a required key is
+    /// missing or was itself in error, or the section is not a table).
+    fn section<T: DeserializeOwned>(&mut self, path: &str, mut value: toml::Value) -> Option<T> {
+        let mut left_out: Vec<Vec<Step>> = Vec::new();
+        for _ in 0..=MAX_LEFT_OUT {
+            let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+                Ok(v) => return Some(v),
+                Err(e) => e,
+            };
+            let steps = Step::all(e.path());
+            let message = clean_message(e.inner());
+            // A required key left out in an earlier round: its own error was reported.
+            let follows = match (&steps, missing_field(&message)) {
+                (Some(table), Some(field)) => {
+                    let mut key = table.clone();
+                    key.push(Step::Key(field.to_owned()));
+                    left_out.contains(&key)
+                }
+                _ => false,
+            };
+            if !follows {
+                self.errors.push(ConfigError::new(
+                    under(path, &e.path().to_string()),
+                    message,
+                ));
+            }
+            match steps.and_then(|s| leave_out(&mut value, s)) {
+                Some(removed) => {
+                    self.dropped.insert(under(path, &Step::display(&removed)));
+                    left_out.push(removed);
+                }
+                None => break,
+            }
+        }
+        self.dropped.insert(path.to_owned());
+        None
+    }
+
+    /// Reads an array of tables entry by entry; also says whether every entry was read.
+    fn array<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        value: toml::Value,
+    ) -> (Vec<(usize, T)>, bool) {
+        let toml::Value::Array(items) = value else {
+            self.errors.push(ConfigError::new(
+                path,
+                format!("expected an array of tables (`[[{path}]]`)"),
+            ));
+            self.dropped.insert(path.to_owned());
+            return (Vec::new(), false);
+        };
+        let count = items.len();
+        let read: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| Some((i, self.section::<T>(&format!("{path}[{i}]"), item)?)))
+            .collect();
+        let complete = read.len() == count;
+        (read, complete)
+    }
+
+    /// `[auth]`: its arrays of tables entry by entry (so every bad entry is reported with
+    /// its index), then the plain keys. Also says whether every part of it was read.
+    fn auth_section(&mut self, value: toml::Value) -> (AuthRead, bool) {
+        let mut read = AuthRead::default();
+        let toml::Value::Table(mut table) = value else {
+            self.errors
+                .push(ConfigError::new("auth", "expected a table (`[auth]`)"));
+            self.dropped.insert("auth".to_owned());
+            return (read, false);
+        };
+        let mut complete = true;
+        if let Some(v) = table.remove("issuers") {
+            let (entries, all) = self.array::<IssuerConfig>("auth.issuers", v);
+            (read.indices.0, read.config.issuers) = entries.into_iter().unzip();
+            complete &= all;
+        }
+        if let Some(v) = table.remove("api_keys") {
+            let (entries, all) = self.array::<ApiKeyConfig>("auth.api_keys", v);
+            (read.indices.1, read.config.api_keys) = entries.into_iter().unzip();
+            complete &= all;
+        }
+        if let Some(v) = table.remove("certificates") {
+            let (entries, all) = self.array::<CertificateConfig>("auth.certificates", v);
+            (read.indices.2, read.config.certificates) = entries.into_iter().unzip();
+            complete &= all;
+        }
+        match self.section::<AuthSettings>("auth", toml::Value::Table(table)) {
+            Some(settings) => read.config.settings = settings,
+            None => complete = false,
+        }
+        (read, complete)
+    }
+}
+
+/// One step of a TOML path: a key of a table or an index into an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+impl Step {
+    /// The steps of a serde path; `None` when it goes through something else (an enum).
+    fn all(path: &serde_path_to_error::Path) -> Option<Vec<Step>> {
+        path.iter()
+            .map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `a.b[2].c`, as serde_path_to_error writes paths.
+    fn display(steps: &[Step]) -> String {
+        let mut out = String::new();
+        for step in steps {
+            match step {
+                Step::Key(key) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                }
+                Step::Index(i) => {
+                    let _ = write!(out, "[{i}]");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Removes the value at `steps` from `value` so that what surrounds it can still be read.
+/// An error inside an array removes the whole array (removing one element would shift
+/// the indices of the others). Returns the steps of what was removed; `None` when
+/// nothing can be (the error is about the section itself).
+fn leave_out(value: &mut toml::Value, mut steps: Vec<Step>) -> Option<Vec<Step>> {
+    while matches!(steps.last(), Some(Step::Index(_))) {
+        steps.pop();
+    }
+    let Some(Step::Key(key)) = steps.pop() else {
+        return None;
     };
-    items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, item)| Some((i, section::<T>(&format!("{path}[{i}]"), item, errors)?)))
-        .collect()
+    let mut parent = value;
+    for step in &steps {
+        parent = match step {
+            Step::Key(k) => parent.as_table_mut()?.get_mut(k)?,
+            Step::Index(i) => parent.as_array_mut()?.get_mut(*i)?,
+        };
+    }
+    parent.as_table_mut()?.remove(&key)?;
+    steps.push(Step::Key(key));
+    Some(steps)
+}
+
+/// The field a serde "missing field" message names.
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split_once('`')
+        .map(|(field, _)| field)
+}
+
+/// The full TOML path of `inner` (a path inside the section at `path`).
+fn under(path: &str, inner: &str) -> String {
+    if inner == "." || inner.is_empty() {
+        path.to_owned()
+    } else if inner.starts_with('[') {
+        format!("{path}{inner}")
+    } else {
+        format!("{path}.{inner}")
+    }
 }
 
 fn clean_message(e: &toml::de::Error) -> String {

@@ -36,8 +36,8 @@ pub(super) fn validate(
     source: &dyn SecretSource,
     errors: &mut Vec<ConfigError>,
 ) {
-    if parsed.server {
-        server(config, errors);
+    if !parsed.dropped("server") {
+        server(config, parsed, errors);
     }
     for (role, permissions) in &config.roles {
         if role.is_empty() || permissions.iter().any(String::is_empty) {
@@ -49,11 +49,9 @@ pub(super) fn validate(
     }
     secret_declarations(config, &parsed.secret_index, source, errors);
     rate_limits(config, errors);
-    audit(config, errors);
+    audit(config, parsed, errors);
     tracing_section(config, errors);
-    if parsed.auth {
-        auth::section(config, parsed, errors);
-    }
+    auth::section(config, parsed, errors);
     let mut warnings = Vec::new();
     let mut names = HashMap::new();
     let mut paths = HashMap::new();
@@ -78,16 +76,14 @@ pub(super) fn validate(
             ));
         }
         self::route(&at, route, errors);
-        policy(&at, route, &config.roles, errors, &mut warnings);
+        policy(&at, route, &config.roles, parsed, errors, &mut warnings);
         route_limits(&at, route, errors);
         sensitive_keys(
             &format!("{at}.audit.sensitive_keys"),
             route.audit.sensitive_keys.as_deref(),
             errors,
         );
-        if parsed.auth {
-            auth::route(&at, route, config, errors, &mut warnings);
-        }
+        auth::route(&at, route, config, parsed, errors, &mut warnings);
     }
     config.warnings.extend(warnings);
     if config.routes.is_empty() && errors.is_empty() {
@@ -98,9 +94,13 @@ pub(super) fn validate(
     resolve_secrets(config, parsed, source, errors);
 }
 
-fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
+fn server(config: &mut Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
     let s = &config.server;
+    // Which of TLS and plain HTTP is wanted is only known when both keys were read.
+    let plain_known = !parsed.dropped("server.insecure_http");
+    let tls_known = !parsed.dropped("server.tls");
     match (&s.tls, s.insecure_http) {
+        _ if !plain_known || !tls_known => {}
         (None, false) => errors.push(ConfigError::new(
             "server.tls",
             "TLS is required: set [server.tls] cert and key (or, only for a sidecar on \
@@ -110,21 +110,9 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
             "server.insecure_http",
             "insecure_http = true and [server.tls] are both set; choose one",
         )),
-        (Some(t), false) => {
-            if let Err(e) = tls::load_cert_chain(&t.cert) {
-                errors.push(ConfigError::new("server.tls.cert", e.to_string()));
-            }
-            if let Err(e) = tls::load_private_key(&t.key) {
-                errors.push(ConfigError::new("server.tls.key", e.to_string()));
-            }
-            if let Some(ca) = &t.client_ca
-                && let Err(e) = tls::load_cert_chain(ca)
-            {
-                errors.push(ConfigError::new("server.tls.client_ca", e.to_string()));
-            }
-        }
+        (Some(_), false) => {}
         (None, true) => {
-            if !s.listen.ip().is_loopback() {
+            if !s.listen.ip().is_loopback() && !parsed.dropped("server.listen") {
                 config.warnings.push(format!(
                     "server.insecure_http: serving plain HTTP on non-loopback address {}; \
                      tokens and tool traffic cross the network unencrypted",
@@ -133,8 +121,14 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
             }
         }
     }
+    if let Some(t) = &s.tls
+        && !s.insecure_http
+    {
+        tls_files(t, errors);
+    }
     if let Some(url) = &s.public_url {
-        let https_ok = url.scheme() == "https" || (url.scheme() == "http" && s.insecure_http);
+        let https_ok = url.scheme() == "https"
+            || (url.scheme() == "http" && (s.insecure_http || !plain_known));
         if !https_ok {
             errors.push(ConfigError::new(
                 "server.public_url",
@@ -191,6 +185,36 @@ fn server(config: &mut Config, errors: &mut Vec<ConfigError>) {
                 "must be greater than zero",
             ));
         }
+    }
+}
+
+/// `[server.tls]`: the files can be read, and make a certificate and key that belong
+/// together (a pair that does not would otherwise only show when the server starts).
+fn tls_files(t: &super::TlsConfig, errors: &mut Vec<ConfigError>) {
+    let mut readable = true;
+    if let Err(e) = tls::load_cert_chain(&t.cert) {
+        errors.push(ConfigError::new("server.tls.cert", e.to_string()));
+        readable = false;
+    }
+    if let Err(e) = tls::load_private_key(&t.key) {
+        errors.push(ConfigError::new("server.tls.key", e.to_string()));
+        readable = false;
+    }
+    if let Some(ca) = &t.client_ca
+        && let Err(e) = tls::load_cert_chain(ca)
+    {
+        errors.push(ConfigError::new("server.tls.client_ca", e.to_string()));
+        readable = false;
+    }
+    if !readable {
+        return;
+    }
+    match tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()) {
+        Ok(_) => {}
+        Err(e @ tls::TlsError::Roots(_)) => {
+            errors.push(ConfigError::new("server.tls.client_ca", e.to_string()));
+        }
+        Err(e) => errors.push(ConfigError::new("server.tls.key", e.to_string())),
     }
 }
 
@@ -357,7 +381,7 @@ fn rate_limits(config: &Config, errors: &mut Vec<ConfigError>) {
 }
 
 /// `[audit]` and `[admin]`: what serde cannot check.
-fn audit(config: &mut Config, errors: &mut Vec<ConfigError>) {
+fn audit(config: &mut Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
     let audit = &config.audit;
     if !audit.enabled {
         config
@@ -391,7 +415,7 @@ fn audit(config: &mut Config, errors: &mut Vec<ConfigError>) {
                 format!("`{}` is a directory; name a file in it", file.display()),
             ));
         }
-    } else if audit.stdout == Some(false) {
+    } else if audit.stdout == Some(false) && !parsed.dropped("audit.file") {
         errors.push(ConfigError::new(
             "audit.stdout",
             "with no audit.file, records can only go to standard output; set a file or \
@@ -438,6 +462,8 @@ fn audit(config: &mut Config, errors: &mut Vec<ConfigError>) {
         }
         if monitor.failed_authentications_per_ip.is_none()
             && monitor.rate_limit_rejections_per_ip.is_none()
+            && !parsed.dropped("audit.monitor.failed_authentications_per_ip")
+            && !parsed.dropped("audit.monitor.rate_limit_rejections_per_ip")
         {
             errors.push(ConfigError::new(
                 "audit.monitor.ban",
@@ -459,7 +485,10 @@ fn audit(config: &mut Config, errors: &mut Vec<ConfigError>) {
                 "must be greater than zero",
             ));
         }
-        if !monitor.is_on() {
+        let thresholds_known = thresholds
+            .iter()
+            .all(|(name, _)| !parsed.dropped(&format!("audit.monitor.{name}")));
+        if !monitor.is_on() && thresholds_known {
             config.warnings.push(
                 "audit.monitor.webhook is set but no threshold is: no alert will be sent".into(),
             );
@@ -522,10 +551,19 @@ fn policy(
     at: &str,
     r: &RouteConfig,
     roles: &super::policy::RolesConfig,
+    parsed: &Parsed,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) {
-    if r.policy.is_empty() && r.default_policy == super::policy::DefaultPolicy::Deny {
+    // A rule with a key in error holds a default in its place (an `effect` left out reads
+    // as allow): what it would mean is unknown, so it is not judged.
+    let rule_known = |i: usize| !parsed.dropped_within(&format!("{at}.policy[{i}]"));
+    let default_known = !parsed.dropped(&format!("{at}.default_policy"))
+        && !parsed.dropped(&format!("{at}.policy"));
+    if r.policy.is_empty()
+        && r.default_policy == super::policy::DefaultPolicy::Deny
+        && default_known
+    {
         warnings.push(format!(
             "{at}: no [[routes.policy]] rules and default_policy = \"deny\": every tool call, \
              prompt and resource read on `{}` is refused (add rules, or set \
@@ -534,11 +572,11 @@ fn policy(
         ));
     }
     if let Err(problems) = crate::policy::RoutePolicy::new(&r.policy, r.default_policy, r.step_up) {
-        for (i, key, message) in problems {
+        for (i, key, message) in problems.into_iter().filter(|(i, ..)| rule_known(*i)) {
             errors.push(ConfigError::new(format!("{at}.policy[{i}].{key}"), message));
         }
     }
-    for (i, rule) in r.policy.iter().enumerate() {
+    for (i, rule) in r.policy.iter().enumerate().filter(|(i, _)| rule_known(*i)) {
         let lists = [
             ("methods", &rule.methods),
             ("tools", &rule.tools),
@@ -567,19 +605,23 @@ fn policy(
             }
         }
     }
-    for (i, rule) in r.policy.iter().enumerate() {
+    for (i, rule) in r.policy.iter().enumerate().filter(|(i, _)| rule_known(*i)) {
         if let Some(why) = never_matches(rule, roles) {
             warnings.push(format!("{at}.policy[{i}]: can never match: {why}"));
         }
         if rule.effect == super::policy::Effect::Allow
             && r.default_policy == super::policy::DefaultPolicy::Allow
+            && default_known
         {
             warnings.push(format!(
                 "{at}.policy[{i}]: an allow rule has no effect with default_policy = \"allow\""
             ));
         }
     }
-    if r.step_up && !r.policy.iter().any(|rule| !rule.scopes.is_empty()) {
+    if r.step_up
+        && !r.policy.iter().any(|rule| !rule.scopes.is_empty())
+        && !parsed.dropped_within(&format!("{at}.policy"))
+    {
         errors.push(ConfigError::new(
             format!("{at}.step_up"),
             "no rule of this route requires scopes, so there is nothing to step up to",

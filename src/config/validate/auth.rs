@@ -46,7 +46,7 @@ pub(super) fn section(config: &Config, parsed: &Parsed, errors: &mut Vec<ConfigE
                 ),
             ));
         }
-        issuer(&at, ic, errors);
+        issuer(&at, ic, parsed, errors);
     }
 
     let mut hashes: Vec<(KeyHash, usize)> = Vec::new();
@@ -90,7 +90,7 @@ pub(super) fn section(config: &Config, parsed: &Parsed, errors: &mut Vec<ConfigE
         }
         scopes(&format!("{at}.scopes"), &c.scopes, errors);
     }
-    if !auth.certificates.is_empty() && client_ca(config).is_none() {
+    if !auth.certificates.is_empty() && client_ca_known(parsed) && client_ca(config).is_none() {
         errors.push(ConfigError::new(
             "auth.certificates",
             "client certificates are only verified with server.tls.client_ca set",
@@ -98,7 +98,12 @@ pub(super) fn section(config: &Config, parsed: &Parsed, errors: &mut Vec<ConfigE
     }
 }
 
-fn issuer(at: &str, ic: &super::super::auth::IssuerConfig, errors: &mut Vec<ConfigError>) {
+fn issuer(
+    at: &str,
+    ic: &super::super::auth::IssuerConfig,
+    parsed: &Parsed,
+    errors: &mut Vec<ConfigError>,
+) {
     if ic.algorithms.is_empty() {
         errors.push(ConfigError::new(
             format!("{at}.algorithms"),
@@ -112,45 +117,20 @@ fn issuer(at: &str, ic: &super::super::auth::IssuerConfig, errors: &mut Vec<Conf
             Err(e) => errors.push(ConfigError::new(format!("{at}.algorithms[{j}]"), e)),
         }
     }
-    let hmac = algorithms.iter().any(|a| keys::is_hmac(*a));
-    let asymmetric = algorithms.iter().any(|a| !keys::is_hmac(*a));
-    if hmac && asymmetric {
+    if algorithms.iter().any(|a| keys::is_hmac(*a)) && algorithms.iter().any(|a| !keys::is_hmac(*a))
+    {
         errors.push(ConfigError::new(
             format!("{at}.algorithms"),
             "mixes HMAC (HS*) and public-key algorithms; configure them as two issuers so \
              that no key can be used as the other kind",
         ));
     }
-    let public_sources = ic.jwks_url.is_some() || !ic.keys.is_empty() || !ic.public_keys.is_empty();
-    if !public_sources && ic.hmac_secret.is_none() {
-        errors.push(ConfigError::new(
-            at,
-            "has no keys: set jwks_url, keys, public_keys or hmac_secret",
-        ));
-    }
-    if ic.hmac_secret.is_some() && !hmac && !algorithms.is_empty() {
-        errors.push(ConfigError::new(
-            format!("{at}.hmac_secret"),
-            "an HMAC secret needs HS256, HS384 or HS512 in algorithms",
-        ));
-    }
-    if hmac && !asymmetric && ic.hmac_secret.is_none() {
-        errors.push(ConfigError::new(
-            format!("{at}.hmac_secret"),
-            "HS* algorithms need an hmac_secret (from a secret reference)",
-        ));
-    }
-    if hmac && !asymmetric && public_sources {
-        errors.push(ConfigError::new(
-            at,
-            "public keys (jwks_url, keys, public_keys) are never used for HS* algorithms",
-        ));
-    }
-    if asymmetric && !public_sources {
-        errors.push(ConfigError::new(
-            at,
-            "public-key algorithms need jwks_url, keys or public_keys",
-        ));
+    // Which keys the issuer has is only known when none of them was in error.
+    let keys_known = ["jwks_url", "keys", "public_keys", "hmac_secret"]
+        .iter()
+        .all(|key| !parsed.dropped(&format!("{at}.{key}")));
+    if keys_known {
+        key_sources(at, ic, &algorithms, errors);
     }
     if let Some(url) = &ic.jwks_url
         && !crate::auth::jwks::url_allowed(url)
@@ -161,7 +141,9 @@ fn issuer(at: &str, ic: &super::super::auth::IssuerConfig, errors: &mut Vec<Conf
         ));
     }
     if let Some(ca) = &ic.jwks_ca {
-        if ic.jwks_url.as_ref().is_none_or(|u| u.scheme() != "https") {
+        if ic.jwks_url.as_ref().is_none_or(|u| u.scheme() != "https")
+            && !parsed.dropped(&format!("{at}.jwks_url"))
+        {
             errors.push(ConfigError::new(
                 format!("{at}.jwks_ca"),
                 "only applies to an https jwks_url",
@@ -207,14 +189,65 @@ fn issuer(at: &str, ic: &super::super::auth::IssuerConfig, errors: &mut Vec<Conf
     }
 }
 
+/// The issuer has keys, and of the kind its algorithms need.
+fn key_sources(
+    at: &str,
+    ic: &super::super::auth::IssuerConfig,
+    algorithms: &[jsonwebtoken::Algorithm],
+    errors: &mut Vec<ConfigError>,
+) {
+    let hmac = algorithms.iter().any(|a| keys::is_hmac(*a));
+    let asymmetric = algorithms.iter().any(|a| !keys::is_hmac(*a));
+    let public_sources = ic.jwks_url.is_some() || !ic.keys.is_empty() || !ic.public_keys.is_empty();
+    if !public_sources && ic.hmac_secret.is_none() {
+        errors.push(ConfigError::new(
+            at,
+            "has no keys: set jwks_url, keys, public_keys or hmac_secret",
+        ));
+    }
+    if ic.hmac_secret.is_some() && !hmac && !algorithms.is_empty() {
+        errors.push(ConfigError::new(
+            format!("{at}.hmac_secret"),
+            "an HMAC secret needs HS256, HS384 or HS512 in algorithms",
+        ));
+    }
+    if hmac && !asymmetric && ic.hmac_secret.is_none() {
+        errors.push(ConfigError::new(
+            format!("{at}.hmac_secret"),
+            "HS* algorithms need an hmac_secret (from a secret reference)",
+        ));
+    }
+    if hmac && !asymmetric && public_sources {
+        errors.push(ConfigError::new(
+            at,
+            "public keys (jwks_url, keys, public_keys) are never used for HS* algorithms",
+        ));
+    }
+    if asymmetric && !public_sources {
+        errors.push(ConfigError::new(
+            at,
+            "public-key algorithms need jwks_url, keys or public_keys",
+        ));
+    }
+}
+
 /// Checks a route's authentication settings; `warnings` gets the `auth = "none"` notice.
+/// Checks that depend on a value in error (left out, a default in its place) are
+/// skipped: they would report a consequence of that error, not a problem of their own.
 pub(super) fn route(
     at: &str,
     r: &RouteConfig,
     config: &Config,
+    parsed: &Parsed,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) {
+    // The ways in are known when the route's own keys and every entry of [auth] were read.
+    let methods_known = parsed.auth
+        && !parsed.dropped(&format!("{at}.auth"))
+        && !parsed.dropped(&format!("{at}.auth_methods"));
+    // The audience a route gets by default comes from the public URL or the listener.
+    let url_known = !parsed.dropped("server.public_url") && !parsed.dropped("server.listen");
     if r.auth == AuthMode::None {
         let set = [
             ("auth_methods", r.auth_methods.is_some()),
@@ -247,13 +280,13 @@ pub(super) fn route(
         }
         for (j, m) in list.iter().enumerate() {
             let missing = match m {
-                MethodName::Jwt if auth.issuers.is_empty() => {
+                MethodName::Jwt if parsed.auth && auth.issuers.is_empty() => {
                     Some("no [[auth.issuers]] configured")
                 }
-                MethodName::ApiKey if auth.api_keys.is_empty() => {
+                MethodName::ApiKey if parsed.auth && auth.api_keys.is_empty() => {
                     Some("no [[auth.api_keys]] configured")
                 }
-                MethodName::Mtls if client_ca(config).is_none() => {
+                MethodName::Mtls if client_ca_known(parsed) && client_ca(config).is_none() => {
                     Some("client certificates need server.tls.client_ca")
                 }
                 _ => None,
@@ -264,7 +297,7 @@ pub(super) fn route(
         }
     }
     let methods = crate::auth::methods(config, r);
-    if r.auth_methods.is_none() && !methods.jwt && !methods.api_key {
+    if methods_known && r.auth_methods.is_none() && !methods.jwt && !methods.api_key {
         errors.push(ConfigError::new(
             format!("{at}.auth"),
             "authentication is required (the default) but [auth] configures no way in: add \
@@ -274,15 +307,17 @@ pub(super) fn route(
         ));
     }
     // A loopback listener without a public URL takes its URL from the bound address.
-    let no_url = config.server.public_url.is_none() && !config.server.listen.ip().is_loopback();
-    if methods.jwt && r.audience.is_none() && no_url {
+    let no_url =
+        url_known && config.server.public_url.is_none() && !config.server.listen.ip().is_loopback();
+    let jwt = methods_known && methods.jwt;
+    if jwt && r.audience.is_none() && no_url && !parsed.dropped(&format!("{at}.audience")) {
         errors.push(ConfigError::new(
             format!("{at}.audience"),
             "tokens need an audience: set server.public_url (the audience is then the \
              route's URL) or this route's audience",
         ));
     }
-    if methods.jwt && r.audience.is_some() && no_url {
+    if jwt && r.audience.is_some() && no_url {
         warnings.push(format!(
             "{at}: no server.public_url, so no protected-resource metadata: MCP clients \
              cannot discover where to get a token for `{}`",
@@ -296,10 +331,16 @@ pub(super) fn route(
         ));
     }
     scopes(&format!("{at}.scopes"), &r.scopes, errors);
-    identity_headers(at, r, config, errors);
+    identity_headers(at, r, config, parsed, errors);
 }
 
-fn identity_headers(at: &str, r: &RouteConfig, config: &Config, errors: &mut Vec<ConfigError>) {
+fn identity_headers(
+    at: &str,
+    r: &RouteConfig,
+    config: &Config,
+    parsed: &Parsed,
+    errors: &mut Vec<ConfigError>,
+) {
     let IdentityHeaders { claims, .. } = &r.identity_headers;
     let mut seen = HashMap::new();
     for (key, name) in r.identity_headers.entries() {
@@ -342,7 +383,8 @@ fn identity_headers(at: &str, r: &RouteConfig, config: &Config, errors: &mut Vec
         }
     }
     for claim in claims.keys() {
-        if !config.auth.issuers.iter().any(|i| i.claims.contains(claim)) {
+        // An issuer that could not be read may keep the claim.
+        if parsed.auth && !config.auth.issuers.iter().any(|i| i.claims.contains(claim)) {
             errors.push(ConfigError::new(
                 format!("{at}.identity_headers.claims.{claim}"),
                 format!(
@@ -364,6 +406,11 @@ fn scopes(at: &str, list: &[String], errors: &mut Vec<ConfigError>) {
             ));
         }
     }
+}
+
+/// Whether a client CA is configured is known: `[server.tls]` and `insecure_http` were read.
+fn client_ca_known(parsed: &Parsed) -> bool {
+    !parsed.dropped("server.tls") && !parsed.dropped("server.insecure_http")
 }
 
 fn client_ca(config: &Config) -> Option<&std::path::Path> {
