@@ -249,7 +249,7 @@ pub struct SecretDecl {
 pub struct RouteConfig {
     /// Short name used in logs and metrics.
     pub name: String,
-    /// Exact public path, e.g. `/github/mcp`.
+    /// Exact public path, e.g. `/github/mcp`, or `/` for the root.
     pub path: String,
     pub upstream: UpstreamConfig,
     /// Headers added to every upstream request; values may use `${SECRET}` references.
@@ -777,6 +777,30 @@ upstream = { url = "http://u/mcp", ca = "ca.pem" }
             assert!(
                 errs.iter().any(|e| e.starts_with(expected)),
                 "missing `{expected}` in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_route_at_the_root_is_accepted_and_a_bad_path_is_told_the_rule() {
+        let route = |path: &str| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:1\"\ninsecure_http = true\n\
+                 [[routes]]\nname = \"r\"\npath = {path:?}\nupstream = {{ url = \"http://u/mcp\" }}\n\
+                 auth = \"none\"\ndefault_policy = \"allow\"\n"
+            )
+        };
+        let config = load_str(&route("/"), &env(&[])).unwrap();
+        assert_eq!(config.routes[0].path, "/");
+        for bad in ["", "mcp", "/a//b", "/a/../b", "/a/./b", "/a b", "/ä"] {
+            let errs = messages(&route(bad), &env(&[]));
+            assert_eq!(
+                errs,
+                vec![format!(
+                    "routes[0].path: `{bad}` is not a valid route path: write `/` for the \
+                     root, or a path such as `/github/mcp` that starts with `/`, uses only \
+                     ASCII letters, digits and `-_.~/`, and has no `//`, `.` or `..` segment"
+                )],
             );
         }
     }

@@ -165,6 +165,51 @@ async fn rmcp_client_through_plain_http_sidecar() {
     within("graceful shutdown", gateway.shutdown()).await;
 }
 
+/// A sidecar in front of one MCP server serves it at the root: `path = "/"` is a route
+/// like any other, and takes no other path from the gateway or from a 404.
+#[tokio::test]
+async fn rmcp_client_through_a_route_at_the_root() {
+    let upstream = Upstream::start(Mode::Json).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(support::gateway::Route::new("root", "/", &upstream.url()))
+        .start()
+        .await;
+    let http = client::http_client(None, Http::H1);
+    let mcp = within(
+        "the MCP handshake",
+        client::mcp_client(http.clone(), &gateway.url("/")),
+    )
+    .await;
+    let result = within(
+        "tools/call",
+        mcp.call_tool(CallToolRequestParams::new("echo").with_arguments(echo_args("at the root"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        serde_json::to_value(&result).unwrap()["content"][0]["text"],
+        "at the root"
+    );
+    assert_eq!(upstream.probe.calls("echo"), 1);
+    mcp.cancel().await.unwrap();
+
+    // Other paths are not the root route's: the gateway's own answer, or 404.
+    let health = http.get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let other = client::post(
+        &http,
+        &gateway.url("/other"),
+        &client::initialize_body(1, "2025-06-18"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    assert_eq!(upstream.probe.seen_rpc("initialize").len(), 1);
+    within("graceful shutdown", gateway.shutdown()).await;
+}
+
 /// Raw handshake through the gateway; returns the session id the client was given.
 async fn raw_handshake(http: &reqwest::Client, url: &str, version: &str) -> String {
     let response = client::post(http, url, &client::initialize_body(1, version))

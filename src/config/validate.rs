@@ -230,8 +230,8 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
             "must be 1–64 characters of letters, digits, `-` and `_`",
         ));
     }
+    // `/` alone is the root: a sidecar in front of one MCP server serves it there.
     let valid_path = r.path.starts_with('/')
-        && r.path.len() > 1
         && !r.path.contains("//")
         && !r.path.split('/').any(|seg| seg == "." || seg == "..")
         && r.path
@@ -241,8 +241,9 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
         errors.push(ConfigError::new(
             format!("{at}.path"),
             format!(
-                "`{}` is not a valid route path: it must start with `/` and use only letters, \
-                 digits and `/-_.~`",
+                "`{}` is not a valid route path: write `/` for the root, or a path such as \
+                 `/github/mcp` that starts with `/`, uses only ASCII letters, digits and \
+                 `-_.~/`, and has no `//`, `.` or `..` segment",
                 r.path
             ),
         ));
