@@ -806,6 +806,80 @@ upstream = { url = "http://u/mcp", ca = "ca.pem" }
     }
 
     #[test]
+    fn a_reference_in_a_field_that_does_not_expand_it_is_named_as_such() {
+        let text = r#"
+[server]
+listen = "${LISTEN}"
+public_url = "https://${HOST}"
+allowed_hosts = ["${HOST}"]
+insecure_http = true
+[[routes]]
+name = "a"
+path = "/a"
+upstream = { url = "${UPSTREAM_URL}", connect_timeout = "${TIMEOUT}" }
+audience = "${AUDIENCE}"
+auth = "none"
+[[routes.policy]]
+tools = ["echo"]
+when = [{ argument = "/text", equals = "${a value, not a reference}" }]
+"#;
+        let errs = messages(text, &env(&[("LISTEN", "127.0.0.1:1")]));
+        let paths = [
+            "server.listen",
+            "server.public_url",
+            "server.allowed_hosts[0]",
+            "routes[0].upstream.url",
+            "routes[0].upstream.connect_timeout",
+            "routes[0].audience",
+        ];
+        for path in paths {
+            assert!(
+                errs.iter().any(|e| e.starts_with(&format!(
+                    "{path}: this field does not expand `${{…}}` references"
+                ))),
+                "missing {path} in {errs:#?}"
+            );
+        }
+        // Only those: no parse error of the same values, no missing `url`, nothing about
+        // the policy's argument value (data, never a reference).
+        assert_eq!(errs.len(), paths.len(), "{errs:#?}");
+        // The message says which fields do expand references.
+        assert!(
+            errs[0].contains("routes.upstream_headers")
+                && errs[0].contains("audit.monitor.webhook.url")
+                && errs[0].contains("cluster.redis_url"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_url_takes_a_secret_and_never_shows_it() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\ninsecure_http = true\n\
+                    [audit.monitor]\nfailed_authentications_per_ip = { count = 5, within = \"1m\" }\n\
+                    webhook = { url = \"${ALERT_URL}\" }\n";
+        let url = "https://hooks.example.com/services/T000/B000/s3cr3tPart";
+        let config = load_str(text, &env(&[("ALERT_URL", url)])).unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3tPart"));
+        let hook = config.audit.monitor.webhook.as_ref().unwrap();
+        assert_eq!(hook.url.expose(), url);
+        // A resolved value that is not an http(s) URL is refused, and not shown.
+        for bad in ["ftp://hooks.example.com/s3cr3tPart", "s3cr3tPart"] {
+            let errs = messages(text, &env(&[("ALERT_URL", bad)]));
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+            assert!(
+                errs[0].starts_with("audit.monitor.webhook.url: ") && !errs[0].contains("s3cr3t"),
+                "{errs:#?}"
+            );
+        }
+        let errs = messages(text, &env(&[]));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("audit.monitor.webhook.url: secret `ALERT_URL` is not set"),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
     fn secrets_resolve_and_never_show_in_debug() {
         let text = r#"
 [server]

@@ -43,15 +43,16 @@ struct Delivery {
 impl Webhook {
     /// Starts the delivery task (needs a tokio runtime).
     pub fn start(config: &WebhookConfig, counts: IntCounterVec) -> Result<Self, String> {
+        // The URL may carry a secret: no error or log line shows it.
         let uri: Uri = config
             .url
-            .as_str()
+            .expose()
             .parse()
             .map_err(|_| "audit.monitor.webhook.url is not a valid URI".to_owned())?;
         let connector = crate::server::tls::https_connector(
             None,
             config.timeout.get(),
-            config.url.scheme() == "http",
+            uri.scheme_str() == Some("http"),
         )
         .map_err(|e| e.to_string())?;
         let headers = config

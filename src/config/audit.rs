@@ -128,7 +128,10 @@ pub struct Threshold {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    pub url: url::Url,
+    /// Where alerts are POSTed (`http` or `https`). A secret-capable field: incoming-webhook
+    /// URLs (Slack's, for one) carry their credential in the path, so the URL is never
+    /// printed.
+    pub url: SecretValue,
     /// Headers sent with every alert (e.g. `Authorization`); values may be secrets.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, SecretValue>,

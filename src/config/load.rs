@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::auth::{ApiKeyConfig, AuthConfig, AuthSettings, CertificateConfig, IssuerConfig};
-use super::secret::{ProcessEnv, SecretSource};
+use super::secret::{self, ProcessEnv, SecretSource};
 use super::{Config, LoggingConfig, RouteConfig, SecretDecl, ServerConfig};
 
 /// One problem in the config, with the TOML path it is about.
@@ -263,6 +263,24 @@ impl Reader<'_> {
     /// missing or was itself in error, or the section is not a table).
     fn section<T: DeserializeOwned>(&mut self, path: &str, mut value: toml::Value) -> Option<T> {
         let mut left_out: Vec<Vec<Step>> = Vec::new();
+        // A reference where none is expanded would otherwise be taken as written, or fail
+        // as a malformed address or URL with a message that does not say why.
+        for steps in unexpanded_references(path, &value) {
+            self.errors.push(ConfigError::new(
+                under(path, &Step::display(&steps)),
+                secret::not_expanded_message(),
+            ));
+            if steps.is_empty() {
+                // The section itself is such a string: there is nothing more to read.
+                self.dropped.insert(path.to_owned());
+                return None;
+            }
+            // `None`: already left out with the array holding it.
+            if let Some(removed) = leave_out(&mut value, steps) {
+                self.dropped.insert(under(path, &Step::display(&removed)));
+                left_out.push(removed);
+            }
+        }
         for _ in 0..=MAX_LEFT_OUT {
             let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
                 Ok(v) => return Some(v),
@@ -415,6 +433,38 @@ fn leave_out(value: &mut toml::Value, mut steps: Vec<Step>) -> Option<Vec<Step>>
     parent.as_table_mut()?.remove(&key)?;
     steps.push(Step::Key(key));
     Some(steps)
+}
+
+/// The steps of every string in `value` (the section at `path`) that holds `${` in a field
+/// that does not expand references.
+fn unexpanded_references(path: &str, value: &toml::Value) -> Vec<Vec<Step>> {
+    fn walk(path: &str, steps: &mut Vec<Step>, value: &toml::Value, found: &mut Vec<Vec<Step>>) {
+        let full = under(path, &Step::display(steps));
+        if secret::is_secret_field(&full) || secret::is_data_field(&full) {
+            return;
+        }
+        match value {
+            toml::Value::String(text) if text.contains("${") => found.push(steps.clone()),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    steps.push(Step::Index(i));
+                    walk(path, steps, item, found);
+                    steps.pop();
+                }
+            }
+            toml::Value::Table(table) => {
+                for (key, item) in table {
+                    steps.push(Step::Key(key.clone()));
+                    walk(path, steps, item, found);
+                    steps.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(path, &mut Vec::new(), value, &mut found);
+    found
 }
 
 /// The field a serde "missing field" message names.

@@ -2,14 +2,93 @@
 //!
 //! A field that may hold a secret is a [`SecretValue`]: it keeps the template the user
 //! wrote (safe to show) and, once the config is loaded, the resolved value (never shown:
-//! `Debug` prints `[redacted]`). Interpolation happens only in such fields, so a secret
-//! can never flow into a field that ends up in a log line or an error message.
+//! `Debug` prints `[redacted]`). Interpolation happens only in such fields (listed in
+//! [`SECRET_FIELDS`]), so a secret can never flow into a field that ends up in a log line
+//! or an error message; a `${` in any other field is refused when the config is read.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
+
+/// The fields that expand `${…}` references, as TOML paths: `[]` stands for any index and
+/// a final `*` for any key. Each is a [`SecretValue`].
+pub const SECRET_FIELDS: &[&str] = &[
+    "routes[].upstream_headers.*",
+    "auth.issuers[].hmac_secret",
+    "sessions.keys[]",
+    "cluster.redis_url",
+    "audit.hmac_key",
+    "audit.monitor.webhook.url",
+    "audit.monitor.webhook.headers.*",
+];
+
+/// Values that are data compared or matched as written (policy argument values, JSON
+/// Schemas, redaction patterns): a `${` there is text, not a reference.
+const DATA_FIELDS: &[&str] = &[
+    "routes[].policy[].when",
+    "routes[].guard.schemas",
+    "routes[].guard.redact_patterns",
+];
+
+/// Whether the value at the TOML path `path` (`routes[2].upstream_headers.X-Token`)
+/// expands references.
+pub(crate) fn is_secret_field(path: &str) -> bool {
+    let path = any_index(path);
+    SECRET_FIELDS
+        .iter()
+        .any(|field| match field.strip_suffix('*') {
+            Some(table) => path.len() > table.len() && path.starts_with(table),
+            None => path == *field,
+        })
+}
+
+/// Whether the value at the TOML path `path` is, or is inside, data taken as written.
+pub(crate) fn is_data_field(path: &str) -> bool {
+    let path = any_index(path);
+    DATA_FIELDS.iter().any(|field| {
+        path.strip_prefix(field)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+    })
+}
+
+/// The problem with a `${` in a field that does not expand references.
+pub(crate) fn not_expanded_message() -> String {
+    let fields: Vec<String> = SECRET_FIELDS
+        .iter()
+        .map(|field| {
+            let field = field.replace("[]", "");
+            match field.strip_suffix(".*") {
+                Some(table) => format!("{table} values"),
+                None => field,
+            }
+        })
+        .collect();
+    format!(
+        "this field does not expand `${{…}}` references; only secret-capable fields do: {}",
+        fields.join(", ")
+    )
+}
+
+/// `path` with every array index written `[]`.
+fn any_index(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        match after.find(']') {
+            Some(close) if after[..close].bytes().all(|b| b.is_ascii_digit()) => {
+                out.push(']');
+                rest = &after[close + 1..];
+            }
+            _ => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
+}
 
 /// A string that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -272,6 +351,36 @@ mod tests {
             expand("${not a name}", &env(&[])).unwrap_err()[0],
             SecretError::BadReference(_)
         ));
+    }
+
+    #[test]
+    fn secret_fields_are_known_by_their_paths() {
+        for path in [
+            "routes[0].upstream_headers.Authorization",
+            "routes[12].upstream_headers.X-Token",
+            "auth.issuers[1].hmac_secret",
+            "sessions.keys[0]",
+            "cluster.redis_url",
+            "audit.hmac_key",
+            "audit.monitor.webhook.url",
+            "audit.monitor.webhook.headers.Authorization",
+        ] {
+            assert!(is_secret_field(path), "{path}");
+        }
+        for path in [
+            "routes[0].upstream_headers",
+            "routes[0].upstream.url",
+            "server.listen",
+            "sessions.keys",
+            "auth.issuers[1].jwks_url",
+        ] {
+            assert!(!is_secret_field(path), "{path}");
+        }
+        assert!(is_data_field("routes[3].policy[0].when[1].equals"));
+        assert!(is_data_field("routes[0].guard.schemas.query"));
+        assert!(!is_data_field("routes[0].policy[0].tools[0]"));
+        assert!(!is_data_field("routes[0].guard.redact"));
+        assert_eq!(any_index("a[1].b[23][4].c[x]"), "a[].b[][].c[x]");
     }
 
     #[test]

@@ -474,12 +474,7 @@ fn audit(config: &mut Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
         }
     }
     if let Some(hook) = &monitor.webhook {
-        if !matches!(hook.url.scheme(), "http" | "https") {
-            errors.push(ConfigError::new(
-                "audit.monitor.webhook.url",
-                "must be an http:// or https:// URL",
-            ));
-        }
+        // The URL is checked once resolved (see `resolve_secrets`).
         if hook.timeout.get().is_zero() {
             errors.push(ConfigError::new(
                 "audit.monitor.webhook.timeout",
@@ -792,6 +787,21 @@ fn resolve_secrets(
         ));
     }
     if let Some(hook) = &mut config.audit.monitor.webhook {
+        let at = "audit.monitor.webhook.url";
+        if resolve(&mut hook.url, at, &declared, source, errors) {
+            // The messages never show the URL: it may carry the receiver's credential.
+            match url::Url::parse(hook.url.expose()) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.has_host()
+                        && hook.url.expose().parse::<http::Uri>().is_ok() => {}
+                Ok(_) => errors.push(ConfigError::new(at, "must be an http:// or https:// URL")),
+                Err(e) => errors.push(ConfigError::new(
+                    at,
+                    format!("not a URL ({e}); write https://host/path"),
+                )),
+            }
+        }
         for (name, value) in &mut hook.headers {
             let at = format!("audit.monitor.webhook.headers.{name}");
             if resolve(value, &at, &declared, source, errors)
