@@ -1,0 +1,223 @@
+//! The layering rule of `docs/architecture.md`, checked on the source: each top-level
+//! module of `src/` belongs to a layer, and imports only from layers below its own — a
+//! concern (`auth`, `policy`, …) from none of the other concerns either. So there is no
+//! cycle among top-level modules, and a newcomer can read the crate bottom-up.
+//!
+//! The code does not keep the rule yet. Every import that breaks it today is listed in
+//! [`KNOWN`]: a new one fails this test, and so does a listed one that is gone (take it
+//! off the list), so the list only shrinks until it is empty.
+#![cfg(test)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Each top-level module's layer, lowest first (see `docs/architecture.md`).
+const LAYERS: &[(&str, &[&str])] = &[
+    ("leaf", &["hex"]),
+    ("protocol", &["mcp", "error"]),
+    ("config", &["config"]),
+    (
+        "concerns",
+        &[
+            "auth",
+            "policy",
+            "ratelimit",
+            "guard",
+            "audit",
+            "proxy",
+            "edge",
+            "cluster",
+            "telemetry",
+        ],
+    ),
+    ("gateway", &["gateway"]),
+    ("request path", &["stack", "health"]),
+    ("server", &["server"]),
+    ("admin", &["admin"]),
+    ("cli", &["cli"]),
+];
+
+/// Imports that break the rule today, as `(from, to)` modules. Only ever shrinks.
+const KNOWN: &[(&str, &str)] = &[
+    ("audit", "admin"),
+    ("audit", "auth"),
+    ("audit", "policy"),
+    ("audit", "ratelimit"),
+    ("audit", "server"),
+    ("auth", "server"),
+    ("config", "audit"),
+    ("config", "auth"),
+    ("config", "edge"),
+    ("config", "guard"),
+    ("config", "policy"),
+    ("config", "proxy"),
+    ("config", "server"),
+    ("error", "audit"),
+    ("gateway", "admin"),
+    ("gateway", "server"),
+    ("guard", "audit"),
+    ("guard", "auth"),
+    ("guard", "cluster"),
+    ("guard", "proxy"),
+    ("health", "server"),
+    ("mcp", "auth"),
+    ("mcp", "policy"),
+    ("policy", "auth"),
+    ("proxy", "auth"),
+    ("proxy", "server"),
+    ("proxy", "stack"),
+    ("ratelimit", "auth"),
+    ("ratelimit", "cluster"),
+    ("ratelimit", "policy"),
+    ("stack", "admin"),
+];
+
+/// The layer of a top-level module.
+fn layer(module: &str) -> Option<usize> {
+    LAYERS
+        .iter()
+        .position(|(_, modules)| modules.contains(&module))
+}
+
+/// The top-level module each `.rs` file under `src/` belongs to (`None` for the crate
+/// root files `lib.rs` and `main.rs`, and for `test_support`, which only unit tests use).
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(src).ok()?;
+    let first = relative.components().next()?.as_os_str().to_str()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (!matches!(name, "lib" | "main" | "test_support")).then(|| name.to_owned())
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level modules a file refers to: `crate::x`, `crate::{x, y}`, and `super::x` in
+/// a file directly under `src/`. Comments are left out (intra-doc links are no import).
+fn references(text: &str, top_level_file: bool) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    for line in text.lines() {
+        let code = match line.find("//") {
+            Some(at) => &line[..at],
+            None => line,
+        };
+        let mut rest = code;
+        while let Some(at) = rest.find("crate::") {
+            let after = &rest[at + "crate::".len()..];
+            if let Some(group) = after.strip_prefix('{') {
+                let end = group.find('}').unwrap_or(group.len());
+                for item in group[..end].split(',') {
+                    let name = ident(item.trim());
+                    if !name.is_empty() {
+                        found.insert(name);
+                    }
+                }
+            } else {
+                found.insert(ident(after));
+            }
+            rest = after;
+        }
+        if top_level_file {
+            let mut rest = code;
+            while let Some(at) = rest.find("super::") {
+                let after = &rest[at + "super::".len()..];
+                found.insert(ident(after));
+                rest = after;
+            }
+        }
+    }
+    found.retain(|name| layer(name).is_some());
+    found
+}
+
+#[test]
+fn no_module_imports_from_a_layer_above_it_or_another_concern() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+
+    // (from, to) → the first file where it happens.
+    let mut broken: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut unplaced = BTreeSet::new();
+    for file in &files {
+        let Some(from) = module_of(&src, file) else {
+            continue;
+        };
+        let Some(from_layer) = layer(&from) else {
+            unplaced.insert(from);
+            continue;
+        };
+        let top_level_file = file.parent() == Some(src.as_path());
+        let text = std::fs::read_to_string(file).unwrap();
+        for to in references(&text, top_level_file) {
+            if to == from {
+                continue;
+            }
+            let to_layer = layer(&to).unwrap_or(0);
+            let upward = to_layer > from_layer;
+            // Concerns stand side by side: each on its own, on the layers below.
+            let sideways = to_layer == from_layer && LAYERS[from_layer].0 == "concerns";
+            if upward || sideways {
+                let shown = file.strip_prefix(&src).unwrap().display().to_string();
+                broken.entry((from.clone(), to)).or_insert(shown);
+            }
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "top-level modules in no layer (add them to LAYERS and docs/architecture.md): {unplaced:?}"
+    );
+
+    let known: BTreeSet<(String, String)> = KNOWN
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    let new: Vec<String> = broken
+        .iter()
+        .filter(|(pair, _)| !known.contains(*pair))
+        .map(|((from, to), file)| format!("{from} -> {to} (src/{file})"))
+        .collect();
+    let gone: Vec<String> = known
+        .iter()
+        .filter(|pair| !broken.contains_key(*pair))
+        .map(|(from, to)| format!("(\"{from}\", \"{to}\")"))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "imports from a layer above, or from another concern (see docs/architecture.md):\n  {}",
+        new.join("\n  ")
+    );
+    assert!(
+        gone.is_empty(),
+        "these imports are gone: take them off KNOWN in tests/layers.rs:\n  {}",
+        gone.join("\n  ")
+    );
+}
+
+#[test]
+fn the_reader_finds_imports_and_skips_comments() {
+    let text = "use crate::{mcp::jsonrpc, policy};\n\
+                // crate::gateway is only mentioned\n\
+                let x = crate::audit::event::Kind::Request; // crate::cli\n\
+                use super::ratelimit::Rate;\n";
+    let found = references(text, true);
+    let expected: BTreeSet<String> = ["mcp", "policy", "audit", "ratelimit"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    assert_eq!(found, expected);
+    assert!(!references(text, false).contains("ratelimit"));
+}
