@@ -18,7 +18,7 @@ use crate::policy::lists::ListCache;
 use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
 use crate::ratelimit::{RateLimits, RouteLimits};
-use crate::server::tls::TlsError;
+use crate::tls::TlsError;
 
 /// A problem that stops the gateway from starting (the config itself was valid).
 #[derive(Debug, thiserror::Error)]

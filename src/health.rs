@@ -143,7 +143,7 @@ mod pinned {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{DigitallySignedStruct, SignatureScheme};
 
-    use crate::server::tls::{self, TlsError};
+    use crate::tls::{self, TlsError};
 
     #[derive(Debug)]
     struct Pinned {

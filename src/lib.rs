@@ -20,11 +20,13 @@ pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod request;
 pub mod server;
 pub mod stack;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -23,7 +23,7 @@ use crate::auth::IdentityHeaderValues;
 use crate::error::Rejection;
 use crate::mcp::headers::{X_REQUEST_ID, is_event_stream};
 use crate::mcp::jsonrpc;
-use crate::stack::HttpRequestId;
+use crate::request::HttpRequestId;
 
 /// Forwards `req` to `upstream` and returns its response, or the gateway's own answer.
 pub async fn forward(

@@ -13,15 +13,14 @@
 //! and waits for.
 
 mod conn;
-pub mod tls;
 
-use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stack::App;
+use crate::tls;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
@@ -31,17 +30,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::gateway::StartError;
-
-thread_local! {
-    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the worker thread running this code: 0 on the runtime that called
-/// [`Server::serve`] (and anywhere else), 1.. on the threads it started. Per-thread state
-/// such as upstream connection pools is sharded by it.
-pub fn worker_index() -> usize {
-    WORKER_INDEX.with(Cell::get)
-}
 
 /// A bound listener, ready to serve.
 pub struct Server {
@@ -178,7 +166,7 @@ impl Server {
             let spawned = std::thread::Builder::new()
                 .name(format!("portcullis-worker-{index}"))
                 .spawn(move || {
-                    WORKER_INDEX.with(|w| w.set(index));
+                    crate::request::set_worker_index(index);
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build();

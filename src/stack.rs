@@ -80,32 +80,7 @@ use crate::policy::lists::{ListRequests, Viewer, ViewerCache};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 use crate::ratelimit::{self, Counted, Measured, RateLimits, Refusal};
-
-/// The gateway's own id for one HTTP request: in every log line of the request, in the
-/// `X-Request-Id` response header, and sent upstream. Client-supplied ids are not trusted.
-#[derive(Debug, Clone)]
-pub struct HttpRequestId(HeaderValue);
-
-impl HttpRequestId {
-    fn generate() -> Self {
-        let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
-        let text = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
-        // A hex string is always a valid header value.
-        Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")))
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or("-")
-    }
-
-    pub fn header_value(&self) -> HeaderValue {
-        self.0.clone()
-    }
-}
-
-/// The peer address of the connection a request came in on.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub std::net::SocketAddr);
+pub use crate::request::{ClientAddr, HttpRequestId};
 
 /// The whole application: a cheap-to-clone tower service over the gateway.
 #[derive(Debug, Clone)]

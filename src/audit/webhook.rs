@@ -49,7 +49,7 @@ impl Webhook {
             .expose()
             .parse()
             .map_err(|_| "audit.monitor.webhook.url is not a valid URI".to_owned())?;
-        let connector = crate::server::tls::https_connector(
+        let connector = crate::tls::https_connector(
             None,
             config.timeout.get(),
             uri.scheme_str() == Some("http"),

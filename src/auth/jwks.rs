@@ -23,7 +23,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::jwt::VerifyKey;
-use crate::server::tls;
+use crate::tls;
 
 /// Why a key set could not be had. Says nothing secret: URLs of JWKS are public.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,7 @@ use http::HeaderName;
 use super::load::{ConfigError, Parsed};
 use super::secret::SecretSource;
 use super::{Config, RouteConfig};
-use crate::server::tls;
+use crate::tls;
 
 /// Paths the gateway answers itself; routes may not take them.
 pub(crate) const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/.well-known", "/metrics"];

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 
 use crate::config::RouteConfig;
-use crate::server::tls::{self, TlsError};
+use crate::tls::{self, TlsError};
 
 pub use pool::UpstreamBody;
 use pool::{Failed, Pool, PoolError};

@@ -26,7 +26,8 @@ use tokio::sync::{Notify, watch};
 
 use super::Shared;
 use crate::auth::mtls::{ClientCertificate, PeerCertificate};
-use crate::stack::{App, ClientAddr};
+use crate::request::ClientAddr;
+use crate::stack::App;
 
 pub(super) struct Connection {
     pub(super) peer: SocketAddr,

@@ -12,7 +12,7 @@ use super::super::{AuthMode, Config, MethodName, RouteConfig};
 use super::MANAGED_HEADERS;
 use crate::auth::challenge::is_scope_token;
 use crate::auth::{ApiKeyEntry, KeyHash, keys};
-use crate::server::tls;
+use crate::tls;
 
 pub(super) fn section(config: &Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
     let auth = &config.auth;

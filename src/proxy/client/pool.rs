@@ -8,7 +8,7 @@
 //! body is dropped early is closed, which is how an abandoned upstream request is cancelled.
 //! Idle connections wait in a bounded stack (the most recently used is taken first) and are
 //! closed after the route's `pool_idle_timeout`. There is one stack per server worker
-//! thread (`server::worker_index`): a connection serves requests of the thread whose
+//! thread (`request::worker_index`): a connection serves requests of the thread whose
 //! runtime it is registered with, and workers never contend for a lock.
 //!
 //! When ALPN settles on HTTP/2 (an `https` upstream that offers it), the connection is
@@ -297,7 +297,7 @@ impl Shard {
 impl Shared {
     /// The current worker thread's shard.
     fn shard(&self) -> &Shard {
-        let index = crate::server::worker_index() % self.shards.len();
+        let index = crate::request::worker_index() % self.shards.len();
         // `index` is in range: the slice is never empty.
         &self.shards[index]
     }
