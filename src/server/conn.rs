@@ -97,12 +97,16 @@ impl Registry {
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Quiet longest first; of those quiet since the same millisecond, the oldest.
         let idlest = inner
             .open
-            .values()
-            .filter_map(Weak::upgrade)
-            .filter(|t| t.active.load(Ordering::Acquire) == 0 && !t.evict.load(Ordering::Acquire))
-            .min_by_key(|t| t.last_activity_ms.load(Ordering::Relaxed));
+            .iter()
+            .filter_map(|(id, tracker)| Some((*id, tracker.upgrade()?)))
+            .filter(|(_, t)| {
+                t.active.load(Ordering::Acquire) == 0 && !t.evict.load(Ordering::Acquire)
+            })
+            .min_by_key(|(id, t)| (t.last_activity_ms.load(Ordering::Relaxed), *id))
+            .map(|(_, t)| t);
         let Some(idlest) = idlest else {
             return false;
         };
