@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use portcullis::admin::metrics::Metrics;
 use portcullis::audit::chain::{Chain, Hasher};
 use portcullis::audit::event::{Body, CallRecord, Exchange, Kind, Record, RequestRecord};
+use portcullis::audit::metrics::Metrics;
 use portcullis::audit::sink::AuditLog;
 use portcullis::auth::{AuthMethod, Principal};
 use portcullis::config::audit::AuditConfig;

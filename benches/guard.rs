@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
-use portcullis::admin::metrics::Metrics;
 use portcullis::audit::Audit;
+use portcullis::audit::metrics::Metrics;
 use portcullis::config::guard::{Checking, Enforcement, RouteGuardConfig};
 use portcullis::config::{ProcessEnv, load_str};
 use portcullis::guard::RouteGuard;

@@ -1,8 +1,6 @@
-//! The operators' side: Prometheus metrics ([`metrics`]), served at `/metrics` on the
+//! The operators' side: Prometheus metrics (`audit::metrics`), served at `/metrics` on the
 //! `[admin]` listener when one is configured, else on the main listener to the networks
 //! `[metrics] allow_from` names (loopback by default).
-
-pub mod metrics;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,19 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use metrics::Metrics;
-
-/// `Content-Type` of the text exposition format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The answer to `GET /metrics`.
-pub fn metrics_response(metrics: &Metrics) -> Response<Body> {
-    let mut response = Response::new(Body::from(metrics.render()));
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
+use crate::audit::metrics::{Metrics, metrics_response};
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(Body::from(text));

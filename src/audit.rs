@@ -10,6 +10,7 @@ pub mod arguments;
 pub mod body;
 pub mod chain;
 pub mod event;
+pub mod metrics;
 pub mod monitor;
 pub mod query;
 pub mod sink;
@@ -19,10 +20,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::ratelimit::RateLimits;
 use event::{Body, Record, RequestRecord};
+use metrics::Metrics;
 
 /// The calls of a parsed body as its record keeps them: method, the tool, prompt or
 /// resource named, and the arguments as `mode` says.

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tower_http::cors::CorsLayer;
 
-use crate::admin::metrics::Metrics;
 use crate::audit::Audit;
 use crate::audit::arguments::{self, ArgumentsMode};
+use crate::audit::metrics::Metrics;
 use crate::auth::{AuthSetupError, Authenticator, RouteAuth};
 use crate::config::Config;
 use crate::edge::host::HostPolicy;

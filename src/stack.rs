@@ -180,7 +180,7 @@ impl App {
                 "/healthz" => return health::healthz(),
                 "/readyz" => return health::readyz(&inner.gateway).await,
                 "/metrics" if metrics_allowed(&inner.gateway, &req) => {
-                    return crate::admin::metrics_response(&inner.gateway.audit.metrics);
+                    return crate::audit::metrics::metrics_response(&inner.gateway.audit.metrics);
                 }
                 _ => {}
             }

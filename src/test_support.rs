@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::metrics::Metrics;
 use crate::audit::Audit;
+use crate::audit::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 
 /// Polls `done` until it holds, failing the test after 30 s. For conditions that have no

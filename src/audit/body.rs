@@ -13,7 +13,7 @@ use http_body::{Frame, SizeHint};
 
 use super::Audit;
 use super::event::RequestRecord;
-use crate::admin::metrics::StreamGauge;
+use super::metrics::StreamGauge;
 
 /// What finishing needs.
 #[derive(Debug)]

@@ -35,7 +35,7 @@ enum Item {
     Flush(SyncSender<()>),
 }
 
-/// The writer's gauges and counters (see `admin::metrics`).
+/// The writer's gauges and counters (see `audit::metrics`).
 #[derive(Debug, Clone)]
 pub struct SinkMetrics {
     pub queue: IntGauge,
@@ -494,7 +494,7 @@ mod tests {
             when_full: WhenFull::Drop,
             ..AuditConfig::default()
         };
-        let metrics = crate::admin::metrics::Metrics::new().unwrap().audit;
+        let metrics = crate::audit::metrics::Metrics::new().unwrap().audit;
         let log = AuditLog::start(&config, metrics.clone()).unwrap();
         let sent = 20_000_u64;
         for _ in 0..sent {
@@ -539,7 +539,7 @@ mod tests {
             queue: 1,
             ..AuditConfig::default()
         };
-        let metrics = crate::admin::metrics::Metrics::new().unwrap().audit;
+        let metrics = crate::audit::metrics::Metrics::new().unwrap().audit;
         let log = AuditLog::start(&config, metrics.clone()).unwrap();
         for _ in 0..5_000 {
             log.send(Record::now(Body::Started {

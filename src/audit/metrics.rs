@@ -1,11 +1,13 @@
 //! Prometheus metrics (the `prometheus` crate, text exposition format 0.0.4), served at
-//! `/metrics`. Every label has a bounded set of values: routes, issuers and reasons come
+//! `/metrics` by the admin listener (or the main one, see `admin`). Every label has a bounded set of values: routes, issuers and reasons come
 //! from the config and the code; MCP methods outside the specification's count as
 //! `other`; tool names only on routes that opt in, at most [`MAX_TOOL_LABELS`] per route.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use axum::body::Body;
+use http::{HeaderValue, Response, header};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -358,4 +360,16 @@ fn method_label(r: &RequestRecord) -> &'static str {
         },
         _ => "batch",
     }
+}
+
+/// `Content-Type` of the text exposition format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The answer to `GET /metrics`.
+pub fn metrics_response(metrics: &Metrics) -> Response<Body> {
+    let mut response = Response::new(Body::from(metrics.render()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
