@@ -17,7 +17,7 @@ use crate::mcp::session::SessionKeys;
 use crate::policy::lists::ListCache;
 use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
-use crate::ratelimit::{RateLimits, RouteLimits};
+use crate::ratelimit::{LimitClock, RateLimits, RouteLimits};
 use crate::tls::TlsError;
 
 /// A problem that stops the gateway from starting (the config itself was valid).
@@ -143,8 +143,8 @@ pub struct Sessions {
     pub ephemeral: bool,
 }
 
-fn limits(config: &Config) -> Result<RateLimits, StartError> {
-    let mut limits = RateLimits::new(&config.rate_limits);
+fn limits(config: &Config, clock: LimitClock) -> Result<RateLimits, StartError> {
+    let mut limits = RateLimits::with_clock(&config.rate_limits, clock);
     if config.audit.monitor.ban.is_some() {
         limits = limits.with_bans(config.rate_limits.max_keys);
     }
@@ -206,6 +206,15 @@ impl Gateway {
         config: &Config,
         local_addr: Option<std::net::SocketAddr>,
     ) -> Result<Self, StartError> {
+        Self::with_clock(config, local_addr, LimitClock::default())
+    }
+
+    /// [`Gateway::new`] with every rate limit reading `clock`.
+    pub fn with_clock(
+        config: &Config,
+        local_addr: Option<std::net::SocketAddr>,
+        clock: LimitClock,
+    ) -> Result<Self, StartError> {
         let scheme = if config.server.insecure_http {
             "http"
         } else {
@@ -251,7 +260,7 @@ impl Gateway {
                     auth,
                     policy,
                     listings: crate::policy::listing::Listings::new(),
-                    limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys),
+                    limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys, &clock),
                     audit: RouteAudit::new(config, r),
                     guard: crate::guard::RouteGuard::new(&r.name, &r.guard, &pins),
                 }))
@@ -265,7 +274,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
         let auth = Authenticator::new(config)?;
         auth.count_jwks_refreshes(&metrics.jwks_refreshes);
-        let limits = Arc::new(limits(config)?);
+        let limits = Arc::new(limits(config, clock)?);
         let audit =
             Audit::start(config, metrics, Arc::clone(&limits)).map_err(StartError::Audit)?;
         let metrics_from = if config.metrics.enabled && config.admin.is_none() {

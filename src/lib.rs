@@ -49,8 +49,21 @@ pub struct Running {
 impl Running {
     /// Builds everything from a validated config and binds the listener.
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
+        Self::bind_with_clock(config, ratelimit::LimitClock::default()).await
+    }
+
+    /// [`Running::bind`] with the rate limits reading `clock` (a test moves a manual one
+    /// forward instead of waiting for an allowance to come back).
+    pub async fn bind_with_clock(
+        config: &Config,
+        clock: ratelimit::LimitClock,
+    ) -> Result<Self, StartError> {
         let server = Server::bind(&config.server).await?;
-        let gateway = Arc::new(Gateway::new(config, Some(server.local_addr()))?);
+        let gateway = Arc::new(Gateway::with_clock(
+            config,
+            Some(server.local_addr()),
+            clock,
+        )?);
         if gateway.hosts.is_open() {
             tracing::warn!(
                 "No server.public_url or server.allowed_hosts on a non-loopback listener: \

@@ -20,8 +20,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, FakeRelativeClock, QuantaClock, QuantaInstant, Reference};
 use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
 use governor::{Quota, RateLimiter};
 use http::{HeaderMap, HeaderValue};
 
@@ -33,8 +34,40 @@ use crate::mcp::session::PrincipalHash;
 use crate::policy::glob::Glob;
 use store::{BoundedStore, SharedStore};
 
+/// The clock every limit of a gateway reads: quanta's monotonic clock in service, or a
+/// clock that a test moves forward by hand instead of sleeping through a refill.
+#[derive(Debug, Clone)]
+pub enum LimitClock {
+    /// Real time, counted from when the clock was made.
+    System {
+        clock: QuantaClock,
+        origin: QuantaInstant,
+    },
+    /// Time that passes only when [`FakeRelativeClock::advance`] is called.
+    Manual(FakeRelativeClock),
+}
+
+impl Default for LimitClock {
+    fn default() -> Self {
+        let clock = QuantaClock::default();
+        let origin = clock.now();
+        Self::System { clock, origin }
+    }
+}
+
+impl Clock for LimitClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        match self {
+            Self::System { clock, origin } => clock.now().duration_since(*origin),
+            Self::Manual(clock) => clock.now(),
+        }
+    }
+}
+
 /// One limit: a rate, and the state of every key it tracks.
-pub struct Limit<K: std::hash::Hash + Eq + Clone, C: Clock = DefaultClock> {
+pub struct Limit<K: std::hash::Hash + Eq + Clone, C: Clock = LimitClock> {
     name: &'static str,
     rate: Rate,
     store: Arc<BoundedStore<K>>,
@@ -161,6 +194,8 @@ pub struct RateLimits {
     /// `[cluster]`: the limits and bans live in Redis; the local ones above serve while
     /// it is unreachable under `fail_open`.
     shared: Option<Shared>,
+    /// What the limits read the time from; the routes' limits read it too.
+    clock: LimitClock,
 }
 
 #[derive(Debug)]
@@ -207,25 +242,36 @@ struct Bans {
 
 impl RateLimits {
     pub fn new(config: &RateLimitsConfig) -> Self {
+        Self::with_clock(config, LimitClock::default())
+    }
+
+    /// [`RateLimits::new`] with the limits reading `clock`.
+    pub fn with_clock(config: &RateLimitsConfig, clock: LimitClock) -> Self {
         let max = config.max_keys;
         Self {
             proxies: client_ip::TrustedProxies::new(config.trusted_proxies.iter().map(|n| n.0)),
             per_ip: config
                 .per_ip
-                .map(|rate| Limit::new("ip", rate, max, DefaultClock::default())),
+                .map(|rate| Limit::new("ip", rate, max, clock.clone())),
             per_user: config
                 .per_user
-                .map(|rate| Limit::new("user", rate, max, DefaultClock::default())),
+                .map(|rate| Limit::new("user", rate, max, clock.clone())),
             costs: config.costs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            bans: config.ban.map(|ban| Bans::new(Some(ban), max)),
+            bans: config.ban.map(|ban| Bans::new(Some(ban), max, &clock)),
             shared: None,
+            clock,
         }
+    }
+
+    /// The clock the limits read, for the routes' limits.
+    pub fn clock(&self) -> &LimitClock {
+        &self.clock
     }
 
     /// Keeps a ban list even without `[rate_limits] ban` (the security monitor bans).
     pub fn with_bans(mut self, max_keys: usize) -> Self {
         if self.bans.is_none() {
-            self.bans = Some(Bans::new(None, max_keys));
+            self.bans = Some(Bans::new(None, max_keys, &self.clock));
         }
         self
     }
@@ -467,14 +513,14 @@ impl RateLimits {
 }
 
 impl Bans {
-    fn new(config: Option<BanConfig>, max_keys: usize) -> Self {
+    fn new(config: Option<BanConfig>, max_keys: usize, clock: &LimitClock) -> Self {
         let failures = config.map(|config| {
             let rate = Rate {
                 count: config.failures,
                 per: config.within.get(),
                 burst: config.failures,
             };
-            let limit = Limit::new("ban", rate, max_keys, DefaultClock::default());
+            let limit = Limit::new("ban", rate, max_keys, clock.clone());
             (limit, config.duration.get())
         });
         Self {
@@ -522,20 +568,17 @@ impl Bans {
 }
 
 impl RouteLimits {
-    pub fn new(config: &RouteLimitsConfig, max_keys: usize) -> Self {
+    pub fn new(config: &RouteLimitsConfig, max_keys: usize, clock: &LimitClock) -> Self {
         Self {
             per_route: config
                 .per_route
-                .map(|rate| Limit::new("route", rate, 1, DefaultClock::default())),
+                .map(|rate| Limit::new("route", rate, 1, clock.clone())),
             per_tool: config
                 .per_tool
                 .iter()
                 .map(|t| {
                     let globs = t.tools.iter().map(|p| Glob::new(p)).collect();
-                    (
-                        globs,
-                        Limit::new("tool", t.limit, max_keys, DefaultClock::default()),
-                    )
+                    (globs, Limit::new("tool", t.limit, max_keys, clock.clone()))
                 })
                 .collect(),
         }
@@ -719,7 +762,7 @@ mod tests {
                          { tools = [\"*\"], limit = \"2/1h\" }]",
         )
         .unwrap();
-        let limits = RouteLimits::new(&config, 100);
+        let limits = RouteLimits::new(&config, 100, &LimitClock::default());
         let (alice, bob) = (principal("alice"), principal("bob"));
         let check = |who: &PrincipalHash, tool: &str| {
             let (_, limit) = limits.tool_limit(tool).unwrap();
@@ -744,6 +787,7 @@ mod tests {
                 toml::from_str::<BanConfig>("failures = 2\nwithin = \"1h\"\nfor = \"1h\"").unwrap(),
             ),
             100,
+            &LimitClock::default(),
         );
         let ip = ip_key("192.0.2.1".parse().unwrap());
         assert!(!bans.failed(ip));
@@ -759,6 +803,7 @@ mod tests {
                 toml::from_str::<BanConfig>("failures = 1\nwithin = \"1h\"\nfor = \"0s\"").unwrap(),
             ),
             100,
+            &LimitClock::default(),
         );
         assert!(brief.failed(ip));
         assert!(!brief.banned(ip));

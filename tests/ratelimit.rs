@@ -8,6 +8,8 @@ mod support;
 
 use std::time::Duration;
 
+use governor::clock::FakeRelativeClock;
+use portcullis::ratelimit::LimitClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::client::{self, Http};
@@ -164,7 +166,15 @@ async fn the_ip_limit_trips_at_its_count_answers_429_and_does_not_count_streams(
 #[tokio::test]
 async fn each_principal_has_its_own_allowance_and_it_comes_back() {
     let upstream = Upstream::start(Mode::Json).await;
-    let gw = gateway(&upstream, "per_user = \"2/2s\"", true, &[]).await;
+    // The limits read a clock the test moves: the allowance comes back when it says so.
+    let clock = FakeRelativeClock::default();
+    let gw = Gateway::builder()
+        .insecure_http()
+        .auth(&format!("[rate_limits]\nper_user = \"2/2s\"\n\n{}", keys()))
+        .limit_clock(LimitClock::Manual(clock.clone()))
+        .route(Route::new("tools", "/mcp", &upstream.url()).authenticated())
+        .start()
+        .await;
     let url = gw.url("/mcp");
     for id in 1..=2 {
         assert_eq!(
@@ -179,10 +189,13 @@ async fn each_principal_has_its_own_allowance_and_it_comes_back() {
         call(&url, 4, "echo", Some(BOB), &[]).await.status,
         StatusCode::OK
     );
-    // One interval later, Alice may go again.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Not a moment before one interval has passed, Alice may go again.
+    clock.advance(Duration::from_millis(999));
+    let refused = call(&url, 5, "echo", Some(ALICE), &[]).await;
+    assert_limited(&refused, 5, "user", 1);
+    clock.advance(Duration::from_millis(1));
     assert_eq!(
-        call(&url, 5, "echo", Some(ALICE), &[]).await.status,
+        call(&url, 6, "echo", Some(ALICE), &[]).await.status,
         StatusCode::OK
     );
 }

@@ -118,6 +118,8 @@ pub struct GatewayBuilder {
     /// Extra `key = value` lines for `[audit]` (its `file` is in a directory of the
     /// gateway's own unless a line sets one).
     audit_extra: Vec<String>,
+    /// The clock the rate limits read (the real one unless a test moves its own).
+    limit_clock: Option<portcullis::ratelimit::LimitClock>,
     /// Whole sections (`[guard]\npins_file = …`), written before the routes.
     sections: Vec<String>,
 }
@@ -162,6 +164,13 @@ impl GatewayBuilder {
     /// Adds a `[server]` setting, e.g. `max_connections = 2`.
     pub fn server_setting(mut self, line: &str) -> Self {
         self.server_extra.push(line.to_owned());
+        self
+    }
+
+    /// Has the rate limits read `clock`: a test advances it instead of sleeping until an
+    /// allowance comes back.
+    pub fn limit_clock(mut self, clock: portcullis::ratelimit::LimitClock) -> Self {
+        self.limit_clock = Some(clock);
         self
     }
 
@@ -281,7 +290,10 @@ impl GatewayBuilder {
             Ok(config) => config,
             Err(errors) => panic!("test config rejected:\n{errors}\n---\n{text}"),
         };
-        let running = portcullis::Running::bind(&config).await.unwrap();
+        let clock = self.limit_clock.unwrap_or_default();
+        let running = portcullis::Running::bind_with_clock(&config, clock)
+            .await
+            .unwrap();
         let addr = running.local_addr();
         let admin_addr = running.admin_addr();
         let (stop, stopped) = oneshot::channel::<()>();
