@@ -183,6 +183,11 @@ pub fn ip_key(ip: IpAddr) -> u128 {
     }
 }
 
+/// The key of a client IP in Redis: [`ip_key`] as 32 hex digits.
+fn redis_key(ip: IpAddr) -> String {
+    crate::hex::encode(&ip_key(ip).to_be_bytes())
+}
+
 /// Every limit the gateway enforces outside the routes, and how requests are costed.
 #[derive(Debug)]
 pub struct RateLimits {
@@ -281,7 +286,7 @@ impl RateLimits {
         let Some(bans) = &self.bans else { return };
         bans.ban(ip_key(ip), duration);
         if let Some(shared) = &self.shared {
-            let key = format!("{:032x}", ip_key(ip));
+            let key = redis_key(ip);
             if let Err(e) = shared.redis.ban(&key, duration).await {
                 self.note_failure(shared, &e);
             }
@@ -320,7 +325,7 @@ impl RateLimits {
             }
             return Outcome::Counted(self.check_ip(ip, cost));
         };
-        let key = format!("{:032x}", ip_key(ip));
+        let key = redis_key(ip);
         let ban = self.bans.as_ref().map(|_| key.as_str());
         let limit = self.per_ip.as_ref().filter(|_| cost > 0);
         let answer = match limit {
@@ -398,7 +403,7 @@ impl RateLimits {
         let Some(shared) = &self.shared else {
             return bans.failed(ip_key(ip));
         };
-        let key = format!("{:032x}", ip_key(ip));
+        let key = redis_key(ip);
         let counted = shared
             .redis
             .check("authfail", &key, &failures.rate, 1, None)
@@ -818,6 +823,15 @@ mod tests {
         counted.write(&mut headers);
         assert_eq!(headers[RATELIMIT_POLICY], "\"ip\";q=100;w=900");
         assert_eq!(headers[RATELIMIT], "\"ip\";r=99;t=9");
+    }
+
+    #[test]
+    fn redis_keys_are_the_ip_key_in_32_hex_digits() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(redis_key(v4), "000000000000000000000000c0000201");
+        let v6: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        assert_eq!(redis_key(v6), "20010db8000100020000000000000001");
+        assert_eq!(redis_key(v6), format!("{:032x}", ip_key(v6)));
     }
 
     #[test]

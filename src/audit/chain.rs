@@ -133,7 +133,7 @@ impl Chain {
         out.extend_from_slice(b"{\"seq\":");
         out.extend_from_slice(self.seq.to_string().as_bytes());
         out.extend_from_slice(b",\"prev\":\"");
-        out.extend_from_slice(hex(&self.prev).as_bytes());
+        crate::hex::encode_into(&self.prev, out);
         out.push(b'"');
         // The event's members, if it has any, after a comma; then the closing brace.
         let members = event
@@ -153,7 +153,7 @@ impl Chain {
         self.seq += 1;
         out.pop();
         out.extend_from_slice(b",\"hash\":\"");
-        out.extend_from_slice(hex(&hash).as_bytes());
+        crate::hex::encode_into(&hash, out);
         out.extend_from_slice(b"\"}\n");
     }
 
@@ -296,27 +296,12 @@ fn split(line: &str) -> Option<(u64, [u8; 32], [u8; 32], String)> {
     let cut = line.len().checked_sub(HASH_SUFFIX_LEN)?;
     let (head, tail) = (line.get(..cut)?, line.get(cut..)?);
     let hash_hex = tail.strip_prefix(",\"hash\":\"")?.strip_suffix("\"}")?;
-    let hash = unhex(hash_hex)?;
+    let hash = crate::hex::decode_array(hash_hex)?;
     let body = format!("{head}}}");
     let value: Value = serde_json::from_str(&body).ok()?;
     let seq = value.get("seq")?.as_u64()?;
-    let prev = unhex(value.get("prev")?.as_str()?)?;
+    let prev = crate::hex::decode_array(value.get("prev")?.as_str()?)?;
     Some((seq, prev, hash, body))
-}
-
-fn hex(bytes: &[u8; 32]) -> String {
-    crate::hex::encode(bytes)
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

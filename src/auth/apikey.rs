@@ -61,18 +61,12 @@ impl FromStr for KeyHash {
         if count != 2 * SHA256_OUTPUT_LEN {
             return Err(ApiKeyError::HashLength(count));
         }
-        let mut out = [0; SHA256_OUTPUT_LEN];
-        let mut nibbles = hex.chars().map(|c| {
-            c.to_digit(16)
-                .and_then(|d| u8::try_from(d).ok())
-                .ok_or(ApiKeyError::HashDigit(c))
-        });
-        for byte in &mut out {
-            if let (Some(high), Some(low)) = (nibbles.next(), nibbles.next()) {
-                *byte = (high? << 4) | low?;
-            }
+        if let Some(c) = hex.chars().find(|c| !c.is_ascii_hexdigit()) {
+            return Err(ApiKeyError::HashDigit(c));
         }
-        Ok(Self(out))
+        crate::hex::decode_array(hex)
+            .map(Self)
+            .ok_or(ApiKeyError::HashLength(count))
     }
 }
 

@@ -70,11 +70,8 @@ impl fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A prefix is enough to tell keys apart in a log; the hash is not a secret, but
         // there is no reason to print all of it.
-        write!(
-            f,
-            "TokenKey({:02x}{:02x}{:02x}{:02x}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        let prefix = self.0.get(..4).unwrap_or_default();
+        write!(f, "TokenKey({}…)", crate::hex::Hex(prefix))
     }
 }
 

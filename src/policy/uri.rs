@@ -93,10 +93,9 @@ fn is_unreserved(b: u8) -> bool {
 
 /// The byte `%XX` at `at` stands for, if two hex digits follow.
 fn decoded(bytes: &[u8], at: usize) -> Option<u8> {
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let high = hex(*bytes.get(at + 1)?)?;
-    let low = hex(*bytes.get(at + 2)?)?;
-    u8::try_from(high * 16 + low).ok()
+    let high = crate::hex::digit(*bytes.get(at + 1)?)?;
+    let low = crate::hex::digit(*bytes.get(at + 2)?)?;
+    Some(high << 4 | low)
 }
 
 #[cfg(test)]

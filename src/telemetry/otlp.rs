@@ -124,10 +124,10 @@ pub fn link(span: &tracing::Span, headers: &mut HeaderMap) -> Option<[u8; 16]> {
     }
     let trace_id = own.trace_id().to_bytes();
     let value = format!(
-        "00-{}-{}-{:02x}",
-        crate::hex::encode(&trace_id),
-        crate::hex::encode(&own.span_id().to_bytes()),
-        own.trace_flags().to_u8()
+        "00-{}-{}-{}",
+        crate::hex::Hex(&trace_id),
+        crate::hex::Hex(&own.span_id().to_bytes()),
+        crate::hex::Hex(&[own.trace_flags().to_u8()])
     );
     headers.insert(TRACEPARENT.clone(), HeaderValue::from_str(&value).ok()?);
     Some(trace_id)

@@ -30,7 +30,11 @@ impl TraceParent {
         if bytes.len() < 55 {
             return None;
         }
-        let version = u8::from_str_radix(value.get(0..2)?, 16).ok()?;
+        // The four fields are lower-case hex (upper-case is invalid, not folded).
+        if bytes.get(..55)?.iter().any(u8::is_ascii_uppercase) {
+            return None;
+        }
+        let [version] = crate::hex::decode_array(value.get(0..2)?)?;
         let rest_ok = match version {
             0 => bytes.len() == 55,
             0xff => false,
@@ -41,23 +45,19 @@ impl TraceParent {
             || bytes.get(2) != Some(&b'-')
             || bytes.get(35) != Some(&b'-')
             || bytes.get(52) != Some(&b'-')
-            || value.get(0..2)?.bytes().any(|b| b.is_ascii_uppercase())
         {
             return None;
         }
-        let mut trace_id = [0; 16];
-        let mut parent_id = [0; 8];
-        lower_hex(value.get(3..35)?, &mut trace_id)?;
-        lower_hex(value.get(36..52)?, &mut parent_id)?;
-        let mut flags = [0; 1];
-        lower_hex(value.get(53..55)?, &mut flags)?;
+        let trace_id: [u8; 16] = crate::hex::decode_array(value.get(3..35)?)?;
+        let parent_id: [u8; 8] = crate::hex::decode_array(value.get(36..52)?)?;
+        let [flags] = crate::hex::decode_array(value.get(53..55)?)?;
         if trace_id == [0; 16] || parent_id == [0; 8] {
             return None;
         }
         Some(Self {
             trace_id,
             parent_id,
-            flags: flags[0],
+            flags,
         })
     }
 
@@ -100,22 +100,6 @@ fn new_span_id() -> [u8; 8] {
 }
 
 /// Lower-case hex into `out`; `None` unless exactly that many lower-case hex digits.
-fn lower_hex(text: &str, out: &mut [u8]) -> Option<()> {
-    if text.len() != out.len() * 2 {
-        return None;
-    }
-    let digit = |b: u8| match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
-    };
-    for (i, byte) in out.iter_mut().enumerate() {
-        let pair = text.as_bytes().get(2 * i..2 * i + 2)?;
-        *byte = digit(*pair.first()?)? << 4 | digit(*pair.get(1)?)?;
-    }
-    Some(())
-}
-
 /// The request's trace, continued through the gateway: `traceparent` rewritten with the
 /// gateway as the upstream request's parent (same trace id and flags); a missing or
 /// malformed one replaced by a new trace (and `tracestate` dropped, as it belongs to the
@@ -159,6 +143,9 @@ mod tests {
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "+0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-+1",
+            "0A-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "",
         ] {
             assert!(TraceParent::parse(bad).is_none(), "{bad}");

@@ -631,8 +631,8 @@ fn form_decode(s: &str) -> Option<String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let [byte] = portcullis::hex::decode_array(bytes.get(i + 1..i + 3)?)?;
+                out.push(byte);
                 i += 2;
             }
             b => out.push(b),
