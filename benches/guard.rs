@@ -167,7 +167,7 @@ fn quiet_audit() -> Audit {
     Audit::start(&config, metrics, limits).unwrap_or_else(|e| unreachable!("{e}"))
 }
 
-/// Stage 13 learning from `tools/list` answers (default guard: schemas and pins) that are
+/// The answer rewrite learning from `tools/list` answers (default guard: schemas and pins) that are
 /// not byte for byte the last one: two pages that alternate, and a list in which one
 /// tool's title (which no pin covers) changes every time.
 fn learn_answers(c: &mut Criterion, tools: &[Value]) {
@@ -220,7 +220,7 @@ fn learn_answers(c: &mut Criterion, tools: &[Value]) {
         })
     });
 
-    // Stage 13 whole on a list never seen before (one tool retitled anew each time): the
+    // The whole answer rewrite on a list never seen before (one tool retitled anew each time): the
     // guard learns it, then the list is filtered for a caller, from the guard's reading
     // of it or from a reading of its own.
     let lists = Arc::new(ListCache::new(64 << 20));

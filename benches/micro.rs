@@ -345,7 +345,7 @@ fn token_cache(c: &mut Criterion) {
     group.finish();
 }
 
-/// Stage 7 as a request pays for it, through the gateway's own `Authenticator` built from
+/// Authentication as a request pays for it, through the gateway's own `Authenticator` built from
 /// a config: a JWT whose verification is cached (the goal: ≤ 2 µs), and an API key
 /// checked against 10 configured hashes.
 fn authenticate(c: &mut Criterion) {
@@ -414,8 +414,8 @@ fn authenticate(c: &mut Criterion) {
     group.finish();
 }
 
-/// Stages 10 and 13 for a handshake-era session: sealing the upstream's session id on
-/// `initialize`, and opening the sealed id a client sends on every later request.
+/// Session binding and the answer rewrite for a handshake-era session: sealing the upstream's
+/// session id on `initialize`, and opening the sealed id a client sends on every later request.
 fn session_seal(c: &mut Criterion) {
     use portcullis::mcp::session::{IdKind, PrincipalHash, SessionKeys};
     let upstream_id = "0f8e1c2a-5b7d-4e39-9a61-3c2d7b8e9f10";
@@ -561,7 +561,7 @@ fn sent<E>(filtered: Result<Option<bytes::Bytes>, E>) -> Option<usize> {
     filtered.ok().flatten().map(|out| out.len())
 }
 
-/// Stage 13 on list answers (goal: filtering a 500-tool list adds at most 100 µs) and on
+/// The answer rewrite on list answers (goal: filtering a 500-tool list adds at most 100 µs) and on
 /// event streams passed through.
 fn list_filter(c: &mut Criterion) {
     let mut group = c.benchmark_group("list_filter");
@@ -889,7 +889,7 @@ fn list_rules() -> Vec<RuleConfig> {
     rules
 }
 
-/// Stage 13 as the gateway runs it on a list it never saw (goal: filtering a 500-tool
+/// The answer rewrite as the gateway runs it on a list it never saw (goal: filtering a 500-tool
 /// list adds at most 100 µs): the route's 100 rules narrowed to a caller seen for the
 /// first time, the list read anew and filtered for it.
 fn list_filter_policy(c: &mut Criterion) {

@@ -1,4 +1,4 @@
-//! Stage 11 decisions (issue [3/11] goal: ≤ 1 µs for a route with 100 rules): the
+//! Authorization decisions (issue [3/11] goal: ≤ 1 µs for a route with 100 rules): the
 //! gateway's own `RoutePolicy`, compiled from rules as the config writes them, judging a
 //! `tools/call` by a caller with two roles — the common allow (matched late), a denial by a
 //! deny rule, a tool no rule names (every rule looked at), one with an argument condition,

@@ -38,7 +38,7 @@ fn checks(c: &mut Criterion) {
     });
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let headers = http::HeaderMap::new();
-    group.bench_function("stage5/client_ip_and_check", |b| {
+    group.bench_function("client_limits/client_ip_and_check", |b| {
         b.iter(|| {
             let client = limits.proxies.client(black_box(ip), &headers);
             limits.check_ip(client, 1)

@@ -1,4 +1,4 @@
-//! The audit trail and the security monitor (DESIGN.md stage 2 and `audit/`).
+//! The audit trail and the security monitor (DESIGN.md, and `audit/`).
 //!
 //! Every request that reaches a route ends in one [`event::RequestRecord`], finished when
 //! its response ends ([`body::Audited`]); [`Audit::finish`] then counts it in the metrics,

@@ -1,4 +1,5 @@
-//! Authentication: stage 7 of the request path (see `stack.rs`).
+//! Authentication, the layer of the request path that proves who the caller is (see
+//! `stack.rs`).
 //!
 //! A request that reaches this stage carries a JWT bearer token, an API key or an mTLS
 //! client certificate; whichever proves who the caller is yields a [`Principal`] that
@@ -64,7 +65,7 @@ fn setup_error(path: impl Into<String>, message: impl ToString) -> AuthSetupErro
     }
 }
 
-/// Everything stage 7 needs that is shared by every route.
+/// Everything authentication needs that is shared by every route.
 #[derive(Debug)]
 pub struct Authenticator {
     jwt: JwtVerifier,
@@ -109,7 +110,7 @@ enum IdentityField {
     Claim(String),
 }
 
-/// Identity headers for the upstream, computed by stage 7 and added by the proxy.
+/// Identity headers for the upstream, computed by authentication and added by the proxy.
 #[derive(Debug, Clone, Default)]
 pub struct IdentityHeaderValues(pub Vec<(HeaderName, HeaderValue)>);
 
@@ -366,7 +367,7 @@ impl Authenticator {
         &self.api_key_header
     }
 
-    /// Runs stage 7 for one request on `route`: the principal, or the response that
+    /// Authenticates one request on `route`: the principal, or the response that
     /// refuses the request.
     pub async fn authenticate(
         &self,

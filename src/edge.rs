@@ -1,5 +1,5 @@
 //! The edge checks every MCP request meets before anything else: `Host` (DNS-rebinding
-//! protection), `Origin`, and CORS. Stages 3–4 of the request path (see `stack.rs`).
+//! protection), `Origin`, and CORS, the first checks of the request path (see `stack.rs`).
 
 pub mod cors;
 pub mod host;

@@ -111,11 +111,11 @@ pub struct Gateway {
     pub auth: Arc<Authenticator>,
     /// `[roles]`: what each role may do.
     pub roles: Arc<Roles>,
-    /// Seals the upstream's session ids for clients (stage 10 / 13).
+    /// Seals the upstream's session ids for clients (session binding, the answer rewrite).
     pub sessions: Arc<Sessions>,
-    /// Large list answers already filtered, per route and kind of caller (stage 13).
+    /// Large list answers already filtered, per route and kind of caller (the answer rewrite).
     pub lists: Arc<ListCache>,
-    /// Per IP, per principal, bans (stages 5 and 8).
+    /// Per IP, per principal, bans (the client and caller limits).
     pub limits: Arc<RateLimits>,
     /// The audit trail, the security monitor and the metrics.
     pub audit: Arc<Audit>,
@@ -124,7 +124,7 @@ pub struct Gateway {
     pub metrics_from: Vec<ipnet::IpNet>,
     /// Every route's tool pins.
     pub pins: Arc<crate::guard::pins::PinStore>,
-    /// `[server] max_header_size`: a larger request head gets 431 (stage 2).
+    /// `[server] max_header_size`: a larger request head gets 431 (`App::handle`).
     pub max_header_size: usize,
     /// `[server] body_read_timeout`, for bodies read before a route is known.
     pub body_read_timeout: std::time::Duration,

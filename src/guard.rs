@@ -1,7 +1,7 @@
-//! Stages 9 to 13: guards on what clients send and on what the upstream's tools accept
-//! and say — body limits and envelope checks (`mcp::limits`, `mcp::message`), argument
-//! schemas ([`schema`], learned from lists or [`fetch`]ed), description checks
-//! ([`describe`]) and the redaction of secrets in results ([`redact`]).
+//! From the MCP parse to the answer rewrite: guards on what clients send and on what the upstream's
+//! tools accept and say — body limits and envelope checks (`mcp::limits`, `mcp::message`), argument
+//! schemas ([`schema`], learned from lists or [`fetch`]ed), description checks ([`describe`]) and
+//! the redaction of secrets in results ([`redact`]).
 
 pub mod describe;
 pub mod fetch;
@@ -23,7 +23,7 @@ use crate::mcp::message::ParseOptions;
 /// One route's guards, ready to serve.
 #[derive(Debug)]
 pub struct RouteGuard {
-    /// How request bodies are checked and read (stage 9).
+    /// How request bodies are checked and read (the MCP parse).
     pub parse: ParseOptions,
     /// What a `tools/call` whose arguments fail the schema gets.
     pub arguments: Enforcement,

@@ -1,4 +1,4 @@
-//! Authorization that understands MCP (stage 11, and the list filtering of stage 13): what
+//! Authorization that understands MCP (and the list filtering of the answer rewrite): what
 //! a caller may do is decided per call — the method and the tool, prompt or resource it
 //! names, and optionally its arguments — from the route's rules and the caller's roles,
 //! permissions and scopes.
@@ -16,7 +16,7 @@
 //!    lookalike characters never gets here: it is refused at parse time
 //!    ([`crate::mcp::methods`]).
 //!    A call naming a resource URI that is not in normal form ([`uri`]) is not judged but
-//!    refused (stage 11 answers -32602), since rules match URIs as written.
+//!    refused (authorization answers -32602), since rules match URIs as written.
 //! 2. A rule *applies* when its methods and target patterns match the call, its argument
 //!    conditions hold, and the caller is who it is about (any of `roles`, every permission
 //!    in `require`). Allow rules also need every scope in `scopes`.

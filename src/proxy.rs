@@ -1,5 +1,5 @@
-//! Stage 12 of the request path: forward an MCP request to the route's upstream and stream
-//! the answer back untouched.
+//! The proxy, the innermost layer of the request path: forward an MCP request to the route's
+//! upstream and stream the answer back untouched.
 //!
 //! A POST body is read whole under the route's size limit: it is one JSON-RPC message (or
 //! batch) that later stages parse and judge before anything may leave the gateway, and it
@@ -47,7 +47,7 @@ pub async fn forward(
     forward_read(upstream, parts, body).await
 }
 
-/// [`forward`] for a request whose body an earlier stage has already read (stage 9), so
+/// [`forward`] for a request whose body the MCP parse has already read, so
 /// that it is read once.
 pub async fn forward_read(
     upstream: &UpstreamClient,

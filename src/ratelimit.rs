@@ -1,4 +1,4 @@
-//! Stages 5, 8 and 11: how fast a client may go. GCRA limits (governor) per client IP
+//! The rate limits: how fast a client may go. GCRA limits (governor) per client IP
 //! (before authentication, so bad tokens cost no signature checks), per principal, per
 //! route, and per principal and tool; bans of IPs that fail authentication again and
 //! again. Every check is in memory; the key sets are bounded caches that a flood of new
@@ -317,8 +317,9 @@ impl RateLimits {
             .map_or(0, |s| s.failures.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Stage 5: the ban list and the client IP's limit (one Redis round trip when shared).
-    pub async fn stage5(&self, ip: IpAddr, cost: u32) -> Outcome {
+    /// The client limits: the ban list and the client IP's limit (one Redis round trip when
+    /// shared), before authentication.
+    pub async fn check_client(&self, ip: IpAddr, cost: u32) -> Outcome {
         let Some(shared) = &self.shared else {
             if self.banned(ip) {
                 return Outcome::Banned;
@@ -357,7 +358,7 @@ impl RateLimits {
         }
     }
 
-    /// Stage 8: the principal's limit (its key hashed only when there is one).
+    /// A caller limit: the principal's (its key hashed only when there is one).
     pub async fn user(&self, principal: &crate::auth::Principal, cost: u32) -> Outcome {
         let Some(limit) = self.per_user.as_ref() else {
             return Outcome::Counted(None);
@@ -368,7 +369,7 @@ impl RateLimits {
             .await
     }
 
-    /// Stage 8: the route's limit.
+    /// A caller limit: the route's.
     pub async fn route(&self, route: &str, limits: &RouteLimits, cost: u32) -> Outcome {
         let Some(limit) = limits.per_route.as_ref() else {
             return Outcome::Counted(None);
@@ -377,7 +378,7 @@ impl RateLimits {
             .await
     }
 
-    /// Stage 11: a `tools/call` of `tool` by `who` against the first limit naming it.
+    /// In authorization: a `tools/call` of `tool` by `who` against the first limit naming it.
     pub async fn tool(
         &self,
         route: &str,
@@ -501,7 +502,7 @@ impl RateLimits {
             .any(|k| !matches!(k.as_str(), "GET" | "POST" | "DELETE"))
     }
 
-    /// Stage 5: the client IP's limit.
+    /// The client IP's limit (part of [`RateLimits::check_client`]).
     pub fn check_ip(&self, ip: IpAddr, cost: u32) -> Option<Measured> {
         self.per_ip.as_ref()?.check(&ip_key(ip), cost)
     }

@@ -1,6 +1,6 @@
-//! Stage 1: the listener. Accepts TCP connections up to the connection cap, terminates
-//! TLS (rustls) under the header-read timeout, serves HTTP/1.1 and HTTP/2 with hyper, closes
-//! idle connections, and on shutdown stops accepting, lets in-flight requests and open
+//! The listener, where the request path begins. Accepts TCP connections up to the connection cap,
+//! terminates TLS (rustls) under the header-read timeout, serves HTTP/1.1 and HTTP/2 with hyper,
+//! closes idle connections, and on shutdown stops accepting, lets in-flight requests and open
 //! streams finish until the drain deadline, then closes what is left.
 //!
 //! Runtime shape: one single-threaded tokio runtime per worker thread (one per CPU unless
@@ -336,14 +336,14 @@ const HEADER_BACKSTOP_MARGIN: usize = 16 * 1024;
 
 fn http_builder(max_header_size: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The header-read timeout is enforced per connection (`conn.rs`), not by hyper: hyper's
-    // also runs while a keep-alive connection waits for its next request, which would cut
-    // idle connections at the header-read timeout instead of the idle timeout. Off
-    // explicitly: hyper's default (30 s once it has a timer) closed every keep-alive
-    // connection after 30 quiet seconds, and cost a timer per request.
-    // A head larger than `max_header_size` gets 431 with a JSON-RPC error from the stack
-    // (stage 2). Hyper's own limits (HTTP/1: its read buffer, which holds the head; HTTP/2:
-    // the decoded header list) sit above it, as a backstop that answers a bare 431.
+    // The header-read timeout is enforced per connection (`conn.rs`), not by hyper: hyper's also
+    // runs while a keep-alive connection waits for its next request, which would cut idle
+    // connections at the header-read timeout instead of the idle timeout. Off explicitly: hyper's
+    // default (30 s once it has a timer) closed every keep-alive connection after 30 quiet seconds,
+    // and cost a timer per request. A head larger than `max_header_size` gets 431 with a JSON-RPC
+    // error from the stack (`App::handle`, where the request id is given). Hyper's own limits
+    // (HTTP/1: its read buffer, which holds the head; HTTP/2: the decoded header list) sit above
+    // it, as a backstop that answers a bare 431.
     let max_header_size = max_header_size
         .saturating_mul(2)
         .saturating_add(HEADER_BACKSTOP_MARGIN);

@@ -4,40 +4,42 @@
 //! [`App::handle`], so the compiler builds one state machine per request: one allocation
 //! for the whole path, not one per stage.
 //!
-//! ```text
-//! 1   TLS, connection cap, header-read timeout ..... `server` (before any of this)
-//! 2   request id + tracing span .................... `App::handle`
-//! -   /healthz, /readyz ............................ answered before the Host check so
-//!                                                    orchestrators can probe by IP
-//! 3   Host check (DNS rebinding) ................... `edge::host`, 403
-//! 6   protected-resource metadata (RFC 9728) ....... `auth::metadata`, public, CORS `*`
-//! -   route lookup (exact path) .................... 404
-//! 4a  Origin check (preflights included) ........... `edge::origin`, 403
-//! 4b  CORS, preflights answered .................... `edge::cors` (tower-http), only for
-//!                                                    requests that carry an Origin; wraps
-//!                                                    what follows, so 401s carry CORS too
-//! 5   bans, per-IP rate limit ...................... `ratelimit`, 403 / 429, before any
-//!                                                    credential is looked at
-//! 7   authentication → `Arc<Principal>` ........... `auth`, 401/403 + WWW-Authenticate
-//! 10  session binding: the sealed id opened for ... `mcp::session`, 404 as for an
-//!     this caller and route                          unknown session
-//! 8   per-principal and per-route rate limits ...... `ratelimit`, 429 + Retry-After
-//! 9   MCP parse (POST, when the route's policy       `mcp::message`, 400 + JSON-RPC error
-//!     judges anything or limits tools): the body
-//!     read once; sealed task ids in it opened ...... `mcp::tasks`, -32602 Task not found
-//! 11  authorization: every call judged ............. `policy`, JSON-RPC error -32040 (a
-//!                                                    batch refused whole), or 403
-//!                                                    `insufficient_scope` (step-up);
-//!                                                    per-tool rate limits, 429
-//! 12  proxy: header hygiene, streaming ............. `proxy::forward`, 502/504
-//! 13  lists filtered, task ids sealed, in JSON ..... `mcp::answer`, `policy::lists`,
-//!     and event streams; the session id sealed       `mcp::tasks`, `mcp::session`
-//! ```
+//! In the order a request meets them:
 //!
-//! Stage 10 runs before 9 here: it needs no body, so a foreign session id costs nothing.
+//! - **Listener**: TLS, connection cap, header-read timeout — `server`, before any of
+//!   this.
+//! - **Request id and tracing span** — `App::handle`; a head over `max_header_size` gets
+//!   431.
+//! - **Health probes**: `/healthz`, `/readyz`, answered before the Host check so that
+//!   orchestrators can probe by IP.
+//! - **Host check** (DNS rebinding) — `edge::host`, 403.
+//! - **Protected-resource metadata** (RFC 9728) — `auth::metadata`, public, CORS `*`.
+//! - **Route lookup** (exact path) — 404.
+//! - **Origin check**, preflights included — `edge::origin`, 403.
+//! - **CORS**, preflights answered — `edge::cors` (tower-http), only for requests that
+//!   carry an Origin; it wraps what follows, so 401s carry CORS too.
+//! - **Client limits**: bans and the per-IP rate limit — `ratelimit`, 403 / 429, before any
+//!   credential is looked at.
+//! - **Authentication** → `Arc<Principal>` — `auth`, 401/403 + WWW-Authenticate.
+//! - **Session binding**: the sealed id opened for this caller and route —
+//!   `mcp::session`, 404 as for an unknown session.
+//! - **Caller limits**: per-principal and per-route rate limits — `ratelimit`, 429 +
+//!   Retry-After.
+//! - **MCP parse** (POST, when the route's policy judges anything or limits tools): the
+//!   body read once — `mcp::message`, 400 + JSON-RPC error; sealed task ids in it opened —
+//!   `mcp::tasks`, -32602 Task not found.
+//! - **Authorization**: every call judged — `policy`, JSON-RPC error -32040 (a batch
+//!   refused whole), or 403 `insufficient_scope` (step-up); per-tool rate limits, 429.
+//! - **Proxy**: header hygiene, streaming — `proxy::forward`, 502/504.
+//! - **Answer rewrite**: lists filtered, task ids sealed, in JSON and event streams; the
+//!   session id sealed — `mcp::answer`, `policy::lists`, `mcp::tasks`, `mcp::session`.
 //!
-//! Stages 5 and 8 run after the route lookup (limits are per route's callers; health and
-//! metadata are not limited); 8 runs after the body is read, for costs by JSON-RPC method.
+//! Session binding runs before the MCP parse: it needs no body, so a foreign session id
+//! costs nothing.
+//!
+//! The client and caller limits run after the route lookup (limits are per route's
+//! callers; health and metadata are not limited); the caller limits run after the body
+//! is read, for costs by JSON-RPC method.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -147,7 +149,7 @@ pub fn app(gateway: Arc<Gateway>) -> App {
 impl App {
     /// Runs one request through every stage.
     pub async fn handle(&self, mut req: Request<Body>) -> Response<Body> {
-        // 2. Request id and span: every log line of this request carries the id.
+        // Request id and span: every log line of this request carries the id.
         let id = HttpRequestId::generate();
         let span = tracing::info_span!("request", request_id = id.as_str());
         #[cfg(feature = "otlp")]
@@ -186,20 +188,20 @@ impl App {
             }
         }
 
-        // 2. Head size: a request whose headers are larger than the server takes.
+        // Head size: a request whose headers are larger than the server takes.
         let limit = inner.gateway.max_header_size;
         if head_size(&req) > limit {
             tracing::debug!("Refused a request whose head is too large");
             return headers_too_large(&inner.gateway, req, limit).await;
         }
 
-        // 3. Host: refuse names that are not ours (DNS rebinding).
+        // Host: refuse names that are not ours (DNS rebinding).
         if !inner.gateway.hosts.allows(edge::request_authority(&req)) {
             tracing::debug!("Refused a request for a host that is not ours");
             return refused_early(&inner.gateway, None, req, Rejection::HostNotAllowed).await;
         }
 
-        // 6. Protected-resource metadata: public, for any origin.
+        // Protected-resource metadata: public, for any origin.
         if req.uri().path().starts_with(WELL_KNOWN_PREFIX) {
             return match inner.metadata.get(req.uri().path()) {
                 Some(doc) => crate::auth::metadata::respond(req.method(), req.headers(), doc),
@@ -211,7 +213,7 @@ impl App {
             return refused_early(&inner.gateway, None, req, Rejection::NoRoute).await;
         };
 
-        // 4a. Origin: a foreign one is refused before anything else, preflights included.
+        // Origin: a foreign one is refused before anything else, preflights included.
         if req.headers().contains_key(ORIGIN) {
             let allowed = stack
                 .route
@@ -223,7 +225,7 @@ impl App {
                 return refused_early(&inner.gateway, route, req, Rejection::OriginNotAllowed)
                     .await;
             }
-            // 4b. CORS: preflights answered here, without authentication; CORS headers
+            // CORS: preflights answered here, without authentication; CORS headers
             // on the rest. Requests without an Origin are not browsers' and skip it.
             edge::origin::narrow_preflight_headers(req.headers_mut());
             return match stack.cors.clone().oneshot(req).await {
@@ -385,15 +387,15 @@ async fn limited_stages(
     exchange: &mut Exchange,
 ) -> Response<Body> {
     let (auth, roles, limits) = (&*gateway.auth, &*gateway.roles, &*gateway.limits);
-    // 5. Bans and the client IP's limit: before any token is looked at.
+    // Client limits: bans and the client IP's limit, before any token is looked at.
     if let Some(ip) = client_ip {
         let cost = limits.cost(req.method(), None);
-        if let Err(refusal) = counted.apply(limits.stage5(ip, cost).await) {
+        if let Err(refusal) = counted.apply(limits.check_client(ip, cost).await) {
             return refused_unread(route, req, refusal, exchange).await;
         }
     }
 
-    // 7. Authentication: who is calling. Nothing reaches the upstream without it unless
+    // Authentication: who is calling. Nothing reaches the upstream without it unless
     // the route says `auth = "none"`.
     if route.auth.mode == AuthMode::Required {
         let certificate = req.extensions().get::<PeerCertificate>();
@@ -447,7 +449,7 @@ async fn limited_stages(
     // Hashed only for requests and answers that carry a session id.
     let caller = || session::PrincipalHash::from(principal.as_ref());
 
-    // 10. Session binding: the client holds a sealed id; the upstream gets its own back
+    // Session binding: the client holds a sealed id; the upstream gets its own back
     // only if the id was issued to this caller on this route and has not expired.
     let had_session = req.headers().contains_key(MCP_SESSION_ID);
     if let Some(sealed) = req.headers().get(MCP_SESSION_ID) {
@@ -482,14 +484,16 @@ async fn limited_stages(
         }
     }
 
-    // Task ids, sealed for this caller and route like the session id (stages 10 and 13).
+    // Task ids, sealed for this caller and route like the session id (session binding, the answer
+    // rewrite).
     let tasks = TaskBinding::new(
         Arc::clone(&gateway.sessions.keys),
         Arc::clone(&route.name),
         Arc::clone(&principal),
     );
-    // 9 + 11. The body parsed once, and every call in it judged by the route's policy.
-    // 12. Then the upstream; the body is read once.
+    // MCP parse and authorization: the body parsed once, and every call in it judged by the
+    // route's policy.
+    // Proxy: then the upstream; the body is read once.
     let mut lists = None;
     let mut tool_lists: Option<ToolListIds> = None;
     // The id a gateway error after the upstream answered must carry (single requests).
@@ -515,14 +519,14 @@ async fn limited_stages(
             Err(rejection) => return rejection.into_response(None),
         };
         exchange.bytes_in = bytes.len() as u64;
-        // 9. The body checked against the route's limits and parsed once, for every stage
+        // MCP parse: the body checked against the route's limits and parsed once, for every stage
         // below and the record.
         let parsed = McpRequest::parse_with(&bytes, &route.guard.parse);
         if let Ok(parsed) = &parsed {
             exchange.batch = parsed.batch;
             exchange.calls = audit::calls_of(parsed, route.audit.arguments, &route.audit.sensitive);
         }
-        // 8. The principal's and the route's limits, at what this message costs (a body
+        // Caller limits: the principal's and the route's, at what this message costs (a body
         // that is refused below still counts: refusing it is work too).
         let method = match exchange.calls.as_slice() {
             [one] if !exchange.batch => Some(&*one.method),
@@ -548,7 +552,7 @@ async fn limited_stages(
             if let Some(refusal) = authorize(route, roles, &principal, &parsed) {
                 return refusal;
             }
-            // 11. Per principal and tool.
+            // Authorization's tool limits: per principal and tool.
             let tool_limited = route.limits.has_tool_limits();
             for (message, method) in parsed.calls().filter(|_| tool_limited) {
                 let Some(tool) = (method == "tools/call")
@@ -565,8 +569,8 @@ async fn limited_stages(
                 }
             }
         }
-        // 11. Tool pins and arguments: the tool as approved, its arguments as its schema
-        // says.
+        // Authorization of tool pins and arguments: the tool as approved, its arguments as its
+        // schema says.
         let guarded = route.guard.arguments != Enforcement::Off || route.guard.pins.is_some();
         if guarded {
             tool_lists = ToolListIds::of(&parsed);
@@ -580,13 +584,14 @@ async fn limited_stages(
         if !parsed.batch {
             reply_id = parsed.messages.first().and_then(|m| m.id.clone());
         }
-        // 13 (learning): the route's tool schemas and pins, from the answers to tools/list
-        // (`tool_lists`, above).
+        // Answer rewrite (learning): the route's tool schemas and pins, from the answers to
+        // tools/list (`tool_lists`, above).
         if judged || pinned {
             lists = ListRequests::of(&parsed, &parts.headers)
                 .map(|requests| (requests, list_viewer(gateway, route, &principal, judged)));
         }
-        // 10 (body part). Task ids the request names: the upstream's own back, or refused.
+        // Session binding (body part): task ids the request names: the upstream's own back, or
+        // refused.
         if tasks::may_carry_task_id(&bytes) {
             match open_task_ids(route, &tasks, &bytes) {
                 Ok(Some((opened, name))) => {
@@ -640,7 +645,7 @@ async fn limited_stages(
         }
     }
 
-    // 13. Lists show only what the caller may use; the upstream's task ids are sealed.
+    // Answer rewrite: lists show only what the caller may use; the upstream's task ids are sealed.
     let guard_route = Arc::clone(route);
     let metrics = Arc::clone(&gateway.audit.metrics);
     let audit_log = Arc::clone(&gateway.audit);
@@ -704,7 +709,7 @@ async fn limited_stages(
         }
     };
 
-    // 13. The upstream's session id, sealed for this caller and route.
+    // Answer rewrite: the upstream's session id, sealed for this caller and route.
     if let Some(upstream_id) = response.headers().get(MCP_SESSION_ID) {
         let sealed = upstream_id.to_str().ok().and_then(|id| {
             let keys = &gateway.sessions.keys;
@@ -775,7 +780,7 @@ fn list_viewer(
     }
 }
 
-/// Stage 8: the principal's limit (not for anonymous callers, whom the IP limit covers)
+/// Caller limits: the principal's limit (not for anonymous callers, whom the IP limit covers)
 /// and the route's.
 async fn count_caller(
     route: &Route,
@@ -986,7 +991,7 @@ fn parse_rejection(e: &ParseError, body: &[u8]) -> Response<Body> {
 /// A body whose task ids were opened, and the task id a single `tasks/*` request names.
 type OpenedBody = (Vec<u8>, Option<String>);
 
-/// Stage 10 on the body: the sealed task ids a POST names, opened for this caller
+/// Session binding on the body: the sealed task ids a POST names, opened for this caller
 /// (`Ok(Some)` is the body to forward instead, with the task id a single `tasks/*`
 /// request names, for its `Mcp-Name`), or the answer refusing it. A body that may
 /// name a task but cannot be read as JSON is refused too: what the gateway cannot read it
@@ -1047,7 +1052,7 @@ fn open_task_ids(
         })
 }
 
-/// Stage 11 for one parsed body: `None` when every call may go, else the answer. A batch
+/// Authorization of one parsed body: `None` when every call may go, else the answer. A batch
 /// with any denied call is refused whole, with an error for each of its requests. A call
 /// naming a resource URI that is not in normal form is refused as invalid params (-32602)
 /// before any rule is asked, on routes whose policy judges anything. A `subscriptions/listen`
@@ -1137,7 +1142,7 @@ fn authorize(
     Some(response)
 }
 
-/// Stage 11: the arguments of every `tools/call` in the body checked against the tool's
+/// Authorization: the arguments of every `tools/call` in the body checked against the tool's
 /// schema as the upstream listed it (and the operator's override). A tool the route's
 /// catalog does not know, or a catalog the upstream said is out of date, makes the gateway
 /// list the tools itself first. `enforce` refuses the body (a batch whole, with an error

@@ -1,4 +1,4 @@
-//! Authentication through the gateway (stage 7), against the real test authorization
+//! Authentication through the gateway, against the real test authorization
 //! server: every rejection case with its status, `WWW-Authenticate` and JSON-RPC body;
 //! tokens, API keys and identity headers that get through; protected-resource metadata;
 //! JWKS rotation, retirement, refetch debounce and failures; what the upstream sees.

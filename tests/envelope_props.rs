@@ -1,4 +1,4 @@
-//! Properties of stage 9's JSON-RPC envelope parser (`mcp::message`) and of the shape
+//! Properties of the MCP parse's JSON-RPC envelope parser (`mcp::message`) and of the shape
 //! limits it enforces (`mcp::limits`), over generated bodies: no input makes it panic; a
 //! valid message reads back as it was written; the parser accepts nothing that serde_json
 //! would not read as JSON (a gateway that judges one reading of a body while the upstream

@@ -1,4 +1,4 @@
-//! Interop for per-call authorization (stage 11) and filtered lists (stage 13): the
+//! Interop for per-call authorization and filtered lists (the answer rewrite): the
 //! official Python (`mcp`, `tests/interop/policy_client.py`) and TypeScript
 //! (`@modelcontextprotocol/sdk`, `tests/interop/policy_client.mjs`) SDK clients, through
 //! the gateway, in front of the reference server `@modelcontextprotocol/server-everything`

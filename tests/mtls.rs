@@ -1,8 +1,8 @@
-//! mTLS through the gateway (stage 1 and stage 7): with `server.tls.client_ca` set, rustls
-//! verifies a client certificate during the handshake, and a route that lists `mtls`
-//! takes its identity (CN or a SAN) as the principal. A client with a certificate from the
-//! configured CA gets in; one without gets a 401 challenge (the handshake still succeeds);
-//! one with a certificate from another CA fails the handshake and reaches nothing.
+//! mTLS through the gateway (the listener and authentication): with `server.tls.client_ca` set,
+//! rustls verifies a client certificate during the handshake, and a route that lists `mtls` takes
+//! its identity (CN or a SAN) as the principal. A client with a certificate from the configured CA
+//! gets in; one without gets a 401 challenge (the handshake still succeeds); one with a certificate
+//! from another CA fails the handshake and reaches nothing.
 #![cfg(test)]
 
 mod support;

@@ -1,4 +1,4 @@
-//! Authorization per MCP call through the gateway (stage 11), with real rmcp upstreams and
+//! Authorization per MCP call through the gateway, with real rmcp upstreams and
 //! two callers whose API keys carry different roles: who may call which tool, argument
 //! conditions, batches refused whole, step-up, and what never reaches the upstream.
 #![cfg(test)]

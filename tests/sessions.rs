@@ -1,7 +1,7 @@
-//! Sessions bound to their owner (stage 10 / 13) through the gateway, with a real stateful
-//! rmcp upstream: clients only ever hold sealed ids; a sealed id works only for the caller
-//! and route it was issued to, and only until it expires; any gateway with the same key
-//! serves it, also across a key rotation.
+//! Sessions bound to their owner (session binding, and sealing in the answer rewrite) through the
+//! gateway, with a real stateful rmcp upstream: clients only ever hold sealed ids; a sealed id
+//! works only for the caller and route it was issued to, and only until it expires; any gateway
+//! with the same key serves it, also across a key rotation.
 #![cfg(test)]
 
 mod support;

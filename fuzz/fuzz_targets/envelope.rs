@@ -1,4 +1,4 @@
-//! Stage 9 under libFuzzer: the JSON-RPC envelope parse (`McpRequest::parse_with`) of a
+//! The MCP parse under libFuzzer: the JSON-RPC envelope parse (`McpRequest::parse_with`) of a
 //! POST body, with its shape limits and every accessor a later stage calls. Run by
 //! `scripts/fuzz`.
 //!

@@ -1,4 +1,4 @@
-//! Static API keys, one of the ways through stage 7 (authentication).
+//! Static API keys, one of the ways through authentication.
 //!
 //! The gateway never holds a key in clear: the config lists the SHA-256 of each key
 //! (made with `portcullis hash-key`) with the subject and roles it stands for. A presented

@@ -1,4 +1,4 @@
-//! Verified-token cache (stage 7): remembers tokens that passed [`JwtVerifier::verify`]
+//! Verified-token cache (authentication): remembers tokens that passed [`JwtVerifier::verify`]
 //! so a client repeating the same bearer token skips the signature check.
 //!
 //! Sits in front of the verifier: the authentication stage hashes the presented token

@@ -1,5 +1,5 @@
-//! `WWW-Authenticate: Bearer` challenges (RFC 6750 §3, MCP authorization): what stage 7
-//! answers when a request proves no identity (401) or lacks a scope (403).
+//! `WWW-Authenticate: Bearer` challenges (RFC 6750 §3, MCP authorization): what
+//! authentication answers when a request proves no identity (401) or lacks a scope (403).
 //!
 //! One [`BearerChallenge`] per route, built when the configuration is loaded, holds the
 //! route's `resource_metadata` URL (RFC 9728) and the scopes a client should ask for; its

@@ -1,5 +1,5 @@
 //! JWKS: an issuer's public keys, fetched from its `jwks_url` at start-up and refreshed in
-//! the background (stage 7 reads them; nothing here runs on the request path except the
+//! the background (authentication reads them; nothing here runs on the request path except the
 //! debounced refetch for an unknown `kid`).
 //!
 //! Fetches are bounded in time and size; a failed fetch keeps the last good key set; the

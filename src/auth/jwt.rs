@@ -1,4 +1,4 @@
-//! JWT bearer-token verification (stage 7): signature, issuer, audience, validity window
+//! JWT bearer-token verification (authentication): signature, issuer, audience, validity window
 //! and required claims, with jsonwebtoken on the aws-lc-rs backend.
 //!
 //! Given an issuer's keys (configured, or its JWKS as last fetched) and algorithm

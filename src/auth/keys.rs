@@ -1,5 +1,5 @@
-//! An issuer's configured keys (stage 7 set-up): algorithm names, PEM public keys, inline
-//! JWKs and HMAC secrets turned into [`VerifyKey`]s. Used by config validation (which
+//! An issuer's configured keys (set up for authentication): algorithm names, PEM public keys,
+//! inline JWKs and HMAC secrets turned into [`VerifyKey`]s. Used by config validation (which
 //! reports every bad key with its TOML path) and by the gateway when it builds the
 //! [`super::Authenticator`].
 

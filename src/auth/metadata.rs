@@ -1,12 +1,12 @@
 //! RFC 9728 OAuth 2.0 protected-resource metadata: the document an MCP client fetches,
-//! after a 401 from stage 7, to learn which authorization servers issue tokens for a
+//! after a 401 from authentication, to learn which authorization servers issue tokens for a
 //! route and which scopes to ask for.
 //!
 //! Each route's canonical URL (its *resource*, and the audience its tokens must carry) is
 //! the gateway's public URL plus the route path; its metadata is served at
 //! `/.well-known/oauth-protected-resource` followed by that path (RFC 9728 §3.1), and the
 //! absolute URL of that document is the `resource_metadata` of the route's challenges
-//! (see [`super::challenge`]). Served outside authentication (stage 6), answering GET with
+//! (see [`super::challenge`]). Served before authentication, to anyone, answering GET with
 //! `application/json` to any origin: the document is public, and browser-based clients
 //! fetch it cross-origin.
 

@@ -1,4 +1,4 @@
-//! Client-certificate identity (stage 7, mTLS): the names in a certificate that rustls
+//! Client-certificate identity (authentication by mTLS): the names in a certificate that rustls
 //! verified against `server.tls.client_ca` during the handshake.
 //!
 //! The listener reads them once per connection (`server/conn.rs`) and puts them in the

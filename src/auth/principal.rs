@@ -1,4 +1,4 @@
-//! Who the caller is, once stage 7 (authentication) has proved it: the [`Principal`] put
+//! Who the caller is, once authentication has proved it: the [`Principal`] put
 //! in the request extensions, and the helpers that read roles and scopes out of token
 //! claims.
 //!

@@ -2,7 +2,7 @@
 //! operator) already has: an issuer's `hmac_secret`, or a PEM private key given with
 //! `--key`. It never generates or defaults a key.
 //!
-//! The token is what stage 7 accepts for one route: `iss` an `[[auth.issuers]]` entry,
+//! The token is what authentication accepts for one route: `iss` an `[[auth.issuers]]` entry,
 //! `aud` the route's audience computed as the gateway computes it, roles and scopes under
 //! the claims the issuer's mapping reads. Before printing it, the token is put through the
 //! gateway's own verifier (when the issuer's keys are in the config), so a key that does

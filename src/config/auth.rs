@@ -1,6 +1,6 @@
 //! `[auth]` and the per-route authentication settings: who may prove their identity, and
 //! how (JWT issuers, API keys, client certificates). Read by `gateway.rs` into the
-//! [`crate::auth::Authenticator`] that stage 7 runs.
+//! [`crate::auth::Authenticator`] that authentication runs.
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! `[roles]` and each route's `[[routes.policy]]` rules: who may call which tool, prompt or
-//! resource. Compiled by `policy.rs` into the decision stage 11 runs.
+//! resource. Compiled by `policy.rs` into the decisions authorization makes.
 
 use std::collections::BTreeMap;
 

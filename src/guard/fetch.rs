@@ -1,4 +1,4 @@
-//! Stage 11: when a route's [`ToolCatalog`] has not seen the upstream's tools (or the
+//! Authorization: when a route's [`ToolCatalog`] has not seen the upstream's tools (or the
 //! upstream announced a change), the gateway asks for them itself before judging a
 //! `tools/call`: `tools/list`, page after page, with the route's upstream credentials.
 //!

@@ -1,4 +1,5 @@
-//! Tool pinning (stage 13 when lists pass, stage 11 when tools are called): the first
+//! Tool pinning (in the answer rewrite when lists pass, in authorization when tools are
+//! called): the first
 //! definition of each tool a route's upstream shows (or the one in the operator's pin
 //! file) is pinned — a SHA-256 of its `name`, `description`, `inputSchema`,
 //! `outputSchema` and `annotations`. A later definition that differs is not trusted: the

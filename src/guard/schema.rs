@@ -1,6 +1,6 @@
-//! Stage 11: `tools/call` arguments validated against the tool's `inputSchema` before the
-//! call leaves the gateway, and stage 13: those schemas learned from the `tools/list`
-//! answers passing through.
+//! In authorization, `tools/call` arguments validated against the tool's `inputSchema`
+//! before the call leaves the gateway, and in the answer rewrite, those schemas learned
+//! from the `tools/list` answers passing through.
 //!
 //! Each route keeps a [`ToolCatalog`]: per tool, the schema the upstream last listed and
 //! its compiled validator (compiled on the first call that needs it, then cached until

@@ -1,4 +1,4 @@
-//! Stage 13: the upstream's answer rewritten message by message for the caller — list
+//! The answer rewrite: the upstream's answer rewritten message by message for the caller — list
 //! results filtered, task ids sealed — whether it is one JSON body or an event stream.
 //!
 //! The caller gives one closure over the bytes of a JSON-RPC message (or batch): `Ok(None)`

@@ -1,4 +1,4 @@
-//! Stage 9, during the parse: the shape limits of a POSTed JSON body — how deep it nests,
+//! The MCP parse's shape limits of a POSTed JSON body — how deep it nests,
 //! how long its strings are, how many elements its arrays (and members its objects) hold.
 //!
 //! The parse (`mcp::message`) spends a [`Budget`] as it reads, so a hostile body (10 000

@@ -1,4 +1,4 @@
-//! Stage 9: a POSTed body checked and parsed once into the JSON-RPC messages it carries,
+//! The MCP parse: a POSTed body checked and parsed once into the JSON-RPC messages it carries,
 //! for every later stage (authorization, argument validation, tool pinning, the audit
 //! record) to read.
 //!

@@ -1,5 +1,5 @@
 //! The MCP methods the gateway knows, of every protocol era it speaks (2024-11-05 …
-//! 2026-07-28), and the lookalikes of them it refuses at parse time (stage 9).
+//! 2026-07-28), and the lookalikes of them it refuses at parse time (the MCP parse).
 //!
 //! A method that differs from a known one only by letter case or by characters that look
 //! alike (`TOOLS/CALL`, `tools/caII`, `t00ls/call`) is never a method of its own: an

@@ -1,9 +1,9 @@
 //! Sealed session and task ids: the upstream's `Mcp-Session-Id` (and 2025-11-25 task
 //! ids) never reach the client raw.
 //!
-//! Where it sits: stage 13 (response path) calls [`SessionKeys::seal`] on the session id
-//! an upstream returns from `initialize` (and on task ids it hands out); stage 10
-//! (session binding) calls [`SessionKeys::open`] on the id a client sends back and
+//! Where it sits: the answer rewrite (response path) calls [`SessionKeys::seal`] on the
+//! session id an upstream returns from `initialize` (and on task ids it hands out);
+//! session binding calls [`SessionKeys::open`] on the id a client sends back and
 //! forwards the upstream id it yields. Every [`OpenError`] is answered with the same
 //! 404 as an unknown session, which every MCP client reads as "re-initialize"; the
 //! variants exist only for logs and metrics ([`OpenError::as_str`]). Nothing here does

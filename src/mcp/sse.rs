@@ -1,4 +1,4 @@
-//! Stage 13 of the request path: the Server-Sent Events codec for upstream event streams.
+//! The answer rewrite's Server-Sent Events codec for upstream event streams.
 //!
 //! Upstream bodies arrive in chunks cut anywhere, even between the CR and the LF of a line
 //! ending. [`SseDecoder`] finds the events in them, in order, each as its exact bytes (up to

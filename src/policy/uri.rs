@@ -1,4 +1,4 @@
-//! Resource URIs a call may name (stage 11): rules match a URI as written, so a URI that
+//! Resource URIs a call may name (authorization): rules match a URI as written, so a URI that
 //! an upstream could read as another one (`file:///public/../secret/k`, `FILE:///…`,
 //! `file:///%73ecret/k`) would let a call past a rule written for the other. Calls naming
 //! such a URI are refused before the rules are asked; lists are not touched (the URIs and
