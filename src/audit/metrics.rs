@@ -19,34 +19,6 @@ use crate::audit::sink::SinkMetrics;
 /// Distinct tool names a route's metrics label before the rest count as `other`.
 pub const MAX_TOOL_LABELS: usize = 100;
 
-/// The MCP methods labelled by name (both eras); any other counts as `other`.
-const METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "server/discover",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "resources/subscribe",
-    "resources/unsubscribe",
-    "completion/complete",
-    "logging/setLevel",
-    "tasks/get",
-    "tasks/result",
-    "tasks/cancel",
-    "tasks/list",
-    "tasks/update",
-    "notifications/initialized",
-    "notifications/cancelled",
-    "notifications/progress",
-    "notifications/roots/list_changed",
-    "subscriptions/listen",
-];
-
 /// Every metric the gateway keeps.
 #[derive(Debug)]
 pub struct Metrics {
@@ -342,15 +314,11 @@ impl Drop for StreamGauge {
     }
 }
 
-/// The method label of a request: its MCP method (one the specification names, else
-/// `other`), `batch`, or its HTTP method when it has no body to read.
+/// The method label of a request: its MCP method (one the specification names,
+/// [`crate::mcp::methods::known`], else `other`), `batch`, or its HTTP method when it has no body to read.
 fn method_label(r: &RequestRecord) -> &'static str {
     match r.exchange.calls.as_slice() {
-        [one] if !r.exchange.batch => METHODS
-            .iter()
-            .find(|m| **m == &*one.method)
-            .copied()
-            .unwrap_or("other"),
+        [one] if !r.exchange.batch => crate::mcp::methods::known(&one.method).unwrap_or("other"),
         [] => match r.http_method {
             http::Method::GET => "GET",
             http::Method::DELETE => "DELETE",

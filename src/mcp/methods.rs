@@ -59,16 +59,22 @@ pub fn is_client_request(method: &str) -> bool {
     CLIENT_REQUESTS.contains(&method)
 }
 
+/// `method` as the protocol's own `'static` name when it is one of its methods (client
+/// requests, server requests, notifications); `None` otherwise.
+pub fn known(method: &str) -> Option<&'static str> {
+    CLIENT_REQUESTS
+        .iter()
+        .chain(SERVER_REQUESTS)
+        .chain(NOTIFICATIONS)
+        .find(|known| **known == method)
+        .copied()
+}
+
 /// The known method `method` is a lookalike of (equal to it once letter case and
 /// lookalike characters are set aside, but not equal to it), or `None`. Notifications
 /// count by their prefix, so `Notifications/anything` is a lookalike too.
 pub fn lookalike_of(method: &str) -> Option<&'static str> {
-    if CLIENT_REQUESTS
-        .iter()
-        .chain(SERVER_REQUESTS)
-        .chain(NOTIFICATIONS)
-        .any(|known| *known == method)
-    {
+    if known(method).is_some() {
         return None;
     }
     let folded = fold(method);
