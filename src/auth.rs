@@ -37,8 +37,8 @@ use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 
+pub use crate::request::{AuthMethod, IdentityHeaderValues, Principal};
 pub use apikey::{ApiKeyEntry, ApiKeyError, ApiKeyStore, KeyHash, hash_key};
-pub use principal::{AuthMethod, Principal};
 
 use self::cache::{TokenKey, VerifiedTokenCache};
 use self::challenge::BearerChallenge;
@@ -109,10 +109,6 @@ enum IdentityField {
     Scopes,
     Claim(String),
 }
-
-/// Identity headers for the upstream, computed by authentication and added by the proxy.
-#[derive(Debug, Clone, Default)]
-pub struct IdentityHeaderValues(pub Vec<(HeaderName, HeaderValue)>);
 
 /// Why a request was not authenticated. Logged with its detail; the client hears only the
 /// short, safe description of [`Failure::description`].
@@ -445,8 +441,7 @@ impl Authenticator {
         if methods.mtls
             && let Some(PeerCertificate(names)) = certificate
         {
-            let subject = names
-                .identity(self.certificate_identity)
+            let subject = mtls::identity(names, self.certificate_identity)
                 .ok_or(Failure::CertificateIdentity)?;
             let mut principal = Principal::new(subject, AuthMethod::Mtls);
             if let Some((roles, scopes)) = self.certificates.get(subject) {

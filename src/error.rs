@@ -6,8 +6,8 @@
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::audit::event::{Kind, Outcome};
 use crate::mcp::jsonrpc::RequestId;
+use crate::request::{Kind, Outcome};
 
 /// JSON-RPC error codes the gateway answers with (the `-32000…-32099` block is reserved
 /// by JSON-RPC 2.0 for implementation-defined server errors).

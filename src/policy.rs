@@ -44,8 +44,8 @@ use serde_json::Value;
 
 use self::condition::Condition;
 use self::glob::Glob;
-use crate::auth::Principal;
 use crate::config::policy::{DefaultPolicy, Effect, RuleConfig};
+use crate::request::Principal;
 
 /// Methods no rule may gate: the session's life and its notifications.
 pub fn never_gated(method: &str) -> bool {
@@ -582,8 +582,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::AuthMethod;
     use crate::config::policy::ConditionConfig;
+    use crate::request::AuthMethod;
 
     fn principal(roles: &[&str], scopes: &[&str]) -> Principal {
         let mut p = Principal::new("alice", AuthMethod::Jwt);

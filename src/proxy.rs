@@ -19,11 +19,11 @@ use http_body_util::{BodyExt, Full, Limited};
 
 pub use client::{UpstreamBody, UpstreamClient, UpstreamError};
 
-use crate::auth::IdentityHeaderValues;
 use crate::error::Rejection;
 use crate::mcp::headers::{X_REQUEST_ID, is_event_stream};
 use crate::mcp::jsonrpc;
 use crate::request::HttpRequestId;
+use crate::request::IdentityHeaderValues;
 
 /// Forwards `req` to `upstream` and returns its response, or the gateway's own answer.
 pub async fn forward(

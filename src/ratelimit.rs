@@ -359,7 +359,7 @@ impl RateLimits {
     }
 
     /// A caller limit: the principal's (its key hashed only when there is one).
-    pub async fn user(&self, principal: &crate::auth::Principal, cost: u32) -> Outcome {
+    pub async fn user(&self, principal: &crate::request::Principal, cost: u32) -> Outcome {
         let Some(limit) = self.per_user.as_ref() else {
             return Outcome::Counted(None);
         };

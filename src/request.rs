@@ -2,9 +2,16 @@
 //! about a request, for the layers below them (see `docs/architecture.md`), and which
 //! worker thread serves it. A leaf: it knows nothing of the rest of the gateway.
 
+mod certificate;
+mod principal;
+
 use std::cell::Cell;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
+use serde::Serialize;
+
+pub use certificate::{ClientCertificate, PeerCertificate};
+pub use principal::{AuthMethod, Principal};
 
 /// The gateway's own id for one HTTP request: in every log line of the request, in the
 /// `X-Request-Id` response header, and sent upstream. Client-supplied ids are not trusted.
@@ -31,6 +38,72 @@ impl HttpRequestId {
 /// The peer address of the connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// Identity headers for the upstream, computed by authentication and added by the proxy.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityHeaderValues(pub Vec<(HeaderName, HeaderValue)>);
+
+/// The `event` of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Request,
+    AuthenticationFailure,
+    Denied,
+    RateLimited,
+    Banned,
+    SessionMismatch,
+    Rejected,
+    /// A client address was banned (repeated authentication failures, or an alert).
+    Ban,
+    /// The security monitor saw a threshold crossed.
+    Alert,
+    /// Records were dropped because the queue was full (`when_full = "drop"`).
+    Gap,
+    /// The gateway started writing this trail (with its version).
+    Started,
+    /// The gateway stopped: nothing was written after this record.
+    Stopped,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::AuthenticationFailure => "authentication_failure",
+            Self::Denied => "denied",
+            Self::RateLimited => "rate_limited",
+            Self::Banned => "banned",
+            Self::SessionMismatch => "session_mismatch",
+            Self::Rejected => "rejected",
+            Self::Ban => "ban",
+            Self::Alert => "alert",
+            Self::Gap => "gap",
+            Self::Started => "started",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// How a request ended, as the stage that answered it says: put in the response's
+/// extensions by whatever refuses a request; a response without one was forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub kind: Kind,
+    /// A short code: `token_expired`, `policy`, `ip`, `origin_not_allowed`, …
+    pub reason: &'static str,
+}
+
+impl Outcome {
+    pub const fn new(kind: Kind, reason: &'static str) -> Self {
+        Self { kind, reason }
+    }
+
+    /// Marks `response` as answered for this reason.
+    pub fn mark<B>(self, response: &mut http::Response<B>) {
+        response.extensions_mut().insert(self);
+    }
+}
 
 thread_local! {
     static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };

@@ -62,8 +62,6 @@ use crate::audit::event::{Exchange, Kind, Outcome, RequestRecord};
 use crate::audit::{self, arguments::ArgumentsMode};
 use crate::auth::cache::system_clock;
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
-use crate::auth::mtls::PeerCertificate;
-use crate::auth::{AuthMethod, Principal};
 use crate::config::AuthMode;
 use crate::config::guard::Enforcement;
 use crate::edge;
@@ -82,6 +80,8 @@ use crate::policy::lists::{ListRequests, Viewer, ViewerCache};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 use crate::ratelimit::{self, Counted, Measured, RateLimits, Refusal};
+use crate::request::PeerCertificate;
+use crate::request::{AuthMethod, Principal};
 pub use crate::request::{ClientAddr, HttpRequestId};
 
 /// The whole application: a cheap-to-clone tower service over the gateway.
@@ -1180,7 +1180,9 @@ async fn check_arguments(
                 .is_some_and(|v| v >= "2026-07-28");
             let caller = crate::guard::fetch::Caller {
                 headers: &parts.headers,
-                identity: parts.extensions.get::<crate::auth::IdentityHeaderValues>(),
+                identity: parts
+                    .extensions
+                    .get::<crate::request::IdentityHeaderValues>(),
                 modern_meta: parsed
                     .messages
                     .first()

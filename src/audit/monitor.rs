@@ -94,7 +94,7 @@ impl Monitor {
     pub fn observe(&self, r: &RequestRecord, now: Instant) -> Vec<Alert> {
         let subject = || -> Option<Box<str>> {
             match &r.exchange.principal {
-                Some(p) if p.method != crate::auth::AuthMethod::Anonymous => {
+                Some(p) if p.method != crate::request::AuthMethod::Anonymous => {
                     Some(Box::from(p.subject.as_str()))
                 }
                 _ => r.exchange.failed_subject.clone(),

@@ -482,7 +482,7 @@ fn last_record(path: &Path) -> io::Result<(Option<String>, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::Kind;
+    use crate::request::Kind;
 
     #[test]
     fn with_drop_a_full_queue_loses_records_but_the_trail_says_how_many() {

@@ -1,103 +1,11 @@
-//! Who the caller is, once authentication has proved it: the [`Principal`] put
-//! in the request extensions, and the helpers that read roles and scopes out of token
-//! claims.
-//!
-//! Later stages decide on the principal alone, whichever way it was proved; they never
-//! see the token, the key or the certificate.
+//! Reading roles and scopes out of token claims, for the [`Principal`] authentication
+//! makes (the type itself is a request extension: `src/request/principal.rs`).
 
 use std::collections::HashSet;
-use std::fmt;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-/// How the caller proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AuthMethod {
-    /// A bearer JWT whose signature, issuer, audience and lifetime were checked.
-    Jwt,
-    /// A static API key matched against a configured hash.
-    ApiKey,
-    /// A client certificate verified during the TLS handshake.
-    Mtls,
-    /// Nobody: a route with `auth = "none"`.
-    Anonymous,
-}
-
-impl AuthMethod {
-    /// The name used in logs and audit records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Jwt => "jwt",
-            Self::ApiKey => "api_key",
-            Self::Mtls => "mtls",
-            Self::Anonymous => "anonymous",
-        }
-    }
-}
-
-impl fmt::Display for AuthMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An authenticated caller.
-///
-/// `Debug` shows the subject, issuer, method, roles and scopes, and only the *names* of
-/// the kept claims: claim values may hold personal data, and nothing secret (token, key,
-/// certificate) is ever stored here.
-#[derive(Clone, PartialEq)]
-pub struct Principal {
-    /// Stable identifier of the caller: the JWT `sub`, the API key's configured subject,
-    /// or the certificate's identity.
-    pub subject: String,
-    /// The token issuer (`iss`) for JWTs; `None` for API keys and mTLS.
-    pub issuer: Option<String>,
-    pub method: AuthMethod,
-    /// Role names, deduplicated, in the order first seen.
-    pub roles: Vec<String>,
-    /// OAuth scopes, deduplicated, in the order first seen.
-    pub scopes: Vec<String>,
-    /// The claims selected by configuration (for audit and policy conditions), not the
-    /// whole token.
-    pub claims: Map<String, Value>,
-    /// The OAuth client the token was issued to (`client_id`, RFC 9068, else `azp`).
-    pub client: Option<String>,
-}
-
-impl Principal {
-    /// The OAuth client the caller uses, when its token names one.
-    pub fn client_id(&self) -> Option<&str> {
-        self.client.as_deref()
-    }
-
-    /// A principal with no roles, scopes or claims.
-    pub fn new(subject: impl Into<String>, method: AuthMethod) -> Self {
-        Self {
-            subject: subject.into(),
-            issuer: None,
-            method,
-            roles: Vec::new(),
-            scopes: Vec::new(),
-            claims: Map::new(),
-            client: None,
-        }
-    }
-}
-
-impl fmt::Debug for Principal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Principal")
-            .field("subject", &self.subject)
-            .field("issuer", &self.issuer)
-            .field("method", &self.method)
-            .field("roles", &self.roles)
-            .field("scopes", &self.scopes)
-            .field("claims", &self.claims.keys().collect::<Vec<_>>())
-            .field("client", &self.client)
-            .finish()
-    }
-}
+pub use crate::request::{AuthMethod, Principal};
 
 /// Looks up a claim by a dotted path such as `realm_access.roles` (Keycloak) or
 /// `resource_access.my-client.roles`.

@@ -18,10 +18,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 
-use crate::auth::IdentityHeaderValues;
 use crate::mcp::headers::{MCP_METHOD, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
 use crate::mcp::sse::SseDecoder;
 use crate::proxy::UpstreamClient;
+use crate::request::IdentityHeaderValues;
 
 /// At most this many pages are asked for.
 const MAX_PAGES: usize = 20;
@@ -315,7 +315,7 @@ impl Session<'_> {
             status @ (StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT)
                 if response
                     .extensions()
-                    .get::<crate::audit::event::Outcome>()
+                    .get::<crate::request::Outcome>()
                     .is_some() =>
             {
                 Err(FetchError::Unreachable(status))

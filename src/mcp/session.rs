@@ -81,7 +81,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::{hkdf, hmac};
 use subtle::ConstantTimeEq;
 
-use crate::auth::principal::Principal;
+use crate::request::Principal;
 
 /// The format version this module writes and reads.
 pub const VERSION: u8 = 1;
@@ -147,7 +147,7 @@ impl PrincipalHash {
     /// (`jwt`, `api_key`, `mtls`); `issuer` is `None` when the method has none, which
     /// differs from `Some("")`.
     ///
-    /// [`AuthMethod`]: crate::auth::principal::AuthMethod
+    /// [`AuthMethod`]: crate::request::AuthMethod
     pub fn of(method: &str, issuer: Option<&str>, subject: &str) -> Self {
         let mut ctx = digest::Context::new(&SHA256);
         ctx.update(PRINCIPAL_DOMAIN);
@@ -1035,7 +1035,7 @@ mod tests {
             }
         }
         assert_eq!(of("api_key", None, "alice"), of("api_key", None, "alice"));
-        let mut principal = Principal::new("alice", crate::auth::principal::AuthMethod::Jwt);
+        let mut principal = Principal::new("alice", crate::request::AuthMethod::Jwt);
         principal.issuer = Some("https://a.example".into());
         assert_eq!(PrincipalHash::from(&principal), hashes[0]);
         let debug = format!("{:?}", hashes[0]);

@@ -58,7 +58,7 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 use super::session::{IdKind, OpenError, PrincipalHash, SealError, SessionKeys};
-use crate::auth::Principal;
+use crate::request::Principal;
 
 /// The `_meta` key that ties a message to a task.
 pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
@@ -294,7 +294,7 @@ mod tests {
     }
 
     fn binding_with(keys: &Arc<SessionKeys>, route: &str, who: &str) -> TaskBinding {
-        let principal = Principal::new(who, crate::auth::AuthMethod::ApiKey);
+        let principal = Principal::new(who, crate::request::AuthMethod::ApiKey);
         TaskBinding::new(Arc::clone(keys), Arc::from(route), Arc::new(principal))
     }
 

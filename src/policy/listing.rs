@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use super::glob::{Glob, Shape};
 use super::{Kind, Roles, RoutePolicy, Rule};
-use crate::auth::Principal;
 use crate::config::policy::{DefaultPolicy, Effect};
+use crate::request::Principal;
 
 /// The route's rules as they bear on one caller's lists.
 #[derive(Debug, Default)]
@@ -396,8 +396,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::auth::AuthMethod;
     use crate::config::policy::{ConditionConfig, RuleConfig};
+    use crate::request::AuthMethod;
 
     /// A small deterministic generator: the same rules on every run.
     struct Draw(u64);

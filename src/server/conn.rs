@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use super::Shared;
-use crate::auth::mtls::{ClientCertificate, PeerCertificate};
 use crate::request::ClientAddr;
+use crate::request::{ClientCertificate, PeerCertificate};
 use crate::stack::App;
 
 pub(super) struct Connection {
