@@ -43,12 +43,12 @@ pub fn calls_of(
                     arguments: None,
                 };
             }
-            let call = crate::policy::Call::from_params(method, message.params());
+            let call = crate::mcp::call::Call::from_params(method, message.params());
             let name = match call.target {
-                crate::policy::Target::Tool(n)
-                | crate::policy::Target::Prompt(n)
-                | crate::policy::Target::Resource(n) => Some(Box::from(n)),
-                crate::policy::Target::None => None,
+                crate::mcp::call::Target::Tool(n)
+                | crate::mcp::call::Target::Prompt(n)
+                | crate::mcp::call::Target::Resource(n) => Some(Box::from(n)),
+                crate::mcp::call::Target::None => None,
             };
             event::CallRecord {
                 method: Box::from(method),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod gateway;
+pub mod glob;
 pub mod guard;
 pub mod health;
 pub mod hex;

@@ -3,6 +3,7 @@
 //! Nothing here does I/O; the stages of the request path (see `stack.rs`) call into it.
 
 pub mod answer;
+pub mod call;
 pub mod headers;
 pub mod jsonrpc;
 pub mod limits;

@@ -33,7 +33,6 @@
 //! that each item costs a lookup, not a decision.
 
 pub mod condition;
-pub mod glob;
 pub mod listing;
 pub mod lists;
 pub mod uri;
@@ -43,24 +42,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 
 use self::condition::Condition;
-use self::glob::Glob;
 use crate::config::policy::{DefaultPolicy, Effect, RuleConfig};
+use crate::glob::Glob;
+pub use crate::mcp::call::{Call, Target};
 use crate::request::Principal;
 
 /// Methods no rule may gate: the session's life and its notifications.
 pub fn never_gated(method: &str) -> bool {
     matches!(method, "initialize" | "ping" | "server/discover")
         || method.starts_with("notifications/")
-}
-
-/// What a call names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target<'a> {
-    Tool(&'a str),
-    Prompt(&'a str),
-    Resource(&'a str),
-    /// The method names nothing (or nothing the gateway can read).
-    None,
 }
 
 /// The kinds of thing a rule can name.
@@ -81,73 +71,13 @@ impl Kind {
     }
 }
 
-impl<'a> Target<'a> {
-    fn kind(&self) -> Option<Kind> {
-        match self {
-            Self::Tool(_) => Some(Kind::Tool),
-            Self::Prompt(_) => Some(Kind::Prompt),
-            Self::Resource(_) => Some(Kind::Resource),
-            Self::None => None,
-        }
-    }
-
-    fn name(&self) -> &str {
-        self.named().unwrap_or("")
-    }
-
-    /// The tool, prompt or resource named, if any.
-    pub fn named(&self) -> Option<&'a str> {
-        match *self {
-            Self::Tool(n) | Self::Prompt(n) | Self::Resource(n) => Some(n),
-            Self::None => None,
-        }
-    }
-}
-
-/// One call to judge.
-#[derive(Debug, Clone, Copy)]
-pub struct Call<'a> {
-    pub method: &'a str,
-    pub target: Target<'a>,
-    /// `params.arguments` of `tools/call` and `prompts/get`.
-    pub arguments: Option<&'a Value>,
-}
-
-impl<'a> Call<'a> {
-    /// Reads method, target and arguments from a JSON-RPC request's `params`.
-    pub fn from_params(method: &'a str, params: Option<&'a Value>) -> Self {
-        let str_at = |key: &str| params.and_then(|p| p.get(key)).and_then(Value::as_str);
-        let target = match method {
-            "tools/call" => str_at("name").map_or(Target::None, Target::Tool),
-            "prompts/get" => str_at("name").map_or(Target::None, Target::Prompt),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                str_at("uri").map_or(Target::None, Target::Resource)
-            }
-            "completion/complete" => {
-                let reference = params.and_then(|p| p.get("ref"));
-                let field = |key: &str| reference.and_then(|r| r.get(key)).and_then(Value::as_str);
-                match field("type") {
-                    Some("ref/prompt") => field("name").map_or(Target::None, Target::Prompt),
-                    Some("ref/resource") => field("uri").map_or(Target::None, Target::Resource),
-                    _ => Target::None,
-                }
-            }
-            _ => Target::None,
-        };
-        Self {
-            method,
-            target,
-            arguments: params.and_then(|p| p.get("arguments")),
-        }
-    }
-
-    /// `resources/subscribe` of `uri`: how each URI a `subscriptions/listen` names is judged.
-    pub fn subscribe(uri: &'a str) -> Self {
-        Self {
-            method: "resources/subscribe",
-            target: Target::Resource(uri),
-            arguments: None,
-        }
+/// The kind of thing `target` names.
+fn kind_of(target: &Target) -> Option<Kind> {
+    match target {
+        Target::Tool(_) => Some(Kind::Tool),
+        Target::Prompt(_) => Some(Kind::Prompt),
+        Target::Resource(_) => Some(Kind::Resource),
+        Target::None => None,
     }
 }
 
@@ -318,7 +248,7 @@ impl Rule {
         if !method_ok {
             return Fit::No;
         }
-        let target_ok = match call.target.kind() {
+        let target_ok = match kind_of(&call.target) {
             // A rule naming targets applies only to calls naming one of them.
             Some(kind) => match self.patterns(kind) {
                 Some(patterns) => patterns.iter().any(|p| p.matches(call.target.name())),
@@ -531,7 +461,7 @@ impl RoutePolicy {
     ) -> Decision {
         let mut allowed = false;
         let mut needed: Option<&[String]> = None;
-        let (by_name, always): (&[usize], &[usize]) = match call.target.kind() {
+        let (by_name, always): (&[usize], &[usize]) = match kind_of(&call.target) {
             Some(kind) => {
                 let slot = &self.index[kind.slot()];
                 let named = slot.literal.get(call.target.name());

@@ -29,9 +29,9 @@ use http::{HeaderMap, HeaderValue};
 use crate::config::ratelimit::{
     BanConfig, ClusterConfig, FailurePolicy, Rate, RateLimitsConfig, RouteLimitsConfig,
 };
+use crate::glob::Glob;
 use crate::mcp::headers::{RATELIMIT, RATELIMIT_POLICY};
 use crate::mcp::session::PrincipalHash;
-use crate::policy::glob::Glob;
 use store::{BoundedStore, SharedStore};
 
 /// The clock every limit of a gateway reads: quanta's monotonic clock in service, or a

@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// Each top-level module's layer, lowest first (see `docs/architecture.md`).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("leaf", &["hex", "request", "tls"]),
+    ("leaf", &["cluster", "glob", "hex", "request", "tls"]),
     ("protocol", &["mcp", "error"]),
     ("config", &["config"]),
     (
@@ -26,7 +26,6 @@ const LAYERS: &[(&str, &[&str])] = &[
             "audit",
             "proxy",
             "edge",
-            "cluster",
             "telemetry",
         ],
     ),
@@ -39,7 +38,6 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 /// Imports that break the rule today, as `(from, to)` modules. Only ever shrinks.
 const KNOWN: &[(&str, &str)] = &[
-    ("audit", "policy"),
     ("audit", "ratelimit"),
     ("config", "audit"),
     ("config", "auth"),
@@ -48,11 +46,7 @@ const KNOWN: &[(&str, &str)] = &[
     ("config", "policy"),
     ("config", "proxy"),
     ("guard", "audit"),
-    ("guard", "cluster"),
     ("guard", "proxy"),
-    ("mcp", "policy"),
-    ("ratelimit", "cluster"),
-    ("ratelimit", "policy"),
 ];
 
 /// The layer of a top-level module.

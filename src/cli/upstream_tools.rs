@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 
 use crate::config::RouteConfig;
+use crate::glob::Glob;
 use crate::mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
 use crate::mcp::sse::SseDecoder;
-use crate::policy::glob::Glob;
 use crate::proxy::UpstreamClient;
 
 const PROTOCOL_VERSION: &str = "2025-11-25";

@@ -630,7 +630,7 @@ fn never_matches(
     rule: &super::policy::RuleConfig,
     roles: &super::policy::RolesConfig,
 ) -> Option<String> {
-    use crate::policy::glob::Glob;
+    use crate::glob::Glob;
     if let Some(methods) = &rule.methods {
         let kinds = [
             (&rule.tools, &["tools/call"][..]),

@@ -53,11 +53,11 @@ impl Message {
         self.params.as_ref()
     }
 
-    /// The tool, prompt or resource a call names, exactly as [`crate::policy::Call`]
+    /// The tool, prompt or resource a call names, exactly as [`super::call::Call`]
     /// reads it (so that the record names what the policy judged).
     pub fn name(&self) -> Option<String> {
         let method = self.method.as_deref()?;
-        crate::policy::Call::from_params(method, self.params())
+        super::call::Call::from_params(method, self.params())
             .target
             .named()
             .map(str::to_owned)

@@ -18,9 +18,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::glob::{Glob, Shape};
 use super::{Kind, Roles, RoutePolicy, Rule};
 use crate::config::policy::{DefaultPolicy, Effect};
+use crate::glob::{Glob, Shape};
 use crate::request::Principal;
 
 /// The route's rules as they bear on one caller's lists.

@@ -1,4 +1,4 @@
-//! Name patterns of policy rules and role permissions: `*` matches any run of characters
+//! Name patterns of policy rules, role permissions and per-tool limits: `*` matches any run of characters
 //! (including none), `?` exactly one; everything else is literal. Compiled once at start-up;
 //! matching allocates nothing.
 
