@@ -22,7 +22,6 @@ use portcullis::mcp::message::{McpRequest, ParseOptions};
 use portcullis::policy::lists::{
     ListCache, ListRequests, Viewer, ViewerCache, filter_message_read, viewer_key,
 };
-use portcullis::ratelimit::RateLimits;
 use serde_json::{Value, json};
 
 /// A `tools/call` of about 1 KiB: a path, a mode, a few flags and a text body.
@@ -163,8 +162,7 @@ fn quiet_audit() -> Audit {
     )
     .unwrap_or_else(|e| unreachable!("{e}"));
     let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| unreachable!("{e}")));
-    let limits = Arc::new(RateLimits::new(&config.rate_limits));
-    Audit::start(&config, metrics, limits).unwrap_or_else(|e| unreachable!("{e}"))
+    Audit::start(&config, metrics, Box::new(|_, _| {})).unwrap_or_else(|e| unreachable!("{e}"))
 }
 
 /// The answer rewrite learning from `tools/list` answers (default guard: schemas and pins) that are

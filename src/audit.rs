@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::ratelimit::RateLimits;
 use event::{Body, Record, RequestRecord};
 use metrics::Metrics;
 
@@ -61,25 +60,34 @@ pub fn calls_of(
         .collect()
 }
 
+/// Carries out a ban the security monitor asks for (`monitor.action = "ban"`): the
+/// gateway hands in one that bans through its rate limiter.
+pub type BanHook = Box<dyn Fn(IpAddr, Duration) + Send + Sync>;
+
 /// What the gateway keeps of what happens: records, metrics, alerts.
-#[derive(Debug)]
 pub struct Audit {
     /// `None` with `audit.enabled = false`.
     log: Option<sink::AuditLog>,
     monitor: Option<monitor::Monitor>,
     webhook: Option<webhook::Webhook>,
     pub metrics: Arc<Metrics>,
-    limits: Arc<RateLimits>,
+    ban: BanHook,
+}
+
+impl std::fmt::Debug for Audit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Audit")
+            .field("log", &self.log)
+            .field("monitor", &self.monitor)
+            .field("webhook", &self.webhook)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Audit {
     /// Opens the trail and starts the writer (and the webhook task, which needs a tokio
     /// runtime). The first record says the gateway started.
-    pub fn start(
-        config: &Config,
-        metrics: Arc<Metrics>,
-        limits: Arc<RateLimits>,
-    ) -> Result<Self, String> {
+    pub fn start(config: &Config, metrics: Arc<Metrics>, ban: BanHook) -> Result<Self, String> {
         let audit = &config.audit;
         let log = if audit.enabled {
             let log =
@@ -105,7 +113,7 @@ impl Audit {
             monitor: monitor::Monitor::new(&audit.monitor),
             webhook,
             metrics,
-            limits,
+            ban,
         })
     }
 
@@ -189,10 +197,7 @@ impl Audit {
             alert.client_ip,
             self.monitor.as_ref().and_then(|m| m.ban),
         ) {
-            let limits = Arc::clone(&self.limits);
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { limits.ban(ip, duration).await });
-            }
+            (self.ban)(ip, duration);
             self.record(Body::Alert(alert));
             self.banned(ip, duration, "alert");
             return;

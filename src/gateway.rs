@@ -275,8 +275,16 @@ impl Gateway {
         let auth = Authenticator::new(config)?;
         auth.count_jwks_refreshes(&metrics.jwks_refreshes);
         let limits = Arc::new(limits(config, clock)?);
-        let audit =
-            Audit::start(config, metrics, Arc::clone(&limits)).map_err(StartError::Audit)?;
+        let ban: crate::audit::BanHook = {
+            let limits = Arc::clone(&limits);
+            Box::new(move |ip, duration| {
+                let limits = Arc::clone(&limits);
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { limits.ban(ip, duration).await });
+                }
+            })
+        };
+        let audit = Audit::start(config, metrics, ban).map_err(StartError::Audit)?;
         let metrics_from = if config.metrics.enabled && config.admin.is_none() {
             config.metrics.allow_from.iter().map(|n| n.0).collect()
         } else {

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::audit::Audit;
 use crate::audit::metrics::Metrics;
-use crate::ratelimit::RateLimits;
 
 /// Polls `done` until it holds, failing the test after 30 s. For conditions that have no
 /// event to await (a background task's effect seen from outside).
@@ -42,6 +41,5 @@ auth = "none"
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
-    let limits = Arc::new(RateLimits::new(&config.rate_limits));
-    Audit::start(&config, metrics, limits).unwrap_or_else(|e| panic!("{e}"))
+    Audit::start(&config, metrics, Box::new(|_, _| {})).unwrap_or_else(|e| panic!("{e}"))
 }
