@@ -1,25 +1,9 @@
 //! What an audit record keeps of a call's arguments: nothing (the default), a hash, the
 //! arguments with sensitive members masked at any depth, or everything.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-/// Per route `audit.arguments`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArgumentsMode {
-    /// Not recorded.
-    #[default]
-    None,
-    /// `sha256:<hex>` of the arguments (the same arguments give the same hash, so calls can
-    /// be matched without keeping what they said).
-    Hash,
-    /// The arguments, with the value of every member whose name looks sensitive replaced
-    /// by `"[redacted]"`, at any depth.
-    Redacted,
-    /// The arguments as sent.
-    Full,
-}
+pub use crate::config::audit::ArgumentsMode;
 
 /// Member names masked in `redacted` mode unless configured otherwise: a member is masked
 /// when its name, lower-cased and without `-` and `_`, contains one of these.

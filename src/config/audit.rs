@@ -9,7 +9,23 @@ use serde::Deserialize;
 use super::ratelimit::Network;
 use super::secret::SecretValue;
 use super::units::{ByteSize, Duration};
-use crate::audit::arguments::ArgumentsMode;
+
+/// Per route `audit.arguments`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgumentsMode {
+    /// Not recorded.
+    #[default]
+    None,
+    /// `sha256:<hex>` of the arguments (the same arguments give the same hash, so calls can
+    /// be matched without keeping what they said).
+    Hash,
+    /// The arguments, with the value of every member whose name looks sensitive replaced
+    /// by `"[redacted]"`, at any depth.
+    Redacted,
+    /// The arguments as sent.
+    Full,
+}
 
 /// `[audit]`.
 #[derive(Debug, Clone, Deserialize)]
