@@ -751,7 +751,7 @@ fn tls_material(dir: &Path) -> Result<(PathBuf, PathBuf, Arc<rustls::ClientConfi
     std::fs::write(&key, certified.signing_key.serialize_pem())?;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certified.cert.der().clone())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)

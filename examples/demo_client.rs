@@ -12,7 +12,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // reqwest is built without a default TLS provider; use the same one as the gateway.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8080/demo/mcp".to_owned());

@@ -1,5 +1,6 @@
 //! rustls for the listener (TLS 1.2 and 1.3, ALPN h2 + http/1.1) and for upstream clients
-//! (system roots or a configured CA). One crypto provider, `ring`, everywhere.
+//! (system roots or a configured CA). One crypto provider, aws-lc-rs, everywhere (TLS, JWT
+//! signatures, and our own digests, HMACs and sealing).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub enum TlsError {
 }
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

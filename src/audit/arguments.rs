@@ -31,7 +31,7 @@ pub fn recorded(mode: ArgumentsMode, arguments: &Value, sensitive: &[String]) ->
         ArgumentsMode::Full => Some(arguments.clone()),
         ArgumentsMode::Hash => {
             let bytes = serde_json::to_vec(arguments).unwrap_or_default();
-            let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
             let hex = crate::hex::encode(digest.as_ref());
             Some(Value::String(format!("sha256:{hex}")))
         }

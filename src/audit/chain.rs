@@ -23,7 +23,7 @@
 
 use std::fmt;
 
-use ring::{digest, hmac};
+use aws_lc_rs::{digest, hmac};
 use serde_json::{Map, Value};
 
 /// The `prev` of the first record of a trail.
@@ -42,7 +42,7 @@ const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
 pub enum Hasher {
     Sha256,
     /// HMAC-SHA256 under a key only the gateway (and the verifier) hold.
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
 }
 
 impl fmt::Debug for Hasher {
@@ -57,7 +57,7 @@ impl fmt::Debug for Hasher {
 impl Hasher {
     /// HMAC-SHA256 with `key` (the secret's bytes).
     pub fn keyed(key: &[u8]) -> Self {
-        Self::Hmac(hmac::Key::new(hmac::HMAC_SHA256, key))
+        Self::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, key)))
     }
 
     fn is_keyed(&self) -> bool {

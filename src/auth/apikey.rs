@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use ring::digest::{SHA256, SHA256_OUTPUT_LEN, digest};
+use aws_lc_rs::digest::{SHA256, SHA256_OUTPUT_LEN, digest};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use super::principal::{AuthMethod, Principal};

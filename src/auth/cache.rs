@@ -30,9 +30,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::digest::{Context, SHA256};
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, UnitWeighter};
-use ring::digest::{Context, SHA256};
 
 use super::jwt::VerifiedToken;
 

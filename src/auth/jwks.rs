@@ -160,7 +160,8 @@ impl JwksCache {
         let (body, max_age) = self.fetch().await?;
         let keys = parse_jwks(&body)?;
         let mut digest = [0; 32];
-        digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
+        digest
+            .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body).as_ref());
         let unchanged = {
             let mut last = match self.digest.lock() {
                 Ok(guard) => guard,

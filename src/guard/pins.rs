@@ -567,7 +567,7 @@ pub fn pin_of(tool: &Value) -> Pin {
     let definition = Value::Object(definition);
     let mut canonical = Vec::with_capacity(256);
     write_canonical(&definition, &mut canonical);
-    let digest = ring::digest::digest(&ring::digest::SHA256, &canonical);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &canonical);
     Pin {
         hash: crate::hex::encode(digest.as_ref()),
         definition,

@@ -69,16 +69,17 @@
 //! route itself.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lc_rs::aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::digest::{self, SHA256, SHA256_OUTPUT_LEN};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::{hkdf, hmac};
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use ring::aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::digest::{self, SHA256, SHA256_OUTPUT_LEN};
-use ring::rand::{SecureRandom, SystemRandom};
-use ring::{hkdf, hmac};
 use subtle::ConstantTimeEq;
 
 use crate::request::Principal;
@@ -293,7 +294,8 @@ pub struct SessionKeys {
 #[derive(Clone)]
 struct SessionKey {
     id: u8,
-    aead: LessSafeKey,
+    /// Shared by the clones of [`SessionKeys`] (the key itself cannot be cloned).
+    aead: Arc<LessSafeKey>,
     /// Derives the nonce of a stable seal from what it seals ([`SessionKeys::seal_stable`]).
     synthetic_nonce: hmac::Key,
 }
@@ -313,7 +315,7 @@ impl SessionKey {
         let okm = prk
             .expand(&[b"aead chacha20-poly1305"], &CHACHA20_POLY1305)
             .map_err(|_| KeyError::Derive)?;
-        let aead = LessSafeKey::new(UnboundKey::from(okm));
+        let aead = Arc::new(LessSafeKey::new(UnboundKey::from(okm)));
         let mut id = [0; 1];
         prk.expand(&[b"key id"], KeyIdLen)
             .and_then(|okm| okm.fill(&mut id))
@@ -529,17 +531,15 @@ impl SessionKeys {
             .split_last_chunk::<TAG_LEN>()
             .ok_or(OpenError::Malformed)?;
 
-        let mut plain = Vec::with_capacity(ciphertext.len());
+        let mut plain = vec![0; ciphertext.len()];
         let opened = self.keys().filter(|key| key.id == key_id).any(|key| {
-            plain.clear();
-            plain.extend_from_slice(ciphertext);
             key.aead
-                .open_in_place_separate_tag(
+                .open_separate_gather(
                     Nonce::assume_unique_for_key(*nonce),
                     Aad::from(header),
-                    aead::Tag::from(*tag),
+                    ciphertext,
+                    tag,
                     &mut plain,
-                    0..,
                 )
                 .is_ok()
         });

@@ -192,7 +192,7 @@ fn new_epoch() -> String {
     let mut bytes = [0u8; 16];
     // The system's randomness failing leaves a fixed epoch: a restarted Redis then goes
     // unnoticed only if its counter comes back to the same count.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes);
     crate::hex::encode(&bytes)
 }
 
