@@ -10,6 +10,7 @@ pub mod arguments;
 pub mod body;
 pub mod chain;
 pub mod event;
+pub mod layer;
 pub mod metrics;
 pub mod monitor;
 pub mod query;

@@ -2,6 +2,7 @@
 //! protection), `Origin`, and CORS, the first checks of the request path (see `stack.rs`).
 
 pub mod cors;
+pub mod gate;
 pub mod host;
 pub mod origin;
 

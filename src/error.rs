@@ -211,6 +211,66 @@ fn error_body(
     format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}{data}}}}}"#)
 }
 
+/// Answers `req` with `rejection` once its body is read and dropped (see
+/// [`discard_body`]).
+pub async fn refuse(
+    req: http::Request<Body>,
+    rejection: Rejection,
+    timeout: std::time::Duration,
+) -> Response<Body> {
+    let mut response = rejection.into_response(None);
+    discard_body(req, timeout, &mut response).await;
+    response
+}
+
+/// The body of a request refused before it was read, read and dropped (up to
+/// [`DISCARDED_BODY`]) before the answer goes: a client that sends its body after the head
+/// (httpx does) and reuses the connection for its next request (an OAuth client's
+/// discovery after a 401) would otherwise find it closed — hyper does not keep a
+/// connection whose request body was left unread, and says nothing of it. A larger body
+/// is not read: the answer says `Connection: close` (HTTP/1.1).
+pub async fn discard_body(
+    req: http::Request<Body>,
+    timeout: std::time::Duration,
+    response: &mut Response<Body>,
+) {
+    RefusedBody::read(req, timeout).await.settle(response);
+}
+
+/// The body of a refused request, read as far as [`DISCARDED_BODY`] (see [`discard_body`]).
+#[derive(Debug)]
+pub struct RefusedBody {
+    /// `None` when it was larger, or broke off.
+    pub bytes: Option<bytes::Bytes>,
+    http1: bool,
+}
+
+impl RefusedBody {
+    pub async fn read(req: http::Request<Body>, timeout: std::time::Duration) -> Self {
+        use http_body_util::BodyExt;
+        let http1 = req.version() <= http::Version::HTTP_11;
+        let collect = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY).collect();
+        let bytes = tokio::time::timeout(timeout, collect)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(http_body_util::Collected::to_bytes);
+        Self { bytes, http1 }
+    }
+
+    /// A body left unread leaves an HTTP/1.1 connection unusable: the answer says so.
+    pub fn settle(&self, response: &mut Response<Body>) {
+        if self.bytes.is_none() && self.http1 {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+}
+
+/// How much of a refused request's body the gateway reads to keep the connection.
+const DISCARDED_BODY: usize = 64 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,7 +54,7 @@ pub struct Route {
     pub name: Arc<str>,
     pub path: String,
     pub upstream: UpstreamClient,
-    pub origins: OriginPolicy,
+    pub origins: Arc<OriginPolicy>,
     pub cors: CorsLayer,
     pub max_body: u64,
     /// `[server] body_read_timeout`: how long a request body may take to arrive.
@@ -235,7 +235,7 @@ impl Gateway {
                         route: r.name.clone(),
                         source,
                     })?;
-                let origins = OriginPolicy::new(&r.cors_origins, scheme);
+                let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
                 let cors = crate::edge::cors::layer(r, &origins);
                 let auth = RouteAuth::new(config, public_url.as_ref(), r)?;
                 let policy =

@@ -225,3 +225,62 @@ mod pinned {
         Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
     }
 }
+
+/// The probes' layer of the request path: `GET /healthz`, `/readyz`, and `/metrics` for
+/// the networks allowed to read it, answered before the Host check (orchestrators probe by
+/// IP) and recorded nowhere.
+#[derive(Debug, Clone)]
+pub struct Probes<S> {
+    pub next: S,
+    pub gateway: std::sync::Arc<Gateway>,
+}
+
+impl<S: crate::request::Next> tower::Service<http::Request<axum::body::Body>> for Probes<S> {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = crate::request::Answer;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        use crate::request::{Unrecorded, pass};
+        if req.method() != http::Method::GET {
+            return pass(&self.next, req);
+        }
+        let gateway = std::sync::Arc::clone(&self.gateway);
+        let answer = match req.uri().path() {
+            "/healthz" => healthz(),
+            "/readyz" => {
+                return Box::pin(async move {
+                    let mut response = readyz(&gateway).await;
+                    response.extensions_mut().insert(Unrecorded);
+                    Ok(response)
+                });
+            }
+            "/metrics" if metrics_allowed(&gateway, &req) => {
+                crate::audit::metrics::metrics_response(&gateway.audit.metrics)
+            }
+            _ => return pass(&self.next, req),
+        };
+        let mut response = answer;
+        response.extensions_mut().insert(Unrecorded);
+        crate::request::answer(response)
+    }
+}
+
+/// `/metrics` on the main listener: only without an `[admin]` listener, and only to the
+/// networks `[metrics] allow_from` names (judged by the connection's peer address).
+fn metrics_allowed(gateway: &Gateway, req: &http::Request<axum::body::Body>) -> bool {
+    let Some(peer) = req.extensions().get::<crate::request::ClientAddr>() else {
+        return false;
+    };
+    gateway
+        .metrics_from
+        .iter()
+        .any(|net| net.contains(&peer.0.ip()))
+}

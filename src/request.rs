@@ -6,9 +6,13 @@ mod certificate;
 mod principal;
 
 use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::Future;
 
-use http::{HeaderName, HeaderValue};
+use axum::body::Body;
+use http::{HeaderName, HeaderValue, Request, Response};
 use serde::Serialize;
+use tower::Service;
 
 pub use certificate::{ClientCertificate, PeerCertificate};
 pub use principal::{AuthMethod, Principal};
@@ -119,4 +123,61 @@ pub fn worker_index() -> usize {
 /// Marks the current thread as worker `index` (the server, for the threads it starts).
 pub(crate) fn set_worker_index(index: usize) {
     WORKER_INDEX.with(|w| w.set(index));
+}
+
+/// The client's address: the connection's peer, or the address a trusted proxy forwarded
+/// for (`X-Forwarded-For` / `Forwarded`). Put in by the outermost layer, for the audit
+/// record, the per-IP limits and bans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp {
+    pub ip: std::net::IpAddr,
+    /// The peer is a trusted proxy: its client-address headers were read.
+    pub forwarded: bool,
+}
+
+/// The W3C trace id of a request: the caller's (`traceparent`), or a new trace's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+/// Marks an answer that gets no audit record: health probes and public metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Unrecorded;
+
+/// What every layer of the request path returns: a response, refusals included (a layer
+/// never fails with an error).
+pub type Answer =
+    std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// The service below a layer of the request path: cloned for each request it serves.
+pub trait Next:
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Next for S where
+    S: Service<
+            Request<Body>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Answers `req` with `next`, for layers that pass a request on.
+pub fn pass<S: Next>(next: &S, req: Request<Body>) -> Answer {
+    use tower::ServiceExt;
+    Box::pin(next.clone().oneshot(req))
+}
+
+/// Answers with `response` at once, for layers that refuse or answer themselves.
+pub fn answer(response: Response<Body>) -> Answer {
+    Box::pin(std::future::ready(Ok(response)))
 }

@@ -1,71 +1,40 @@
-//! THE ordered request path. Every request walks these stages, outermost first; each
-//! either passes the request on or answers it itself with a correct response (see
-//! DESIGN.md §1). The stages are plain async functions called in order from
-//! [`App::handle`], so the compiler builds one state machine per request: one allocation
-//! for the whole path, not one per stage.
-//!
-//! In the order a request meets them:
-//!
-//! - **Listener**: TLS, connection cap, header-read timeout — `server`, before any of
-//!   this.
-//! - **Request id and tracing span** — `App::handle`; a head over `max_header_size` gets
-//!   431.
-//! - **Health probes**: `/healthz`, `/readyz`, answered before the Host check so that
-//!   orchestrators can probe by IP.
-//! - **Host check** (DNS rebinding) — `edge::host`, 403.
-//! - **Protected-resource metadata** (RFC 9728) — `auth::metadata`, public, CORS `*`.
-//! - **Route lookup** (exact path) — 404.
-//! - **Origin check**, preflights included — `edge::origin`, 403.
-//! - **CORS**, preflights answered — `edge::cors` (tower-http), only for requests that
-//!   carry an Origin; it wraps what follows, so 401s carry CORS too.
-//! - **Client limits**: bans and the per-IP rate limit — `ratelimit`, 403 / 429, before any
-//!   credential is looked at.
-//! - **Authentication** → `Arc<Principal>` — `auth`, 401/403 + WWW-Authenticate.
-//! - **Session binding**: the sealed id opened for this caller and route —
-//!   `mcp::session`, 404 as for an unknown session.
-//! - **Caller limits**: per-principal and per-route rate limits — `ratelimit`, 429 +
-//!   Retry-After.
-//! - **MCP parse** (POST, when the route's policy judges anything or limits tools): the
-//!   body read once — `mcp::message`, 400 + JSON-RPC error; sealed task ids in it opened —
-//!   `mcp::tasks`, -32602 Task not found.
-//! - **Authorization**: every call judged — `policy`, JSON-RPC error -32040 (a batch
-//!   refused whole), or 403 `insufficient_scope` (step-up); per-tool rate limits, 429.
-//! - **Proxy**: header hygiene, streaming — `proxy::forward`, 502/504.
-//! - **Answer rewrite**: lists filtered, task ids sealed, in JSON and event streams; the
-//!   session id sealed — `mcp::answer`, `policy::lists`, `mcp::tasks`, `mcp::session`.
+//! THE ordered request path: [`app`] builds it as a `tower::ServiceBuilder` stack, one
+//! line per layer, outermost first, each saying why it sits where it does (see
+//! `docs/architecture.md` §1). Each layer either passes the request on or answers it with
+//! a correct response; a refusal is a response, never an error. The layers up to the
+//! route lookup live in the modules that own their concern; below the route lookup,
+//! [`route_stages`] still runs the route's checks in order (limits, authentication,
+//! session binding, MCP parse, authorization, the guard, the upstream, the answer
+//! rewrite) and is being split into layers of its own.
 //!
 //! Session binding runs before the MCP parse: it needs no body, so a foreign session id
-//! costs nothing.
-//!
-//! The client and caller limits run after the route lookup (limits are per route's
-//! callers; health and metadata are not limited); the caller limits run after the body
-//! is read, for costs by JSON-RPC method.
+//! costs nothing. The client and caller limits run after the route lookup (limits are
+//! per route's callers; health and metadata are not limited); the caller limits run after
+//! the body is read, for costs by JSON-RPC method.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::header::ORIGIN;
 use http::{HeaderValue, Method, Request, Response};
-use tower::{Layer, ServiceExt};
-use tower_http::cors::Cors;
+use tower::layer::layer_fn;
+use tower::{Layer, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
-use crate::audit::body::{Audited, Pending};
-use crate::audit::event::{Exchange, Kind, Outcome, RequestRecord};
+use crate::audit::event::{Exchange, Kind, Outcome};
 use crate::audit::{self, arguments::ArgumentsMode};
 use crate::auth::cache::system_clock;
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::config::AuthMode;
 use crate::config::guard::Enforcement;
 use crate::edge;
-use crate::error::Rejection;
+use crate::error::{Rejection, discard_body};
 use crate::gateway::{Gateway, Route};
 use crate::guard::schema::{Checked, ToolListIds};
 use crate::health;
@@ -81,50 +50,100 @@ use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 use crate::ratelimit::{self, Counted, Measured, RateLimits, Refusal};
 use crate::request::PeerCertificate;
-use crate::request::{AuthMethod, Principal};
+use crate::request::{Answer, AuthMethod, ClientIp, Next, Principal, TraceId, pass};
 pub use crate::request::{ClientAddr, HttpRequestId};
 
-/// The whole application: a cheap-to-clone tower service over the gateway.
-#[derive(Debug, Clone)]
+/// The whole application: the request path's layers over the gateway, cheap to clone.
+#[derive(Clone)]
 pub struct App {
-    inner: Arc<Inner>,
+    service: tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
 }
 
-#[derive(Debug)]
-struct Inner {
-    gateway: Arc<Gateway>,
-    routes: HashMap<String, RouteStack>,
-    /// Well-known path → protected-resource metadata document.
-    metadata: HashMap<String, bytes::Bytes>,
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
 }
 
-/// One route's stages after the route lookup.
-#[derive(Debug)]
-struct RouteStack {
-    route: Arc<Route>,
-    /// CORS (tower-http) around the rest of the route's stages, for requests that carry
-    /// an `Origin`.
-    cors: Cors<RouteService>,
-}
-
-/// Builds the whole application.
+/// Builds the request path: the layers in the order a request meets them, outermost
+/// first (see `docs/architecture.md`).
 pub fn app(gateway: Arc<Gateway>) -> App {
-    let routes = gateway
-        .routes
-        .iter()
-        .map(|route| {
-            let service = RouteService {
-                route: Arc::clone(route),
-                gateway: Arc::clone(&gateway),
-            };
-            let stack = RouteStack {
-                route: Arc::clone(route),
-                cors: route.cors.layer(service),
-            };
-            (route.path.clone(), stack)
-        })
-        .collect();
-    let mut metadata: HashMap<String, bytes::Bytes> = gateway
+    let timeout = gateway.body_read_timeout;
+    let service = ServiceBuilder::new()
+        // Request id, trace and client address first: every log line, record and answer
+        // of the request carries them.
+        .layer(layer_fn(|next| Context {
+            next,
+            gateway: Arc::clone(&gateway),
+        }))
+        // The audit record outside every check that may refuse: one per request (probes
+        // and metadata excepted).
+        .layer(layer_fn(|next| audit::layer::Record {
+            next,
+            audit: Arc::clone(&gateway.audit),
+        }))
+        // Headers sent twice, before anything reads one.
+        .layer(layer_fn(|next| edge::gate::RepeatedHeaders {
+            next,
+            api_key: gateway.auth.api_key_header().clone(),
+            timeout,
+        }))
+        // Health probes before the Host check: orchestrators probe by IP.
+        .layer(layer_fn(|next| health::Probes {
+            next,
+            gateway: Arc::clone(&gateway),
+        }))
+        // A head larger than the server takes.
+        .layer(layer_fn(|next| edge::gate::HeadSize {
+            next,
+            limit: gateway.max_header_size,
+            timeout,
+        }))
+        // Host: names that are not ours (DNS rebinding), before anything is answered.
+        .layer(layer_fn(|next| edge::gate::HostCheck {
+            next,
+            hosts: Arc::clone(&gateway.hosts),
+            timeout,
+        }))
+        // Protected-resource metadata: public, for any origin, outside every route.
+        .layer(layer_fn(|next| crate::auth::metadata::Documents {
+            next,
+            documents: Arc::new(metadata_documents(&gateway)),
+        }))
+        // The route by exact path, and below it the route's own layers.
+        .service(Routes::new(&gateway));
+    App {
+        service: tower::util::BoxCloneSyncService::new(service),
+    }
+}
+
+impl App {
+    /// Runs one request through every layer.
+    pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        match self.service.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl tower::Service<Request<Body>> for App {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        Box::pin(self.service.clone().oneshot(req))
+    }
+}
+
+/// Well-known path → protected-resource metadata document, for each route with one.
+fn metadata_documents(gateway: &Gateway) -> HashMap<String, Bytes> {
+    let mut documents: HashMap<String, Bytes> = gateway
         .routes
         .iter()
         .filter_map(|r| Some((well_known_path(&r.path), r.auth.metadata.clone()?)))
@@ -133,249 +152,150 @@ pub fn app(gateway: Arc<Gateway>) -> App {
     if let [only] = gateway.routes.as_slice()
         && let Some(doc) = &only.auth.metadata
     {
-        metadata
+        documents
             .entry(WELL_KNOWN_PREFIX.to_owned())
             .or_insert_with(|| doc.clone());
     }
-    App {
-        inner: Arc::new(Inner {
-            gateway,
-            routes,
-            metadata,
-        }),
+    documents
+}
+
+/// The outermost layer: the request's id (in every log line of it, and the
+/// `X-Request-Id` of its answer), its trace (continued for the upstream) and its client
+/// address (the peer, or whom a trusted proxy forwarded for).
+#[derive(Clone)]
+struct Context<S> {
+    next: S,
+    gateway: Arc<Gateway>,
+}
+
+impl<S: Next> tower::Service<Request<Body>> for Context<S> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Answer {
+        let id = HttpRequestId::generate();
+        let span = tracing::info_span!("request", request_id = id.as_str());
+        let trace = crate::telemetry::trace::continued(&span, req.headers_mut());
+        let proxies = &self.gateway.limits.proxies;
+        let client = req.extensions().get::<ClientAddr>().map(|peer| {
+            let peer = peer.0.ip();
+            ClientIp {
+                ip: proxies.client(peer, req.headers()),
+                forwarded: proxies.reads_forwarding(peer),
+            }
+        });
+        let extensions = req.extensions_mut();
+        extensions.insert(TraceId(trace));
+        if let Some(client) = client {
+            extensions.insert(client);
+        }
+        extensions.insert(id.clone());
+        let answered = pass(&self.next, req).instrument(span);
+        Box::pin(async move {
+            let mut response = answered.await?;
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID, id.header_value());
+            Ok(response)
+        })
     }
 }
 
-impl App {
-    /// Runs one request through every stage.
-    pub async fn handle(&self, mut req: Request<Body>) -> Response<Body> {
-        // Request id and span: every log line of this request carries the id.
-        let id = HttpRequestId::generate();
-        let span = tracing::info_span!("request", request_id = id.as_str());
-        #[cfg(feature = "otlp")]
-        if let Some(trace) = crate::telemetry::otlp::link(&span, req.headers_mut()) {
-            req.extensions_mut()
-                .insert(crate::telemetry::trace::Linked(trace));
+/// The route lookup (exact path; 404 for none), then the route's own layers: its Origin
+/// check and CORS, then what [`route_stages`] does. Every answer from a route names it
+/// for the audit record.
+#[derive(Clone)]
+struct Routes {
+    routes: Arc<HashMap<String, RouteStack>>,
+    timeout: std::time::Duration,
+}
+
+/// One route's layers below the route lookup.
+#[derive(Clone)]
+struct RouteStack {
+    routed: audit::layer::Routed,
+    service: edge::gate::OriginCheck<RouteService>,
+}
+
+impl Routes {
+    fn new(gateway: &Arc<Gateway>) -> Self {
+        let routes = gateway
+            .routes
+            .iter()
+            .map(|route| {
+                let service = RouteService {
+                    route: Arc::clone(route),
+                    gateway: Arc::clone(gateway),
+                };
+                let stack = RouteStack {
+                    routed: audit::layer::Routed {
+                        name: Arc::clone(&route.name),
+                        tool_labels: route.audit.tool_labels,
+                    },
+                    service: edge::gate::OriginCheck {
+                        cors: route.cors.layer(service.clone()),
+                        next: service,
+                        origins: Arc::clone(&route.origins),
+                        timeout: route.body_read_timeout,
+                    },
+                };
+                (route.path.clone(), stack)
+            })
+            .collect();
+        Self {
+            routes: Arc::new(routes),
+            timeout: gateway.body_read_timeout,
         }
-        req.extensions_mut().insert(id.clone());
-        let mut response = self.stages(req).instrument(span).await;
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID, id.header_value());
-        response
+    }
+}
+
+impl tower::Service<Request<Body>> for Routes {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn stages(&self, mut req: Request<Body>) -> Response<Body> {
-        let inner = &*self.inner;
-        // Headers the gateway decides on, each sent once: before anything reads one.
-        let peer = req.extensions().get::<ClientAddr>().map(|peer| peer.0.ip());
-        let forwarding = peer.is_some_and(|ip| inner.gateway.limits.proxies.reads_forwarding(ip));
-        let api_key = inner.gateway.auth.api_key_header();
-        if let Some(header) = edge::repeated_header(req.headers(), api_key, forwarding) {
-            tracing::debug!(header = %header, "Refused a request with a repeated header");
-            let rejection = Rejection::RepeatedHeader(header);
-            return refused_early(&inner.gateway, None, req, rejection).await;
-        }
-        // Health: before the Host check, so orchestrators can probe by IP.
-        if req.method() == Method::GET {
-            match req.uri().path() {
-                "/healthz" => return health::healthz(),
-                "/readyz" => return health::readyz(&inner.gateway).await,
-                "/metrics" if metrics_allowed(&inner.gateway, &req) => {
-                    return crate::audit::metrics::metrics_response(&inner.gateway.audit.metrics);
-                }
-                _ => {}
-            }
-        }
-
-        // Head size: a request whose headers are larger than the server takes.
-        let limit = inner.gateway.max_header_size;
-        if head_size(&req) > limit {
-            tracing::debug!("Refused a request whose head is too large");
-            return headers_too_large(&inner.gateway, req, limit).await;
-        }
-
-        // Host: refuse names that are not ours (DNS rebinding).
-        if !inner.gateway.hosts.allows(edge::request_authority(&req)) {
-            tracing::debug!("Refused a request for a host that is not ours");
-            return refused_early(&inner.gateway, None, req, Rejection::HostNotAllowed).await;
-        }
-
-        // Protected-resource metadata: public, for any origin.
-        if req.uri().path().starts_with(WELL_KNOWN_PREFIX) {
-            return match inner.metadata.get(req.uri().path()) {
-                Some(doc) => crate::auth::metadata::respond(req.method(), req.headers(), doc),
-                None => Rejection::NoRoute.into_response(None),
-            };
-        }
-
-        let Some(stack) = inner.routes.get(req.uri().path()) else {
-            return refused_early(&inner.gateway, None, req, Rejection::NoRoute).await;
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        let Some(stack) = self.routes.get(req.uri().path()) else {
+            let timeout = self.timeout;
+            return Box::pin(async move {
+                Ok(crate::error::refuse(req, Rejection::NoRoute, timeout).await)
+            });
         };
-
-        // Origin: a foreign one is refused before anything else, preflights included.
-        if req.headers().contains_key(ORIGIN) {
-            let allowed = stack
-                .route
-                .origins
-                .allows(req.headers().get(ORIGIN), edge::request_authority(&req));
-            if !allowed {
-                tracing::debug!("Refused a request from a foreign origin");
-                let route = Some(&stack.route);
-                return refused_early(&inner.gateway, route, req, Rejection::OriginNotAllowed)
-                    .await;
-            }
-            // CORS: preflights answered here, without authentication; CORS headers
-            // on the rest. Requests without an Origin are not browsers' and skip it.
-            edge::origin::narrow_preflight_headers(req.headers_mut());
-            return match stack.cors.clone().oneshot(req).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-        }
-
-        route_stages(&stack.route, &inner.gateway, req).await
+        let routed = stack.routed.clone();
+        let answered = stack.service.clone().oneshot(req);
+        Box::pin(async move {
+            let mut response = answered.await?;
+            response.extensions_mut().insert(routed);
+            Ok(response)
+        })
     }
 }
 
 /// The stages after CORS: limits, authentication, MCP parse and authorization, then the
 /// upstream. Every answer carries the `RateLimit` headers of the limits it was counted
-/// against.
+/// against, and the [`Exchange`] for the audit record.
 async fn route_stages(
     route: &Arc<Route>,
     gateway: &Arc<Gateway>,
-    mut req: Request<Body>,
+    req: Request<Body>,
 ) -> Response<Body> {
-    let head = Head::of(gateway, &mut req);
+    let client_ip = req.extensions().get::<ClientIp>().map(|c| c.ip);
     let mut counted = Counted::default();
     let mut exchange = Exchange::default();
-    let mut response = limited_stages(
-        route,
-        gateway,
-        req,
-        head.client_ip,
-        &mut counted,
-        &mut exchange,
-    )
-    .await;
+    let mut response =
+        limited_stages(route, gateway, req, client_ip, &mut counted, &mut exchange).await;
     counted.write(response.headers_mut());
-    audited(gateway, Some(route), head, response, exchange)
-}
-
-/// What the audit record of a request keeps of its head, read before the stages.
-struct Head {
-    started: Instant,
-    request_id: Box<str>,
-    trace_id: [u8; 16],
-    client_ip: Option<std::net::IpAddr>,
-    user_agent: Option<Box<str>>,
-    method: Method,
-}
-
-/// User agents longer than this are cut in the audit record.
-const MAX_USER_AGENT: usize = 256;
-
-impl Head {
-    /// Reads the head; continues the request's trace (`traceparent` for the upstream).
-    fn of(gateway: &Gateway, req: &mut Request<Body>) -> Self {
-        let client_ip = req
-            .extensions()
-            .get::<ClientAddr>()
-            .map(|peer| gateway.limits.proxies.client(peer.0.ip(), req.headers()));
-        let user_agent = req.headers().get(http::header::USER_AGENT).map(|v| {
-            let text = String::from_utf8_lossy(v.as_bytes());
-            let mut end = text.len().min(MAX_USER_AGENT);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            Box::from(text.get(..end).unwrap_or_default())
-        });
-        Self {
-            started: Instant::now(),
-            request_id: req
-                .extensions()
-                .get::<HttpRequestId>()
-                .map_or_else(|| Box::from("-"), |id| Box::from(id.as_str())),
-            trace_id: match req.extensions().get::<crate::telemetry::trace::Linked>() {
-                Some(linked) => linked.0,
-                None => crate::telemetry::trace::propagate(req.headers_mut()),
-            },
-            client_ip,
-            user_agent,
-            method: req.method().clone(),
-        }
-    }
-}
-
-/// A request refused before its route's stages (Host, Origin, no route), recorded. Its
-/// body is read and dropped first, as at authentication (see [`discard_body`]).
-async fn refused_early(
-    gateway: &Arc<Gateway>,
-    route: Option<&Arc<Route>>,
-    mut req: Request<Body>,
-    rejection: Rejection,
-) -> Response<Body> {
-    let head = Head::of(gateway, &mut req);
-    let mut response = rejection.into_response(None);
-    discard_body(req, gateway.body_read_timeout, &mut response).await;
-    audited(gateway, route, head, response, Exchange::default())
-}
-
-/// The response, its body counted; the request's audit record is finished when it ends.
-fn audited(
-    gateway: &Arc<Gateway>,
-    route: Option<&Arc<Route>>,
-    head: Head,
-    response: Response<Body>,
-    mut exchange: Exchange,
-) -> Response<Body> {
-    let outcome = response.extensions().get::<Outcome>().copied();
-    let Outcome { kind, reason } = outcome.unwrap_or(Outcome::new(Kind::Request, "forwarded"));
-    if outcome.is_none() {
-        exchange.upstream_status = Some(response.status().as_u16());
-    }
-    let stream = (outcome.is_none()
-        && mcp::headers::is_event_stream(response.headers().get(http::header::CONTENT_TYPE)))
-    .then(|| {
-        let name = route.map_or("-", |r| &*r.name);
-        gateway.audit.metrics.stream_opened(name)
-    });
-    let record = RequestRecord {
-        kind,
-        reason,
-        request_id: head.request_id,
-        trace_id: Some(head.trace_id),
-        route: route.map(|r| Arc::clone(&r.name)),
-        client_ip: head.client_ip,
-        user_agent: head.user_agent,
-        http_method: head.method,
-        status: response.status().as_u16(),
-        latency: std::time::Duration::ZERO,
-        bytes_out: 0,
-        cut_short: false,
-        exchange,
-    };
-    let pending = Pending {
-        audit: Arc::clone(&gateway.audit),
-        record,
-        started: head.started,
-        tool_labels: route.is_some_and(|r| r.audit.tool_labels),
-        stream,
-    };
-    let (parts, body) = response.into_parts();
-    Response::from_parts(parts, Body::new(Audited::new(body, pending)))
-}
-
-/// `/metrics` on the main listener: only without an `[admin]` listener, and only to the
-/// networks `[metrics] allow_from` names (judged by the connection's peer address).
-fn metrics_allowed(gateway: &Gateway, req: &Request<Body>) -> bool {
-    let Some(peer) = req.extensions().get::<ClientAddr>() else {
-        return false;
-    };
-    gateway
-        .metrics_from
-        .iter()
-        .any(|net| net.contains(&peer.0.ip()))
+    response.extensions_mut().insert(exchange);
+    response
 }
 
 async fn limited_stages(
@@ -853,89 +773,10 @@ async fn refused_unread(
     response
 }
 
-/// The body of a request refused before it was read, read and dropped (up to
-/// [`DISCARDED_BODY`]) before the answer goes: a client that sends its body after the head
-/// (httpx does) and reuses the connection for its next request (an OAuth client's
-/// discovery after a 401) would otherwise find it closed — hyper does not keep a
-/// connection whose request body was left unread, and says nothing of it. A larger body
-/// is not read: the answer says `Connection: close` (HTTP/1.1).
-async fn discard_body(
-    req: Request<Body>,
-    timeout: std::time::Duration,
-    response: &mut Response<Body>,
-) {
-    RefusedBody::read(req, timeout).await.settle(response);
-}
-
-/// The body of a refused request, read as far as [`DISCARDED_BODY`] (see [`discard_body`]).
-struct RefusedBody {
-    /// `None` when it was larger, or broke off.
-    bytes: Option<bytes::Bytes>,
-    http1: bool,
-}
-
-impl RefusedBody {
-    async fn read(req: Request<Body>, timeout: std::time::Duration) -> Self {
-        use http_body_util::BodyExt;
-        let http1 = req.version() <= http::Version::HTTP_11;
-        let collect = http_body_util::Limited::new(req.into_body(), DISCARDED_BODY).collect();
-        let bytes = tokio::time::timeout(timeout, collect)
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(http_body_util::Collected::to_bytes);
-        Self { bytes, http1 }
-    }
-
-    /// A body left unread leaves an HTTP/1.1 connection unusable: the answer says so.
-    fn settle(&self, response: &mut Response<Body>) {
-        if self.bytes.is_none() && self.http1 {
-            response
-                .headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-        }
-    }
-}
-
-/// The size of a request's head as sent over HTTP/1.1: the request line and each header
-/// line (HTTP/2 sends it compressed, but the limit is on what it says). Measured without
-/// writing anything out: it runs for every request.
-fn head_size(req: &Request<Body>) -> usize {
-    let uri = req.uri();
-    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len())
-        + uri.authority().map_or(0, |authority| {
-            authority.as_str().len() + uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
-        });
-    let line = req.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
-    req.headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
-        .sum::<usize>()
-        + line
-}
-
-/// 431 for a head over `limit`, with the JSON-RPC id of the body when it comes within what
-/// a refused request may send (see [`discard_body`]).
-async fn headers_too_large(
-    gateway: &Arc<Gateway>,
-    mut req: Request<Body>,
-    limit: usize,
-) -> Response<Body> {
-    let head = Head::of(gateway, &mut req);
-    let body = RefusedBody::read(req, gateway.body_read_timeout).await;
-    let id = body.bytes.as_deref().and_then(mcp::jsonrpc::request_id);
-    let mut response = Rejection::HeadersTooLarge { limit }.into_response(id.as_ref());
-    body.settle(&mut response);
-    audited(gateway, None, head, response, Exchange::default())
-}
-
 /// Finds the notification that makes a route's tool schemas stale (built once: a searcher
 /// per answer cost more than the search).
 static LIST_CHANGED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"notifications/tools/list_changed"));
-
-/// How much of a refused request's body the gateway reads to keep the connection.
-const DISCARDED_BODY: usize = 64 * 1024;
 
 /// HTTP 429, `Retry-After`, and a JSON-RPC error with `data.retryAfterSeconds`.
 fn too_many_answer(id: Option<&RequestId>, refused: Measured) -> Response<Body> {
@@ -1345,21 +1186,6 @@ fn refusal(
     response
 }
 
-impl tower::Service<Request<Body>> for App {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let app = self.clone();
-        Box::pin(async move { Ok(app.handle(req).await) })
-    }
-}
-
 /// The stages after CORS as a tower service, for the CORS layer to wrap.
 #[derive(Debug, Clone)]
 struct RouteService {
@@ -1372,7 +1198,7 @@ impl tower::Service<Request<Body>> for RouteService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 

@@ -43,8 +43,9 @@ pub struct CallRecord {
     pub arguments: Option<Value>,
 }
 
-/// What the request path learns of one request, stage by stage.
-#[derive(Debug, Default)]
+/// What the request path learns of one request, layer by layer: it goes up to the audit
+/// record in the response's extensions.
+#[derive(Debug, Default, Clone)]
 pub struct Exchange {
     pub principal: Option<Arc<Principal>>,
     /// The subject a failed authentication was about, when a verified signature says so.

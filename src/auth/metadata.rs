@@ -275,3 +275,38 @@ mod tests {
         assert_eq!(back, bare);
     }
 }
+
+/// The metadata's layer of the request path: the protected-resource metadata documents
+/// (RFC 9728), public, for any origin, answered after the Host check and before any
+/// route; recorded nowhere. A well-known path with no document gets 404.
+#[derive(Debug, Clone)]
+pub struct Documents<S> {
+    pub next: S,
+    /// Well-known path → document.
+    pub documents: std::sync::Arc<std::collections::HashMap<String, bytes::Bytes>>,
+}
+
+impl<S: crate::request::Next> tower::Service<http::Request<Body>> for Documents<S> {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = crate::request::Answer;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        if !req.uri().path().starts_with(WELL_KNOWN_PREFIX) {
+            return crate::request::pass(&self.next, req);
+        }
+        let mut response = match self.documents.get(req.uri().path()) {
+            Some(doc) => respond(req.method(), req.headers(), doc),
+            None => crate::error::Rejection::NoRoute.into_response(None),
+        };
+        response.extensions_mut().insert(crate::request::Unrecorded);
+        crate::request::answer(response)
+    }
+}

@@ -8,10 +8,17 @@ use http::header::{HeaderName, HeaderValue};
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// The trace a request belongs to, when the OTLP exporter has linked its span (and written
-/// the upstream's `traceparent` itself).
-#[derive(Debug, Clone, Copy)]
-pub struct Linked(pub [u8; 16]);
+/// The trace id of a request whose span is `span`: the OTLP exporter's when it links the
+/// span (and writes the upstream's `traceparent` itself), else [`propagate`]'s.
+pub fn continued(span: &tracing::Span, headers: &mut HeaderMap) -> [u8; 16] {
+    #[cfg(feature = "otlp")]
+    if let Some(trace) = super::otlp::link(span, headers) {
+        return trace;
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = span;
+    propagate(headers)
+}
 
 /// A parsed `traceparent`: `version-traceid-parentid-flags`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
