@@ -242,15 +242,15 @@ impl<S: crate::request::Next> tower::Service<http::Request<axum::body::Body>> fo
 
     fn poll_ready(
         &mut self,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+        self.next.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         use crate::request::{Unrecorded, pass};
         if req.method() != http::Method::GET {
-            return pass(&self.next, req);
+            return pass(&mut self.next, req);
         }
         let gateway = std::sync::Arc::clone(&self.gateway);
         let answer = match req.uri().path() {
@@ -265,7 +265,7 @@ impl<S: crate::request::Next> tower::Service<http::Request<axum::body::Body>> fo
             "/metrics" if metrics_allowed(&gateway, &req) => {
                 crate::audit::metrics::metrics_response(&gateway.audit.metrics)
             }
-            _ => return pass(&self.next, req),
+            _ => return pass(&mut self.next, req),
         };
         let mut response = answer;
         response.extensions_mut().insert(Unrecorded);

@@ -150,7 +150,7 @@ pub type Answer =
 
 /// The service below a layer of the request path: cloned for each request it serves.
 pub trait Next:
-    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
+    Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = Answer>
     + Clone
     + Send
     + Sync
@@ -159,22 +159,18 @@ pub trait Next:
 }
 
 impl<S> Next for S where
-    S: Service<
-            Request<Body>,
-            Response = Response<Body>,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = Answer>
+        + Clone
         + Send
         + Sync
         + 'static
 {
 }
 
-/// Answers `req` with `next`, for layers that pass a request on.
-pub fn pass<S: Next>(next: &S, req: Request<Body>) -> Answer {
-    use tower::ServiceExt;
-    Box::pin(next.clone().oneshot(req))
+/// Answers `req` with `next`, for layers that pass a request on (the layers of the
+/// request path are always ready: each one's `poll_ready` asks the one below).
+pub fn pass<S: Next>(next: &mut S, req: Request<Body>) -> Answer {
+    next.call(req)
 }
 
 /// Answers with `response` at once, for layers that refuse or answer themselves.

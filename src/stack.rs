@@ -24,7 +24,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use crate::audit::event::{Exchange, Kind, Outcome};
@@ -56,8 +56,21 @@ pub use crate::request::{ClientAddr, HttpRequestId};
 /// The whole application: the request path's layers over the gateway, cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    service: tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>,
+    service: Stack,
 }
+
+/// The layers [`app`] stacks, outermost first.
+type Stack = Context<
+    audit::layer::Record<
+        edge::gate::RepeatedHeaders<
+            health::Probes<
+                edge::gate::HeadSize<
+                    edge::gate::HostCheck<crate::auth::metadata::Documents<Routes>>,
+                >,
+            >,
+        >,
+    >,
+>;
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,15 +125,13 @@ pub fn app(gateway: Arc<Gateway>) -> App {
         }))
         // The route by exact path, and below it the route's own layers.
         .service(Routes::new(&gateway));
-    App {
-        service: tower::util::BoxCloneSyncService::new(service),
-    }
+    App { service }
 }
 
 impl App {
     /// Runs one request through every layer.
     pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
-        match self.service.clone().oneshot(req).await {
+        match self.service.clone().call(req).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
@@ -132,12 +143,12 @@ impl tower::Service<Request<Body>> for App {
     type Error = Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.service.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Answer {
-        Box::pin(self.service.clone().oneshot(req))
+        self.service.call(req)
     }
 }
 
@@ -173,8 +184,8 @@ impl<S: Next> tower::Service<Request<Body>> for Context<S> {
     type Error = Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        self.next.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Answer {
@@ -195,7 +206,7 @@ impl<S: Next> tower::Service<Request<Body>> for Context<S> {
             extensions.insert(client);
         }
         extensions.insert(id.clone());
-        let answered = pass(&self.next, req).instrument(span);
+        let answered = pass(&mut self.next, req).instrument(span);
         Box::pin(async move {
             let mut response = answered.await?;
             response
@@ -238,7 +249,7 @@ impl Routes {
                         tool_labels: route.audit.tool_labels,
                     },
                     service: edge::gate::OriginCheck {
-                        cors: route.cors.layer(service.clone()),
+                        cors: Arc::new(route.cors.layer(service.clone())),
                         next: service,
                         origins: Arc::clone(&route.origins),
                         timeout: route.body_read_timeout,

@@ -293,14 +293,14 @@ impl<S: crate::request::Next> tower::Service<http::Request<Body>> for Documents<
 
     fn poll_ready(
         &mut self,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+        self.next.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         if !req.uri().path().starts_with(WELL_KNOWN_PREFIX) {
-            return crate::request::pass(&self.next, req);
+            return crate::request::pass(&mut self.next, req);
         }
         let mut response = match self.documents.get(req.uri().path()) {
             Some(doc) => respond(req.method(), req.headers(), doc),

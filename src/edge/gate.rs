@@ -19,6 +19,8 @@ use tower_http::cors::Cors;
 use super::host::HostPolicy;
 use super::origin::OriginPolicy;
 use crate::error::{RefusedBody, Rejection, refuse};
+#[cfg(test)]
+use crate::request::answer;
 use crate::request::{Answer, ClientIp, Next, pass};
 
 /// Refuses a request that sends a header the gateway decides on twice (400):
@@ -38,8 +40,8 @@ impl<S: Next> Service<Request<Body>> for RepeatedHeaders<S> {
     type Error = std::convert::Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Answer {
@@ -48,7 +50,7 @@ impl<S: Next> Service<Request<Body>> for RepeatedHeaders<S> {
             .get::<ClientIp>()
             .is_some_and(|ip| ip.forwarded);
         match super::repeated_header(req.headers(), &self.api_key, forwarded) {
-            None => pass(&self.next, req),
+            None => pass(&mut self.next, req),
             Some(header) => {
                 tracing::debug!(header = %header, "Refused a request with a repeated header");
                 Box::pin(refused(
@@ -75,13 +77,13 @@ impl<S: Next> Service<Request<Body>> for HeadSize<S> {
     type Error = std::convert::Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Answer {
         if head_size(&req) <= self.limit {
-            return pass(&self.next, req);
+            return pass(&mut self.next, req);
         }
         tracing::debug!("Refused a request whose head is too large");
         let (limit, timeout) = (self.limit, self.timeout);
@@ -128,13 +130,13 @@ impl<S: Next> Service<Request<Body>> for HostCheck<S> {
     type Error = std::convert::Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Body>) -> Answer {
         if self.hosts.allows(super::request_authority(&req)) {
-            return pass(&self.next, req);
+            return pass(&mut self.next, req);
         }
         tracing::debug!("Refused a request for a host that is not ours");
         Box::pin(refused(req, Rejection::HostNotAllowed, self.timeout))
@@ -148,8 +150,8 @@ impl<S: Next> Service<Request<Body>> for HostCheck<S> {
 #[derive(Debug, Clone)]
 pub struct OriginCheck<S> {
     pub next: S,
-    /// `next` behind the route's CORS layer.
-    pub cors: Cors<S>,
+    /// `next` behind the route's CORS layer (cloned only for requests with an Origin).
+    pub cors: Arc<Cors<S>>,
     pub origins: Arc<OriginPolicy>,
     pub timeout: Duration,
 }
@@ -159,14 +161,14 @@ impl<S: Next> Service<Request<Body>> for OriginCheck<S> {
     type Error = std::convert::Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Answer {
         use tower::ServiceExt;
         if !req.headers().contains_key(ORIGIN) {
-            return pass(&self.next, req);
+            return pass(&mut self.next, req);
         }
         let allowed = self
             .origins
@@ -176,7 +178,7 @@ impl<S: Next> Service<Request<Body>> for OriginCheck<S> {
             return Box::pin(refused(req, Rejection::OriginNotAllowed, self.timeout));
         }
         super::origin::narrow_preflight_headers(req.headers_mut());
-        Box::pin(self.cors.clone().oneshot(req))
+        Box::pin(Cors::clone(&self.cors).oneshot(req))
     }
 }
 
@@ -191,8 +193,8 @@ async fn refused(
 /// Answers every request with 200 and an empty body: the service below a layer in tests.
 #[cfg(test)]
 pub(crate) fn reached() -> impl Next {
-    tower::service_fn(|_req: Request<Body>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("reached")))
+    tower::service_fn(|_req: Request<Body>| -> Answer {
+        answer(http::Response::new(Body::from("reached")))
     })
 }
 
@@ -305,7 +307,7 @@ mod tests {
             .allow_origin(http::HeaderValue::from_static("https://app.example"));
         let layer = OriginCheck {
             next: reached(),
-            cors: tower::Layer::layer(&cors, reached()),
+            cors: Arc::new(tower::Layer::layer(&cors, reached())),
             origins,
             timeout: TIMEOUT,
         };
