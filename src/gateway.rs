@@ -19,6 +19,7 @@ use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
 use crate::ratelimit::{LimitClock, RateLimits, RouteLimits};
 use crate::tls::TlsError;
+use crate::upstream::Upstream;
 
 /// A problem that stops the gateway from starting (the config itself was valid).
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,8 @@ pub enum StartError {
 pub struct Route {
     pub name: Arc<str>,
     pub path: String,
-    pub upstream: UpstreamClient,
+    /// The service at the bottom of the route's path.
+    pub upstream: Arc<dyn Upstream>,
     pub origins: Arc<OriginPolicy>,
     pub cors: CorsLayer,
     pub max_body: u64,
@@ -230,11 +232,13 @@ impl Gateway {
             .routes
             .iter()
             .map(|r| {
-                let upstream =
-                    UpstreamClient::new(r, workers).map_err(|source| StartError::Upstream {
-                        route: r.name.clone(),
-                        source,
-                    })?;
+                let upstream: Arc<dyn Upstream> =
+                    Arc::new(UpstreamClient::new(r, workers).map_err(|source| {
+                        StartError::Upstream {
+                            route: r.name.clone(),
+                            source,
+                        }
+                    })?);
                 let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
                 let cors = crate::edge::cors::layer(r, &origins);
                 let auth = RouteAuth::new(config, public_url.as_ref(), r)?;

@@ -21,15 +21,8 @@ pub fn healthz() -> Response {
 pub async fn readyz(gateway: &Gateway) -> Response {
     let mut probes = tokio::task::JoinSet::new();
     for (i, route) in gateway.routes.iter().enumerate() {
-        let authority = route.upstream.authority().to_owned();
-        probes.spawn(async move {
-            let ok = matches!(
-                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(authority))
-                    .await,
-                Ok(Ok(_))
-            );
-            (i, ok)
-        });
+        let upstream = std::sync::Arc::clone(&route.upstream);
+        probes.spawn(async move { (i, upstream.ready(PROBE_TIMEOUT).await) });
     }
     let mut reachable = vec![false; gateway.routes.len()];
     while let Some(done) = probes.join_next().await {

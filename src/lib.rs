@@ -28,6 +28,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod test_support;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -25,9 +25,25 @@ use crate::mcp::jsonrpc;
 use crate::request::HttpRequestId;
 use crate::request::IdentityHeaderValues;
 
+impl crate::upstream::Upstream for UpstreamClient {
+    fn send(&self, parts: http::request::Parts, body: Bytes) -> crate::upstream::Answered<'_> {
+        Box::pin(forward_read(self, parts, body))
+    }
+
+    fn ready(
+        &self,
+        timeout: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let connect = tokio::net::TcpStream::connect(self.authority());
+            matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
+        })
+    }
+}
+
 /// Forwards `req` to `upstream` and returns its response, or the gateway's own answer.
 pub async fn forward(
-    upstream: &UpstreamClient,
+    upstream: &dyn crate::upstream::Upstream,
     max_body: u64,
     body_timeout: std::time::Duration,
     req: Request<Body>,
@@ -44,12 +60,12 @@ pub async fn forward(
     } else {
         Bytes::new()
     };
-    forward_read(upstream, parts, body).await
+    upstream.send(parts, body).await
 }
 
 /// [`forward`] for a request whose body the MCP parse has already read, so
-/// that it is read once.
-pub async fn forward_read(
+/// that it is read once: the Streamable HTTP client's [`crate::upstream::Upstream::send`].
+async fn forward_read(
     upstream: &UpstreamClient,
     parts: http::request::Parts,
     body: Bytes,

@@ -548,7 +548,7 @@ async fn limited_stages(
             reply_id = jsonrpc::request_id(&bytes);
         }
         sent = Instant::now();
-        proxy::forward_read(&route.upstream, parts, bytes).await
+        route.upstream.send(parts, bytes).await
     } else {
         let cost = limits.cost(req.method(), None);
         if let Err(refusal) = count_caller(route, limits, &principal, cost, counted).await {
@@ -562,7 +562,7 @@ async fn limited_stages(
         }
         sent = Instant::now();
         proxy::forward(
-            &route.upstream,
+            &*route.upstream,
             route.max_body,
             route.body_read_timeout,
             req,
@@ -1044,7 +1044,7 @@ async fn check_arguments(
             // Boxed: the gateway's own listing is rare, and its state (4 KiB) inline would
             // make every request's future, copied into its box per request, that much larger.
             let fetch =
-                crate::guard::fetch::fetch_tools(&route.upstream, caller, &route.guard, audit);
+                crate::guard::fetch::fetch_tools(&*route.upstream, caller, &route.guard, audit);
             match Box::pin(fetch).await {
                 Ok(learned) => {
                     tracing::debug!(route = %route.name, learned, "Listed the upstream's tools to check arguments");

@@ -13,7 +13,10 @@ use std::path::Path;
 
 /// Each top-level module's layer, lowest first (see `docs/architecture.md`).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("leaf", &["cluster", "glob", "hex", "request", "tls"]),
+    (
+        "leaf",
+        &["cluster", "glob", "hex", "request", "tls", "upstream"],
+    ),
     ("protocol", &["mcp", "error"]),
     ("config", &["config"]),
     (
@@ -44,7 +47,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("config", "policy"),
     ("config", "proxy"),
     ("guard", "audit"),
-    ("guard", "proxy"),
 ];
 
 /// The layer of a top-level module.

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use crate::mcp::headers::{MCP_METHOD, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
 use crate::mcp::sse::SseDecoder;
-use crate::proxy::UpstreamClient;
 use crate::request::IdentityHeaderValues;
+use crate::upstream::Upstream;
 
 /// At most this many pages are asked for.
 const MAX_PAGES: usize = 20;
@@ -122,7 +122,7 @@ pub struct Caller<'a> {
 
 /// Lists the upstream's tools into `catalog`.
 pub async fn fetch_tools(
-    upstream: &UpstreamClient,
+    upstream: &dyn Upstream,
     caller: Caller<'_>,
     guard: &super::RouteGuard,
     audit: &crate::audit::Audit,
@@ -163,7 +163,7 @@ fn with_every_capability(meta: &Value) -> Value {
 
 /// The gateway's own conversation with the upstream.
 struct Session<'a> {
-    upstream: &'a UpstreamClient,
+    upstream: &'a dyn Upstream,
     identity: Option<&'a IdentityHeaderValues>,
     /// Sent with every request: the session id and protocol revision once known.
     headers: HeaderMap,
@@ -254,7 +254,7 @@ impl Session<'_> {
             HeaderValue::from_static(USER_AGENT),
         );
         let (parts, ()) = request.into_parts();
-        let _ = crate::proxy::forward_read(self.upstream, parts, Bytes::new()).await;
+        let _ = self.upstream.send(parts, Bytes::new()).await;
     }
 
     /// A request and its result (from a JSON answer or from the event stream).
@@ -309,7 +309,7 @@ impl Session<'_> {
         }
         let (parts, ()) = request.into_parts();
         let body = Bytes::from(serde_json::to_vec(message).unwrap_or_default());
-        let response = crate::proxy::forward_read(self.upstream, parts, body).await;
+        let response = self.upstream.send(parts, body).await;
         match response.status() {
             // The gateway's own 502/504 (marked with an outcome), not the upstream's.
             status @ (StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT)
