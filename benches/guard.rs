@@ -19,9 +19,7 @@ use portcullis::guard::pins::{PinPolicy, PinStore};
 use portcullis::guard::redact::{Pattern, Redactor};
 use portcullis::guard::schema::{Checked, ToolCatalog, ToolListIds};
 use portcullis::mcp::message::{McpRequest, ParseOptions};
-use portcullis::policy::lists::{
-    ListCache, ListRequests, Viewer, ViewerCache, filter_message_read, viewer_key,
-};
+use portcullis::policy::lists::{ListRequests, Viewer, filter_message};
 use serde_json::{Value, json};
 
 /// A `tools/call` of about 1 KiB: a path, a mode, a few flags and a text body.
@@ -218,18 +216,11 @@ fn learn_answers(c: &mut Criterion, tools: &[Value]) {
         })
     });
 
-    // The whole answer rewrite on a list never seen before (one tool retitled anew each time): the
-    // guard learns it, then the list is filtered for a caller, from the guard's reading
-    // of it or from a reading of its own.
-    let lists = Arc::new(ListCache::new(64 << 20));
+    // The whole answer rewrite on a list never seen before (one tool retitled anew each
+    // time): the guard learns it, then the list is filtered for a caller.
     let requests = ListRequests::of(&request, &HeaderMap::new()).unwrap_or_else(|| unreachable!());
     let viewer = Viewer {
         policy: Arc::new(|_, name: &str| name.ends_with(['0', '2', '4', '6', '8'])),
-        cache: Some(ViewerCache {
-            lists: Arc::clone(&lists),
-            route: Arc::from("r"),
-            viewer: viewer_key("r", &["analyst".to_owned()], &[]),
-        }),
     };
     let mut fresh_list = || {
         n += 1;
@@ -237,31 +228,20 @@ fn learn_answers(c: &mut Criterion, tools: &[Value]) {
         tools[17]["title"] = json!(format!("Version {n}"));
         answer(&tools)
     };
-    for handed_over in [true, false] {
-        let name = if handed_over {
-            "guards_reading"
-        } else {
-            "own_reading"
-        };
-        c.bench_function(
-            &format!("guard/learn_then_filter/500_tools_new/{name}"),
-            |b| {
-                b.iter_batched(
-                    &mut fresh_list,
-                    |body| {
-                        let read = ids.learn_from(&body, &guard, &audit);
-                        let read = read.filter(|_| handed_over);
-                        // Sent, then let go (as the gateway does), inside the timing.
-                        filter_message_read(&body, &requests, &viewer, read)
-                            .ok()
-                            .flatten()
-                            .map(|out| out.len())
-                    },
-                    BatchSize::PerIteration,
-                )
+    c.bench_function("guard/learn_then_filter/500_tools_new", |b| {
+        b.iter_batched(
+            &mut fresh_list,
+            |body| {
+                ids.learn_from(&body, &guard, &audit);
+                // Sent, then let go (as the gateway does), inside the timing.
+                filter_message(&body, &requests, &viewer)
+                    .ok()
+                    .flatten()
+                    .map(|out| out.len())
             },
-        );
-    }
+            BatchSize::PerIteration,
+        )
+    });
 }
 
 criterion_group!(benches, bench);

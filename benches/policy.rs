@@ -2,15 +2,23 @@
 //! gateway's own `RoutePolicy`, compiled from rules as the config writes them, judging a
 //! `tools/call` by a caller with two roles — the common allow (matched late), a denial by a
 //! deny rule, a tool no rule names (every rule looked at), one with an argument condition,
-//! and listing one tool; and a 500-tool list asked about item by item, as the list filter
-//! does (issue goal: filtering a 500-tool list adds at most 100 µs).
+//! and listing one tool; and list answers of 20, 90 and 500 tools (8, 60 and 220 KB) filtered
+//! for a caller as JSON and as an SSE event (issue #20 goal: the 220 KB list, never seen
+//! before, in at most 1 ms).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
 use portcullis::auth::{AuthMethod, Principal};
 use portcullis::config::policy::{ConditionConfig, DefaultPolicy, Effect, RuleConfig};
+use portcullis::mcp::message::McpRequest;
+use portcullis::mcp::sse::{SseDecoder, SseEvent};
+use portcullis::policy::lists::{ListRequests, Viewer, filter_message};
 use portcullis::policy::{Call, Decision, Kind, Roles, RoutePolicy};
 use serde_json::json;
 
@@ -104,60 +112,119 @@ fn decisions(c: &mut Criterion) {
         b.iter(|| policy.lists(&roles, &caller, Kind::Tool, black_box("tool_69")));
     });
     group.finish();
+}
 
-    // A list of 500 tools (the literal ones, twenty of each family, some dangerous, names
-    // no rule knows), asked about item by item as the list filter does: the policy
-    // narrowed to the caller once, then each name looked up; against one decision per
-    // item.
-    let names: Vec<String> = (0..500)
-        .map(|i| match i % 5 {
+/// A `tools/list` answer of `n` tools of about `size / n` bytes each, the way an MCP
+/// server writes them (a title, a description, an input schema of three properties),
+/// named as the rules of [`rules`] name tools.
+fn tools_list(n: usize, size: usize) -> Vec<u8> {
+    let tool = |i: usize, pad: usize| {
+        let name = match i % 5 {
             0 => format!("tool_{}", i % 70),
             1 | 2 => format!("family{}_{i}", i % 20),
             3 => format!("family{}_danger{}", i % 20, i % 6),
             _ => format!("other_{i}"),
+        };
+        json!({
+            "name": name,
+            "title": format!("Query table {i}"),
+            "description": format!("Runs a read-only SQL query against one table of the \
+                analytics database and returns at most `limit` rows as JSON.{}", " ".repeat(pad)),
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "sql": { "type": "string", "description": "The SELECT statement" },
+                    "limit": { "type": "integer", "minimum": 1, "maximum": 1000 },
+                    "region": { "type": "string", "enum": ["eu-west-1", "us-east-1"] }
+                },
+                "required": ["sql"]
+            },
+            "annotations": { "readOnlyHint": true }
         })
-        .collect();
-    let listing = policy.listing(&roles, &caller);
-    let shown = names
-        .iter()
-        .filter(|name| listing.shows(Kind::Tool, name))
-        .count();
-    let decided = names
-        .iter()
-        .filter(|name| policy.lists(&roles, &caller, Kind::Tool, name))
-        .count();
-    if shown != decided || shown == 0 || shown == names.len() {
-        eprintln!("policy: the listing shows {shown} tools, the policy {decided}; skipped");
+    };
+    let answer = |pad: usize| {
+        let tools: Vec<_> = (0..n).map(|i| tool(i, pad)).collect();
+        serde_json::to_vec(&json!({
+            "jsonrpc": "2.0",
+            "id": 2,
+            "result": { "tools": tools, "nextCursor": "eyJwYWdlIjoyfQ" }
+        }))
+        .unwrap_or_default()
+    };
+    let bare = answer(0).len();
+    answer(size.saturating_sub(bare) / n)
+}
+
+/// The answer rewrite on list answers never seen before (issue #20 goal: the 220 KB list filtered in
+/// at most 1 ms): the answer read, each tool asked about through the decision calls are
+/// judged by (100 rules, a caller with two roles), the kept tools written out; as a JSON
+/// body and as an SSE event arriving in 1 KiB chunks.
+fn list_filter(c: &mut Criterion) {
+    let Ok(policy) = RoutePolicy::new(&rules(), DefaultPolicy::Deny, false) else {
         return;
+    };
+    let policy = Arc::new(policy);
+    let roles = Arc::new(Roles::new(&BTreeMap::from([
+        ("team_6".to_owned(), strings(&["use:family19", "read:*"])),
+        ("contractor".to_owned(), strings(&["read:*"])),
+    ])));
+    let mut caller = Principal::new("alice", AuthMethod::Jwt);
+    caller.roles = strings(&["team_6", "contractor"]);
+    let caller = Arc::new(caller);
+    // As `stack.rs` builds it.
+    let viewer = Viewer {
+        policy: Arc::new(move |kind, name: &str| policy.lists(&roles, &caller, kind, name)),
+    };
+    let request = McpRequest::parse(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
+    let Some(requests) = request
+        .ok()
+        .and_then(|request| ListRequests::of(&request, &HeaderMap::new()))
+    else {
+        return;
+    };
+    let mut group = c.benchmark_group("list_filter");
+    for (n, size) in [(20, 8_000), (90, 60_000), (500, 220_000)] {
+        let body = Bytes::from(tools_list(n, size));
+        let kb = body.len() / 1000;
+        let filtered = filter_message(&body, &requests, &viewer).ok().flatten();
+        let kept = filtered
+            .as_deref()
+            .and_then(|out| serde_json::from_slice::<serde_json::Value>(out).ok())
+            .and_then(|out| out["result"]["tools"].as_array().map(Vec::len));
+        if kept.is_none_or(|kept| kept == 0 || kept == n) {
+            eprintln!("list_filter: {kept:?} of {n} tools kept; skipped");
+            continue;
+        }
+        group.bench_function(format!("json/{n}_tools/{kb}KB"), |b| {
+            // The answer sent, then let go, inside the timing (as the gateway does).
+            b.iter(|| {
+                filter_message(black_box(&body), &requests, &viewer)
+                    .ok()
+                    .flatten()
+                    .map(|out| out.len())
+            });
+        });
+        let mut event = b"event: message\nid: 0f8e1c2a/1\ndata: ".to_vec();
+        event.extend_from_slice(&body);
+        event.extend_from_slice(b"\n\n");
+        let chunks: Vec<Bytes> = event.chunks(1024).map(Bytes::copy_from_slice).collect();
+        group.bench_function(format!("sse/{n}_tools/{kb}KB"), |b| {
+            b.iter(|| {
+                let mut decoder = SseDecoder::new();
+                let mut out: Vec<Bytes> = Vec::with_capacity(4);
+                let mut rewrite = |event: &SseEvent| {
+                    let data = event.data_shared()?;
+                    filter_message(&data, &requests, &viewer).ok()?
+                };
+                for chunk in &chunks {
+                    let _ = decoder.rewrite_chunk(chunk.clone(), &mut rewrite, &mut out);
+                }
+                out.iter().map(Bytes::len).sum::<usize>()
+            });
+        });
     }
-    let mut group = c.benchmark_group("list_500_tools_100_rules");
-    group.bench_function("decided_one_by_one", |b| {
-        b.iter(|| {
-            names
-                .iter()
-                .filter(|name| policy.lists(&roles, &caller, Kind::Tool, black_box(name)))
-                .count()
-        });
-    });
-    group.bench_function("listing_made_then_looked_up", |b| {
-        b.iter(|| {
-            let listing = policy.listing(black_box(&roles), black_box(&caller));
-            names
-                .iter()
-                .filter(|name| listing.shows(Kind::Tool, black_box(name)))
-                .count()
-        });
-    });
-    group.bench_function("listing_kept_looked_up", |b| {
-        b.iter(|| {
-            names
-                .iter()
-                .filter(|name| listing.shows(Kind::Tool, black_box(name)))
-                .count()
-        });
-    });
     group.finish();
 }
 
-criterion_group!(benches, decisions);
+criterion_group!(benches, decisions, list_filter);
 criterion_main!(benches);

@@ -14,7 +14,6 @@ use crate::config::Config;
 use crate::edge::host::HostPolicy;
 use crate::edge::origin::OriginPolicy;
 use crate::mcp::session::SessionKeys;
-use crate::policy::lists::ListCache;
 use crate::policy::{Roles, RoutePolicy};
 use crate::proxy::UpstreamClient;
 use crate::ratelimit::{LimitClock, RateLimits, RouteLimits};
@@ -63,9 +62,6 @@ pub struct Route {
     pub body_read_timeout: std::time::Duration,
     pub auth: RouteAuth,
     pub policy: RoutePolicy,
-    /// The policy narrowed to each kind of caller that lists the route's tools, prompts or
-    /// resources.
-    pub listings: crate::policy::listing::Listings,
     /// The route's own rate limits (per route, per principal and tool).
     pub limits: RouteLimits,
     /// What the audit trail keeps of the route's calls, and its metrics labels.
@@ -115,8 +111,6 @@ pub struct Gateway {
     pub roles: Arc<Roles>,
     /// Seals the upstream's session ids for clients (session binding, the answer rewrite).
     pub sessions: Arc<Sessions>,
-    /// Large list answers already filtered, per route and kind of caller (the answer rewrite).
-    pub lists: Arc<ListCache>,
     /// Per IP, per principal, bans (the client and caller limits).
     pub limits: Arc<RateLimits>,
     /// The audit trail, the security monitor and the metrics.
@@ -131,10 +125,6 @@ pub struct Gateway {
     /// `[server] body_read_timeout`, for bodies read before a route is known.
     pub body_read_timeout: std::time::Duration,
 }
-
-/// Bytes of list answers (upstream and filtered) the gateway keeps to serve repeated
-/// `*/list` calls without filtering them again.
-const LIST_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Session sealing: the keys and how long a sealed id lives.
 #[derive(Debug)]
@@ -263,7 +253,6 @@ impl Gateway {
                     body_read_timeout: config.server.body_read_timeout.get(),
                     auth,
                     policy,
-                    listings: crate::policy::listing::Listings::new(),
                     limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys, &clock),
                     audit: RouteAudit::new(config, r),
                     guard: crate::guard::RouteGuard::new(&r.name, &r.guard, &pins),
@@ -302,7 +291,6 @@ impl Gateway {
             auth: Arc::new(auth),
             roles: Arc::new(Roles::new(&config.roles)),
             sessions: Arc::new(sessions(config)?),
-            lists: Arc::new(ListCache::new(LIST_CACHE_BYTES)),
             limits,
             audit,
             metrics_from,

@@ -17,7 +17,6 @@ use serde_json::Value;
 use crate::audit::Audit;
 use crate::config::guard::{Enforcement, RouteGuardConfig};
 use crate::mcp::limits::InputLimits;
-use crate::mcp::list::ListIndex;
 use crate::mcp::message::ParseOptions;
 
 /// One route's guards, ready to serve.
@@ -38,9 +37,6 @@ pub struct RouteGuard {
     pub route: Arc<str>,
     /// What the route's `tools/list` answers taught, to spare learning it again.
     learned: Mutex<Option<Learned>>,
-    /// The route's last `tools/list` answer as the list reader read it, to read the next
-    /// one against (most of a changed list is the same).
-    last_read: Mutex<Option<Arc<ListIndex>>>,
 }
 
 /// The `tools/list` answers a route learned from while its pins and catalog stood still.
@@ -81,7 +77,6 @@ impl RouteGuard {
             },
             route: Arc::from(route),
             learned: Mutex::new(None),
-            last_read: Mutex::new(None),
         }
     }
 
@@ -89,22 +84,6 @@ impl RouteGuard {
     pub fn generations(&self) -> (u64, u64) {
         let pins = self.pins.as_ref().map_or(0, |pins| pins.generation());
         (pins, self.tools.generation())
-    }
-
-    /// The index of the last `tools/list` answer read, if any.
-    pub fn last_read(&self) -> Option<Arc<ListIndex>> {
-        self.last_read
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Keeps `index`, just read, to read the next answer against.
-    pub fn note_read(&self, index: &Arc<ListIndex>) {
-        *self
-            .last_read
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(index));
     }
 
     fn learned(&self) -> MutexGuard<'_, Option<Learned>> {
@@ -153,8 +132,8 @@ impl RouteGuard {
         *learned = Some(last);
     }
 
-    /// Learns one `tools/list` answer read by the list reader (`tail`: from its result
-    /// on), reading into a tree only the tools not listed the same way before: a list of
+    /// Learns the tools of one `tools/list` answer, each with its name and bytes as
+    /// [`crate::mcp::list::ListItems`] reads them (`tail`: the answer from its result on), reading into a tree only the tools not listed the same way before: a list of
     /// 500 tools of which one changed costs the one tool's schema and pin, not 500.
     ///
     /// A tool whose bytes match what was learned of that name, with no pin and nothing
@@ -162,11 +141,16 @@ impl RouteGuard {
     /// is skipped in a list that names a tool twice, or has a tool without one plain
     /// string name (a repeated `name` member is one a tree reads as its last): the pins
     /// see every definition, in order. Returns how many tools were read.
-    pub fn learn_answer(&self, index: &ListIndex, tail: Option<&[u8]>, audit: &Audit) -> usize {
-        let Some(items) = index.items() else {
-            return 0;
-        };
-        let items: Vec<(Option<&str>, &[u8])> = items.collect();
+    pub fn learn_answer(
+        &self,
+        items: &[(Option<String>, &serde_json::value::RawValue)],
+        tail: Option<&[u8]>,
+        audit: &Audit,
+    ) -> usize {
+        let items: Vec<(Option<&str>, &[u8])> = items
+            .iter()
+            .map(|(name, item)| (name.as_deref(), item.get().as_bytes()))
+            .collect();
         let mut names = HashSet::with_capacity(items.len());
         let irregular = items
             .iter()
@@ -311,7 +295,7 @@ mod tests {
     use crate::config::guard::Checking;
     use crate::guard::pins::{PinFile, PinStore};
     use crate::guard::schema::ToolListIds;
-    use crate::mcp::list::ListKind;
+    use crate::mcp::list::{ListItems, ListKind};
     use crate::mcp::message::McpRequest;
 
     const A1: &str = r#"{"name":"alpha","description":"Reads a file.","inputSchema":{"type":"object","properties":{"path":{"type":"string"}}}}"#;
@@ -457,11 +441,11 @@ mod tests {
                     List(tools) => tools,
                 };
                 let body = answer(n, tools);
-                let (reading, id) = ListIndex::read_answer(ListKind::Tools, &body).unwrap();
-                assert_eq!(id, Some(n.to_string().as_bytes()));
+                let read = ListItems::read(ListKind::Tools, &body).unwrap();
+                assert_eq!(read.id.map(|id| id.get()), Some(&*n.to_string()));
                 let tail = memchr::memmem::find(&body, b"\"result\"").map(|at| &body[at..]);
                 assert!(!fast.same_list_as_last(tail.unwrap()));
-                reads.push(fast.learn_answer(&reading.index, tail, &audit));
+                reads.push(fast.learn_answer(read.items.as_deref().unwrap(), tail, &audit));
                 let tree: Value = serde_json::from_slice(&body).unwrap();
                 slow.learn_list(&tree["result"], &audit);
 

@@ -28,12 +28,10 @@
 //! Lists: an item is listed when a call to it could be allowed — the same decision with
 //! the arguments unknown (allow rules' conditions taken as satisfiable, deny rules with
 //! conditions set aside, since they refuse only some arguments). So a caller never sees a
-//! tool it cannot call, and calling one it cannot see is refused by the same rules. A list
-//! asks about every item: the rules are first narrowed to the caller ([`listing`]), so
-//! that each item costs a lookup, not a decision.
+//! tool it cannot call, and calling one it cannot see is refused by the same rules
+//! ([`RoutePolicy::lists`], asked about each item by [`lists`]).
 
 pub mod condition;
-pub mod listing;
 pub mod lists;
 pub mod uri;
 

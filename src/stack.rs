@@ -45,7 +45,7 @@ use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{McpRequest, ParseError};
 use crate::mcp::session::{self, IdKind};
 use crate::mcp::tasks::{self, TaskBinding};
-use crate::policy::lists::{ListRequests, Viewer, ViewerCache};
+use crate::policy::lists::{ListRequests, Viewer};
 use crate::policy::{self, Call, Decision, Roles};
 use crate::proxy;
 use crate::ratelimit::{self, Counted, Measured, RateLimits, Refusal};
@@ -581,18 +581,15 @@ async fn limited_stages(
     let metrics = Arc::clone(&gateway.audit.metrics);
     let audit_log = Arc::clone(&gateway.audit);
     let rewrite = move |data: &Bytes| {
-        // The guard learns first (a tool it now holds is not listed), and hands the list
-        // filter its reading of the answer.
-        let read = tool_lists
-            .as_ref()
-            .and_then(|ids| ids.learn_from(data, &guard_route.guard, &audit_log));
+        // The guard learns first: a tool it now holds is not listed.
+        if let Some(ids) = &tool_lists {
+            ids.learn_from(data, &guard_route.guard, &audit_log);
+        }
         if LIST_CHANGED.find(data).is_some() {
             guard_route.guard.tools.mark_stale();
         }
         let mut out = match &lists {
-            Some((requests, viewer)) => {
-                policy::lists::filter_message_read(data, requests, viewer, read)?
-            }
+            Some((requests, viewer)) => policy::lists::filter_message(data, requests, viewer)?,
             None => None,
         };
         let current = out.as_deref().unwrap_or(data);
@@ -664,49 +661,27 @@ async fn limited_stages(
     }
     response
 }
-/// Who sees the lists of an answer for `principal` on `route`: the policy narrowed to the
-/// caller (when `judged`), less the tools held for review.
+/// Who sees the lists of an answer for `principal` on `route`: each item asked about by
+/// the decision calls are judged by (when `judged`), less the tools held for review.
 fn list_viewer(
     gateway: &Gateway,
     route: &Arc<Route>,
     principal: &Arc<Principal>,
     judged: bool,
 ) -> Viewer {
-    let caller = policy::lists::viewer_key(&route.name, &principal.roles, &principal.scopes);
-    let mut key = Arc::clone(&caller);
-    if let Some(pins) = &route.guard.pins {
-        // A filtered list cached before a pin changed is not reused after.
-        key = Arc::from(format!("{key}#pins{}", pins.generation()));
-    }
-    let route_name = Arc::clone(&route.name);
     let (route, roles, principal) = (
         Arc::clone(route),
         Arc::clone(&gateway.roles),
         Arc::clone(principal),
     );
-    // The policy narrowed to the caller, and the tools held for review, taken on
-    // the first item asked about (a list served from the list cache asks about
-    // none).
-    let listing = std::sync::OnceLock::new();
+    // The tools held for review, taken on the first tool asked about.
     let held = std::sync::OnceLock::new();
     Viewer {
         policy: Arc::new(move |kind, name| {
-            let shown = !judged
-                || listing
-                    .get_or_init(|| {
-                        route
-                            .listings
-                            .get_or_make(&caller, || route.policy.listing(&roles, &principal))
-                    })
-                    .shows(kind, name);
+            let shown = !judged || route.policy.lists(&roles, &principal, kind, name);
             shown
                 && !(kind == policy::Kind::Tool
                     && held.get_or_init(|| route.guard.held_tools()).contains(name))
-        }),
-        cache: Some(ViewerCache {
-            lists: Arc::clone(&gateway.lists),
-            route: Arc::clone(&route_name),
-            viewer: key,
         }),
     }
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use jsonschema::Validator;
 use serde_json::Value;
 
-use crate::mcp::list::{ListIndex, ListKind, Reading};
+use crate::mcp::list::{ListItems, ListKind};
 
 /// Compiles a JSON Schema (draft 2020-12 unless its `$schema` names draft-07 or another
 /// draft the validator knows). `Err` says why in words, without the schema's values.
@@ -344,15 +344,15 @@ impl ToolListIds {
 
     /// Learns from the answers in `bytes` (one JSON-RPC message or a batch) that answer
     /// these requests: schemas and pins (see [`crate::guard::RouteGuard::learn_list`]).
-    /// Returns the list reader's reading of `bytes`, if it was read that way, for the list
-    /// filter to use.
     pub fn learn_from(
         &self,
         bytes: &Bytes,
         guard: &super::RouteGuard,
         audit: &crate::audit::Audit,
-    ) -> Option<Reading> {
-        memchr::memmem::find(bytes, b"\"tools\"")?;
+    ) {
+        if memchr::memmem::find(bytes, b"\"tools\"").is_none() {
+            return;
+        }
         // The same answer as last time (agents list again and again): nothing to learn.
         // Compared from the result on, since the ids differ; any identical suffix that
         // holds the result holds the same tools.
@@ -360,31 +360,30 @@ impl ToolListIds {
         if let Some(tail) = tail
             && guard.same_list_as_last(tail)
         {
-            return None;
+            return;
         }
-        // One response (the usual answer): read by the list reader against the last one,
-        // and only the tools that changed read into a tree.
-        let last = guard.last_read();
-        if let Some((reading, id)) =
-            ListIndex::read_shared_against(ListKind::Tools, bytes, last.as_deref())
-        {
-            guard.note_read(&reading.index);
-            let id = id.and_then(|id| serde_json::from_slice::<Value>(id).ok());
-            if id.is_some_and(|id| self.answered_by(&id)) {
-                guard.learn_answer(&reading.index, tail, audit);
+        // One response (the usual answer): read as the list filter reads it, and only the
+        // tools that changed read into a tree.
+        if let Some(read) = ListItems::read(ListKind::Tools, bytes) {
+            let id = read
+                .id
+                .and_then(|id| serde_json::from_str::<Value>(id.get()).ok());
+            if let Some(items) = &read.items
+                && id.is_some_and(|id| self.answered_by(&id))
+            {
+                guard.learn_answer(items, tail, audit);
             }
-            return Some(reading);
+            return;
         }
-        // Batches, error responses and shapes the list reader leaves to serde_json.
+        // Batches, and answers the list filter refuses (it does not forward them).
         let before = guard.generations();
         let Ok(value) = serde_json::from_slice::<Value>(bytes) else {
-            return None;
+            return;
         };
         for result in self.answers(&value) {
             guard.learn_list(result, audit);
         }
         guard.remember_list(before, tail);
-        None
     }
 
     /// Whether a response with `id` answers one of these requests.

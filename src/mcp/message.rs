@@ -346,7 +346,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         // Two parsers may keep different ones of two members with one name: the gateway
         // would judge one call and the upstream run the other.
         let mut members = Members::default();
-        while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
+        while let Some(key) = map.next_key_seed(KeySeed(Some(self.budget)))? {
             count += 1;
             self.budget.elements(count)?;
             members.add(Name::new(key.clone()))?;
@@ -652,7 +652,7 @@ impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
         let mut count = 0;
         let mut names = Members::default();
         let mut tree = serde_json::Map::new();
-        while let Some(key) = map.next_key_seed(KeySeed(self.budget))? {
+        while let Some(key) = map.next_key_seed(KeySeed(Some(self.budget)))? {
             count += 1;
             self.budget.elements(count)?;
             names.add(Name::new(key.clone()))?;
@@ -670,6 +670,44 @@ impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
     }
 }
 
+/// The members of one object of an upstream's answer (a list response, its `result`, an
+/// item of its list), read by the rules a request's objects are read by: no member twice,
+/// none differing from another only in letter case, none spelling one of `read` (the
+/// members the gateway reads there by name) in another case. Each value is kept as it is
+/// written. `Err` if `object` is not one JSON object or breaks one of these rules.
+pub fn read_members<'de>(
+    object: &'de str,
+    read: &[&'static str],
+) -> Result<Vec<(Cow<'de, str>, &'de RawValue)>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(object);
+    let members = deserializer.deserialize_map(MembersVisitor(read))?;
+    deserializer.end()?;
+    Ok(members)
+}
+
+/// Reads an object member by member for [`read_members`].
+struct MembersVisitor<'r>(&'r [&'static str]);
+
+impl<'de> Visitor<'de> for MembersVisitor<'_> {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut names = Members::default();
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key_seed(KeySeed(None))? {
+            names.add(Name::new(key.clone()))?;
+            misspelt(&key, self.0)?;
+            let value: &'de RawValue = map.next_value()?;
+            members.push((key, value));
+        }
+        Ok(members)
+    }
+}
+
 /// A member written twice, or two whose names differ only in letter case.
 fn repeated<E: de::Error>(earlier: &str, key: &str) -> E {
     if earlier == key {
@@ -683,9 +721,9 @@ fn repeated<E: de::Error>(earlier: &str, key: &str) -> E {
     }
 }
 
-/// A member name within the budget, borrowed from the body when it has no escapes.
+/// A member name within the budget (if any), borrowed from the body when it has no escapes.
 #[derive(Clone, Copy)]
-struct KeySeed<'b>(&'b Budget);
+struct KeySeed<'b>(Option<&'b Budget>);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Cow<'de, str>;
@@ -702,11 +740,15 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
         f.write_str("a member name")
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        self.0.string(v.len())?;
+        if let Some(budget) = self.0 {
+            budget.string(v.len())?;
+        }
         Ok(Cow::Borrowed(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        self.0.string(v.len())?;
+        if let Some(budget) = self.0 {
+            budget.string(v.len())?;
+        }
         Ok(Cow::Owned(v.to_owned()))
     }
 }
