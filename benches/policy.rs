@@ -119,6 +119,8 @@ fn decisions(c: &mut Criterion) {
 /// named as the rules of [`rules`] name tools.
 fn tools_list(n: usize, size: usize) -> Vec<u8> {
     let tool = |i: usize, pad: usize| {
+        // The names of a 500-tool list, spread over `n`.
+        let i = i * 500 / n;
         let name = match i % 5 {
             0 => format!("tool_{}", i % 70),
             1 | 2 => format!("family{}_{i}", i % 20),
