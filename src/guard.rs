@@ -133,7 +133,8 @@ impl RouteGuard {
     }
 
     /// Learns the tools of one `tools/list` answer, each with its name and bytes as
-    /// [`crate::mcp::list::ListItems`] reads them (`tail`: the answer from its result on), reading into a tree only the tools not listed the same way before: a list of
+    /// [`crate::mcp::list::ListItems`] reads them (`tail`: the answer from its result
+    /// on), reading into a tree only the tools not listed the same way before: a list of
     /// 500 tools of which one changed costs the one tool's schema and pin, not 500.
     ///
     /// A tool whose bytes match what was learned of that name, with no pin and nothing
@@ -143,13 +144,13 @@ impl RouteGuard {
     /// see every definition, in order. Returns how many tools were read.
     pub fn learn_answer(
         &self,
-        items: &[(Option<String>, &serde_json::value::RawValue)],
+        items: &[crate::mcp::list::Item<'_>],
         tail: Option<&[u8]>,
         audit: &Audit,
     ) -> usize {
         let items: Vec<(Option<&str>, &[u8])> = items
             .iter()
-            .map(|(name, item)| (name.as_deref(), item.get().as_bytes()))
+            .map(|item| (item.id.as_deref(), item.raw.as_bytes()))
             .collect();
         let mut names = HashSet::with_capacity(items.len());
         let irregular = items
@@ -442,7 +443,7 @@ mod tests {
                 };
                 let body = answer(n, tools);
                 let read = ListItems::read(ListKind::Tools, &body).unwrap();
-                assert_eq!(read.id.map(|id| id.get()), Some(&*n.to_string()));
+                assert_eq!(read.id, Some(&*n.to_string()));
                 let tail = memchr::memmem::find(&body, b"\"result\"").map(|at| &body[at..]);
                 assert!(!fast.same_list_as_last(tail.unwrap()));
                 reads.push(fast.learn_answer(read.items.as_deref().unwrap(), tail, &audit));

@@ -367,7 +367,7 @@ impl ToolListIds {
         if let Some(read) = ListItems::read(ListKind::Tools, bytes) {
             let id = read
                 .id
-                .and_then(|id| serde_json::from_str::<Value>(id.get()).ok());
+                .and_then(|id| serde_json::from_str::<Value>(id).ok());
             if let Some(items) = &read.items
                 && id.is_some_and(|id| self.answered_by(&id))
             {

@@ -7,13 +7,15 @@
 //! `_meta`, `ttlMs`, fields this code does not know. Error responses pass untouched.
 //!
 //! The reading is the simplest that keeps every kept item's bytes as the upstream wrote
-//! them: serde_json reads the message, its `result` and each list into
-//! [`RawValue`]s, and each item's identifier is read by the rules the gateway reads
-//! requests by ([`crate::mcp::message::read_members`]): an item with a member twice, two
-//! members that differ only in letter case, the identifier spelt in another case (`Name`,
-//! which a lenient client would take for the name), or no string identifier, is removed
-//! (fail closed). A list that is not an array becomes an empty one. The envelope and the
-//! `result` are read by the same rules; a message they refuse is not forwarded.
+//! them: serde_json reads the message once, its envelope, its `result` and its lists
+//! member by member by the rules the gateway reads requests by
+//! ([`crate::mcp::message::read_object`]), and each item of a list as a [`RawValue`];
+//! each item's members are then read by the same rules up to its identifier, which is
+//! asked about. An item with a member twice, two members that differ only in letter case,
+//! the identifier spelt in another case (`Name`, which a lenient client would take for
+//! the name), or no string identifier, is removed (fail closed). A list that is not an
+//! array becomes an empty one. A message whose envelope or `result` breaks these rules is
+//! not forwarded.
 //!
 //! 2026-07-28 results carry `cacheScope`. A filtered list depends on who asked, so a
 //! `"public"` one must not reach a shared cache: when the caller says the exchange is
@@ -31,10 +33,12 @@
 //! members.
 
 use std::borrow::Cow;
+use std::fmt;
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::mcp::message::read_members;
+use crate::mcp::message::{Text, read_object};
 
 /// The cache scope of a result that varies with the caller.
 const PRIVATE: &str = "private";
@@ -138,8 +142,9 @@ pub fn filter_answer(
     modern: bool,
 ) -> Result<Option<Vec<u8>>, ListError> {
     let text = std::str::from_utf8(body).map_err(|e| ListError(serde::de::Error::custom(e)))?;
-    let filter = |message: &RawValue, allowed: &mut dyn FnMut(ListKind, &str) -> bool| {
-        filter_message(message, answering, allowed, modern)
+    let mut filter = |message: &str| -> Result<Option<Vec<u8>>, ListError> {
+        let mut response = Response::read(message, &mut allowed)?;
+        Ok(response.filter(answering, modern, message.len()))
     };
     if answering == Answering::Any && text.trim_start().starts_with('[') {
         let messages: Vec<&RawValue> = serde_json::from_str(text)?;
@@ -147,201 +152,390 @@ pub fn filter_answer(
         let mut written = Vec::with_capacity(messages.len());
         for message in messages {
             let filtered = if message.get().starts_with('{') {
-                filter(message, &mut allowed)?
+                filter(message.get())?
             } else {
                 None
             };
             changed |= filtered.is_some();
-            written.push(filtered.map_or(Cow::Borrowed(message.get()), Cow::Owned));
+            written.push(filtered.map_or(Cow::Borrowed(message.get().as_bytes()), Cow::Owned));
         }
-        return Ok(changed.then(|| format!("[{}]", written.join(",")).into_bytes()));
+        return Ok(changed.then(|| {
+            let mut out = Vec::with_capacity(text.len());
+            out.push(b'[');
+            out.extend_from_slice(&written.join(&b","[..]));
+            out.push(b']');
+            out
+        }));
     }
-    let message: &RawValue = serde_json::from_str(text)?;
-    if !message.get().starts_with('{') {
-        return Err(ListError(serde::de::Error::custom(
-            "not a JSON-RPC response",
-        )));
-    }
-    Ok(filter(message, &mut allowed)?.map(String::into_bytes))
+    filter(text)
 }
 
-/// One response object filtered; `None` if unchanged.
-fn filter_message(
-    message: &RawValue,
-    answering: Answering,
-    allowed: &mut dyn FnMut(ListKind, &str) -> bool,
-    modern: bool,
-) -> Result<Option<String>, ListError> {
-    let mut members = members(message.get(), ENVELOPE)?;
-    let Some((_, result)) = members.iter_mut().find(|(key, _)| key == "result") else {
-        return Ok(None);
-    };
-    if !result.starts_with('{') {
-        return Ok(None);
-    }
-    let Some(filtered) = filter_result(result, answering, allowed, modern)? else {
-        return Ok(None);
-    };
-    *result = Cow::Owned(filtered);
-    Ok(Some(object(&members)))
+/// Whether the caller may see the item of a kind with an identifier.
+type Allowed<'r> = &'r mut dyn FnMut(ListKind, &str) -> bool;
+
+/// One response read in one pass: its envelope's members and its `result` object's, each
+/// value as written but for the result's lists, read item by item.
+#[derive(Debug)]
+struct Response<'a> {
+    /// The envelope's members; `None` holds the place of the result.
+    envelope: Vec<(Cow<'a, str>, Option<&'a str>)>,
+    /// The result's members, if it is an object.
+    result: Option<Members<'a>>,
 }
 
-/// A `result` object filtered; `None` if unchanged.
-fn filter_result(
-    result: &str,
-    answering: Answering,
-    allowed: &mut dyn FnMut(ListKind, &str) -> bool,
-    modern: bool,
-) -> Result<Option<String>, ListError> {
-    let mut members = members(result, RESULT)?;
-    let mut changed = false;
-    let mut lists = false;
-    let mut complete = true;
-    let mut private = None;
-    for (key, value) in &mut members {
-        if let Some(kind) = ListKind::from_items_key(key) {
-            lists = true;
-            if let Some(kept) = filter_items(kind, value, allowed)? {
-                *value = Cow::Owned(kept);
+/// The members of a `result` object.
+type Members<'a> = Vec<(Cow<'a, str>, Member<'a>)>;
+
+/// A member of a `result` object.
+#[derive(Debug)]
+enum Member<'a> {
+    /// As written (or, for `cacheScope`, as the filter sets it).
+    Raw(&'a str),
+    /// A list, item by item.
+    List(ListKind, Vec<Item<'a>>),
+    /// A list that is not an array (written as an empty one).
+    NotAList,
+}
+
+/// An item of a list: its bytes as written, and its identifier if it is shown (see
+/// [`identifier`]; `None`: it is removed).
+#[derive(Debug)]
+pub struct Item<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub raw: &'a str,
+}
+
+impl<'a> Response<'a> {
+    /// Reads `message`, which must be one JSON object whose members the request reader
+    /// accepts (and so must its `result`), asking `allowed` about each item of its lists.
+    fn read(message: &'a str, allowed: Allowed<'_>) -> Result<Self, ListError> {
+        let mut deserializer = serde_json::Deserializer::from_str(message);
+        let reader = Reader {
+            level: Level::Envelope,
+            allowed,
+        };
+        let Read::Envelope(response) = deserializer.deserialize_map(reader)? else {
+            return Err(ListError(de::Error::custom("not a JSON-RPC response")));
+        };
+        deserializer.end()?;
+        Ok(response)
+    }
+
+    /// The response without the items not shown, its lists that are not arrays emptied,
+    /// and its result marked private when it must be (see the module documentation);
+    /// `None` if that changes nothing. `size`: about how long it is.
+    fn filter(&mut self, answering: Answering, modern: bool, size: usize) -> Option<Vec<u8>> {
+        let result = self.result.as_mut()?;
+        let mut changed = false;
+        let mut lists = false;
+        let mut complete = true;
+        let mut private = None;
+        for (key, member) in result.iter_mut() {
+            match member {
+                Member::List(_, items) => {
+                    let before = items.len();
+                    items.retain(|item| item.id.is_some());
+                    changed |= items.len() != before;
+                    lists = true;
+                }
+                Member::NotAList => {
+                    changed = true;
+                    lists = true;
+                }
+                Member::Raw(value) if key == "resultType" => {
+                    complete = string(value).as_deref() == Some("complete");
+                }
+                Member::Raw(value) if key == "cacheScope" => {
+                    private = Some(string(value).as_deref() == Some(PRIVATE));
+                }
+                Member::Raw(_) => {}
+            }
+        }
+        let hinted = modern && complete && (lists || answering == Answering::One);
+        match private {
+            Some(false) if hinted => {
+                for (key, member) in result.iter_mut() {
+                    if key == "cacheScope" {
+                        *member = Member::Raw("\"private\"");
+                    }
+                }
                 changed = true;
             }
-        } else if key == "resultType" {
-            complete = string(value).as_deref() == Some("complete");
-        } else if key == "cacheScope" {
-            private = Some(string(value).as_deref() == Some(PRIVATE));
-        }
-    }
-    let hinted = modern && complete && (lists || answering == Answering::One);
-    match private {
-        Some(false) if hinted => {
-            if let Some((_, scope)) = members.iter_mut().find(|(key, _)| key == "cacheScope") {
-                *scope = Cow::Borrowed("\"private\"");
+            None if hinted => {
+                let scope = (Cow::Borrowed("cacheScope"), Member::Raw("\"private\""));
+                result.insert(0, scope);
+                changed = true;
             }
-            changed = true;
+            _ => {}
         }
-        None if hinted => {
-            members.insert(
-                0,
-                (Cow::Borrowed("cacheScope"), Cow::Borrowed("\"private\"")),
-            );
-            changed = true;
-        }
-        _ => {}
+        changed.then(|| write(&self.envelope, result, size))
     }
-    Ok(changed.then(|| object(&members)))
 }
 
-/// The items of a list that `allowed` keeps, as a JSON array; `None` if all are kept.
-fn filter_items(
-    kind: ListKind,
-    list: &str,
-    allowed: &mut dyn FnMut(ListKind, &str) -> bool,
-) -> Result<Option<String>, ListError> {
-    if !list.starts_with('[') {
-        return Ok(Some("[]".to_owned()));
+/// A response written from what was read: each member as `"name":value`, values as they
+/// came but for the result's lists, whose items kept are written as they came.
+fn write(envelope: &[(Cow<'_, str>, Option<&str>)], result: &Members<'_>, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + 32);
+    out.push(b'{');
+    for (n, (key, value)) in envelope.iter().enumerate() {
+        write_name(&mut out, n, key);
+        let Some(value) = value else {
+            write_result(&mut out, result);
+            continue;
+        };
+        out.extend_from_slice(value.as_bytes());
     }
-    let items: Vec<&RawValue> = serde_json::from_str(list)?;
-    let kept: Vec<&str> = items
-        .iter()
-        .filter(|item| identifier(kind, item).is_some_and(|id| allowed(kind, &id)))
-        .map(|item| item.get())
-        .collect();
-    if kept.len() == items.len() {
-        return Ok(None);
-    }
-    Ok(Some(format!("[{}]", kept.join(","))))
-}
-
-/// The identifier of a list item: the string value of its one member named
-/// [`ListKind::id_key`]. `None` if the item is not an object, if the request reader
-/// refuses its members (one twice, two in different letter cases, the identifier in
-/// another letter case), or if the identifier is missing or not a string.
-pub fn identifier(kind: ListKind, item: &RawValue) -> Option<String> {
-    if !item.get().starts_with('{') {
-        return None;
-    }
-    let members = read_members(item.get(), &[kind.id_key()]).ok()?;
-    let (_, id) = members.iter().find(|(key, _)| key == kind.id_key())?;
-    serde_json::from_str(id.get()).ok()
-}
-
-/// The members of `object` ([`read_members`]), each value as text that may be replaced.
-type Members<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
-
-fn members<'a>(object: &'a str, read: &[&'static str]) -> Result<Members<'a>, ListError> {
-    Ok(read_members(object, read)?
-        .into_iter()
-        .map(|(key, value)| (key, Cow::Borrowed(value.get())))
-        .collect())
-}
-
-/// The text of a JSON string value; `None` if it is something else.
-fn string(value: &str) -> Option<String> {
-    serde_json::from_str(value).ok()
-}
-
-/// An object written from its members, each value's bytes as they are.
-fn object(members: &Members<'_>) -> String {
-    let size: usize = members.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-    let mut out = String::with_capacity(size + 2);
-    out.push('{');
-    for (n, (key, value)) in members.iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        // A member name is a string: serde_json writes it (escapes and all).
-        out.push_str(&serde_json::Value::from(key.as_ref()).to_string());
-        out.push(':');
-        out.push_str(value);
-    }
-    out.push('}');
+    out.push(b'}');
     out
 }
 
+fn write_result(out: &mut Vec<u8>, result: &Members<'_>) {
+    out.push(b'{');
+    for (n, (key, member)) in result.iter().enumerate() {
+        write_name(out, n, key);
+        match member {
+            Member::Raw(value) => out.extend_from_slice(value.as_bytes()),
+            Member::List(_, items) => {
+                out.push(b'[');
+                for (n, item) in items.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(item.raw.as_bytes());
+                }
+                out.push(b']');
+            }
+            Member::NotAList => out.extend_from_slice(b"[]"),
+        }
+    }
+    out.push(b'}');
+}
+
+/// A member's name, after a comma unless it is the object's first (`n == 0`): serde_json
+/// writes it, escapes and all.
+fn write_name(out: &mut Vec<u8>, n: usize, name: &str) {
+    if n > 0 {
+        out.push(b',');
+    }
+    // Writing a string into a `Vec` does not fail.
+    let _ = serde_json::to_writer(&mut *out, name);
+    out.push(b':');
+}
+
+/// The text of a JSON string value; `None` if it is something else.
+fn string(value: &str) -> Option<Cow<'_, str>> {
+    Text.deserialize(&mut serde_json::Deserializer::from_str(value))
+        .ok()
+}
+
+/// What a [`Reader`] reads.
+#[derive(Debug)]
+enum Read<'a> {
+    Envelope(Response<'a>),
+    Result(Members<'a>),
+    List(ListKind, Vec<Item<'a>>),
+    /// A result that is not an object, or a list that is not an array.
+    Other,
+}
+
+/// Reads one level of a response in the one pass over it: the envelope, then its
+/// `result`, then the result's lists, each item asked about as it is read. Objects are
+/// read by [`read_object`]; a value the filter does not look into is kept as written (a
+/// [`RawValue`]).
+struct Reader<'r> {
+    level: Level,
+    allowed: Allowed<'r>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Envelope,
+    Result,
+    List(ListKind),
+}
+
+impl Reader<'_> {
+    /// A reader of the level below, asking the same questions.
+    fn below(&mut self, level: Level) -> Reader<'_> {
+        Reader {
+            level,
+            allowed: &mut *self.allowed,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Reader<'_> {
+    type Value = Read<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Read<'de>, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Reader<'_> {
+    type Value = Read<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC response")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Read<'de>, A::Error> {
+        match self.level {
+            Level::Envelope => {
+                let mut envelope = Vec::with_capacity(4);
+                let mut result = None;
+                read_object(&mut map, ENVELOPE, |key, map| {
+                    if key == "result" {
+                        let read = map.next_value_seed(self.below(Level::Result))?;
+                        if let Read::Result(members) = read {
+                            result = Some(members);
+                        }
+                        envelope.push((key, None));
+                    } else {
+                        envelope.push((key, Some(map.next_value::<&RawValue>()?.get())));
+                    }
+                    Ok(())
+                })?;
+                Ok(Read::Envelope(Response { envelope, result }))
+            }
+            Level::Result => {
+                let mut members = Vec::with_capacity(4);
+                read_object(&mut map, RESULT, |key, map| {
+                    let member = match ListKind::from_items_key(&key) {
+                        Some(kind) => match map.next_value_seed(self.below(Level::List(kind)))? {
+                            Read::List(kind, items) => Member::List(kind, items),
+                            _ => Member::NotAList,
+                        },
+                        None => Member::Raw(map.next_value::<&RawValue>()?.get()),
+                    };
+                    members.push((key, member));
+                    Ok(())
+                })?;
+                Ok(Read::Result(members))
+            }
+            Level::List(_) => {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Read::Other)
+            }
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Read<'de>, A::Error> {
+        let Level::List(kind) = self.level else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Read::Other);
+        };
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<&RawValue>()? {
+            let raw = item.get();
+            let id = identifier(kind, raw, &mut |id| (self.allowed)(kind, id));
+            items.push(Item { id, raw });
+        }
+        Ok(Read::List(kind, items))
+    }
+
+    // Anything else: a result that is not an object, a list that is not an array.
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Read<'de>, E> {
+        Ok(Read::Other)
+    }
+}
+
+/// The identifier of a list item that is shown: the string value of its one member named
+/// [`ListKind::id_key`], which `allowed` accepts. `None` if `allowed` refuses it, if the
+/// item is not an object, if the request reader refuses its members (one twice, two in
+/// different letter cases, the identifier in another letter case), or if the
+/// identifier is missing or not a string.
+///
+/// The members are read only as far as needed: once `allowed` has refused the
+/// identifier, the item is removed whatever follows.
+fn identifier<'a>(
+    kind: ListKind,
+    item: &'a str,
+    allowed: &mut dyn FnMut(&str) -> bool,
+) -> Option<Cow<'a, str>> {
+    let mut deserializer = serde_json::Deserializer::from_str(item);
+    deserializer
+        .deserialize_map(ItemReader { kind, allowed })
+        .ok()
+}
+
+/// Reads a list item's members for [`identifier`].
+struct ItemReader<'r> {
+    kind: ListKind,
+    allowed: &'r mut dyn FnMut(&str) -> bool,
+}
+
+impl<'de> Visitor<'de> for ItemReader<'_> {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list item")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let key = self.kind.id_key();
+        let mut id = None;
+        read_object(&mut map, &[key], |name, map| {
+            if name != key {
+                map.next_value::<IgnoredAny>()?;
+                return Ok(());
+            }
+            let value = map.next_value_seed(Text)?;
+            if !(self.allowed)(&value) {
+                // Removed: no need to read on.
+                return Err(de::Error::custom("not shown"));
+            }
+            id = Some(value);
+            Ok(())
+        })?;
+        id.ok_or_else(|| de::Error::missing_field(key))
+    }
+}
+
 /// A list answer read for the guard, which learns tool definitions from it: the
-/// response's `id` and the items of its list, each with its identifier (read as
-/// [`identifier`] does) and its bytes. `None` if `body` is not one response object with
-/// a `result` object the filter reads (the guard then reads it as a tree).
+/// response's `id` as written and the items of its list, read as the filter reads them
+/// for a caller who may see everything (an item's `id` is `None` where the filter would
+/// remove it whoever asked). `None` if `body` is not one response object the filter reads
+/// (the guard then reads it as a tree).
 #[derive(Debug)]
 pub struct ListItems<'a> {
-    pub id: Option<&'a RawValue>,
-    /// `None`: the result has no list of this kind.
-    pub items: Option<Vec<(Option<String>, &'a RawValue)>>,
+    pub id: Option<&'a str>,
+    /// `None`: no result object, or no list of this kind in it.
+    pub items: Option<Vec<Item<'a>>>,
 }
 
 impl<'a> ListItems<'a> {
     pub fn read(kind: ListKind, body: &'a [u8]) -> Option<Self> {
         let text = std::str::from_utf8(body).ok()?;
-        let message: &'a RawValue = serde_json::from_str(text).ok()?;
-        if !message.get().starts_with('{') {
-            return None;
-        }
-        let members = read_members(message.get(), ENVELOPE).ok()?;
-        let mut read = Self {
-            id: None,
-            items: None,
-        };
-        for (key, value) in members {
-            match &*key {
-                "id" => read.id = Some(value),
-                "result" if value.get().starts_with('{') => {
-                    for (key, list) in read_members(value.get(), RESULT).ok()? {
-                        if key != kind.items_key() || !list.get().starts_with('[') {
-                            continue;
-                        }
-                        let items: Vec<&'a RawValue> = serde_json::from_str(list.get()).ok()?;
-                        read.items = Some(
-                            items
-                                .into_iter()
-                                .map(|item| (identifier(kind, item), item))
-                                .collect(),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        Some(read)
+        let response = Response::read(text, &mut |_, _| true).ok()?;
+        let id = response
+            .envelope
+            .iter()
+            .find_map(|(key, value)| (key == "id").then_some(*value)?);
+        let items = response
+            .result
+            .into_iter()
+            .flatten()
+            .find_map(|(_, member)| match member {
+                Member::List(of, items) if of == kind => Some(items),
+                _ => None,
+            });
+        Some(Self { id, items })
     }
 }
 
@@ -415,9 +609,13 @@ mod tests {
         // identifier spelt in another case (a lenient client would read it as the name).
         for item in [
             r#"{"name":"ok","name":"secret"}"#,
+            r#"{"name":"secret","name":"ok"}"#,
             r#"{"name":"ok","NAME":"secret"}"#,
+            r#"{"NAME":"secret","name":"ok"}"#,
             r#"{"Name":"secret"}"#,
             r#"{"name":"ok","ſ":1,"S":2}"#,
+            r#"{"ſ":1,"S":2,"name":"ok"}"#,
+            r#"{"name":"ok","d":1,"d":2}"#,
             r#"{"n\u0061me":"ok","name":"secret"}"#,
             r#"{"name":"\ud800"}"#,
         ] {
@@ -440,6 +638,34 @@ mod tests {
             filter(body, Answering::One, false).unwrap(),
             r#"{"result":{"tools":[],"nextCursor":"n"}}"#
         );
+    }
+
+    /// Each item is asked about once, by its identifier, and only when its members up to
+    /// the identifier pass the request reader; one refused is not read further.
+    #[test]
+    fn each_item_is_asked_about_once_by_its_identifier() {
+        let body = concat!(
+            r#"{"result":{"tools":[{"name":"a","x":1},{"d":1,"name":"secret","d":2},"#,
+            r#"{"d":1,"D":2,"name":"b"},{"name":"c","name":"c"},{"NAME":"e"},7]}}"#
+        );
+        let mut asked = Vec::new();
+        let out = filter_answer(
+            body.as_bytes(),
+            Answering::One,
+            |kind, id| {
+                asked.push((kind, id.to_owned()));
+                policy(kind, id)
+            },
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"result":{"tools":[{"name":"a","x":1}]}}"#
+        );
+        let asked: Vec<&str> = asked.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(asked, ["a", "secret", "c"]);
     }
 
     #[test]
@@ -569,13 +795,13 @@ mod tests {
     fn the_guard_reads_ids_and_items_as_the_filter_does() {
         let body = br#"{"jsonrpc":"2.0","id":"x","result":{"tools":[{"name":"a","d":1},{"name":"b","NAME":"c"},7]}}"#;
         let read = ListItems::read(ListKind::Tools, body).unwrap();
-        assert_eq!(read.id.map(RawValue::get), Some(r#""x""#));
+        assert_eq!(read.id, Some(r#""x""#));
         let items: Vec<(Option<&str>, &str)> = read
             .items
             .as_ref()
             .unwrap()
             .iter()
-            .map(|(id, item)| (id.as_deref(), item.get()))
+            .map(|item| (item.id.as_deref(), item.raw))
             .collect();
         assert_eq!(
             items,
@@ -586,6 +812,11 @@ mod tests {
             ]
         );
         assert!(ListItems::read(ListKind::Tools, br#"{"id":1,"id":2,"result":{}}"#).is_none());
+        // An error response: its id, no list.
+        let read = ListItems::read(ListKind::Tools, br#"{"id":3,"error":{"code":1}}"#).unwrap();
+        assert_eq!((read.id, read.items.is_none()), (Some("3"), true));
+        let read = ListItems::read(ListKind::Tools, br#"{"id":4,"result":[]}"#).unwrap();
+        assert_eq!((read.id, read.items.is_none()), (Some("4"), true));
     }
 
     /// What serde_json's tree makes of an answer, filtered the plain way: the reference
@@ -686,24 +917,48 @@ mod tests {
             .prop_map(|(id, result)| json!({"jsonrpc": "2.0", "id": id, "result": result}))
     }
 
+    /// `value` as JSON text with each object's members in reverse order of their names
+    /// (serde_json writes them in order): an item's `name` first, not last.
+    fn reversed(value: &Value) -> String {
+        match value {
+            Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(reversed).collect();
+                format!("[{}]", items.join(","))
+            }
+            Value::Object(members) => {
+                let members: Vec<String> = members
+                    .iter()
+                    .rev()
+                    .map(|(name, value)| {
+                        format!("{}:{}", Value::from(name.as_str()), reversed(value))
+                    })
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            }
+            other => other.to_string(),
+        }
+    }
+
     proptest! {
         /// The filter and serde_json agree on what an answer holds: what the filter sends
-        /// reads, in serde_json's tree, as the tree of the answer filtered plainly.
+        /// reads, in serde_json's tree, as the tree of the answer filtered plainly —
+        /// whether an item's identifier comes first (a refused item is read only up to it)
+        /// or last.
         #[test]
         fn the_filter_agrees_with_serde_json(
             messages in proptest::collection::vec(message(), 1..4),
             batch: bool,
-            pretty: bool,
+            written in 0..3_u8,
             modern: bool,
         ) {
             let (answer, answering) = match messages.first() {
                 Some(one) if !batch => (one.clone(), Answering::One),
                 _ => (Value::Array(messages), Answering::Any),
             };
-            let body = if pretty {
-                serde_json::to_string_pretty(&answer).unwrap()
-            } else {
-                answer.to_string()
+            let body = match written {
+                0 => answer.to_string(),
+                1 => serde_json::to_string_pretty(&answer).unwrap(),
+                _ => reversed(&answer),
             };
             let sent = filter(&body, answering, modern).unwrap();
             let sent: Value = serde_json::from_str(&sent).unwrap();

@@ -670,41 +670,35 @@ impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
     }
 }
 
-/// The members of one object of an upstream's answer (a list response, its `result`, an
-/// item of its list), read by the rules a request's objects are read by: no member twice,
-/// none differing from another only in letter case, none spelling one of `read` (the
-/// members the gateway reads there by name) in another case. Each value is kept as it is
-/// written. `Err` if `object` is not one JSON object or breaks one of these rules.
-pub fn read_members<'de>(
-    object: &'de str,
+/// Reads the members of one object of an upstream's answer (a list response, its
+/// `result`, an item of its list) by the rules a request's objects are read by: no member
+/// twice, none differing from another only in letter case, none spelling one of `read`
+/// (the members the gateway reads there by name) in another case. `value` reads each
+/// member's value from `map`, given its name. Called from a [`Visitor::visit_map`].
+pub fn read_object<'de, A: MapAccess<'de>>(
+    map: &mut A,
     read: &[&'static str],
-) -> Result<Vec<(Cow<'de, str>, &'de RawValue)>, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_str(object);
-    let members = deserializer.deserialize_map(MembersVisitor(read))?;
-    deserializer.end()?;
-    Ok(members)
+    mut value: impl FnMut(Cow<'de, str>, &mut A) -> Result<(), A::Error>,
+) -> Result<(), A::Error> {
+    let mut names = Members::default();
+    while let Some(key) = map.next_key_seed(KeySeed(None))? {
+        names.add(Name::new(key.clone()))?;
+        misspelt(&key, read)?;
+        value(key, map)?;
+    }
+    Ok(())
 }
 
-/// Reads an object member by member for [`read_members`].
-struct MembersVisitor<'r>(&'r [&'static str]);
+/// A JSON string's text, borrowed from the body when it has no escapes; anything but a
+/// string is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Text;
 
-impl<'de> Visitor<'de> for MembersVisitor<'_> {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+impl<'de> DeserializeSeed<'de> for Text {
+    type Value = Cow<'de, str>;
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut names = Members::default();
-        let mut members = Vec::new();
-        while let Some(key) = map.next_key_seed(KeySeed(None))? {
-            names.add(Name::new(key.clone()))?;
-            misspelt(&key, self.0)?;
-            let value: &'de RawValue = map.next_value()?;
-            members.push((key, value));
-        }
-        Ok(members)
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(KeySeed(None))
     }
 }
 
