@@ -114,6 +114,17 @@ fn decisions(c: &mut Criterion) {
     group.finish();
 }
 
+/// One tool as MCP SDKs write it (TypeScript, Python, Rust): its name first.
+#[derive(serde::Serialize)]
+struct Tool {
+    name: String,
+    title: String,
+    description: String,
+    #[serde(rename = "inputSchema")]
+    input_schema: serde_json::Value,
+    annotations: serde_json::Value,
+}
+
 /// A `tools/list` answer of `n` tools of about `size / n` bytes each, the way an MCP
 /// server writes them (a title, a description, an input schema of three properties),
 /// named as the rules of [`rules`] name tools.
@@ -127,12 +138,15 @@ fn tools_list(n: usize, size: usize) -> Vec<u8> {
             3 => format!("family{}_danger{}", i % 20, i % 6),
             _ => format!("other_{i}"),
         };
-        json!({
-            "name": name,
-            "title": format!("Query table {i}"),
-            "description": format!("Runs a read-only SQL query against one table of the \
-                analytics database and returns at most `limit` rows as JSON.{}", " ".repeat(pad)),
-            "inputSchema": {
+        Tool {
+            name,
+            title: format!("Query table {i}"),
+            description: format!(
+                "Runs a read-only SQL query against one table of the analytics database \
+                 and returns at most `limit` rows as JSON.{}",
+                " ".repeat(pad)
+            ),
+            input_schema: json!({
                 "type": "object",
                 "properties": {
                     "sql": { "type": "string", "description": "The SELECT statement" },
@@ -140,27 +154,29 @@ fn tools_list(n: usize, size: usize) -> Vec<u8> {
                     "region": { "type": "string", "enum": ["eu-west-1", "us-east-1"] }
                 },
                 "required": ["sql"]
-            },
-            "annotations": { "readOnlyHint": true }
-        })
+            }),
+            annotations: json!({ "readOnlyHint": true }),
+        }
     };
     let answer = |pad: usize| {
         let tools: Vec<_> = (0..n).map(|i| tool(i, pad)).collect();
-        serde_json::to_vec(&json!({
-            "jsonrpc": "2.0",
-            "id": 2,
-            "result": { "tools": tools, "nextCursor": "eyJwYWdlIjoyfQ" }
-        }))
-        .unwrap_or_default()
+        // Written as a server writes it, not through a `Value` (which sorts members).
+        let tools = serde_json::to_string(&tools).unwrap_or_default();
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"result":{{"tools":{tools},"nextCursor":"eyJwYWdlIjoyfQ"}}}}"#
+        )
+        .into_bytes()
     };
     let bare = answer(0).len();
     answer(size.saturating_sub(bare) / n)
 }
 
-/// The answer rewrite on list answers never seen before (issue #20 goal: the 220 KB list filtered in
-/// at most 1 ms): the answer read, each tool asked about through the decision calls are
-/// judged by (100 rules, a caller with two roles), the kept tools written out; as a JSON
-/// body and as an SSE event arriving in 1 KiB chunks.
+/// The answer rewrite on list answers never seen before (issue #20 goal: the 220 KB list
+/// filtered in at most 1 ms): the answer read, each tool asked about through the decision
+/// calls are judged by (100 rules), the kept tools written out; as a JSON body and as an
+/// SSE event arriving in 1 KiB chunks. For a caller with two roles, who sees few of the
+/// tools, and (`wide_caller`) for one with eight, who sees four in five: an item shown is
+/// read whole, one refused only up to its name.
 fn list_filter(c: &mut Criterion) {
     let Ok(policy) = RoutePolicy::new(&rules(), DefaultPolicy::Deny, false) else {
         return;
@@ -169,14 +185,24 @@ fn list_filter(c: &mut Criterion) {
     let roles = Arc::new(Roles::new(&BTreeMap::from([
         ("team_6".to_owned(), strings(&["use:family19", "read:*"])),
         ("contractor".to_owned(), strings(&["read:*"])),
+        ("ops".to_owned(), strings(&["use:*"])),
     ])));
-    let mut caller = Principal::new("alice", AuthMethod::Jwt);
-    caller.roles = strings(&["team_6", "contractor"]);
-    let caller = Arc::new(caller);
     // As `stack.rs` builds it.
-    let viewer = Viewer {
-        policy: Arc::new(move |kind, name: &str| policy.lists(&roles, &caller, kind, name)),
+    let viewer = |who: &[&str]| {
+        let mut caller = Principal::new("alice", AuthMethod::Jwt);
+        caller.roles = strings(who);
+        let (policy, roles) = (Arc::clone(&policy), Arc::clone(&roles));
+        Viewer {
+            policy: Arc::new(move |kind, name: &str| policy.lists(&roles, &caller, kind, name)),
+        }
     };
+    let wide: Vec<String> = (0..7).map(|i| format!("team_{i}")).collect();
+    let mut wide: Vec<&str> = wide.iter().map(String::as_str).collect();
+    wide.push("ops");
+    let callers = [
+        ("", viewer(&["team_6", "contractor"])),
+        ("_wide_caller", viewer(&wide)),
+    ];
     let request = McpRequest::parse(br#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#);
     let Some(requests) = request
         .ok()
@@ -188,42 +214,49 @@ fn list_filter(c: &mut Criterion) {
     for (n, size) in [(20, 8_000), (90, 60_000), (500, 220_000)] {
         let body = Bytes::from(tools_list(n, size));
         let kb = body.len() / 1000;
-        let filtered = filter_message(&body, &requests, &viewer).ok().flatten();
-        let kept = filtered
-            .as_deref()
-            .and_then(|out| serde_json::from_slice::<serde_json::Value>(out).ok())
-            .and_then(|out| out["result"]["tools"].as_array().map(Vec::len));
-        if kept.is_none_or(|kept| kept == 0 || kept == n) {
-            eprintln!("list_filter: {kept:?} of {n} tools kept; skipped");
-            continue;
-        }
-        group.bench_function(format!("json/{n}_tools/{kb}KB"), |b| {
-            // The answer sent, then let go, inside the timing (as the gateway does).
-            b.iter(|| {
-                filter_message(black_box(&body), &requests, &viewer)
-                    .ok()
-                    .flatten()
-                    .map(|out| out.len())
-            });
-        });
         let mut event = b"event: message\nid: 0f8e1c2a/1\ndata: ".to_vec();
         event.extend_from_slice(&body);
         event.extend_from_slice(b"\n\n");
         let chunks: Vec<Bytes> = event.chunks(1024).map(Bytes::copy_from_slice).collect();
-        group.bench_function(format!("sse/{n}_tools/{kb}KB"), |b| {
-            b.iter(|| {
-                let mut decoder = SseDecoder::new();
-                let mut out: Vec<Bytes> = Vec::with_capacity(4);
-                let mut rewrite = |event: &SseEvent| {
-                    let data = event.data_shared()?;
-                    filter_message(&data, &requests, &viewer).ok()?
-                };
-                for chunk in &chunks {
-                    let _ = decoder.rewrite_chunk(chunk.clone(), &mut rewrite, &mut out);
-                }
-                out.iter().map(Bytes::len).sum::<usize>()
+        for (who, viewer) in &callers {
+            let filtered = filter_message(&body, &requests, viewer).ok().flatten();
+            let kept = filtered
+                .as_deref()
+                .and_then(|out| serde_json::from_slice::<serde_json::Value>(out).ok())
+                .and_then(|out| out["result"]["tools"].as_array().map(Vec::len));
+            eprintln!(
+                "TEMP {who} {n} {} bytes kept {kept:?} {}",
+                body.len(),
+                String::from_utf8_lossy(&body[..200])
+            );
+            if kept.is_none_or(|kept| kept == 0 || kept == n) {
+                eprintln!("list_filter{who}: {kept:?} of {n} tools kept; skipped");
+                continue;
+            }
+            group.bench_function(format!("json{who}/{n}_tools/{kb}KB"), |b| {
+                // The answer sent, then let go, inside the timing (as the gateway does).
+                b.iter(|| {
+                    filter_message(black_box(&body), &requests, viewer)
+                        .ok()
+                        .flatten()
+                        .map(|out| out.len())
+                });
             });
-        });
+            group.bench_function(format!("sse{who}/{n}_tools/{kb}KB"), |b| {
+                b.iter(|| {
+                    let mut decoder = SseDecoder::new();
+                    let mut out: Vec<Bytes> = Vec::with_capacity(4);
+                    let mut rewrite = |event: &SseEvent| {
+                        let data = event.data_shared()?;
+                        filter_message(&data, &requests, viewer).ok()?
+                    };
+                    for chunk in &chunks {
+                        let _ = decoder.rewrite_chunk(chunk.clone(), &mut rewrite, &mut out);
+                    }
+                    out.iter().map(Bytes::len).sum::<usize>()
+                });
+            });
+        }
     }
     group.finish();
 }
