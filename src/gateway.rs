@@ -190,6 +190,20 @@ pub fn pins_timeout(cluster: &crate::config::ratelimit::ClusterConfig) -> std::t
     cluster.timeout.get().max(std::time::Duration::from_secs(1))
 }
 
+/// The guard's alerts go to the audit trail.
+impl crate::guard::Alerts for Audit {
+    fn tool_alert(
+        &self,
+        rule: &'static str,
+        route: &str,
+        tool: &str,
+        findings: Vec<String>,
+        hidden: bool,
+    ) {
+        Audit::tool_alert(self, rule, route, tool, findings, hidden);
+    }
+}
+
 impl Gateway {
     /// Builds the gateway of a validated config. `local_addr` is the address the listener
     /// is bound to: a loopback listener without `server.public_url` takes its URL from it
@@ -284,7 +298,7 @@ impl Gateway {
             Vec::new()
         };
         let audit = Arc::new(audit);
-        pins.alert_to(Arc::clone(&audit));
+        pins.alert_to(Arc::clone(&audit) as Arc<dyn crate::guard::Alerts>);
         Ok(Self {
             routes,
             hosts: Arc::new(hosts),

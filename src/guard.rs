@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
 
-use crate::audit::Audit;
 use crate::config::guard::{Enforcement, RouteGuardConfig};
 use crate::mcp::limits::InputLimits;
 use crate::mcp::message::ParseOptions;
@@ -146,7 +145,7 @@ impl RouteGuard {
         &self,
         items: &[crate::mcp::list::Item<'_>],
         tail: Option<&[u8]>,
-        audit: &Audit,
+        audit: &dyn Alerts,
     ) -> usize {
         let items: Vec<(Option<&str>, &[u8])> = items
             .iter()
@@ -212,7 +211,7 @@ impl RouteGuard {
 
     /// Learns one `tools/list` result: the argument schemas, and the tools' pins (raising
     /// an alert for a tool that changed or whose description fails the checks).
-    pub fn learn_list(&self, result: &Value, audit: &Audit) {
+    pub fn learn_list(&self, result: &Value, audit: &dyn Alerts) {
         self.tools.learn(result);
         let (Some(store), Some(tools)) =
             (&self.pins, result.get("tools").and_then(Value::as_array))
@@ -263,10 +262,25 @@ impl RouteGuard {
     }
 }
 
+/// Where the guard raises its alerts (a tool that drifted from its pin, or whose
+/// description failed the checks): the audit trail, wired by the gateway.
+pub trait Alerts: Send + Sync + std::fmt::Debug {
+    /// `rule` (`tool_pin_drift`, `tool_flagged`) for `tool` of `route`; `hidden`: the
+    /// tool is held for review.
+    fn tool_alert(
+        &self,
+        rule: &'static str,
+        route: &str,
+        tool: &str,
+        findings: Vec<String>,
+        hidden: bool,
+    );
+}
+
 /// Raises the alert `observed` deserves (a tool of `route` that drifted from its pin, or
 /// whose description failed the checks), if any.
 pub fn alert(
-    audit: &Audit,
+    audit: &dyn Alerts,
     route: &str,
     tool: &str,
     observed: &pins::Observed,

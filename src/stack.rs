@@ -583,7 +583,7 @@ async fn limited_stages(
     let rewrite = move |data: &Bytes| {
         // The guard learns first: a tool it now holds is not listed.
         if let Some(ids) = &tool_lists {
-            ids.learn_from(data, &guard_route.guard, &audit_log);
+            ids.learn_from(data, &guard_route.guard, audit_log.as_ref());
         }
         if LIST_CHANGED.find(data).is_some() {
             guard_route.guard.tools.mark_stale();

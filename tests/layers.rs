@@ -46,7 +46,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("config", "guard"),
     ("config", "policy"),
     ("config", "proxy"),
-    ("guard", "audit"),
 ];
 
 /// The layer of a top-level module.

@@ -125,7 +125,7 @@ pub async fn fetch_tools(
     upstream: &dyn Upstream,
     caller: Caller<'_>,
     guard: &super::RouteGuard,
-    audit: &crate::audit::Audit,
+    audit: &dyn crate::guard::Alerts,
 ) -> Result<usize, FetchError> {
     tokio::time::timeout(DEADLINE, async {
         let mut session = Session {
@@ -207,7 +207,7 @@ impl Session<'_> {
     async fn list_into(
         &self,
         guard: &super::RouteGuard,
-        audit: &crate::audit::Audit,
+        audit: &dyn crate::guard::Alerts,
     ) -> Result<usize, FetchError> {
         let mut cursor: Option<String> = None;
         let mut learned = 0;

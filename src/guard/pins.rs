@@ -248,7 +248,7 @@ pub struct PinStore {
     /// With `[cluster]`: the pins in Redis, and the changes on their way there.
     link: Option<Arc<shared::Link>>,
     /// Where alerts found while settling a change with Redis go.
-    audit: std::sync::OnceLock<Arc<crate::audit::Audit>>,
+    audit: std::sync::OnceLock<Arc<dyn super::Alerts>>,
 }
 
 impl PinStore {
@@ -315,7 +315,7 @@ impl PinStore {
     }
 
     /// Where alerts raised outside a request (a change settled with Redis) go.
-    pub fn alert_to(&self, audit: Arc<crate::audit::Audit>) {
+    pub fn alert_to(&self, audit: Arc<dyn super::Alerts>) {
         let _ = self.audit.set(audit);
     }
 

@@ -348,7 +348,7 @@ impl ToolListIds {
         &self,
         bytes: &Bytes,
         guard: &super::RouteGuard,
-        audit: &crate::audit::Audit,
+        audit: &dyn crate::guard::Alerts,
     ) {
         if memchr::memmem::find(bytes, b"\"tools\"").is_none() {
             return;

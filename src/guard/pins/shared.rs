@@ -465,7 +465,7 @@ impl Link {
         self.loaded.send_replace(true);
         if let Some(audit) = store.audit.get() {
             for ((route, tool), observed, policy) in alerts {
-                crate::guard::alert(audit, &route, &tool, &observed, policy);
+                crate::guard::alert(audit.as_ref(), &route, &tool, &observed, policy);
             }
         }
         Ok(())
