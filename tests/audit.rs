@@ -300,14 +300,7 @@ async fn every_kind_of_request_record_is_written_with_its_fields() {
     );
 
     // The same decisions in the metrics (served to loopback peers on the main listener).
-    let metrics = http
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics(&http).await;
     for expected in [
         format!(
             "portcullis_jwks_refreshes_total{{issuer=\"{}\",result=\"ok\"}} ",
@@ -583,14 +576,7 @@ async fn a_burst_of_bad_tokens_raises_one_alert_bans_the_address_and_calls_the_w
     let http_metrics = client::http_client(None, Http::H1);
     support::within("the webhook delivery to be counted", async {
         loop {
-            let text = http_metrics
-                .get(gateway.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = gateway.metrics(&http_metrics).await;
             if text.contains("portcullis_alert_webhooks_total{result=\"delivered\"} 1") {
                 break;
             }
@@ -733,15 +719,7 @@ async fn without_an_admin_listener_metrics_are_served_to_loopback_only_and_strea
         .await
         .unwrap();
     assert_eq!(stream.status(), StatusCode::OK);
-    let metrics = || async {
-        http.get(gateway.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { gateway.metrics(&http).await };
     let text = metrics().await;
     assert!(
         text.contains("portcullis_sse_streams_open{route=\"tools\"} 1"),

@@ -634,14 +634,7 @@ async fn secrets_in_results_are_masked_in_json_and_in_event_streams() {
         if mode == Mode::Json {
             assert_eq!(client::tool_text(&clean), "nothing to hide");
         }
-        let metrics = http
-            .get(gateway.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = gateway.metrics(&http).await;
         let expected = if mode == Mode::Json { 1 } else { 2 };
         for pattern in ["aws_access_key", "private_key", "ticket"] {
             let line = format!(
@@ -902,14 +895,7 @@ async fn tools_of_separate_routes_never_shadow_each_other() {
 
     // No alert: not in the metrics (counted as the list passes), nor in the audit trail
     // once the last call's record is written (alerts are written before it).
-    let metrics = http
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics(&http).await;
     let alerts: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("portcullis_alerts_total"))

@@ -364,6 +364,13 @@ impl Gateway {
         self.pki.is_some()
     }
 
+    /// The Prometheus text of `/metrics` on the main listener (served to loopback peers),
+    /// read with `http`.
+    pub async fn metrics(&self, http: &reqwest::Client) -> String {
+        let response = http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// The gateway's URL for `path`, addressed by IP as clients do in these tests.
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.is_tls() { "https" } else { "http" };
