@@ -24,9 +24,11 @@ pub mod challenge;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod layer;
 pub mod metadata;
 pub mod mtls;
 pub mod principal;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -211,6 +211,49 @@ fn error_body(
     format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}{data}}}}}"#)
 }
 
+/// The answer for a body that is not forwarded because of the messages in `refused`
+/// (position, error message), whose messages have the ids `ids`: the JSON-RPC error
+/// `code` for a single message, or a batch of errors, one per request, where the requests
+/// not at fault get `others`. HTTP 200: the exchange worked, the calls did not. A single
+/// message without an id (a notification or a response) gets 400.
+pub fn refusal(
+    ids: &[Option<RequestId>],
+    batch: bool,
+    code: i64,
+    refused: &[(usize, String)],
+    others: &str,
+) -> Response<Body> {
+    let error = |id: Option<&RequestId>, message: &str| jsonrpc_error_body(id, code, message);
+    let own = |i: usize| {
+        refused
+            .iter()
+            .find(|(at, _)| *at == i)
+            .map(|(_, text)| text.as_str())
+    };
+    let body = if batch {
+        let items: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| Some(error(Some(id.as_ref()?), own(i).unwrap_or(others))))
+            .collect();
+        format!("[{}]", items.join(","))
+    } else {
+        let message = refused
+            .first()
+            .map_or("not allowed", |(_, text)| text.as_str());
+        error(ids.first().and_then(Option::as_ref), message)
+    };
+    let mut response = Response::new(Body::from(body));
+    if !batch && ids.first().is_none_or(Option::is_none) {
+        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+    }
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// Answers `req` with `rejection` once its body is read and dropped (see
 /// [`discard_body`]).
 pub async fn refuse(

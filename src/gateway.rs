@@ -60,14 +60,14 @@ pub struct Route {
     pub max_body: u64,
     /// `[server] body_read_timeout`: how long a request body may take to arrive.
     pub body_read_timeout: std::time::Duration,
-    pub auth: RouteAuth,
-    pub policy: RoutePolicy,
+    pub auth: Arc<RouteAuth>,
+    pub policy: Arc<RoutePolicy>,
     /// The route's own rate limits (per route, per principal and tool).
-    pub limits: RouteLimits,
+    pub limits: Arc<RouteLimits>,
     /// What the audit trail keeps of the route's calls, and its metrics labels.
     pub audit: RouteAudit,
     /// Body limits, envelope checks, argument schemas.
-    pub guard: crate::guard::RouteGuard,
+    pub guard: Arc<crate::guard::RouteGuard>,
 }
 
 /// A route's audit settings.
@@ -265,11 +265,15 @@ impl Gateway {
                     cors,
                     max_body: r.max_body.get(),
                     body_read_timeout: config.server.body_read_timeout.get(),
-                    auth,
-                    policy,
-                    limits: RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys, &clock),
+                    auth: Arc::new(auth),
+                    policy: Arc::new(policy),
+                    limits: Arc::new(RouteLimits::new(
+                        &r.rate_limits,
+                        config.rate_limits.max_keys,
+                        &clock,
+                    )),
                     audit: RouteAudit::new(config, r),
-                    guard: crate::guard::RouteGuard::new(&r.name, &r.guard, &pins),
+                    guard: Arc::new(crate::guard::RouteGuard::new(&r.name, &r.guard, &pins)),
                 }))
             })
             .collect::<Result<Vec<_>, StartError>>()?;

@@ -5,6 +5,7 @@
 
 pub mod describe;
 pub mod fetch;
+pub mod layer;
 pub mod pins;
 pub mod redact;
 pub mod schema;

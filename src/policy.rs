@@ -32,6 +32,7 @@
 //! ([`RoutePolicy::lists`], asked about each item by [`lists`]).
 
 pub mod condition;
+pub mod layer;
 pub mod lists;
 pub mod uri;
 

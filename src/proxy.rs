@@ -13,17 +13,22 @@ pub mod headers;
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ACCEPT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 
 pub use client::{UpstreamBody, UpstreamClient, UpstreamError};
 
 use crate::error::Rejection;
 use crate::mcp::headers::{X_REQUEST_ID, is_event_stream};
 use crate::mcp::jsonrpc;
-use crate::request::HttpRequestId;
-use crate::request::IdentityHeaderValues;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::body::Received;
+use crate::request::{Answer, Exchange, HttpRequestId, IdentityHeaderValues, Outcome};
+use crate::upstream::Upstream;
 
 impl crate::upstream::Upstream for UpstreamClient {
     fn send(&self, parts: http::request::Parts, body: Bytes) -> crate::upstream::Answered<'_> {
@@ -41,6 +46,46 @@ impl crate::upstream::Upstream for UpstreamClient {
     }
 }
 
+/// The service at the bottom of a route's request path: sends the request to the route's
+/// upstream (a body the MCP parse read goes as it is, not read again under the limits),
+/// and notes in the [`Exchange`] how long the upstream took to start answering.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    pub upstream: Arc<dyn Upstream>,
+    pub max_body: u64,
+    pub body_timeout: Duration,
+}
+
+impl tower::Service<Request<Body>> for Forward {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        let this = self.clone();
+        Box::pin(async move {
+            let sent = Instant::now();
+            let mut response = if req.extensions().get::<Arc<Received>>().is_some() {
+                let (parts, body) = req.into_parts();
+                match body.collect().await {
+                    Ok(read) => this.upstream.send(parts, read.to_bytes()).await,
+                    Err(_) => Rejection::BodyUnreadable.into_response(None),
+                }
+            } else {
+                forward(&*this.upstream, this.max_body, this.body_timeout, req).await
+            };
+            if response.extensions().get::<Outcome>().is_none() {
+                Exchange::of(&mut response).upstream_latency = Some(sent.elapsed());
+            }
+            Ok(response)
+        })
+    }
+}
+
 /// Forwards `req` to `upstream` and returns its response, or the gateway's own answer.
 pub async fn forward(
     upstream: &dyn crate::upstream::Upstream,
@@ -53,7 +98,7 @@ pub async fn forward(
         return Rejection::MethodNotAllowed.into_response(None);
     }
     let body = if parts.method == Method::POST {
-        match read_body(&parts.headers, body, max_body, body_timeout).await {
+        match crate::body::read(&parts.headers, body, max_body, body_timeout).await {
             Ok(bytes) => bytes,
             Err(rejection) => return rejection.into_response(None),
         }
@@ -110,37 +155,5 @@ async fn forward_read(
             tracing::warn!(error = %e, "Upstream request failed");
             rejection.into_response(jsonrpc::request_id(&body).as_ref())
         }
-    }
-}
-
-/// Reads a request body under `limit` bytes, whole within `timeout`: a declared length over
-/// the limit is refused before a byte is read, an undeclared one as soon as it crosses it;
-/// a body still arriving at the deadline is refused (408) and the rest not waited for.
-pub(crate) async fn read_body(
-    headers: &http::HeaderMap,
-    body: Body,
-    limit: u64,
-    timeout: std::time::Duration,
-) -> Result<Bytes, Rejection> {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Rejection::BodyTooLarge { limit });
-    }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    let read = tokio::time::timeout(timeout, Limited::new(body, limit_usize).collect()).await;
-    let Ok(read) = read else {
-        return Err(Rejection::BodyTimeout {
-            seconds: timeout.as_secs().max(1),
-        });
-    };
-    match read {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Rejection::BodyTooLarge { limit })
-        }
-        Err(_) => Err(Rejection::BodyUnreadable),
     }
 }

@@ -12,6 +12,7 @@
 //! JSON-RPC error carrying the request id and `data.retryAfterSeconds`.
 
 pub mod client_ip;
+pub mod layer;
 pub mod shared;
 pub mod store;
 

@@ -3,6 +3,7 @@
 //! worker thread serves it. A leaf: it knows nothing of the rest of the gateway.
 
 mod certificate;
+mod exchange;
 mod principal;
 
 use std::cell::Cell;
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tower::Service;
 
 pub use certificate::{ClientCertificate, PeerCertificate};
+pub use exchange::{ArgumentsWithheld, AuthenticationFailed, CallRecord, Exchange, ScopesNeeded};
 pub use principal::{AuthMethod, Principal};
 
 /// The gateway's own id for one HTTP request: in every log line of the request, in the

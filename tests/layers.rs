@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "leaf",
         &["cluster", "glob", "hex", "request", "tls", "upstream"],
     ),
-    ("protocol", &["mcp", "error"]),
+    ("protocol", &["mcp", "error", "body"]),
     ("config", &["config"]),
     (
         "concerns",

@@ -25,42 +25,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
-use serde_json::Value;
 
 use crate::request::Principal;
 
-pub use crate::request::{Kind, Outcome};
-
-/// One JSON-RPC call of a request, as recorded.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CallRecord {
-    pub method: Box<str>,
-    /// The tool or prompt name, or the resource URI.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<Box<str>>,
-    /// What `audit.arguments` keeps of the arguments.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub arguments: Option<Value>,
-}
-
-/// What the request path learns of one request, layer by layer: it goes up to the audit
-/// record in the response's extensions.
-#[derive(Debug, Default, Clone)]
-pub struct Exchange {
-    pub principal: Option<Arc<Principal>>,
-    /// The subject a failed authentication was about, when a verified signature says so.
-    pub failed_subject: Option<Box<str>>,
-    pub calls: Vec<CallRecord>,
-    /// The body was a batch.
-    pub batch: bool,
-    pub upstream_status: Option<u16>,
-    /// Until the upstream started answering.
-    pub upstream_latency: Option<Duration>,
-    /// `opened` when the answer carried a new session id, `closed` for a DELETE that
-    /// ended one.
-    pub session_event: Option<&'static str>,
-    pub bytes_in: u64,
-}
+pub use crate::request::{CallRecord, Exchange, Kind, Outcome};
 
 /// A request's record.
 #[derive(Debug)]

@@ -20,8 +20,11 @@ use tower::Service;
 use super::Audit;
 use super::body::{Audited, Pending};
 use super::event::{Exchange, RequestRecord};
+use crate::body::Received;
+use crate::config::audit::ArgumentsMode;
 use crate::request::{
-    Answer, ClientIp, HttpRequestId, Kind, Next, Outcome, TraceId, Unrecorded, pass,
+    Answer, ArgumentsWithheld, ClientIp, HttpRequestId, Kind, Next, Outcome, TraceId, Unrecorded,
+    pass,
 };
 
 /// The route a request was answered on, for its record: put in the response's extensions
@@ -31,6 +34,10 @@ pub struct Routed {
     pub name: Arc<str>,
     /// `metrics.tool_labels` of the route.
     pub tool_labels: bool,
+    /// What the route's records keep of a call's arguments (`audit.arguments`).
+    pub arguments: ArgumentsMode,
+    /// Member names masked in `redacted` mode (normalised).
+    pub sensitive: Arc<[String]>,
 }
 
 /// Writes one record per request (see the module's documentation).
@@ -112,6 +119,21 @@ fn record(audit: &Arc<Audit>, head: Head, mut response: Response<Body>) -> Respo
     if outcome.is_none() {
         exchange.upstream_status = Some(response.status().as_u16());
     }
+    // The calls of the body, as the route keeps them (none of their arguments when it was
+    // refused before anything looked at them).
+    if let Some(received) = response.extensions_mut().remove::<Arc<Received>>() {
+        exchange.bytes_in = received.bytes.len() as u64;
+        if let (Some(parsed), Some(routed)) = (received.message(), &routed) {
+            let withheld = response.extensions().get::<ArgumentsWithheld>().is_some();
+            let mode = if withheld {
+                ArgumentsMode::None
+            } else {
+                routed.arguments
+            };
+            exchange.batch = parsed.batch;
+            exchange.calls = super::calls_of(parsed, mode, &routed.sensitive);
+        }
+    }
     let stream = (outcome.is_none()
         && crate::mcp::headers::is_event_stream(
             response.headers().get(http::header::CONTENT_TYPE),
@@ -190,6 +212,8 @@ mod tests {
             r.extensions_mut().insert(Routed {
                 name: Arc::from("tools"),
                 tool_labels: false,
+                arguments: ArgumentsMode::None,
+                sensitive: Arc::from([]),
             });
         });
         read(forwarded.oneshot(req()).await.unwrap()).await;

@@ -1,0 +1,195 @@
+//! The MCP parse of the request path (see `docs/architecture.md` §1): a POST body read
+//! whole within the route's limits and parsed once, for every layer below and the audit
+//! record. [`Parse`] reads it; the caller limits below it count what it costs (a body
+//! refused as unreadable JSON-RPC costs its caller too); [`Validate`] then refuses what
+//! is not an acceptable MCP message.
+//!
+//! The body goes on down as the request's body (the bytes as received: nothing is
+//! re-encoded), and the parse as a request extension, [`Received`].
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, Request, Response};
+use http_body_util::{BodyExt, Limited};
+use tower::Service;
+
+use crate::error::Rejection;
+use crate::mcp::headers::MCP_PROTOCOL_VERSION;
+use crate::mcp::jsonrpc::{self, RequestId};
+use crate::mcp::message::{self, McpRequest, ParseError, ParseOptions};
+use crate::request::{Answer, Next, answer, pass};
+
+/// A POST body as the MCP parse read it: in the request's extensions for the layers
+/// below, and in the response's for the audit record.
+#[derive(Debug)]
+pub struct Received {
+    /// The body as the client sent it.
+    pub bytes: Bytes,
+    pub parsed: Result<McpRequest, ParseError>,
+}
+
+impl Received {
+    /// Reads `body` as `reading` says and parses it.
+    pub async fn read(
+        reading: &Reading,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Self, Rejection> {
+        let bytes = read(headers, body, reading.max, reading.timeout).await?;
+        let parsed = McpRequest::parse_with(&bytes, &reading.parse);
+        Ok(Self { bytes, parsed })
+    }
+
+    /// The message, when the body is one.
+    pub fn message(&self) -> Option<&McpRequest> {
+        self.parsed.as_ref().ok()
+    }
+
+    /// The id an answer to the body must carry: a single request's id, or for a body that
+    /// does not parse, the id it seems to name.
+    pub fn reply_id(&self) -> Option<RequestId> {
+        match &self.parsed {
+            Ok(parsed) => parsed.reply_id().cloned(),
+            Err(_) => jsonrpc::request_id(&self.bytes),
+        }
+    }
+}
+
+/// How one route reads request bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    /// `max_body`.
+    pub max: u64,
+    /// `[server] body_read_timeout`.
+    pub timeout: Duration,
+    pub parse: ParseOptions,
+}
+
+/// Reads a request body under `limit` bytes, whole within `timeout`: a declared length over
+/// the limit is refused before a byte is read, an undeclared one as soon as it crosses it;
+/// a body still arriving at the deadline is refused (408) and the rest not waited for.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+    timeout: Duration,
+) -> Result<Bytes, Rejection> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    let read = tokio::time::timeout(timeout, Limited::new(body, limit_usize).collect()).await;
+    let Ok(read) = read else {
+        return Err(Rejection::BodyTimeout {
+            seconds: timeout.as_secs().max(1),
+        });
+    };
+    match read {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Rejection::BodyTooLarge { limit })
+        }
+        Err(_) => Err(Rejection::BodyUnreadable),
+    }
+}
+
+/// Reads and parses a POST body (a body that cannot be read is refused here: too large,
+/// too slow, broken). Other methods carry none and pass.
+#[derive(Debug, Clone)]
+pub struct Parse<S> {
+    pub next: S,
+    pub reading: Reading,
+}
+
+impl<S: Next> Service<Request<Body>> for Parse<S> {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        if req.method() != Method::POST {
+            return pass(&mut self.next, req);
+        }
+        let reading = self.reading;
+        let clone = self.next.clone();
+        let mut next = std::mem::replace(&mut self.next, clone);
+        Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            let received = match Received::read(&reading, &parts.headers, body).await {
+                Ok(received) => Arc::new(received),
+                Err(rejection) => return Ok(rejection.into_response(None)),
+            };
+            parts.extensions.insert(Arc::clone(&received));
+            let body = Body::from(received.bytes.clone());
+            let mut response = next.call(Request::from_parts(parts, body)).await?;
+            response.extensions_mut().insert(received);
+            Ok(response)
+        })
+    }
+}
+
+/// Refuses a body that is not an acceptable MCP message: not JSON-RPC, over the route's
+/// parse limits, a batch in a revision without batches, or `Mcp-Method`/`Mcp-Name`
+/// headers that disagree with it.
+#[derive(Debug, Clone)]
+pub struct Validate<S> {
+    pub next: S,
+}
+
+impl<S: Next> Service<Request<Body>> for Validate<S> {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        let Some(received) = req.extensions().get::<Arc<Received>>() else {
+            return pass(&mut self.next, req);
+        };
+        let refusal = match &received.parsed {
+            Err(e) => Some(parse_rejection(e, received)),
+            Ok(parsed) => {
+                let batch = parsed
+                    .batch
+                    .then(|| message::batches_allowed(req.headers().get(MCP_PROTOCOL_VERSION)))
+                    .and_then(Result::err);
+                match batch {
+                    Some(why) => Some(Rejection::InvalidMessage(why.into()).into_response(None)),
+                    None => parsed.check_headers(req.headers()).err().map(|header| {
+                        Rejection::HeaderMismatch(header).into_response(parsed.reply_id())
+                    }),
+                }
+            }
+        };
+        match refusal {
+            Some(response) => answer(response),
+            None => pass(&mut self.next, req),
+        }
+    }
+}
+
+/// 400 with the JSON-RPC error of a body that is not JSON-RPC.
+fn parse_rejection(e: &ParseError, received: &Received) -> Response<Body> {
+    let rejection = match e {
+        ParseError::Json => Rejection::Parse,
+        ParseError::Invalid(why) => Rejection::InvalidMessage(why.clone()),
+        ParseError::Limit(limit) => Rejection::InvalidMessage(limit.to_string().into()),
+    };
+    rejection.into_response(received.reply_id().as_ref())
+}

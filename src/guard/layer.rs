@@ -1,0 +1,246 @@
+//! The guard's layer of the request path (see `docs/architecture.md` §1): after
+//! authorization, each `tools/call` checked against the tool as approved (pins) and its
+//! arguments against the tool's input schema; the tool lists a request asks for go down
+//! to the answer rewrite, which teaches the guard what the upstream answers.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::{Request, Response};
+use tower::Service;
+
+use super::schema::{Checked, ToolListIds};
+use super::{Alerts, RouteGuard};
+use crate::body::Received;
+use crate::config::guard::Enforcement;
+use crate::error::{code, refusal};
+use crate::mcp::headers::MCP_PROTOCOL_VERSION;
+use crate::mcp::jsonrpc::RequestId;
+use crate::mcp::message::McpRequest;
+use crate::request::{Answer, IdentityHeaderValues, Kind, Next, Outcome};
+use crate::upstream::Upstream;
+
+/// Checks tool calls against their pins and schemas (see the module's documentation).
+#[derive(Clone, Debug)]
+pub struct Guard<S> {
+    pub next: S,
+    pub guard: Arc<RouteGuard>,
+    /// For the gateway's own `tools/list` when a called tool is not known yet.
+    pub upstream: Arc<dyn Upstream>,
+    pub alerts: Arc<dyn Alerts + Send + Sync>,
+    pub route: Arc<str>,
+}
+
+impl<S: Next> Service<Request<Body>> for Guard<S> {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Answer {
+        let Some(received) = req.extensions().get::<Arc<Received>>().cloned() else {
+            return crate::request::pass(&mut self.next, req);
+        };
+        let this = self.clone();
+        let mut next = std::mem::replace(&mut self.next, this.next.clone());
+        Box::pin(async move {
+            let guard = &this.guard;
+            let guarded = guard.arguments != Enforcement::Off || guard.pins.is_some();
+            let parsed = received.message();
+            let tool_lists = parsed.filter(|_| guarded).and_then(ToolListIds::of);
+            guard.refresh_pins(tool_lists.is_some()).await;
+            if guarded
+                && let Some(parsed) = parsed
+                && let Some(refused) = check_arguments(
+                    &this,
+                    req.headers(),
+                    req.extensions().get::<IdentityHeaderValues>(),
+                    parsed,
+                )
+                .await
+            {
+                return Ok(refused);
+            }
+            if let Some(ids) = tool_lists {
+                req.extensions_mut().insert(Arc::new(ids));
+            }
+            next.call(req).await
+        })
+    }
+}
+
+/// Authorization: the arguments of every `tools/call` in the body checked against the tool's
+/// schema as the upstream listed it (and the operator's override). A tool the route's
+/// catalog does not know, or a catalog the upstream said is out of date, makes the gateway
+/// list the tools itself first. `enforce` refuses the body (a batch whole, with an error
+/// per request); `warn` logs and lets it through.
+async fn check_arguments<S>(
+    this: &Guard<S>,
+    headers: &http::HeaderMap,
+    identity: Option<&IdentityHeaderValues>,
+    parsed: &McpRequest,
+) -> Option<Response<Body>> {
+    let guard = &*this.guard;
+    let calls: Vec<(usize, &str, Option<&serde_json::Value>)> = parsed
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.method.as_deref() == Some("tools/call"))
+        .filter_map(|(i, m)| {
+            let params = m.params()?;
+            Some((i, params.get("name")?.as_str()?, params.get("arguments")))
+        })
+        .collect();
+    if calls.is_empty() {
+        return None;
+    }
+    let catalog = &guard.tools;
+    let unknown = calls.iter().any(|(_, name, _)| !catalog.knows(name));
+    // Why the tools could not be listed, if the gateway tried (now or a moment ago) and
+    // failed.
+    let not_listed = match catalog.fetch_turn(unknown).await {
+        Err(last) => last,
+        Ok(mut turn) => {
+            let modern = headers
+                .get(MCP_PROTOCOL_VERSION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v >= "2026-07-28");
+            let caller = super::fetch::Caller {
+                headers,
+                identity,
+                modern_meta: parsed
+                    .messages
+                    .first()
+                    .filter(|_| modern)
+                    .and_then(|m| m.params()?.get("_meta")),
+            };
+            // Boxed: the gateway's own listing is rare, and its state (4 KiB) inline would
+            // make every request's future, copied into its box per request, that much larger.
+            let fetch = super::fetch::fetch_tools(&*this.upstream, caller, guard, &*this.alerts);
+            match Box::pin(fetch).await {
+                Ok(learned) => {
+                    tracing::debug!(route = %this.route, learned, "Listed the upstream's tools to check arguments");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(route = %this.route, error = %e, "Could not list the upstream's tools to check arguments");
+                    let failure = super::schema::FetchFailure {
+                        unreachable: e.unreachable(),
+                        reason: e.to_string(),
+                    };
+                    turn.failed = Some(failure.clone());
+                    Some(failure)
+                }
+            }
+        }
+    };
+    let mut refused: Vec<(usize, String)> = Vec::new();
+    let mut first: Option<(i64, &'static str)> = None;
+    let check_schemas = guard.arguments != Enforcement::Off;
+    for (i, name, arguments) in calls {
+        let shown = Shown(name);
+        if guard.held(name) {
+            first.get_or_insert((code::TOOL_UNAVAILABLE, "tool_held"));
+            refused.push((
+                i,
+                format!(
+                    "tool `{shown}` is held for review: its definition changed since it was approved, or failed the description checks; an operator must approve it (portcullis pins approve)"
+                ),
+            ));
+            continue;
+        }
+        if !check_schemas {
+            continue;
+        }
+        let (code, reason, message) = match catalog.check(name, arguments) {
+            Checked::Valid => continue,
+            Checked::Invalid(invalid) => (
+                code::INVALID_PARAMS,
+                "invalid_arguments",
+                format!("invalid arguments for tool `{shown}`: {invalid}"),
+            ),
+            // The upstream is down: the call gets the 502/504 a client expects, from the
+            // gateway: it cannot be checked, so it is not sent (the upstream may be back by
+            // now, and would run it).
+            Checked::Unknown
+                if let Some(unreachable) =
+                    not_listed.as_ref().and_then(|f| f.unreachable.clone()) =>
+            {
+                return Some(unreachable.into_response(parsed.reply_id()));
+            }
+            Checked::Unknown => match &not_listed {
+                Some(failure) => (
+                    code::TOOL_UNAVAILABLE,
+                    "tools_not_listed",
+                    format!(
+                        "tool `{shown}` cannot be checked: the gateway could not list the upstream's tools ({})",
+                        failure.reason
+                    ),
+                ),
+                None => (
+                    code::TOOL_UNAVAILABLE,
+                    "unknown_tool",
+                    format!("unknown tool `{shown}`: the upstream does not list it"),
+                ),
+            },
+            Checked::Unusable(why) => (
+                code::TOOL_UNAVAILABLE,
+                "unusable_schema",
+                format!(
+                    "tool `{shown}` cannot be called: its input schema cannot be checked ({why})"
+                ),
+            ),
+        };
+        if guard.arguments == Enforcement::Warn {
+            tracing::warn!(route = %this.route, tool = %shown, reason, "Forwarded a tool call that fails its checks (guard.arguments = \"warn\")");
+            continue;
+        }
+        first.get_or_insert((code, reason));
+        refused.push((i, message));
+    }
+    let (code, reason) = first?;
+    tracing::debug!(route = %this.route, reason, refused = refused.len(), "Refused a tool call by its arguments");
+    let ids: Vec<Option<RequestId>> = parsed.messages.iter().map(|m| m.id.clone()).collect();
+    let mut response = refusal(
+        &ids,
+        parsed.batch,
+        code,
+        &refused,
+        "not sent: another call in this batch was refused",
+    );
+    Outcome::new(Kind::Rejected, reason).mark(&mut response);
+    Some(response)
+}
+
+/// A client-supplied name as error messages and logs show it: at most 64 characters,
+/// control characters escaped. Written out only when shown (most calls pass their checks).
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0
+            .chars()
+            .take(64)
+            .try_for_each(|c| write!(f, "{}", c.escape_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shown;
+
+    #[test]
+    fn names_are_shown_escaped_and_cut_at_64_characters() {
+        assert_eq!(Shown("echo").to_string(), "echo");
+        assert_eq!(
+            Shown("rm\n-rf \u{202e}\"x\"").to_string(),
+            "rm\\n-rf \\u{202e}\\\"x\\\""
+        );
+        let long = "é".repeat(70);
+        assert_eq!(Shown(&long).to_string(), "\\u{e9}".repeat(64));
+    }
+}

@@ -1,0 +1,298 @@
+//! The answer rewrite's layer of the request path (see `docs/architecture.md` §1), the
+//! last before the upstream: on the way down, the sealed task ids a body names are opened
+//! for the upstream (session binding of the body); on the way back, the upstream's answer
+//! is rewritten for the caller, in one pass over its messages — the guard learns the
+//! tools it lists first, then lists show only what the caller may use, task ids are
+//! sealed, and secrets in results are masked last.
+//!
+//! It composes several concerns (policy, guard, sessions, metrics), which is why it lives
+//! with the request path rather than in one of them.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use tower::Service;
+
+use crate::body::Received;
+use crate::error::Rejection;
+use crate::gateway::{Gateway, Route};
+use crate::guard::schema::ToolListIds;
+use crate::mcp;
+use crate::mcp::answer::{self, AnswerError};
+use crate::mcp::headers::MCP_NAME;
+use crate::mcp::jsonrpc::RequestId;
+use crate::mcp::tasks::{self, TaskBinding};
+use crate::policy::{
+    self,
+    lists::{ListRequests, Viewer},
+};
+use crate::request::{Answer, Kind, Next, Outcome, Principal, answer};
+
+/// Rewrites what goes to the upstream and what comes back (see the module's
+/// documentation).
+#[derive(Clone, Debug)]
+pub struct Rewrite<S> {
+    pub next: S,
+    pub route: Arc<Route>,
+    pub gateway: Arc<Gateway>,
+}
+
+impl<S: Next> Service<Request<Body>> for Rewrite<S> {
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Answer {
+        let (route, gateway) = (&self.route, &self.gateway);
+        let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
+            // Below authentication there is always a principal.
+            return answer(Rejection::Internal.into_response(None));
+        };
+        // Task ids, sealed for this caller and route like the session id.
+        let tasks = TaskBinding::new(
+            Arc::clone(&gateway.sessions.keys),
+            Arc::clone(&route.name),
+            Arc::clone(&principal),
+        );
+        // Lists are filtered when the route has rules, or tools that may be held for review.
+        let judged = !route.policy.is_open() || route.limits.has_tool_limits();
+        let pinned = route.guard.pins.is_some();
+        let tool_lists = req.extensions_mut().remove::<Arc<ToolListIds>>();
+        let mut lists = None;
+        // The id a gateway error after the upstream answered must carry (single requests).
+        let mut reply_id = None;
+        // A JSON answer is read whole only when something in it may need rewriting.
+        let mut read_json = false;
+        if let Some(received) = req.extensions().get::<Arc<Received>>().cloned()
+            && let Some(parsed) = received.message()
+        {
+            reply_id = parsed.reply_id().cloned();
+            if judged || pinned {
+                lists = ListRequests::of(parsed, req.headers())
+                    .map(|requests| (requests, list_viewer(gateway, route, &principal, judged)));
+            }
+            // The sealed task ids the request names: the upstream's own back, or refused.
+            if tasks::may_carry_task_id(&received.bytes) {
+                match open_task_ids(route, &tasks, &received.bytes) {
+                    Ok(Some((opened, name))) => {
+                        *req.body_mut() = Body::from(opened);
+                        // 2026-07-28: `Mcp-Name` mirrors the task id the body now carries.
+                        if let Some(name) = name
+                            && req.headers().contains_key(MCP_NAME)
+                        {
+                            req.headers_mut()
+                                .insert(MCP_NAME, mcp::headers::encode_value(&name));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => return answer(*refusal),
+                }
+            }
+            read_json = lists.is_some()
+                || tool_lists.is_some()
+                || route.guard.redactor.is_some()
+                || tasks::may_concern_tasks(&received.bytes);
+        } else if req.method() == Method::GET && (judged || pinned) {
+            // A stream opened with GET may replay an answer to a list request (resumed with
+            // `Last-Event-ID`): its lists are filtered as the answer to the POST was.
+            let requests = ListRequests::stream(req.headers());
+            lists = Some((requests, list_viewer(gateway, route, &principal, judged)));
+        }
+        let answered = self.next.call(req);
+        let rewriter = Rewriter {
+            route: Arc::clone(route),
+            gateway: Arc::clone(gateway),
+            tool_lists,
+            lists,
+            tasks,
+        };
+        let route = Arc::clone(route);
+        Box::pin(async move {
+            let mut response = answered.await?;
+            let extensions = std::mem::take(response.extensions_mut());
+            let rewritten =
+                answer::rewrite(response, read_json, move |data| rewriter.rewrite(data));
+            let mut response = match rewritten.await {
+                Ok(rewritten) => rewritten,
+                Err(e) => {
+                    tracing::warn!(route = %route.name, error = %e, "The upstream's answer could not be rewritten for the caller; not forwarded");
+                    let mut refused =
+                        Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+                    refused.extensions_mut().extend(extensions);
+                    Outcome::new(Kind::Request, "upstream_unforwardable").mark(&mut refused);
+                    return Ok(refused);
+                }
+            };
+            response.extensions_mut().extend(extensions);
+            Ok(response)
+        })
+    }
+}
+
+/// What one answer's messages are rewritten with.
+struct Rewriter {
+    route: Arc<Route>,
+    gateway: Arc<Gateway>,
+    /// The `tools/list` requests of the body, whose answers teach the guard.
+    tool_lists: Option<Arc<ToolListIds>>,
+    lists: Option<(ListRequests, Viewer)>,
+    tasks: TaskBinding,
+}
+
+impl Rewriter {
+    /// One message of the answer: `Ok(None)` to pass it as it is.
+    fn rewrite(&self, data: &Bytes) -> Result<Option<Bytes>, AnswerError> {
+        let route = &self.route;
+        // The guard learns first: a tool it now holds is not listed.
+        if let Some(ids) = &self.tool_lists {
+            ids.learn_from(data, &route.guard, self.gateway.audit.as_ref());
+        }
+        if LIST_CHANGED.find(data).is_some() {
+            route.guard.tools.mark_stale();
+        }
+        let mut out = match &self.lists {
+            Some((requests, viewer)) => policy::lists::filter_message(data, requests, viewer)?,
+            None => None,
+        };
+        let current = out.as_deref().unwrap_or(data);
+        if tasks::may_carry_task_id(current) {
+            let mut message: serde_json::Value =
+                serde_json::from_slice(current).map_err(|_| AnswerError::NotJsonRpc)?;
+            if self
+                .tasks
+                .seal_message(&mut message)
+                .map_err(|_| AnswerError::Unsealable)?
+            {
+                out = Some(Bytes::from(
+                    serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?,
+                ));
+            }
+        }
+        // Secrets in results masked, last: after everything else that rewrites.
+        if let Some(redactor) = &route.guard.redactor {
+            let current = out.as_deref().unwrap_or(data);
+            if redactor.may_match(current) {
+                let mut message: serde_json::Value =
+                    serde_json::from_slice(current).map_err(|_| AnswerError::NotJsonRpc)?;
+                let masked = redactor.redact_message(&mut message);
+                if !masked.is_empty() {
+                    for (pattern, count) in &masked {
+                        self.gateway
+                            .audit
+                            .metrics
+                            .redactions
+                            .with_label_values(&[&*route.name, pattern])
+                            .inc_by(*count as u64);
+                    }
+                    out = Some(Bytes::from(
+                        serde_json::to_vec(&message).map_err(|_| AnswerError::NotJsonRpc)?,
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Who sees the lists of an answer for `principal` on `route`: each item asked about by
+/// the decision calls are judged by (when `judged`), less the tools held for review.
+fn list_viewer(
+    gateway: &Gateway,
+    route: &Arc<Route>,
+    principal: &Arc<Principal>,
+    judged: bool,
+) -> Viewer {
+    let (route, roles, principal) = (
+        Arc::clone(route),
+        Arc::clone(&gateway.roles),
+        Arc::clone(principal),
+    );
+    // The tools held for review, taken on the first tool asked about.
+    let held = std::sync::OnceLock::new();
+    Viewer {
+        policy: Arc::new(move |kind, name| {
+            let shown = !judged || route.policy.lists(&roles, &principal, kind, name);
+            shown
+                && !(kind == policy::Kind::Tool
+                    && held.get_or_init(|| route.guard.held_tools()).contains(name))
+        }),
+    }
+}
+
+/// Finds the notification that makes a route's tool schemas stale (built once: a searcher
+/// per answer cost more than the search).
+static LIST_CHANGED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"notifications/tools/list_changed"));
+
+/// A body whose task ids were opened, and the task id a single `tasks/*` request names.
+type OpenedBody = (Vec<u8>, Option<String>);
+
+/// Session binding on the body: the sealed task ids a POST names, opened for this caller
+/// (`Ok(Some)` is the body to forward instead, with the task id a single `tasks/*`
+/// request names, for its `Mcp-Name`), or the answer refusing it. A body that may
+/// name a task but cannot be read as JSON is refused too: what the gateway cannot read it
+/// cannot check, and a lenient upstream parser might read it anyway.
+fn open_task_ids(
+    route: &Route,
+    tasks: &TaskBinding,
+    body: &[u8],
+) -> Result<Option<OpenedBody>, Box<Response<Body>>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+        let id = crate::mcp::jsonrpc::request_id(body);
+        Box::new(Rejection::Parse.into_response(id.as_ref()))
+    })?;
+    let batch = value.is_array();
+    let messages: Vec<&mut serde_json::Value> = match &mut value {
+        serde_json::Value::Array(items) => items.iter_mut().collect(),
+        single => vec![single],
+    };
+    let mut changed = false;
+    let mut refused: Vec<(usize, &'static str)> = Vec::new();
+    let mut ids = Vec::with_capacity(messages.len());
+    for (i, message) in messages.into_iter().enumerate() {
+        ids.push(message.get("id").and_then(RequestId::from_value));
+        match tasks.open_message(message) {
+            Ok(opened) => changed |= opened,
+            Err(e) => refused.push((i, e.reason)),
+        }
+    }
+    if let Some((_, reason)) = refused.first() {
+        tracing::debug!(route = %route.name, reason, "Refused a task id that is not this caller's");
+        let refused: Vec<(usize, String)> = refused
+            .into_iter()
+            .map(|(i, _)| (i, tasks::TASK_NOT_FOUND.to_owned()))
+            .collect();
+        let mut response = crate::error::refusal(
+            &ids,
+            batch,
+            crate::error::code::INVALID_PARAMS,
+            &refused,
+            "not sent: another message in this batch names a task that was not found",
+        );
+        Outcome::new(Kind::Denied, "task_not_found").mark(&mut response);
+        return Err(Box::new(response));
+    }
+    if !changed {
+        return Ok(None);
+    }
+    let name = (!batch)
+        .then(|| {
+            let method = value.get("method")?.as_str()?;
+            let key = crate::mcp::message::name_param(method);
+            value.get("params")?.get(key)?.as_str().map(str::to_owned)
+        })
+        .flatten();
+    serde_json::to_vec(&value)
+        .map(|body| Some((body, name)))
+        .map_err(|_| {
+            let id = ids.first().and_then(Option::as_ref);
+            Box::new(Rejection::Internal.into_response(id))
+        })
+}
