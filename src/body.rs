@@ -193,3 +193,126 @@ fn parse_rejection(e: &ParseError, received: &Received) -> Response<Body> {
     };
     rejection.into_response(received.reply_id().as_ref())
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::test_support::{post, text};
+
+    const READING: Reading = Reading {
+        max: 64,
+        timeout: Duration::from_secs(1),
+        parse: ParseOptions {
+            limits: crate::mcp::limits::InputLimits {
+                max_depth: 64,
+                max_string: 1024,
+                max_elements: 100,
+            },
+            strict: false,
+        },
+    };
+
+    /// Answers with the body it got, and whether the parse came down with it.
+    fn echo() -> impl Next {
+        tower::service_fn(|req: Request<Body>| -> Answer {
+            Box::pin(async move {
+                let parsed = req
+                    .extensions()
+                    .get::<Arc<Received>>()
+                    .map(|r| r.message().is_some());
+                let body = axum::body::to_bytes(req.into_body(), 1024).await.unwrap();
+                let mut response = Response::new(Body::from(body));
+                if let Some(parsed) = parsed {
+                    response.extensions_mut().insert(parsed);
+                }
+                Ok(response)
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_post_body_is_read_once_and_goes_down_as_it_came() {
+        let layer = Parse {
+            next: echo(),
+            reading: READING,
+        };
+        let sent = r#"{"jsonrpc":"2.0", "id":7,"method":"ping"}"#;
+        let response = layer.clone().oneshot(post(sent)).await.unwrap();
+        assert_eq!(response.extensions().get::<bool>(), Some(&true));
+        let received = response
+            .extensions()
+            .get::<Arc<Received>>()
+            .cloned()
+            .unwrap();
+        assert_eq!(&received.bytes[..], sent.as_bytes());
+        assert_eq!(text(response).await, sent, "the bytes, not a re-encoding");
+        // A body that does not parse still goes down: the caller limits count it.
+        let response = layer.clone().oneshot(post("{not json")).await.unwrap();
+        assert_eq!(response.extensions().get::<bool>(), Some(&false));
+        // A GET has no body to read.
+        let get = Request::get("/mcp").body(Body::empty()).unwrap();
+        let response = layer.clone().oneshot(get).await.unwrap();
+        assert!(response.extensions().get::<Arc<Received>>().is_none());
+        // Over the route's limit: refused here, the layer below never reached.
+        let large = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{}"}}"#,
+            "x".repeat(64)
+        );
+        let response = layer.oneshot(post(&large)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.extensions().get::<bool>().is_none());
+    }
+
+    async fn validated(body: &str, version: Option<&str>) -> (StatusCode, String) {
+        let layer = Parse {
+            next: Validate {
+                next: crate::edge::gate::reached(),
+            },
+            reading: Reading {
+                max: 1024,
+                ..READING
+            },
+        };
+        let mut req = post(body);
+        if let Some(version) = version {
+            req.headers_mut()
+                .insert(MCP_PROTOCOL_VERSION, version.parse().unwrap());
+        }
+        let response = layer.oneshot(req).await.unwrap();
+        (response.status(), text(response).await)
+    }
+
+    #[tokio::test]
+    async fn what_is_not_an_acceptable_message_is_refused_with_its_id() {
+        let ping = r#"{"jsonrpc":"2.0","id":"a","method":"ping"}"#;
+        assert_eq!(
+            validated(ping, None).await,
+            (StatusCode::OK, "reached".into())
+        );
+        let (status, body) = validated(r#"{"jsonrpc":"2.0","id":"b","method":}"#, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.contains(r#""id":"b""#) && body.contains("-32700"),
+            "{body}"
+        );
+        let (status, body) = validated(r#"{"jsonrpc":"1.0","id":3,"method":"ping"}"#, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.contains(r#""id":3"#) && body.contains("-32600"),
+            "{body}"
+        );
+        // Batches exist in 2025-03-26 only.
+        let batch = format!("[{ping},{ping}]");
+        assert_eq!(
+            validated(&batch, Some("2025-03-26")).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            validated(&batch, Some("2025-06-18")).await.0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

@@ -157,3 +157,66 @@ async fn forward_read(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::mcp::message::McpRequest;
+    use crate::upstream::Answered;
+
+    /// An upstream that keeps the bodies it is sent.
+    #[derive(Debug, Default)]
+    struct Kept(Mutex<Vec<Bytes>>);
+
+    impl Upstream for Kept {
+        fn send(&self, _parts: http::request::Parts, body: Bytes) -> Answered<'_> {
+            self.0.lock().unwrap().push(body);
+            Box::pin(std::future::ready(Response::new(Body::from("answered"))))
+        }
+
+        fn ready(
+            &self,
+            _: Duration,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+            Box::pin(std::future::ready(true))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_read_body_goes_upstream_as_it_is_and_the_wait_is_noted() {
+        let kept = Arc::new(Kept::default());
+        let forward = Forward {
+            upstream: Arc::clone(&kept) as Arc<dyn Upstream>,
+            max_body: 8,
+            body_timeout: Duration::from_secs(1),
+        };
+        // Longer than `max_body`: a body the parse read (and the rewrite may have
+        // replaced) is not limited again.
+        let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let mut req = crate::test_support::post(body);
+        req.extensions_mut().insert(Arc::new(Received {
+            bytes: Bytes::from_static(body.as_bytes()),
+            parsed: McpRequest::parse_with(body.as_bytes(), &Default::default()),
+        }));
+        let mut response = forward.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            kept.0.lock().unwrap().as_slice(),
+            [Bytes::from_static(body.as_bytes())]
+        );
+        assert!(Exchange::of(&mut response).upstream_latency.is_some());
+        // Not read above: read here, under the limit.
+        let unread = crate::test_support::post(body);
+        let response = forward.clone().oneshot(unread).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(response.extensions().get::<Exchange>().is_none());
+        // A method MCP does not use.
+        let put = Request::put("/mcp").body(Body::empty()).unwrap();
+        let response = forward.oneshot(put).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(kept.0.lock().unwrap().len(), 1);
+    }
+}

@@ -33,13 +33,34 @@ path = "/mcp"
 upstream = { url = "http://127.0.0.1:9/mcp" }
 auth = "none"
 "#;
-    let config = crate::config::load_str(
+    let config = config(text);
+    let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+    Audit::start(&config, metrics, Box::new(|_, _| {})).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A config loaded from `text` as the gateway loads its file, failing the test on any error.
+pub(crate) fn config(text: &str) -> crate::config::Config {
+    crate::config::load_str(
         text,
         &crate::config::ProcessEnv {
             base_dir: std::env::temp_dir(),
         },
     )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
-    Audit::start(&config, metrics, Box::new(|_, _| {})).unwrap_or_else(|e| panic!("{e}"))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A POST of `body` to `/mcp`.
+pub(crate) fn post(body: &str) -> http::Request<axum::body::Body> {
+    http::Request::post("/mcp")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body.to_owned()))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The body of `response`, as text.
+pub(crate) async fn text(response: http::Response<axum::body::Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8(bytes.to_vec()).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -111,3 +111,130 @@ impl<S> Authenticate<S> {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::request::answer;
+    use crate::test_support::{config, post};
+
+    const KEY: &str = "pk_test_layer_key_0123456789abcdef";
+
+    fn layer<S: Next>(next: S, auth: &str) -> Authenticate<S> {
+        let config = config(&format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+
+[[auth.api_keys]]
+hash = "{}"
+subject = "alice"
+scopes = ["mcp:read"]
+
+[[routes]]
+name = "tools"
+path = "/mcp"
+upstream = {{ url = "http://127.0.0.1:9/mcp" }}
+auth = "{auth}"
+"#,
+            super::super::hash_key(KEY)
+        ));
+        Authenticate {
+            next,
+            auth: Arc::new(Authenticator::new(&config).unwrap()),
+            route_auth: Arc::new(RouteAuth::new(&config, None, &config.routes[0]).unwrap()),
+            route: Arc::from("tools"),
+            timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    /// Answers with the subject of the principal it was given.
+    fn whoami() -> impl Next {
+        tower::service_fn(|req: Request<Body>| -> Answer {
+            let subject = req
+                .extensions()
+                .get::<Arc<Principal>>()
+                .map_or("nobody".to_owned(), |p| p.subject.clone());
+            answer(Response::new(Body::from(subject)))
+        })
+    }
+
+    fn with_key(key: &str) -> Request<Body> {
+        let mut req = post("{}");
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        req
+    }
+
+    #[tokio::test]
+    async fn the_principal_goes_down_and_into_the_exchange() {
+        let mut response = layer(whoami(), "required")
+            .oneshot(with_key(KEY))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let principal = Exchange::of(&mut response).principal.clone().unwrap();
+        assert_eq!(
+            (principal.subject.as_str(), principal.method),
+            ("alice", AuthMethod::ApiKey)
+        );
+        assert_eq!(crate::test_support::text(response).await, "alice");
+        // `auth = "none"`: everyone is the one anonymous principal.
+        let response = layer(whoami(), "none").oneshot(post("{}")).await.unwrap();
+        assert_eq!(crate::test_support::text(response).await, "anonymous");
+    }
+
+    #[tokio::test]
+    async fn a_refused_credential_stops_here_and_counts_towards_a_ban() {
+        let cases = [
+            (post("{}"), false),
+            (with_key("pk_test_not_a_key_0123456789abcdef"), true),
+        ];
+        for (req, towards_ban) in cases {
+            let response = layer(whoami(), "required").oneshot(req).await.unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert!(response.headers().contains_key("www-authenticate"));
+            let outcome = response.extensions().get::<Outcome>().unwrap();
+            assert_eq!(outcome.kind, Kind::AuthenticationFailure);
+            let failed = response.extensions().get::<AuthenticationFailed>().unwrap();
+            // A missing credential is no attack; a wrong key is.
+            assert_eq!(failed.towards_ban, towards_ban);
+            let body = crate::test_support::text(response).await;
+            assert_ne!(body, "nobody", "the layer below was not reached");
+            assert!(!body.contains("pk_test"), "the key is not echoed: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_for_scopes_below_is_answered_with_the_challenge() {
+        let short = tower::service_fn(|_req: Request<Body>| -> Answer {
+            let mut response = Response::new(Body::from("refused below"));
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            response
+                .extensions_mut()
+                .insert(ScopesNeeded(vec!["mcp:write".to_owned()]));
+            Outcome::new(Kind::Denied, "insufficient_scope").mark(&mut response);
+            answer(response)
+        });
+        let response = layer(short, "required")
+            .oneshot(with_key(KEY))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains("insufficient_scope") && challenge.contains("mcp:write"),
+            "{challenge}"
+        );
+        // What the layers below said stays with the answer.
+        assert_eq!(
+            response.extensions().get::<Outcome>().unwrap().reason,
+            "insufficient_scope"
+        );
+        assert!(response.extensions().get::<ScopesNeeded>().is_none());
+    }
+}

@@ -139,3 +139,107 @@ fn session_not_found() -> Response<Body> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::request::AuthMethod;
+
+    /// The upstream: answers with the session id it was given, and opens `new` when it
+    /// was given none.
+    fn upstream(new: &'static str) -> impl Next {
+        tower::service_fn(move |req: Request<Body>| -> Answer {
+            let given = req.headers().get(MCP_SESSION_ID).cloned();
+            let mut response = Response::new(Body::empty());
+            let id = given.unwrap_or_else(|| HeaderValue::from_static(new));
+            response.headers_mut().insert(MCP_SESSION_ID, id);
+            answer(response)
+        })
+    }
+
+    fn bind<S: Next>(next: S, keys: &Arc<SessionKeys>) -> Bind<S> {
+        Bind {
+            next,
+            keys: Arc::clone(keys),
+            route: Arc::from("tools"),
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    fn request(method: Method, who: &str, session: Option<&HeaderValue>) -> Request<Body> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri("/mcp")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(Arc::new(Principal::new(who, AuthMethod::ApiKey)));
+        if let Some(session) = session {
+            req.headers_mut().insert(MCP_SESSION_ID, session.clone());
+        }
+        req
+    }
+
+    #[tokio::test]
+    async fn a_session_id_works_for_its_caller_only() {
+        let keys = Arc::new(SessionKeys::generate().unwrap());
+        let layer = bind(upstream("upstream-1"), &keys);
+        // The upstream's new id goes out sealed, and the session is opened.
+        let mut opened = layer
+            .clone()
+            .oneshot(request(Method::POST, "alice", None))
+            .await
+            .unwrap();
+        let sealed = opened.headers()[MCP_SESSION_ID].clone();
+        assert_ne!(sealed, "upstream-1");
+        assert_eq!(Exchange::of(&mut opened).session_event, Some("opened"));
+        // Alice's next request reaches the upstream with its own id back (and the answer
+        // goes out sealed again, not as news).
+        let mut again = layer
+            .clone()
+            .oneshot(request(Method::POST, "alice", Some(&sealed)))
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_ne!(again.headers()[MCP_SESSION_ID], "upstream-1");
+        assert_eq!(Exchange::of(&mut again).session_event, None);
+        // Bob holding Alice's id, or anyone holding a forged one: 404, the upstream not asked.
+        for (who, id) in [
+            ("bob", sealed.clone()),
+            ("alice", HeaderValue::from_static("forged")),
+        ] {
+            let refused = layer
+                .clone()
+                .oneshot(request(Method::POST, who, Some(&id)))
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+            assert!(!refused.headers().contains_key(MCP_SESSION_ID));
+            let outcome = refused.extensions().get::<Outcome>().unwrap();
+            assert_eq!(outcome.kind, Kind::SessionMismatch);
+        }
+        // A DELETE that the upstream accepts closes it.
+        let mut closed = layer
+            .oneshot(request(Method::DELETE, "alice", Some(&sealed)))
+            .await
+            .unwrap();
+        assert_eq!(Exchange::of(&mut closed).session_event, Some("closed"));
+    }
+
+    #[tokio::test]
+    async fn an_upstream_id_that_cannot_be_sealed_is_not_forwarded() {
+        let keys = Arc::new(SessionKeys::generate().unwrap());
+        let long: &'static str = Box::leak("x".repeat(4096).into_boxed_str());
+        let refused = bind(upstream(long), &keys)
+            .oneshot(request(Method::POST, "alice", None))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        assert!(!refused.headers().contains_key(MCP_SESSION_ID));
+        let outcome = refused.extensions().get::<Outcome>().unwrap();
+        assert_eq!(outcome.reason, "upstream_unforwardable");
+    }
+}

@@ -295,3 +295,238 @@ fn too_many_answer(id: Option<&RequestId>, refused: Measured) -> Response<Body> 
     Outcome::new(Kind::RateLimited, refused.limit).mark(&mut response);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::ratelimit::{RateLimitsConfig, RouteLimitsConfig};
+    use crate::edge::gate::reached;
+    use crate::mcp::message::{McpRequest, ParseOptions};
+    use crate::request::answer;
+    use crate::test_support::{post, text};
+
+    const READING: Reading = Reading {
+        max: 1024,
+        timeout: Duration::from_secs(1),
+        parse: ParseOptions {
+            limits: crate::mcp::limits::InputLimits {
+                max_depth: 64,
+                max_string: 1024,
+                max_elements: 100,
+            },
+            strict: false,
+        },
+    };
+
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"echo","arguments":{"secret":"s3cret"}}}"#;
+
+    fn limits(toml: &str) -> Arc<RateLimits> {
+        let config: RateLimitsConfig = toml::from_str(toml).unwrap();
+        Arc::new(RateLimits::new(&config))
+    }
+
+    fn from(ip: &str, mut req: Request<Body>) -> Request<Body> {
+        req.extensions_mut().insert(ClientIp {
+            ip: ip.parse().unwrap(),
+            forwarded: false,
+        });
+        req
+    }
+
+    fn client_limits<S: Next>(
+        next: S,
+        limits: &Arc<RateLimits>,
+        bans: &Arc<Mutex<Vec<IpAddr>>>,
+    ) -> ClientLimits<S> {
+        let bans = Arc::clone(bans);
+        ClientLimits {
+            next,
+            limits: Arc::clone(limits),
+            route: Arc::from("tools"),
+            reading: READING,
+            on_ban: Arc::new(move |ip, _| bans.lock().unwrap().push(ip)),
+        }
+    }
+
+    /// A request as the MCP parse leaves it, from `principal`.
+    fn parsed(body: &str, principal: &str) -> Request<Body> {
+        let mut req = post(body);
+        let received = Received {
+            bytes: body.to_owned().into(),
+            parsed: McpRequest::parse_with(body.as_bytes(), &READING.parse),
+        };
+        req.extensions_mut().insert(Arc::new(received));
+        req.extensions_mut()
+            .insert(Arc::new(Principal::new(principal, AuthMethod::ApiKey)));
+        req
+    }
+
+    #[tokio::test]
+    async fn over_the_address_limit_a_post_gets_429_with_its_id_and_no_arguments_kept() {
+        let limits = limits(r#"per_ip = "1/1h""#);
+        let bans = Arc::default();
+        let layer = client_limits(reached(), &limits, &bans);
+        let first = layer
+            .clone()
+            .oneshot(from("192.0.2.1", post(CALL)))
+            .await
+            .unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(first.headers()["ratelimit"], "\"ip\";r=0;t=3600");
+        let refused = layer
+            .clone()
+            .oneshot(from("192.0.2.1", post(CALL)))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["retry-after"], "3600");
+        let outcome = refused.extensions().get::<Outcome>().unwrap();
+        assert_eq!((outcome.kind, outcome.reason), (Kind::RateLimited, "ip"));
+        // Read for the record, which keeps the calls but none of their arguments.
+        assert!(refused.extensions().get::<Arc<Received>>().is_some());
+        assert!(refused.extensions().get::<ArgumentsWithheld>().is_some());
+        let body = text(refused).await;
+        assert!(
+            body.contains(r#""id":41"#) && body.contains("retryAfterSeconds"),
+            "{body}"
+        );
+        // Another address has its own allowance; no address (a unit test's request): no limit.
+        let other = layer
+            .clone()
+            .oneshot(from("192.0.2.2", post(CALL)))
+            .await
+            .unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
+        assert_eq!(
+            layer.oneshot(post(CALL)).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn authentication_failures_from_below_ban_the_address() {
+        let limits = limits("[ban]\nfailures = 2\nwithin = \"1h\"\nfor = \"1h\"");
+        let bans = Arc::default();
+        let failing = tower::service_fn(|_req: Request<Body>| -> Answer {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+                .extensions_mut()
+                .insert(AuthenticationFailed { towards_ban: true });
+            answer(response)
+        });
+        let layer = client_limits(failing, &limits, &bans);
+        let get = || {
+            from(
+                "192.0.2.9",
+                Request::get("/mcp").body(Body::empty()).unwrap(),
+            )
+        };
+        assert_eq!(
+            layer.clone().oneshot(get()).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(
+            bans.lock().unwrap().is_empty(),
+            "one failure of two allowed"
+        );
+        layer.clone().oneshot(get()).await.unwrap();
+        assert_eq!(
+            *bans.lock().unwrap(),
+            vec!["192.0.2.9".parse::<IpAddr>().unwrap()]
+        );
+        let banned = layer.oneshot(get()).await.unwrap();
+        assert_eq!(banned.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            banned.extensions().get::<Outcome>().unwrap().kind,
+            Kind::Banned
+        );
+    }
+
+    #[tokio::test]
+    async fn caller_and_route_limits_count_the_message_and_the_client_layer_writes_all() {
+        let limits = limits("per_ip = \"10/1h\"\nper_user = \"2/1h\"\n[costs]\n\"tools/call\" = 2");
+        let route_limits: RouteLimitsConfig = toml::from_str("per_route = \"5/1h\"").unwrap();
+        let caller = CallerLimits {
+            next: reached(),
+            limits: Arc::clone(&limits),
+            route: Arc::from("tools"),
+            route_limits: Arc::new(RouteLimits::new(&route_limits, 100, &Default::default())),
+        };
+        let bans = Arc::default();
+        // The MCP parse sits between the two in the gateway; here the request comes parsed.
+        let layer = client_limits(caller, &limits, &bans);
+        let response = layer
+            .clone()
+            .oneshot(from("192.0.2.1", parsed(CALL, "alice")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // The address's first (it is counted first), then the caller's and the route's, at
+        // what a tools/call costs.
+        assert_eq!(
+            response.headers()["ratelimit"],
+            "\"ip\";r=9;t=360, \"user\";r=0;t=3600, \"route\";r=3;t=1440"
+        );
+        let refused = layer
+            .clone()
+            .oneshot(from("192.0.2.1", parsed(CALL, "alice")))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            refused.extensions().get::<Outcome>().unwrap().reason,
+            "user"
+        );
+        assert!(refused.extensions().get::<ArgumentsWithheld>().is_none());
+        assert!(text(refused).await.contains(r#""id":41"#));
+        // Anonymous callers are not counted per user.
+        let mut anonymous = parsed(CALL, "anonymous");
+        anonymous
+            .extensions_mut()
+            .insert(Arc::new(Principal::new("anonymous", AuthMethod::Anonymous)));
+        let response = layer.oneshot(from("192.0.2.3", anonymous)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            !response.headers()["ratelimit"]
+                .to_str()
+                .unwrap()
+                .contains("user")
+        );
+    }
+
+    #[tokio::test]
+    async fn each_tool_call_is_counted_for_its_caller_and_tool() {
+        let config: RouteLimitsConfig =
+            toml::from_str(r#"per_tool = [{ tools = ["echo"], limit = "1/1h" }]"#).unwrap();
+        let layer = ToolLimits {
+            next: reached(),
+            limits: limits(""),
+            route: Arc::from("tools"),
+            route_limits: Arc::new(RouteLimits::new(&config, 100, &Default::default())),
+        };
+        let ok = layer.clone().oneshot(parsed(CALL, "alice")).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert!(
+            ok.extensions().get::<Counted>().is_some(),
+            "counted, for the headers"
+        );
+        let refused = layer.clone().oneshot(parsed(CALL, "alice")).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            refused.extensions().get::<Outcome>().unwrap().reason,
+            "tool"
+        );
+        // Bob has his own allowance; another tool has none to use up.
+        let bob = layer.clone().oneshot(parsed(CALL, "bob")).await.unwrap();
+        assert_eq!(bob.status(), StatusCode::OK);
+        let other = CALL.replace("\"echo\"", "\"add\"");
+        let other = layer.oneshot(parsed(&other, "alice")).await.unwrap();
+        assert_eq!(other.status(), StatusCode::OK);
+    }
+}

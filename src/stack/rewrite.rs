@@ -296,3 +296,147 @@ fn open_task_ids(
             Box::new(Rejection::Internal.into_response(id))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::mcp::message::McpRequest;
+    use crate::request::AuthMethod;
+    use crate::test_support::{config, post, text};
+
+    /// A gateway whose one route lets callers use `echo` and nothing else.
+    fn gateway() -> Arc<Gateway> {
+        let config = config(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+
+[audit]
+enabled = false
+
+[[routes]]
+name = "tools"
+path = "/mcp"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+auth = "none"
+
+[[routes.policy]]
+tools = ["echo"]
+"#,
+        );
+        Arc::new(Gateway::new(&config, None).unwrap())
+    }
+
+    /// The upstream: answers every request with `answer`, as JSON, and echoes the body it
+    /// got in `X-Got`.
+    fn upstream(answer: &'static str) -> impl Next {
+        tower::service_fn(move |req: Request<Body>| -> Answer {
+            Box::pin(async move {
+                let got = axum::body::to_bytes(req.into_body(), 4096).await.unwrap();
+                let mut response = Response::new(Body::from(answer));
+                let headers = response.headers_mut();
+                headers.insert("content-type", "application/json".parse().unwrap());
+                headers.insert("x-got", http::HeaderValue::from_bytes(&got).unwrap());
+                Ok(response)
+            })
+        })
+    }
+
+    fn rewrite<S: Next>(next: S, gateway: &Arc<Gateway>) -> Rewrite<S> {
+        Rewrite {
+            next,
+            route: Arc::clone(&gateway.routes[0]),
+            gateway: Arc::clone(gateway),
+        }
+    }
+
+    /// A POST as the layers above leave it: parsed, from anonymous.
+    fn parsed(body: &str) -> Request<Body> {
+        let mut req = post(body);
+        let received = Received {
+            bytes: body.to_owned().into(),
+            parsed: McpRequest::parse_with(body.as_bytes(), &Default::default()),
+        };
+        req.extensions_mut().insert(Arc::new(received));
+        req.extensions_mut()
+            .insert(Arc::new(Principal::new("anonymous", AuthMethod::Anonymous)));
+        req
+    }
+
+    #[tokio::test]
+    async fn lists_show_only_what_the_caller_may_use_byte_for_byte() {
+        let listed = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"drop_tables","inputSchema":{"type":"object"}}]}}"#;
+        let gateway = gateway();
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let response = rewrite(upstream(listed), &gateway)
+            .oneshot(parsed(list))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            text(response).await,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}}]}}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn task_ids_go_out_sealed_and_come_back_opened() {
+        let created =
+            r#"{"jsonrpc":"2.0","id":2,"result":{"task":{"taskId":"t-1","status":"working"}}}"#;
+        let gateway = gateway();
+        let call =
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","task":{}}}"#;
+        let response = rewrite(upstream(created), &gateway)
+            .oneshot(parsed(call))
+            .await
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&text(response).await).unwrap();
+        let sealed = answer["result"]["task"]["taskId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(sealed, "t-1");
+        // The caller asks about the sealed id; the upstream is asked about its own.
+        let get = format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{{"taskId":"{sealed}"}}}}"#
+        );
+        let response = rewrite(upstream(created), &gateway)
+            .oneshot(parsed(&get))
+            .await
+            .unwrap();
+        let got = response.headers()["x-got"].to_str().unwrap().to_owned();
+        assert!(got.contains(r#""taskId":"t-1""#), "{got}");
+        // An id that is not the caller's is refused here.
+        let forged = get.replace(&sealed, "not-a-sealed-id");
+        let response = rewrite(upstream(created), &gateway)
+            .oneshot(parsed(&forged))
+            .await
+            .unwrap();
+        assert_eq!(
+            response.extensions().get::<Outcome>().unwrap().reason,
+            "task_not_found"
+        );
+        assert!(
+            !response.headers().contains_key("x-got"),
+            "the upstream was not asked"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_cannot_be_read_is_not_forwarded() {
+        let gateway = gateway();
+        let list = r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#;
+        let response = rewrite(upstream("{\"jsonrpc\": oops"), &gateway)
+            .oneshot(parsed(list))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let outcome = response.extensions().get::<Outcome>().unwrap();
+        assert_eq!(outcome.reason, "upstream_unforwardable");
+        assert!(text(response).await.contains(r#""id":4"#));
+    }
+}
