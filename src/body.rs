@@ -269,7 +269,7 @@ mod tests {
     async fn validated(body: &str, version: Option<&str>) -> (StatusCode, String) {
         let layer = Parse {
             next: Validate {
-                next: crate::edge::gate::reached(),
+                next: crate::test_support::reached(),
             },
             reading: Reading {
                 max: 1024,

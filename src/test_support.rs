@@ -64,3 +64,13 @@ pub(crate) async fn text(response: http::Response<axum::body::Body>) -> String {
         .unwrap_or_else(|e| panic!("{e}"));
     String::from_utf8(bytes.to_vec()).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// Answers every request with 200 and the body `reached`: the service below a layer in
+/// tests.
+pub(crate) fn reached() -> impl crate::request::Next {
+    tower::service_fn(
+        |_req: http::Request<axum::body::Body>| -> crate::request::Answer {
+            crate::request::answer(http::Response::new(axum::body::Body::from("reached")))
+        },
+    )
+}

@@ -19,8 +19,6 @@ use tower_http::cors::Cors;
 use super::host::HostPolicy;
 use super::origin::OriginPolicy;
 use crate::error::{RefusedBody, Rejection, refuse};
-#[cfg(test)]
-use crate::request::answer;
 use crate::request::{Answer, ClientIp, Next, pass};
 
 /// Refuses a request that sends a header the gateway decides on twice (400):
@@ -190,14 +188,6 @@ async fn refused(
     Ok(refuse(req, rejection, timeout).await)
 }
 
-/// Answers every request with 200 and an empty body: the service below a layer in tests.
-#[cfg(test)]
-pub(crate) fn reached() -> impl Next {
-    tower::service_fn(|_req: Request<Body>| -> Answer {
-        answer(http::Response::new(Body::from("reached")))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use http::StatusCode;
@@ -205,6 +195,7 @@ mod tests {
 
     use super::*;
     use crate::request::Outcome;
+    use crate::test_support::reached;
 
     const TIMEOUT: Duration = Duration::from_secs(1);
 

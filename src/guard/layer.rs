@@ -231,7 +231,208 @@ impl std::fmt::Display for Shown<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::Shown;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http::StatusCode;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::guard::pins::PinStore;
+    use crate::test_support::reached;
+    use crate::test_support::{config, post, quiet_audit, text};
+    use crate::upstream::Answered;
+
+    /// The one tool the upstream lists: its argument `n` must be an integer.
+    const ADD: &str = r#"{"name":"add","description":"Adds one to a number.","inputSchema":{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}}"#;
+
+    /// An upstream that lists [`ADD`] (after the `initialize` the gateway's own session
+    /// starts with), and counts the lists it answers.
+    #[derive(Debug, Default)]
+    struct Lister {
+        lists: AtomicUsize,
+    }
+
+    impl Upstream for Lister {
+        fn send(&self, _parts: http::request::Parts, body: Bytes) -> Answered<'_> {
+            let message: Value = serde_json::from_slice(&body).unwrap();
+            let result = match message["method"].as_str() {
+                Some("initialize") => json!({
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": { "tools": {} },
+                    "serverInfo": { "name": "lister", "version": "1" }
+                }),
+                Some("tools/list") => {
+                    self.lists.fetch_add(1, Ordering::SeqCst);
+                    json!({ "tools": [serde_json::from_str::<Value>(ADD).unwrap()] })
+                }
+                _ => {
+                    let mut accepted = Response::new(Body::empty());
+                    *accepted.status_mut() = StatusCode::ACCEPTED;
+                    return Box::pin(std::future::ready(accepted));
+                }
+            };
+            let answer = json!({ "jsonrpc": "2.0", "id": message["id"], "result": result });
+            Box::pin(std::future::ready(Response::new(Body::from(
+                answer.to_string(),
+            ))))
+        }
+
+        fn ready(
+            &self,
+            _timeout: std::time::Duration,
+        ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+            Box::pin(std::future::ready(true))
+        }
+    }
+
+    const ROUTE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+
+[[routes]]
+name = "tools"
+path = "/mcp"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+auth = "none"
+default_policy = "allow"
+
+[routes.guard]
+arguments = "enforce"
+"#;
+
+    fn route_guard() -> Arc<RouteGuard> {
+        let config = config(ROUTE);
+        let route = &config.routes[0];
+        assert_eq!(route.guard.arguments, Enforcement::Enforce);
+        let pins = Arc::new(PinStore::in_memory());
+        Arc::new(RouteGuard::new(&route.name, &route.guard, &pins))
+    }
+
+    fn guard<S: Next>(next: S, guard: &Arc<RouteGuard>, upstream: &Arc<Lister>) -> Guard<S> {
+        Guard {
+            next,
+            guard: Arc::clone(guard),
+            upstream: Arc::clone(upstream) as Arc<dyn Upstream>,
+            alerts: Arc::new(quiet_audit()),
+            route: Arc::from("tools"),
+        }
+    }
+
+    /// A POST of `body` as the layers above hand it down: read and parsed.
+    fn request(body: &str) -> Request<Body> {
+        let bytes = Bytes::from(body.to_owned());
+        let parsed = McpRequest::parse_with(&bytes, &Default::default());
+        assert!(parsed.is_ok(), "{body}: {:?}", parsed.err());
+        let mut req = post(body);
+        req.extensions_mut()
+            .insert(Arc::new(Received { bytes, parsed }));
+        req
+    }
+
+    fn call(tool: &str, arguments: Value) -> Request<Body> {
+        request(
+            &json!({
+                "jsonrpc": "2.0", "id": "c1", "method": "tools/call",
+                "params": { "name": tool, "arguments": arguments }
+            })
+            .to_string(),
+        )
+    }
+
+    /// The status, the outcome's reason, and the body.
+    async fn run<S: Next>(
+        layer: Guard<S>,
+        req: Request<Body>,
+    ) -> (StatusCode, Option<&'static str>, String) {
+        let response = layer.oneshot(req).await.unwrap();
+        let reason = response.extensions().get::<Outcome>().map(|o| o.reason);
+        (response.status(), reason, text(response).await)
+    }
+
+    #[tokio::test]
+    async fn arguments_that_fail_the_schema_are_refused_once_the_tools_are_listed() {
+        let (tools, upstream) = (route_guard(), Arc::new(Lister::default()));
+        let req = call("add", json!({ "n": "one" }));
+        let (status, reason, body) = run(guard(reached(), &tools, &upstream), req).await;
+        assert_eq!(
+            (status, reason),
+            (StatusCode::OK, Some("invalid_arguments")),
+            "{body}"
+        );
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["id"], "c1");
+        assert_eq!(body["error"]["code"], code::INVALID_PARAMS);
+        // The argument's value is not quoted back.
+        assert!(!body.to_string().contains("one"), "{body}");
+        assert_eq!(upstream.lists.load(Ordering::SeqCst), 1);
+        assert!(tools.tools.knows("add"));
+
+        // Known now: a second call is judged without listing again.
+        let again = call("add", json!({}));
+        assert_eq!(
+            run(guard(reached(), &tools, &upstream), again).await.1,
+            Some("invalid_arguments")
+        );
+        assert_eq!(upstream.lists.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_valid_call_reaches_the_service_below() {
+        let (tools, upstream) = (route_guard(), Arc::new(Lister::default()));
+        let req = call("add", json!({ "n": 1 }));
+        assert_eq!(
+            run(guard(reached(), &tools, &upstream), req).await,
+            (StatusCode::OK, None, "reached".to_owned())
+        );
+        assert_eq!(upstream.lists.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_tool_list_goes_down_with_its_ids_to_learn_from() {
+        let (tools, upstream) = (route_guard(), Arc::new(Lister::default()));
+        let seen: Arc<Mutex<Option<Arc<ToolListIds>>>> = Arc::default();
+        let below = {
+            let seen = Arc::clone(&seen);
+            tower::service_fn(move |req: Request<Body>| -> crate::request::Answer {
+                *seen.lock().unwrap() = req.extensions().get::<Arc<ToolListIds>>().cloned();
+                crate::request::answer(Response::new(Body::from("listed")))
+            })
+        };
+        let req = request(r#"{"jsonrpc":"2.0","id":"list-1","method":"tools/list"}"#);
+        assert_eq!(
+            run(guard(below, &tools, &upstream), req).await,
+            (StatusCode::OK, None, "listed".to_owned())
+        );
+        // The client's own list teaches the guard; the gateway does not list itself.
+        assert_eq!(upstream.lists.load(Ordering::SeqCst), 0);
+        let ids = seen.lock().unwrap().take().unwrap();
+        let audit = quiet_audit();
+        let answer = |id: &str| {
+            Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":"{id}","result":{{"tools":[{ADD}]}}}}"#
+            ))
+        };
+        ids.learn_from(&answer("list-2"), &tools, &audit);
+        assert!(!tools.tools.knows("add"));
+        ids.learn_from(&answer("list-1"), &tools, &audit);
+        assert!(tools.tools.knows("add"));
+    }
+
+    #[tokio::test]
+    async fn a_tool_the_upstream_does_not_list_is_refused_as_unknown() {
+        let (tools, upstream) = (route_guard(), Arc::new(Lister::default()));
+        let req = call("subtract", json!({ "n": 1 }));
+        let (status, reason, body) = run(guard(reached(), &tools, &upstream), req).await;
+        assert_eq!((status, reason), (StatusCode::OK, Some("unknown_tool")));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["id"], "c1");
+        assert_eq!(body["error"]["code"], code::TOOL_UNAVAILABLE);
+        assert_eq!(upstream.lists.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn names_are_shown_escaped_and_cut_at_64_characters() {

@@ -11,7 +11,7 @@ use tower::Service;
 
 use super::{Call, Decision, Roles, RoutePolicy};
 use crate::body::Received;
-use crate::error::{code, refusal};
+use crate::error::{Rejection, code, refusal};
 use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::message::McpRequest;
 use crate::request::{Answer, Kind, Next, Outcome, Principal, ScopesNeeded, answer, pass};
@@ -37,13 +37,17 @@ impl<S: Next> Service<Request<Body>> for Authorize<S> {
 
     fn call(&mut self, req: Request<Body>) -> Answer {
         let extensions = req.extensions();
-        let parsed = extensions.get::<Arc<Received>>().and_then(|r| r.message());
+        let received = extensions.get::<Arc<Received>>();
         let principal = extensions.get::<Arc<Principal>>();
-        let refused = match (parsed, principal) {
-            (Some(parsed), Some(principal)) => {
+        let refused = match (received.map(|r| r.message()), principal) {
+            // No body: nothing to judge (a GET's stream, a DELETE).
+            (None, _) => None,
+            (Some(Some(parsed)), Some(principal)) => {
                 authorize(&self.route, &self.policy, &self.roles, principal, parsed)
             }
-            _ => None,
+            // A body not parsed, or no principal: the layers above always see to both, and
+            // what cannot be judged is not let through.
+            (Some(_), _) => Some(Rejection::Internal.into_response(None)),
         };
         match refused {
             Some(response) => answer(response),
@@ -154,4 +158,194 @@ fn authorize(
     );
     Outcome::new(Kind::Denied, "policy").mark(&mut response);
     Some(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::StatusCode;
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::request::AuthMethod;
+    use crate::test_support::reached;
+    use crate::test_support::{config, post, text};
+
+    /// `search` for whoever holds `read:orders` (analysts), `insert` with two scopes (and
+    /// step-up), nothing else.
+    const ROUTE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+
+[roles]
+analyst = ["read:*"]
+
+[[routes]]
+name = "orders"
+path = "/mcp"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+auth = "none"
+step_up = true
+
+[[routes.policy]]
+tools = ["search"]
+require = ["read:orders"]
+
+[[routes.policy]]
+tools = ["insert"]
+scopes = ["mcp:tools", "db:write"]
+"#;
+
+    fn authorize() -> Authorize<impl Next> {
+        let config = config(ROUTE);
+        let route = &config.routes[0];
+        let policy = RoutePolicy::new(&route.policy, route.default_policy, route.step_up).unwrap();
+        Authorize {
+            next: reached(),
+            roles: Arc::new(Roles::new(&config.roles)),
+            policy: Arc::new(policy),
+            route: Arc::from(route.name.as_str()),
+        }
+    }
+
+    fn caller(roles: &[&str], scopes: &[&str]) -> Principal {
+        let mut principal = Principal::new("alice", AuthMethod::Jwt);
+        principal.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        principal.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+        principal
+    }
+
+    /// A POST of `body` as the layers above hand it down: read, parsed, and its caller
+    /// known.
+    fn request(body: &str, principal: Principal) -> Request<Body> {
+        let bytes = Bytes::from(body.to_owned());
+        let parsed = McpRequest::parse_with(&bytes, &Default::default());
+        assert!(parsed.is_ok(), "{body}: {:?}", parsed.err());
+        let mut req = post(body);
+        req.extensions_mut()
+            .insert(Arc::new(Received { bytes, parsed }));
+        req.extensions_mut().insert(Arc::new(principal));
+        req
+    }
+
+    fn tool_call(id: &str, tool: &str) -> String {
+        json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call", "params": { "name": tool } })
+            .to_string()
+    }
+
+    /// The status, the outcome's kind and reason, and the body.
+    async fn run(
+        layer: Authorize<impl Next>,
+        req: Request<Body>,
+    ) -> (StatusCode, Option<(Kind, &'static str)>, String) {
+        let response = layer.oneshot(req).await.unwrap();
+        let outcome = response
+            .extensions()
+            .get::<Outcome>()
+            .map(|o| (o.kind, o.reason));
+        (response.status(), outcome, text(response).await)
+    }
+
+    #[tokio::test]
+    async fn a_call_the_rules_allow_reaches_the_service_below() {
+        let req = request(&tool_call("1", "search"), caller(&["analyst"], &[]));
+        assert_eq!(
+            run(authorize(), req).await,
+            (StatusCode::OK, None, "reached".to_owned())
+        );
+        // Methods that name nothing are not judged.
+        let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+        let req = request(list, caller(&[], &[]));
+        assert_eq!(run(authorize(), req).await.2, "reached");
+    }
+
+    #[tokio::test]
+    async fn a_denied_call_gets_a_json_rpc_error_with_its_id() {
+        // Without the permission, and a tool no rule names.
+        for (tool, principal) in [
+            ("search", caller(&[], &[])),
+            ("delete", caller(&["analyst"], &["mcp:tools", "db:write"])),
+        ] {
+            let req = request(&tool_call("call-7", tool), principal);
+            let (status, outcome, body) = run(authorize(), req).await;
+            assert_eq!(status, StatusCode::OK, "{tool}");
+            assert_eq!(outcome, Some((Kind::Denied, "policy")), "{tool}");
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["id"], "call-7", "{body}");
+            assert_eq!(body["error"]["code"], code::DENIED, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_one_denied_call_is_refused_whole() {
+        let batch = format!(
+            r#"[{},{},{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":1,"progress":1}}}}]"#,
+            tool_call("a", "search"),
+            tool_call("b", "delete"),
+        );
+        let req = request(&batch, caller(&["analyst"], &[]));
+        let (status, outcome, body) = run(authorize(), req).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(outcome, Some((Kind::Denied, "policy")));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        // One error per request, none for the notification.
+        let errors = body.as_array().unwrap();
+        assert_eq!(errors.len(), 2, "{body}");
+        assert_eq!(errors[0]["id"], "a");
+        assert_eq!(
+            errors[0]["error"]["message"],
+            "not sent: another call in this batch is not allowed"
+        );
+        assert_eq!(errors[1]["id"], "b");
+        assert!(
+            errors[1]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("delete"),
+            "{body}"
+        );
+        for error in errors {
+            assert_eq!(error["error"]["code"], code::DENIED, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_short_of_scopes_gets_403_naming_them() {
+        let narrow = || caller(&[], &["mcp:tools"]);
+        let req = request(&tool_call("9", "insert"), narrow());
+        let response = authorize().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            response.extensions().get::<Outcome>(),
+            Some(&Outcome::new(Kind::Denied, "insufficient_scope"))
+        );
+        let needed = response.extensions().get::<ScopesNeeded>().unwrap();
+        assert_eq!(needed.0, ["mcp:tools", "db:write"]);
+        let body: Value = serde_json::from_str(&text(response).await).unwrap();
+        assert_eq!(body["id"], "9");
+        assert_eq!(body["error"]["code"], code::DENIED);
+
+        // With both scopes it goes through; in a batch, a shortfall is a denial.
+        let wide = caller(&[], &["mcp:tools", "db:write"]);
+        let req = request(&tool_call("9", "insert"), wide);
+        assert_eq!(run(authorize(), req).await.2, "reached");
+        let batch = format!("[{}]", tool_call("9", "insert"));
+        let (status, outcome, _) = run(authorize(), request(&batch, narrow())).await;
+        assert_eq!(
+            (status, outcome),
+            (StatusCode::OK, Some((Kind::Denied, "policy")))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_passes() {
+        let mut get = Request::get("/mcp").body(Body::empty()).unwrap();
+        get.extensions_mut().insert(Arc::new(caller(&[], &[])));
+        assert_eq!(
+            run(authorize(), get).await,
+            (StatusCode::OK, None, "reached".to_owned())
+        );
+    }
 }

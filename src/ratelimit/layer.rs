@@ -305,9 +305,9 @@ mod tests {
 
     use super::*;
     use crate::config::ratelimit::{RateLimitsConfig, RouteLimitsConfig};
-    use crate::edge::gate::reached;
     use crate::mcp::message::{McpRequest, ParseOptions};
     use crate::request::answer;
+    use crate::test_support::reached;
     use crate::test_support::{post, text};
 
     const READING: Reading = Reading {
