@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod secret;
 pub mod units;
 mod validate;
+pub mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

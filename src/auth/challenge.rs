@@ -29,6 +29,7 @@
 use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::config::values::{is_qdtext, is_scope_token};
 use crate::error::{code, jsonrpc_error_body};
 use crate::mcp::jsonrpc::RequestId;
 
@@ -178,17 +179,6 @@ impl BearerChallenge {
     }
 }
 
-/// Whether `scope` can be sent in a challenge: an RFC 6749 §3.3 scope-token
-/// (`%x21 / %x23-5B / %x5D-7E`, non-empty) without `=`. The `=` is refused, though
-/// RFC 6749 allows it, so that no scope can read as `error=…` to a client's parser.
-/// Configuration validation can use this to reject scopes up front.
-pub fn is_scope_token(scope: &str) -> bool {
-    !scope.is_empty()
-        && scope
-            .bytes()
-            .all(|b| b != b' ' && b != b'=' && is_qdtext(b))
-}
-
 /// `error_description` text made safe: only `%x20-21 / %x23-5B / %x5D-7E` without `=`,
 /// surrounding spaces trimmed, at most [`MAX_DESCRIPTION_LEN`] bytes.
 pub fn sanitize_description(description: &str) -> String {
@@ -198,11 +188,6 @@ pub fn sanitize_description(description: &str) -> String {
         .collect();
     clean.truncate(MAX_DESCRIPTION_LEN);
     clean.trim().to_owned()
-}
-
-/// RFC 6750 §3: the characters allowed inside a challenge parameter's quotes.
-fn is_qdtext(b: u8) -> bool {
-    matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E)
 }
 
 fn join_unique<'a>(scopes: impl Iterator<Item = &'a str>) -> String {

@@ -23,6 +23,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::jwt::VerifyKey;
+use crate::config::values::jwks_url_allowed;
 use crate::tls;
 
 /// Why a key set could not be had. Says nothing secret: URLs of JWKS are public.
@@ -107,7 +108,7 @@ impl JwksCache {
         policy: JwksPolicy,
     ) -> Result<Self, JwksError> {
         let parsed = url::Url::parse(url).map_err(|_| JwksError::InsecureUrl(url.to_owned()))?;
-        if !url_allowed(&parsed) {
+        if !jwks_url_allowed(&parsed) {
             return Err(JwksError::InsecureUrl(url.to_owned()));
         }
         let uri: Uri = url
@@ -289,18 +290,6 @@ impl JwksCache {
             .await
             .map_err(|_| JwksError::Timeout(self.policy.fetch_timeout))?
     }
-}
-
-/// Whether keys may be fetched from `url`: https, or plain http on loopback only (keys
-/// fetched in clear elsewhere could be swapped on the way).
-pub fn url_allowed(url: &url::Url) -> bool {
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 /// `Cache-Control: max-age=N` (0 for `no-store`/`no-cache`, which the TTL clamp raises to

@@ -17,10 +17,10 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, EncodingKey, Header};
 use serde_json::{Map, Value};
 
 use super::ConfigArg;
-use crate::auth::challenge::is_scope_token;
 use crate::auth::jwt::JwtError;
 use crate::auth::{Authenticator, keys, metadata};
 use crate::config::auth::IssuerConfig;
+use crate::config::values::is_scope_token;
 use crate::config::{Config, RouteConfig};
 
 #[derive(Debug, Args)]

@@ -325,7 +325,7 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
                 format!("{at}.forward_headers[{i}]"),
                 "not a valid HTTP header name",
             )),
-            Ok(h) if crate::proxy::headers::never_forwarded(&h) => {
+            Ok(h) if super::values::never_forwarded(&h) => {
                 errors.push(ConfigError::new(
                     format!("{at}.forward_headers[{i}]"),
                     format!("`{name}` is never forwarded upstream (credentials and hop-by-hop headers stay at the gateway)"),
@@ -343,7 +343,7 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
         ));
     }
     for (i, origin) in r.cors_origins.iter().enumerate() {
-        if origin != "*" && crate::edge::origin::parse_origin(origin).is_none() {
+        if origin != "*" && super::values::parse_origin(origin).is_none() {
             errors.push(ConfigError::new(
                 format!("{at}.cors_origins[{i}]"),
                 format!(
@@ -593,7 +593,7 @@ fn policy(
             }
         }
         for (j, scope) in rule.scopes.iter().enumerate() {
-            if !crate::auth::challenge::is_scope_token(scope) {
+            if !super::values::is_scope_token(scope) {
                 errors.push(ConfigError::new(
                     format!("{at}.policy[{i}].scopes[{j}]"),
                     format!("`{scope}` is not a scope"),

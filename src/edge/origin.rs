@@ -4,36 +4,8 @@
 use http::HeaderValue;
 use http::header::ACCESS_CONTROL_REQUEST_HEADERS;
 
+use crate::config::values::{Origin, parse_origin};
 use crate::mcp::headers;
-
-/// A serialized origin: scheme, host, port (default port filled in).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    scheme: String,
-    host: String,
-    port: Option<u16>,
-}
-
-/// Parses `scheme://host[:port]` (no path, query or user information).
-pub fn parse_origin(text: &str) -> Option<Origin> {
-    let url = url::Url::parse(text).ok()?;
-    let host = url.host_str()?;
-    let bare = text.trim_end_matches('/');
-    let has_extra = url.path() != "/"
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-        || bare.len() + 1 < text.len();
-    if has_extra {
-        return None;
-    }
-    Some(Origin {
-        scheme: url.scheme().to_owned(),
-        host: host.trim_end_matches('.').to_ascii_lowercase(),
-        port: url.port_or_known_default(),
-    })
-}
 
 /// What one route accepts in `Origin`.
 #[derive(Debug, Clone)]

@@ -7,6 +7,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::values::{HOP_BY_HOP, never_forwarded};
 use crate::mcp::headers as mcp;
 
 /// Client headers always forwarded (MCP's own, content negotiation, tracing).
@@ -22,35 +23,6 @@ const FORWARDED: &[&str] = &[
     "traceparent",
     "tracestate",
 ];
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the ones every proxy treats so.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Headers that must never go upstream, whatever the config says.
-pub fn never_forwarded(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-        || matches!(
-            *name,
-            header::AUTHORIZATION
-                | header::COOKIE
-                | header::ORIGIN
-                | header::HOST
-                | header::CONTENT_LENGTH
-                | header::FORWARDED
-        )
-        || name.as_str().starts_with("x-forwarded-")
-        || name.as_str().starts_with("x-portcullis-")
-}
 
 /// `true` for a client header that may cross to the upstream.
 fn forwarded(name: &HeaderName, extra_allowed: &[HeaderName]) -> bool {

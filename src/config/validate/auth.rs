@@ -10,8 +10,8 @@ use super::super::auth::IdentityHeaders;
 use super::super::load::{ConfigError, Parsed};
 use super::super::{AuthMode, Config, MethodName, RouteConfig};
 use super::MANAGED_HEADERS;
-use crate::auth::challenge::is_scope_token;
 use crate::auth::{ApiKeyEntry, KeyHash, keys};
+use crate::config::values::is_scope_token;
 use crate::tls;
 
 pub(super) fn section(config: &Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
@@ -133,7 +133,7 @@ fn issuer(
         key_sources(at, ic, &algorithms, errors);
     }
     if let Some(url) = &ic.jwks_url
-        && !crate::auth::jwks::url_allowed(url)
+        && !crate::config::values::jwks_url_allowed(url)
     {
         errors.push(ConfigError::new(
             format!("{at}.jwks_url"),
