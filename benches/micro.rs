@@ -358,7 +358,7 @@ fn authenticate(c: &mut Criterion) {
     let env = portcullis::config::ProcessEnv {
         base_dir: std::env::temp_dir(),
     };
-    let Ok(config) = portcullis::config::load_str(&text, &env) else {
+    let Ok(config) = portcullis::gateway::load_str(&text, &env) else {
         eprintln!("authenticate: bench config rejected; skipped");
         return;
     };

@@ -21,6 +21,7 @@
 pub mod apikey;
 pub mod cache;
 pub mod challenge;
+pub mod check;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
@@ -48,7 +49,8 @@ use self::jwks::{JwksCache, JwksPolicy};
 use self::jwt::{ClaimMapping, JwtError, JwtVerifier, TrustedIssuer};
 use self::mtls::PeerCertificate;
 use crate::config::auth::{CertificateIdentity, IdentityHeaders};
-use crate::config::{AuthMode, Config, MethodName, RouteConfig};
+pub use crate::config::auth::{Methods, methods};
+use crate::config::{AuthMode, Config, RouteConfig};
 
 /// Why the authenticator could not be built from a validated config (a key that
 /// validation accepted but that cannot be used after all, a JWKS client that cannot be
@@ -77,14 +79,6 @@ pub struct Authenticator {
     certificate_identity: CertificateIdentity,
     api_key_header: HeaderName,
     cache: VerifiedTokenCache,
-}
-
-/// Which ways in a route accepts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Methods {
-    pub jwt: bool,
-    pub api_key: bool,
-    pub mtls: bool,
 }
 
 /// One route's authentication settings, ready to use.
@@ -602,26 +596,6 @@ impl RouteAuth {
 
     pub fn has_identity_headers(&self) -> bool {
         !self.identity.is_empty()
-    }
-}
-
-/// The ways in a route accepts: as listed, or by default JWTs when issuers are configured
-/// and API keys when keys are (certificates only when listed).
-pub fn methods(config: &Config, route: &RouteConfig) -> Methods {
-    if route.auth == AuthMode::None {
-        return Methods::default();
-    }
-    match &route.auth_methods {
-        Some(list) => Methods {
-            jwt: list.contains(&MethodName::Jwt),
-            api_key: list.contains(&MethodName::ApiKey),
-            mtls: list.contains(&MethodName::Mtls),
-        },
-        None => Methods {
-            jwt: !config.auth.issuers.is_empty(),
-            api_key: !config.auth.api_keys.is_empty(),
-            mtls: false,
-        },
     }
 }
 

@@ -131,7 +131,7 @@ fn api_key_from_bytes(key: &[u8]) -> Result<&str, &'static str> {
 
 /// Loads the config, or prints every problem and gives the exit code for it.
 fn load(path: &std::path::Path) -> Result<crate::Config, ExitCode> {
-    config::load_file(path).map_err(|errors| {
+    crate::gateway::load_file(path).map_err(|errors| {
         eprint!("{}: {errors}", path.display());
         ExitCode::from(2)
     })

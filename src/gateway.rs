@@ -10,7 +10,7 @@ use crate::audit::Audit;
 use crate::audit::arguments::{self, ArgumentsMode};
 use crate::audit::metrics::Metrics;
 use crate::auth::{AuthSetupError, Authenticator, RouteAuth};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::edge::host::HostPolicy;
 use crate::edge::origin::OriginPolicy;
 use crate::mcp::session::SessionKeys;
@@ -46,6 +46,57 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(ConfigErrors),
+}
+
+impl StartError {
+    /// The problem as a config error, with the TOML path of what it is about.
+    fn config_error(&self, config: &Config) -> ConfigError {
+        let route = |name: &str, key: &str| {
+            config
+                .routes
+                .iter()
+                .position(|r| r.name == name)
+                .map_or_else(String::new, |i| format!("routes[{i}].{key}"))
+        };
+        let path = match self {
+            Self::Upstream { route: name, .. } => route(name, "upstream"),
+            Self::Policy { route: name, .. } => route(name, "policy"),
+            Self::Auth(_) => "auth".to_owned(),
+            Self::Sessions(_) => "sessions.keys".to_owned(),
+            Self::Cluster(_) => "cluster".to_owned(),
+            Self::Audit(_) => "audit".to_owned(),
+            Self::Pins(_) => "guard.pins_file".to_owned(),
+            Self::Tls(_) => "server.tls".to_owned(),
+            Self::Metrics(_) | Self::Bind { .. } | Self::Config(_) => String::new(),
+        };
+        ConfigError::new(path, self.to_string())
+    }
+}
+
+/// The checks of the configuration that need the gateway's parts (their constructors:
+/// policies, schemas, redaction patterns, keys), each problem with its TOML path. Loading
+/// through [`load_file`] or [`load_str`] runs them with config's own checks, so that every
+/// problem is reported at once.
+pub fn check(config: &Config, read: &crate::config::Read<'_>) -> Vec<ConfigError> {
+    let mut errors = crate::auth::check::check(config, read);
+    errors.extend(crate::policy::check(config, read));
+    errors.extend(crate::guard::check(config, read));
+    errors
+}
+
+/// Loads the config at `path` and checks it whole: config's own checks and [`check`].
+pub fn load_file(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    crate::config::load_file_checked(path, &check)
+}
+
+/// Loads config text and checks it whole: config's own checks and [`check`].
+pub fn load_str(
+    text: &str,
+    source: &dyn crate::config::SecretSource,
+) -> Result<Config, ConfigErrors> {
+    crate::config::load_str_checked(text, source, &check)
 }
 
 /// One configured route, ready to serve.
@@ -205,18 +256,33 @@ impl crate::guard::Alerts for Audit {
 }
 
 impl Gateway {
-    /// Builds the gateway of a validated config. `local_addr` is the address the listener
-    /// is bound to: a loopback listener without `server.public_url` takes its URL from it
-    /// (a sidecar's clients reach it there), which gives its routes their audience.
-    pub fn new(
-        config: &Config,
-        local_addr: Option<std::net::SocketAddr>,
-    ) -> Result<Self, StartError> {
-        Self::with_clock(config, local_addr, LimitClock::default())
+    /// Builds the gateway of a loaded config: first every check that needs a part's
+    /// constructor ([`check`]: policies, schemas, keys), every problem at once with its
+    /// TOML path; then the parts. Nothing is shared between two gateways built from two
+    /// configs: they can serve side by side in one process.
+    pub fn build(config: &Config) -> Result<Self, Vec<ConfigError>> {
+        Self::build_with(config, None, LimitClock::default())
     }
 
-    /// [`Gateway::new`] with every rate limit reading `clock`.
-    pub fn with_clock(
+    /// [`Gateway::build`] for a listener bound to `local_addr` (a loopback listener
+    /// without `server.public_url` takes its URL from it: a sidecar's clients reach it
+    /// there, which gives its routes their audience), with every rate limit reading
+    /// `clock`.
+    pub fn build_with(
+        config: &Config,
+        local_addr: Option<std::net::SocketAddr>,
+        clock: LimitClock,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let problems = crate::config::check_whole(config, &check);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Self::parts(config, local_addr, clock).map_err(|e| vec![e.config_error(config)])
+    }
+
+    /// Builds each part of a checked config: what can still fail is the host's (a file
+    /// that cannot be opened, keys that cannot be made).
+    fn parts(
         config: &Config,
         local_addr: Option<std::net::SocketAddr>,
         clock: LimitClock,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
 
+use crate::config::ConfigError;
 use crate::config::guard::{Enforcement, RouteGuardConfig};
 use crate::mcp::limits::InputLimits;
 use crate::mcp::message::ParseOptions;
@@ -68,8 +69,8 @@ impl RouteGuard {
             },
             arguments: config.arguments,
             tools: schema::ToolCatalog::new(&config.schemas),
-            // Checked by the config's validation.
-            redactor: crate::config::guard::redactor(config).ok().flatten(),
+            // Checked by `check`.
+            redactor: redactor(config).ok().flatten(),
             pins: (config.pinning != Enforcement::Off).then(|| Arc::clone(pins)),
             pin_policy: pins::PinPolicy {
                 pinning: config.pinning,
@@ -301,6 +302,70 @@ pub fn alert(
         }
         pins::Observed::Trusted | pins::Observed::StillHeld => {}
     }
+}
+
+/// The checks of each route's `guard` that need the guard's parts (`gateway::check`): the
+/// redaction patterns are known and compile, and every schema is a usable JSON Schema,
+/// each problem with its TOML path.
+pub fn check(config: &crate::config::Config, read: &crate::config::Read<'_>) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (position, r) in config.routes.iter().enumerate() {
+        let at = format!("{}.guard", read.route(position));
+        let guard = &r.guard;
+        if let Err(e) = redact_patterns(&guard.redact) {
+            errors.push(ConfigError::new(format!("{at}.redact"), e));
+        } else if let Err(e) = redactor(guard) {
+            errors.push(ConfigError::new(format!("{at}.redact_patterns"), e));
+        }
+        for (tool, schema) in guard.schemas.iter().filter(|(_, s)| s.is_object()) {
+            if let Err(e) = schema::compile(schema) {
+                errors.push(ConfigError::new(
+                    format!("{at}.schemas.{}", crate::config::guard::toml_key(tool)),
+                    format!("not a usable JSON Schema: {e}"),
+                ));
+            }
+        }
+    }
+    errors
+}
+
+/// The redaction patterns `guard.redact` names: `Err` lists the unknown names.
+pub fn redact_patterns(names: &[String]) -> Result<Vec<redact::Pattern>, String> {
+    use redact::Pattern;
+    if names.iter().any(|n| n == "all") {
+        return Ok(Pattern::ALL.to_vec());
+    }
+    let mut patterns = Vec::new();
+    let mut unknown = Vec::new();
+    for name in names {
+        match Pattern::ALL.iter().find(|p| p.as_str() == name) {
+            Some(pattern) => patterns.push(*pattern),
+            None => unknown.push(format!("`{name}`")),
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(patterns);
+    }
+    let known: Vec<&str> = Pattern::ALL.iter().map(|p| p.as_str()).collect();
+    Err(format!(
+        "unknown pattern {}; known: {}, or \"all\"",
+        unknown.join(", "),
+        known.join(", ")
+    ))
+}
+
+/// The route's redactor, if it redacts anything.
+pub fn redactor(guard: &RouteGuardConfig) -> Result<Option<redact::Redactor>, String> {
+    let patterns = redact_patterns(&guard.redact)?;
+    if patterns.is_empty() && guard.redact_patterns.is_empty() {
+        return Ok(None);
+    }
+    let custom: Vec<(String, String)> = guard
+        .redact_patterns
+        .iter()
+        .map(|(name, regex)| (name.clone(), regex.clone()))
+        .collect();
+    redact::Redactor::new(&patterns, &custom).map(Some)
 }
 
 #[cfg(test)]

@@ -62,11 +62,9 @@ impl Running {
         clock: ratelimit::LimitClock,
     ) -> Result<Self, StartError> {
         let server = Server::bind(&config.server).await?;
-        let gateway = Arc::new(Gateway::with_clock(
-            config,
-            Some(server.local_addr()),
-            clock,
-        )?);
+        let gateway = Gateway::build_with(config, Some(server.local_addr()), clock)
+            .map_err(|problems| StartError::Config(config::ConfigErrors(problems)))?;
+        let gateway = Arc::new(gateway);
         if gateway.hosts.is_open() {
             tracing::warn!(
                 "No server.public_url or server.allowed_hosts on a non-loopback listener: \

@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 
 use self::condition::Condition;
+use crate::config::ConfigError;
 use crate::config::policy::{DefaultPolicy, Effect, RuleConfig};
 use crate::glob::Glob;
 pub use crate::mcp::call::{Call, Target};
@@ -504,6 +505,26 @@ impl RoutePolicy {
             DefaultPolicy::Deny => Decision::Deny,
         }
     }
+}
+
+/// The checks of `[[routes.policy]]` that need the policy's compiler (`gateway::check`):
+/// every rule of every route compiles, each problem with its TOML path. A rule with a key
+/// left out as in error is not judged: it holds a default in its place.
+pub fn check(config: &crate::config::Config, read: &crate::config::Read<'_>) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (position, r) in config.routes.iter().enumerate() {
+        let at = read.route(position);
+        let Err(problems) = RoutePolicy::new(&r.policy, r.default_policy, r.step_up) else {
+            continue;
+        };
+        for (i, key, message) in problems {
+            let rule = format!("{at}.policy[{i}]");
+            if !read.dropped_within(&rule) {
+                errors.push(ConfigError::new(format!("{rule}.{key}"), message));
+            }
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

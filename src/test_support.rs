@@ -40,7 +40,7 @@ auth = "none"
 
 /// A config loaded from `text` as the gateway loads its file, failing the test on any error.
 pub(crate) fn config(text: &str) -> crate::config::Config {
-    crate::config::load_str(
+    crate::gateway::load_str(
         text,
         &crate::config::ProcessEnv {
             base_dir: std::env::temp_dir(),

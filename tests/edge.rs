@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use portcullis::config::{self, ProcessEnv};
+use portcullis::config::ProcessEnv;
 use tower::ServiceExt;
 
 /// A gateway on a loopback listener (so loopback Host names are allowed) with one route
@@ -40,8 +40,8 @@ auth = "none"
     let env = ProcessEnv {
         base_dir: std::env::temp_dir(),
     };
-    let config = config::load_str(&text, &env).unwrap();
-    portcullis::app(Arc::new(portcullis::Gateway::new(&config, None).unwrap()))
+    let config = portcullis::gateway::load_str(&text, &env).unwrap();
+    portcullis::app(Arc::new(portcullis::Gateway::build(&config).unwrap()))
 }
 
 async fn send(

@@ -3,9 +3,7 @@
 //! concern (`auth`, `policy`, …) from none of the other concerns either. So there is no
 //! cycle among top-level modules, and a newcomer can read the crate bottom-up.
 //!
-//! The code does not keep the rule yet. Every import that breaks it today is listed in
-//! [`KNOWN`]: a new one fails this test, and so does a listed one that is gone (take it
-//! off the list), so the list only shrinks until it is empty.
+//! Modules of one layer may import each other, but never in a cycle: that is checked too.
 #![cfg(test)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,13 +35,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("server", &["server"]),
     ("admin", &["admin"]),
     ("cli", &["cli"]),
-];
-
-/// Imports that break the rule today, as `(from, to)` modules. Only ever shrinks.
-const KNOWN: &[(&str, &str)] = &[
-    ("config", "auth"),
-    ("config", "guard"),
-    ("config", "policy"),
 ];
 
 /// The layer of a top-level module.
@@ -117,7 +108,7 @@ fn references(text: &str, top_level_file: bool) -> BTreeSet<String> {
 }
 
 #[test]
-fn no_module_imports_from_a_layer_above_it_or_another_concern() {
+fn no_module_imports_from_a_layer_above_it_or_another_concern_or_in_a_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -125,6 +116,8 @@ fn no_module_imports_from_a_layer_above_it_or_another_concern() {
 
     // (from, to) → the first file where it happens.
     let mut broken: BTreeMap<(String, String), String> = BTreeMap::new();
+    // Every module → the modules it imports.
+    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut unplaced = BTreeSet::new();
     for file in &files {
         let Some(from) = module_of(&src, file) else {
@@ -140,6 +133,7 @@ fn no_module_imports_from_a_layer_above_it_or_another_concern() {
             if to == from {
                 continue;
             }
+            imports.entry(from.clone()).or_default().insert(to.clone());
             let to_layer = layer(&to).unwrap_or(0);
             let upward = to_layer > from_layer;
             // Concerns stand side by side: each on its own, on the layers below.
@@ -155,29 +149,75 @@ fn no_module_imports_from_a_layer_above_it_or_another_concern() {
         "top-level modules in no layer (add them to LAYERS and docs/architecture.md): {unplaced:?}"
     );
 
-    let known: BTreeSet<(String, String)> = KNOWN
+    let broken: Vec<String> = broken
         .iter()
-        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-        .collect();
-    let new: Vec<String> = broken
-        .iter()
-        .filter(|(pair, _)| !known.contains(*pair))
         .map(|((from, to), file)| format!("{from} -> {to} (src/{file})"))
         .collect();
-    let gone: Vec<String> = known
-        .iter()
-        .filter(|pair| !broken.contains_key(*pair))
-        .map(|(from, to)| format!("(\"{from}\", \"{to}\")"))
-        .collect();
     assert!(
-        new.is_empty(),
+        broken.is_empty(),
         "imports from a layer above, or from another concern (see docs/architecture.md):\n  {}",
-        new.join("\n  ")
+        broken.join("\n  ")
     );
+    let cycle = first_cycle(&imports);
     assert!(
-        gone.is_empty(),
-        "these imports are gone: take them off KNOWN in tests/layers.rs:\n  {}",
-        gone.join("\n  ")
+        cycle.is_none(),
+        "top-level modules that import each other in a cycle: {}",
+        cycle.unwrap_or_default().join(" -> ")
+    );
+}
+
+/// A cycle in `imports` (module → the modules it imports), as the modules along it, the
+/// first again at the end.
+fn first_cycle(imports: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        module: &str,
+        imports: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|m| m == module) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(module.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(module) {
+            return None;
+        }
+        path.push(module.to_owned());
+        for next in imports.get(module).into_iter().flatten() {
+            if let Some(cycle) = visit(next, imports, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(module.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    imports
+        .keys()
+        .find_map(|module| visit(module, imports, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn a_cycle_is_found() {
+    let graph = |edges: &[(&str, &str)]| {
+        let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (from, to) in edges {
+            imports
+                .entry((*from).to_owned())
+                .or_default()
+                .insert((*to).to_owned());
+        }
+        imports
+    };
+    assert_eq!(
+        first_cycle(&graph(&[("a", "b"), ("b", "c"), ("a", "c")])),
+        None
+    );
+    assert_eq!(
+        first_cycle(&graph(&[("a", "b"), ("b", "c"), ("c", "b")])),
+        Some(vec!["b".to_owned(), "c".to_owned(), "b".to_owned()])
     );
 }
 

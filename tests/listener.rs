@@ -473,7 +473,7 @@ async fn a_second_gateway_on_the_same_address_is_refused() {
         let env = portcullis::config::ProcessEnv {
             base_dir: std::env::temp_dir(),
         };
-        let config = portcullis::config::load_str(&text, &env).unwrap();
+        let config = portcullis::gateway::load_str(&text, &env).unwrap();
         let second = portcullis::Running::bind(&config).await;
         assert!(
             matches!(second, Err(portcullis::StartError::Bind { .. })),

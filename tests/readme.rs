@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashMap;
 
 use portcullis::auth::{AuthMethod, Principal};
-use portcullis::config::{self, SecretSource};
+use portcullis::config::SecretSource;
 use portcullis::policy::{Call, Decision, Roles, RoutePolicy, Target};
 use support::pki::TestPki;
 
@@ -76,7 +76,7 @@ fn the_deployment_examples_load_and_let_their_callers_call_tools() {
     let env = Env(HashMap::from([("GITHUB_MCP_TOKEN", "ghp_example")]));
 
     let sidecar = with_files(&example("### As a sidecar"), &pki);
-    let sidecar = config::load_str(&sidecar, &env).unwrap_or_else(|e| panic!("{e}"));
+    let sidecar = portcullis::gateway::load_str(&sidecar, &env).unwrap_or_else(|e| panic!("{e}"));
     let agent = caller(&["mcp-agent"]);
     assert!(may_call(&sidecar, "tools", &agent, "get_weather"));
     assert!(!may_call(&sidecar, "tools", &agent, "send_email"));
@@ -94,7 +94,7 @@ fn the_deployment_examples_load_and_let_their_callers_call_tools() {
     ));
 
     let edge = with_files(&example("### As an edge proxy"), &pki);
-    let edge = config::load_str(&edge, &env).unwrap_or_else(|e| panic!("{e}"));
+    let edge = portcullis::gateway::load_str(&edge, &env).unwrap_or_else(|e| panic!("{e}"));
     assert!(may_call(
         &edge,
         "github",

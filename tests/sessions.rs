@@ -225,7 +225,7 @@ async fn bad_session_keys_are_refused_at_start_up() {
         base_dir: std::env::temp_dir(),
     };
     // SHORT is not set in this process: reported as a missing secret.
-    let errors = portcullis::config::load_str(text, &source)
+    let errors = portcullis::gateway::load_str(text, &source)
         .unwrap_err()
         .0
         .iter()

@@ -1,12 +1,13 @@
 //! An issuer's configured keys (set up for authentication): algorithm names, PEM public keys,
-//! inline JWKs and HMAC secrets turned into [`VerifyKey`]s. Used by config validation (which
+//! inline JWKs and HMAC secrets turned into [`VerifyKey`]s. Used by [`super::check`] (which
 //! reports every bad key with its TOML path) and by the gateway when it builds the
 //! [`super::Authenticator`].
 
 use std::path::Path;
-use std::str::FromStr;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+
+pub use crate::config::values::{algorithm, is_hmac};
 
 use super::jwks::parse_jwks;
 use super::jwt::VerifyKey;
@@ -14,21 +15,6 @@ use super::jwt::VerifyKey;
 /// Shortest HMAC secret accepted, in bytes: RFC 7518 §3.2 asks for a key at least as
 /// long as the hash output; 32 bytes is that for HS256 and what brute force must beat.
 pub const MIN_HMAC_SECRET_LEN: usize = 32;
-
-/// Parses an algorithm name as written in the config (`RS256`, `EdDSA`, …).
-pub fn algorithm(name: &str) -> Result<Algorithm, String> {
-    Algorithm::from_str(name).map_err(|_| {
-        format!(
-            "`{name}` is not a JWT signature algorithm (expected one of RS256, RS384, RS512, \
-             PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512)"
-        )
-    })
-}
-
-/// Whether `alg` is an HMAC algorithm (a shared secret rather than a public key).
-pub fn is_hmac(alg: Algorithm) -> bool {
-    alg.family() == AlgorithmFamily::Hmac
-}
 
 /// Reads a PEM public key for one of `algorithms`' families (RSA, EC or Ed25519).
 pub fn pem_key(path: &Path, algorithms: &[Algorithm]) -> Result<VerifyKey, String> {

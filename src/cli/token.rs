@@ -278,7 +278,7 @@ fn issuer<'a>(config: &'a Config, given: Option<&str>) -> Result<&'a IssuerConfi
 }
 
 /// `aud`: `--audience`, or the audience of the route named (or of the only route that
-/// accepts JWTs), computed as [`crate::Gateway::new`] and [`crate::auth::RouteAuth::new`]
+/// accepts JWTs), computed as [`crate::Gateway::build`] and [`crate::auth::RouteAuth::new`]
 /// compute it.
 fn audience(
     config: &Config,
@@ -588,7 +588,7 @@ mod tests {
              [[auth.issuers]]\nissuer = \"https://iss.test\"\nalgorithms = [\"HS256\"]\n\
              hmac_secret = \"${{JWT_SECRET}}\"\n{issuer_extra}\n{routes}"
         );
-        match crate::config::load_str(&text, &Env) {
+        match crate::gateway::load_str(&text, &Env) {
             Ok(c) => c,
             Err(e) => panic!("{e}\n{text}"),
         }

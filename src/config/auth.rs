@@ -247,3 +247,31 @@ pub(super) mod defaults {
         vec!["scope".to_owned(), "scp".to_owned()]
     }
 }
+
+/// Which ways in a route accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Methods {
+    pub jwt: bool,
+    pub api_key: bool,
+    pub mtls: bool,
+}
+
+/// The ways in a route accepts: as listed, or by default JWTs when issuers are configured
+/// and API keys when keys are (certificates only when listed).
+pub fn methods(config: &super::Config, route: &super::RouteConfig) -> Methods {
+    if route.auth == AuthMode::None {
+        return Methods::default();
+    }
+    match &route.auth_methods {
+        Some(list) => Methods {
+            jwt: list.contains(&MethodName::Jwt),
+            api_key: list.contains(&MethodName::ApiKey),
+            mtls: list.contains(&MethodName::Mtls),
+        },
+        None => Methods {
+            jwt: !config.auth.issuers.is_empty(),
+            api_key: !config.auth.api_keys.is_empty(),
+            mtls: false,
+        },
+    }
+}

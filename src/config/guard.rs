@@ -136,72 +136,18 @@ pub(super) fn validate(at: &str, guard: &RouteGuardConfig, errors: &mut Vec<Conf
             "must be at least 1",
         ));
     }
-    if let Err(e) = redact_patterns(&guard.redact) {
-        errors.push(ConfigError::new(format!("{at}.guard.redact"), e));
-    } else if let Err(e) = redactor(guard) {
-        errors.push(ConfigError::new(format!("{at}.guard.redact_patterns"), e));
-    }
     for (tool, schema) in &guard.schemas {
-        let path = format!("{at}.guard.schemas.{}", toml_key(tool));
         if !schema.is_object() {
             errors.push(ConfigError::new(
-                path,
+                format!("{at}.guard.schemas.{}", toml_key(tool)),
                 "must be a table holding a JSON Schema, e.g. { properties = { path = { pattern = \"^/srv/\" } } }",
             ));
-            continue;
-        }
-        if let Err(e) = crate::guard::schema::compile(schema) {
-            errors.push(ConfigError::new(
-                path,
-                format!("not a usable JSON Schema: {e}"),
-            ));
         }
     }
-}
-
-/// The redaction patterns `guard.redact` names: `Err` lists the unknown names.
-pub fn redact_patterns(names: &[String]) -> Result<Vec<crate::guard::redact::Pattern>, String> {
-    use crate::guard::redact::Pattern;
-    if names.iter().any(|n| n == "all") {
-        return Ok(Pattern::ALL.to_vec());
-    }
-    let mut patterns = Vec::new();
-    let mut unknown = Vec::new();
-    for name in names {
-        match Pattern::ALL.iter().find(|p| p.as_str() == name) {
-            Some(pattern) => patterns.push(*pattern),
-            None => unknown.push(format!("`{name}`")),
-        }
-    }
-    if unknown.is_empty() {
-        return Ok(patterns);
-    }
-    let known: Vec<&str> = Pattern::ALL.iter().map(|p| p.as_str()).collect();
-    Err(format!(
-        "unknown pattern {}; known: {}, or \"all\"",
-        unknown.join(", "),
-        known.join(", ")
-    ))
-}
-
-/// The route's redactor, if it redacts anything.
-pub fn redactor(
-    guard: &RouteGuardConfig,
-) -> Result<Option<crate::guard::redact::Redactor>, String> {
-    let patterns = redact_patterns(&guard.redact)?;
-    if patterns.is_empty() && guard.redact_patterns.is_empty() {
-        return Ok(None);
-    }
-    let custom: Vec<(String, String)> = guard
-        .redact_patterns
-        .iter()
-        .map(|(name, regex)| (name.clone(), regex.clone()))
-        .collect();
-    crate::guard::redact::Redactor::new(&patterns, &custom).map(Some)
 }
 
 /// A table key as it would be written in TOML (quoted unless bare).
-fn toml_key(key: &str) -> String {
+pub fn toml_key(key: &str) -> String {
     if !key.is_empty()
         && key
             .bytes()

@@ -59,6 +59,12 @@ impl fmt::Display for ConfigErrors {
 /// Loads, validates and resolves secrets of the config at `path`, using the process
 /// environment. Relative paths inside the file are taken relative to its directory.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let (text, base_dir) = read_file(path)?;
+    load_str(&text, &ProcessEnv { base_dir })
+}
+
+/// The text of the config file at `path`, and the directory its relative paths start from.
+fn read_file(path: &Path) -> Result<(String, PathBuf), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
             "",
@@ -74,11 +80,56 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     } else {
         base_dir
     };
-    load_str(&text, &ProcessEnv { base_dir })
+    Ok((text, base_dir))
 }
 
 /// Loads config text; `source` provides environment variables and the base directory.
+/// Checks only what config itself knows (kinds, ranges, references, secrets): the checks
+/// that need the gateway's parts come with [`load_str_checked`].
 pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigErrors> {
+    load_str_checked(text, source, &|_, _| Vec::new())
+}
+
+/// Checks that need the gateway's parts (their constructors: policies, schemas, keys):
+/// given what was read, and where each part of it is in the file, they return their
+/// problems with those paths (the gateway's are `gateway::check`).
+pub type PartChecks<'c> = &'c dyn Fn(&Config, &Read<'_>) -> Vec<ConfigError>;
+
+/// `checks` run on a whole config (one that loaded without a problem, or was made in
+/// code): every part is where its position says, nothing was left out.
+pub fn check_whole(config: &Config, checks: PartChecks<'_>) -> Vec<ConfigError> {
+    let parsed = Parsed {
+        route_index: Vec::new(),
+        secret_index: Vec::new(),
+        issuer_index: Vec::new(),
+        api_key_index: Vec::new(),
+        certificate_index: Vec::new(),
+        auth: true,
+        dropped: BTreeSet::new(),
+    };
+    checks(
+        config,
+        &Read {
+            parsed: &parsed,
+            errors: &[],
+        },
+    )
+}
+
+/// [`load_file`], with `checks` run on what was read, so that every problem is reported
+/// at once.
+pub fn load_file_checked(path: &Path, checks: PartChecks<'_>) -> Result<Config, ConfigErrors> {
+    let (text, base_dir) = read_file(path)?;
+    load_str_checked(&text, &ProcessEnv { base_dir }, checks)
+}
+
+/// [`load_str`], with `checks` run on what was read (the parts left out excepted), so that
+/// every problem is reported at once.
+pub fn load_str_checked(
+    text: &str,
+    source: &dyn SecretSource,
+    checks: PartChecks<'_>,
+) -> Result<Config, ConfigErrors> {
     let table: toml::Table = toml::from_str(text).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
             "",
@@ -187,6 +238,12 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
 
     resolve_relative_paths(&mut config, source.base_dir());
     super::validate::validate(&mut config, &parsed, source, &mut errors);
+    let read = Read {
+        parsed: &parsed,
+        errors: &errors,
+    };
+    let found = checks(&config, &read);
+    errors.extend(found);
 
     if errors.is_empty() {
         Ok(config)
@@ -229,6 +286,75 @@ impl Parsed {
             .iter()
             .any(|d| d.strip_prefix(path).is_some_and(continues_path))
     }
+}
+
+/// What the loader read, for the checks of the gateway's parts ([`PartChecks`]): where each
+/// entry is in the file, what was left out, and what is in error already.
+pub struct Read<'a> {
+    parsed: &'a Parsed,
+    errors: &'a [ConfigError],
+}
+
+impl std::fmt::Debug for Read<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Read")
+            .field("errors", &self.errors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Read<'_> {
+    /// The TOML path of `config.routes[position]`.
+    pub fn route(&self, position: usize) -> String {
+        format!("routes[{}]", at(&self.parsed.route_index, position))
+    }
+
+    /// The TOML path of `config.auth.issuers[position]`.
+    pub fn issuer(&self, position: usize) -> String {
+        format!("auth.issuers[{}]", at(&self.parsed.issuer_index, position))
+    }
+
+    /// The TOML path of `config.auth.api_keys[position]`.
+    pub fn api_key(&self, position: usize) -> String {
+        format!(
+            "auth.api_keys[{}]",
+            at(&self.parsed.api_key_index, position)
+        )
+    }
+
+    /// The TOML path of `config.auth.certificates[position]`.
+    pub fn certificate(&self, position: usize) -> String {
+        let index = at(&self.parsed.certificate_index, position);
+        format!("auth.certificates[{index}]")
+    }
+
+    /// Whether every entry of `[auth]` was read: when one was not, checks that depend on
+    /// what `[auth]` configures would only report follow-on problems.
+    pub fn auth_complete(&self) -> bool {
+        self.parsed.auth
+    }
+
+    /// `path`, or a table or array holding it, was in error and left out: the config holds
+    /// a default there, not what the file says.
+    pub fn dropped(&self, path: &str) -> bool {
+        self.parsed.dropped(path)
+    }
+
+    /// Something at or under `path` was in error and left out.
+    pub fn dropped_within(&self, path: &str) -> bool {
+        self.parsed.dropped_within(path)
+    }
+
+    /// A problem was reported at `path` already (a secret that could not be resolved).
+    pub fn failed(&self, path: &str) -> bool {
+        self.errors.iter().any(|e| e.path == path)
+    }
+}
+
+/// The file index at `position` of `index`, or the position itself for a config that was
+/// not read from a file.
+fn at(index: &[usize], position: usize) -> usize {
+    index.get(position).copied().unwrap_or(position)
 }
 
 /// What is left of a TOML path after a prefix: nothing, or a key or an index below it.

@@ -2,7 +2,10 @@
 //! origin, an OAuth scope, a URL keys may be fetched from, a header name that may be
 //! forwarded. Config checks them on load; the parts use the same rule at run time.
 
+use std::str::FromStr;
+
 use http::header::{self, HeaderName};
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
 
 /// A serialized origin: scheme, host, port (default port filled in).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,4 +91,19 @@ pub fn jwks_url_allowed(url: &url::Url) -> bool {
         None => false,
     };
     url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
+
+/// Parses an algorithm name as written in the config (`RS256`, `EdDSA`, …).
+pub fn algorithm(name: &str) -> Result<Algorithm, String> {
+    Algorithm::from_str(name).map_err(|_| {
+        format!(
+            "`{name}` is not a JWT signature algorithm (expected one of RS256, RS384, RS512, \
+             PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512)"
+        )
+    })
+}
+
+/// Whether `alg` is an HMAC algorithm (a shared secret rather than a public key).
+pub fn is_hmac(alg: Algorithm) -> bool {
+    alg.family() == AlgorithmFamily::Hmac
 }

@@ -328,7 +328,7 @@ auth = "none"
 tools = ["echo"]
 "#,
         );
-        Arc::new(Gateway::new(&config, None).unwrap())
+        Arc::new(Gateway::build(&config).unwrap())
     }
 
     /// The upstream: answers every request with `answer`, as JSON, and echoes the body it

@@ -1,5 +1,5 @@
 //! The real gateway, in-process on `127.0.0.1:0`, from a generated TOML config loaded the
-//! way the binary loads it (`config::load_str` with a secret source), over TLS with test
+//! way the binary loads it (`gateway::load_str` with a secret source), over TLS with test
 //! certificates or, for the sidecar case, plain HTTP.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use portcullis::config::{self, SecretSource};
+use portcullis::config::SecretSource;
 use tokio::sync::oneshot;
 
 use super::pki::TestPki;
@@ -286,7 +286,7 @@ impl GatewayBuilder {
                 .collect(),
             base_dir: std::env::temp_dir(),
         };
-        let config = match config::load_str(&text, &secrets) {
+        let config = match portcullis::gateway::load_str(&text, &secrets) {
             Ok(config) => config,
             Err(errors) => panic!("test config rejected:\n{errors}\n---\n{text}"),
         };

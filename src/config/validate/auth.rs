@@ -10,8 +10,7 @@ use super::super::auth::IdentityHeaders;
 use super::super::load::{ConfigError, Parsed};
 use super::super::{AuthMode, Config, MethodName, RouteConfig};
 use super::MANAGED_HEADERS;
-use crate::auth::{ApiKeyEntry, KeyHash, keys};
-use crate::config::values::is_scope_token;
+use crate::config::values::{algorithm, is_hmac, is_scope_token};
 use crate::tls;
 
 pub(super) fn section(config: &Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
@@ -49,24 +48,14 @@ pub(super) fn section(config: &Config, parsed: &Parsed, errors: &mut Vec<ConfigE
         issuer(&at, ic, parsed, errors);
     }
 
-    let mut hashes: Vec<(KeyHash, usize)> = Vec::new();
+    // That each hash is one, and no key is configured twice, is `auth::check`'s.
     for (k, &i) in auth.api_keys.iter().zip(&parsed.api_key_index) {
         let at = format!("auth.api_keys[{i}]");
-        match ApiKeyEntry::new(&k.hash, k.subject.clone(), Vec::new()) {
-            Ok(entry) => {
-                if let Some((_, first)) = hashes.iter().find(|(h, _)| *h == entry.hash) {
-                    errors.push(ConfigError::new(
-                        format!("{at}.hash"),
-                        format!("the same key is configured twice (also auth.api_keys[{first}])"),
-                    ));
-                }
-                hashes.push((entry.hash, i));
-            }
-            Err(crate::auth::ApiKeyError::EmptySubject) => errors.push(ConfigError::new(
+        if k.subject.is_empty() {
+            errors.push(ConfigError::new(
                 format!("{at}.subject"),
                 "must not be empty",
-            )),
-            Err(e) => errors.push(ConfigError::new(format!("{at}.hash"), e.to_string())),
+            ));
         }
         scopes(&format!("{at}.scopes"), &k.scopes, errors);
     }
@@ -112,13 +101,12 @@ fn issuer(
     }
     let mut algorithms = Vec::new();
     for (j, name) in ic.algorithms.iter().enumerate() {
-        match keys::algorithm(name) {
+        match algorithm(name) {
             Ok(alg) => algorithms.push(alg),
             Err(e) => errors.push(ConfigError::new(format!("{at}.algorithms[{j}]"), e)),
         }
     }
-    if algorithms.iter().any(|a| keys::is_hmac(*a)) && algorithms.iter().any(|a| !keys::is_hmac(*a))
-    {
+    if algorithms.iter().any(|a| is_hmac(*a)) && algorithms.iter().any(|a| !is_hmac(*a)) {
         errors.push(ConfigError::new(
             format!("{at}.algorithms"),
             "mixes HMAC (HS*) and public-key algorithms; configure them as two issuers so \
@@ -153,18 +141,7 @@ fn issuer(
             errors.push(ConfigError::new(format!("{at}.jwks_ca"), e.to_string()));
         }
     }
-    if !ic.keys.is_empty()
-        && let Err(e) = keys::inline_jwks(&ic.keys)
-    {
-        errors.push(ConfigError::new(format!("{at}.keys"), e));
-    }
-    if !algorithms.is_empty() {
-        for (j, path) in ic.public_keys.iter().enumerate() {
-            if let Err(e) = keys::pem_key(path, &algorithms) {
-                errors.push(ConfigError::new(format!("{at}.public_keys[{j}]"), e));
-            }
-        }
-    }
+    // That the keys themselves can be read is `auth::check`'s.
     if ic.jwks_refetch_interval.get().is_zero() || ic.jwks_ttl.get().is_zero() {
         errors.push(ConfigError::new(
             at,
@@ -196,8 +173,8 @@ fn key_sources(
     algorithms: &[jsonwebtoken::Algorithm],
     errors: &mut Vec<ConfigError>,
 ) {
-    let hmac = algorithms.iter().any(|a| keys::is_hmac(*a));
-    let asymmetric = algorithms.iter().any(|a| !keys::is_hmac(*a));
+    let hmac = algorithms.iter().any(|a| is_hmac(*a));
+    let asymmetric = algorithms.iter().any(|a| !is_hmac(*a));
     let public_sources = ic.jwks_url.is_some() || !ic.keys.is_empty() || !ic.public_keys.is_empty();
     if !public_sources && ic.hmac_secret.is_none() {
         errors.push(ConfigError::new(
@@ -296,7 +273,7 @@ pub(super) fn route(
             }
         }
     }
-    let methods = crate::auth::methods(config, r);
+    let methods = super::super::auth::methods(config, r);
     if methods_known && r.auth_methods.is_none() && !methods.jwt && !methods.api_key {
         errors.push(ConfigError::new(
             format!("{at}.auth"),
