@@ -19,8 +19,8 @@ use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body_util::{BodyExt, Limited};
 
 use super::headers::{is_event_stream, is_json};
+use super::jsonrpc::{code, error_body as jsonrpc_error_body};
 use super::sse::{SseEvent, SseRewrite};
-use crate::error::{code, jsonrpc_error_body};
 use crate::mcp::jsonrpc;
 
 /// Largest JSON answer the gateway reads to rewrite; a larger one is refused (502) rather

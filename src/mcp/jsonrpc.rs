@@ -3,6 +3,72 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// JSON-RPC error codes the gateway answers with (the `-32000…-32099` block is reserved
+/// by JSON-RPC 2.0 for implementation-defined server errors).
+pub mod code {
+    /// Invalid JSON-RPC request (JSON-RPC 2.0); also used for an oversized body.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Refused at the HTTP layer: Host, Origin, path or method not acceptable.
+    pub const TRANSPORT_REJECTED: i64 = -32000;
+    /// The upstream took too long to start answering (matches the SDKs' request timeout).
+    pub const UPSTREAM_TIMEOUT: i64 = -32001;
+    /// The session id is unknown (or expired, forged, or another caller's): HTTP 404, as
+    /// the SDKs' own servers answer it.
+    pub const SESSION_NOT_FOUND: i64 = -32001;
+    /// The upstream could not be reached or broke the connection.
+    pub const UPSTREAM_UNAVAILABLE: i64 = -32010;
+    /// No credentials, or credentials that do not verify (HTTP 401).
+    pub const UNAUTHORIZED: i64 = -32030;
+    /// Authenticated, but without the scope or permission needed (HTTP 403).
+    pub const FORBIDDEN: i64 = -32031;
+    /// The route's policy does not let this caller make this call (tool, prompt,
+    /// resource or method named in the message).
+    pub const DENIED: i64 = -32040;
+    /// Invalid method parameters (JSON-RPC 2.0); what an upstream answers for a task id it
+    /// does not know, and so the gateway for one that is not the caller's.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// A tool the gateway will not let be called whatever the caller's rights: the
+    /// upstream does not list it, or its schema cannot be checked.
+    pub const TOOL_UNAVAILABLE: i64 = -32041;
+    /// Over a rate limit (HTTP 429); `data.retryAfterSeconds` says when to try again.
+    pub const RATE_LIMITED: i64 = -32050;
+    /// The shared rate-limit state is unreachable and the policy is to refuse (HTTP 503).
+    pub const LIMITS_UNAVAILABLE: i64 = -32051;
+    /// Invalid JSON (JSON-RPC 2.0).
+    pub const PARSE_ERROR: i64 = -32700;
+    /// 2026-07-28: an `Mcp-Method` / `Mcp-Name` header that does not match the body.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// An unexpected fault inside the gateway.
+    pub const INTERNAL: i64 = -32603;
+}
+
+/// [`error_body`] with the error's `data` member.
+pub fn error_body_with_data(
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+    data: &serde_json::Value,
+) -> String {
+    error_text(id, code, message, Some(data))
+}
+
+/// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":"…"}}`
+pub fn error_body(id: Option<&RequestId>, code: i64, message: &str) -> String {
+    error_text(id, code, message, None)
+}
+
+fn error_text(
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+    data: Option<&serde_json::Value>,
+) -> String {
+    let id = id.map_or("null", |id| id.as_raw().get());
+    let message = serde_json::Value::String(message.to_owned());
+    let data = data.map_or_else(String::new, |data| format!(",\"data\":{data}"));
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{message}{data}}}}}"#)
+}
+
 /// A request id exactly as the client wrote it (number or string), to echo back.
 #[derive(Debug, Clone)]
 pub struct RequestId(Box<RawValue>);
