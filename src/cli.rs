@@ -227,10 +227,17 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     // The first worker's runtime; the server starts the others (`server.rs`).
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    #[cfg(not(feature = "library-runtime"))]
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
+        .build();
+    // tokio's multi-thread runtime serves every connection (`library-runtime`, benchmarks).
+    #[cfg(feature = "library-runtime")]
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.workers())
+        .enable_all()
+        .build();
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

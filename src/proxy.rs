@@ -143,7 +143,7 @@ async fn forward_read(
             if is_event_stream(parts.headers.get(CONTENT_TYPE)) {
                 headers::mark_event_stream(&mut parts.headers);
             }
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(parts, body)
         }
         Err(e) => {
             let rejection = match e {

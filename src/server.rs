@@ -89,7 +89,12 @@ impl Server {
             }
             _ => None,
         };
-        let workers = config.workers();
+        // One listener for tokio's multi-thread runtime (`library-runtime`, benchmarks).
+        let workers = if cfg!(feature = "library-runtime") {
+            1
+        } else {
+            config.workers()
+        };
         let bind_error = |source| StartError::Bind {
             addr: config.listen,
             source,

@@ -2,6 +2,9 @@
 //! timeouts, and the pool of keep-alive connections (`pool.rs`) that requests travel on
 //! (HTTPS through rustls with the system roots or the route's CA).
 
+// `library-runtime` (benchmarks only) reaches upstreams through hyper_util instead.
+#![cfg_attr(feature = "library-runtime", allow(dead_code))]
+
 mod pool;
 
 use std::time::Duration;
@@ -42,6 +45,12 @@ impl From<PoolError> for UpstreamError {
 #[derive(Debug)]
 pub struct UpstreamClient {
     pool: Pool,
+    /// hyper_util's pooled client, in place of [`Pool`] (`library-runtime`, benchmarks).
+    #[cfg(feature = "library-runtime")]
+    library: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
     uri: Uri,
     /// The request target sent over HTTP/1.1 (origin form: path and query).
     path: PathAndQuery,
@@ -72,6 +81,13 @@ impl UpstreamClient {
             .as_str()
             .parse()
             .map_err(|_| TlsError::Roots("upstream URL is not a valid URI".into()))?;
+        #[cfg(feature = "library-runtime")]
+        let library =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(up.pool_idle_timeout.get())
+                .pool_max_idle_per_host(up.pool_max_idle)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(connector.clone());
         let pool = Pool::new(
             connector,
             uri.clone(),
@@ -110,6 +126,8 @@ impl UpstreamClient {
             .collect();
         Ok(Self {
             pool,
+            #[cfg(feature = "library-runtime")]
+            library,
             uri,
             path,
             authority,
@@ -152,10 +170,31 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         req: Request<Full<Bytes>>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.exchange(req)).await {
+    ) -> Result<Response<axum::body::Body>, UpstreamError> {
+        #[cfg(feature = "library-runtime")]
+        let exchange = self.library_exchange(req);
+        #[cfg(not(feature = "library-runtime"))]
+        let exchange = async {
+            let response = self.exchange(req).await?;
+            Ok(response.map(axum::body::Body::new))
+        };
+        match tokio::time::timeout(self.response_timeout, exchange).await {
             Err(_) => Err(UpstreamError::Timeout(self.response_timeout)),
             Ok(result) => result,
+        }
+    }
+
+    /// [`UpstreamClient::send`] through hyper_util's pooled client (`library-runtime`).
+    #[cfg(feature = "library-runtime")]
+    async fn library_exchange(
+        &self,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<axum::body::Body>, UpstreamError> {
+        *req.uri_mut() = self.uri.clone();
+        match self.library.request(req).await {
+            Ok(response) => Ok(response.map(axum::body::Body::new)),
+            Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Err(e) => Err(UpstreamError::Exchange(error_chain(&e))),
         }
     }
 

@@ -16,6 +16,9 @@
 //!
 //! No lock is held across an `.await`: each lock only pushes or pops an entry.
 
+// `library-runtime` (benchmarks only) reaches upstreams through hyper_util instead.
+#![cfg_attr(feature = "library-runtime", allow(dead_code))]
+
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
