@@ -8,7 +8,6 @@
 //! re-encoded), and the parse as a request extension, [`Received`].
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,13 +15,12 @@ use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
-use tower::Service;
 
 use crate::error::Rejection;
 use crate::mcp::headers::MCP_PROTOCOL_VERSION;
 use crate::mcp::jsonrpc::{self, RequestId};
 use crate::mcp::message::{self, McpRequest, ParseError, ParseOptions};
-use crate::request::{Answer, Next, answer, pass};
+use crate::request::{Answer, Layered, Next, answer};
 
 /// A POST body as the MCP parse read it: in the request's extensions for the layers
 /// below, and in the response's for the audit record.
@@ -110,22 +108,13 @@ pub struct Parse<S> {
     pub reading: Reading,
 }
 
-impl<S: Next> Service<Request<Body>> for Parse<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Answer {
+impl<S: Next> Layered for Parse<S> {
+    fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
         if req.method() != Method::POST {
-            return pass(&mut self.next, req);
+            return self.next.clone().call(req);
         }
         let reading = self.reading;
-        let clone = self.next.clone();
-        let mut next = std::mem::replace(&mut self.next, clone);
+        let mut next = self.next.clone();
         Box::pin(async move {
             let (mut parts, body) = req.into_parts();
             let received = match Received::read(&reading, &parts.headers, body).await {
@@ -149,18 +138,10 @@ pub struct Validate<S> {
     pub next: S,
 }
 
-impl<S: Next> Service<Request<Body>> for Validate<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Answer {
+impl<S: Next> Layered for Validate<S> {
+    fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
         let Some(received) = req.extensions().get::<Arc<Received>>() else {
-            return pass(&mut self.next, req);
+            return self.next.clone().call(req);
         };
         let refusal = match &received.parsed {
             Err(e) => Some(parse_rejection(e, received)),
@@ -179,7 +160,7 @@ impl<S: Next> Service<Request<Body>> for Validate<S> {
         };
         match refusal {
             Some(response) => answer(response),
-            None => pass(&mut self.next, req),
+            None => self.next.clone().call(req),
         }
     }
 }
@@ -200,6 +181,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::request::Shared;
     use crate::test_support::{post, text};
 
     const READING: Reading = Reading {
@@ -235,10 +217,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_post_body_is_read_once_and_goes_down_as_it_came() {
-        let layer = Parse {
+        let layer = Shared::new(Parse {
             next: echo(),
             reading: READING,
-        };
+        });
         let sent = r#"{"jsonrpc":"2.0", "id":7,"method":"ping"}"#;
         let response = layer.clone().oneshot(post(sent)).await.unwrap();
         assert_eq!(response.extensions().get::<bool>(), Some(&true));
@@ -267,15 +249,15 @@ mod tests {
     }
 
     async fn validated(body: &str, version: Option<&str>) -> (StatusCode, String) {
-        let layer = Parse {
-            next: Validate {
+        let layer = Shared::new(Parse {
+            next: Shared::new(Validate {
                 next: crate::test_support::reached(),
-            },
+            }),
             reading: Reading {
                 max: 1024,
                 ..READING
             },
-        };
+        });
         let mut req = post(body);
         if let Some(version) = version {
             req.headers_mut()

@@ -169,6 +169,48 @@ impl<S> Next for S where
 {
 }
 
+/// A layer of the request path below the route lookup, served through [`Shared`]: it
+/// answers from a shared reference, so that what a request's future holds across an
+/// await is one reference count, not a copy of every layer below it (tower clones a
+/// service for each request it serves).
+pub trait Layered: Send + Sync + 'static {
+    fn answer(self: std::sync::Arc<Self>, req: Request<Body>) -> Answer;
+}
+
+/// A [`Layered`] layer as a tower service: cloning it costs one reference count.
+#[derive(Debug)]
+pub struct Shared<L>(std::sync::Arc<L>);
+
+impl<L> Shared<L> {
+    pub fn new(layer: L) -> Self {
+        Self(std::sync::Arc::new(layer))
+    }
+}
+
+impl<L> Clone for Shared<L> {
+    fn clone(&self) -> Self {
+        Self(std::sync::Arc::clone(&self.0))
+    }
+}
+
+impl<L: Layered> Service<Request<Body>> for Shared<L> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    /// Always ready: the layers of the request path hold no capacity of their own.
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        std::sync::Arc::clone(&self.0).answer(req)
+    }
+}
+
 /// Answers `req` with `next`, for layers that pass a request on (the layers of the
 /// request path are always ready: each one's `poll_ready` asks the one below).
 pub fn pass<S: Next>(next: &mut S, req: Request<Body>) -> Answer {

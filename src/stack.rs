@@ -27,7 +27,7 @@ use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
 use crate::mcp::headers::X_REQUEST_ID;
-use crate::request::{Answer, ClientIp, Next, TraceId, pass};
+use crate::request::{Answer, ClientIp, Next, Shared, TraceId, pass};
 pub use crate::request::{ClientAddr, HttpRequestId};
 use crate::{audit, auth, body, edge, guard, health, policy, proxy, ratelimit};
 
@@ -257,15 +257,24 @@ impl tower::Service<Request<Body>> for Routes {
 type RouteStack = edge::gate::OriginCheck<RouteChecks>;
 
 /// The layers [`route_stack`] puts below the Origin check and CORS.
-type RouteChecks = ratelimit::layer::ClientLimits<
-    auth::layer::Authenticate<
-        auth::session::Bind<
-            body::Parse<
-                ratelimit::layer::CallerLimits<
-                    body::Validate<
-                        policy::layer::Authorize<
+type RouteChecks = Shared<
+    ratelimit::layer::ClientLimits<
+        Shared<auth::layer::Authenticate<Shared<auth::session::Bind<Shared<body::Parse<Below>>>>>>,
+    >,
+>;
+
+/// Below the MCP parse.
+type Below = Shared<
+    ratelimit::layer::CallerLimits<
+        Shared<
+            body::Validate<
+                Shared<
+                    policy::layer::Authorize<
+                        Shared<
                             ratelimit::layer::ToolLimits<
-                                guard::layer::Guard<rewrite::Rewrite<proxy::Forward>>,
+                                Shared<
+                                    guard::layer::Guard<Shared<rewrite::Rewrite<proxy::Forward>>>,
+                                >,
                             >,
                         >,
                     >,
@@ -291,69 +300,85 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
     let checks = ServiceBuilder::new()
         // Bans and the client address's limit, before any credential is looked at: a
         // flood costs no signature check. Outermost of the limits: it writes them all.
-        .layer(layer_fn(|next| ratelimit::layer::ClientLimits {
-            next,
-            limits: Arc::clone(&gateway.limits),
-            route: Arc::clone(name),
-            reading,
-            on_ban: Arc::clone(&on_ban),
+        .layer(layer_fn(|next| {
+            Shared::new(ratelimit::layer::ClientLimits {
+                next,
+                limits: Arc::clone(&gateway.limits),
+                route: Arc::clone(name),
+                reading,
+                on_ban: Arc::clone(&on_ban),
+            })
         }))
         // Who is calling, before anything that depends on it.
-        .layer(layer_fn(|next| auth::layer::Authenticate {
-            next,
-            auth: Arc::clone(&gateway.auth),
-            route_auth: Arc::clone(&route.auth),
-            route: Arc::clone(name),
-            timeout: route.body_read_timeout,
+        .layer(layer_fn(|next| {
+            Shared::new(auth::layer::Authenticate {
+                next,
+                auth: Arc::clone(&gateway.auth),
+                route_auth: Arc::clone(&route.auth),
+                route: Arc::clone(name),
+                timeout: route.body_read_timeout,
+            })
         }))
         // The session id is the caller's, before the body is read: a foreign one costs
         // nothing.
-        .layer(layer_fn(|next| auth::session::Bind {
-            next,
-            keys: Arc::clone(&gateway.sessions.keys),
-            route: Arc::clone(name),
-            max_age: gateway.sessions.max_age,
+        .layer(layer_fn(|next| {
+            Shared::new(auth::session::Bind {
+                next,
+                keys: Arc::clone(&gateway.sessions.keys),
+                route: Arc::clone(name),
+                max_age: gateway.sessions.max_age,
+            })
         }))
         // The body read and parsed once, for every layer below and the record.
-        .layer(layer_fn(|next| body::Parse { next, reading }))
+        .layer(layer_fn(|next| Shared::new(body::Parse { next, reading })))
         // The caller's and the route's limits, at what the message costs; a body refused
         // below still counts, since refusing it is work too.
-        .layer(layer_fn(|next| ratelimit::layer::CallerLimits {
-            next,
-            limits: Arc::clone(&gateway.limits),
-            route: Arc::clone(name),
-            route_limits: Arc::clone(&route.limits),
+        .layer(layer_fn(|next| {
+            Shared::new(ratelimit::layer::CallerLimits {
+                next,
+                limits: Arc::clone(&gateway.limits),
+                route: Arc::clone(name),
+                route_limits: Arc::clone(&route.limits),
+            })
         }))
         // Not an acceptable MCP message: refused before any rule reads it.
-        .layer(layer_fn(|next| body::Validate { next }))
+        .layer(layer_fn(|next| Shared::new(body::Validate { next })))
         // Every call judged by the route's policy.
-        .layer(layer_fn(|next| policy::layer::Authorize {
-            next,
-            roles: Arc::clone(&gateway.roles),
-            policy: Arc::clone(&route.policy),
-            route: Arc::clone(name),
+        .layer(layer_fn(|next| {
+            Shared::new(policy::layer::Authorize {
+                next,
+                roles: Arc::clone(&gateway.roles),
+                policy: Arc::clone(&route.policy),
+                route: Arc::clone(name),
+            })
         }))
         // Per principal and tool, for the calls authorization let through.
-        .layer(layer_fn(|next| ratelimit::layer::ToolLimits {
-            next,
-            limits: Arc::clone(&gateway.limits),
-            route: Arc::clone(name),
-            route_limits: Arc::clone(&route.limits),
+        .layer(layer_fn(|next| {
+            Shared::new(ratelimit::layer::ToolLimits {
+                next,
+                limits: Arc::clone(&gateway.limits),
+                route: Arc::clone(name),
+                route_limits: Arc::clone(&route.limits),
+            })
         }))
         // The tool as approved, its arguments as its schema says.
-        .layer(layer_fn(|next| guard::layer::Guard {
-            next,
-            guard: Arc::clone(&route.guard),
-            upstream: Arc::clone(&route.upstream),
-            alerts: Arc::clone(&gateway.audit) as Arc<dyn guard::Alerts>,
-            route: Arc::clone(name),
+        .layer(layer_fn(|next| {
+            Shared::new(guard::layer::Guard {
+                next,
+                guard: Arc::clone(&route.guard),
+                upstream: Arc::clone(&route.upstream),
+                alerts: Arc::clone(&gateway.audit) as Arc<dyn guard::Alerts>,
+                route: Arc::clone(name),
+            })
         }))
         // The last word on what goes up and what comes back: task ids opened and sealed,
         // lists filtered, secrets masked.
-        .layer(layer_fn(|next| rewrite::Rewrite {
-            next,
-            route: Arc::clone(route),
-            gateway: Arc::clone(gateway),
+        .layer(layer_fn(|next| {
+            Shared::new(rewrite::Rewrite {
+                next,
+                route: Arc::clone(route),
+                gateway: Arc::clone(gateway),
+            })
         }))
         // The upstream.
         .service(proxy::Forward {

@@ -7,19 +7,17 @@
 //! the route's OAuth challenge ([`ScopesNeeded`]): challenges are authentication's.
 
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http::{Request, Response};
-use tower::Service;
 
 use super::{Authenticator, Refused, RouteAuth};
 use crate::body::Received;
 use crate::config::AuthMode;
 use crate::error::discard_body;
 use crate::request::{
-    Answer, AuthMethod, AuthenticationFailed, Exchange, Kind, Next, Outcome, PeerCertificate,
-    Principal, ScopesNeeded,
+    Answer, AuthMethod, AuthenticationFailed, Exchange, Kind, Layered, Next, Outcome,
+    PeerCertificate, Principal, ScopesNeeded,
 };
 
 /// Whoever calls a route with `auth = "none"`: one shared value, no allocation per request.
@@ -37,18 +35,10 @@ pub struct Authenticate<S> {
     pub timeout: std::time::Duration,
 }
 
-impl<S: Next> Service<Request<Body>> for Authenticate<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Answer {
-        let this = self.clone();
-        let mut next = std::mem::replace(&mut self.next, this.next.clone());
+impl<S: Next> Layered for Authenticate<S> {
+    fn answer(self: Arc<Self>, mut req: Request<Body>) -> Answer {
+        let this = self;
+        let mut next = this.next.clone();
         Box::pin(async move {
             let principal = if this.route_auth.mode == AuthMode::Required {
                 let certificate = req.extensions().get::<PeerCertificate>();
@@ -118,12 +108,13 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::request::Shared;
     use crate::request::answer;
     use crate::test_support::{config, post};
 
     const KEY: &str = "pk_test_layer_key_0123456789abcdef";
 
-    fn layer<S: Next>(next: S, auth: &str) -> Authenticate<S> {
+    fn layer<S: Next>(next: S, auth: &str) -> Shared<Authenticate<S>> {
         let config = config(&format!(
             r#"
 [server]
@@ -143,13 +134,13 @@ auth = "{auth}"
 "#,
             super::super::hash_key(KEY)
         ));
-        Authenticate {
+        Shared::new(Authenticate {
             next,
             auth: Arc::new(Authenticator::new(&config).unwrap()),
             route_auth: Arc::new(RouteAuth::new(&config, None, &config.routes[0]).unwrap()),
             route: Arc::from("tools"),
             timeout: std::time::Duration::from_secs(1),
-        }
+        })
     }
 
     /// Answers with the subject of the principal it was given.

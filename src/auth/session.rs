@@ -5,19 +5,17 @@
 //! it runs before the MCP parse: a foreign session id costs nothing.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response};
-use tower::Service;
 
 use super::cache::system_clock;
 use crate::body::Received;
 use crate::error::Rejection;
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::session::{IdKind, PrincipalHash, SessionKeys};
-use crate::request::{Answer, Exchange, Kind, Next, Outcome, Principal, answer, pass};
+use crate::request::{Answer, Exchange, Kind, Layered, Next, Outcome, Principal, answer};
 
 /// Opens the sealed session id of a request, and seals the one of its answer.
 #[derive(Clone, Debug)]
@@ -29,27 +27,17 @@ pub struct Bind<S> {
     pub max_age: Duration,
 }
 
-impl<S: Next> Service<Request<Body>> for Bind<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Answer {
-        let caller = req
-            .extensions()
-            .get::<Arc<Principal>>()
-            .map(|p| PrincipalHash::from(p.as_ref()));
-        let Some(caller) = caller else {
+impl<S: Next> Layered for Bind<S> {
+    fn answer(self: Arc<Self>, mut req: Request<Body>) -> Answer {
+        let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
             // Below authentication there is always a principal.
             return answer(Rejection::Internal.into_response(None));
         };
+        // Hashed only for requests and answers that carry a session id.
+        let caller = move || PrincipalHash::from(principal.as_ref());
         let had_session = req.headers().contains_key(MCP_SESSION_ID);
         if let Some(sealed) = req.headers().get(MCP_SESSION_ID) {
-            match self.open(sealed, &caller) {
+            match self.open(sealed, &caller()) {
                 Ok(upstream_id) => {
                     req.headers_mut().insert(MCP_SESSION_ID, upstream_id);
                 }
@@ -63,7 +51,7 @@ impl<S: Next> Service<Request<Body>> for Bind<S> {
         }
         let deleting = req.method() == Method::DELETE;
         let (keys, route) = (Arc::clone(&self.keys), Arc::clone(&self.route));
-        let answered = pass(&mut self.next, req);
+        let answered = self.next.clone().call(req);
         Box::pin(async move {
             let mut response = answered.await?;
             let forwarded = response.extensions().get::<Outcome>().is_none();
@@ -74,7 +62,7 @@ impl<S: Next> Service<Request<Body>> for Bind<S> {
                 return Ok(response);
             };
             let sealed = upstream_id.to_str().ok().and_then(|id| {
-                keys.seal(IdKind::Session, &route, id, &caller, system_clock())
+                keys.seal(IdKind::Session, &route, id, &caller(), system_clock())
                     .ok()
             });
             match sealed.and_then(|s| HeaderValue::from_str(&s).ok()) {
@@ -147,6 +135,7 @@ mod tests {
 
     use super::*;
     use crate::request::AuthMethod;
+    use crate::request::Shared;
 
     /// The upstream: answers with the session id it was given, and opens `new` when it
     /// was given none.
@@ -160,13 +149,13 @@ mod tests {
         })
     }
 
-    fn bind<S: Next>(next: S, keys: &Arc<SessionKeys>) -> Bind<S> {
-        Bind {
+    fn bind<S: Next>(next: S, keys: &Arc<SessionKeys>) -> Shared<Bind<S>> {
+        Shared::new(Bind {
             next,
             keys: Arc::clone(keys),
             route: Arc::from("tools"),
             max_age: Duration::from_secs(3600),
-        }
+        })
     }
 
     fn request(method: Method, who: &str, session: Option<&HeaderValue>) -> Request<Body> {

@@ -4,11 +4,9 @@
 //! to the answer rewrite, which teaches the guard what the upstream answers.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http::{Request, Response};
-use tower::Service;
 
 use super::schema::{Checked, ToolListIds};
 use super::{Alerts, RouteGuard};
@@ -18,7 +16,7 @@ use crate::error::{code, refusal};
 use crate::mcp::headers::MCP_PROTOCOL_VERSION;
 use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::message::McpRequest;
-use crate::request::{Answer, IdentityHeaderValues, Kind, Next, Outcome};
+use crate::request::{Answer, IdentityHeaderValues, Kind, Layered, Next, Outcome};
 use crate::upstream::Upstream;
 
 /// Checks tool calls against their pins and schemas (see the module's documentation).
@@ -32,21 +30,13 @@ pub struct Guard<S> {
     pub route: Arc<str>,
 }
 
-impl<S: Next> Service<Request<Body>> for Guard<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Answer {
+impl<S: Next> Layered for Guard<S> {
+    fn answer(self: Arc<Self>, mut req: Request<Body>) -> Answer {
         let Some(received) = req.extensions().get::<Arc<Received>>().cloned() else {
-            return crate::request::pass(&mut self.next, req);
+            return self.next.clone().call(req);
         };
-        let this = self.clone();
-        let mut next = std::mem::replace(&mut self.next, this.next.clone());
+        let this = self;
+        let mut next = this.next.clone();
         Box::pin(async move {
             let guard = &this.guard;
             let guarded = guard.arguments != Enforcement::Off || guard.pins.is_some();
@@ -241,6 +231,7 @@ mod tests {
 
     use super::*;
     use crate::guard::pins::PinStore;
+    use crate::request::Shared;
     use crate::test_support::reached;
     use crate::test_support::{config, post, quiet_audit, text};
     use crate::upstream::Answered;
@@ -312,14 +303,18 @@ arguments = "enforce"
         Arc::new(RouteGuard::new(&route.name, &route.guard, &pins))
     }
 
-    fn guard<S: Next>(next: S, guard: &Arc<RouteGuard>, upstream: &Arc<Lister>) -> Guard<S> {
-        Guard {
+    fn guard<S: Next>(
+        next: S,
+        guard: &Arc<RouteGuard>,
+        upstream: &Arc<Lister>,
+    ) -> Shared<Guard<S>> {
+        Shared::new(Guard {
             next,
             guard: Arc::clone(guard),
             upstream: Arc::clone(upstream) as Arc<dyn Upstream>,
             alerts: Arc::new(quiet_audit()),
             route: Arc::from("tools"),
-        }
+        })
     }
 
     /// A POST of `body` as the layers above hand it down: read and parsed.
@@ -345,7 +340,7 @@ arguments = "enforce"
 
     /// The status, the outcome's reason, and the body.
     async fn run<S: Next>(
-        layer: Guard<S>,
+        layer: Shared<Guard<S>>,
         req: Request<Body>,
     ) -> (StatusCode, Option<&'static str>, String) {
         let response = layer.oneshot(req).await.unwrap();

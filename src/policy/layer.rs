@@ -3,18 +3,16 @@
 //! lists (`RoutePolicy::decide`). A batch with any denied call is refused whole.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http::{Request, Response};
-use tower::Service;
 
 use super::{Call, Decision, Roles, RoutePolicy};
 use crate::body::Received;
 use crate::error::{Rejection, code, refusal};
 use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::message::McpRequest;
-use crate::request::{Answer, Kind, Next, Outcome, Principal, ScopesNeeded, answer, pass};
+use crate::request::{Answer, Kind, Layered, Next, Outcome, Principal, ScopesNeeded, answer};
 
 /// Refuses a message with a call the caller may not make (see the module's
 /// documentation).
@@ -26,16 +24,8 @@ pub struct Authorize<S> {
     pub route: Arc<str>,
 }
 
-impl<S: Next> Service<Request<Body>> for Authorize<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Answer {
+impl<S: Next> Layered for Authorize<S> {
+    fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
         let extensions = req.extensions();
         let received = extensions.get::<Arc<Received>>();
         let principal = extensions.get::<Arc<Principal>>();
@@ -51,7 +41,7 @@ impl<S: Next> Service<Request<Body>> for Authorize<S> {
         };
         match refused {
             Some(response) => answer(response),
-            None => pass(&mut self.next, req),
+            None => self.next.clone().call(req),
         }
     }
 }
@@ -169,6 +159,7 @@ mod tests {
 
     use super::*;
     use crate::request::AuthMethod;
+    use crate::request::Shared;
     use crate::test_support::reached;
     use crate::test_support::{config, post, text};
 
@@ -198,16 +189,16 @@ tools = ["insert"]
 scopes = ["mcp:tools", "db:write"]
 "#;
 
-    fn authorize() -> Authorize<impl Next> {
+    fn authorize() -> Shared<Authorize<impl Next>> {
         let config = config(ROUTE);
         let route = &config.routes[0];
         let policy = RoutePolicy::new(&route.policy, route.default_policy, route.step_up).unwrap();
-        Authorize {
+        Shared::new(Authorize {
             next: reached(),
             roles: Arc::new(Roles::new(&config.roles)),
             policy: Arc::new(policy),
             route: Arc::from(route.name.as_str()),
-        }
+        })
     }
 
     fn caller(roles: &[&str], scopes: &[&str]) -> Principal {
@@ -237,7 +228,7 @@ scopes = ["mcp:tools", "db:write"]
 
     /// The status, the outcome's kind and reason, and the body.
     async fn run(
-        layer: Authorize<impl Next>,
+        layer: Shared<Authorize<impl Next>>,
         req: Request<Body>,
     ) -> (StatusCode, Option<(Kind, &'static str)>, String) {
         let response = layer.oneshot(req).await.unwrap();

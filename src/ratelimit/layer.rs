@@ -9,12 +9,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use http::{HeaderValue, Method, Request, Response};
-use tower::Service;
 
 use super::{Counted, Measured, RateLimits, Refusal, RouteLimits};
 use crate::body::{Reading, Received};
@@ -22,8 +20,8 @@ use crate::error::Rejection;
 use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::session::PrincipalHash;
 use crate::request::{
-    Answer, ArgumentsWithheld, AuthMethod, AuthenticationFailed, ClientIp, Kind, Next, Outcome,
-    Principal,
+    Answer, ArgumentsWithheld, AuthMethod, AuthenticationFailed, ClientIp, Kind, Layered, Next,
+    Outcome, Principal,
 };
 
 /// Told of a ban the client limits impose (the gateway records it).
@@ -49,19 +47,11 @@ impl<S> std::fmt::Debug for ClientLimits<S> {
     }
 }
 
-impl<S: Next> Service<Request<Body>> for ClientLimits<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Answer {
+impl<S: Next> Layered for ClientLimits<S> {
+    fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
         let ip = req.extensions().get::<ClientIp>().map(|c| c.ip);
-        let this = self.clone();
-        let mut next = std::mem::replace(&mut self.next, this.next.clone());
+        let this = self;
+        let mut next = this.next.clone();
         Box::pin(async move {
             let mut counted = Counted::default();
             let checked = match ip {
@@ -106,18 +96,10 @@ pub struct CallerLimits<S> {
     pub route_limits: Arc<RouteLimits>,
 }
 
-impl<S: Next> Service<Request<Body>> for CallerLimits<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Answer {
-        let this = self.clone();
-        let mut next = std::mem::replace(&mut self.next, this.next.clone());
+impl<S: Next> Layered for CallerLimits<S> {
+    fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
+        let this = self;
+        let mut next = this.next.clone();
         Box::pin(async move {
             let received = req.extensions().get::<Arc<Received>>().cloned();
             let principal = req.extensions().get::<Arc<Principal>>().cloned();
@@ -162,22 +144,14 @@ pub struct ToolLimits<S> {
     pub route_limits: Arc<RouteLimits>,
 }
 
-impl<S: Next> Service<Request<Body>> for ToolLimits<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Answer {
+impl<S: Next> Layered for ToolLimits<S> {
+    fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
         let received = req.extensions().get::<Arc<Received>>().cloned();
         let Some(received) = received.filter(|_| self.route_limits.has_tool_limits()) else {
-            return crate::request::pass(&mut self.next, req);
+            return self.next.clone().call(req);
         };
-        let this = self.clone();
-        let mut next = std::mem::replace(&mut self.next, this.next.clone());
+        let this = self;
+        let mut next = this.next.clone();
         Box::pin(async move {
             let caller = req
                 .extensions()
@@ -306,6 +280,7 @@ mod tests {
     use super::*;
     use crate::config::ratelimit::{RateLimitsConfig, RouteLimitsConfig};
     use crate::mcp::message::{McpRequest, ParseOptions};
+    use crate::request::Shared;
     use crate::request::answer;
     use crate::test_support::reached;
     use crate::test_support::{post, text};
@@ -342,15 +317,15 @@ mod tests {
         next: S,
         limits: &Arc<RateLimits>,
         bans: &Arc<Mutex<Vec<IpAddr>>>,
-    ) -> ClientLimits<S> {
+    ) -> Shared<ClientLimits<S>> {
         let bans = Arc::clone(bans);
-        ClientLimits {
+        Shared::new(ClientLimits {
             next,
             limits: Arc::clone(limits),
             route: Arc::from("tools"),
             reading: READING,
             on_ban: Arc::new(move |ip, _| bans.lock().unwrap().push(ip)),
-        }
+        })
     }
 
     /// A request as the MCP parse leaves it, from `principal`.
@@ -452,12 +427,12 @@ mod tests {
     async fn caller_and_route_limits_count_the_message_and_the_client_layer_writes_all() {
         let limits = limits("per_ip = \"10/1h\"\nper_user = \"2/1h\"\n[costs]\n\"tools/call\" = 2");
         let route_limits: RouteLimitsConfig = toml::from_str("per_route = \"5/1h\"").unwrap();
-        let caller = CallerLimits {
+        let caller = Shared::new(CallerLimits {
             next: reached(),
             limits: Arc::clone(&limits),
             route: Arc::from("tools"),
             route_limits: Arc::new(RouteLimits::new(&route_limits, 100, &Default::default())),
-        };
+        });
         let bans = Arc::default();
         // The MCP parse sits between the two in the gateway; here the request comes parsed.
         let layer = client_limits(caller, &limits, &bans);
@@ -504,12 +479,12 @@ mod tests {
     async fn each_tool_call_is_counted_for_its_caller_and_tool() {
         let config: RouteLimitsConfig =
             toml::from_str(r#"per_tool = [{ tools = ["echo"], limit = "1/1h" }]"#).unwrap();
-        let layer = ToolLimits {
+        let layer = Shared::new(ToolLimits {
             next: reached(),
             limits: limits(""),
             route: Arc::from("tools"),
             route_limits: Arc::new(RouteLimits::new(&config, 100, &Default::default())),
-        };
+        });
         let ok = layer.clone().oneshot(parsed(CALL, "alice")).await.unwrap();
         assert_eq!(ok.status(), StatusCode::OK);
         assert!(

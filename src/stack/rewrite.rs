@@ -9,12 +9,10 @@
 //! with the request path rather than in one of them.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use tower::Service;
 
 use crate::body::Received;
 use crate::error::Rejection;
@@ -29,7 +27,7 @@ use crate::policy::{
     self,
     lists::{ListRequests, Viewer},
 };
-use crate::request::{Answer, Kind, Next, Outcome, Principal, answer};
+use crate::request::{Answer, Kind, Layered, Next, Outcome, Principal, answer};
 
 /// Rewrites what goes to the upstream and what comes back (see the module's
 /// documentation).
@@ -40,16 +38,8 @@ pub struct Rewrite<S> {
     pub gateway: Arc<Gateway>,
 }
 
-impl<S: Next> Service<Request<Body>> for Rewrite<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.next.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Answer {
+impl<S: Next> Layered for Rewrite<S> {
+    fn answer(self: Arc<Self>, mut req: Request<Body>) -> Answer {
         let (route, gateway) = (&self.route, &self.gateway);
         let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
             // Below authentication there is always a principal.
@@ -105,7 +95,7 @@ impl<S: Next> Service<Request<Body>> for Rewrite<S> {
             let requests = ListRequests::stream(req.headers());
             lists = Some((requests, list_viewer(gateway, route, &principal, judged)));
         }
-        let answered = self.next.call(req);
+        let answered = self.next.clone().call(req);
         let rewriter = Rewriter {
             route: Arc::clone(route),
             gateway: Arc::clone(gateway),
@@ -305,6 +295,7 @@ mod tests {
     use super::*;
     use crate::mcp::message::McpRequest;
     use crate::request::AuthMethod;
+    use crate::request::Shared;
     use crate::test_support::{config, post, text};
 
     /// A gateway whose one route lets callers use `echo` and nothing else.
@@ -346,12 +337,12 @@ tools = ["echo"]
         })
     }
 
-    fn rewrite<S: Next>(next: S, gateway: &Arc<Gateway>) -> Rewrite<S> {
-        Rewrite {
+    fn rewrite<S: Next>(next: S, gateway: &Arc<Gateway>) -> Shared<Rewrite<S>> {
+        Shared::new(Rewrite {
             next,
             route: Arc::clone(&gateway.routes[0]),
             gateway: Arc::clone(gateway),
-        }
+        })
     }
 
     /// A POST as the layers above leave it: parsed, from anonymous.
