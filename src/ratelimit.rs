@@ -295,6 +295,16 @@ impl RateLimits {
     }
 
     /// How long a ban for failed authentications lasts (`[rate_limits] ban.for`).
+    /// Whether anything limits or bans client addresses (the client limits' layer has work).
+    pub fn limits_clients(&self) -> bool {
+        self.per_ip.is_some() || self.bans.is_some()
+    }
+
+    /// Whether principals have a limit of their own (`per_user`).
+    pub fn limits_users(&self) -> bool {
+        self.per_user.is_some()
+    }
+
     pub fn ban_duration(&self) -> Option<Duration> {
         Some(self.bans.as_ref()?.failures.as_ref()?.1)
     }
@@ -589,6 +599,11 @@ impl RouteLimits {
                 })
                 .collect(),
         }
+    }
+
+    /// Whether the route has a limit of its own (`per_route`).
+    pub fn has_route_limit(&self) -> bool {
+        self.per_route.is_some()
     }
 
     pub fn has_tool_limits(&self) -> bool {

@@ -211,6 +211,47 @@ impl<L: Layered> Service<Request<Body>> for Shared<L> {
     }
 }
 
+/// A layer a route may leave out, having nothing for it to do (no limit to count, no rule
+/// to judge): the layer over `next`, or `next` itself. tower's `Either`, with the request
+/// path's future.
+#[derive(Debug, Clone)]
+pub enum Optional<L, S> {
+    On(L),
+    Off(S),
+}
+
+impl<L: Next, S: Next> Service<Request<Body>> for Optional<L, S> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        match self {
+            Self::On(layer) => layer.poll_ready(cx),
+            Self::Off(next) => next.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        match self {
+            Self::On(layer) => layer.call(req),
+            Self::Off(next) => next.call(req),
+        }
+    }
+}
+
+/// `make(next)` where `on`, else `next` alone (see [`Optional`]).
+pub fn optional<L, S>(on: bool, next: S, make: impl FnOnce(S) -> L) -> Optional<L, S> {
+    if on {
+        Optional::On(make(next))
+    } else {
+        Optional::Off(next)
+    }
+}
+
 /// Answers `req` with `next`, for layers that pass a request on (the layers of the
 /// request path are always ready: each one's `poll_ready` asks the one below).
 pub fn pass<S: Next>(next: &mut S, req: Request<Body>) -> Answer {

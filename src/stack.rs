@@ -24,10 +24,11 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
+use crate::config::guard::Enforcement;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
 use crate::mcp::headers::X_REQUEST_ID;
-use crate::request::{Answer, ClientIp, Next, Shared, TraceId, pass};
+use crate::request::{Answer, ClientIp, Next, Optional, Shared, TraceId, optional, pass};
 pub use crate::request::{ClientAddr, HttpRequestId};
 use crate::{audit, auth, body, edge, guard, health, policy, proxy, ratelimit};
 
@@ -257,32 +258,19 @@ impl tower::Service<Request<Body>> for Routes {
 type RouteStack = edge::gate::OriginCheck<RouteChecks>;
 
 /// The layers [`route_stack`] puts below the Origin check and CORS.
-type RouteChecks = Shared<
-    ratelimit::layer::ClientLimits<
-        Shared<auth::layer::Authenticate<Shared<auth::session::Bind<Shared<body::Parse<Below>>>>>>,
-    >,
->;
+type RouteChecks = Optional<Shared<ratelimit::layer::ClientLimits<Authenticated>>, Authenticated>;
 
-/// Below the MCP parse.
-type Below = Shared<
-    ratelimit::layer::CallerLimits<
-        Shared<
-            body::Validate<
-                Shared<
-                    policy::layer::Authorize<
-                        Shared<
-                            ratelimit::layer::ToolLimits<
-                                Shared<
-                                    guard::layer::Guard<Shared<rewrite::Rewrite<proxy::Forward>>>,
-                                >,
-                            >,
-                        >,
-                    >,
-                >,
-            >,
-        >,
-    >,
->;
+type Authenticated = Shared<auth::layer::Authenticate<Shared<auth::session::Bind<Parsed>>>>;
+
+type Parsed = Shared<body::Parse<Optional<Shared<ratelimit::layer::CallerLimits<Valid>>, Valid>>>;
+
+type Valid = Shared<body::Validate<Optional<Shared<policy::layer::Authorize<Allowed>>, Allowed>>>;
+
+type Allowed = Optional<Shared<ratelimit::layer::ToolLimits<Guarded>>, Guarded>;
+
+type Guarded = Optional<Shared<guard::layer::Guard<Rewritten>>, Rewritten>;
+
+type Rewritten = Shared<rewrite::Rewrite<proxy::Forward>>;
 
 /// Builds one route's layers, in the order a request meets them (see
 /// `docs/architecture.md` §1).
@@ -297,16 +285,24 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
         let audit = Arc::clone(&gateway.audit);
         Arc::new(move |ip, duration| audit.banned(ip, duration, "authentication_failures"))
     };
+    // A layer with nothing to do on this route is left out.
+    let limits = &gateway.limits;
+    let caller_limited = limits.limits_users() || route.limits.has_route_limit();
+    let tool_limited = route.limits.has_tool_limits();
+    let limited = limits.limits_clients() || caller_limited || tool_limited;
+    let guarded = route.guard.arguments != Enforcement::Off || route.guard.pins.is_some();
     let checks = ServiceBuilder::new()
         // Bans and the client address's limit, before any credential is looked at: a
         // flood costs no signature check. Outermost of the limits: it writes them all.
         .layer(layer_fn(|next| {
-            Shared::new(ratelimit::layer::ClientLimits {
-                next,
-                limits: Arc::clone(&gateway.limits),
-                route: Arc::clone(name),
-                reading,
-                on_ban: Arc::clone(&on_ban),
+            optional(limited, next, |next| {
+                Shared::new(ratelimit::layer::ClientLimits {
+                    next,
+                    limits: Arc::clone(limits),
+                    route: Arc::clone(name),
+                    reading,
+                    on_ban: Arc::clone(&on_ban),
+                })
             })
         }))
         // Who is calling, before anything that depends on it.
@@ -334,41 +330,49 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
         // The caller's and the route's limits, at what the message costs; a body refused
         // below still counts, since refusing it is work too.
         .layer(layer_fn(|next| {
-            Shared::new(ratelimit::layer::CallerLimits {
-                next,
-                limits: Arc::clone(&gateway.limits),
-                route: Arc::clone(name),
-                route_limits: Arc::clone(&route.limits),
+            optional(caller_limited, next, |next| {
+                Shared::new(ratelimit::layer::CallerLimits {
+                    next,
+                    limits: Arc::clone(limits),
+                    route: Arc::clone(name),
+                    route_limits: Arc::clone(&route.limits),
+                })
             })
         }))
         // Not an acceptable MCP message: refused before any rule reads it.
         .layer(layer_fn(|next| Shared::new(body::Validate { next })))
         // Every call judged by the route's policy.
         .layer(layer_fn(|next| {
-            Shared::new(policy::layer::Authorize {
-                next,
-                roles: Arc::clone(&gateway.roles),
-                policy: Arc::clone(&route.policy),
-                route: Arc::clone(name),
+            optional(!route.policy.is_open(), next, |next| {
+                Shared::new(policy::layer::Authorize {
+                    next,
+                    roles: Arc::clone(&gateway.roles),
+                    policy: Arc::clone(&route.policy),
+                    route: Arc::clone(name),
+                })
             })
         }))
         // Per principal and tool, for the calls authorization let through.
         .layer(layer_fn(|next| {
-            Shared::new(ratelimit::layer::ToolLimits {
-                next,
-                limits: Arc::clone(&gateway.limits),
-                route: Arc::clone(name),
-                route_limits: Arc::clone(&route.limits),
+            optional(tool_limited, next, |next| {
+                Shared::new(ratelimit::layer::ToolLimits {
+                    next,
+                    limits: Arc::clone(limits),
+                    route: Arc::clone(name),
+                    route_limits: Arc::clone(&route.limits),
+                })
             })
         }))
         // The tool as approved, its arguments as its schema says.
         .layer(layer_fn(|next| {
-            Shared::new(guard::layer::Guard {
-                next,
-                guard: Arc::clone(&route.guard),
-                upstream: Arc::clone(&route.upstream),
-                alerts: Arc::clone(&gateway.audit) as Arc<dyn guard::Alerts>,
-                route: Arc::clone(name),
+            optional(guarded, next, |next| {
+                Shared::new(guard::layer::Guard {
+                    next,
+                    guard: Arc::clone(&route.guard),
+                    upstream: Arc::clone(&route.upstream),
+                    alerts: Arc::clone(&gateway.audit) as Arc<dyn guard::Alerts>,
+                    route: Arc::clone(name),
+                })
             })
         }))
         // The last word on what goes up and what comes back: task ids opened and sealed,
