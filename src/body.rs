@@ -39,8 +39,13 @@ impl Received {
         body: Body,
     ) -> Result<Self, Rejection> {
         let bytes = read(headers, body, reading.max, reading.timeout).await?;
-        let parsed = McpRequest::parse_with(&bytes, &reading.parse);
-        Ok(Self { bytes, parsed })
+        Ok(Self::new(bytes, &reading.parse))
+    }
+
+    /// `bytes` as read, parsed as `options` say.
+    pub fn new(bytes: Bytes, options: &ParseOptions) -> Self {
+        let parsed = McpRequest::parse_with(&bytes, options);
+        Self { bytes, parsed }
     }
 
     /// The message, when the body is one.
@@ -145,24 +150,25 @@ impl<S: Next> Layered for Validate<S> {
         };
         let refusal = match &received.parsed {
             Err(e) => Some(parse_rejection(e, received)),
-            Ok(parsed) => {
-                let batch = parsed
-                    .batch
-                    .then(|| message::batches_allowed(req.headers().get(MCP_PROTOCOL_VERSION)))
-                    .and_then(Result::err);
-                match batch {
-                    Some(why) => Some(Rejection::InvalidMessage(why.into()).into_response(None)),
-                    None => parsed.check_headers(req.headers()).err().map(|header| {
-                        Rejection::HeaderMismatch(header).into_response(parsed.reply_id())
-                    }),
-                }
-            }
+            Ok(parsed) => refusal(parsed, req.headers()),
         };
         match refusal {
             Some(response) => answer(response),
             None => self.next.clone().call(req),
         }
     }
+}
+
+/// 400 for a message that may not be sent as it is: a batch in a revision without
+/// batches, or `Mcp-Method`/`Mcp-Name` headers that disagree with it.
+fn refusal(parsed: &McpRequest, headers: &HeaderMap) -> Option<Response<Body>> {
+    if parsed.batch
+        && let Err(why) = message::batches_allowed(headers.get(MCP_PROTOCOL_VERSION))
+    {
+        return Some(Rejection::InvalidMessage(why.into()).into_response(None));
+    }
+    let header = parsed.check_headers(headers).err()?;
+    Some(Rejection::HeaderMismatch(header).into_response(parsed.reply_id()))
 }
 
 /// 400 with the JSON-RPC error of a body that is not JSON-RPC.

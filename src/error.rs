@@ -7,7 +7,9 @@ use axum::body::Body;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::mcp::jsonrpc::RequestId;
-use crate::request::{Kind, Outcome};
+use std::sync::Arc;
+
+use crate::request::{Kind, Outcome, Principal};
 
 pub use crate::mcp::jsonrpc::code;
 
@@ -192,6 +194,22 @@ pub fn refusal(
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// Who is calling, for a layer below authentication, which always puts the principal in
+/// (anonymous on `auth = "none"` routes). A request without one means the stack is wired
+/// wrong: it is refused (500, logged) rather than judged as nobody in particular; `Err`
+/// is that answer.
+pub fn caller_of(req: &http::Request<Body>) -> Result<Arc<Principal>, crate::request::Answer> {
+    req.extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!(
+                "A request reached a layer below authentication without a principal; refused"
+            );
+            crate::request::answer(Rejection::Internal.into_response(None))
+        })
 }
 
 /// Answers `req` with `rejection` once its body is read and dropped (see

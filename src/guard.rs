@@ -233,6 +233,12 @@ impl RouteGuard {
     /// [`RouteGuard::held`] is asked. `lists`: the request lists tools, so its answer is
     /// judged against the pins; with Redis, only those wait for a round trip (calls read
     /// the copy, at most a tick behind).
+    /// Whether the route checks tool calls at all: their arguments, or their pins (the
+    /// guard's layer is left out of a route that does neither).
+    pub fn checks_calls(&self) -> bool {
+        self.arguments != Enforcement::Off || self.pins.is_some()
+    }
+
     pub async fn refresh_pins(&self, lists: bool) {
         if let Some(store) = &self.pins {
             if lists {

@@ -165,7 +165,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::mcp::message::McpRequest;
     use crate::upstream::Answered;
 
     /// An upstream that keeps the bodies it is sent.
@@ -197,11 +196,7 @@ mod tests {
         // Longer than `max_body`: a body the parse read (and the rewrite may have
         // replaced) is not limited again.
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-        let mut req = crate::test_support::post(body);
-        req.extensions_mut().insert(Arc::new(Received {
-            bytes: Bytes::from_static(body.as_bytes()),
-            parsed: McpRequest::parse_with(body.as_bytes(), &Default::default()),
-        }));
+        let req = crate::test_support::parsed_post(body, None);
         let mut response = forward.clone().oneshot(req).await.unwrap();
         assert_eq!(
             kept.0.lock().unwrap().as_slice(),

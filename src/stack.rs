@@ -24,7 +24,6 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use crate::auth::metadata::{WELL_KNOWN_PREFIX, well_known_path};
-use crate::config::guard::Enforcement;
 use crate::error::Rejection;
 use crate::gateway::{Gateway, Route};
 use crate::mcp::headers::X_REQUEST_ID;
@@ -290,7 +289,7 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
     let caller_limited = limits.limits_users() || route.limits.has_route_limit();
     let tool_limited = route.limits.has_tool_limits();
     let limited = limits.limits_clients() || caller_limited || tool_limited;
-    let guarded = route.guard.arguments != Enforcement::Off || route.guard.pins.is_some();
+    let guarded = route.guard.checks_calls();
     let checks = ServiceBuilder::new()
         // Bans and the client address's limit, before any credential is looked at: a
         // flood costs no signature check. Outermost of the limits: it writes them all.

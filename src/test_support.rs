@@ -19,21 +19,15 @@ pub(crate) async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 /// An audit trail that records nothing (`[audit] enabled = false`), for code that reports
 /// to one.
 pub(crate) fn quiet_audit() -> Audit {
-    let text = r#"
-[server]
-listen = "127.0.0.1:0"
-insecure_http = true
-
-[audit]
-enabled = false
-
+    let config = sidecar(
+        r#"
 [[routes]]
 name = "r"
 path = "/mcp"
 upstream = { url = "http://127.0.0.1:9/mcp" }
 auth = "none"
-"#;
-    let config = config(text);
+"#,
+    );
     let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
     Audit::start(&config, metrics, Box::new(|_, _| {})).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -49,12 +43,39 @@ pub(crate) fn config(text: &str) -> crate::config::Config {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A plain-HTTP loopback gateway's config with no audit trail, and `rest` (routes, keys,
+/// roles) after it.
+pub(crate) fn sidecar(rest: &str) -> crate::config::Config {
+    config(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_http = true\n\n[audit]\nenabled = false\n\n{rest}"
+    ))
+}
+
 /// A POST of `body` to `/mcp`.
 pub(crate) fn post(body: &str) -> http::Request<axum::body::Body> {
     http::Request::post("/mcp")
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(axum::body::Body::from(body.to_owned()))
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A POST of `body` as the layers above the one under test hand it down: read and parsed
+/// (`body::Received`, default limits), and from `principal` when given.
+pub(crate) fn parsed_post(
+    body: &str,
+    principal: Option<crate::request::Principal>,
+) -> http::Request<axum::body::Body> {
+    let received = crate::body::Received::new(body.to_owned().into(), &Default::default());
+    assert!(
+        received.message().is_some(),
+        "a test body that does not parse: {body}"
+    );
+    let mut req = post(body);
+    req.extensions_mut().insert(Arc::new(received));
+    if let Some(principal) = principal {
+        req.extensions_mut().insert(Arc::new(principal));
+    }
+    req
 }
 
 /// The body of `response`, as text.

@@ -110,17 +110,13 @@ mod tests {
     use super::*;
     use crate::request::Shared;
     use crate::request::answer;
-    use crate::test_support::{config, post};
+    use crate::test_support::{post, sidecar};
 
     const KEY: &str = "pk_test_layer_key_0123456789abcdef";
 
     fn layer<S: Next>(next: S, auth: &str) -> Shared<Authenticate<S>> {
-        let config = config(&format!(
+        let config = sidecar(&format!(
             r#"
-[server]
-listen = "127.0.0.1:0"
-insecure_http = true
-
 [[auth.api_keys]]
 hash = "{}"
 subject = "alice"

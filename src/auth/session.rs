@@ -15,7 +15,7 @@ use crate::body::Received;
 use crate::error::Rejection;
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::session::{IdKind, PrincipalHash, SessionKeys};
-use crate::request::{Answer, Exchange, Kind, Layered, Next, Outcome, Principal, answer};
+use crate::request::{Answer, Exchange, Kind, Layered, Next, Outcome, answer};
 
 /// Opens the sealed session id of a request, and seals the one of its answer.
 #[derive(Clone, Debug)]
@@ -29,9 +29,9 @@ pub struct Bind<S> {
 
 impl<S: Next> Layered for Bind<S> {
     fn answer(self: Arc<Self>, mut req: Request<Body>) -> Answer {
-        let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
-            // Below authentication there is always a principal.
-            return answer(Rejection::Internal.into_response(None));
+        let principal = match crate::error::caller_of(&req) {
+            Ok(principal) => principal,
+            Err(refused) => return refused,
         };
         // Hashed only for requests and answers that carry a session id.
         let caller = move || PrincipalHash::from(principal.as_ref());
@@ -134,8 +134,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::request::AuthMethod;
     use crate::request::Shared;
+    use crate::request::{AuthMethod, Principal};
 
     /// The upstream: answers with the session id it was given, and opens `new` when it
     /// was given none.

@@ -98,15 +98,7 @@ pub type PartChecks<'c> = &'c dyn Fn(&Config, &Read<'_>) -> Vec<ConfigError>;
 /// `checks` run on a whole config (one that loaded without a problem, or was made in
 /// code): every part is where its position says, nothing was left out.
 pub fn check_whole(config: &Config, checks: PartChecks<'_>) -> Vec<ConfigError> {
-    let parsed = Parsed {
-        route_index: Vec::new(),
-        secret_index: Vec::new(),
-        issuer_index: Vec::new(),
-        api_key_index: Vec::new(),
-        certificate_index: Vec::new(),
-        auth: true,
-        dropped: BTreeSet::new(),
-    };
+    let parsed = Parsed::whole();
     checks(
         config,
         &Read {
@@ -139,15 +131,7 @@ pub fn load_str_checked(
 
     let mut errors = Vec::new();
     let mut config = Config::default();
-    let mut parsed = Parsed {
-        route_index: Vec::new(),
-        secret_index: Vec::new(),
-        issuer_index: Vec::new(),
-        api_key_index: Vec::new(),
-        certificate_index: Vec::new(),
-        auth: true,
-        dropped: BTreeSet::new(),
-    };
+    let mut parsed = Parsed::whole();
     let mut reader = Reader {
         errors: &mut errors,
         dropped: &mut parsed.dropped,
@@ -273,6 +257,20 @@ pub(super) struct Parsed {
 }
 
 impl Parsed {
+    /// Nothing read yet, or a config whose every part is where its position says and
+    /// nothing was left out.
+    fn whole() -> Self {
+        Self {
+            route_index: Vec::new(),
+            secret_index: Vec::new(),
+            issuer_index: Vec::new(),
+            api_key_index: Vec::new(),
+            certificate_index: Vec::new(),
+            auth: true,
+            dropped: BTreeSet::new(),
+        }
+    }
+
     /// `path`, or a table or array holding it, was in error and left out.
     pub(super) fn dropped(&self, path: &str) -> bool {
         self.dropped

@@ -38,13 +38,10 @@ impl<S: Next> Layered for Guard<S> {
         let this = self;
         let mut next = this.next.clone();
         Box::pin(async move {
-            let guard = &this.guard;
-            let guarded = guard.arguments != Enforcement::Off || guard.pins.is_some();
             let parsed = received.message();
-            let tool_lists = parsed.filter(|_| guarded).and_then(ToolListIds::of);
-            guard.refresh_pins(tool_lists.is_some()).await;
-            if guarded
-                && let Some(parsed) = parsed
+            let tool_lists = parsed.and_then(ToolListIds::of);
+            this.guard.refresh_pins(tool_lists.is_some()).await;
+            if let Some(parsed) = parsed
                 && let Some(refused) = check_arguments(
                     &this,
                     req.headers(),
@@ -233,7 +230,7 @@ mod tests {
     use crate::guard::pins::PinStore;
     use crate::request::Shared;
     use crate::test_support::reached;
-    use crate::test_support::{config, post, quiet_audit, text};
+    use crate::test_support::{parsed_post, quiet_audit, sidecar, text};
     use crate::upstream::Answered;
 
     /// The one tool the upstream lists: its argument `n` must be an integer.
@@ -280,10 +277,6 @@ mod tests {
     }
 
     const ROUTE: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-insecure_http = true
-
 [[routes]]
 name = "tools"
 path = "/mcp"
@@ -296,7 +289,7 @@ arguments = "enforce"
 "#;
 
     fn route_guard() -> Arc<RouteGuard> {
-        let config = config(ROUTE);
+        let config = sidecar(ROUTE);
         let route = &config.routes[0];
         assert_eq!(route.guard.arguments, Enforcement::Enforce);
         let pins = Arc::new(PinStore::in_memory());
@@ -319,13 +312,7 @@ arguments = "enforce"
 
     /// A POST of `body` as the layers above hand it down: read and parsed.
     fn request(body: &str) -> Request<Body> {
-        let bytes = Bytes::from(body.to_owned());
-        let parsed = McpRequest::parse_with(&bytes, &Default::default());
-        assert!(parsed.is_ok(), "{body}: {:?}", parsed.err());
-        let mut req = post(body);
-        req.extensions_mut()
-            .insert(Arc::new(Received { bytes, parsed }));
-        req
+        parsed_post(body, None)
     }
 
     fn call(tool: &str, arguments: Value) -> Request<Body> {

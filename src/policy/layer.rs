@@ -26,18 +26,19 @@ pub struct Authorize<S> {
 
 impl<S: Next> Layered for Authorize<S> {
     fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
-        let extensions = req.extensions();
-        let received = extensions.get::<Arc<Received>>();
-        let principal = extensions.get::<Arc<Principal>>();
-        let refused = match (received.map(|r| r.message()), principal) {
-            // No body: nothing to judge (a GET's stream, a DELETE).
-            (None, _) => None,
-            (Some(Some(parsed)), Some(principal)) => {
-                authorize(&self.route, &self.policy, &self.roles, principal, parsed)
-            }
-            // A body not parsed, or no principal: the layers above always see to both, and
-            // what cannot be judged is not let through.
-            (Some(_), _) => Some(Rejection::Internal.into_response(None)),
+        // No body: nothing to judge (a GET's stream, a DELETE).
+        let Some(received) = req.extensions().get::<Arc<Received>>() else {
+            return self.next.clone().call(req);
+        };
+        let principal = match crate::error::caller_of(&req) {
+            Ok(principal) => principal,
+            Err(refused) => return refused,
+        };
+        let refused = match received.message() {
+            Some(parsed) => authorize(&self.route, &self.policy, &self.roles, &principal, parsed),
+            // Validation above refuses a body that did not parse; what cannot be judged is
+            // not let through.
+            None => Some(Rejection::Internal.into_response(None)),
         };
         match refused {
             Some(response) => answer(response),
@@ -152,7 +153,6 @@ fn authorize(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use http::StatusCode;
     use serde_json::{Value, json};
     use tower::ServiceExt;
@@ -161,15 +161,11 @@ mod tests {
     use crate::request::AuthMethod;
     use crate::request::Shared;
     use crate::test_support::reached;
-    use crate::test_support::{config, post, text};
+    use crate::test_support::{parsed_post, sidecar, text};
 
     /// `search` for whoever holds `read:orders` (analysts), `insert` with two scopes (and
     /// step-up), nothing else.
     const ROUTE: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-insecure_http = true
-
 [roles]
 analyst = ["read:*"]
 
@@ -190,7 +186,7 @@ scopes = ["mcp:tools", "db:write"]
 "#;
 
     fn authorize() -> Shared<Authorize<impl Next>> {
-        let config = config(ROUTE);
+        let config = sidecar(ROUTE);
         let route = &config.routes[0];
         let policy = RoutePolicy::new(&route.policy, route.default_policy, route.step_up).unwrap();
         Shared::new(Authorize {
@@ -211,14 +207,7 @@ scopes = ["mcp:tools", "db:write"]
     /// A POST of `body` as the layers above hand it down: read, parsed, and its caller
     /// known.
     fn request(body: &str, principal: Principal) -> Request<Body> {
-        let bytes = Bytes::from(body.to_owned());
-        let parsed = McpRequest::parse_with(&bytes, &Default::default());
-        assert!(parsed.is_ok(), "{body}: {:?}", parsed.err());
-        let mut req = post(body);
-        req.extensions_mut()
-            .insert(Arc::new(Received { bytes, parsed }));
-        req.extensions_mut().insert(Arc::new(principal));
-        req
+        parsed_post(body, Some(principal))
     }
 
     fn tool_call(id: &str, tool: &str) -> String {

@@ -21,7 +21,7 @@ use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::session::PrincipalHash;
 use crate::request::{
     Answer, ArgumentsWithheld, AuthMethod, AuthenticationFailed, ClientIp, Kind, Layered, Next,
-    Outcome, Principal,
+    Outcome,
 };
 
 /// Told of a ban the client limits impose (the gateway records it).
@@ -98,24 +98,31 @@ pub struct CallerLimits<S> {
 
 impl<S: Next> Layered for CallerLimits<S> {
     fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
+        let principal = match crate::error::caller_of(&req) {
+            Ok(principal) => principal,
+            Err(refused) => return refused,
+        };
         let this = self;
         let mut next = this.next.clone();
         Box::pin(async move {
             let received = req.extensions().get::<Arc<Received>>().cloned();
-            let principal = req.extensions().get::<Arc<Principal>>().cloned();
             // A single call's method, for its price.
             let method = received
                 .as_deref()
                 .and_then(Received::message)
-                .and_then(|m| match m.calls().collect::<Vec<_>>().as_slice() {
-                    [(_, method)] if !m.batch => Some(*method),
-                    _ => None,
+                .filter(|m| !m.batch)
+                .and_then(|m| {
+                    let mut calls = m.calls();
+                    match (calls.next(), calls.next()) {
+                        (Some((_, method)), None) => Some(method),
+                        _ => None,
+                    }
                 });
             let limits = &this.limits;
             let cost = limits.cost(req.method(), method.filter(|_| limits.prices_methods()));
             let mut counted = Counted::default();
             let mut checked = Ok(());
-            if let Some(principal) = principal.filter(|p| p.method != AuthMethod::Anonymous) {
+            if principal.method != AuthMethod::Anonymous {
                 checked = counted.apply(limits.user(&principal, cost).await);
             }
             if checked.is_ok() {
@@ -146,30 +153,29 @@ pub struct ToolLimits<S> {
 
 impl<S: Next> Layered for ToolLimits<S> {
     fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
-        let received = req.extensions().get::<Arc<Received>>().cloned();
-        let Some(received) = received.filter(|_| self.route_limits.has_tool_limits()) else {
+        let Some(received) = req.extensions().get::<Arc<Received>>().cloned() else {
             return self.next.clone().call(req);
+        };
+        let caller = match crate::error::caller_of(&req) {
+            Ok(principal) => PrincipalHash::from(principal.as_ref()),
+            Err(refused) => return refused,
         };
         let this = self;
         let mut next = this.next.clone();
         Box::pin(async move {
-            let caller = req
-                .extensions()
-                .get::<Arc<Principal>>()
-                .map(|p| PrincipalHash::from(p.as_ref()));
             let mut counted = Counted::default();
             let mut refusal = None;
             let calls = received.message().into_iter().flat_map(|m| m.calls());
             for (message, method) in calls {
-                let (Some(caller), "tools/call") = (&caller, method) else {
+                if method != "tools/call" {
                     continue;
-                };
+                }
                 let Some(tool) = message.params().and_then(|p| p.get("name")?.as_str()) else {
                     continue;
                 };
                 let outcome = this
                     .limits
-                    .tool(&this.route, &this.route_limits, caller, tool)
+                    .tool(&this.route, &this.route_limits, &caller, tool)
                     .await;
                 if let Err(refused) = counted.apply(outcome) {
                     refusal = Some((refused, message.id.as_ref()));
@@ -279,11 +285,11 @@ mod tests {
 
     use super::*;
     use crate::config::ratelimit::{RateLimitsConfig, RouteLimitsConfig};
-    use crate::mcp::message::{McpRequest, ParseOptions};
+    use crate::mcp::message::ParseOptions;
     use crate::request::Shared;
-    use crate::request::answer;
+    use crate::request::{Principal, answer};
     use crate::test_support::reached;
-    use crate::test_support::{post, text};
+    use crate::test_support::{parsed_post, post, text};
 
     const READING: Reading = Reading {
         max: 1024,
@@ -330,15 +336,7 @@ mod tests {
 
     /// A request as the MCP parse leaves it, from `principal`.
     fn parsed(body: &str, principal: &str) -> Request<Body> {
-        let mut req = post(body);
-        let received = Received {
-            bytes: body.to_owned().into(),
-            parsed: McpRequest::parse_with(body.as_bytes(), &READING.parse),
-        };
-        req.extensions_mut().insert(Arc::new(received));
-        req.extensions_mut()
-            .insert(Arc::new(Principal::new(principal, AuthMethod::ApiKey)));
-        req
+        parsed_post(body, Some(Principal::new(principal, AuthMethod::ApiKey)))
     }
 
     #[tokio::test]

@@ -41,9 +41,9 @@ pub struct Rewrite<S> {
 impl<S: Next> Layered for Rewrite<S> {
     fn answer(self: Arc<Self>, mut req: Request<Body>) -> Answer {
         let (route, gateway) = (&self.route, &self.gateway);
-        let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
-            // Below authentication there is always a principal.
-            return answer(Rejection::Internal.into_response(None));
+        let principal = match crate::error::caller_of(&req) {
+            Ok(principal) => principal,
+            Err(refused) => return refused,
         };
         // Task ids, sealed for this caller and route like the session id.
         let tasks = TaskBinding::new(
@@ -293,22 +293,14 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::mcp::message::McpRequest;
     use crate::request::AuthMethod;
     use crate::request::Shared;
-    use crate::test_support::{config, post, text};
+    use crate::test_support::{parsed_post, sidecar, text};
 
     /// A gateway whose one route lets callers use `echo` and nothing else.
     fn gateway() -> Arc<Gateway> {
-        let config = config(
+        let config = sidecar(
             r#"
-[server]
-listen = "127.0.0.1:0"
-insecure_http = true
-
-[audit]
-enabled = false
-
 [[routes]]
 name = "tools"
 path = "/mcp"
@@ -347,15 +339,10 @@ tools = ["echo"]
 
     /// A POST as the layers above leave it: parsed, from anonymous.
     fn parsed(body: &str) -> Request<Body> {
-        let mut req = post(body);
-        let received = Received {
-            bytes: body.to_owned().into(),
-            parsed: McpRequest::parse_with(body.as_bytes(), &Default::default()),
-        };
-        req.extensions_mut().insert(Arc::new(received));
-        req.extensions_mut()
-            .insert(Arc::new(Principal::new("anonymous", AuthMethod::Anonymous)));
-        req
+        parsed_post(
+            body,
+            Some(Principal::new("anonymous", AuthMethod::Anonymous)),
+        )
     }
 
     #[tokio::test]
