@@ -2,9 +2,14 @@
 //! caller's `traceparent` is exported over OTLP/HTTP as a span of the caller's trace, and
 //! the upstream gets that span as its parent. The collector is an HTTP endpoint in this
 //! test that keeps what it is sent (OTLP protobuf).
+//!
+//! A test binary of its own: it installs the process-wide subscriber, as `run` does, which
+//! the tests in `tests/it` (one process) would share.
 #![cfg(test)]
 #![cfg(feature = "otlp")]
 
+#[path = "it/support/mod.rs"]
+#[expect(dead_code, reason = "this binary uses only part of the shared kit")]
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,8 @@
 //! When the upstream fails or the client leaves: 502/504 with a JSON-RPC error that echoes
 //! the request's id, and a client disconnect that reaches the upstream.
 // Test-only crate: clippy's allow-*-in-tests settings cover its helpers and `support`.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use serde_json::{Value, json};

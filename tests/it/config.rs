@@ -2,8 +2,6 @@
 //! its TOML path, config's own checks and those of the gateway's parts
 //! (`gateway::check`) together, and what loads cleanly loads as written.
 
-#![cfg(test)]
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

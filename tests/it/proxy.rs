@@ -2,9 +2,8 @@
 //! upstreams in every Streamable HTTP mode and every protocol era, header hygiene in both
 //! directions, and upstream answers (errors included) passed through unchanged.
 // Test-only crate: clippy's allow-*-in-tests settings cover its helpers and `support`.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use http::StatusCode;
 use rmcp::model::CallToolRequestParams;

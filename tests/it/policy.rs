@@ -1,9 +1,8 @@
 //! Authorization per MCP call through the gateway, with real rmcp upstreams and
 //! two callers whose API keys carry different roles: who may call which tool, argument
 //! conditions, batches refused whole, step-up, and what never reaches the upstream.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};

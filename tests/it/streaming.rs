@@ -2,9 +2,8 @@
 //! them (never buffered), SSE bytes arrive exactly as the upstream wrote them, and large
 //! results arrive whole, over HTTP/1.1 and HTTP/2.
 // Test-only crate: clippy's allow-*-in-tests settings cover its helpers and `support`.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

@@ -4,9 +4,7 @@
 //! idle timeout that spares a quiet request in flight, and graceful shutdown that lets an
 //! open event stream finish — or cuts it at the drain deadline.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Instant;

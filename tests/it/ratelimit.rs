@@ -2,9 +2,8 @@
 //! (before authentication), per principal, per principal and tool; `X-Forwarded-For`
 //! believed only from trusted proxies; 429 with `Retry-After`, the `RateLimit` headers and
 //! a JSON-RPC error carrying the request id; bans after repeated authentication failures.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -371,11 +371,6 @@ impl Options {
         self.resumable = true;
         self
     }
-
-    pub fn keep_alive(mut self, every: Duration) -> Self {
-        self.keep_alive = Some(every);
-        self
-    }
 }
 
 /// Every event the upstream's sessions send, by stream, in order: rmcp replays from it
@@ -422,7 +417,6 @@ impl EventStore for MemoryEvents {
 #[derive(Debug)]
 pub struct Upstream {
     pub addr: SocketAddr,
-    pub mode: Mode,
     pub probe: Arc<Probe>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -476,12 +470,7 @@ impl Upstream {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            addr,
-            mode: options.mode,
-            probe,
-            task,
-        }
+        Self { addr, probe, task }
     }
 
     /// The MCP endpoint, as the gateway's route points at it.

@@ -24,9 +24,7 @@
 //! gateway that checks arguments, so the gateway must list the tools itself first: the
 //! call must reach the tool, not be refused as one the upstream does not list.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,9 +2,7 @@
 //! idle too long; a connection the upstream closed is never a reason for a failed request
 //! unless the request may already have been delivered and cannot safely be repeated.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

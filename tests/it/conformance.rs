@@ -5,9 +5,7 @@
 //! (must be refused with a 4xx) and one addressed to the gateway's own loopback name
 //! (must succeed), through a loopback sidecar gateway in front of a real rmcp upstream.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

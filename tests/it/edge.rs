@@ -2,8 +2,6 @@
 //! (DNS rebinding), Origin, CORS preflights, unknown paths and methods, health endpoints.
 //! No request here reaches an upstream: each is answered by the gateway itself.
 
-#![cfg(test)]
-
 use std::sync::Arc;
 
 use axum::body::Body;

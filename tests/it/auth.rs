@@ -2,9 +2,8 @@
 //! server: every rejection case with its status, `WWW-Authenticate` and JSON-RPC body;
 //! tokens, API keys and identity headers that get through; protected-resource metadata;
 //! JWKS rotation, retirement, refetch debounce and failures; what the upstream sees.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -20,7 +20,6 @@
 //!   `client_credentials` is `unsupported_grant_type`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -233,7 +232,6 @@ impl Keys {
 
 /// A running authorization server.
 pub struct AuthServer {
-    pub addr: SocketAddr,
     inner: Arc<Inner>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -287,7 +285,7 @@ impl AuthServer {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { addr, inner, task }
+        Self { inner, task }
     }
 
     /// The issuer identifier, `http://127.0.0.1:PORT` (no trailing slash).
@@ -323,12 +321,6 @@ impl AuthServer {
                 allowed_scopes: allowed_scopes.iter().map(|s| (*s).to_owned()).collect(),
             },
         );
-    }
-
-    /// Which algorithm `/token` signs with from now on.
-    pub fn set_token_alg(&self, alg: Algorithm) {
-        alg_name(alg);
-        self.inner.options.lock().unwrap().token_alg = alg;
     }
 
     /// The JWKS `Cache-Control: max-age` from now on (`None`: no header).

@@ -2,9 +2,8 @@
 //! `portcullis check` would load it (with its certificate paths pointed at real files made
 //! here), and every route lets the callers it is written for call a tool — a route without
 //! rules refuses every call, which is what the examples used to do.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -2,9 +2,8 @@
 //! gateway, with a real stateful rmcp upstream: clients only ever hold sealed ids; a sealed id
 //! works only for the caller and route it was issued to, and only until it expires; any gateway
 //! with the same key serves it, also across a key rotation.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use reqwest::StatusCode;

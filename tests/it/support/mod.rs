@@ -3,15 +3,8 @@
 //! ([`gateway`], [`pki`]), and real clients ([`client`], [`sse`]). Nothing is mocked;
 //! every port is picked by the OS.
 //!
-//! Each test crate includes it with `#[cfg(test)] mod support;` (or is itself marked
-//! `#![cfg(test)]`), so clippy treats the kit as test code where `unwrap` and `panic!` are
-//! allowed, and uses the part it needs. Which part differs per crate, hence the crate-level
-//! `allow` below: an `expect` would fail in a crate that happens to use everything
-//! (clippy's `allow_attributes` only concerns outer attributes).
-#![allow(
-    dead_code,
-    reason = "each test crate uses a different part of the shared kit"
-)]
+//! The test binary (`tests/it/main.rs`) is marked `#![cfg(test)]`, so clippy treats the kit
+//! as test code where `unwrap` and `panic!` are allowed.
 
 pub mod auth_server;
 pub mod changing;

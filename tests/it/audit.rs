@@ -3,9 +3,8 @@
 //! produces, with its fields; what records keep of arguments per route; one chain across
 //! rotations and restarts, checked by `portcullis audit verify`; a burst of bad tokens
 //! raising one alert, a ban and a webhook call; `/metrics` accepted by `promtool`.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

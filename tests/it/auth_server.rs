@@ -2,9 +2,8 @@
 //! `client_credentials` grant with both client authentication methods and its errors, and
 //! tokens that the gateway's `JwtVerifier` accepts with keys from the served JWKS, across
 //! key rotation and retirement.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,9 +4,8 @@
 //! same one every time the task comes back; it works for the caller and route it was
 //! issued to, and any other id — another caller's, another route's, the raw upstream id,
 //! a forgery — is answered "Task not found" without reaching the upstream.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 

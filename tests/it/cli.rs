@@ -1,9 +1,7 @@
 //! The `portcullis` binary as a user meets it: `check` lists every problem with its TOML
 //! path, `run` serves and exits 0 on SIGTERM after draining, `--help` and `--version`.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

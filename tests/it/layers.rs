@@ -4,7 +4,6 @@
 //! cycle among top-level modules, and a newcomer can read the crate bottom-up.
 //!
 //! Modules of one layer may import each other, but never in a cycle: that is checked too.
-#![cfg(test)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -11,9 +11,7 @@
 //! HTTP exchange it made, so the tests check the flow step by step as well as its outcome,
 //! and the authorization server and the upstream report what they saw.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -2,9 +2,7 @@
 //! roots otherwise. The HTTPS upstream here is a second Portcullis (real rustls, test
 //! certificates) in front of a real rmcp server.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use serde_json::json;
 use support::client::{self, Http};

@@ -179,11 +179,6 @@ impl GatewayBuilder {
         self
     }
 
-    /// The config text this builder produces, with the certificate paths of `pki`.
-    pub fn toml(&self, pki: Option<&TestPki>) -> String {
-        self.toml_with_audit(pki, None)
-    }
-
     fn toml_with_audit(&self, pki: Option<&TestPki>, audit_file: Option<&Path>) -> String {
         let mut text = String::new();
         text.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");

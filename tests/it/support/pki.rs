@@ -71,8 +71,6 @@ impl TestPki {
 #[derive(Debug)]
 pub struct ClientCa {
     _dir: tempfile::TempDir,
-    /// The CA certificate, PEM, at [`ClientCa::path`].
-    pub pem: String,
     pub path: PathBuf,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -92,7 +90,6 @@ impl ClientCa {
         std::fs::write(&path, &pem).unwrap();
         Self {
             _dir: dir,
-            pem,
             path,
             issuer,
         }

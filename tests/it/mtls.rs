@@ -3,9 +3,8 @@
 //! its identity (CN or a SAN) as the principal. A client with a certificate from the configured CA
 //! gets in; one without gets a 401 challenge (the handshake still succeeds); one with a certificate
 //! from another CA fails the handshake and reaches nothing.
-#![cfg(test)]
 
-mod support;
+use crate::support;
 
 use rcgen::SanType;
 use reqwest::StatusCode;

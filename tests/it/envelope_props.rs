@@ -8,8 +8,6 @@
 //! `fuzz/fuzz_targets/envelope.rs` feeds the same functions with coverage-guided input
 //! (`scripts/fuzz`).
 
-#![cfg(test)]
-
 use portcullis::mcp::limits::{InputLimits, LimitExceeded};
 use portcullis::mcp::message::{McpRequest, ParseError, ParseOptions};
 use proptest::collection::vec;

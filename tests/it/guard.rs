@@ -4,9 +4,7 @@
 //! lists (and the operator's tighter overrides) before the call leaves the gateway; a
 //! `notifications/tools/list_changed` makes the gateway learn the schemas again.
 
-#![cfg(test)]
-
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
