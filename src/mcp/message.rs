@@ -23,7 +23,9 @@
 //! The body itself is forwarded byte for byte; this view is only for judging it.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -40,12 +42,45 @@ pub struct Message {
     /// `None` for a response to a server request.
     pub method: Option<String>,
     params: Option<Value>,
+    /// The task ids it names where the task binding reads them, in body order.
+    task_ids: Vec<TaskIdAt>,
+}
+
+/// A task id a client's message names where the task binding reads one
+/// ([`super::tasks::TaskBinding::open_request`]): where its value is in the body, so that
+/// the id can be replaced there and every other byte forwarded as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskIdAt {
+    pub place: TaskIdPlace,
+    /// The value's bytes in the body: a string with its quotes, or whatever was written.
+    pub span: Range<usize>,
+    /// The id, when the value is a string.
+    pub id: Option<String>,
+}
+
+/// Where in a message a [`TaskIdAt`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskIdPlace {
+    /// `params.taskId`.
+    Params,
+    /// `_meta["io.modelcontextprotocol/related-task"].taskId` of `params` or `result`.
+    RelatedTask,
 }
 
 impl Message {
     /// A message built by the gateway itself (tests, requests it sends).
     pub fn new(id: Option<RequestId>, method: Option<String>, params: Option<Value>) -> Self {
-        Self { id, method, params }
+        Self {
+            id,
+            method,
+            params,
+            task_ids: Vec::new(),
+        }
+    }
+
+    /// The task ids it names where the task binding reads them, in body order.
+    pub fn task_ids(&self) -> &[TaskIdAt] {
+        &self.task_ids
     }
 
     /// `params`, as checked.
@@ -120,14 +155,19 @@ impl McpRequest {
             return Err(ParseError::Json);
         };
         let budget = Budget::new(options.limits);
+        let notes = Notes {
+            text,
+            task_ids: RefCell::default(),
+        };
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         let batch = first == Some(&b'[');
         let mut reader = serde_json::Deserializer::from_str(text);
         let read = if batch {
-            BatchSeed(&budget).deserialize(&mut reader)
+            BatchSeed(&budget, &notes).deserialize(&mut reader)
         } else {
             EnvelopeSeed {
                 budget: &budget,
+                notes: &notes,
                 depth: 1,
             }
             .deserialize(&mut reader)
@@ -237,6 +277,7 @@ struct Envelope<'a> {
     error: bool,
     /// The first member that is none of the above.
     unknown: Option<Cow<'a, str>>,
+    task_ids: Vec<TaskIdAt>,
 }
 
 impl<'a> Envelope<'a> {
@@ -308,7 +349,25 @@ impl<'a> Envelope<'a> {
             id,
             method,
             params: self.params,
+            task_ids: self.task_ids,
         })
+    }
+}
+
+/// What one parse keeps beside the tree it builds: the body's text, to find where a value
+/// is in it, and the task ids read so far (taken by the envelope they are in).
+struct Notes<'t> {
+    text: &'t str,
+    task_ids: RefCell<Vec<TaskIdAt>>,
+}
+
+impl Notes<'_> {
+    /// Where `part`, a value borrowed from the body, is in it. `None` cannot happen with
+    /// a body read from text; the parse refuses the body rather than guess.
+    fn span_of(&self, part: &str) -> Option<Range<usize>> {
+        let start = (part.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= self.text.len()).then_some(start..end)
     }
 }
 
@@ -316,6 +375,7 @@ impl<'a> Envelope<'a> {
 #[derive(Clone, Copy)]
 struct EnvelopeSeed<'b> {
     budget: &'b Budget,
+    notes: &'b Notes<'b>,
     depth: usize,
 }
 
@@ -338,6 +398,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         self.budget.container(self.depth)?;
         let read = |place| Read::<false> {
             budget: self.budget,
+            notes: self.notes,
             depth: self.depth + 1,
             place,
         };
@@ -357,6 +418,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
                 "params" => {
                     envelope.params = Some(map.next_value_seed(Read::<true> {
                         budget: self.budget,
+                        notes: self.notes,
                         depth: self.depth + 1,
                         place: Place::Params,
                     })?);
@@ -387,6 +449,8 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
                 .map_err(de::Error::custom)?;
             *slot = Some(raw);
         }
+        // Envelopes are read one after the other: the task ids noted are this one's.
+        envelope.task_ids = self.notes.task_ids.take();
         Ok(envelope)
     }
 }
@@ -432,6 +496,15 @@ impl Place {
             Self::Result => &["_meta"],
             Self::Meta => &[super::tasks::RELATED_TASK],
             Self::RelatedTask => &["taskId"],
+        }
+    }
+
+    /// The task id the member `key` of an object here is, if it is one.
+    fn task_id(self, key: &str) -> Option<TaskIdPlace> {
+        match (self, key) {
+            (Self::Params, "taskId") => Some(TaskIdPlace::Params),
+            (Self::RelatedTask, "taskId") => Some(TaskIdPlace::RelatedTask),
+            _ => None,
         }
     }
 
@@ -559,6 +632,7 @@ impl<'de> Members<'de> {
 #[derive(Clone, Copy)]
 struct Read<'b, const TREE: bool> {
     budget: &'b Budget,
+    notes: &'b Notes<'b>,
     depth: usize,
     place: Place,
 }
@@ -588,6 +662,31 @@ impl<const TREE: bool> Read<'_, TREE> {
             place: self.place.child(key),
             ..self
         }
+    }
+
+    /// The value of a `taskId` member here (at `place`): read as any other, and noted with
+    /// where it is in the body.
+    fn task_id<'de, A: MapAccess<'de>>(
+        self,
+        map: &mut A,
+        place: TaskIdPlace,
+    ) -> Result<Value, A::Error> {
+        let raw: &'de RawValue = map.next_value()?;
+        let mut reader = serde_json::Deserializer::from_str(raw.get());
+        let value = self
+            .member("taskId")
+            .deserialize(&mut reader)
+            .map_err(de::Error::custom)?;
+        let span = self
+            .notes
+            .span_of(raw.get())
+            .ok_or_else(|| de::Error::custom("a task id could not be located in the body"))?;
+        let id = serde_json::from_str::<String>(raw.get()).ok();
+        self.notes
+            .task_ids
+            .borrow_mut()
+            .push(TaskIdAt { place, span, id });
+        Ok(value)
     }
 
     fn string<E: de::Error>(self, text: &str) -> Result<Value, E> {
@@ -657,7 +756,10 @@ impl<'de, const TREE: bool> Visitor<'de> for Read<'_, TREE> {
             self.budget.elements(count)?;
             names.add(Name::new(key.clone()))?;
             misspelt(&key, read)?;
-            let value = map.next_value_seed(self.member(&key))?;
+            let value = match self.place.task_id(&key) {
+                Some(place) => self.task_id(&mut map, place)?,
+                None => map.next_value_seed(self.member(&key))?,
+            };
             if TREE {
                 tree.insert(key.into_owned(), value);
             }
@@ -749,7 +851,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
 
 /// A batch: a JSON array (depth 1) of envelopes (an element that is not an object is
 /// refused).
-struct BatchSeed<'b>(&'b Budget);
+struct BatchSeed<'b>(&'b Budget, &'b Notes<'b>);
 
 impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
     type Value = Vec<Envelope<'de>>;
@@ -770,6 +872,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
         let mut envelopes = Vec::with_capacity(seq.size_hint().unwrap_or(4).min(64));
         let element = EnvelopeSeed {
             budget: self.0,
+            notes: self.1,
             depth: 2,
         };
         while let Some(envelope) = seq.next_element_seed(element)? {
@@ -835,6 +938,40 @@ pub fn name_param(method: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parse_locates_the_task_ids_the_binding_reads_and_no_others() {
+        let related = super::super::tasks::RELATED_TASK;
+        let body = format!(
+            r#"[{{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{{"taskId":"a","_meta":{{"{related}":{{"taskId":7}}}},"arguments":{{"taskId":"no"}},"task":{{"taskId":"no"}}}}}},
+            {{"jsonrpc":"2.0","id":"s","result":{{"taskId":"no","_meta":{{"{related}":{{"taskId":"b\u0021"}}}}}}}},
+            {{"jsonrpc":"2.0","id":2,"error":{{"code":1,"message":"m","data":{{"taskId":"no"}}}}}},
+            {{"jsonrpc":"2.0","method":"notifications/progress","params":{{"_meta":{{"taskId":"no"}}}}}}]"#
+        );
+        let parsed = McpRequest::parse(body.as_bytes()).unwrap();
+        let found: Vec<Vec<(TaskIdPlace, &str, Option<&str>)>> = parsed
+            .messages
+            .iter()
+            .map(|m| {
+                m.task_ids()
+                    .iter()
+                    .map(|at| (at.place, &body[at.span.clone()], at.id.as_deref()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                vec![
+                    (TaskIdPlace::Params, r#""a""#, Some("a")),
+                    (TaskIdPlace::RelatedTask, "7", None),
+                ],
+                vec![(TaskIdPlace::RelatedTask, r#""b\u0021""#, Some("b!"))],
+                vec![],
+                vec![],
+            ]
+        );
+    }
 
     #[test]
     fn single_batch_and_responses() {

@@ -23,7 +23,7 @@
 //!   the upstream's own requests (an elicitation a task waits on) — but not in the
 //!   upstream's `tasks/*` requests, which ask about the client's tasks and are left alone.
 //!
-//! Client → upstream ([`TaskBinding::open_message`]):
+//! Client → upstream ([`TaskBinding::open_request`], on the ids the parse located):
 //! - `params.taskId` of `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/update`:
 //!   must open, or the request is refused (a `taskId` that is not a string too);
 //! - related-task `_meta` in anything the client sends: opened when it is a sealed id;
@@ -50,6 +50,7 @@
 //! sealing key changes the string for tasks sealed afterwards; ids sealed before keep
 //! opening while the old key is configured.
 
+use std::ops::Range;
 use std::sync::{Arc, LazyLock};
 
 use aho_corasick::AhoCorasick;
@@ -57,6 +58,7 @@ use serde_json::{Map, Value};
 
 use std::time::Duration;
 
+use super::message::{McpRequest, TaskIdPlace};
 use super::session::{IdKind, OpenError, PrincipalHash, SealError, SessionKeys};
 use crate::request::Principal;
 
@@ -114,6 +116,14 @@ fn names_receivers_task(method: &str) -> bool {
 pub struct Refused {
     /// For logs and metrics.
     pub reason: &'static str,
+}
+
+/// A client's body with the sealed task ids it named opened for the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub body: Vec<u8>,
+    /// The task id a single `tasks/*` request names, which its `Mcp-Name` mirrors.
+    pub name: Option<String>,
 }
 
 /// An upstream task id that could not be sealed (too long, or no randomness): the
@@ -196,40 +206,67 @@ impl TaskBinding {
         Ok(changed)
     }
 
-    /// Opens the sealed task ids in `message` (one JSON-RPC message or a batch) in place;
-    /// `Ok(true)` if any changed. A batch with any refused message is refused whole.
-    pub fn open_message(&self, message: &mut Value) -> Result<bool, Refused> {
-        if let Value::Array(batch) = message {
-            let mut changed = false;
-            for item in batch {
-                changed |= self.open_message(item)?;
-            }
-            return Ok(changed);
-        }
-        let Some(object) = message.as_object_mut() else {
-            return Ok(false);
-        };
-        let names_task = object
-            .get("method")
-            .and_then(Value::as_str)
-            .is_some_and(names_receivers_task);
-        let mut changed = false;
-        if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut) {
-            if names_task && let Some(id) = params.get_mut("taskId") {
-                let Value::String(sealed) = id else {
-                    return Err(Refused { reason: "not_text" });
+    /// Opens the sealed task ids that the messages of `request`, parsed from `body`, name:
+    /// `Ok(None)` when there is nothing to open, `Ok(Some)` with the body to forward
+    /// instead (every byte but the ids as written), or `Err` with each refused message's
+    /// index and why. A message is refused at its first id that does not open.
+    pub fn open_request(
+        &self,
+        request: &McpRequest,
+        body: &[u8],
+    ) -> Result<Option<Opened>, Vec<(usize, Refused)>> {
+        let mut opened: Vec<(&Range<usize>, String)> = Vec::new();
+        let mut refused = Vec::new();
+        let mut name = None;
+        for (i, message) in request.messages.iter().enumerate() {
+            let method = message.method.as_deref();
+            let names_task = method.is_some_and(names_receivers_task);
+            for at in message.task_ids() {
+                let open = match (at.place, &at.id) {
+                    (TaskIdPlace::Params, _) if !names_task => Ok(None),
+                    (TaskIdPlace::Params, None) => Err(Refused { reason: "not_text" }),
+                    (TaskIdPlace::Params, Some(sealed)) => self
+                        .open(sealed)
+                        .map(Some)
+                        .map_err(|e| Refused { reason: e.as_str() }),
+                    (TaskIdPlace::RelatedTask, None) => Ok(None),
+                    (TaskIdPlace::RelatedTask, Some(id)) => self.open_related(id),
                 };
-                *sealed = self
-                    .open(sealed)
-                    .map_err(|e| Refused { reason: e.as_str() })?;
-                changed = true;
+                match open {
+                    Ok(Some(id)) => {
+                        // 2026-07-28: `Mcp-Name` mirrors the task id of a single `tasks/*`.
+                        if !request.batch
+                            && at.place == TaskIdPlace::Params
+                            && method.map(super::message::name_param) == Some("taskId")
+                        {
+                            name = Some(id.clone());
+                        }
+                        opened.push((&at.span, id));
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        refused.push((i, why));
+                        break;
+                    }
+                }
             }
-            changed |= self.open_related(related_task(params))?;
         }
-        if let Some(result) = object.get_mut("result").and_then(Value::as_object_mut) {
-            changed |= self.open_related(related_task(result))?;
+        if !refused.is_empty() {
+            return Err(refused);
         }
-        Ok(changed)
+        if opened.is_empty() {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut from = 0;
+        for (span, id) in opened {
+            out.extend_from_slice(body.get(from..span.start).unwrap_or_default());
+            // A JSON string: serde_json writes any text as one.
+            out.extend_from_slice(Value::String(id).to_string().as_bytes());
+            from = span.end;
+        }
+        out.extend_from_slice(body.get(from..).unwrap_or_default());
+        Ok(Some(Opened { body: out, name }))
     }
 
     fn seal(&self, id: Option<&mut Value>) -> Result<bool, Unsealable> {
@@ -254,18 +291,12 @@ impl TaskBinding {
         )
     }
 
-    /// A related-task id the client sends: the upstream's task (sealed) or the client's
-    /// own (anything that is not a sealed id).
-    fn open_related(&self, id: Option<&mut Value>) -> Result<bool, Refused> {
-        let Some(Value::String(id)) = id else {
-            return Ok(false);
-        };
+    /// A related-task id the client sends: the upstream's task (sealed, opened to
+    /// `Some`) or the client's own (anything that is not a sealed id: `None`).
+    fn open_related(&self, id: &str) -> Result<Option<String>, Refused> {
         match self.open(id) {
-            Ok(upstream_id) => {
-                *id = upstream_id;
-                Ok(true)
-            }
-            Err(OpenError::Malformed | OpenError::UnsupportedVersion(_)) => Ok(false),
+            Ok(upstream_id) => Ok(Some(upstream_id)),
+            Err(OpenError::Malformed | OpenError::UnsupportedVersion(_)) => Ok(None),
             Err(e) => Err(Refused { reason: e.as_str() }),
         }
     }
@@ -296,6 +327,15 @@ mod tests {
     fn binding_with(keys: &Arc<SessionKeys>, route: &str, who: &str) -> TaskBinding {
         let principal = Principal::new(who, crate::request::AuthMethod::ApiKey);
         TaskBinding::new(Arc::clone(keys), Arc::from(route), Arc::new(principal))
+    }
+
+    /// Opens `message` as the gateway opens a client's body: parsed, then its ids replaced
+    /// in the bytes. `Ok(None)`: nothing to open.
+    fn opened(b: &TaskBinding, message: &Value) -> Result<Option<Value>, Vec<(usize, Refused)>> {
+        let body = message.to_string();
+        let request = McpRequest::parse(body.as_bytes()).unwrap();
+        let open = b.open_request(&request, body.as_bytes())?;
+        Ok(open.map(|open| serde_json::from_slice(&open.body).unwrap()))
     }
 
     /// Seals `message` and returns it with the sealed ids found at `paths`.
@@ -362,9 +402,9 @@ mod tests {
                 "{sealed}"
             );
             // And the client's request naming it gets the upstream's id back.
-            let mut get =
+            let get =
                 json!({"jsonrpc":"2.0","id":9,"method":"tasks/get","params":{"taskId":ids[0]}});
-            assert!(b.open_message(&mut get).unwrap());
+            let get = opened(&b, &get).unwrap().unwrap();
             assert_eq!(get["params"]["taskId"], raw);
         }
         // The same task is the same id every time it comes back.
@@ -420,14 +460,12 @@ mod tests {
         for method in ["tasks/get", "tasks/result", "tasks/cancel", "tasks/update"] {
             let request =
                 json!({"jsonrpc":"2.0","id":2,"method":method,"params":{"taskId":sealed}});
-            let mut mine = request.clone();
-            assert!(alice.open_message(&mut mine).unwrap());
+            let mine = opened(&alice, &request).unwrap().unwrap();
             assert_eq!(mine["params"]["taskId"], "t-1");
             for (who, intruder) in [("bob", &bob), ("another route", &elsewhere)] {
-                let mut theirs = request.clone();
                 assert_eq!(
-                    intruder.open_message(&mut theirs),
-                    Err(Refused { reason: "foreign" }),
+                    opened(intruder, &request),
+                    Err(vec![(0, Refused { reason: "foreign" })]),
                     "{who}: {method}"
                 );
             }
@@ -440,16 +478,19 @@ mod tests {
             (json!(forged), "forged"),
             (json!(17), "not_text"),
         ] {
-            let mut request =
+            let request =
                 json!({"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"taskId":id}});
-            assert_eq!(alice.open_message(&mut request), Err(Refused { reason }));
+            assert_eq!(opened(&alice, &request), Err(vec![(0, Refused { reason })]));
         }
-        // A batch with one foreign id is refused whole.
-        let mut batch = json!([
-            {"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":sealed}},
-            {"jsonrpc":"2.0","id":5,"method":"ping"}
+        // A batch: the message with a foreign id is refused (and so the whole batch).
+        let batch = json!([
+            {"jsonrpc":"2.0","id":5,"method":"ping"},
+            {"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":sealed}}
         ]);
-        assert!(bob.open_message(&mut batch).is_err());
+        assert_eq!(
+            opened(&bob, &batch),
+            Err(vec![(1, Refused { reason: "foreign" })])
+        );
     }
 
     #[test]
@@ -464,19 +505,62 @@ mod tests {
         );
         // The client's answer to that elicitation names the upstream's task again.
         let answer = json!({"jsonrpc":"2.0","id":"s1","result":{"action":"accept","_meta":{RELATED_TASK:{"taskId":ids[0]}}}});
-        let mut opened = answer.clone();
-        assert!(alice.open_message(&mut opened).unwrap());
+        let open = opened(&alice, &answer).unwrap().unwrap();
         assert_eq!(
-            opened["result"]["_meta"][RELATED_TASK]["taskId"],
+            open["result"]["_meta"][RELATED_TASK]["taskId"],
             json!("t-9")
         );
-        let mut stolen = answer;
-        assert!(bob.open_message(&mut stolen).is_err());
+        assert_eq!(
+            opened(&bob, &answer),
+            Err(vec![(0, Refused { reason: "foreign" })])
+        );
         // The client's own task (it is the receiver): not a sealed id, passed on.
-        let mut own = json!({"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"c-1","_meta":{RELATED_TASK:{"taskId":"c-1"}}}});
-        let before = own.clone();
-        assert!(!alice.open_message(&mut own).unwrap());
-        assert_eq!(own, before);
+        let own = json!({"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"c-1","_meta":{RELATED_TASK:{"taskId":"c-1"}}}});
+        assert_eq!(opened(&alice, &own), Ok(None));
+    }
+
+    #[test]
+    fn opening_replaces_only_the_ids_and_keeps_every_other_byte() {
+        let b = binding("tools", "alice");
+        let (_, ids) = sealed_at(
+            &b,
+            json!({"jsonrpc":"2.0","id":1,"result":{"taskId":"t/1 \"é\""}}),
+            &["/result/taskId"],
+        );
+        let sealed = &ids[0];
+        // The sealed id written with an escape, spacing, members in an odd order, text
+        // the gateway never rewrites (an escaped é, a number as written).
+        let escaped = format!("\\u{:04x}{}", sealed.as_bytes()[0], &sealed[1..]);
+        let body = format!(
+            "{{ \"params\" : {{\"_meta\":{{\"x\":\"caf\\u00e9\",\"{RELATED_TASK}\":{{\"taskId\":\"{sealed}\"}}}}, \"taskId\" :\"{escaped}\" , \"n\": 1.50}},\n\"method\":\"tasks/get\",\"id\":7,\"jsonrpc\":\"2.0\"}}"
+        );
+        let request = McpRequest::parse(body.as_bytes()).unwrap();
+        let open = b.open_request(&request, body.as_bytes()).unwrap().unwrap();
+        let expected = body
+            .replace(&format!("\"{sealed}\""), r#""t/1 \"é\"""#)
+            .replace(&format!("\"{escaped}\""), r#""t/1 \"é\"""#);
+        assert_eq!(String::from_utf8(open.body).unwrap(), expected);
+        assert_eq!(open.name.as_deref(), Some("t/1 \"é\""));
+        // `Mcp-Name` mirrors `taskId` of a single tasks/get, tasks/update, tasks/cancel only.
+        for (body, name) in [
+            (
+                json!({"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":sealed}}),
+                None,
+            ),
+            (
+                json!([{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":sealed}}]),
+                None,
+            ),
+            (
+                json!({"jsonrpc":"2.0","id":1,"method":"tasks/cancel","params":{"taskId":sealed}}),
+                Some("t/1 \"é\""),
+            ),
+        ] {
+            let text = body.to_string();
+            let request = McpRequest::parse(text.as_bytes()).unwrap();
+            let open = b.open_request(&request, text.as_bytes()).unwrap().unwrap();
+            assert_eq!(open.name.as_deref(), name, "{body}");
+        }
     }
 
     #[test]

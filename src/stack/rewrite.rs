@@ -22,7 +22,8 @@ use crate::mcp;
 use crate::mcp::answer::{self, AnswerError};
 use crate::mcp::headers::MCP_NAME;
 use crate::mcp::jsonrpc::RequestId;
-use crate::mcp::tasks::{self, TaskBinding};
+use crate::mcp::message::McpRequest;
+use crate::mcp::tasks::{self, Opened, TaskBinding};
 use crate::policy::{
     self,
     lists::{ListRequests, Viewer},
@@ -69,10 +70,10 @@ impl<S: Next> Layered for Rewrite<S> {
                     .map(|requests| (requests, list_viewer(gateway, route, &principal, judged)));
             }
             // The sealed task ids the request names: the upstream's own back, or refused.
-            if tasks::may_carry_task_id(&received.bytes) {
-                match open_task_ids(route, &tasks, &received.bytes) {
-                    Ok(Some((opened, name))) => {
-                        *req.body_mut() = Body::from(opened);
+            if parsed.messages.iter().any(|m| !m.task_ids().is_empty()) {
+                match open_task_ids(route, &tasks, parsed, &received.bytes) {
+                    Ok(Some(Opened { body, name })) => {
+                        *req.body_mut() = Body::from(body);
                         // 2026-07-28: `Mcp-Name` mirrors the task id the body now carries.
                         if let Some(name) = name
                             && req.headers().contains_key(MCP_NAME)
@@ -221,70 +222,36 @@ fn list_viewer(
 static LIST_CHANGED: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"notifications/tools/list_changed"));
 
-/// A body whose task ids were opened, and the task id a single `tasks/*` request names.
-type OpenedBody = (Vec<u8>, Option<String>);
-
-/// Session binding on the body: the sealed task ids a POST names, opened for this caller
-/// (`Ok(Some)` is the body to forward instead, with the task id a single `tasks/*`
-/// request names, for its `Mcp-Name`), or the answer refusing it. A body that may
-/// name a task but cannot be read as JSON is refused too: what the gateway cannot read it
-/// cannot check, and a lenient upstream parser might read it anyway.
+/// Session binding on the body: the sealed task ids a POST names (located by the parse),
+/// opened for this caller (`Ok(Some)` is the body to forward instead, with the task id a
+/// single `tasks/*` request names, for its `Mcp-Name`), or the answer refusing it.
 fn open_task_ids(
     route: &Route,
     tasks: &TaskBinding,
+    parsed: &McpRequest,
     body: &[u8],
-) -> Result<Option<OpenedBody>, Box<Response<Body>>> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-        let id = crate::mcp::jsonrpc::request_id(body);
-        Box::new(Rejection::Parse.into_response(id.as_ref()))
-    })?;
-    let batch = value.is_array();
-    let messages: Vec<&mut serde_json::Value> = match &mut value {
-        serde_json::Value::Array(items) => items.iter_mut().collect(),
-        single => vec![single],
+) -> Result<Option<Opened>, Box<Response<Body>>> {
+    let refused = match tasks.open_request(parsed, body) {
+        Ok(opened) => return Ok(opened),
+        Err(refused) => refused,
     };
-    let mut changed = false;
-    let mut refused: Vec<(usize, &'static str)> = Vec::new();
-    let mut ids = Vec::with_capacity(messages.len());
-    for (i, message) in messages.into_iter().enumerate() {
-        ids.push(message.get("id").and_then(RequestId::from_value));
-        match tasks.open_message(message) {
-            Ok(opened) => changed |= opened,
-            Err(e) => refused.push((i, e.reason)),
-        }
+    if let Some((_, why)) = refused.first() {
+        tracing::debug!(route = %route.name, reason = why.reason, "Refused a task id that is not this caller's");
     }
-    if let Some((_, reason)) = refused.first() {
-        tracing::debug!(route = %route.name, reason, "Refused a task id that is not this caller's");
-        let refused: Vec<(usize, String)> = refused
-            .into_iter()
-            .map(|(i, _)| (i, tasks::TASK_NOT_FOUND.to_owned()))
-            .collect();
-        let mut response = crate::error::refusal(
-            &ids,
-            batch,
-            crate::error::code::INVALID_PARAMS,
-            &refused,
-            "not sent: another message in this batch names a task that was not found",
-        );
-        Outcome::new(Kind::Denied, "task_not_found").mark(&mut response);
-        return Err(Box::new(response));
-    }
-    if !changed {
-        return Ok(None);
-    }
-    let name = (!batch)
-        .then(|| {
-            let method = value.get("method")?.as_str()?;
-            let key = crate::mcp::message::name_param(method);
-            value.get("params")?.get(key)?.as_str().map(str::to_owned)
-        })
-        .flatten();
-    serde_json::to_vec(&value)
-        .map(|body| Some((body, name)))
-        .map_err(|_| {
-            let id = ids.first().and_then(Option::as_ref);
-            Box::new(Rejection::Internal.into_response(id))
-        })
+    let ids: Vec<Option<RequestId>> = parsed.messages.iter().map(|m| m.id.clone()).collect();
+    let refused: Vec<(usize, String)> = refused
+        .into_iter()
+        .map(|(i, _)| (i, tasks::TASK_NOT_FOUND.to_owned()))
+        .collect();
+    let mut response = crate::error::refusal(
+        &ids,
+        parsed.batch,
+        crate::error::code::INVALID_PARAMS,
+        &refused,
+        "not sent: another message in this batch names a task that was not found",
+    );
+    Outcome::new(Kind::Denied, "task_not_found").mark(&mut response);
+    Err(Box::new(response))
 }
 
 #[cfg(test)]
