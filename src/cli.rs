@@ -53,6 +53,9 @@ pub enum Command {
     /// Review and approve tool pins (`[guard] pins_file`, or Redis with `[cluster]`).
     #[command(subcommand)]
     Pins(pins::PinsCommand),
+    /// The launcher of a stdio route's servers, started by the gateway itself.
+    #[command(hide = true)]
+    StdioExec(crate::stdio::exec::ExecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Audit(command) => audit::run(&command),
         Command::Pins(command) => pins::run(&command),
+        Command::StdioExec(args) => crate::stdio::exec::run(&args),
     }
 }
 

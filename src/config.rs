@@ -314,17 +314,62 @@ pub struct RouteConfig {
     pub guard: guard::RouteGuardConfig,
 }
 
-/// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint.
+/// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint; or
+/// `upstream = { command = "…", args = […] }`: an MCP server the gateway runs itself and
+/// speaks to over its standard input and output (newline-delimited JSON-RPC).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    pub url: url::Url,
+    /// The Streamable HTTP endpoint. Exactly one of `url` and `command`.
+    pub url: Option<url::Url>,
+    /// The program of a stdio MCP server, found on the child's `PATH` unless it is a path.
+    /// Exactly one of `url` and `command`.
+    pub command: Option<String>,
+
+    // stdio upstreams (`command`).
+    /// The command's arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The child's environment besides a minimal `PATH`, `HOME` and `LANG`: never the
+    /// gateway's own. Values may use `${SECRET}` references.
+    #[serde(default)]
+    pub env: BTreeMap<String, SecretValue>,
+    /// The child's working directory (relative to the config file); the gateway's if unset.
+    pub cwd: Option<PathBuf>,
+    /// One process for every caller of the route, for servers that keep no state per
+    /// client. Default: one process per downstream session, never shared.
+    #[serde(default)]
+    pub share: bool,
+    /// A session's process is stopped after this long without a request or open stream.
+    #[serde(default = "defaults::stdio_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// At most this many live processes on the route; a new session past it gets 503.
+    #[serde(default = "defaults::stdio_max_processes")]
+    pub max_processes: usize,
+    /// Time allowed for a new process to answer `initialize`.
+    #[serde(default = "defaults::stdio_start_timeout")]
+    pub start_timeout: Duration,
+    /// Run the child as this user id (the gateway must be allowed to: root, or
+    /// `CAP_SETUID`). Its supplementary groups are dropped.
+    pub user: Option<u32>,
+    /// Run the child with this group id.
+    pub group: Option<u32>,
+    /// The child and what it runs can never gain privileges (set-user-id programs,
+    /// file capabilities). On unless set to `false`.
+    #[serde(default = "defaults::yes")]
+    pub no_new_privs: bool,
+    /// Resource limits of the child (and what it starts).
+    #[serde(default)]
+    pub limits: ChildLimits,
+
+    // Streamable HTTP upstreams (`url`).
     /// PEM file of the CA(s) to trust for an `https` upstream instead of the system roots.
     pub ca: Option<PathBuf>,
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Duration,
-    /// Time allowed for the upstream to start answering (status and headers) — 504 beyond.
-    /// Streams may then run as long as they like.
+    /// Time allowed for the upstream to start answering (status and headers; for a stdio
+    /// upstream, its first message about the request) — 504 beyond. Streams may then run
+    /// as long as they like.
     #[serde(default = "defaults::response_timeout")]
     pub response_timeout: Duration,
     /// Idle pooled connections to the upstream are closed after this long.
@@ -334,6 +379,30 @@ pub struct UpstreamConfig {
     /// closed as their requests end.
     #[serde(default = "defaults::pool_max_idle")]
     pub pool_max_idle: usize,
+}
+
+/// `upstream.limits`: `setrlimit` limits of a stdio child; each unset one is inherited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildLimits {
+    /// Address space (`RLIMIT_AS`).
+    pub address_space: Option<ByteSize>,
+    /// CPU time (`RLIMIT_CPU`, whole seconds).
+    pub cpu_time: Option<Duration>,
+    /// Open files (`RLIMIT_NOFILE`).
+    pub open_files: Option<u64>,
+    /// Processes of the child's user (`RLIMIT_NPROC`).
+    pub processes: Option<u64>,
+}
+
+impl ChildLimits {
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.address_space.is_some()
+            || self.cpu_time.is_some()
+            || self.open_files.is_some()
+            || self.processes.is_some()
+    }
 }
 
 mod defaults {
@@ -397,5 +466,14 @@ mod defaults {
     }
     pub(super) fn pool_max_idle() -> usize {
         128
+    }
+    pub(super) fn stdio_idle_timeout() -> Duration {
+        Duration::from_secs(600)
+    }
+    pub(super) fn stdio_max_processes() -> usize {
+        16
+    }
+    pub(super) fn stdio_start_timeout() -> Duration {
+        Duration::from_secs(30)
     }
 }

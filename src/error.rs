@@ -47,6 +47,11 @@ pub enum Rejection {
     UpstreamUnavailable,
     #[error("upstream MCP server did not answer in time")]
     UpstreamTimeout,
+    /// A stdio route runs as many processes as it may (`upstream.max_processes`).
+    #[error(
+        "upstream MCP server busy: the route runs as many processes as it may; try again later"
+    )]
+    UpstreamBusy,
     #[error("internal gateway error")]
     Internal,
     /// The client address failed authentication too often and is banned for a while.
@@ -72,7 +77,7 @@ impl Rejection {
             | Self::RepeatedHeader(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Self::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LimitsUnavailable | Self::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,7 +97,7 @@ impl Rejection {
             | Self::InvalidMessage(_) => code::INVALID_REQUEST,
             Self::Parse => code::PARSE_ERROR,
             Self::HeaderMismatch(_) => code::HEADER_MISMATCH,
-            Self::UpstreamUnavailable => code::UPSTREAM_UNAVAILABLE,
+            Self::UpstreamUnavailable | Self::UpstreamBusy => code::UPSTREAM_UNAVAILABLE,
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
             Self::Internal => code::INTERNAL,
             Self::Banned => code::FORBIDDEN,
@@ -118,6 +123,7 @@ impl Rejection {
             // Allowed, and then the upstream failed.
             Self::UpstreamUnavailable => (Kind::Request, "upstream_unavailable"),
             Self::UpstreamTimeout => (Kind::Request, "upstream_timeout"),
+            Self::UpstreamBusy => (Kind::Request, "upstream_busy"),
             Self::Internal => (Kind::Request, "internal_error"),
             Self::Banned => (Kind::Banned, "banned"),
             Self::LimitsUnavailable => (Kind::RateLimited, "limits_unavailable"),

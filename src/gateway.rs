@@ -83,7 +83,33 @@ pub fn check(config: &Config, read: &crate::config::Read<'_>) -> Vec<ConfigError
     let mut errors = crate::auth::check::check(config, read);
     errors.extend(crate::policy::check(config, read));
     errors.extend(crate::guard::check(config, read));
+    errors.extend(crate::stdio::check(config, read));
     errors
+}
+
+/// The service at the bottom of `route`'s path: the Streamable HTTP client of its `url`,
+/// or the stdio servers of its `command`, started through this very program.
+fn upstream_of(
+    route: &crate::config::RouteConfig,
+    workers: usize,
+) -> Result<Arc<dyn Upstream>, StartError> {
+    let failed = |source| StartError::Upstream {
+        route: route.name.clone(),
+        source,
+    };
+    match &route.upstream.url {
+        Some(url) => Ok(Arc::new(
+            UpstreamClient::new(route, url, workers).map_err(failed)?,
+        )),
+        None => {
+            let launcher = std::env::current_exe().map_err(|e| {
+                failed(crate::tls::TlsError::Roots(format!(
+                    "cannot find the gateway's own program to launch stdio servers with: {e}"
+                )))
+            })?;
+            Ok(Arc::new(crate::stdio::StdioUpstream::new(route, launcher)))
+        }
+    }
 }
 
 /// Loads the config at `path` and checks it whole: config's own checks and [`check`].
@@ -302,13 +328,7 @@ impl Gateway {
             .routes
             .iter()
             .map(|r| {
-                let upstream: Arc<dyn Upstream> =
-                    Arc::new(UpstreamClient::new(r, workers).map_err(|source| {
-                        StartError::Upstream {
-                            route: r.name.clone(),
-                            source,
-                        }
-                    })?);
+                let upstream = upstream_of(r, workers)?;
                 let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
                 let cors = crate::edge::cors::layer(r, &origins);
                 let auth = RouteAuth::new(config, public_url.as_ref(), r)?;

@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod server;
 pub mod stack;
+pub mod stdio;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;

@@ -25,7 +25,10 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 
 /// The tool names the route's upstream lists, or why they could not be had.
 pub async fn listed_tools(route: &RouteConfig) -> Result<Vec<String>, String> {
-    let client = UpstreamClient::new(route, 1).map_err(|e| e.to_string())?;
+    let Some(url) = &route.upstream.url else {
+        return Err("the tools of a stdio upstream are not listed by `check`".to_owned());
+    };
+    let client = UpstreamClient::new(route, url, 1).map_err(|e| e.to_string())?;
     let conversation = async {
         let (init, session) =
             exchange(&client, None, &request(1, "initialize", init_params())).await?;

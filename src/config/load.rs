@@ -640,5 +640,8 @@ fn resolve_relative_paths(config: &mut Config, base: &Path) {
         if let Some(ca) = &mut route.upstream.ca {
             fix(ca);
         }
+        if let Some(cwd) = &mut route.upstream.cwd {
+            fix(cwd);
+        }
     }
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer};
 /// a final `*` for any key. Each is a [`SecretValue`].
 pub const SECRET_FIELDS: &[&str] = &[
     "routes[].upstream_headers.*",
+    "routes[].upstream.env.*",
     "auth.issuers[].hmac_secret",
     "sessions.keys[]",
     "cluster.redis_url",

@@ -258,41 +258,17 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
     }
 
     let up = &r.upstream;
-    match up.url.scheme() {
-        "http" | "https" => {}
-        other => errors.push(ConfigError::new(
-            format!("{at}.upstream.url"),
-            format!("scheme must be http or https, got `{other}`"),
+    match (&up.url, &up.command) {
+        (Some(url), None) => check_upstream_url(url, up, at, errors),
+        (None, Some(command)) => check_stdio(command, up, at, errors),
+        (Some(_), Some(_)) => errors.push(ConfigError::new(
+            format!("{at}.upstream"),
+            "has both `url` and `command`: a route has one upstream, reached over HTTP (`url`) or run as a stdio server (`command`)",
         )),
-    }
-    if up.url.host_str().is_none_or(str::is_empty) {
-        errors.push(ConfigError::new(
-            format!("{at}.upstream.url"),
-            "must have a host",
-        ));
-    }
-    if !up.url.username().is_empty() || up.url.password().is_some() {
-        errors.push(ConfigError::new(
-            format!("{at}.upstream.url"),
-            "must not carry credentials; put them in upstream_headers with a ${SECRET} reference",
-        ));
-    }
-    if up.url.fragment().is_some() {
-        errors.push(ConfigError::new(
-            format!("{at}.upstream.url"),
-            "must not have a fragment",
-        ));
-    }
-    if let Some(ca) = &up.ca {
-        if up.url.scheme() != "https" {
-            errors.push(ConfigError::new(
-                format!("{at}.upstream.ca"),
-                "a CA only applies to an https upstream",
-            ));
-        }
-        if let Err(e) = tls::load_cert_chain(ca) {
-            errors.push(ConfigError::new(format!("{at}.upstream.ca"), e.to_string()));
-        }
+        (None, None) => errors.push(ConfigError::new(
+            format!("{at}.upstream"),
+            "needs `url` (a Streamable HTTP MCP endpoint) or `command` (a stdio MCP server the gateway runs)",
+        )),
     }
     for (name, d) in [
         ("connect_timeout", up.connect_timeout),
@@ -720,6 +696,122 @@ fn redis_url_invalid(url: &str) -> bool {
     redis::Client::open(url).is_err()
 }
 
+/// The checks of a Streamable HTTP upstream's `url` and the settings that go with it.
+fn check_upstream_url(
+    url: &url::Url,
+    up: &super::UpstreamConfig,
+    at: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    match url.scheme() {
+        "http" | "https" => {}
+        other => errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            format!("scheme must be http or https, got `{other}`"),
+        )),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            "must have a host",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            "must not carry credentials; put them in upstream_headers with a ${SECRET} reference",
+        ));
+    }
+    if url.fragment().is_some() {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.url"),
+            "must not have a fragment",
+        ));
+    }
+    if let Some(ca) = &up.ca {
+        if url.scheme() != "https" {
+            errors.push(ConfigError::new(
+                format!("{at}.upstream.ca"),
+                "a CA only applies to an https upstream",
+            ));
+        }
+        if let Err(e) = tls::load_cert_chain(ca) {
+            errors.push(ConfigError::new(format!("{at}.upstream.ca"), e.to_string()));
+        }
+    }
+    let stdio_only = [
+        ("args", !up.args.is_empty()),
+        ("env", !up.env.is_empty()),
+        ("cwd", up.cwd.is_some()),
+        ("share", up.share),
+        ("user", up.user.is_some()),
+        ("group", up.group.is_some()),
+        ("limits", up.limits.is_set()),
+    ];
+    for (name, _) in stdio_only.iter().filter(|(_, set)| *set) {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.{name}"),
+            "applies only to a stdio upstream (`command`), not to one reached by `url`",
+        ));
+    }
+}
+
+/// The checks of a stdio upstream that need nothing but the config (that the command
+/// can be run is `stdio::check`'s).
+fn check_stdio(command: &str, up: &super::UpstreamConfig, at: &str, errors: &mut Vec<ConfigError>) {
+    if command.trim().is_empty() || command.contains('\0') {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.command"),
+            "must name a program",
+        ));
+    }
+    for (i, arg) in up.args.iter().enumerate() {
+        if arg.contains('\0') {
+            errors.push(ConfigError::new(
+                format!("{at}.upstream.args[{i}]"),
+                "must not contain a NUL character",
+            ));
+        }
+    }
+    for name in up.env.keys() {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            errors.push(ConfigError::new(
+                format!("{at}.upstream.env.{name}"),
+                "not a valid environment variable name",
+            ));
+        }
+    }
+    if up.ca.is_some() {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.ca"),
+            "applies only to an https upstream (`url`), not to a stdio one",
+        ));
+    }
+    if up.max_processes == 0 {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.max_processes"),
+            "must be at least 1",
+        ));
+    }
+    for (name, d) in [
+        ("idle_timeout", up.idle_timeout),
+        ("start_timeout", up.start_timeout),
+    ] {
+        if d.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{at}.upstream.{name}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+    if up.share {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.share"),
+            "a shared stdio process is not supported yet: leave it out (one process per session)",
+        ));
+    }
+}
+
 fn resolve_secrets(
     config: &mut Config,
     parsed: &Parsed,
@@ -732,6 +824,15 @@ fn resolve_secrets(
         .map(|d| (d.name.clone(), (d.description.clone(), d.required)))
         .collect();
     for (route, &i) in config.routes.iter_mut().zip(&parsed.route_index) {
+        for (name, value) in &mut route.upstream.env {
+            let at = format!("routes[{i}].upstream.env.{name}");
+            if resolve(value, &at, &declared, source, errors) && value.expose().contains('\0') {
+                errors.push(ConfigError::new(
+                    at,
+                    "the resolved value contains a NUL character",
+                ));
+            }
+        }
         for (name, value) in &mut route.upstream_headers {
             let at = format!("routes[{i}].upstream_headers.{name}");
             if resolve(value, &at, &declared, source, errors)

@@ -67,17 +67,16 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// The client of `route`, for a server with `workers` worker threads (each gets its own
-    /// share of the connection pool).
-    pub fn new(route: &RouteConfig, workers: usize) -> Result<Self, TlsError> {
+    /// The client of `route`, whose upstream is at `url`, for a server with `workers`
+    /// worker threads (each gets its own share of the connection pool).
+    pub fn new(route: &RouteConfig, url: &url::Url, workers: usize) -> Result<Self, TlsError> {
         let up = &route.upstream;
         let connector = tls::https_connector(
             up.ca.as_deref(),
             up.connect_timeout.get(),
-            up.url.scheme() == "http",
+            url.scheme() == "http",
         )?;
-        let uri: Uri = up
-            .url
+        let uri: Uri = url
             .as_str()
             .parse()
             .map_err(|_| TlsError::Roots("upstream URL is not a valid URI".into()))?;
@@ -97,8 +96,8 @@ impl UpstreamClient {
         );
         let authority = format!(
             "{}:{}",
-            up.url.host_str().unwrap_or_default(),
-            up.url.port_or_known_default().unwrap_or(80)
+            url.host_str().unwrap_or_default(),
+            url.port_or_known_default().unwrap_or(80)
         );
         let injected = route
             .upstream_headers

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "guard",
             "audit",
             "proxy",
+            "stdio",
             "edge",
             "telemetry",
         ],

@@ -1,0 +1,573 @@
+//! stdio upstreams: MCP servers the gateway runs itself (`upstream = { command = … }`) and
+//! speaks to in newline-delimited JSON-RPC on their standard input and output. Towards
+//! the client the route is a Streamable HTTP endpoint like any other — the same layers
+//! above, the same answers — so this module is one more [`Upstream`]: it answers the HTTP
+//! requests that reach the bottom of the path the way a Streamable HTTP server would.
+//!
+//! - One process per session: `initialize` without a session starts one (at most
+//!   `max_processes` live on the route: 503 past it), whose session id the session binding
+//!   above seals for the caller, so no other caller can reach it. DELETE stops it; so does
+//!   `idle_timeout` without a request or an open stream, and the gateway's end.
+//! - A POST with requests is answered with the response itself (`application/json`) when
+//!   that is the first thing the server says about it, or else with an event stream of
+//!   everything that belongs to it (see [`process`]); a POST of notifications and
+//!   responses only gets 202. GET opens the session's stream.
+//! - Every server starts through the launcher (`portcullis stdio-exec`, [`exec`]) with only
+//!   the environment the route declares (plus `PATH`, `HOME`, `LANG`): never the gateway's
+//!   own, which holds its secrets. The launcher ends the server's whole process group when
+//!   the server exits, when it is stopped and when the gateway dies, even by SIGKILL.
+
+pub mod exec;
+pub mod process;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Response, StatusCode};
+use serde_json::value::RawValue;
+
+use crate::body::Received;
+use crate::config::{ConfigError, RouteConfig};
+use crate::error::Rejection;
+use crate::mcp::headers::MCP_SESSION_ID;
+use crate::mcp::jsonrpc::RequestId;
+use crate::mcp::message::McpRequest;
+use crate::upstream::{Answered, Upstream};
+use process::{Delivery, Events, Process};
+
+/// The environment a server gets besides what its route declares, and the values used
+/// when the gateway has none.
+const BASE_ENV: &[(&str, &str)] = &[
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("HOME", "/"),
+    ("LANG", "C.UTF-8"),
+];
+
+/// How one route's servers are started.
+pub struct Launch {
+    pub route: Arc<str>,
+    /// The gateway's own program, run as `stdio-exec`.
+    launcher: PathBuf,
+    /// The launcher's options (isolation), then `--`, the command and its arguments.
+    arguments: Vec<String>,
+    /// The whole environment of the server.
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The environment holds secrets: names only.
+        let names: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Launch")
+            .field("route", &self.route)
+            .field("arguments", &self.arguments)
+            .field("env", &names)
+            .field("cwd", &self.cwd)
+            .finish()
+    }
+}
+
+impl Launch {
+    /// The start of `route`'s servers, through the launcher at `launcher`.
+    pub fn new(route: &RouteConfig, launcher: PathBuf) -> Self {
+        let up = &route.upstream;
+        let mut arguments = vec![
+            "stdio-exec".to_owned(),
+            "--parent".to_owned(),
+            std::process::id().to_string(),
+        ];
+        if up.no_new_privs {
+            arguments.push("--no-new-privs".to_owned());
+        }
+        let limits = &up.limits;
+        let options = [
+            ("--user", up.user.map(u64::from)),
+            ("--group", up.group.map(u64::from)),
+            ("--address-space", limits.address_space.map(|b| b.0)),
+            (
+                "--cpu-time",
+                limits.cpu_time.map(|d| d.get().as_secs().max(1)),
+            ),
+            ("--open-files", limits.open_files),
+            ("--processes", limits.processes),
+        ];
+        for (flag, value) in options {
+            if let Some(value) = value {
+                arguments.push(flag.to_owned());
+                arguments.push(value.to_string());
+            }
+        }
+        arguments.push("--".to_owned());
+        arguments.push(up.command.clone().unwrap_or_default());
+        arguments.extend(up.args.iter().cloned());
+        Self {
+            route: Arc::from(route.name.as_str()),
+            launcher,
+            arguments,
+            env: environment(route, |name| std::env::var(name).ok()),
+            cwd: up.cwd.clone(),
+        }
+    }
+
+    /// The launcher's command: a group of its own, nothing of the gateway's environment.
+    fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.launcher);
+        command
+            .args(&self.arguments)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0);
+        if let Some(cwd) = &self.cwd {
+            command.current_dir(cwd);
+        }
+        command
+    }
+}
+
+/// A server's whole environment: [`BASE_ENV`] (the gateway's value when it has one) and
+/// what the route declares, which wins.
+fn environment(
+    route: &RouteConfig,
+    gateway: impl Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = BASE_ENV
+        .iter()
+        .filter(|(name, _)| !route.upstream.env.contains_key(*name))
+        .map(|(name, default)| {
+            let value = gateway(name).unwrap_or_else(|| (*default).to_owned());
+            ((*name).to_owned(), value)
+        })
+        .collect();
+    env.extend(
+        route
+            .upstream
+            .env
+            .iter()
+            .map(|(name, value)| (name.clone(), value.expose().to_owned())),
+    );
+    env
+}
+
+/// `portcullis check` of a stdio route: its command can be run (found on the server's
+/// `PATH` when it is a bare name; a file that may be executed), its `cwd` is a directory.
+pub fn check(config: &crate::config::Config, read: &crate::config::Read<'_>) -> Vec<ConfigError> {
+    let mut problems = Vec::new();
+    for (position, route) in config.routes.iter().enumerate() {
+        problems.extend(check_route(route, &read.route(position)));
+    }
+    problems
+}
+
+fn check_route(route: &RouteConfig, at: &str) -> Vec<ConfigError> {
+    let up = &route.upstream;
+    let mut problems = Vec::new();
+    let Some(command) = &up.command else {
+        return problems;
+    };
+    if let Some(cwd) = &up.cwd
+        && !cwd.is_dir()
+    {
+        problems.push(ConfigError::new(
+            format!("{at}.upstream.cwd"),
+            format!("`{}` is not a directory", cwd.display()),
+        ));
+    }
+    let env = environment(route, |name| std::env::var(name).ok());
+    let path = env
+        .iter()
+        .find(|(name, _)| name == "PATH")
+        .map_or("", |(_, value)| value.as_str());
+    if let Err(problem) = find_program(command, path, up.cwd.as_deref()) {
+        problems.push(ConfigError::new(format!("{at}.upstream.command"), problem));
+    }
+    problems
+}
+
+/// Where `command` is: a path (relative to `cwd`) or a name looked up in `path`.
+fn find_program(command: &str, path: &str, cwd: Option<&Path>) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |file: &Path| {
+        std::fs::metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let file = match cwd {
+            Some(cwd) => cwd.join(command),
+            None => PathBuf::from(command),
+        };
+        return if executable(&file) {
+            Ok(file)
+        } else if file.exists() {
+            Err(format!("`{command}` is not an executable file"))
+        } else {
+            Err(format!("`{command}` does not exist"))
+        };
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join(command))
+        .find(|file| executable(file))
+        .ok_or_else(|| {
+            format!("`{command}` is not found on the server's PATH ({path}); give its full path, or set upstream.env.PATH")
+        })
+}
+
+/// The upstream of a stdio route: its live processes, one per session.
+pub struct StdioUpstream {
+    launch: Arc<Launch>,
+    sessions: Arc<Mutex<HashMap<String, Arc<Process>>>>,
+    /// Live processes, those starting included.
+    live: Arc<AtomicUsize>,
+    max_processes: usize,
+    start_timeout: Duration,
+    response_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for StdioUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdioUpstream")
+            .field("launch", &self.launch)
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdioUpstream {
+    /// The upstream of `route` (a stdio one), starting servers through `launcher`.
+    pub fn new(route: &RouteConfig, launcher: PathBuf) -> Self {
+        let up = &route.upstream;
+        Self {
+            launch: Arc::new(Launch::new(route, launcher)),
+            sessions: Arc::default(),
+            live: Arc::default(),
+            max_processes: up.max_processes,
+            start_timeout: up.start_timeout.get(),
+            response_timeout: up.response_timeout.get(),
+            idle_timeout: up.idle_timeout.get(),
+        }
+    }
+
+    /// The number of live servers.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    fn session(&self, id: &str) -> Option<Arc<Process>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .filter(|p| !p.has_exited())
+            .cloned()
+    }
+
+    async fn answer(&self, parts: http::request::Parts, body: Bytes) -> Response<Body> {
+        let session = parts
+            .headers
+            .get(MCP_SESSION_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match (&parts.method, session) {
+            (&Method::POST, session) => self.post(&parts, body, session).await,
+            (&Method::GET, Some(session)) => match self.session(&session) {
+                Some(process) => event_stream(Events::new(None, process.open_stream()), None),
+                None => session_not_found(),
+            },
+            (&Method::DELETE, Some(session)) => {
+                let process = self
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&session);
+                match process {
+                    Some(process) => {
+                        process.stop().await;
+                        Response::new(Body::empty())
+                    }
+                    None => session_not_found(),
+                }
+            }
+            // A stream or an end needs a session.
+            (&Method::GET | &Method::DELETE, None) => {
+                Rejection::InvalidMessage("a session id (Mcp-Session-Id) is needed".into())
+                    .into_response(None)
+            }
+            _ => Rejection::MethodNotAllowed.into_response(None),
+        }
+    }
+
+    async fn post(
+        &self,
+        parts: &http::request::Parts,
+        body: Bytes,
+        session: Option<String>,
+    ) -> Response<Body> {
+        let parsed_here;
+        let parsed = match parts
+            .extensions
+            .get::<Arc<Received>>()
+            .and_then(|r| r.message())
+        {
+            Some(parsed) => parsed,
+            None => match McpRequest::parse(&body) {
+                Ok(parsed) => {
+                    parsed_here = parsed;
+                    &parsed_here
+                }
+                Err(_) => return Rejection::Parse.into_response(None),
+            },
+        };
+        let reply_id = parsed.reply_id().cloned();
+        let (process, started) = match session {
+            Some(session) => match self.session(&session) {
+                Some(process) => (process, false),
+                None => return session_not_found(),
+            },
+            None => {
+                let initialize = !parsed.batch
+                    && parsed.messages.first().is_some_and(|m| {
+                        m.method.as_deref() == Some("initialize") && m.id.is_some()
+                    });
+                if !initialize {
+                    return Rejection::InvalidMessage(
+                        "no session: start one with `initialize` (without Mcp-Session-Id)".into(),
+                    )
+                    .into_response(reply_id.as_ref());
+                }
+                match self.start() {
+                    Ok(process) => (process, true),
+                    Err(rejection) => return rejection.into_response(reply_id.as_ref()),
+                }
+            }
+        };
+        process.touch();
+        let lines = one_per_line(&body, parsed);
+        let requests: Vec<(Box<RawValue>, Option<String>)> = parsed
+            .messages
+            .iter()
+            .filter(|m| m.method.is_some())
+            .filter_map(|m| {
+                let id = m.id.as_ref()?.as_raw().to_owned();
+                let progress = m
+                    .params()
+                    .and_then(|p| p.get("_meta"))
+                    .and_then(|meta| meta.get("progressToken"))
+                    .map(serde_json::Value::to_string);
+                Some((id, progress))
+            })
+            .collect();
+        let expects_answer = !requests.is_empty();
+        let Some(mut answers) = process.post(lines, requests).await else {
+            return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+        };
+        if !expects_answer {
+            let mut accepted = Response::new(Body::empty());
+            *accepted.status_mut() = StatusCode::ACCEPTED;
+            return accepted;
+        }
+        let wait = if started {
+            self.start_timeout
+        } else {
+            self.response_timeout
+        };
+        let first = match tokio::time::timeout(wait, answers.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref()),
+            Err(_) => {
+                tracing::warn!(route = %self.launch.route, ?wait, "A stdio server did not answer in time");
+                if started {
+                    self.forget(&process);
+                    process.kill();
+                }
+                return Rejection::UpstreamTimeout.into_response(reply_id.as_ref());
+            }
+        };
+        let session = started.then(|| process.session.clone());
+        if started {
+            // `initialize` answered with an error: no session was made.
+            if is_error(&first.message) {
+                self.forget(&process);
+                process.stop().await;
+                return json_answer(first, None);
+            }
+        }
+        if first.last && !parsed.batch {
+            json_answer(first, session)
+        } else {
+            event_stream(Events::new(Some(first), answers), session)
+        }
+    }
+
+    /// Starts a server for a new session, if the route may run one more.
+    fn start(&self) -> Result<Arc<Process>, Rejection> {
+        let admitted = self
+            .live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
+                (live < self.max_processes).then_some(live + 1)
+            });
+        if admitted.is_err() {
+            tracing::warn!(route = %self.launch.route, max = self.max_processes, "A new session was refused: the route runs as many stdio servers as it may");
+            return Err(Rejection::UpstreamBusy);
+        }
+        let session = uuid::Uuid::new_v4().simple().to_string();
+        let sessions: Weak<Mutex<HashMap<String, Arc<Process>>>> = Arc::downgrade(&self.sessions);
+        let live = Arc::clone(&self.live);
+        let started = Process::start(&self.launch, session.clone(), move |process| {
+            live.fetch_sub(1, Ordering::AcqRel);
+            if let Some(sessions) = sessions.upgrade() {
+                sessions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&process.session);
+            }
+        });
+        let process = match started {
+            Ok(process) => process,
+            Err(e) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                tracing::error!(route = %self.launch.route, error = %e, "A stdio server could not be started");
+                return Err(Rejection::UpstreamUnavailable);
+            }
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session, Arc::clone(&process));
+        tokio::spawn(reap_when_idle(Arc::downgrade(&process), self.idle_timeout));
+        tracing::info!(route = %self.launch.route, live = self.live(), "Started a stdio server for a new session");
+        Ok(process)
+    }
+
+    fn forget(&self, process: &Process) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&process.session);
+    }
+}
+
+impl Drop for StdioUpstream {
+    fn drop(&mut self) {
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for process in sessions.values() {
+            process.kill();
+        }
+    }
+}
+
+impl Upstream for StdioUpstream {
+    fn send(&self, parts: http::request::Parts, body: Bytes) -> Answered<'_> {
+        Box::pin(self.answer(parts, body))
+    }
+
+    fn ready(
+        &self,
+        _timeout: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        // Servers start on demand; the launcher is the gateway itself.
+        Box::pin(std::future::ready(true))
+    }
+}
+
+/// Stops `process` once it has been idle for `idle` (no request, no waiting answer, no
+/// open stream).
+async fn reap_when_idle(process: Weak<Process>, idle: Duration) {
+    loop {
+        let left = match process.upgrade() {
+            Some(p) if !p.has_exited() => p.idle_for(idle),
+            _ => return,
+        };
+        match left {
+            Some(left) => tokio::time::sleep(left).await,
+            None => {
+                if let Some(p) = process.upgrade() {
+                    tracing::info!(route = ?p, "Stopping an idle stdio server");
+                    p.stop().await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Each message of the body as one line for the server: a single message as the client
+/// wrote it, without its line breaks (whitespace in JSON); a batch's messages one by one.
+fn one_per_line(body: &Bytes, parsed: &McpRequest) -> Vec<Bytes> {
+    let flatten = |text: &[u8]| -> Bytes {
+        if text.contains(&b'\n') || text.contains(&b'\r') {
+            Bytes::from(
+                text.iter()
+                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                    .collect::<Vec<u8>>(),
+            )
+        } else {
+            Bytes::copy_from_slice(text)
+        }
+    };
+    if !parsed.batch {
+        return vec![flatten(body.trim_ascii())];
+    }
+    match serde_json::from_slice::<Vec<&RawValue>>(body) {
+        Ok(items) => items.iter().map(|m| flatten(m.get().as_bytes())).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether a message is a JSON-RPC error response.
+fn is_error(message: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Error<'a> {
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+    }
+    serde_json::from_slice::<Error<'_>>(message).is_ok_and(|m| m.error.is_some())
+}
+
+fn json_answer(delivery: Delivery, session: Option<String>) -> Response<Body> {
+    let mut response = Response::new(Body::from(delivery.message));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    with_session(response, session)
+}
+
+fn event_stream(events: Events, session: Option<String>) -> Response<Body> {
+    let mut response = Response::new(Body::new(events));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    with_session(response, session)
+}
+
+fn with_session(mut response: Response<Body>, session: Option<String>) -> Response<Body> {
+    if let Some(value) = session.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        response.headers_mut().insert(MCP_SESSION_ID, value);
+    }
+    response
+}
+
+/// What a server answers for a session it does not have (any more).
+fn session_not_found() -> Response<Body> {
+    let mut response = Response::new(Body::from(crate::error::jsonrpc_error_body(
+        None::<&RequestId>,
+        crate::error::code::SESSION_NOT_FOUND,
+        "Session not found",
+    )));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
