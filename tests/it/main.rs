@@ -26,6 +26,7 @@ mod proxy;
 mod ratelimit;
 mod readme;
 mod sessions;
+mod stdio;
 mod streaming;
 mod tasks;
 mod upstream_pool;

