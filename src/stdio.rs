@@ -391,14 +391,17 @@ impl StdioUpstream {
                 return Rejection::UpstreamTimeout.into_response(reply_id.as_ref());
             }
         };
+        // The server exited before it said anything about this POST.
+        if first.failed && first.last {
+            tracing::warn!(route = %self.launch.route, started, "A stdio server exited before it answered (its stderr is in the log)");
+            return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+        }
         let session = started.then(|| process.session.clone());
-        if started {
-            // `initialize` answered with an error: no session was made.
-            if is_error(&first.message) {
-                self.forget(&process);
-                process.stop().await;
-                return json_answer(first, None);
-            }
+        // `initialize` answered with an error: no session was made.
+        if started && is_error(&first.message) {
+            self.forget(&process);
+            process.stop().await;
+            return json_answer(first, None);
         }
         if first.last && !parsed.batch {
             json_answer(first, session)

