@@ -55,7 +55,7 @@ pub enum Command {
     Pins(pins::PinsCommand),
     /// The launcher of a stdio route's servers, started by the gateway itself.
     #[command(hide = true)]
-    StdioExec(crate::stdio::exec::ExecArgs),
+    StdioExec(crate::relay::exec::ExecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +81,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Audit(command) => audit::run(&command),
         Command::Pins(command) => pins::run(&command),
-        Command::StdioExec(args) => crate::stdio::exec::run(&args),
+        Command::StdioExec(args) => crate::relay::exec::run(&args),
     }
 }
 

@@ -362,7 +362,11 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub limits: ChildLimits,
 
-    // Streamable HTTP upstreams (`url`).
+    // Upstreams reached over HTTP (`url`).
+    /// `streamable_http` (default), or `sse` for a server of the legacy HTTP+SSE transport
+    /// (2024-11-05): `url` is its event stream, whose `endpoint` event names where to POST.
+    #[serde(default)]
+    pub transport: Transport,
     /// PEM file of the CA(s) to trust for an `https` upstream instead of the system roots.
     pub ca: Option<PathBuf>,
     #[serde(default = "defaults::connect_timeout")]
@@ -379,6 +383,16 @@ pub struct UpstreamConfig {
     /// closed as their requests end.
     #[serde(default = "defaults::pool_max_idle")]
     pub pool_max_idle: usize,
+}
+
+/// How an upstream reached by `url` speaks MCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    #[default]
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (2024-11-05).
+    Sse,
 }
 
 /// `upstream.limits`: `setrlimit` limits of a stdio child; each unset one is inherited.

@@ -83,7 +83,7 @@ pub fn check(config: &Config, read: &crate::config::Read<'_>) -> Vec<ConfigError
     let mut errors = crate::auth::check::check(config, read);
     errors.extend(crate::policy::check(config, read));
     errors.extend(crate::guard::check(config, read));
-    errors.extend(crate::stdio::check(config, read));
+    errors.extend(crate::relay::check(config, read));
     errors
 }
 
@@ -98,6 +98,9 @@ fn upstream_of(
         source,
     };
     match &route.upstream.url {
+        Some(url) if route.upstream.transport == crate::config::Transport::Sse => Ok(Arc::new(
+            crate::relay::RelayUpstream::sse(route, url).map_err(failed)?,
+        )),
         Some(url) => Ok(Arc::new(
             UpstreamClient::new(route, url, workers).map_err(failed)?,
         )),
@@ -107,7 +110,9 @@ fn upstream_of(
                     "cannot find the gateway's own program to launch stdio servers with: {e}"
                 )))
             })?;
-            Ok(Arc::new(crate::stdio::StdioUpstream::new(route, launcher)))
+            Ok(Arc::new(crate::relay::RelayUpstream::stdio(
+                route, launcher,
+            )))
         }
     }
 }

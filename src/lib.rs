@@ -22,10 +22,10 @@ pub mod mcp;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod relay;
 pub mod request;
 pub mod server;
 pub mod stack;
-pub mod stdio;
 pub mod telemetry;
 #[cfg(test)]
 mod test_support;

@@ -757,7 +757,7 @@ fn check_upstream_url(
 }
 
 /// The checks of a stdio upstream that need nothing but the config (that the command
-/// can be run is `stdio::check`'s).
+/// can be run is `relay::check`'s).
 fn check_stdio(command: &str, up: &super::UpstreamConfig, at: &str, errors: &mut Vec<ConfigError>) {
     if command.trim().is_empty() || command.contains('\0') {
         errors.push(ConfigError::new(
@@ -785,6 +785,12 @@ fn check_stdio(command: &str, up: &super::UpstreamConfig, at: &str, errors: &mut
         errors.push(ConfigError::new(
             format!("{at}.upstream.ca"),
             "applies only to an https upstream (`url`), not to a stdio one",
+        ));
+    }
+    if up.transport != super::Transport::StreamableHttp {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream.transport"),
+            "applies only to an upstream reached by `url`, not to a stdio one",
         ));
     }
     if up.max_processes == 0 {

