@@ -271,6 +271,10 @@ pub struct RouteConfig {
     /// Largest request body accepted (413 beyond).
     #[serde(default = "defaults::max_body")]
     pub max_body: ByteSize,
+    /// Also serve clients of the legacy HTTP+SSE transport (2024-11-05): their stream at
+    /// `<path>/sse`, their messages at `<path>/message`.
+    #[serde(default)]
+    pub legacy_sse: bool,
     /// Client request headers forwarded upstream besides the MCP ones.
     #[serde(default)]
     pub forward_headers: Vec<String>,

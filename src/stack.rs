@@ -31,6 +31,7 @@ use crate::request::{Answer, ClientIp, Next, Optional, Shared, TraceId, optional
 pub use crate::request::{ClientAddr, HttpRequestId};
 use crate::{audit, auth, body, edge, guard, health, policy, proxy, ratelimit};
 
+mod legacy;
 mod rewrite;
 
 /// The whole application: the request path's layers over the gateway, cheap to clone.
@@ -210,14 +211,24 @@ impl Routes {
         let routes = gateway
             .routes
             .iter()
-            .map(|route| {
+            .flat_map(|route| {
                 let routed = audit::layer::Routed {
                     name: Arc::clone(&route.name),
                     tool_labels: route.audit.tool_labels,
                     arguments: route.audit.arguments,
                     sensitive: Arc::clone(&route.audit.sensitive),
                 };
-                (route.path.clone(), (routed, route_stack(gateway, route)))
+                let stack = route_stack(gateway, route);
+                // A legacy client's stream and messages are the route's too.
+                let legacy = route.legacy_sse.then(|| {
+                    let (stream, messages) = legacy::paths(&route.path);
+                    [
+                        (stream, (routed.clone(), stack.clone())),
+                        (messages, (routed.clone(), stack.clone())),
+                    ]
+                });
+                std::iter::once((route.path.clone(), (routed, stack)))
+                    .chain(legacy.into_iter().flatten())
             })
             .collect();
         Self {
@@ -259,7 +270,10 @@ type RouteStack = edge::gate::OriginCheck<RouteChecks>;
 /// The layers [`route_stack`] puts below the Origin check and CORS.
 type RouteChecks = Optional<Shared<ratelimit::layer::ClientLimits<Authenticated>>, Authenticated>;
 
-type Authenticated = Shared<auth::layer::Authenticate<Shared<auth::session::Bind<Parsed>>>>;
+type Authenticated =
+    Shared<auth::layer::Authenticate<Optional<Shared<legacy::Legacy<Bound>>, Bound>>>;
+
+type Bound = Shared<auth::session::Bind<Parsed>>;
 
 type Parsed = Shared<body::Parse<Optional<Shared<ratelimit::layer::CallerLimits<Valid>>, Valid>>>;
 
@@ -312,6 +326,18 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
                 route_auth: Arc::clone(&route.auth),
                 route: Arc::clone(name),
                 timeout: route.body_read_timeout,
+            })
+        }))
+        // Legacy HTTP+SSE clients, once known: their messages go down as Streamable
+        // HTTP POSTs through everything below.
+        .layer(layer_fn(|next| {
+            optional(route.legacy_sse, next, |next| {
+                Shared::new(legacy::Legacy::new(
+                    next,
+                    &route.path,
+                    route.max_body,
+                    route.body_read_timeout,
+                ))
             })
         }))
         // The session id is the caller's, before the body is read: a foreign one costs

@@ -75,7 +75,23 @@ pub(super) fn validate(
                 ),
             ));
         }
-        self::route(&at, route, errors);
+        if route.legacy_sse {
+            let base = route.path.trim_end_matches('/');
+            for legacy in [format!("{base}/sse"), format!("{base}/message")] {
+                if let Some(first) = paths.insert(legacy.clone(), i) {
+                    errors.push(ConfigError::new(
+                        format!("{at}.legacy_sse"),
+                        format!(
+                            "the legacy endpoint `{legacy}` is the path of routes[{first}] too"
+                        ),
+                    ));
+                }
+            }
+        }
+        // An upstream whose `url` or `command` was in error is not missing one.
+        let upstream_known = !parsed.dropped(&format!("{at}.upstream.url"))
+            && !parsed.dropped(&format!("{at}.upstream.command"));
+        self::route(&at, route, upstream_known, errors);
         policy(&at, route, &config.roles, parsed, errors, &mut warnings);
         route_limits(&at, route, errors);
         sensitive_keys(
@@ -218,7 +234,7 @@ fn tls_files(t: &super::TlsConfig, errors: &mut Vec<ConfigError>) {
     }
 }
 
-fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
+fn route(at: &str, r: &RouteConfig, upstream_known: bool, errors: &mut Vec<ConfigError>) {
     let valid_name = !r.name.is_empty()
         && r.name.len() <= 64
         && r.name
@@ -265,10 +281,11 @@ fn route(at: &str, r: &RouteConfig, errors: &mut Vec<ConfigError>) {
             format!("{at}.upstream"),
             "has both `url` and `command`: a route has one upstream, reached over HTTP (`url`) or run as a stdio server (`command`)",
         )),
-        (None, None) => errors.push(ConfigError::new(
+        (None, None) if upstream_known => errors.push(ConfigError::new(
             format!("{at}.upstream"),
             "needs `url` (a Streamable HTTP MCP endpoint) or `command` (a stdio MCP server the gateway runs)",
         )),
+        (None, None) => {}
     }
     for (name, d) in [
         ("connect_timeout", up.connect_timeout),

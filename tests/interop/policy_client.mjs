@@ -11,11 +11,13 @@
 // A call the SDK rejects is recorded with the error it raised (`McpError` for a JSON-RPC
 // error answer); any other failure is printed on stderr with a non-zero exit.
 //
-// Usage: node policy_client.mjs --url URL [--calls '[{"name": N, "arguments": {..}}]']
+// Usage: node policy_client.mjs --url URL [--calls '[{"name": N, "arguments": {..}}]'] [--transport sse]
+// With `--transport sse` it speaks the legacy HTTP+SSE transport (URL is the event stream).
 // The API key is read from the environment variable MCP_API_KEY and sent as X-API-Key.
 import { parseArgs } from "node:util";
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { McpError } from "@modelcontextprotocol/sdk/types.js";
 
@@ -57,24 +59,30 @@ async function call(client, { name, arguments: args }) {
   }
 }
 
-async function run({ url, calls }) {
+async function run({ url, calls, legacy }) {
   const apiKey = process.env.MCP_API_KEY;
   if (!apiKey) {
     throw new Error("MCP_API_KEY is not set");
   }
-  const transport = new StreamableHTTPClientTransport(new URL(url), {
-    requestInit: { headers: { "X-API-Key": apiKey } },
-  });
+  const options = { requestInit: { headers: { "X-API-Key": apiKey } } };
+  const transport = legacy
+    ? new SSEClientTransport(new URL(url), options)
+    : new StreamableHTTPClientTransport(new URL(url), options);
   const client = new Client({ name: "portcullis-policy-interop", version: "1.0.0" });
   await client.connect(transport);
   try {
     const tools = await listAll((params) => client.listTools(params), "tools");
-    const resources = await listAll((params) => client.listResources(params), "resources");
+    // Resources only from a server that says it has them.
+    const resources = client.getServerCapabilities()?.resources
+      ? await listAll((params) => client.listResources(params), "resources")
+      : { items: [], pages: [] };
     const results = [];
     for (const c of calls) {
       results.push(await call(client, c));
     }
-    await transport.terminateSession();
+    if (!legacy) {
+      await transport.terminateSession();
+    }
     return {
       tools: tools.items.map((t) => t.name),
       tool_pages: tools.pages.length,
@@ -88,14 +96,22 @@ async function run({ url, calls }) {
 }
 
 const { values } = parseArgs({
-  options: { url: { type: "string" }, calls: { type: "string", default: "[]" } },
+  options: {
+    url: { type: "string" },
+    calls: { type: "string", default: "[]" },
+    transport: { type: "string", default: "streamable_http" },
+  },
 });
 if (!values.url) {
   console.error("usage: node policy_client.mjs --url URL [--calls JSON]");
   process.exit(2);
 }
 try {
-  const output = await run({ url: values.url, calls: JSON.parse(values.calls) });
+  const output = await run({
+    url: values.url,
+    calls: JSON.parse(values.calls),
+    legacy: values.transport === "sse",
+  });
   console.log(JSON.stringify(output));
 } catch (error) {
   console.error(error);

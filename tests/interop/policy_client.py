@@ -10,7 +10,8 @@ prints one JSON object on stdout:
 A call the SDK rejects is recorded with the error it raised (`McpError` for a JSON-RPC
 error answer); any other failure is printed on stderr with a non-zero exit.
 
-Usage: policy_client.py --url URL [--calls '[{"name": N, "arguments": {..}}]']
+Usage: policy_client.py --url URL [--calls '[{"name": N, "arguments": {..}}]'] [--transport sse]
+With `--transport sse` it speaks the legacy HTTP+SSE transport (URL is the event stream).
 The API key is read from the environment variable MCP_API_KEY and sent as X-API-Key.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 from mcp.types import PaginatedRequestParams
@@ -76,20 +78,33 @@ async def call(session: ClientSession, name: str, arguments: dict) -> dict:
 
 async def run(args: argparse.Namespace) -> dict:
     headers = {"X-API-Key": os.environ["MCP_API_KEY"]}
+    if args.transport == "sse":
+        async with (
+            sse_client(args.url, headers=headers) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            return await converse(session, args)
     async with (
         # trust_env=False: the tests talk to loopback only, whatever proxy is configured.
         httpx.AsyncClient(headers=headers, timeout=30, trust_env=False) as http,
         streamable_http_client(args.url, http_client=http) as (read, write, _),
         ClientSession(read, write) as session,
     ):
-        await session.initialize()
-        tools, tool_pages = await list_all(lambda p: session.list_tools(params=p), "tools")
+        return await converse(session, args)
+
+
+async def converse(session: ClientSession, args: argparse.Namespace) -> dict:
+    init = await session.initialize()
+    tools, tool_pages = await list_all(lambda p: session.list_tools(params=p), "tools")
+    # Resources only from a server that says it has them.
+    resources, resource_pages = [], []
+    if init.capabilities.resources is not None:
         resources, resource_pages = await list_all(
             lambda p: session.list_resources(params=p), "resources"
         )
-        calls = [
-            await call(session, c["name"], c.get("arguments", {})) for c in json.loads(args.calls)
-        ]
+    calls = [
+        await call(session, c["name"], c.get("arguments", {})) for c in json.loads(args.calls)
+    ]
     return {
         "tools": [tool.name for tool in tools],
         "tool_pages": len(tool_pages),
@@ -103,6 +118,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="the MCP endpoint")
     parser.add_argument("--calls", default="[]", help='[{"name": N, "arguments": {..}}], JSON')
+    parser.add_argument("--transport", default="streamable_http", choices=["streamable_http", "sse"])
     args = parser.parse_args()
     try:
         output = asyncio.run(run(args))

