@@ -69,6 +69,22 @@ async def ask_model(question: str, ctx: Context) -> str:
 
 
 @mcp.tool()
+async def announce(text: str, ctx: Context) -> str:
+    """Answers at once; a moment later logs `text` to the client on its own (a message
+    that belongs to no request) and writes it to stderr."""
+    called("announce")
+    session = ctx.session
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+        print(f"announcing {text}", file=sys.stderr, flush=True)
+        await session.send_log_message(level="info", data=text)
+
+    asyncio.get_running_loop().create_task(later())
+    return "announced"
+
+
+@mcp.tool()
 def crash() -> str:
     """Exits the process in the middle of the call."""
     called("crash")

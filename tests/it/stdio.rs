@@ -23,6 +23,8 @@ struct StdioGateway {
     marker: String,
     /// Where the Python server notes each tool it runs.
     call_log: PathBuf,
+    /// The gateway's log lines so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -125,13 +127,20 @@ tools = ["forbidden"]
                 break;
             }
         }
-        // The rest of the log is drained, so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // The rest of the log is kept (and the pipe drained, so the gateway never blocks).
+        let log = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let kept = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         Some(Self {
             child,
             url: format!("http://127.0.0.1:{port}/mcp"),
             marker,
             call_log,
+            log,
             _dir: dir,
         })
     }
@@ -139,6 +148,27 @@ tools = ["forbidden"]
     /// Waits (up to 10 s) until the route has `count` live processes; their number then.
     async fn settle(&self, count: usize) -> usize {
         settle(&self.marker, count).await
+    }
+
+    /// Waits (up to 10 s) for a log line with every one of `parts`.
+    async fn logged(&self, parts: &[&str]) -> String {
+        for _ in 0..100 {
+            let found = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| parts.iter().all(|p| line.contains(p)))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no log line with {parts:?}:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
     }
 
     fn calls(&self) -> Vec<String> {
@@ -989,4 +1019,55 @@ async fn the_reference_server_over_legacy_sse_lists_and_calls() {
     .await;
     assert!(client::tool_text(&echoed).contains("legacy"), "{echoed}");
     assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
+}
+
+/// What a server says on its own — here a log message after its call was answered — goes
+/// to the session's GET stream, or waits for one; its stderr goes to the gateway's log
+/// with the route's name.
+#[tokio::test]
+async fn what_a_server_says_on_its_own_reaches_the_get_stream_and_its_stderr_the_log() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    let get = |session: &str| {
+        http.get(&url)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("accept", "text/event-stream")
+            .send()
+    };
+    // A stream open before: the message arrives on it.
+    let stream = get(&session).await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut stream = SseStream::new(stream);
+    let answered = call(
+        &http,
+        &url,
+        &session,
+        &call_body(2, "announce", &json!({"text":"first"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&answered), "announced");
+    let message = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(message["method"], "notifications/message", "{message}");
+    assert_eq!(message["params"]["data"], "first", "{message}");
+    drop(stream);
+    // No stream open: it waits for the next one.
+    call(
+        &http,
+        &url,
+        &session,
+        &call_body(3, "announce", &json!({"text":"second"})),
+    )
+    .await;
+    gateway.logged(&["announcing second"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut stream = SseStream::new(get(&session).await.unwrap());
+    let message = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(message["params"]["data"], "second", "{message}");
+    // The server's stderr, with the route's name.
+    let line = gateway.logged(&["announcing first"]).await;
+    assert!(line.contains("tools"), "{line}");
 }
