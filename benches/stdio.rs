@@ -3,9 +3,11 @@
 //! once run by the gateway as a stdio child, once as its own Streamable HTTP process — and
 //! sequential `tools/call`s of `echo` through each, in interleaved rounds over one
 //! keep-alive connection. Reported: p50 and p99 latency per route, what stdio adds at the
-//! p50, the gateway's CPU per call on each, and the gateway's memory per live stdio
+//! p50, the proxy's CPU per call on each, and the gateway's memory per live stdio
 //! session (its RSS with `PORTCULLIS_BENCH_SESSIONS` sessions open, less without, the
-//! children themselves not counted).
+//! children themselves not counted). Alongside, in the same rounds, the `mcp-proxy` npm
+//! package (the stdio-to-HTTP bridge people use today, pinned in `tests/interop`) in front
+//! of the same stdio server: no authentication or policy, just the bridge.
 //!
 //! `cargo bench --bench stdio`; without `--bench` (under `cargo test --benches`) a short
 //! smoke run. Needs the interop peers of `./scripts/test` (Node and server-everything);
@@ -166,6 +168,32 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
     std::thread::spawn(move || lines.for_each(drop));
     let pid = gateway.0.id();
 
+    // mcp-proxy, bridging the same stdio server.
+    let bridge = interop.join("node_modules/mcp-proxy/dist/bin/mcp-proxy.mjs");
+    let bridge_port = free_port();
+    let bridge = Guard(
+        Command::new(&node)
+            .arg(bridge)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &bridge_port.to_string(),
+                "--server",
+                "stream",
+                "--",
+            ])
+            .arg(&node)
+            .arg(everything.join("index.js"))
+            .arg("stdio")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    wait_for_port(bridge_port).await?;
+
     // reqwest is built without a crypto provider of its own.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = reqwest::Client::builder()
@@ -176,8 +204,16 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
         .map_err(|e| e.to_string())?;
     let base = format!("http://127.0.0.1:{port}");
     let mut routes = Vec::new();
-    for name in ["http", "stdio"] {
-        let url = format!("{base}/{name}/mcp");
+    let targets = [
+        ("http", format!("{base}/http/mcp"), pid),
+        ("stdio", format!("{base}/stdio/mcp"), pid),
+        (
+            "mcp-proxy",
+            format!("http://127.0.0.1:{bridge_port}/mcp"),
+            bridge.0.id(),
+        ),
+    ];
+    for (name, url, proxy) in targets {
         let session = open(&client, &url).await?;
         for i in 0..100 {
             echo(&client, &url, &session, i).await?;
@@ -185,6 +221,7 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
         routes.push(Route {
             name,
             url,
+            proxy,
             session,
             latencies: Vec::new(),
             cpu_ticks: 0,
@@ -193,21 +230,21 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
     let per_round = calls.div_ceil(rounds);
     for _ in 0..rounds {
         for route in &mut routes {
-            let before = cpu_ticks(pid)?;
+            let before = cpu_ticks(route.proxy)?;
             for i in 0..per_round {
                 let sent = Instant::now();
                 echo(&client, &route.url, &route.session, i).await?;
                 route.latencies.push(sent.elapsed());
             }
-            route.cpu_ticks += cpu_ticks(pid)? - before;
+            route.cpu_ticks += cpu_ticks(route.proxy)? - before;
         }
     }
     // USER_HZ: 100 on Linux for every architecture this runs on.
     let ticks_per_second = 100.0;
     println!("\nstdio vs Streamable HTTP upstream, server-everything on Node, echo, 1 connection:");
     println!(
-        "{:<8} {:>8} {:>10} {:>10} {:>16}",
-        "route", "calls", "p50 µs", "p99 µs", "gateway CPU µs"
+        "{:<10} {:>8} {:>10} {:>10} {:>14}",
+        "route", "calls", "p50 µs", "p99 µs", "proxy CPU µs"
     );
     let mut p50s = Vec::new();
     for route in &mut routes {
@@ -218,7 +255,7 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
         };
         let cpu = route.cpu_ticks as f64 / ticks_per_second * 1e6 / route.latencies.len() as f64;
         println!(
-            "{:<8} {:>8} {:>10.1} {:>10.1} {:>16.1}",
+            "{:<10} {:>8} {:>10.1} {:>10.1} {:>14.1}",
             route.name,
             route.latencies.len(),
             at(0.5),
@@ -227,7 +264,7 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
         );
         p50s.push(at(0.5));
     }
-    if let [http, stdio] = p50s[..] {
+    if let [http, stdio, ..] = p50s[..] {
         let added = stdio - http;
         let verdict = if added <= 100.0 { "met" } else { "missed" };
         println!("stdio adds {added:.1} µs at the p50 (goal ≤ 100 µs: {verdict})");
@@ -261,6 +298,8 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
 struct Route {
     name: &'static str,
     url: String,
+    /// The process whose CPU is the proxy's: the gateway, or mcp-proxy.
+    proxy: u32,
     session: String,
     latencies: Vec<Duration>,
     cpu_ticks: u64,
