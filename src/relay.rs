@@ -127,6 +127,8 @@ impl Launch {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            // Apart from the gateway's: a Ctrl-C at a terminal reaches the gateway, which
+            // stops its servers itself.
             .process_group(0);
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);

@@ -68,7 +68,7 @@ struct State {
 
 /// How a session's server is ended at once.
 pub enum Ends {
-    /// A stdio server: its launcher, leader of the process group.
+    /// A stdio server: its launcher, which ends the server's process group on SIGTERM.
     Group(Option<Pid>),
     /// A connection: the task that holds it stops when told.
     Connection(Arc<Notify>),
@@ -281,15 +281,16 @@ impl Process {
         self.kill();
     }
 
-    /// Kills the launcher's process group at once: the launcher, the server and whatever
-    /// it started.
+    /// Ends the server at once: its launcher is told to kill the server's process group
+    /// (the server and whatever it started) and reap it; a connection is dropped.
     pub fn kill(&self) {
         if self.has_exited() {
             return;
         }
         match &self.ends {
-            Ends::Group(Some(group)) => {
-                let _ = rustix::process::kill_process_group(*group, Signal::KILL);
+            // The launcher ends the server's group and reaps it.
+            Ends::Group(Some(launcher)) => {
+                let _ = rustix::process::kill_process(*launcher, Signal::TERM);
             }
             Ends::Group(None) => {}
             Ends::Connection(stop) => stop.notify_one(),

@@ -1,15 +1,19 @@
-//! `portcullis stdio-exec`: the launcher every stdio server is started through. The
-//! gateway starts it as the leader of a new process group; it takes the isolation the
-//! route asks for (resource limits, `no_new_privs`, another user and group), starts the
-//! server in its own group, and ends the whole group — the server and whatever it started
-//! — when the server exits, when the gateway stops it, and when the gateway dies, even by
-//! SIGKILL: the kernel sends the launcher SIGTERM then (`PR_SET_PDEATHSIG`).
+//! `portcullis stdio-exec`: the launcher every stdio server is started through. It takes
+//! the isolation the route asks for (resource limits, `no_new_privs`, another user and
+//! group), starts the server as the leader of a process group of its own, and ends that
+//! whole group — the server and whatever it started — when the server exits, when the
+//! gateway stops it (SIGTERM), and when the gateway dies, even by SIGKILL: the kernel sends
+//! the launcher SIGTERM then (`PR_SET_PDEATHSIG`). It is the subreaper of what the server
+//! starts, and waits for every process it ends: none is left a zombie, even under a gateway
+//! that runs as PID 1 in a container, which reaps only its own children.
 //!
 //! A separate program rather than code between `fork` and `exec`, which would need unsafe
 //! code; and a process that stays, because the parent-death signal reaches only the
 //! process that asked for it, not what the server starts (`npx` starts `node`).
 
 use std::process::ExitCode;
+
+use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Resource, Rlimit, Signal};
 
@@ -96,6 +100,9 @@ fn prepare(args: &ExecArgs) -> Result<(), String> {
             format!("cannot set the {what} limit to {value} (upstream.limits): {e}")
         })?;
     }
+    // Orphans of the server are this launcher's to reap, not PID 1's.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| format!("cannot become the subreaper of the server: {e}"))?;
     if args.no_new_privs {
         rustix::thread::set_no_new_privs(true)
             .map_err(|e| format!("cannot set no_new_privs (upstream.no_new_privs): {e}"))?;
@@ -120,7 +127,7 @@ async fn supervise(args: &ExecArgs) -> ExitCode {
         return ExitCode::from(126);
     };
     let mut command = tokio::process::Command::new(program);
-    command.args(rest);
+    command.args(rest).process_group(0);
     // std drops the supplementary groups when it changes the user.
     if let Some(group) = args.group {
         command.gid(group);
@@ -143,15 +150,46 @@ async fn supervise(args: &ExecArgs) -> ExitCode {
             return ExitCode::from(127);
         }
     };
-    tokio::select! {
+    let group = server
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .and_then(Pid::from_raw);
+    let code = tokio::select! {
         status = server.wait() => match status {
-            Ok(status) => eprintln!("{SAY} the server exited ({status})"),
-            Err(e) => eprintln!("{SAY} the server could not be waited for: {e}"),
+            Ok(status) => {
+                eprintln!("{SAY} the server exited ({status})");
+                status.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)
+            }
+            Err(e) => {
+                eprintln!("{SAY} the server could not be waited for: {e}");
+                1
+            }
         },
-        _ = term.recv() => {}
-        _ = interrupt.recv() => {}
+        _ = term.recv() => 143,
+        _ = interrupt.recv() => 130,
+    };
+    // Whatever the server started goes with it: its whole group.
+    if let Some(group) = group {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
     }
-    // Whatever the server started goes with it: the whole group, this launcher last.
-    let _ = rustix::process::kill_process_group(rustix::process::getpid(), Signal::KILL);
-    ExitCode::FAILURE
+    reap(Duration::from_secs(2));
+    ExitCode::from(code)
+}
+
+/// Waits for every child (the server, and the orphans this subreaper inherited) until
+/// none is left or `patience` runs out (a process that left the server's group and
+/// outlives it is then PID 1's).
+fn reap(patience: Duration) {
+    use rustix::process::{WaitOptions, wait};
+    let deadline = Instant::now() + patience;
+    loop {
+        match wait(WaitOptions::NOHANG) {
+            // One reaped: look for more at once.
+            Ok(Some(_)) => {}
+            // Children left, none exited yet.
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            // None left (ECHILD), or no more patience.
+            _ => return,
+        }
+    }
 }

