@@ -530,6 +530,17 @@ async fn the_reference_server_over_stdio_lists_calls_and_streams_progress() {
         }
     }
     assert_eq!(progress, 2);
+    // A sampling round trip, asked by the server on the POST's stream.
+    let text = sampled(
+        &http,
+        &url,
+        &session,
+        "trigger-sampling-request",
+        json!({"prompt":"hi"}),
+        "sampled over stdio",
+    )
+    .await;
+    assert!(text.contains("sampled over stdio"), "{text}");
     assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
     assert_eq!(gateway.settle(0).await, 0);
 }
@@ -1035,6 +1046,16 @@ async fn the_reference_server_over_legacy_sse_lists_and_calls() {
     )
     .await;
     assert!(client::tool_text(&echoed).contains("legacy"), "{echoed}");
+    let text = sampled(
+        &http,
+        &url,
+        &session,
+        "trigger-sampling-request",
+        json!({"prompt":"hi"}),
+        "sampled over sse",
+    )
+    .await;
+    assert!(text.contains("sampled over sse"), "{text}");
     assert_eq!(close(&http, &url, &session).await, StatusCode::OK);
 }
 
@@ -1140,4 +1161,35 @@ async fn a_servers_own_children_end_with_its_session_and_leave_no_zombie() {
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(zombie_children(gateway.child.id()), 0);
+}
+
+/// Calls `tool`, which asks the client's model (sampling) on the POST's stream; answers
+/// with `reply` and returns the call's result text.
+async fn sampled(
+    http: &reqwest::Client,
+    url: &str,
+    session: &str,
+    tool: &str,
+    arguments: Value,
+    reply: &str,
+) -> String {
+    let response = in_session(http, url, session, &call_body(90, tool, &arguments))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = SseStream::new(response);
+    let request = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    let answer = json!({
+        "jsonrpc": "2.0", "id": request["id"],
+        "result": {"role":"assistant","content":{"type":"text","text":reply},"model":"test","stopReason":"endTurn"}
+    });
+    let accepted = in_session(http, url, session, &answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let result = stream.next_message().await.unwrap().json().unwrap();
+    client::tool_text(&result).to_owned()
 }
