@@ -276,9 +276,11 @@ async fn relay(answered: Response<Body>, to_client: &mpsc::Sender<Bytes>) -> Opt
         };
         decoder.push(chunk);
         while let Ok(Some(event)) = decoder.next_event() {
-            if let Some(data) = event.data_bytes()
-                && to_client.send(send(&data)).await.is_err()
-            {
+            // Events without a message (a stream's priming event, keep-alives) stay here.
+            let Some(data) = event.data_bytes().filter(|d| !d.trim_ascii().is_empty()) else {
+                continue;
+            };
+            if to_client.send(send(&data)).await.is_err() {
                 return agreed;
             }
         }

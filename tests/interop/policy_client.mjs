@@ -6,8 +6,10 @@
 // and every resource (following `nextCursor` to the end), makes the calls it is given, and
 // prints one JSON object on stdout:
 //   {"tools": [names], "tool_pages": n, "resources": [uris], "resource_pages": [sizes],
-//    "calls": [{"name", "result": {"is_error", "text": [texts]}}
-//              | {"name", "error": {"type", "code", "message"}}]}
+//    "calls": [{"name", "progress": n, "result": {"is_error", "text": [texts]}}
+//              | {"name", "progress": n, "error": {"type", "code", "message"}}]}
+// Each call counts the progress notifications it got; the client declares sampling and
+// answers every sampling request with the text "sampled by the client".
 // A call the SDK rejects is recorded with the error it raised (`McpError` for a JSON-RPC
 // error answer); any other failure is printed on stderr with a non-zero exit.
 //
@@ -19,7 +21,7 @@ import { parseArgs } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { McpError } from "@modelcontextprotocol/sdk/types.js";
+import { CreateMessageRequestSchema, McpError } from "@modelcontextprotocol/sdk/types.js";
 
 /** More pages than any test serves: a cursor loop fails instead of running forever. */
 const MAX_PAGES = 1000;
@@ -42,10 +44,17 @@ async function listAll(list, field) {
 }
 
 async function call(client, { name, arguments: args }) {
+  let progress = 0;
+  const onprogress = () => {
+    progress += 1;
+  };
   try {
-    const result = await client.callTool({ name, arguments: args ?? {} });
+    const result = await client.callTool({ name, arguments: args ?? {} }, undefined, {
+      onprogress,
+    });
     return {
       name,
+      progress,
       result: {
         is_error: Boolean(result.isError),
         text: result.content.filter((c) => c.type === "text").map((c) => c.text),
@@ -55,7 +64,11 @@ async function call(client, { name, arguments: args }) {
     if (!(error instanceof McpError)) {
       throw error;
     }
-    return { name, error: { type: error.name, code: error.code, message: error.message } };
+    return {
+      name,
+      progress,
+      error: { type: error.name, code: error.code, message: error.message },
+    };
   }
 }
 
@@ -68,7 +81,15 @@ async function run({ url, calls, legacy }) {
   const transport = legacy
     ? new SSEClientTransport(new URL(url), options)
     : new StreamableHTTPClientTransport(new URL(url), options);
-  const client = new Client({ name: "portcullis-policy-interop", version: "1.0.0" });
+  const client = new Client(
+    { name: "portcullis-policy-interop", version: "1.0.0" },
+    { capabilities: { sampling: {} } },
+  );
+  client.setRequestHandler(CreateMessageRequestSchema, async () => ({
+    role: "assistant",
+    content: { type: "text", text: "sampled by the client" },
+    model: "interop",
+  }));
   await client.connect(transport);
   try {
     const tools = await listAll((params) => client.listTools(params), "tools");

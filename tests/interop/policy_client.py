@@ -5,8 +5,10 @@ It connects to one MCP endpoint over Streamable HTTP with an API key, lists ever
 every resource (following `nextCursor` to the end), makes the calls it is given, and
 prints one JSON object on stdout:
     {"tools": [names], "tool_pages": n, "resources": [uris], "resource_pages": [sizes],
-     "calls": [{"name", "result": {"is_error", "text": [texts]}}
-               | {"name", "error": {"type", "code", "message"}}]}
+     "calls": [{"name", "progress": n, "result": {"is_error", "text": [texts]}}
+               | {"name", "progress": n, "error": {"type", "code", "message"}}]}
+Each call counts the progress notifications it got; the client declares sampling and
+answers every sampling request with the text "sampled by the client".
 A call the SDK rejects is recorded with the error it raised (`McpError` for a JSON-RPC
 error answer); any other failure is printed on stderr with a non-zero exit.
 
@@ -29,7 +31,7 @@ from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
-from mcp.types import PaginatedRequestParams
+from mcp.types import CreateMessageResult, PaginatedRequestParams, TextContent
 
 # More pages than any test serves: a cursor loop fails instead of running forever.
 MAX_PAGES = 1000
@@ -55,12 +57,27 @@ async def list_all(
             return items, pages
 
 
+SAMPLED = "sampled by the client"
+
+
+async def sample(_context: Any, _params: Any) -> CreateMessageResult:
+    return CreateMessageResult(
+        role="assistant", content=TextContent(type="text", text=SAMPLED), model="interop"
+    )
+
+
 async def call(session: ClientSession, name: str, arguments: dict) -> dict:
+    progress: list[float] = []
+
+    async def on_progress(done: float, _total: float | None, _message: str | None) -> None:
+        progress.append(done)
+
     try:
-        result = await session.call_tool(name, arguments)
+        result = await session.call_tool(name, arguments, progress_callback=on_progress)
     except McpError as error:
         return {
             "name": name,
+            "progress": len(progress),
             "error": {
                 "type": type(error).__name__,
                 "code": error.error.code,
@@ -69,6 +86,7 @@ async def call(session: ClientSession, name: str, arguments: dict) -> dict:
         }
     return {
         "name": name,
+        "progress": len(progress),
         "result": {
             "is_error": bool(result.isError),
             "text": [c.text for c in result.content if c.type == "text"],
@@ -81,14 +99,14 @@ async def run(args: argparse.Namespace) -> dict:
     if args.transport == "sse":
         async with (
             sse_client(args.url, headers=headers) as (read, write),
-            ClientSession(read, write) as session,
+            ClientSession(read, write, sampling_callback=sample) as session,
         ):
             return await converse(session, args)
     async with (
         # trust_env=False: the tests talk to loopback only, whatever proxy is configured.
         httpx.AsyncClient(headers=headers, timeout=30, trust_env=False) as http,
         streamable_http_client(args.url, http_client=http) as (read, write, _),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, sampling_callback=sample) as session,
     ):
         return await converse(session, args)
 

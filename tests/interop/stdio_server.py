@@ -50,7 +50,7 @@ async def progress(steps: int, ctx: Context) -> str:
     called("progress")
     for step in range(1, steps + 1):
         await ctx.report_progress(step, steps)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
     return f"done in {steps} steps"
 
 

@@ -537,7 +537,7 @@ async fn filtered_lists_and_denied_calls(sdk: Sdk, peers: NodePeers) {
         assert_eq!(report.calls.len(), 2, "{who}: {report:#?}");
         assert_eq!(
             report.calls[0],
-            json!({ "name": tool, "result": { "is_error": false, "text": [text] } }),
+            json!({ "name": tool, "progress": 0, "result": { "is_error": false, "text": [text] } }),
             "{who}"
         );
         let message = format!("tool `{}` is not allowed", expected.denied);
@@ -545,6 +545,7 @@ async fn filtered_lists_and_denied_calls(sdk: Sdk, peers: NodePeers) {
             report.calls[1],
             json!({
                 "name": expected.denied,
+                "progress": 0,
                 "error": {
                     "type": "McpError",
                     "code": -32040,

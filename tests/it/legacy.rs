@@ -50,7 +50,10 @@ async fn sdk_clients_over_legacy_sse_list_call_and_are_denied_and_audited() {
     let gateway = gateway(&upstream).await;
     let calls = json!([
         {"name": "echo", "arguments": {"text": "legacy"}},
-        {"name": "large", "arguments": {"bytes": 10}}
+        {"name": "large", "arguments": {"bytes": 10}},
+        // Spaced out: the TypeScript SDK handles a notification a tick after it reads it,
+        // and drops it if the response came in the same read.
+        {"name": "progress", "arguments": {"steps": 3, "interval_ms": 100}}
     ]);
     for (program, script) in [
         (python, interop.join("policy_client.py")),
@@ -89,6 +92,13 @@ async fn sdk_clients_over_legacy_sse_list_call_and_are_denied_and_audited() {
         );
         assert_eq!(
             report["calls"][1]["error"]["code"], -32040,
+            "{what}: {report}"
+        );
+        // Progress notifications reach the client's callback over its legacy stream.
+        assert_eq!(report["calls"][2]["progress"], 3, "{what}: {report}");
+        assert_eq!(
+            report["calls"][2]["result"]["text"],
+            json!(["finished 3 steps"]),
             "{what}: {report}"
         );
     }

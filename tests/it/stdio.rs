@@ -780,7 +780,9 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
     };
     let calls = json!([
         {"name": "echo", "arguments": {"text": "through stdio"}},
-        {"name": "forbidden", "arguments": {"text": "x"}}
+        {"name": "forbidden", "arguments": {"text": "x"}},
+        {"name": "progress", "arguments": {"steps": 2}},
+        {"name": "ask_model", "arguments": {"question": "?"}}
     ]);
     let clients = [
         (
@@ -836,6 +838,18 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
             report["calls"][1]["error"]["code"], -32040,
             "{what}: {report}"
         );
+        // Progress reached the client's callback; the server's sampling request its handler.
+        assert_eq!(report["calls"][2]["progress"], 2, "{what}: {report}");
+        assert_eq!(
+            report["calls"][2]["result"]["text"],
+            json!(["done in 2 steps"]),
+            "{what}: {report}"
+        );
+        assert_eq!(
+            report["calls"][3]["result"]["text"],
+            json!(["model said: sampled by the client"]),
+            "{what}: {report}"
+        );
         // A legacy client's going is noticed at the stream's next keep-alive (10 s).
         assert_eq!(
             settle_within(&gateway.marker, 0, Duration::from_secs(25)).await,
@@ -843,7 +857,11 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
             "{what} left its server running"
         );
     }
-    assert_eq!(gateway.calls(), ["echo"; 4]);
+    assert_eq!(
+        gateway.calls(),
+        ["echo", "progress", "ask_model"].repeat(4),
+        "each client ran each allowed tool once, and never the denied one"
+    );
 }
 
 /// A server of the legacy HTTP+SSE transport on a loopback port, killed when dropped.
