@@ -393,20 +393,33 @@ impl RelayUpstream {
             })
             .collect();
         let expects_answer = !requests.is_empty();
-        let Some(mut answers) = process.post(lines, requests).await else {
-            return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+        let wait = if started {
+            self.start_timeout
+        } else {
+            self.response_timeout
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        // A server that does not read its input holds the message back: within the same
+        // deadline as its answer.
+        let posted = tokio::time::timeout_at(deadline, process.post(lines, requests)).await;
+        let mut answers = match posted {
+            Ok(Some(answers)) => answers,
+            Ok(None) => return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref()),
+            Err(_) => {
+                tracing::warn!(route = %self.route, ?wait, "A stdio server did not take a message in time");
+                if started {
+                    self.forget(&process);
+                    process.kill();
+                }
+                return Rejection::UpstreamTimeout.into_response(reply_id.as_ref());
+            }
         };
         if !expects_answer {
             let mut accepted = Response::new(Body::empty());
             *accepted.status_mut() = StatusCode::ACCEPTED;
             return accepted;
         }
-        let wait = if started {
-            self.start_timeout
-        } else {
-            self.response_timeout
-        };
-        let first = match tokio::time::timeout(wait, answers.recv()).await {
+        let first = match tokio::time::timeout_at(deadline, answers.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref()),
             Err(_) => {
