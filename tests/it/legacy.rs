@@ -94,8 +94,16 @@ async fn sdk_clients_over_legacy_sse_list_call_and_are_denied_and_audited() {
             report["calls"][1]["error"]["code"], -32040,
             "{what}: {report}"
         );
-        // Progress notifications reach the client's callback over its legacy stream.
-        assert_eq!(report["calls"][2]["progress"], 3, "{what}: {report}");
+        // Progress notifications reach the client's callback over its legacy stream. The
+        // upstream sends its last one right before the response; the TypeScript SDK handles
+        // a notification a tick after reading it and drops one read together with the
+        // response, so it may miss that last one (the order on the wire is checked below).
+        let progress = report["calls"][2]["progress"].as_u64().unwrap();
+        if what.ends_with(".py") {
+            assert_eq!(progress, 3, "{what}: {report}");
+        } else {
+            assert!((2..=3).contains(&progress), "{what}: {report}");
+        }
         assert_eq!(
             report["calls"][2]["result"]["text"],
             json!(["finished 3 steps"]),
@@ -166,6 +174,24 @@ async fn a_legacy_session_is_the_callers_alone_and_needs_credentials() {
     let answer = stream.next_message().await.unwrap().json().unwrap();
     assert_eq!(answer["id"], 1, "{answer}");
     assert!(answer["result"]["serverInfo"].is_object(), "{answer}");
+    // Progress, in order on the stream, then the result.
+    let progress = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"progress","arguments":{"steps":3,"interval_ms":1},"_meta":{"progressToken":"p-2"}}});
+    let accepted = client::post(&http, &endpoint, &progress)
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    for step in 1..=3 {
+        let note = stream.next_message().await.unwrap().json().unwrap();
+        assert_eq!(note["method"], "notifications/progress", "{note}");
+        assert_eq!(note["params"]["progressToken"], "p-2", "{note}");
+        assert_eq!(note["params"]["progress"], f64::from(step), "{note}");
+    }
+    let result = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(result["id"], 2, "{result}");
+    assert_eq!(client::tool_text(&result), "finished 3 steps");
     // An unknown session: 404.
     let unknown = client::post(
         &http,
