@@ -1094,10 +1094,8 @@ async fn what_a_server_says_on_its_own_reaches_the_get_stream_and_its_stderr_the
             .header("accept", "text/event-stream")
             .send()
     };
-    // A stream open before: the message arrives on it.
-    let stream = get(&session).await.unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    let mut stream = SseStream::new(stream);
+    // No stream open yet: the message waits for one. (A stream is opened only once
+    // here: a client that closes one is noticed by the gateway only when it next writes.)
     let answered = call(
         &http,
         &url,
@@ -1106,11 +1104,15 @@ async fn what_a_server_says_on_its_own_reaches_the_get_stream_and_its_stderr_the
     )
     .await;
     assert_eq!(client::tool_text(&answered), "announced");
+    gateway.logged(&["announcing first"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stream = get(&session).await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut stream = SseStream::new(stream);
     let message = stream.next_message().await.unwrap().json().unwrap();
     assert_eq!(message["method"], "notifications/message", "{message}");
     assert_eq!(message["params"]["data"], "first", "{message}");
-    drop(stream);
-    // No stream open: it waits for the next one.
+    // The stream open: the next one arrives on it.
     call(
         &http,
         &url,
@@ -1118,9 +1120,6 @@ async fn what_a_server_says_on_its_own_reaches_the_get_stream_and_its_stderr_the
         &call_body(3, "announce", &json!({"text":"second"})),
     )
     .await;
-    gateway.logged(&["announcing second"]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut stream = SseStream::new(get(&session).await.unwrap());
     let message = stream.next_message().await.unwrap().json().unwrap();
     assert_eq!(message["params"]["data"], "second", "{message}");
     // The server's stderr, with the route's name.
