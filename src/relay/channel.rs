@@ -36,6 +36,10 @@ const MAX_LOG_LINE: usize = 2048;
 const LOG_LINES_PER_SECOND: u32 = 50;
 /// How long a stopped server has to exit after its input closed, before it is killed.
 const GRACE: Duration = Duration::from_secs(2);
+/// A comment on a quiet client stream this often: a client that went away is noticed
+/// only when its stream is written to (and a GET stream left open by a gone client would
+/// keep its server from ever being idle); intermediaries keep the stream open too.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// A message for a client stream; `last` when it answers the last request its POST sent.
 #[derive(Debug)]
@@ -491,6 +495,7 @@ async fn log_stderr(route: Arc<str>, stderr: tokio::process::ChildStderr) {
 pub struct Events {
     receiver: mpsc::Receiver<Delivery>,
     first: Option<Delivery>,
+    keep_alive: tokio::time::Interval,
     done: bool,
 }
 
@@ -499,6 +504,10 @@ impl Events {
         Self {
             receiver,
             first,
+            keep_alive: tokio::time::interval_at(
+                tokio::time::Instant::now() + KEEP_ALIVE,
+                KEEP_ALIVE,
+            ),
             done: false,
         }
     }
@@ -523,9 +532,16 @@ impl http_body::Body for Events {
                     self.done = true;
                     return Poll::Ready(None);
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if self.keep_alive.poll_tick(cx).is_ready() {
+                        let comment = Bytes::from_static(b": keep-alive\n\n");
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(comment))));
+                    }
+                    return Poll::Pending;
+                }
             },
         };
+        self.keep_alive.reset();
         self.done = delivery.last;
         let mut event = Vec::with_capacity(delivery.message.len() + 24);
         event.extend_from_slice(b"event: message\ndata: ");

@@ -1210,3 +1210,32 @@ async fn sampled(
     let result = stream.next_message().await.unwrap().json().unwrap();
     client::tool_text(&result).to_owned()
 }
+
+/// A GET stream whose client went away does not keep its server from going idle: the
+/// stream's keep-alive (every 15 s) finds the client gone, and the idle timeout runs.
+#[tokio::test]
+async fn a_get_stream_left_by_its_client_does_not_keep_the_server() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["idle_timeout = \"1s\""]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    let stream = http
+        .get(&url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    // While the stream is open the server is not idle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gateway.settle(2).await, 2);
+    drop(stream);
+    assert_eq!(
+        settle_within(&gateway.marker, 0, Duration::from_secs(30)).await,
+        0,
+        "the server outlived the stream its client left"
+    );
+}
