@@ -318,6 +318,22 @@ pub struct RouteConfig {
     pub guard: guard::RouteGuardConfig,
 }
 
+impl RouteConfig {
+    /// `upstream_headers` as sent upstream (their values are secrets: marked sensitive, so
+    /// that no HTTP library shows them). Names and values were checked when the config
+    /// loaded.
+    pub fn upstream_header_values(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        self.upstream_headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let mut value = http::HeaderValue::from_str(value.expose()).ok()?;
+                value.set_sensitive(true);
+                Some((name.parse().ok()?, value))
+            })
+            .collect()
+    }
+}
+
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint; or
 /// `upstream = { command = "…", args = […] }`: an MCP server the gateway runs itself and
 /// speaks to over its standard input and output (newline-delimited JSON-RPC).

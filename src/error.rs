@@ -155,6 +155,24 @@ impl Rejection {
     }
 }
 
+/// What a server answers for a session it does not have (any more): 404 with JSON-RPC
+/// "Session not found", which tells a client to start a new one. Not a refusal of the
+/// gateway's (no [`Outcome`]): the session binding answers it for a foreign id, the relay
+/// and the legacy transport for an id they do not know.
+pub fn session_not_found() -> Response<Body> {
+    let mut response = Response::new(Body::from(jsonrpc_error_body(
+        None,
+        code::SESSION_NOT_FOUND,
+        "Session not found",
+    )));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 pub use crate::mcp::jsonrpc::{
     error_body as jsonrpc_error_body, error_body_with_data as jsonrpc_error_body_with_data,
 };

@@ -37,7 +37,6 @@ use crate::body::Received;
 use crate::config::{ConfigError, RouteConfig};
 use crate::error::Rejection;
 use crate::mcp::headers::MCP_SESSION_ID;
-use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::message::McpRequest;
 use crate::upstream::{Answered, Upstream};
 use channel::{Delivery, Events, Process};
@@ -307,7 +306,7 @@ impl RelayUpstream {
             (&Method::POST, session) => self.post(&parts, body, session).await,
             (&Method::GET, Some(session)) => match self.session(&session) {
                 Some(process) => event_stream(Events::new(None, process.open_stream()), None),
-                None => session_not_found(),
+                None => crate::error::session_not_found(),
             },
             (&Method::DELETE, Some(session)) => {
                 let process = self
@@ -320,7 +319,7 @@ impl RelayUpstream {
                         process.stop().await;
                         Response::new(Body::empty())
                     }
-                    None => session_not_found(),
+                    None => crate::error::session_not_found(),
                 }
             }
             // A stream or an end needs a session.
@@ -338,6 +337,8 @@ impl RelayUpstream {
         body: Bytes,
         session: Option<String>,
     ) -> Response<Body> {
+        // The route's parse, or for the gateway's own requests (the guard listing tools),
+        // which do not come down the route, one here.
         let parsed_here;
         let parsed = match parts
             .extensions
@@ -357,7 +358,7 @@ impl RelayUpstream {
         let (process, started) = match session {
             Some(session) => match self.session(&session) {
                 Some(process) => (process, false),
-                None => return session_not_found(),
+                None => return crate::error::session_not_found(),
             },
             None => {
                 let initialize = !parsed.batch
@@ -602,19 +603,5 @@ fn with_session(mut response: Response<Body>, session: Option<String>) -> Respon
     if let Some(value) = session.and_then(|s| HeaderValue::from_str(&s).ok()) {
         response.headers_mut().insert(MCP_SESSION_ID, value);
     }
-    response
-}
-
-/// What a server answers for a session it does not have (any more).
-fn session_not_found() -> Response<Body> {
-    let mut response = Response::new(Body::from(crate::error::jsonrpc_error_body(
-        None::<&RequestId>,
-        crate::error::code::SESSION_NOT_FOUND,
-        "Session not found",
-    )));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

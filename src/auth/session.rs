@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request};
 
 use super::cache::system_clock;
 use crate::body::Received;
@@ -43,7 +43,7 @@ impl<S: Next> Layered for Bind<S> {
                 }
                 Err(reason) => {
                     tracing::debug!(route = %self.route, reason, "Refused a session id that is not this caller's");
-                    let mut response = session_not_found();
+                    let mut response = crate::error::session_not_found();
                     Outcome::new(Kind::SessionMismatch, reason).mark(&mut response);
                     return answer(response);
                 }
@@ -112,22 +112,6 @@ impl<S> Bind<S> {
     }
 }
 
-/// 404 for a session id that is unknown, expired, forged or someone else's: MCP clients
-/// start a new session on it, and nothing tells these cases apart.
-fn session_not_found() -> Response<Body> {
-    let mut response = Response::new(Body::from(crate::error::jsonrpc_error_body(
-        None,
-        crate::error::code::SESSION_NOT_FOUND,
-        "Session not found",
-    )));
-    *response.status_mut() = http::StatusCode::NOT_FOUND;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use http::StatusCode;
@@ -142,7 +126,7 @@ mod tests {
     fn upstream(new: &'static str) -> impl Next {
         tower::service_fn(move |req: Request<Body>| -> Answer {
             let given = req.headers().get(MCP_SESSION_ID).cloned();
-            let mut response = Response::new(Body::empty());
+            let mut response = http::Response::new(Body::empty());
             let id = given.unwrap_or_else(|| HeaderValue::from_static(new));
             response.headers_mut().insert(MCP_SESSION_ID, id);
             answer(response)

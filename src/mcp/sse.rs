@@ -42,6 +42,25 @@ use pin_project_lite::pin_project;
 /// JSON-RPC message a route accepts from clients.
 pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
 
+/// One JSON-RPC message as a `message` event of the gateway's own: each line of the text
+/// its own `data:` field (a line break in JSON is whitespace, and CR, LF and CRLF all end
+/// an event-stream line), which a client joins back with `\n`.
+pub fn message_event(message: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(message.len() + 24);
+    out.extend_from_slice(b"event: message\n");
+    let text = message.trim_ascii();
+    for line in text
+        .split(|&b| b == b'\n' || b == b'\r')
+        .filter(|l| !l.is_empty())
+    {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
 /// UTF-8 byte order mark; ignored once at the very start of a stream.
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
@@ -763,6 +782,26 @@ where
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn a_message_event_keeps_each_line_of_the_json_in_its_own_data_field() {
+        assert_eq!(
+            &message_event(b"{\"a\":1}")[..],
+            b"event: message\ndata: {\"a\":1}\n\n"
+        );
+        // LF, CRLF and CR all end an event-stream line: none may reach the client inside one.
+        let event = message_event(b"{\n\"a\":1,\r\n\"b\":2\r}\n");
+        assert_eq!(
+            &event[..],
+            b"event: message\ndata: {\ndata: \"a\":1,\ndata: \"b\":2\ndata: }\n\n"
+        );
+        let mut decoder = SseDecoder::new();
+        decoder.push(event);
+        let decoded = decoder.next_event().unwrap().unwrap();
+        let data = decoded.data().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(value, serde_json::json!({"a": 1, "b": 2}));
+    }
 
     /// What a client reads in a dispatched event.
     #[derive(Debug, Clone, PartialEq, Eq)]

@@ -99,20 +99,7 @@ impl UpstreamClient {
             url.host_str().unwrap_or_default(),
             url.port_or_known_default().unwrap_or(80)
         );
-        let injected = route
-            .upstream_headers
-            .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    k.parse::<HeaderName>().ok()?,
-                    HeaderValue::from_str(v.expose()).ok()?,
-                ))
-            })
-            .map(|(k, mut v)| {
-                v.set_sensitive(true);
-                (k, v)
-            })
-            .collect();
+        let injected = route.upstream_header_values();
         let path = uri
             .path_and_query()
             .cloned()

@@ -543,10 +543,7 @@ impl http_body::Body for Events {
         };
         self.keep_alive.reset();
         self.done = delivery.last;
-        let mut event = Vec::with_capacity(delivery.message.len() + 24);
-        event.extend_from_slice(b"event: message\ndata: ");
-        event.extend_from_slice(&delivery.message);
-        event.extend_from_slice(b"\n\n");
-        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(event)))))
+        let event = crate::mcp::sse::message_event(&delivery.message);
+        Poll::Ready(Some(Ok(http_body::Frame::data(event))))
     }
 }

@@ -52,15 +52,7 @@ impl SseTarget {
             .pool_max_idle_per_host(up.pool_max_idle)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        let headers = route
-            .upstream_headers
-            .iter()
-            .filter_map(|(name, value)| {
-                let mut value = HeaderValue::from_str(value.expose()).ok()?;
-                value.set_sensitive(true);
-                Some((name.parse::<HeaderName>().ok()?, value))
-            })
-            .collect();
+        let headers = route.upstream_header_values();
         Ok(Self {
             route: Arc::from(route.name.as_str()),
             url: url.clone(),

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::error::Rejection;
 use crate::mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
 use crate::mcp::session::PrincipalHash;
-use crate::mcp::sse::SseDecoder;
+use crate::mcp::sse::{SseDecoder, message_event};
 use crate::request::{Answer, Layered, Next, answer};
 
 /// Messages waiting for a slow legacy client before its session's answers wait.
@@ -166,7 +166,7 @@ impl<S: Next> Legacy<S> {
         // Another caller's session is no session at all.
         let Some(session) = session.filter(|s| s.owner == PrincipalHash::from(principal.as_ref()))
         else {
-            return not_found();
+            return crate::error::session_not_found();
         };
         let (parts, body) = req.into_parts();
         let body =
@@ -201,7 +201,7 @@ impl<S: Next> Legacy<S> {
         *accepted.extensions_mut() = std::mem::take(answered.extensions_mut());
         let (legacy, extensions) = (Arc::clone(self), parts.extensions);
         tokio::spawn(async move {
-            let agreed = relay(answered, &session.to_client).await;
+            let agreed = relay(answered, &session.to_client, initialize).await;
             if initialize && let Some(version) = agreed {
                 *session
                     .version
@@ -242,20 +242,25 @@ impl<S: Next> Legacy<S> {
         self.prepare(&mut get, session);
         let Ok(stream) = self.next.clone().call(get).await;
         if stream.status().is_success() {
-            relay(stream, &session.to_client).await;
+            relay(stream, &session.to_client, false).await;
         }
     }
 }
 
-/// Sends the messages of an answer from below onto a legacy stream; returns the protocol
-/// version an `initialize` result in it agreed on.
-async fn relay(answered: Response<Body>, to_client: &mpsc::Sender<Bytes>) -> Option<HeaderValue> {
+/// Sends the messages of an answer from below onto a legacy stream; for the answer to
+/// `initialize`, returns the protocol version its result agreed on (only that answer is
+/// read for it).
+async fn relay(
+    answered: Response<Body>,
+    to_client: &mpsc::Sender<Bytes>,
+    initialize: bool,
+) -> Option<HeaderValue> {
     let mut agreed = None;
     let mut send = |message: &[u8]| {
-        if agreed.is_none() {
+        if initialize && agreed.is_none() {
             agreed = protocol_version(message);
         }
-        event(message)
+        message_event(message)
     };
     let streaming = is_event_stream(answered.headers().get(CONTENT_TYPE));
     let mut body = answered.into_body();
@@ -288,20 +293,6 @@ async fn relay(answered: Response<Body>, to_client: &mpsc::Sender<Bytes>) -> Opt
     agreed
 }
 
-/// One message as a legacy `message` event (a line break in the JSON is whitespace: each
-/// line its own `data:` field, which the client joins back).
-fn event(message: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(message.len() + 32);
-    out.extend_from_slice(b"event: message\n");
-    for line in message.trim_ascii().split(|&b| b == b'\n') {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        out.push(b'\n');
-    }
-    out.push(b'\n');
-    Bytes::from(out)
-}
-
 /// Whether a POSTed body is an `initialize` request.
 fn is_initialize(body: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
@@ -318,19 +309,6 @@ fn protocol_version(message: &[u8]) -> Option<HeaderValue> {
     let value: serde_json::Value = serde_json::from_slice(message).ok()?;
     let version = value.get("result")?.get("protocolVersion")?.as_str()?;
     HeaderValue::from_str(version).ok()
-}
-
-fn not_found() -> Response<Body> {
-    let mut response = Response::new(Body::from(crate::error::jsonrpc_error_body(
-        None,
-        crate::error::code::SESSION_NOT_FOUND,
-        "Session not found",
-    )));
-    *response.status_mut() = StatusCode::NOT_FOUND;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 /// What ends a session when its stream goes: the session forgotten, the one below closed.
