@@ -52,6 +52,10 @@ pub enum Rejection {
         "upstream MCP server busy: the route runs as many processes as it may; try again later"
     )]
     UpstreamBusy,
+    /// A route's shared stdio server crashed again soon after it started: the next one
+    /// starts after a back-off.
+    #[error("upstream MCP server restarting after a crash; try again in {seconds} s")]
+    UpstreamRestarting { seconds: u64 },
     #[error("internal gateway error")]
     Internal,
     /// The client address failed authentication too often and is banned for a while.
@@ -77,7 +81,9 @@ impl Rejection {
             | Self::RepeatedHeader(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Self::LimitsUnavailable | Self::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::LimitsUnavailable | Self::UpstreamBusy | Self::UpstreamRestarting { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -97,7 +103,9 @@ impl Rejection {
             | Self::InvalidMessage(_) => code::INVALID_REQUEST,
             Self::Parse => code::PARSE_ERROR,
             Self::HeaderMismatch(_) => code::HEADER_MISMATCH,
-            Self::UpstreamUnavailable | Self::UpstreamBusy => code::UPSTREAM_UNAVAILABLE,
+            Self::UpstreamUnavailable | Self::UpstreamBusy | Self::UpstreamRestarting { .. } => {
+                code::UPSTREAM_UNAVAILABLE
+            }
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
             Self::Internal => code::INTERNAL,
             Self::Banned => code::FORBIDDEN,
@@ -124,6 +132,7 @@ impl Rejection {
             Self::UpstreamUnavailable => (Kind::Request, "upstream_unavailable"),
             Self::UpstreamTimeout => (Kind::Request, "upstream_timeout"),
             Self::UpstreamBusy => (Kind::Request, "upstream_busy"),
+            Self::UpstreamRestarting { .. } => (Kind::Request, "upstream_restarting"),
             Self::Internal => (Kind::Request, "internal_error"),
             Self::Banned => (Kind::Banned, "banned"),
             Self::LimitsUnavailable => (Kind::RateLimited, "limits_unavailable"),
@@ -142,6 +151,9 @@ impl Rejection {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Self::UpstreamRestarting { seconds } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self == Self::MethodNotAllowed {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
         }

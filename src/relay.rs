@@ -19,6 +19,8 @@
 
 pub mod channel;
 pub mod exec;
+mod remap;
+mod shared;
 pub mod sse;
 
 use std::collections::HashMap;
@@ -39,7 +41,8 @@ use crate::error::Rejection;
 use crate::mcp::headers::MCP_SESSION_ID;
 use crate::mcp::message::McpRequest;
 use crate::upstream::{Answered, Upstream};
-use channel::{Delivery, Events, Process};
+use channel::{Delivery, Events, Process, Request};
+use tokio::sync::mpsc;
 
 /// The environment a server gets besides what its route declares, and the values used
 /// when the gateway has none.
@@ -244,6 +247,8 @@ pub struct RelayUpstream {
     start_timeout: Duration,
     response_timeout: Duration,
     idle_timeout: Duration,
+    /// One server for every session of the route (`share = true`).
+    shared: Option<Arc<shared::Shared>>,
 }
 
 impl std::fmt::Debug for RelayUpstream {
@@ -279,6 +284,7 @@ impl RelayUpstream {
             start_timeout: up.start_timeout.get(),
             response_timeout: up.response_timeout.get(),
             idle_timeout: up.idle_timeout.get(),
+            shared: up.share.then(Arc::default),
         }
     }
 
@@ -304,8 +310,15 @@ impl RelayUpstream {
             .map(str::to_owned);
         match (&parts.method, session) {
             (&Method::POST, session) => self.post(&parts, body, session).await,
+            (_, session) if self.shared.is_some() => {
+                let shared = self.shared.as_ref().expect("shared");
+                shared.answer(self, &parts.method, session).await
+            }
             (&Method::GET, Some(session)) => match self.session(&session) {
-                Some(process) => event_stream(Events::new(None, process.open_stream()), None),
+                Some(process) => event_stream(
+                    Events::new(None, process.open_stream(&process.session)),
+                    None,
+                ),
                 None => crate::error::session_not_found(),
             },
             (&Method::DELETE, Some(session)) => {
@@ -354,6 +367,9 @@ impl RelayUpstream {
                 Err(_) => return Rejection::Parse.into_response(None),
             },
         };
+        if let Some(shared) = &self.shared {
+            return shared.post(self, &body, parsed, session).await;
+        }
         let reply_id = parsed.reply_id().cloned();
         let (process, started) = match session {
             Some(session) => match self.session(&session) {
@@ -361,11 +377,7 @@ impl RelayUpstream {
                 None => return crate::error::session_not_found(),
             },
             None => {
-                let initialize = !parsed.batch
-                    && parsed.messages.first().is_some_and(|m| {
-                        m.method.as_deref() == Some("initialize") && m.id.is_some()
-                    });
-                if !initialize {
+                if !is_initialize(parsed) {
                     return Rejection::InvalidMessage(
                         "no session: start one with `initialize` (without Mcp-Session-Id)".into(),
                     )
@@ -378,8 +390,48 @@ impl RelayUpstream {
             }
         };
         process.touch();
-        let lines = one_per_line(&body, parsed);
-        let requests: Vec<(Box<RawValue>, Option<String>)> = parsed
+        let wait = if started {
+            self.start_timeout
+        } else {
+            self.response_timeout
+        };
+        let (first, answers) = match self
+            .exchange(&process, &process.session, &body, parsed, wait)
+            .await
+        {
+            Ok(Some(answered)) => answered,
+            Ok(None) => return accepted(),
+            Err(rejection) => {
+                if started && rejection == Rejection::UpstreamTimeout {
+                    self.forget(&process);
+                    process.kill();
+                }
+                return rejection.into_response(reply_id.as_ref());
+            }
+        };
+        let session = started.then(|| process.session.clone());
+        // `initialize` answered with an error: no session was made.
+        if started && is_error(&first.message) {
+            self.forget(&process);
+            process.stop().await;
+            return json_answer(first, None);
+        }
+        respond(first, answers, parsed.batch, session)
+    }
+
+    /// Sends the messages of one POST of `session` to `process`; the first thing the
+    /// server says about them, and the receiver of the rest, within `wait`. `None` when
+    /// they hold no request (nothing will be said).
+    async fn exchange(
+        &self,
+        process: &Process,
+        session: &str,
+        body: &Bytes,
+        parsed: &McpRequest,
+        wait: Duration,
+    ) -> Result<Option<(Delivery, mpsc::Receiver<Delivery>)>, Rejection> {
+        let lines = one_per_line(body, parsed);
+        let requests: Vec<Request> = parsed
             .messages
             .iter()
             .filter(|m| m.method.is_some())
@@ -390,69 +442,72 @@ impl RelayUpstream {
                     .and_then(|p| p.get("_meta"))
                     .and_then(|meta| meta.get("progressToken"))
                     .map(serde_json::Value::to_string);
-                Some((id, progress))
+                Some(Request { id, progress })
             })
             .collect();
         let expects_answer = !requests.is_empty();
-        let wait = if started {
-            self.start_timeout
-        } else {
-            self.response_timeout
-        };
         let deadline = tokio::time::Instant::now() + wait;
         // A server that does not read its input holds the message back: within the same
         // deadline as its answer.
-        let posted = tokio::time::timeout_at(deadline, process.post(lines, requests)).await;
+        let posted =
+            tokio::time::timeout_at(deadline, process.post(session, lines, requests)).await;
         let mut answers = match posted {
             Ok(Some(answers)) => answers,
-            Ok(None) => return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref()),
+            Ok(None) => return Err(Rejection::UpstreamUnavailable),
             Err(_) => {
                 tracing::warn!(route = %self.route, ?wait, "A stdio server did not take a message in time");
-                if started {
-                    self.forget(&process);
-                    process.kill();
-                }
-                return Rejection::UpstreamTimeout.into_response(reply_id.as_ref());
+                return Err(Rejection::UpstreamTimeout);
             }
         };
         if !expects_answer {
-            let mut accepted = Response::new(Body::empty());
-            *accepted.status_mut() = StatusCode::ACCEPTED;
-            return accepted;
+            return Ok(None);
         }
         let first = match tokio::time::timeout_at(deadline, answers.recv()).await {
             Ok(Some(first)) => first,
-            Ok(None) => return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref()),
+            Ok(None) => return Err(Rejection::UpstreamUnavailable),
             Err(_) => {
                 tracing::warn!(route = %self.route, ?wait, "A stdio server did not answer in time");
-                if started {
-                    self.forget(&process);
-                    process.kill();
-                }
-                return Rejection::UpstreamTimeout.into_response(reply_id.as_ref());
+                return Err(Rejection::UpstreamTimeout);
             }
         };
         // The server exited before it said anything about this POST.
         if first.failed && first.last {
-            tracing::warn!(route = %self.route, started, "A stdio server exited before it answered (its stderr is in the log)");
-            return Rejection::UpstreamUnavailable.into_response(reply_id.as_ref());
+            tracing::warn!(route = %self.route, "A stdio server exited before it answered (its stderr is in the log)");
+            return Err(Rejection::UpstreamUnavailable);
         }
-        let session = started.then(|| process.session.clone());
-        // `initialize` answered with an error: no session was made.
-        if started && is_error(&first.message) {
-            self.forget(&process);
-            process.stop().await;
-            return json_answer(first, None);
-        }
-        if first.last && !parsed.batch {
-            json_answer(first, session)
-        } else {
-            event_stream(Events::new(Some(first), answers), session)
-        }
+        Ok(Some((first, answers)))
     }
 
     /// Starts a server for a new session, if the route may run one more.
     fn start(&self) -> Result<Arc<Process>, Rejection> {
+        let session = uuid::Uuid::new_v4().simple().to_string();
+        let sessions: Weak<Mutex<HashMap<String, Arc<Process>>>> = Arc::downgrade(&self.sessions);
+        let on_exit = move |process: &Process| {
+            if let Some(sessions) = sessions.upgrade() {
+                sessions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&process.session);
+            }
+        };
+        let process = self.launch(session.clone(), false, on_exit)?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(session, Arc::clone(&process));
+        tokio::spawn(reap_when_idle(Arc::downgrade(&process), self.idle_timeout));
+        tracing::info!(route = %self.route, live = self.live(), "Started a server for a new session");
+        Ok(process)
+    }
+
+    /// Starts a server (for `session`, or `shared`), if the route may run one more;
+    /// `on_exit` runs when it has exited.
+    fn launch(
+        &self,
+        session: String,
+        shared: bool,
+        on_exit: impl FnOnce(&Process) + Send + 'static,
+    ) -> Result<Arc<Process>, Rejection> {
         let admitted = self
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |live| {
@@ -462,37 +517,20 @@ impl RelayUpstream {
             tracing::warn!(route = %self.route, max = self.max_processes, "A new session was refused: the route runs as many stdio servers as it may");
             return Err(Rejection::UpstreamBusy);
         }
-        let session = uuid::Uuid::new_v4().simple().to_string();
-        let sessions: Weak<Mutex<HashMap<String, Arc<Process>>>> = Arc::downgrade(&self.sessions);
         let live = Arc::clone(&self.live);
         let on_exit = move |process: &Process| {
             live.fetch_sub(1, Ordering::AcqRel);
-            if let Some(sessions) = sessions.upgrade() {
-                sessions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&process.session);
-            }
+            on_exit(process);
         };
         let started = match &self.opener {
-            Opener::Stdio(launch) => Process::start(launch, session.clone(), on_exit),
-            Opener::Sse(target) => Ok(target.connect(session.clone(), on_exit)),
+            Opener::Stdio(launch) => Process::start(launch, session, shared, on_exit),
+            Opener::Sse(target) => Ok(target.connect(session, shared, on_exit)),
         };
-        let process = match started {
-            Ok(process) => process,
-            Err(e) => {
-                self.live.fetch_sub(1, Ordering::AcqRel);
-                tracing::error!(route = %self.route, error = %e, "A stdio server could not be started");
-                return Err(Rejection::UpstreamUnavailable);
-            }
-        };
-        self.sessions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(session, Arc::clone(&process));
-        tokio::spawn(reap_when_idle(Arc::downgrade(&process), self.idle_timeout));
-        tracing::info!(route = %self.route, live = self.live(), "Started a server for a new session");
-        Ok(process)
+        started.map_err(|e| {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!(route = %self.route, error = %e, "A stdio server could not be started");
+            Rejection::UpstreamUnavailable
+        })
     }
 
     fn forget(&self, process: &Process) {
@@ -511,6 +549,9 @@ impl Drop for RelayUpstream {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for process in sessions.values() {
             process.kill();
+        }
+        if let Some(shared) = &self.shared {
+            shared.kill();
         }
     }
 }
@@ -581,6 +622,37 @@ fn is_error(message: &[u8]) -> bool {
         error: Option<&'a RawValue>,
     }
     serde_json::from_slice::<Error<'_>>(message).is_ok_and(|m| m.error.is_some())
+}
+
+/// Whether the body is a lone `initialize` request (one that starts a session).
+fn is_initialize(parsed: &McpRequest) -> bool {
+    !parsed.batch
+        && parsed
+            .messages
+            .first()
+            .is_some_and(|m| m.method.as_deref() == Some("initialize") && m.id.is_some())
+}
+
+/// 202: the POST held no request.
+fn accepted() -> Response<Body> {
+    let mut accepted = Response::new(Body::empty());
+    *accepted.status_mut() = StatusCode::ACCEPTED;
+    accepted
+}
+
+/// The answer to a POST with requests: the response itself when it is the first and only
+/// thing the server says about a lone request, else an event stream of all it says.
+fn respond(
+    first: Delivery,
+    answers: mpsc::Receiver<Delivery>,
+    batch: bool,
+    session: Option<String>,
+) -> Response<Body> {
+    if first.last && !batch {
+        json_answer(first, session)
+    } else {
+        event_stream(Events::new(Some(first), answers), session)
+    }
 }
 
 fn json_answer(delivery: Delivery, session: Option<String>) -> Response<Body> {

@@ -827,12 +827,6 @@ fn check_stdio(command: &str, up: &super::UpstreamConfig, at: &str, errors: &mut
             ));
         }
     }
-    if up.share {
-        errors.push(ConfigError::new(
-            format!("{at}.upstream.share"),
-            "a shared stdio process is not supported yet: leave it out (one process per session)",
-        ));
-    }
 }
 
 fn resolve_secrets(

@@ -1,28 +1,35 @@
-//! One running stdio server: its launcher and pipes, the requests waiting for an answer,
-//! and where each message it writes goes.
+//! One running server (a stdio process, or a connection to a legacy HTTP+SSE server): the
+//! requests waiting for an answer, and where each message it writes goes.
 //!
 //! A line the server writes is one JSON-RPC message. A response goes to the POST whose
 //! request it answers (by id). A progress notification goes to the POST whose request
-//! carried its `progressToken`. Anything else the server says on its own — a request
-//! (sampling, elicitation, roots), a log message — goes to a POST still waiting for its
-//! answer, as the Streamable HTTP transport lets a server do, else to the session's GET
-//! stream, else it waits (a bounded number of messages) for the next GET stream.
+//! carried its `progressToken`. A list change goes to every session. Anything else the
+//! server says on its own — a request (sampling, elicitation, roots), a log message — goes
+//! to a POST of its session still waiting for its answer, as the Streamable HTTP
+//! transport lets a server do, else to the session's GET stream, else it waits (a bounded
+//! number of messages) for the next GET stream.
+//!
+//! A server shared by the sessions of a route (`share = true`) is sent the gateway's own
+//! request ids and progress tokens ([`remap`]), which are put back into its answers, so
+//! that no client sees another's. Its own requests go to the one session with a request
+//! waiting; when several are, no one of them can be told to own it: the gateway answers
+//! it with an error (or `ping` itself), and never sends it to a client it may not be for.
+//! Its answers are taken only from the session it asked.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustix::process::{Pid, Signal};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Notify, mpsc};
 
-use super::Launch;
+use super::{Launch, remap};
 
 /// The longest line a server may write (one message); a longer one ends the process.
 const MAX_LINE: u64 = 64 * 1024 * 1024;
@@ -40,6 +47,10 @@ const GRACE: Duration = Duration::from_secs(2);
 /// only when its stream is written to (and a GET stream left open by a gone client would
 /// keep its server from ever being idle); intermediaries keep the stream open too.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A shared server's requests waiting for one session's answers; more are refused.
+const MAX_ASKED: usize = 256;
+/// The session of the gateway's own requests to a shared server (its `initialize`).
+pub const GATEWAY: &str = "";
 
 /// A message for a client stream; `last` when it answers the last request its POST sent.
 #[derive(Debug)]
@@ -50,24 +61,115 @@ pub struct Delivery {
     pub failed: bool,
 }
 
+impl Delivery {
+    /// The one answer of a POST.
+    pub fn answer(message: Bytes) -> Self {
+        Self {
+            message,
+            last: true,
+            failed: false,
+        }
+    }
+
+    fn of(message: Bytes) -> Self {
+        Self {
+            message,
+            last: false,
+            failed: false,
+        }
+    }
+}
+
 /// A request sent and not answered yet.
 struct Pending {
     reply: mpsc::Sender<Delivery>,
-    /// The id as the client wrote it, for an error when the server exits first.
+    /// The session whose request it is.
+    session: Arc<str>,
+    /// The id as the client wrote it: for an error when the server exits first, and put
+    /// back into the answer when the server was sent another.
     id: Box<RawValue>,
-    /// The `progressToken` the request carried, as canonical JSON.
+    /// The `progressToken` the server was sent, as canonical JSON.
     progress: Option<String>,
+    /// The token as the client wrote it, when the server was sent another.
+    client_progress: Option<Box<RawValue>>,
+    /// The server was sent the gateway's id, not the client's.
+    remapped: bool,
     /// The requests of its POST still waiting (shared by them).
     outstanding: Arc<AtomicUsize>,
 }
 
+/// One request of a POST, as [`Process::post`] is told of it.
+#[derive(Debug)]
+pub struct Request {
+    /// The id as the client wrote it.
+    pub id: Box<RawValue>,
+    /// The `progressToken` it carries, as canonical JSON.
+    pub progress: Option<String>,
+}
+
+/// What the server may say to one session on its own.
+#[derive(Default)]
+struct Outlet {
+    /// The session's GET stream.
+    stream: Option<mpsc::Sender<Delivery>>,
+    /// What waits for a GET stream.
+    backlog: VecDeque<Bytes>,
+    /// A shared server: its requests sent to this session and not answered yet
+    /// (canonical ids); the session may answer these and no others.
+    asked: HashSet<String>,
+    /// A shared server: the resource URIs the session subscribed to.
+    subscribed: HashSet<String>,
+}
+
 #[derive(Default)]
 struct State {
-    /// By canonical id (`serde_json` text of the id's value).
+    /// By canonical id as the server was sent it.
     pending: HashMap<String, Pending>,
-    stream: Option<mpsc::Sender<Delivery>>,
-    backlog: VecDeque<Bytes>,
+    /// By session.
+    outlets: HashMap<Arc<str>, Outlet>,
     last_active: Option<Instant>,
+}
+
+/// Where one message of the server goes.
+enum To {
+    /// A POST's answer stream (or JSON answer).
+    Reply(mpsc::Sender<Delivery>),
+    /// Nowhere a client listens now: into a session's backlog.
+    Backlog(Arc<str>),
+}
+
+impl State {
+    /// Where a message the server says to `session` on its own goes: a POST of the
+    /// session still waiting for its answer, as the Streamable HTTP transport lets a
+    /// server do, else the session's GET stream, else its backlog.
+    fn to_session(&mut self, session: &Arc<str>) -> To {
+        let waiting = self
+            .pending
+            .values()
+            .find(|p| p.session == *session && !p.reply.is_closed())
+            .map(|p| p.reply.clone());
+        if let Some(reply) = waiting {
+            return To::Reply(reply);
+        }
+        let outlet = self.outlets.entry(Arc::clone(session)).or_default();
+        match outlet.stream.clone().filter(|s| !s.is_closed()) {
+            Some(stream) => To::Reply(stream),
+            None => To::Backlog(Arc::clone(session)),
+        }
+    }
+
+    /// The one session a message the server says on its own can be for: the session of
+    /// a server of one session; of a shared one, the only session with a request waiting.
+    /// `None` when that cannot be told (several clients busy, or none).
+    fn attributable(&self, shared: bool) -> Option<Arc<str>> {
+        if !shared {
+            return self.outlets.keys().next().cloned();
+        }
+        let mut sessions = self.pending.values().map(|p| &p.session);
+        let first = sessions.next()?;
+        let one = sessions.all(|s| s == first) && &**first != GATEWAY;
+        one.then(|| Arc::clone(first))
+    }
 }
 
 /// How a session's server is ended at once.
@@ -87,15 +189,23 @@ impl std::fmt::Debug for Ends {
     }
 }
 
-/// A session's server: a stdio process, or a connection to a legacy HTTP+SSE server.
+/// A server: a stdio process or a connection to a legacy HTTP+SSE server, of one
+/// session, or shared by every session of its route.
 pub struct Process {
-    /// The session id it serves (before sealing).
+    /// The session id it serves (before sealing); a shared server's is its own.
     pub session: String,
     route: Arc<str>,
     ends: Ends,
+    /// Shared by several sessions: their ids and progress tokens are replaced by the
+    /// gateway's own.
+    shared: bool,
+    next_id: AtomicU64,
     stdin: Mutex<Option<mpsc::Sender<Bytes>>>,
     state: Mutex<State>,
+    started: Instant,
     exited: AtomicBool,
+    /// Stopped by the gateway (not crashed).
+    stopping: AtomicBool,
     exit: Notify,
 }
 
@@ -104,47 +214,76 @@ impl std::fmt::Debug for Process {
         f.debug_struct("Process")
             .field("route", &self.route)
             .field("ends", &self.ends)
+            .field("shared", &self.shared)
             .finish_non_exhaustive()
     }
 }
 
 impl Process {
-    /// A session's server whose outgoing messages arrive, one per item, on the returned
-    /// receiver (it closes when the server is to stop).
-    pub fn new(route: Arc<str>, session: String, ends: Ends) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
+    /// A server whose outgoing messages arrive, one per item, on the returned receiver
+    /// (it closes when the server is to stop). Of the one session `session`, or `shared`.
+    pub fn new(
+        route: Arc<str>,
+        session: String,
+        shared: bool,
+        ends: Ends,
+    ) -> (Arc<Self>, mpsc::Receiver<Bytes>) {
         let (to_server, outgoing) = mpsc::channel::<Bytes>(STREAM_DEPTH);
+        let mut state = State {
+            last_active: Some(Instant::now()),
+            ..State::default()
+        };
+        if !shared {
+            state
+                .outlets
+                .insert(Arc::from(session.as_str()), Outlet::default());
+        }
         let process = Arc::new(Self {
             session,
             route,
             ends,
+            shared,
+            next_id: AtomicU64::new(1),
             stdin: Mutex::new(Some(to_server)),
-            state: Mutex::new(State {
-                last_active: Some(Instant::now()),
-                ..State::default()
-            }),
+            state: Mutex::new(state),
+            started: Instant::now(),
             exited: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             exit: Notify::new(),
         });
         (process, outgoing)
     }
 
-    /// The server is gone: every waiting request gets its error, then `on_exit` runs.
+    /// The server is gone: `on_exit` runs (the route forgets it), then every waiting
+    /// request gets its error.
     pub fn ended(&self, on_exit: impl FnOnce(&Process)) {
         self.exited.store(true, Ordering::Release);
+        on_exit(self);
         self.fail_pending();
         self.exit.notify_waiters();
-        on_exit(self);
     }
 
     pub fn route(&self) -> &Arc<str> {
         &self.route
     }
 
-    /// Starts the launcher with the server of `launch`, for session `session`; `on_exit`
-    /// runs once when it has exited (and every waiting request got its error).
+    /// How long it has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether the gateway stopped it (rather than it exiting on its own).
+    pub fn was_stopped(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Starts the launcher with the server of `launch`, for session `session` (or
+    /// `shared`); `on_exit` runs once when it has exited (and every waiting request got
+    /// its error).
     pub fn start(
         launch: &Launch,
         session: String,
+        shared: bool,
         on_exit: impl FnOnce(&Process) + Send + 'static,
     ) -> std::io::Result<Arc<Self>> {
         let mut child = launch.command().spawn()?;
@@ -157,8 +296,12 @@ impl Process {
         else {
             return Err(std::io::Error::other("the server's pipes were not set up"));
         };
-        let (process, mut lines) =
-            Self::new(Arc::clone(&launch.route), session, Ends::Group(group));
+        let (process, mut lines) = Self::new(
+            Arc::clone(&launch.route),
+            session,
+            shared,
+            Ends::Group(group),
+        );
         // Writes each message as one line; the input closes when the sender goes.
         tokio::spawn(async move {
             let mut stdin = stdin;
@@ -200,7 +343,10 @@ impl Process {
     /// Whether nothing waits on the server and nothing happened for `idle`.
     pub fn idle_for(&self, idle: Duration) -> Option<Duration> {
         let state = self.state();
-        let streaming = state.stream.as_ref().is_some_and(|s| !s.is_closed());
+        let streaming = state
+            .outlets
+            .values()
+            .any(|o| o.stream.as_ref().is_some_and(|s| !s.is_closed()));
         if !state.pending.is_empty() || streaming {
             return Some(idle);
         }
@@ -208,31 +354,81 @@ impl Process {
         idle.checked_sub(since).filter(|left| !left.is_zero())
     }
 
-    /// Sends the messages of one POST (each as the client wrote it, one per line); the
-    /// requests among them (`requests`: id and progress token) are answered on the
-    /// returned receiver. `None` if the server is gone.
+    /// Whether `session` has a request waiting or its GET stream open.
+    pub fn busy(&self, session: &str) -> bool {
+        let state = self.state();
+        let streaming = state
+            .outlets
+            .get(session)
+            .and_then(|o| o.stream.as_ref())
+            .is_some_and(|s| !s.is_closed());
+        streaming || state.pending.values().any(|p| &*p.session == session)
+    }
+
+    /// Forgets `session` (a shared server's client ended it): its stream closes.
+    pub fn leave(&self, session: &str) {
+        self.state().outlets.remove(session);
+    }
+
+    /// Sends the messages of one POST of `session` (each as the client wrote it, one per
+    /// line); its `requests` are answered on the returned receiver. `None` if the
+    /// server is gone.
     pub async fn post(
         &self,
+        session: &str,
         messages: Vec<Bytes>,
-        requests: Vec<(Box<RawValue>, Option<String>)>,
+        requests: Vec<Request>,
     ) -> Option<mpsc::Receiver<Delivery>> {
         let (reply, answers) = mpsc::channel(STREAM_DEPTH);
-        if !requests.is_empty() {
-            let outstanding = Arc::new(AtomicUsize::new(requests.len()));
+        let session: Arc<str> = Arc::from(session);
+        let (messages, local) = {
             let mut state = self.state();
-            for (id, progress) in requests {
-                let key = canonical(&id);
+            if self.shared && &*session != GATEWAY {
+                state.outlets.entry(Arc::clone(&session)).or_default();
+            }
+            let (messages, waits, local) = if self.shared {
+                self.remap(&mut state, &session, messages)
+            } else {
+                let waits = requests
+                    .into_iter()
+                    .map(|r| Wait {
+                        key: canonical(&r.id),
+                        id: r.id,
+                        progress: r.progress,
+                        client_progress: None,
+                        remapped: false,
+                    })
+                    .collect();
+                (messages, waits, Vec::new())
+            };
+            let outstanding = Arc::new(AtomicUsize::new(waits.len() + local.len()));
+            for wait in waits {
                 state.pending.insert(
-                    key,
+                    wait.key,
                     Pending {
                         reply: reply.clone(),
-                        id,
-                        progress,
+                        session: Arc::clone(&session),
+                        id: wait.id,
+                        progress: wait.progress,
+                        client_progress: wait.client_progress,
+                        remapped: wait.remapped,
                         outstanding: Arc::clone(&outstanding),
                     },
                 );
             }
+            let local: Vec<Delivery> = local
+                .into_iter()
+                .map(|message| Delivery {
+                    message,
+                    last: outstanding.fetch_sub(1, Ordering::AcqRel) == 1,
+                    failed: false,
+                })
+                .collect();
             state.last_active = Some(Instant::now());
+            (messages, local)
+        };
+        for delivery in local {
+            let _ = reply.try_send(delivery);
         }
         drop(reply);
         let stdin = self
@@ -248,25 +444,132 @@ impl Process {
         Some(answers)
     }
 
-    /// Opens the session's GET stream (a new one replaces the old), with what waited.
-    pub fn open_stream(&self) -> mpsc::Receiver<Delivery> {
+    /// A shared server: the messages of `session` as the server is to get them — request
+    /// ids and progress tokens replaced by the gateway's, a cancellation pointed at the
+    /// gateway's id, answers only to the server's requests sent to this session — with
+    /// the requests to wait for, and answers the gateway gives itself.
+    fn remap(
+        &self,
+        state: &mut State,
+        session: &Arc<str>,
+        messages: Vec<Bytes>,
+    ) -> (Vec<Bytes>, Vec<Wait>, Vec<Bytes>) {
+        let (mut out, mut waits, mut local) = (Vec::new(), Vec::new(), Vec::new());
+        for message in messages {
+            let Some(parts) = remap::read(&message) else {
+                continue;
+            };
+            match (parts.method.as_deref(), parts.id) {
+                (Some(method), Some(id)) => {
+                    if method == "resources/unsubscribe" {
+                        // Others may still listen: the server's subscription stays, and
+                        // this session hears no more of it.
+                        if let (Some(uri), Some(outlet)) =
+                            (&parts.uri, state.outlets.get_mut(session))
+                        {
+                            outlet.subscribed.remove(uri.as_str());
+                        }
+                        local.push(Bytes::from(format!(
+                            r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#,
+                            id.get()
+                        )));
+                        continue;
+                    }
+                    if method == "resources/subscribe"
+                        && let Some(uri) = &parts.uri
+                    {
+                        state
+                            .outlets
+                            .entry(Arc::clone(session))
+                            .or_default()
+                            .subscribed
+                            .insert(uri.clone());
+                    }
+                    let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let new_id = n.to_string();
+                    let new_token = format!("\"portcullis-{n}\"");
+                    let mut replacements = vec![(id, new_id.as_bytes())];
+                    if let Some(token) = parts.progress {
+                        replacements.push((token, new_token.as_bytes()));
+                    }
+                    let Some(line) = remap::splice(&message, &replacements) else {
+                        continue;
+                    };
+                    waits.push(Wait {
+                        key: new_id,
+                        id: id.to_owned(),
+                        progress: parts.progress.map(|_| new_token.clone()),
+                        client_progress: parts.progress.map(RawValue::to_owned),
+                        remapped: true,
+                    });
+                    out.push(line);
+                }
+                // The gateway said it when it started the server.
+                (Some("notifications/initialized"), None) => {}
+                (Some("notifications/cancelled"), None) => {
+                    let Some(request_id) = parts.request_id else {
+                        continue;
+                    };
+                    let cancelled = canonical(request_id);
+                    let ours = state
+                        .pending
+                        .iter()
+                        .find(|(_, p)| p.session == *session && canonical(&p.id) == cancelled);
+                    let Some((key, _)) = ours else { continue };
+                    let key = key.clone();
+                    if let Some(line) = remap::splice(&message, &[(request_id, key.as_bytes())]) {
+                        out.push(line);
+                    }
+                }
+                (Some(_), None) => out.push(message.clone()),
+                // An answer to the server's request: only to one this session was asked.
+                (None, Some(id)) => {
+                    let asked = state
+                        .outlets
+                        .get_mut(session)
+                        .is_some_and(|o| o.asked.remove(&canonical(id)));
+                    if asked {
+                        out.push(message.clone());
+                    } else {
+                        tracing::warn!(route = %self.route, "A client answered a request the shared server did not send it; dropped");
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        (out, waits, local)
+    }
+
+    /// Opens the GET stream of `session` (a new one replaces the old), with what waited.
+    pub fn open_stream(&self, session: &str) -> mpsc::Receiver<Delivery> {
         let (sender, receiver) = mpsc::channel(STREAM_DEPTH + BACKLOG);
         let mut state = self.state();
-        for message in state.backlog.drain(..) {
-            let _ = sender.try_send(Delivery {
-                message,
-                last: false,
-                failed: false,
-            });
+        let outlet = state.outlets.entry(Arc::from(session)).or_default();
+        for message in outlet.backlog.drain(..) {
+            let _ = sender.try_send(Delivery::of(message));
         }
-        state.stream = Some(sender);
+        outlet.stream = Some(sender);
         state.last_active = Some(Instant::now());
         receiver
+    }
+
+    /// Writes one message of the gateway's own to the server.
+    pub async fn write(&self, line: Bytes) -> bool {
+        let stdin = self
+            .stdin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match stdin {
+            Some(stdin) => stdin.send(line).await.is_ok(),
+            None => false,
+        }
     }
 
     /// Stops the server: its input closes; if it has not exited within a grace period,
     /// the launcher's group is killed.
     pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         drop(
             self.stdin
                 .lock()
@@ -334,95 +637,196 @@ impl Process {
 
     /// Sends one message of the server where it belongs.
     pub async fn deliver(&self, message: Bytes) {
-        /// What routing needs of a message.
-        #[derive(Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow)]
-            id: Option<&'a RawValue>,
-            method: Option<std::borrow::Cow<'a, str>>,
-            #[serde(borrow)]
-            params: Option<&'a RawValue>,
-        }
-        #[derive(Deserialize)]
-        struct Progress<'a> {
-            #[serde(borrow, rename = "progressToken")]
-            progress_token: Option<&'a RawValue>,
-        }
-        let Ok(head) = serde_json::from_slice::<Head<'_>>(&message) else {
+        let Some(parts) = remap::read(&message) else {
             tracing::warn!(route = %self.route, "A stdio server wrote a line that is not a JSON-RPC message; dropped");
             return;
         };
-        let (to, last) = {
+        let mut sends: Vec<(To, Bytes)> = Vec::new();
+        let mut to_server: Option<Bytes> = None;
+        let mut last = false;
+        {
             let mut state = self.state();
             state.last_active = Some(Instant::now());
-            match (&head.method, head.id) {
+            match (parts.method.as_deref(), parts.id) {
                 // A response: to the request it answers.
-                (None, Some(id)) => match state.pending.remove(&canonical(id)) {
-                    Some(pending) => {
-                        let last = pending.outstanding.fetch_sub(1, Ordering::AcqRel) == 1;
-                        (Some(pending.reply), last)
-                    }
-                    None => {
+                (None, Some(id)) => {
+                    let Some(pending) = state.pending.remove(&canonical(id)) else {
                         tracing::debug!(route = %self.route, "A stdio server answered a request nobody waits for; dropped");
                         return;
-                    }
-                },
-                (Some(method), _) => {
-                    let token = (method == "notifications/progress")
-                        .then_some(head.params)
-                        .flatten()
-                        .and_then(|p| serde_json::from_str::<Progress<'_>>(p.get()).ok())
-                        .and_then(|p| p.progress_token.map(canonical));
-                    let by_token = token.and_then(|token| {
-                        state
-                            .pending
-                            .values()
-                            .find(|p| p.progress.as_ref() == Some(&token))
-                            .map(|p| p.reply.clone())
-                    });
-                    let waiting = || {
-                        state
-                            .pending
-                            .values()
-                            .find(|p| !p.reply.is_closed())
-                            .map(|p| p.reply.clone())
                     };
-                    let open_stream = || state.stream.clone().filter(|s| !s.is_closed());
-                    match by_token.or_else(waiting).or_else(open_stream) {
-                        Some(to) => (Some(to), false),
-                        None => {
-                            if state.backlog.len() == BACKLOG {
-                                state.backlog.pop_front();
-                                tracing::warn!(route = %self.route, "A stdio server's message waited too long for a GET stream; the oldest was dropped");
-                            }
-                            state.backlog.push_back(message);
-                            return;
-                        }
+                    last = pending.outstanding.fetch_sub(1, Ordering::AcqRel) == 1;
+                    let message = if pending.remapped {
+                        remap::splice(&message, &[(id, pending.id.get().as_bytes())])
+                    } else {
+                        Some(message.clone())
+                    };
+                    if let Some(message) = message {
+                        sends.push((To::Reply(pending.reply), message));
                     }
+                }
+                (Some(method), id) => {
+                    self.route_unsolicited(
+                        &mut state,
+                        method,
+                        id,
+                        &parts,
+                        &message,
+                        &mut sends,
+                        &mut to_server,
+                    );
                 }
                 (None, None) => {
                     tracing::warn!(route = %self.route, "A stdio server wrote a message with neither method nor id; dropped");
                     return;
                 }
             }
-        };
-        if let Some(to) = to {
-            // The client may have gone: then the message has nowhere to go.
-            let _ = to
-                .send(Delivery {
-                    message,
-                    last,
-                    failed: false,
-                })
-                .await;
         }
+        if let Some(answer) = to_server {
+            self.write(answer).await;
+        }
+        for (to, message) in sends {
+            match to {
+                // The client may have gone: then the message has nowhere to go.
+                To::Reply(reply) => {
+                    let _ = reply
+                        .send(Delivery {
+                            message,
+                            last,
+                            failed: false,
+                        })
+                        .await;
+                }
+                To::Backlog(session) => self.hold(&session, message),
+            }
+        }
+    }
+
+    /// Where a message the server says on its own (a request, a notification) goes:
+    /// progress to the request that carried its token, a list change to every session, a
+    /// resource update to the sessions subscribed to it, anything else to the one session
+    /// it can be for. A shared server's request that no one session can be told to own
+    /// is answered by the gateway (`ping`) or refused: never sent to a client it may not
+    /// be for.
+    #[allow(clippy::too_many_arguments)]
+    fn route_unsolicited(
+        &self,
+        state: &mut State,
+        method: &str,
+        id: Option<&RawValue>,
+        parts: &remap::Parts<'_>,
+        message: &Bytes,
+        sends: &mut Vec<(To, Bytes)>,
+        to_server: &mut Option<Bytes>,
+    ) {
+        if method == "notifications/progress"
+            && let Some(token) = parts.token
+        {
+            let key = canonical(token);
+            if let Some(p) = state
+                .pending
+                .values()
+                .find(|p| p.progress.as_ref() == Some(&key))
+            {
+                let message = match &p.client_progress {
+                    Some(theirs) => remap::splice(message, &[(token, theirs.get().as_bytes())]),
+                    None => Some(message.clone()),
+                };
+                if let Some(message) = message {
+                    sends.push((To::Reply(p.reply.clone()), message));
+                }
+                return;
+            }
+        }
+        if method.ends_with("/list_changed") {
+            let sessions: Vec<Arc<str>> = state.outlets.keys().cloned().collect();
+            for session in sessions {
+                sends.push((state.to_session(&session), message.clone()));
+            }
+            return;
+        }
+        if self.shared && method == "notifications/resources/updated" {
+            let sessions: Vec<Arc<str>> = state
+                .outlets
+                .iter()
+                .filter(|(_, o)| {
+                    parts
+                        .uri
+                        .as_deref()
+                        .is_some_and(|uri| o.subscribed.contains(uri))
+                })
+                .map(|(s, _)| Arc::clone(s))
+                .collect();
+            for session in sessions {
+                sends.push((state.to_session(&session), message.clone()));
+            }
+            return;
+        }
+        if self.shared && method == "notifications/cancelled" {
+            // The server withdrew a request of its own: from the session it was sent to.
+            let asked = parts.request_id.map(canonical);
+            let session = state.outlets.iter_mut().find_map(|(s, o)| {
+                let theirs = asked.as_ref().is_some_and(|a| o.asked.remove(a));
+                theirs.then(|| Arc::clone(s))
+            });
+            if let Some(session) = session {
+                sends.push((state.to_session(&session), message.clone()));
+            }
+            return;
+        }
+        match state.attributable(self.shared) {
+            Some(session) => {
+                if self.shared
+                    && let Some(id) = id
+                {
+                    let outlet = state.outlets.entry(Arc::clone(&session)).or_default();
+                    if outlet.asked.len() >= MAX_ASKED {
+                        *to_server = Some(refusal(
+                            id,
+                            "too many requests wait for this client's answer",
+                        ));
+                        return;
+                    }
+                    outlet.asked.insert(canonical(id));
+                }
+                sends.push((state.to_session(&session), message.clone()));
+            }
+            None => match id {
+                Some(id) if method == "ping" => {
+                    *to_server = Some(Bytes::from(format!(
+                        r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#,
+                        id.get()
+                    )));
+                }
+                Some(id) => {
+                    tracing::warn!(route = %self.route, method, "A shared stdio server asked something no one client can be told to own; refused");
+                    *to_server = Some(refusal(
+                        id,
+                        "the gateway shares this server among several clients and cannot tell which one this request is for",
+                    ));
+                }
+                None => {
+                    tracing::debug!(route = %self.route, method, "A shared stdio server's notification belongs to no one client; dropped");
+                }
+            },
+        }
+    }
+
+    /// Keeps `message` for the next GET stream of `session`.
+    fn hold(&self, session: &Arc<str>, message: Bytes) {
+        let mut state = self.state();
+        let outlet = state.outlets.entry(Arc::clone(session)).or_default();
+        if outlet.backlog.len() == BACKLOG {
+            outlet.backlog.pop_front();
+            tracing::warn!(route = %self.route, "A stdio server's message waited too long for a GET stream; the oldest was dropped");
+        }
+        outlet.backlog.push_back(message);
     }
 
     /// Answers every waiting request with an error: the server is gone.
     fn fail_pending(&self) {
         let pending: Vec<Pending> = {
             let mut state = self.state();
-            state.stream = None;
+            state.outlets.clear();
             state.pending.drain().map(|(_, p)| p).collect()
         };
         for p in pending {
@@ -440,6 +844,25 @@ impl Process {
             });
         }
     }
+}
+
+/// A request as the server is to be sent it, and how its answer is found.
+struct Wait {
+    key: String,
+    id: Box<RawValue>,
+    progress: Option<String>,
+    client_progress: Option<Box<RawValue>>,
+    remapped: bool,
+}
+
+/// The gateway's JSON-RPC error answer to a request of the server's (its id as the
+/// server wrote it).
+fn refusal(id: &RawValue, why: &str) -> Bytes {
+    let why = serde_json::Value::from(why);
+    Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":-32603,"message":{why}}}}}"#,
+        id.get()
+    ))
 }
 
 impl Drop for Process {
@@ -545,5 +968,285 @@ impl http_body::Body for Events {
         self.done = delivery.last;
         let event = crate::mcp::sse::message_event(&delivery.message);
         Poll::Ready(Some(Ok(http_body::Frame::data(event))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The routing of a shared server's messages, on a [`Process`] without a child: what
+    //! the server is sent is read from its input, and what it says is handed to
+    //! [`Process::deliver`] as its output reader would.
+
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn shared() -> (Arc<Process>, mpsc::Receiver<Bytes>) {
+        Process::new(Arc::from("tools"), "shared".into(), true, Ends::Group(None))
+    }
+
+    fn line(message: &Value) -> Bytes {
+        Bytes::from(message.to_string())
+    }
+
+    fn request(id: &Value, progress: Option<&Value>) -> Request {
+        Request {
+            id: RawValue::from_string(id.to_string()).unwrap(),
+            progress: progress.map(Value::to_string),
+        }
+    }
+
+    fn call(id: &Value, token: &Value) -> Value {
+        json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+               "params":{"name":"echo","_meta":{"progressToken":token}}})
+    }
+
+    async fn sent(server: &mut mpsc::Receiver<Bytes>) -> Value {
+        serde_json::from_slice(&server.recv().await.unwrap()).unwrap()
+    }
+
+    async fn next(answers: &mut mpsc::Receiver<Delivery>) -> Value {
+        let delivery = tokio::time::timeout(Duration::from_secs(1), answers.recv())
+            .await
+            .expect("a delivery")
+            .expect("the stream is open");
+        serde_json::from_slice(&delivery.message).unwrap()
+    }
+
+    fn nothing(answers: &mut mpsc::Receiver<Delivery>) -> bool {
+        answers.try_recv().is_err()
+    }
+
+    /// Two clients using the same id and the same progress token each get their own
+    /// answer and progress, under their own id and token.
+    #[tokio::test]
+    async fn clients_with_the_same_ids_get_their_own_answers_and_progress() {
+        let (process, mut server) = shared();
+        let (id, token) = (json!(1), json!("t"));
+        let mut a = process
+            .post(
+                "a",
+                vec![line(&call(&id, &token))],
+                vec![request(&id, Some(&token))],
+            )
+            .await
+            .unwrap();
+        let mut b = process
+            .post(
+                "b",
+                vec![line(&call(&id, &token))],
+                vec![request(&id, Some(&token))],
+            )
+            .await
+            .unwrap();
+        let (to_a, to_b) = (sent(&mut server).await, sent(&mut server).await);
+        assert_ne!(to_a["id"], to_b["id"], "the server sees distinct ids");
+        let (token_a, token_b) = (
+            &to_a["params"]["_meta"]["progressToken"],
+            &to_b["params"]["_meta"]["progressToken"],
+        );
+        assert_ne!(token_a, token_b, "and distinct tokens");
+        assert_eq!(to_a["params"]["name"], "echo", "the rest as sent: {to_a}");
+        // Progress for b, then b's answer, then a's.
+        process
+            .deliver(line(
+                &json!({"jsonrpc":"2.0","method":"notifications/progress",
+                                  "params":{"progressToken":token_b,"progress":1}}),
+            ))
+            .await;
+        process
+            .deliver(line(
+                &json!({"jsonrpc":"2.0","id":to_b["id"],"result":{"for":"b"}}),
+            ))
+            .await;
+        process
+            .deliver(line(
+                &json!({"jsonrpc":"2.0","id":to_a["id"],"result":{"for":"a"}}),
+            ))
+            .await;
+        let progress = next(&mut b).await;
+        assert_eq!(progress["params"]["progressToken"], "t", "{progress}");
+        let answer_b = next(&mut b).await;
+        assert_eq!(
+            (answer_b["id"].clone(), answer_b["result"]["for"].clone()),
+            (json!(1), json!("b"))
+        );
+        let answer_a = next(&mut a).await;
+        assert_eq!(
+            (answer_a["id"].clone(), answer_a["result"]["for"].clone()),
+            (json!(1), json!("a"))
+        );
+        assert!(nothing(&mut a), "a never sees b's progress");
+    }
+
+    /// A request of the server's while one client waits goes to that client, which alone
+    /// may answer it; while two wait, it is refused to the server and reaches neither.
+    #[tokio::test]
+    async fn a_servers_request_goes_only_to_the_one_client_it_can_be_for() {
+        let (process, mut server) = shared();
+        let id = json!("x");
+        let mut a = process
+            .post(
+                "a",
+                vec![line(&call(&id, &json!(5)))],
+                vec![request(&id, None)],
+            )
+            .await
+            .unwrap();
+        sent(&mut server).await;
+        let ask = json!({"jsonrpc":"2.0","id":100,"method":"sampling/createMessage","params":{}});
+        process.deliver(line(&ask)).await;
+        assert_eq!(next(&mut a).await["method"], "sampling/createMessage");
+        // Another client's answer to it is dropped; a's is passed on.
+        let answer = json!({"jsonrpc":"2.0","id":100,"result":{"model":"m"}});
+        let _ = process
+            .post("b", vec![line(&answer)], Vec::new())
+            .await
+            .unwrap();
+        let _ = process
+            .post("a", vec![line(&answer)], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(sent(&mut server).await, answer);
+        assert!(server.try_recv().is_err(), "b's answer was not sent");
+        // Now b waits too: the next request is the gateway's to refuse.
+        let mut b = process
+            .post(
+                "b",
+                vec![line(&call(&id, &json!(6)))],
+                vec![request(&id, None)],
+            )
+            .await
+            .unwrap();
+        sent(&mut server).await;
+        process
+            .deliver(line(
+                &json!({"jsonrpc":"2.0","id":101,"method":"roots/list"}),
+            ))
+            .await;
+        let refused = sent(&mut server).await;
+        assert_eq!(refused["id"], 101, "{refused}");
+        assert_eq!(refused["error"]["code"], -32603, "{refused}");
+        // A ping the gateway answers itself.
+        process
+            .deliver(line(&json!({"jsonrpc":"2.0","id":102,"method":"ping"})))
+            .await;
+        assert_eq!(
+            sent(&mut server).await,
+            json!({"jsonrpc":"2.0","id":102,"result":{}})
+        );
+        assert!(nothing(&mut a) && nothing(&mut b));
+    }
+
+    /// A list change reaches every session; a resource update only the sessions that
+    /// subscribed to it; an unsubscription leaves the server's subscription to others.
+    #[tokio::test]
+    async fn list_changes_reach_everyone_and_updates_their_subscribers() {
+        let (process, mut server) = shared();
+        let mut a = process.open_stream("a");
+        let mut b = process.open_stream("b");
+        let subscribe = json!({"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{"uri":"file:///a"}});
+        let mut subscribed = process
+            .post("a", vec![line(&subscribe)], vec![request(&json!(1), None)])
+            .await
+            .unwrap();
+        let to_server = sent(&mut server).await;
+        process
+            .deliver(line(
+                &json!({"jsonrpc":"2.0","id":to_server["id"],"result":{}}),
+            ))
+            .await;
+        assert_eq!(next(&mut subscribed).await["id"], 1);
+        process
+            .deliver(line(
+                &json!({"jsonrpc":"2.0","method":"notifications/tools/list_changed"}),
+            ))
+            .await;
+        assert_eq!(
+            next(&mut a).await["method"],
+            "notifications/tools/list_changed"
+        );
+        assert_eq!(
+            next(&mut b).await["method"],
+            "notifications/tools/list_changed"
+        );
+        let updated = json!({"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///a"}});
+        process.deliver(line(&updated)).await;
+        assert_eq!(next(&mut a).await, updated);
+        assert!(nothing(&mut b), "b did not subscribe");
+        let unsubscribe = json!({"jsonrpc":"2.0","id":2,"method":"resources/unsubscribe","params":{"uri":"file:///a"}});
+        let mut unsubscribed = process
+            .post(
+                "a",
+                vec![line(&unsubscribe)],
+                vec![request(&json!(2), None)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut unsubscribed).await,
+            json!({"jsonrpc":"2.0","id":2,"result":{}})
+        );
+        assert!(server.try_recv().is_err(), "the gateway answered it");
+        process.deliver(line(&updated)).await;
+        assert!(nothing(&mut a), "a unsubscribed");
+    }
+
+    /// A client's cancellation names the server's id of its own request; one of another
+    /// client's request, or of no request, is not sent.
+    #[tokio::test]
+    async fn a_cancellation_points_at_the_clients_own_request_only() {
+        let (process, mut server) = shared();
+        let id = json!(9);
+        let _a = process
+            .post(
+                "a",
+                vec![line(&call(&id, &json!(1)))],
+                vec![request(&id, None)],
+            )
+            .await
+            .unwrap();
+        let to_server = sent(&mut server).await;
+        let cancel =
+            json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}});
+        let _ = process
+            .post("b", vec![line(&cancel)], Vec::new())
+            .await
+            .unwrap();
+        let _ = process
+            .post("a", vec![line(&cancel)], Vec::new())
+            .await
+            .unwrap();
+        let cancelled = sent(&mut server).await;
+        assert_eq!(
+            cancelled["params"]["requestId"], to_server["id"],
+            "{cancelled}"
+        );
+        assert!(server.try_recv().is_err(), "b's cancellation was not sent");
+    }
+
+    /// A server of one session is sent its messages as they came; what it says on its
+    /// own goes to its session.
+    #[tokio::test]
+    async fn a_server_of_one_session_is_sent_what_the_client_wrote() {
+        let (process, mut server) =
+            Process::new(Arc::from("tools"), "s".into(), false, Ends::Group(None));
+        let message = call(&json!(1), &json!("t"));
+        let mut answers = process
+            .post(
+                "s",
+                vec![line(&message)],
+                vec![request(&json!(1), Some(&json!("t")))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(sent(&mut server).await, message);
+        let mut stream = process.open_stream("s");
+        process
+            .deliver(line(
+                &json!({"jsonrpc":"2.0","method":"notifications/message","params":{}}),
+            ))
+            .await;
+        assert_eq!(next(&mut answers).await["method"], "notifications/message");
+        assert!(nothing(&mut stream), "to the waiting POST first");
     }
 }

@@ -62,16 +62,19 @@ impl SseTarget {
         })
     }
 
-    /// Opens a session on the server; `on_exit` runs once the connection is gone.
+    /// Opens a session on the server (for one session of the route's, or `shared` by
+    /// them); `on_exit` runs once the connection is gone.
     pub fn connect(
         self: &Arc<Self>,
         session: String,
+        shared: bool,
         on_exit: impl FnOnce(&Process) + Send + 'static,
     ) -> Arc<Process> {
         let stop = Arc::new(Notify::new());
         let (process, outgoing) = Process::new(
             Arc::clone(&self.route),
             session,
+            shared,
             Ends::Connection(Arc::clone(&stop)),
         );
         let (target, connection) = (Arc::clone(self), Arc::clone(&process));
