@@ -1239,3 +1239,262 @@ async fn a_get_stream_left_by_its_client_does_not_keep_the_server() {
         "the server outlived the stream its client left"
     );
 }
+
+/// A POST's answer: the progress values it streamed (with their tokens) and the response.
+async fn progress_and_answer(response: reqwest::Response) -> (Vec<(Value, f64)>, Value) {
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = SseStream::new(response);
+    let mut progress = Vec::new();
+    while let Some(event) = stream.next_event().await {
+        let Some(message) = event.json() else {
+            continue;
+        };
+        if message["method"] == "notifications/progress" {
+            let params = &message["params"];
+            progress.push((
+                params["progressToken"].clone(),
+                params["progress"].as_f64().unwrap(),
+            ));
+        } else if message.get("id").is_some() {
+            return (progress, message);
+        }
+    }
+    panic!("the stream ended without an answer");
+}
+
+/// `share = true`: one server for every session. Sessions that call at once under the
+/// same request id and the same progress token each get their own answer and their own
+/// progress; a denied tool never runs; DELETE ends one session and not the others.
+#[tokio::test]
+async fn a_shared_server_serves_every_session_and_keeps_their_answers_apart() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["share = true"]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        sessions.push(open(&http, &url).await);
+    }
+    assert_eq!(
+        gateway.settle(2).await,
+        2,
+        "one launcher and one server for all"
+    );
+    for (_, init) in &sessions {
+        assert_eq!(
+            init["serverInfo"]["name"], "portcullis-stdio-test",
+            "{init}"
+        );
+    }
+    let ids: std::collections::HashSet<&String> = sessions.iter().map(|(s, _)| s).collect();
+    assert_eq!(ids.len(), 4, "each caller has a session of its own");
+
+    // The same id and token from every session, at once.
+    let calls = sessions.iter().enumerate().map(|(i, (session, _))| {
+        let body = call_with_progress(7, "progress", &json!({"steps": i + 1}), "same-token");
+        let request = in_session(&http, &url, session, &body);
+        async move { progress_and_answer(request.send().await.unwrap()).await }
+    });
+    for (i, (progress, answer)) in futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(answer["id"], 7, "{answer}");
+        assert_eq!(
+            client::tool_text(&answer),
+            format!("done in {} steps", i + 1)
+        );
+        let steps: Vec<f64> = progress.iter().map(|(_, step)| *step).collect();
+        let expected: Vec<f64> = (1..=i + 1).map(|s| s as f64).collect();
+        assert_eq!(steps, expected, "session {i} sees its own progress only");
+        assert!(progress.iter().all(|(token, _)| *token == "same-token"));
+    }
+    let echoes = sessions.iter().map(|(session, _)| {
+        let body = call_body(8, "echo", &json!({"text": session}));
+        let (http, url) = (http.clone(), url.clone());
+        async move { (session.clone(), call(&http, &url, session, &body).await) }
+    });
+    for (session, answer) in futures::future::join_all(echoes).await {
+        assert_eq!(client::tool_text(&answer), session);
+    }
+
+    let denied = call(
+        &http,
+        &url,
+        &sessions[0].0,
+        &call_body(9, "forbidden", &json!({"text":"x"})),
+    )
+    .await;
+    assert!(denied.get("error").is_some(), "{denied}");
+    assert!(!gateway.calls().contains(&"forbidden".to_owned()));
+
+    assert_eq!(close(&http, &url, &sessions[0].0).await, StatusCode::OK);
+    let gone = in_session(
+        &http,
+        &url,
+        &sessions[0].0,
+        &call_body(10, "echo", &json!({"text":"x"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let still = call(
+        &http,
+        &url,
+        &sessions[1].0,
+        &call_body(11, "echo", &json!({"text":"on"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&still), "on");
+    assert_eq!(gateway.settle(2).await, 2, "the shared server runs on");
+}
+
+/// A shared server's request (sampling) reaches the one caller with a call waiting; while
+/// another caller's call runs too, no one caller can be told to own it: the gateway
+/// refuses it to the server and sends it to no one.
+#[tokio::test]
+async fn a_shared_servers_request_reaches_only_the_caller_it_can_be_for() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["share = true"]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (a, _) = open(&http, &url).await;
+    let (b, _) = open(&http, &url).await;
+    let said = sampled(&http, &url, &a, "ask_model", json!({"question":"q"}), "yes").await;
+    assert_eq!(said, "model said: yes");
+
+    let busy = in_session(
+        &http,
+        &url,
+        &b,
+        &call_with_progress(20, "progress", &json!({"steps": 10}), "b"),
+    );
+    let busy = tokio::spawn(async move { progress_and_answer(busy.send().await.unwrap()).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = call(
+        &http,
+        &url,
+        &a,
+        &call_body(21, "ask_model", &json!({"question":"q"})),
+    )
+    .await;
+    assert_eq!(asked["result"]["isError"], true, "{asked}");
+    assert!(
+        asked.to_string().contains("cannot tell which one"),
+        "the gateway's refusal reached the tool: {asked}"
+    );
+    let (_, answer) = busy.await.unwrap();
+    assert_eq!(
+        client::tool_text(&answer),
+        "done in 10 steps",
+        "b saw its own answer only"
+    );
+}
+
+/// A shared server that crashes fails the call in flight; the sessions stay and the next
+/// request starts a new server. One that crashes again soon after is started again only
+/// after a back-off, meanwhile answered 503 with `Retry-After`.
+#[tokio::test]
+async fn a_crashed_shared_server_is_started_again_after_a_back_off() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["share = true"]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (a, _) = open(&http, &url).await;
+    let (b, _) = open(&http, &url).await;
+    let crash = |session: &str, id: u64| {
+        in_session(&http, &url, session, &call_body(id, "crash", &json!({}))).send()
+    };
+    let crashed = crash(&a, 2).await.unwrap();
+    assert_eq!(crashed.status(), StatusCode::BAD_GATEWAY);
+    let crashed: Value = crashed.json().await.unwrap();
+    assert_eq!(
+        (crashed["id"].clone(), crashed["error"]["code"].clone()),
+        (json!(2), json!(-32010))
+    );
+    assert_eq!(gateway.settle(0).await, 0);
+    // The first crash: started again at once, the sessions kept.
+    let echoed = call(
+        &http,
+        &url,
+        &b,
+        &call_body(3, "echo", &json!({"text":"back"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&echoed), "back");
+    assert_eq!(gateway.settle(2).await, 2);
+    // Again, soon after its start: a back-off.
+    assert_eq!(
+        crash(&a, 4).await.unwrap().status(),
+        StatusCode::BAD_GATEWAY
+    );
+    let waiting = in_session(&http, &url, &b, &call_body(5, "echo", &json!({"text":"x"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry: u64 = waiting.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    let waiting: Value = waiting.json().await.unwrap();
+    assert_eq!(
+        (waiting["id"].clone(), waiting["error"]["code"].clone()),
+        (json!(5), json!(-32010))
+    );
+    gateway
+        .logged(&["shared stdio server is gone", "tools"])
+        .await;
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let echoed = call(
+        &http,
+        &url,
+        &a,
+        &call_body(6, "echo", &json!({"text":"again"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&echoed), "again");
+}
+
+/// The sessions of a shared server end after the idle timeout, and so does the server
+/// once none is left.
+#[tokio::test]
+async fn an_idle_shared_server_and_its_sessions_end() {
+    let Some(gateway) =
+        StdioGateway::start(Server::Python, &["share = true", "idle_timeout = \"1s\""])
+    else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    assert_eq!(gateway.settle(2).await, 2);
+    assert_eq!(
+        gateway.settle(0).await,
+        0,
+        "the idle shared server was stopped"
+    );
+    let gone = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(2, "echo", &json!({"text":"x"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    // A new session starts a new server.
+    let (next, _) = open(&http, &url).await;
+    let echoed = call(
+        &http,
+        &url,
+        &next,
+        &call_body(3, "echo", &json!({"text":"new"})),
+    )
+    .await;
+    assert_eq!(client::tool_text(&echoed), "new");
+}
