@@ -38,10 +38,10 @@ use serde_json::value::RawValue;
 use crate::body::Received;
 use crate::config::{ConfigError, RouteConfig};
 use crate::error::Rejection;
-use crate::mcp::headers::MCP_SESSION_ID;
+use crate::mcp::headers::{MCP_SESSION_ID, is_stateless};
 use crate::mcp::message::McpRequest;
 use crate::upstream::{Answered, Upstream};
-use channel::{Delivery, Events, Process, Request};
+use channel::{Delivery, Events, Process, Request, StopOnDrop};
 use tokio::sync::mpsc;
 
 /// The environment a server gets besides what its route declares, and the values used
@@ -308,12 +308,13 @@ impl RelayUpstream {
             .get(MCP_SESSION_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        if let Some(shared) = &self.shared
+            && parts.method != Method::POST
+        {
+            return shared.answer(self, &parts.method, session).await;
+        }
         match (&parts.method, session) {
             (&Method::POST, session) => self.post(&parts, body, session).await,
-            (_, session) if self.shared.is_some() => {
-                let shared = self.shared.as_ref().expect("shared");
-                shared.answer(self, &parts.method, session).await
-            }
             (&Method::GET, Some(session)) => match self.session(&session) {
                 Some(process) => event_stream(
                     Events::new(None, process.open_stream(&process.session)),
@@ -368,7 +369,9 @@ impl RelayUpstream {
             },
         };
         if let Some(shared) = &self.shared {
-            return shared.post(self, &body, parsed, session).await;
+            return shared
+                .post(self, &parts.headers, &body, parsed, session)
+                .await;
         }
         let reply_id = parsed.reply_id().cloned();
         let (process, started) = match session {
@@ -377,6 +380,9 @@ impl RelayUpstream {
                 None => return crate::error::session_not_found(),
             },
             None => {
+                if !is_initialize(parsed) && is_stateless(&parts.headers) {
+                    return self.once(&body, parsed).await;
+                }
                 if !is_initialize(parsed) {
                     return Rejection::InvalidMessage(
                         "no session: start one with `initialize` (without Mcp-Session-Id)".into(),
@@ -417,6 +423,31 @@ impl RelayUpstream {
             return json_answer(first, None);
         }
         respond(first, answers, parsed.batch, session)
+    }
+
+    /// A request of a revision without sessions (2026-07-28): a server of its own, sent
+    /// the request as it came — a server of that revision serves it without a handshake —
+    /// and stopped once the answer (or the stream of it) is over. Callers never share a
+    /// server, as they never share a session's.
+    async fn once(&self, body: &Bytes, parsed: &McpRequest) -> Response<Body> {
+        let reply_id = parsed.reply_id().cloned();
+        let session = uuid::Uuid::new_v4().simple().to_string();
+        let process = match self.launch(session.clone(), false, |_: &Process| {}) {
+            Ok(process) => process,
+            Err(rejection) => return rejection.into_response(reply_id.as_ref()),
+        };
+        let stop = StopOnDrop(Arc::clone(&process));
+        match self
+            .exchange(&process, &session, body, parsed, self.start_timeout)
+            .await
+        {
+            Ok(Some((first, answers))) if !first.last || parsed.batch => {
+                event_stream(Events::new(Some(first), answers).holding(stop), None)
+            }
+            Ok(Some((first, answers))) => respond(first, answers, parsed.batch, None),
+            Ok(None) => accepted(),
+            Err(rejection) => rejection.into_response(reply_id.as_ref()),
+        }
     }
 
     /// Sends the messages of one POST of `session` to `process`; the first thing the

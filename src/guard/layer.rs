@@ -13,7 +13,6 @@ use super::{Alerts, RouteGuard};
 use crate::body::Received;
 use crate::config::guard::Enforcement;
 use crate::error::{code, refusal};
-use crate::mcp::headers::MCP_PROTOCOL_VERSION;
 use crate::mcp::jsonrpc::RequestId;
 use crate::mcp::message::McpRequest;
 use crate::request::{Answer, IdentityHeaderValues, Kind, Layered, Next, Outcome};
@@ -92,10 +91,7 @@ async fn check_arguments<S>(
     let not_listed = match catalog.fetch_turn(unknown).await {
         Err(last) => last,
         Ok(mut turn) => {
-            let modern = headers
-                .get(MCP_PROTOCOL_VERSION)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v >= "2026-07-28");
+            let modern = crate::mcp::headers::is_stateless(headers);
             let caller = super::fetch::Caller {
                 headers,
                 identity,

@@ -15,6 +15,19 @@ pub const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
 /// 2026-07-28: `Mcp-Param-<name>` headers mirror selected parameters.
 pub const MCP_PARAM_PREFIX: &str = "mcp-param-";
 
+/// The first protocol revision without sessions: each request carries what the
+/// handshake used to say.
+pub const STATELESS_SINCE: &str = "2026-07-28";
+
+/// Whether a request speaks a revision without sessions (2026-07-28 or later), by its
+/// `MCP-Protocol-Version`. Revisions are dates: they order as text.
+pub fn is_stateless(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(MCP_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v >= STATELESS_SINCE)
+}
+
 /// Correlates a client's request with the gateway's logs and the upstream's.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Tells nginx-style buffering proxies in front of us not to buffer event streams.

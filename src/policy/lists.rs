@@ -17,7 +17,6 @@ use http::HeaderMap;
 
 use super::Kind;
 use crate::mcp::answer::AnswerError;
-use crate::mcp::headers::MCP_PROTOCOL_VERSION;
 use crate::mcp::list::{Answering, ListKind, filter_answer};
 use crate::mcp::message::McpRequest;
 
@@ -48,7 +47,7 @@ impl ListRequests {
             } else {
                 Answering::One
             },
-            modern: modern(headers),
+            modern: crate::mcp::headers::is_stateless(headers),
         })
     }
 
@@ -57,16 +56,9 @@ impl ListRequests {
     pub fn stream(headers: &HeaderMap) -> Self {
         Self {
             answering: Answering::Any,
-            modern: modern(headers),
+            modern: crate::mcp::headers::is_stateless(headers),
         }
     }
-}
-
-fn modern(headers: &HeaderMap) -> bool {
-    headers
-        .get(MCP_PROTOCOL_VERSION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v >= "2026-07-28")
 }
 
 /// Whether an item of a kind, by name, may be shown.

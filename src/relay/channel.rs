@@ -130,6 +130,14 @@ struct State {
     last_active: Option<Instant>,
 }
 
+/// Where the messages a server said on its own go.
+#[derive(Default)]
+struct Routed {
+    sends: Vec<(To, Bytes)>,
+    /// The gateway's answer to the server.
+    to_server: Option<Bytes>,
+}
+
 /// Where one message of the server goes.
 enum To {
     /// A POST's answer stream (or JSON answer).
@@ -142,7 +150,7 @@ impl State {
     /// Where a message the server says to `session` on its own goes: a POST of the
     /// session still waiting for its answer, as the Streamable HTTP transport lets a
     /// server do, else the session's GET stream, else its backlog.
-    fn to_session(&mut self, session: &Arc<str>) -> To {
+    fn route_to(&mut self, session: &Arc<str>) -> To {
         let waiting = self
             .pending
             .values()
@@ -641,10 +649,7 @@ impl Process {
             tracing::warn!(route = %self.route, "A stdio server wrote a line that is not a JSON-RPC message; dropped");
             return;
         };
-        let mut sends: Vec<(To, Bytes)> = Vec::new();
-        let mut to_server: Option<Bytes> = None;
-        let mut last = false;
-        {
+        let (routed, last) = {
             let mut state = self.state();
             state.last_active = Some(Instant::now());
             match (parts.method.as_deref(), parts.id) {
@@ -654,37 +659,37 @@ impl Process {
                         tracing::debug!(route = %self.route, "A stdio server answered a request nobody waits for; dropped");
                         return;
                     };
-                    last = pending.outstanding.fetch_sub(1, Ordering::AcqRel) == 1;
+                    let last = pending.outstanding.fetch_sub(1, Ordering::AcqRel) == 1;
                     let message = if pending.remapped {
                         remap::splice(&message, &[(id, pending.id.get().as_bytes())])
                     } else {
                         Some(message.clone())
                     };
-                    if let Some(message) = message {
-                        sends.push((To::Reply(pending.reply), message));
-                    }
+                    let sends = message
+                        .map(|m| vec![(To::Reply(pending.reply), m)])
+                        .unwrap_or_default();
+                    (
+                        Routed {
+                            sends,
+                            to_server: None,
+                        },
+                        last,
+                    )
                 }
-                (Some(method), id) => {
-                    self.route_unsolicited(
-                        &mut state,
-                        method,
-                        id,
-                        &parts,
-                        &message,
-                        &mut sends,
-                        &mut to_server,
-                    );
-                }
+                (Some(method), id) => (
+                    self.route_unsolicited(&mut state, method, id, &parts, &message),
+                    false,
+                ),
                 (None, None) => {
                     tracing::warn!(route = %self.route, "A stdio server wrote a message with neither method nor id; dropped");
                     return;
                 }
             }
-        }
-        if let Some(answer) = to_server {
+        };
+        if let Some(answer) = routed.to_server {
             self.write(answer).await;
         }
-        for (to, message) in sends {
+        for (to, message) in routed.sends {
             match to {
                 // The client may have gone: then the message has nowhere to go.
                 To::Reply(reply) => {
@@ -707,7 +712,6 @@ impl Process {
     /// it can be for. A shared server's request that no one session can be told to own
     /// is answered by the gateway (`ping`) or refused: never sent to a client it may not
     /// be for.
-    #[allow(clippy::too_many_arguments)]
     fn route_unsolicited(
         &self,
         state: &mut State,
@@ -715,9 +719,9 @@ impl Process {
         id: Option<&RawValue>,
         parts: &remap::Parts<'_>,
         message: &Bytes,
-        sends: &mut Vec<(To, Bytes)>,
-        to_server: &mut Option<Bytes>,
-    ) {
+    ) -> Routed {
+        let mut routed = Routed::default();
+        let (sends, to_server) = (&mut routed.sends, &mut routed.to_server);
         if method == "notifications/progress"
             && let Some(token) = parts.token
         {
@@ -734,15 +738,15 @@ impl Process {
                 if let Some(message) = message {
                     sends.push((To::Reply(p.reply.clone()), message));
                 }
-                return;
+                return routed;
             }
         }
         if method.ends_with("/list_changed") {
             let sessions: Vec<Arc<str>> = state.outlets.keys().cloned().collect();
             for session in sessions {
-                sends.push((state.to_session(&session), message.clone()));
+                sends.push((state.route_to(&session), message.clone()));
             }
-            return;
+            return routed;
         }
         if self.shared && method == "notifications/resources/updated" {
             let sessions: Vec<Arc<str>> = state
@@ -757,9 +761,9 @@ impl Process {
                 .map(|(s, _)| Arc::clone(s))
                 .collect();
             for session in sessions {
-                sends.push((state.to_session(&session), message.clone()));
+                sends.push((state.route_to(&session), message.clone()));
             }
-            return;
+            return routed;
         }
         if self.shared && method == "notifications/cancelled" {
             // The server withdrew a request of its own: from the session it was sent to.
@@ -769,9 +773,9 @@ impl Process {
                 theirs.then(|| Arc::clone(s))
             });
             if let Some(session) = session {
-                sends.push((state.to_session(&session), message.clone()));
+                sends.push((state.route_to(&session), message.clone()));
             }
-            return;
+            return routed;
         }
         match state.attributable(self.shared) {
             Some(session) => {
@@ -784,11 +788,11 @@ impl Process {
                             id,
                             "too many requests wait for this client's answer",
                         ));
-                        return;
+                        return routed;
                     }
                     outlet.asked.insert(canonical(id));
                 }
-                sends.push((state.to_session(&session), message.clone()));
+                sends.push((state.route_to(&session), message.clone()));
             }
             None => match id {
                 Some(id) if method == "ping" => {
@@ -809,6 +813,7 @@ impl Process {
                 }
             },
         }
+        routed
     }
 
     /// Keeps `message` for the next GET stream of `session`.
@@ -912,6 +917,22 @@ async fn log_stderr(route: Arc<str>, stderr: tokio::process::ChildStderr) {
     }
 }
 
+/// Stops its server when dropped (a server of one request, when the answer is over).
+#[derive(Debug)]
+pub struct StopOnDrop(pub Arc<Process>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let process = Arc::clone(&self.0);
+        // Outside a runtime (the gateway's end) the launcher ends with the gateway.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { process.stop().await });
+        } else {
+            process.kill();
+        }
+    }
+}
+
 /// A client stream of [`Delivery`]s as Server-Sent Events; it ends after the message
 /// marked `last` (a POST's stream) or when the server is gone.
 #[derive(Debug)]
@@ -920,6 +941,8 @@ pub struct Events {
     first: Option<Delivery>,
     keep_alive: tokio::time::Interval,
     done: bool,
+    /// A server of this stream alone, stopped with it.
+    _server: Option<StopOnDrop>,
 }
 
 impl Events {
@@ -932,7 +955,14 @@ impl Events {
                 KEEP_ALIVE,
             ),
             done: false,
+            _server: None,
         }
+    }
+
+    /// The stream, stopping `server` when it is over.
+    pub fn holding(mut self, server: StopOnDrop) -> Self {
+        self._server = Some(server);
+        self
     }
 }
 

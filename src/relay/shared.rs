@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 use super::channel::{GATEWAY, Process};
 use super::{RelayUpstream, event_stream, is_error, is_initialize, json_answer, respond};
 use crate::error::Rejection;
+use crate::mcp::headers::is_stateless;
 use crate::mcp::message::McpRequest;
 
 /// A server that ran this long before it exited crashed once, not again and again.
@@ -107,12 +108,16 @@ impl Shared {
     pub async fn post(
         self: &Arc<Self>,
         relay: &RelayUpstream,
+        headers: &http::HeaderMap,
         body: &Bytes,
         parsed: &McpRequest,
         session: Option<String>,
     ) -> Response<Body> {
         let reply_id = parsed.reply_id().cloned();
         let Some(session) = session else {
+            if !is_initialize(parsed) && is_stateless(headers) {
+                return relay.once(body, parsed).await;
+            }
             if !is_initialize(parsed) {
                 return Rejection::InvalidMessage(
                     "no session: start one with `initialize` (without Mcp-Session-Id)".into(),

@@ -39,6 +39,8 @@ enum Server {
     WithGrandchild,
     /// Not a child: a server of the legacy HTTP+SSE transport at this URL.
     Sse(String),
+    /// The Python SDK's 2.x server, which serves 2026-07-28 requests as well.
+    Modern,
 }
 
 impl StdioGateway {
@@ -56,6 +58,10 @@ impl StdioGateway {
                 interop.join("stdio_server.py"),
             ),
             Server::PythonCode(_) => (support::interop::venv_python()?, PathBuf::from("-c")),
+            Server::Modern => (
+                support::interop::venv_mcp2_python()?,
+                interop.join("modern_server.py"),
+            ),
             Server::WithGrandchild => {
                 support::interop::venv_python()?;
                 (PathBuf::from("/bin/sh"), PathBuf::from("-c"))
@@ -72,7 +78,7 @@ impl StdioGateway {
         };
         let port = free_port();
         let transport_arg = match &server {
-            Server::Python | Server::Sse(_) => String::new(),
+            Server::Python | Server::Sse(_) | Server::Modern => String::new(),
             Server::Everything => "\"stdio\", ".to_owned(),
             Server::PythonCode(code) => format!("{}, ", Value::String((*code).to_owned())),
             Server::WithGrandchild => {
@@ -1497,4 +1503,97 @@ async fn an_idle_shared_server_and_its_sessions_end() {
     )
     .await;
     assert_eq!(client::tool_text(&echoed), "new");
+}
+
+/// A 2026-07-28 caller needs no session: each request gets a server of its own, sent the
+/// request as it came (the SDK's 2.x server serves it without a handshake), stopped once
+/// the answer is over; a denied tool never reaches it. Handshake-era sessions work on the
+/// same route, and with `share = true` too.
+#[tokio::test]
+async fn a_modern_caller_gets_a_server_per_request_with_no_session() {
+    for share in [false, true] {
+        let extra: &[&str] = if share { &["share = true"] } else { &[] };
+        let Some(gateway) = StdioGateway::start(Server::Modern, extra) else {
+            return;
+        };
+        let (http, url) = (http(), gateway.url.clone());
+        let listed = client::modern_post(
+            &http,
+            &url,
+            "tools/list",
+            None,
+            json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(listed.status(), StatusCode::OK);
+        assert!(
+            listed.headers().get("mcp-session-id").is_none(),
+            "no session"
+        );
+        let listed = response_message(listed).await;
+        let names: Vec<&str> = listed["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{listed}"))
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"echo") && !names.contains(&"forbidden"),
+            "{names:?}"
+        );
+
+        let echo = call_body(2, "echo", &json!({"text":"modern"}));
+        let echoed = response_message(
+            client::modern_post(&http, &url, "tools/call", Some("echo"), echo)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(client::tool_text(&echoed), "modern", "{echoed}");
+        assert_eq!(
+            echoed["result"]["resultType"], "complete",
+            "a 2026-07-28 answer: {echoed}"
+        );
+
+        let steps = call_with_progress(3, "progress", &json!({"steps": 2}), "tok");
+        let (progress, answer) = progress_and_answer(
+            client::modern_post(&http, &url, "tools/call", Some("progress"), steps)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(client::tool_text(&answer), "done in 2 steps");
+        assert_eq!(progress.len(), 2, "{progress:?}");
+
+        let denied = call_body(4, "forbidden", &json!({"text":"x"}));
+        let denied = response_message(
+            client::modern_post(&http, &url, "tools/call", Some("forbidden"), denied)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(denied.get("error").is_some(), "{denied}");
+        assert_eq!(gateway.calls(), ["echo", "progress"], "share = {share}");
+        assert_eq!(
+            gateway.settle(0).await,
+            0,
+            "each request's server stopped after its answer"
+        );
+
+        // The handshake era on the same route.
+        let (session, _) = open(&http, &url).await;
+        let echoed = call(
+            &http,
+            &url,
+            &session,
+            &call_body(5, "echo", &json!({"text":"old"})),
+        )
+        .await;
+        assert_eq!(client::tool_text(&echoed), "old");
+    }
 }

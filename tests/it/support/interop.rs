@@ -37,6 +37,12 @@ pub fn venv_python() -> Option<PathBuf> {
     installed("the Python MCP SDK", &[&python]).then_some(python)
 }
 
+/// The Python of the virtualenv with the SDK's 2.x line (2026-07-28).
+pub fn venv_mcp2_python() -> Option<PathBuf> {
+    let python = dir().join(".venv-mcp2/bin/python");
+    installed("the Python MCP SDK 2.x", &[&python]).then_some(python)
+}
+
 /// Runs a client script that prints one JSON report line, bounded by coreutils `timeout`
 /// (interpreter start included, so a stuck run fails instead of hanging the suite), and
 /// returns the report. Fails the test if the client fails or prints no JSON.
