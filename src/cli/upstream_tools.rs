@@ -1,21 +1,25 @@
 //! `portcullis check`, second part: when a route's upstream is reachable, ask it for its
 //! tools (an MCP handshake and `tools/list`, every page) and warn about tool names in the
 //! route's rules that it does not list — a typo there silently denies (or fails to deny)
-//! what the operator meant.
+//! what the operator meant. A stdio server is started for it as the gateway would start
+//! it (same launcher, environment and isolation) and stopped after.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, Transport};
 use crate::glob::Glob;
 use crate::mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
 use crate::mcp::sse::SseDecoder;
 use crate::proxy::UpstreamClient;
+use crate::relay::RelayUpstream;
+use crate::upstream::Upstream as _;
 
 const PROTOCOL_VERSION: &str = "2025-11-25";
 const MAX_PAGES: usize = 50;
@@ -23,12 +27,73 @@ const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// The whole conversation with one upstream.
 pub const DEADLINE: Duration = Duration::from_secs(5);
 
+/// How `check` reaches a route's upstream.
+enum Via {
+    /// A Streamable HTTP upstream, through the gateway's client (its errors say why).
+    Http(UpstreamClient),
+    /// Any other (stdio, legacy SSE), as the gateway serves it.
+    Relay(RelayUpstream),
+}
+
+impl Via {
+    fn of(route: &RouteConfig) -> Result<Self, String> {
+        let up = &route.upstream;
+        match &up.url {
+            Some(url) if up.transport == Transport::StreamableHttp => Ok(Self::Http(
+                UpstreamClient::new(route, url, 1).map_err(|e| e.to_string())?,
+            )),
+            Some(url) => Ok(Self::Relay(
+                RelayUpstream::sse(route, url).map_err(|e| e.to_string())?,
+            )),
+            None => {
+                let launcher = std::env::current_exe()
+                    .map_err(|e| format!("cannot find this program to launch the server: {e}"))?;
+                Ok(Self::Relay(RelayUpstream::stdio(route, launcher)))
+            }
+        }
+    }
+
+    /// How long the whole conversation may take: a stdio server may take its
+    /// `start_timeout` to start.
+    fn deadline(&self, route: &RouteConfig) -> Duration {
+        match self {
+            Self::Http(_) => DEADLINE,
+            Self::Relay(_) => DEADLINE + route.upstream.start_timeout.get(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Body>, String> {
+        match self {
+            Self::Http(client) => {
+                let mut headers = headers;
+                client.inject(&mut headers);
+                let mut req = Request::new(Full::new(body));
+                *req.method_mut() = method;
+                *req.uri_mut() = client.uri().clone();
+                *req.headers_mut() = headers;
+                let response = client.send(req).await.map_err(|e| e.to_string())?;
+                Ok(response.map(Body::new))
+            }
+            Self::Relay(relay) => {
+                let mut req = Request::new(());
+                *req.method_mut() = method;
+                *req.headers_mut() = headers;
+                let (parts, ()) = req.into_parts();
+                Ok(relay.send(parts, body).await)
+            }
+        }
+    }
+}
+
 /// The tool names the route's upstream lists, or why they could not be had.
 pub async fn listed_tools(route: &RouteConfig) -> Result<Vec<String>, String> {
-    let Some(url) = &route.upstream.url else {
-        return Err("the tools of a stdio upstream are not listed by `check`".to_owned());
-    };
-    let client = UpstreamClient::new(route, url, 1).map_err(|e| e.to_string())?;
+    let client = Via::of(route)?;
+    let deadline = client.deadline(route);
     let conversation = async {
         let (init, session) =
             exchange(&client, None, &request(1, "initialize", init_params())).await?;
@@ -68,14 +133,24 @@ pub async fn listed_tools(route: &RouteConfig) -> Result<Vec<String>, String> {
                 .and_then(Value::as_str)
                 .map(str::to_owned);
             if cursor.is_none() {
-                return Ok(names);
+                break;
             }
+        }
+        // Ends the session (a stdio server's, its process).
+        if let Some(session) = &session {
+            let mut headers = HeaderMap::new();
+            headers.insert(MCP_SESSION_ID, session.clone());
+            headers.insert(
+                MCP_PROTOCOL_VERSION,
+                HeaderValue::from_static(PROTOCOL_VERSION),
+            );
+            let _ = client.send(Method::DELETE, headers, Bytes::new()).await;
         }
         Ok(names)
     };
-    tokio::time::timeout(DEADLINE, conversation)
+    tokio::time::timeout(deadline, conversation)
         .await
-        .map_err(|_| format!("no complete answer within {DEADLINE:?}"))?
+        .map_err(|_| format!("no complete answer within {deadline:?}"))?
 }
 
 /// Warnings for `route`'s rules against the tools its upstream lists.
@@ -117,11 +192,11 @@ fn request(id: u64, method: &str, params: Value) -> Value {
 /// POSTs `message` and reads the JSON-RPC answer to it (JSON or the first response in an
 /// event stream), with the session id the upstream gave, if any.
 async fn exchange(
-    client: &UpstreamClient,
+    client: &Via,
     session: Option<&HeaderValue>,
     message: &Value,
 ) -> Result<(Value, Option<HeaderValue>), String> {
-    let mut headers = http::HeaderMap::new();
+    let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         ACCEPT,
@@ -134,12 +209,9 @@ async fn exchange(
     if let Some(session) = session {
         headers.insert(MCP_SESSION_ID, session.clone());
     }
-    client.inject(&mut headers);
-    let mut req = Request::new(Full::new(Bytes::from(message.to_string())));
-    *req.method_mut() = Method::POST;
-    *req.uri_mut() = client.uri().clone();
-    *req.headers_mut() = headers;
-    let response = client.send(req).await.map_err(|e| e.to_string())?;
+    let response = client
+        .send(Method::POST, headers, Bytes::from(message.to_string()))
+        .await?;
     let status = response.status();
     let new_session = response.headers().get(MCP_SESSION_ID).cloned();
     let stream = is_event_stream(response.headers().get(CONTENT_TYPE));
@@ -147,7 +219,17 @@ async fn exchange(
         return Ok((Value::Null, new_session.or(session.cloned())));
     }
     if !status.is_success() {
-        return Err(format!("the upstream answered {status}"));
+        // The gateway's own refusal (a stdio server that would not start) says why.
+        let why = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .ok()
+            .and_then(|body| serde_json::from_slice::<Value>(&body.to_bytes()).ok())
+            .and_then(|answer| answer["error"]["message"].as_str().map(str::to_owned));
+        return Err(match why {
+            Some(why) => format!("the upstream answered {status}: {why}"),
+            None => format!("the upstream answered {status}"),
+        });
     }
     let answer = if stream {
         first_response(response.into_body()).await?

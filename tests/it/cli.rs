@@ -963,6 +963,60 @@ fn check_warns_about_tools_in_rules_that_the_upstream_does_not_list() {
     }
 }
 
+/// A stdio server is started for the listing as the gateway would start it, and stopped
+/// after; one that cannot start is a warning with the reason.
+#[test]
+fn check_lists_the_tools_of_a_stdio_server() {
+    let Some(python) = support::interop::venv_python() else {
+        return;
+    };
+    let server = support::interop::dir().join("stdio_server.py");
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("portcullis-check-{}", uuid::Uuid::new_v4().simple());
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_http = true\n\
+         [[routes]]\nname = \"tools\"\npath = \"/mcp\"\nauth = \"none\"\n\
+         upstream = {{ command = {python}, args = [{server}, {marker}] }}\n\
+         [[routes.policy]]\ntools = [\"echo\", \"ech\"]\n\
+         [[routes]]\nname = \"broken\"\npath = \"/broken/mcp\"\nauth = \"none\"\n\
+         upstream = {{ command = {python}, args = [\"-c\", \"raise SystemExit(1)\"] }}\n\
+         [[routes.policy]]\ntools = [\"echo\"]\n",
+        python = serde_json::Value::from(python.display().to_string()),
+        server = serde_json::Value::from(server.display().to_string()),
+        marker = serde_json::Value::from(marker.as_str()),
+    );
+    let config = write(dir.path(), "check.toml", &text);
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning: routes[") && !l.contains(".auth:"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: routes[0].policy[0].tools: the upstream does not list a tool `ech`",
+            "warning: routes[1]: the upstream's tools could not be listed (the upstream answered \
+             502 Bad Gateway: upstream MCP server unavailable); tool names in its rules not checked",
+        ],
+        "{stdout}"
+    );
+    let left = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        })
+        .count();
+    assert_eq!(left, 0, "the server was stopped");
+}
+
 #[test]
 fn audit_verify_names_the_first_tampered_record_across_rotated_files() {
     use portcullis::audit::chain::{Chain, Hasher};
