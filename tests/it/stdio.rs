@@ -781,7 +781,26 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
     if !support::interop::installed("the TypeScript SDK", &[&node, &sdk]) {
         return;
     }
-    let Some(gateway) = StdioGateway::start(Server::Python, &[]) else {
+    // Then with one server shared by every session (the SDK clients one after the other,
+    // over Streamable HTTP: a legacy client's session is a Streamable HTTP one below).
+    for shared in [false, true] {
+        let extra: &[&str] = if shared {
+            &["share = true", "idle_timeout = \"1s\""]
+        } else {
+            &[]
+        };
+        sdk_clients_through_a_stdio_route(&python, &node, extra, !shared).await;
+    }
+}
+
+async fn sdk_clients_through_a_stdio_route(
+    python: &Path,
+    node: &Path,
+    extra: &[&str],
+    legacy: bool,
+) {
+    let interop = support::interop::dir();
+    let Some(gateway) = StdioGateway::start(Server::Python, extra) else {
         return;
     };
     let calls = json!([
@@ -790,20 +809,23 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
         {"name": "progress", "arguments": {"steps": 2}},
         {"name": "ask_model", "arguments": {"question": "?"}}
     ]);
-    let clients = [
+    let mut clients = vec![
         (
-            python.clone(),
+            python.to_owned(),
             interop.join("policy_client.py"),
             "streamable_http",
         ),
         (
-            node.clone(),
+            node.to_owned(),
             interop.join("policy_client.mjs"),
             "streamable_http",
         ),
-        (python, interop.join("policy_client.py"), "sse"),
-        (node, interop.join("policy_client.mjs"), "sse"),
     ];
+    if legacy {
+        clients.push((python.to_owned(), interop.join("policy_client.py"), "sse"));
+        clients.push((node.to_owned(), interop.join("policy_client.mjs"), "sse"));
+    }
+    let runs = clients.len();
     for (program, script, transport) in clients {
         let what = format!("{} over {transport}", script.display());
         let url = match transport {
@@ -865,7 +887,7 @@ async fn sdk_clients_list_call_and_are_denied_through_a_stdio_route() {
     }
     assert_eq!(
         gateway.calls(),
-        ["echo", "progress", "ask_model"].repeat(4),
+        ["echo", "progress", "ask_model"].repeat(runs),
         "each client ran each allowed tool once, and never the denied one"
     );
 }
