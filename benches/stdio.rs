@@ -1,6 +1,7 @@
 //! stdio upstreams against Streamable HTTP ones (issue [3/7]): the real `portcullis` binary
 //! with two routes in front of the same reference server, `server-everything` on Node —
-//! once run by the gateway as a stdio child, once as its own Streamable HTTP process — and
+//! once run by the gateway as a stdio child (one per session, and one shared by the
+//! route's sessions, `share = true`), once as its own Streamable HTTP process — and
 //! sequential `tools/call`s of `echo` through each, in interleaved rounds over one
 //! keep-alive connection. Reported: p50 and p99 latency per route, what stdio adds at the
 //! p50, the proxy's CPU per call on each, and the gateway's memory per live stdio
@@ -140,6 +141,13 @@ path = "/stdio/mcp"
 auth = "none"
 default_policy = "allow"
 upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max} }}
+
+[[routes]]
+name = "shared"
+path = "/shared/mcp"
+auth = "none"
+default_policy = "allow"
+upstream = {{ command = {node}, args = [{index}, "stdio"], share = true }}
 "#,
         node = Value::String(node.display().to_string()),
         index = Value::String(everything.join("index.js").display().to_string()),
@@ -207,6 +215,7 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
     let targets = [
         ("http", format!("{base}/http/mcp"), pid),
         ("stdio", format!("{base}/stdio/mcp"), pid),
+        ("stdio shared", format!("{base}/shared/mcp"), pid),
         (
             "mcp-proxy",
             format!("http://127.0.0.1:{bridge_port}/mcp"),
@@ -243,7 +252,7 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
     let ticks_per_second = 100.0;
     println!("\nstdio vs Streamable HTTP upstream, server-everything on Node, echo, 1 connection:");
     println!(
-        "{:<10} {:>8} {:>10} {:>10} {:>14}",
+        "{:<12} {:>8} {:>10} {:>10} {:>14}",
         "route", "calls", "p50 µs", "p99 µs", "proxy CPU µs"
     );
     let mut p50s = Vec::new();
@@ -255,7 +264,7 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], max_processes = {max}
         };
         let cpu = route.cpu_ticks as f64 / ticks_per_second * 1e6 / route.latencies.len() as f64;
         println!(
-            "{:<10} {:>8} {:>10.1} {:>10.1} {:>14.1}",
+            "{:<12} {:>8} {:>10.1} {:>10.1} {:>14.1}",
             route.name,
             route.latencies.len(),
             at(0.5),
