@@ -275,6 +275,11 @@ pub struct RouteConfig {
     /// `<path>/sse`, their messages at `<path>/message`.
     #[serde(default)]
     pub legacy_sse: bool,
+    /// Where legacy clients open their stream instead of `<path>/sse` (what they are
+    /// configured with: `/sse`, say).
+    pub legacy_sse_path: Option<String>,
+    /// Where legacy clients send their messages instead of `<path>/message`.
+    pub legacy_message_path: Option<String>,
     /// Client request headers forwarded upstream besides the MCP ones.
     #[serde(default)]
     pub forward_headers: Vec<String>,
@@ -319,6 +324,22 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// With `legacy_sse`, where legacy clients open their stream and send their messages.
+    pub fn legacy_paths(&self) -> Option<(String, String)> {
+        if !self.legacy_sse {
+            return None;
+        }
+        let base = self.path.trim_end_matches('/');
+        Some((
+            self.legacy_sse_path
+                .clone()
+                .unwrap_or_else(|| format!("{base}/sse")),
+            self.legacy_message_path
+                .clone()
+                .unwrap_or_else(|| format!("{base}/message")),
+        ))
+    }
+
     /// `upstream_headers` as sent upstream (their values are secrets: marked sensitive, so
     /// that no HTTP library shows them). Names and values were checked when the config
     /// loaded.

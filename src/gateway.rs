@@ -142,8 +142,9 @@ pub struct Route {
     pub max_body: u64,
     /// `[server] body_read_timeout`: how long a request body may take to arrive.
     pub body_read_timeout: std::time::Duration,
-    /// Legacy HTTP+SSE clients are served at `<path>/sse` and `<path>/message`.
-    pub legacy_sse: bool,
+    /// Where legacy HTTP+SSE clients open their stream and send their messages, if the
+    /// route serves them.
+    pub legacy_paths: Option<(String, String)>,
     pub auth: Arc<RouteAuth>,
     pub policy: Arc<RoutePolicy>,
     /// The route's own rate limits (per route, per principal and tool).
@@ -358,7 +359,7 @@ impl Gateway {
                     cors,
                     max_body: r.max_body.get(),
                     body_read_timeout: config.server.body_read_timeout.get(),
-                    legacy_sse: r.legacy_sse,
+                    legacy_paths: r.legacy_paths(),
                     auth: Arc::new(auth),
                     policy: Arc::new(policy),
                     limits: Arc::new(RouteLimits::new(

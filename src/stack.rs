@@ -220,8 +220,7 @@ impl Routes {
                 };
                 let stack = route_stack(gateway, route);
                 // A legacy client's stream and messages are the route's too.
-                let legacy = route.legacy_sse.then(|| {
-                    let (stream, messages) = legacy::paths(&route.path);
+                let legacy = route.legacy_paths.clone().map(|(stream, messages)| {
                     [
                         (stream, (routed.clone(), stack.clone())),
                         (messages, (routed.clone(), stack.clone())),
@@ -331,10 +330,11 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
         // Legacy HTTP+SSE clients, once known: their messages go down as Streamable
         // HTTP POSTs through everything below.
         .layer(layer_fn(|next| {
-            optional(route.legacy_sse, next, |next| {
+            optional(route.legacy_paths.is_some(), next, |next| {
                 Shared::new(legacy::Legacy::new(
                     next,
                     &route.path,
+                    route.legacy_paths.clone().unwrap_or_default(),
                     route.max_body,
                     route.body_read_timeout,
                 ))

@@ -15,6 +15,23 @@ use crate::tls;
 /// Paths the gateway answers itself; routes may not take them.
 pub(crate) const RESERVED_PATHS: &[&str] = &["/healthz", "/readyz", "/.well-known", "/metrics"];
 
+/// Whether `path` can be a route's (or a legacy endpoint's) path.
+fn is_valid_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains("//")
+        && !path.split('/').any(|seg| seg == "." || seg == "..")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c))
+}
+
+/// Whether `path` is (under) one of the gateway's own endpoints.
+fn is_reserved(path: &str) -> bool {
+    RESERVED_PATHS
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
 /// Request headers the gateway manages itself; `upstream_headers` may not set them.
 pub(super) const MANAGED_HEADERS: &[&str] = &[
     "host",
@@ -75,17 +92,53 @@ pub(super) fn validate(
                 ),
             ));
         }
-        if route.legacy_sse {
-            let base = route.path.trim_end_matches('/');
-            for legacy in [format!("{base}/sse"), format!("{base}/message")] {
+        if let Some((stream, messages)) = route.legacy_paths() {
+            for (key, legacy) in [
+                ("legacy_sse_path", stream),
+                ("legacy_message_path", messages),
+            ] {
+                let configured = match key {
+                    "legacy_sse_path" => route.legacy_sse_path.is_some(),
+                    _ => route.legacy_message_path.is_some(),
+                };
+                let key = if configured { key } else { "legacy_sse" };
                 if let Some(first) = paths.insert(legacy.clone(), i) {
+                    let whose = if first == i {
+                        "another endpoint of this route".to_owned()
+                    } else {
+                        format!("the path of routes[{first}]")
+                    };
                     errors.push(ConfigError::new(
-                        format!("{at}.legacy_sse"),
-                        format!(
-                            "the legacy endpoint `{legacy}` is the path of routes[{first}] too"
-                        ),
+                        format!("{at}.{key}"),
+                        format!("the legacy endpoint `{legacy}` is {whose} too"),
                     ));
                 }
+            }
+        }
+        for (key, path) in [
+            ("legacy_sse_path", &route.legacy_sse_path),
+            ("legacy_message_path", &route.legacy_message_path),
+        ] {
+            let Some(path) = path else { continue };
+            if !route.legacy_sse {
+                errors.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    "applies only with `legacy_sse = true`",
+                ));
+            } else if !is_valid_path(path) || path == "/" {
+                errors.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    format!(
+                        "`{path}` is not a valid endpoint path: write a path such as `/sse` \
+                         that starts with `/`, uses only ASCII letters, digits and `-_.~/`, \
+                         and has no `//`, `.` or `..` segment"
+                    ),
+                ));
+            } else if is_reserved(path) {
+                errors.push(ConfigError::new(
+                    format!("{at}.{key}"),
+                    format!("`{path}` is reserved for the gateway's own endpoints"),
+                ));
             }
         }
         // An upstream whose `url` or `command` was in error is not missing one.
@@ -247,13 +300,7 @@ fn route(at: &str, r: &RouteConfig, upstream_known: bool, errors: &mut Vec<Confi
         ));
     }
     // `/` alone is the root: a sidecar in front of one MCP server serves it there.
-    let valid_path = r.path.starts_with('/')
-        && !r.path.contains("//")
-        && !r.path.split('/').any(|seg| seg == "." || seg == "..")
-        && r.path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/-_.~".contains(c));
-    if !valid_path {
+    if !is_valid_path(&r.path) {
         errors.push(ConfigError::new(
             format!("{at}.path"),
             format!(
@@ -263,10 +310,7 @@ fn route(at: &str, r: &RouteConfig, upstream_known: bool, errors: &mut Vec<Confi
                 r.path
             ),
         ));
-    } else if RESERVED_PATHS
-        .iter()
-        .any(|p| r.path == *p || r.path.starts_with(&format!("{p}/")))
-    {
+    } else if is_reserved(&r.path) {
         errors.push(ConfigError::new(
             format!("{at}.path"),
             format!("`{}` is reserved for the gateway itself", r.path),

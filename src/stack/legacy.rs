@@ -40,29 +40,38 @@ const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// The legacy transport of one route.
 pub struct Legacy<S> {
     pub next: S,
-    /// The route's path: its stream is `<path>/sse`, its messages `<path>/message`.
-    pub path: Arc<str>,
+    /// The route's own path, which a legacy client's messages go down as.
+    pub route_uri: http::Uri,
+    /// Where a legacy client opens its stream.
+    pub stream_path: Arc<str>,
+    /// Where it sends its messages.
+    pub message_path: Arc<str>,
     pub max_body: u64,
     pub body_timeout: Duration,
     sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
 }
 
 impl<S> Legacy<S> {
-    pub fn new(next: S, path: &str, max_body: u64, body_timeout: Duration) -> Self {
+    /// The legacy transport at `paths` (stream, messages: [`RouteConfig::legacy_paths`]).
+    ///
+    /// [`RouteConfig::legacy_paths`]: crate::config::RouteConfig::legacy_paths
+    pub fn new(
+        next: S,
+        route_path: &str,
+        paths: (String, String),
+        max_body: u64,
+        body_timeout: Duration,
+    ) -> Self {
         Self {
             next,
-            path: Arc::from(path),
+            route_uri: route_path.parse().unwrap_or_default(),
+            stream_path: Arc::from(paths.0),
+            message_path: Arc::from(paths.1),
             max_body,
             body_timeout,
             sessions: Arc::default(),
         }
     }
-}
-
-/// The paths of a route's legacy endpoints: its stream and its messages.
-pub fn paths(route_path: &str) -> (String, String) {
-    let base = route_path.trim_end_matches('/');
-    (format!("{base}/sse"), format!("{base}/message"))
 }
 
 /// One legacy session.
@@ -86,12 +95,11 @@ impl Session {
 
 impl<S: Next> Layered for Legacy<S> {
     fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
-        let (stream_path, message_path) = paths(&self.path);
         let path = req.uri().path();
-        if path == stream_path {
+        if path == &*self.stream_path {
             return answer(self.open(req));
         }
-        if path == message_path {
+        if path == &*self.message_path {
             return Box::pin(async move { Ok(self.message(req).await) });
         }
         self.next.clone().call(req)
@@ -120,8 +128,10 @@ impl<S: Next> Legacy<S> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.clone(), Arc::clone(&session));
-        let (_, message_path) = paths(&self.path);
-        let endpoint = format!("event: endpoint\ndata: {message_path}?sessionId={id}\n\n");
+        let endpoint = format!(
+            "event: endpoint\ndata: {}?sessionId={id}\n\n",
+            self.message_path
+        );
         let body = LegacyStream {
             events,
             keep_alive: tokio::time::interval_at(
@@ -177,7 +187,7 @@ impl<S: Next> Legacy<S> {
         let initialize = is_initialize(&body);
         let mut inner = Request::new(Body::from(body));
         *inner.method_mut() = Method::POST;
-        *inner.uri_mut() = self.path.parse().unwrap_or_default();
+        *inner.uri_mut() = self.route_uri.clone();
         *inner.headers_mut() = parts.headers;
         *inner.extensions_mut() = parts.extensions.clone();
         self.prepare(&mut inner, &session);
@@ -235,7 +245,7 @@ impl<S: Next> Legacy<S> {
     /// Opens the inner session's GET stream and relays it until it or the client ends.
     async fn listen(&self, session: &Session, extensions: http::Extensions) {
         let mut get = Request::new(Body::empty());
-        *get.uri_mut() = self.path.parse().unwrap_or_default();
+        *get.uri_mut() = self.route_uri.clone();
         *get.extensions_mut() = extensions;
         get.headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
@@ -332,7 +342,7 @@ impl<S: Next> Drop for Closed<S> {
         }
         let mut delete = Request::new(Body::empty());
         *delete.method_mut() = Method::DELETE;
-        *delete.uri_mut() = self.legacy.path.parse().unwrap_or_default();
+        *delete.uri_mut() = self.legacy.route_uri.clone();
         *delete.extensions_mut() = std::mem::take(&mut self.extensions);
         self.legacy.prepare(&mut delete, &session);
         let closing = self.legacy.next.clone().call(delete);

@@ -768,7 +768,8 @@ upstream = { url = "http://127.0.0.1:3000/mcp", command = "sh" }
 name = "http-with-stdio-settings"
 path = "/c/mcp"
 default_policy = "allow"
-upstream = { url = "http://127.0.0.1:3000/mcp", args = ["x"], env = { A = "b" }, user = 1000 }
+upstream = { url = "http://127.0.0.1:3000/mcp", args = ["x"], env = { A = "b" }, user = 1000, share = true }
+legacy_sse_path = "/sse"
 
 [[routes]]
 name = "neither"
@@ -781,6 +782,15 @@ name = "secret-env"
 path = "/e/mcp"
 default_policy = "allow"
 upstream = { command = "/bin/sh", env = { TOKEN = "${STDIO_TOKEN}" }, ca = "ca.pem", share = true }
+
+[[routes]]
+name = "legacy"
+path = "/f/mcp"
+default_policy = "allow"
+upstream = { url = "http://127.0.0.1:3000/mcp" }
+legacy_sse = true
+legacy_sse_path = "sse"
+legacy_message_path = "/a/mcp"
 "#;
     let found = messages(text, &env(&[]));
     let expected = [
@@ -795,7 +805,10 @@ upstream = { command = "/bin/sh", env = { TOKEN = "${STDIO_TOKEN}" }, ca = "ca.p
         "routes[3].upstream: needs `url` (a Streamable HTTP MCP endpoint) or `command`",
         "routes[4].upstream.env.TOKEN: ",
         "routes[4].upstream.ca: applies only to an https upstream (`url`)",
-        "routes[4].upstream.share: a shared stdio process is not supported yet",
+        "routes[2].upstream.share: applies only to a stdio upstream",
+        "routes[2].legacy_sse_path: applies only with `legacy_sse = true`",
+        "routes[5].legacy_sse_path: `sse` is not a valid endpoint path",
+        "routes[5].legacy_message_path: the legacy endpoint `/a/mcp` is the path of routes[0] too",
     ];
     for want in expected {
         assert!(

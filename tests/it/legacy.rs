@@ -216,3 +216,67 @@ async fn a_legacy_session_is_the_callers_alone_and_needs_credentials() {
     let error = stream.next_message().await.unwrap().json().unwrap();
     assert_eq!(error["error"]["code"], -32700, "{error}");
 }
+
+/// `legacy_sse_path` and `legacy_message_path` put the legacy endpoints where clients are
+/// configured to look (`/sse`, `/messages`); the defaults under the route are then gone.
+#[tokio::test]
+async fn the_legacy_endpoints_can_be_where_clients_look_for_them() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .auth(&format!(
+            "[[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n",
+            portcullis::auth::hash_key(ALICE),
+        ))
+        .route(
+            Route::new("tools", "/mcp", &upstream.url())
+                .authenticated()
+                .setting("legacy_sse = true")
+                .setting("legacy_sse_path = \"/sse\"")
+                .setting("legacy_message_path = \"/messages\"")
+                .setting("default_policy = \"allow\"")
+                .rule("effect = \"deny\"\ntools = [\"large\"]"),
+        )
+        .start()
+        .await;
+    let http = client::http_client(None, Http::H1);
+    let gone = http
+        .get(gateway.url("/mcp/sse"))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let response = http
+        .get(gateway.url("/sse"))
+        .header("x-api-key", ALICE)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = SseStream::new(response);
+    let endpoint = stream.next_event().await.unwrap().data.unwrap();
+    assert!(endpoint.starts_with("/messages?sessionId="), "{endpoint}");
+    let endpoint = gateway.url(&endpoint);
+    for message in [
+        client::initialize_body(1, "2024-11-05"),
+        client::call_body(2, "echo", &json!({"text": "where they look"})),
+        client::call_body(3, "large", &json!({"bytes": 1})),
+    ] {
+        let sent = client::post(&http, &endpoint, &message)
+            .header("x-api-key", ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), StatusCode::ACCEPTED);
+        let answer = stream.next_message().await.unwrap().json().unwrap();
+        assert_eq!(answer["id"], message["id"], "{answer}");
+        match message["id"].as_u64() {
+            Some(2) => assert_eq!(client::tool_text(&answer), "where they look"),
+            Some(3) => assert_eq!(answer["error"]["code"], -32040, "{answer}"),
+            _ => assert!(answer["result"]["serverInfo"].is_object(), "{answer}"),
+        }
+    }
+    assert_eq!(upstream.probe.calls("large"), 0);
+}
