@@ -44,6 +44,10 @@ use crate::upstream::{Answered, Upstream};
 use channel::{Delivery, Events, Process, Request, StopOnDrop};
 use tokio::sync::mpsc;
 
+/// How long a POST's answer waits for the server's first word before it becomes an event
+/// stream (a slow tool's answer, then, arrives on it).
+const EARLY_STREAM: Duration = Duration::from_secs(1);
+
 /// The environment a server gets besides what its route declares, and the values used
 /// when the gateway has none.
 const BASE_ENV: &[(&str, &str)] = &[
@@ -401,11 +405,11 @@ impl RelayUpstream {
         } else {
             self.response_timeout
         };
-        let (first, answers) = match self
-            .exchange(&process, &process.session, &body, parsed, wait)
+        let said = match self
+            .exchange(&process, &process.session, &body, parsed, wait, !started)
             .await
         {
-            Ok(Some(answered)) => answered,
+            Ok(Some(said)) => said,
             Ok(None) => return accepted(),
             Err(rejection) => {
                 if started && rejection == Rejection::UpstreamTimeout {
@@ -415,14 +419,18 @@ impl RelayUpstream {
                 return rejection.into_response(reply_id.as_ref());
             }
         };
-        let session = started.then(|| process.session.clone());
-        // `initialize` answered with an error: no session was made.
-        if started && is_error(&first.message) {
-            self.forget(&process);
-            process.stop().await;
-            return json_answer(first, None);
+        match said {
+            // `initialize` answered with an error: no session was made.
+            Said::First(first, _) if started && is_error(&first.message) => {
+                self.forget(&process);
+                process.stop().await;
+                json_answer(first, None)
+            }
+            said => {
+                let session = started.then(|| process.session.clone());
+                respond(said, parsed, session)
+            }
         }
-        respond(first, answers, parsed.batch, session)
     }
 
     /// A request of a revision without sessions (2026-07-28): a server of its own, sent
@@ -438,13 +446,10 @@ impl RelayUpstream {
         };
         let stop = StopOnDrop(Arc::clone(&process));
         match self
-            .exchange(&process, &session, body, parsed, self.start_timeout)
+            .exchange(&process, &session, body, parsed, self.start_timeout, true)
             .await
         {
-            Ok(Some((first, answers))) if !first.last || parsed.batch => {
-                event_stream(Events::new(Some(first), answers).holding(stop), None)
-            }
-            Ok(Some((first, answers))) => respond(first, answers, parsed.batch, None),
+            Ok(Some(said)) => respond_holding(said, parsed, None, Some(stop)),
             Ok(None) => accepted(),
             Err(rejection) => rejection.into_response(reply_id.as_ref()),
         }
@@ -452,7 +457,8 @@ impl RelayUpstream {
 
     /// Sends the messages of one POST of `session` to `process`; the first thing the
     /// server says about them, and the receiver of the rest, within `wait`. `None` when
-    /// they hold no request (nothing will be said).
+    /// they hold no request (nothing will be said). `early`: when the server has said
+    /// nothing after [`EARLY_STREAM`], the answer becomes a stream at once (see [`Said`]).
     async fn exchange(
         &self,
         process: &Process,
@@ -460,7 +466,8 @@ impl RelayUpstream {
         body: &Bytes,
         parsed: &McpRequest,
         wait: Duration,
-    ) -> Result<Option<(Delivery, mpsc::Receiver<Delivery>)>, Rejection> {
+        early: bool,
+    ) -> Result<Option<Said>, Rejection> {
         let lines = one_per_line(body, parsed);
         let requests: Vec<Request> = parsed
             .messages
@@ -493,9 +500,15 @@ impl RelayUpstream {
         if !expects_answer {
             return Ok(None);
         }
-        let first = match tokio::time::timeout_at(deadline, answers.recv()).await {
+        let head_by = if early {
+            deadline.min(tokio::time::Instant::now() + EARLY_STREAM)
+        } else {
+            deadline
+        };
+        let first = match tokio::time::timeout_at(head_by, answers.recv()).await {
             Ok(Some(first)) => first,
             Ok(None) => return Err(Rejection::UpstreamUnavailable),
+            Err(_) if head_by < deadline => return Ok(Some(Said::Later(answers, deadline))),
             Err(_) => {
                 tracing::warn!(route = %self.route, ?wait, "A stdio server did not answer in time");
                 return Err(Rejection::UpstreamTimeout);
@@ -506,7 +519,7 @@ impl RelayUpstream {
             tracing::warn!(route = %self.route, "A stdio server exited before it answered (its stderr is in the log)");
             return Err(Rejection::UpstreamUnavailable);
         }
-        Ok(Some((first, answers)))
+        Ok(Some(Said::First(first, answers)))
     }
 
     /// Starts a server for a new session, if the route may run one more.
@@ -664,6 +677,17 @@ fn is_initialize(parsed: &McpRequest) -> bool {
             .is_some_and(|m| m.method.as_deref() == Some("initialize") && m.id.is_some())
 }
 
+/// What a server said of a POST's requests by the time the answer's head is due.
+enum Said {
+    /// Its first message, and the receiver of the rest.
+    First(Delivery, mpsc::Receiver<Delivery>),
+    /// Nothing yet, after [`EARLY_STREAM`]: the answer is an event stream at once (so that
+    /// the layers above, a legacy client's 202 among them, need not wait for a slow
+    /// tool), which gets the gateway's timeout error if the server still says nothing by
+    /// this deadline.
+    Later(mpsc::Receiver<Delivery>, tokio::time::Instant),
+}
+
 /// 202: the POST held no request.
 fn accepted() -> Response<Body> {
     let mut accepted = Response::new(Body::empty());
@@ -673,17 +697,34 @@ fn accepted() -> Response<Body> {
 
 /// The answer to a POST with requests: the response itself when it is the first and only
 /// thing the server says about a lone request, else an event stream of all it says.
-fn respond(
-    first: Delivery,
-    answers: mpsc::Receiver<Delivery>,
-    batch: bool,
+fn respond(said: Said, parsed: &McpRequest, session: Option<String>) -> Response<Body> {
+    respond_holding(said, parsed, session, None)
+}
+
+/// [`respond`], the stream stopping `server` when it ends (a server of one request).
+fn respond_holding(
+    said: Said,
+    parsed: &McpRequest,
     session: Option<String>,
+    server: Option<StopOnDrop>,
 ) -> Response<Body> {
-    if first.last && !batch {
-        json_answer(first, session)
-    } else {
-        event_stream(Events::new(Some(first), answers), session)
-    }
+    let events = match said {
+        Said::First(first, _) if first.last && !parsed.batch => {
+            return json_answer(first, session);
+        }
+        Said::First(first, answers) => Events::new(Some(first), answers),
+        Said::Later(answers, deadline) => {
+            let id = parsed.reply_id();
+            let timeout = Rejection::UpstreamTimeout;
+            let error = crate::error::jsonrpc_error_body(id, timeout.code(), &timeout.to_string());
+            Events::new(None, answers).failing_at(deadline, Bytes::from(error))
+        }
+    };
+    let events = match server {
+        Some(server) => events.holding(server),
+        None => events,
+    };
+    event_stream(events, session)
 }
 
 fn json_answer(delivery: Delivery, session: Option<String>) -> Response<Body> {

@@ -943,6 +943,8 @@ pub struct Events {
     done: bool,
     /// A server of this stream alone, stopped with it.
     _server: Option<StopOnDrop>,
+    /// When the server must have said something, and the error sent if it has not.
+    failing: Option<(Pin<Box<tokio::time::Sleep>>, Bytes)>,
 }
 
 impl Events {
@@ -956,7 +958,14 @@ impl Events {
             ),
             done: false,
             _server: None,
+            failing: None,
         }
+    }
+
+    /// The stream, ended with `error` if nothing arrived by `deadline`.
+    pub fn failing_at(mut self, deadline: tokio::time::Instant, error: Bytes) -> Self {
+        self.failing = Some((Box::pin(tokio::time::sleep_until(deadline)), error));
+        self
     }
 
     /// The stream, stopping `server` when it is over.
@@ -986,6 +995,14 @@ impl http_body::Body for Events {
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
+                    if let Some((deadline, _)) = &mut self.failing
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        let error = self.failing.take().map(|(_, e)| e).unwrap_or_default();
+                        self.done = true;
+                        let event = crate::mcp::sse::message_event(&error);
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(event))));
+                    }
                     if self.keep_alive.poll_tick(cx).is_ready() {
                         let comment = Bytes::from_static(b": keep-alive\n\n");
                         return Poll::Ready(Some(Ok(http_body::Frame::data(comment))));
@@ -995,6 +1012,8 @@ impl http_body::Body for Events {
             },
         };
         self.keep_alive.reset();
+        // The server said something in time.
+        self.failing = None;
         self.done = delivery.last;
         let event = crate::mcp::sse::message_event(&delivery.message);
         Poll::Ready(Some(Ok(http_body::Frame::data(event))))

@@ -146,10 +146,17 @@ impl Shared {
         };
         let process = &instance.process;
         match relay
-            .exchange(process, &session, body, parsed, relay.response_timeout)
+            .exchange(
+                process,
+                &session,
+                body,
+                parsed,
+                relay.response_timeout,
+                true,
+            )
             .await
         {
-            Ok(Some((first, answers))) => respond(first, answers, parsed.batch, None),
+            Ok(Some(said)) => respond(said, parsed, None),
             Ok(None) => super::accepted(),
             Err(rejection) => rejection.into_response(reply_id.as_ref()),
         }

@@ -85,6 +85,14 @@ async def announce(text: str, ctx: Context) -> str:
 
 
 @mcp.tool()
+async def slow(seconds: float) -> str:
+    """Answers after `seconds`, saying nothing before."""
+    called("slow")
+    await asyncio.sleep(seconds)
+    return f"slept {seconds} s"
+
+
+@mcp.tool()
 def crash() -> str:
     """Exits the process in the middle of the call."""
     called("crash")

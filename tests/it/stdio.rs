@@ -1619,3 +1619,59 @@ async fn a_modern_caller_gets_a_server_per_request_with_no_session() {
         assert_eq!(client::tool_text(&echoed), "old");
     }
 }
+
+/// A server that says nothing for a while: after a second the answer becomes an event
+/// stream, which carries the result when it comes; one that says nothing within
+/// `response_timeout` gets the gateway's timeout error on that stream.
+#[tokio::test]
+async fn a_slow_answer_is_streamed_and_a_silent_one_times_out_on_the_stream() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &["response_timeout = \"3s\""]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    let quick = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(2, "slow", &json!({"seconds": 0.1})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(quick.headers()["content-type"], "application/json");
+    let started = std::time::Instant::now();
+    let slow = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(3, "slow", &json!({"seconds": 2})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "the head came early"
+    );
+    assert_eq!(slow.headers()["content-type"], "text/event-stream");
+    let answer = response_message(slow).await;
+    assert_eq!(client::tool_text(&answer), "slept 2.0 s", "{answer}");
+    let silent = in_session(
+        &http,
+        &url,
+        &session,
+        &call_body(4, "slow", &json!({"seconds": 10})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(silent.status(), StatusCode::OK);
+    let answer = response_message(silent).await;
+    assert_eq!(answer["id"], 4, "{answer}");
+    assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the deadline held"
+    );
+}
