@@ -5,8 +5,8 @@
 //! sequential `tools/call`s of `echo` through each, in interleaved rounds over one
 //! keep-alive connection. Reported: p50 and p99 latency per route, what stdio adds at the
 //! p50, the proxy's CPU per call on each, and the gateway's memory per live stdio
-//! session (its RSS with `PORTCULLIS_BENCH_SESSIONS` sessions open, less without, the
-//! children themselves not counted). Alongside, in the same rounds, the `mcp-proxy` npm
+//! session (the growth of its RSS from `PORTCULLIS_BENCH_SESSIONS` sessions open to twice
+//! as many, the children themselves not counted). Alongside, in the same rounds, the `mcp-proxy` npm
 //! package (the stdio-to-HTTP bridge people use today, pinned in `tests/interop`) in front
 //! of the same stdio server: no authentication or policy, just the bridge.
 //!
@@ -151,7 +151,7 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], share = true }}
 "#,
         node = Value::String(node.display().to_string()),
         index = Value::String(everything.join("index.js").display().to_string()),
-        max = sessions + 4,
+        max = 2 * sessions + 4,
     );
     let config_path = dir.path().join("gateway.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
@@ -211,6 +211,35 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], share = true }}
         .build()
         .map_err(|e| e.to_string())?;
     let base = format!("http://127.0.0.1:{port}");
+    // Memory per live stdio session, before the rounds (whose freed memory the allocator
+    // keeps would hide it): the growth from one batch of sessions to two.
+    let mut opened = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..sessions {
+            opened.push(open(&client, &format!("{base}/stdio/mcp")).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss.push(rss_kib(pid)?);
+    }
+    if let [first, second] = rss[..]
+        && sessions > 0
+    {
+        let per = (second as f64 - first as f64) / sessions as f64;
+        println!(
+            "gateway RSS: {first} KiB with {sessions} stdio sessions, {second} KiB with {} : {per:.1} KiB per session",
+            2 * sessions
+        );
+    }
+    for session in opened {
+        let _ = client
+            .delete(format!("{base}/stdio/mcp"))
+            .header("mcp-session-id", session)
+            .send()
+            .await;
+    }
+    // The stopped servers' exits are not measured with the rounds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut routes = Vec::new();
     let targets = [
         ("http", format!("{base}/http/mcp"), pid),
@@ -279,27 +308,6 @@ upstream = {{ command = {node}, args = [{index}, "stdio"], share = true }}
         println!("stdio adds {added:.1} µs at the p50 (goal ≤ 100 µs: {verdict})");
     }
 
-    // Memory per live stdio session.
-    let rss_before = rss_kib(pid)?;
-    let mut opened = Vec::new();
-    for _ in 0..sessions {
-        opened.push(open(&client, &format!("{base}/stdio/mcp")).await?);
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = rss_kib(pid)?;
-    if sessions > 0 {
-        let per = (rss_after as f64 - rss_before as f64) / sessions as f64;
-        println!(
-            "gateway RSS: {rss_before} KiB, {rss_after} KiB with {sessions} more stdio sessions: {per:.1} KiB per session"
-        );
-    }
-    for session in opened {
-        let _ = client
-            .delete(format!("{base}/stdio/mcp"))
-            .header("mcp-session-id", session)
-            .send()
-            .await;
-    }
     drop(gateway);
     Ok(())
 }
