@@ -1,16 +1,358 @@
-//! The operators' side: Prometheus metrics (`audit::metrics`), served at `/metrics` on the
-//! `[admin]` listener when one is configured, else on the main listener to the networks
-//! `[metrics] allow_from` names (loopback by default).
+//! The operators' side, on the `[admin]` listener (never on a route's): Prometheus
+//! metrics at `/metrics` (also served on the main listener, without `[admin]`, to the
+//! networks `[metrics] allow_from` names), and the admin API under `/admin/` for the
+//! holders of an admin token (`[[admin.tokens]]`, kept as SHA-256 hashes like API keys):
+//!
+//! - `GET /admin/status`: the version, when the gateway started, its routes.
+//! - `GET /admin/revocations`, `POST /admin/revocations`, `DELETE /admin/revocations/{id}`:
+//!   revoke a token (`jti`), every credential of a subject, or an API key, until an expiry
+//!   or for good; list; lift. A revoked credential is refused (401) from the next request
+//!   on.
+//!
+//! Every call of the API — refused ones too — is an `admin` record in the audit trail (who,
+//! what, the outcome) and a count in `portcullis_admin_requests_total`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use aws_lc_rs::digest::{SHA256, digest};
 use axum::body::Body;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::audit::metrics::{Metrics, metrics_response};
+use crate::audit::event::{AdminAction, Body as Record};
+use crate::audit::metrics::metrics_response;
+use crate::auth::revocation::Revoked;
+use crate::gateway::Gateway;
+
+/// The largest request body the admin API reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the admin listener serves.
+pub struct Admin {
+    gateway: Arc<Gateway>,
+    /// `[[admin.tokens]]`: name and SHA-256.
+    tokens: Vec<(String, [u8; 32])>,
+    started: SystemTime,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token hashes are not shown.
+        f.debug_struct("Admin")
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// The admin side of `gateway`, with `tokens` (name, SHA-256 hex: checked by the
+    /// config's validation; a hash that is not one matches nothing).
+    pub fn new(gateway: Arc<Gateway>, tokens: &[crate::config::audit::AdminToken]) -> Self {
+        let tokens = tokens
+            .iter()
+            .filter_map(|t| {
+                let bytes = crate::hex::decode(&t.hash)?;
+                let hash: [u8; 32] = bytes.try_into().ok()?;
+                Some((t.name.clone(), hash))
+            })
+            .collect();
+        Self {
+            gateway,
+            tokens,
+            started: SystemTime::now(),
+        }
+    }
+
+    /// The name of the admin token `headers` carry (`Authorization: Bearer`), compared
+    /// in constant time with every configured hash.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<String, &'static str> {
+        use subtle::ConstantTimeEq;
+        if self.tokens.is_empty() {
+            return Err("no admin token is configured ([[admin.tokens]])");
+        }
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err("send one admin token as Authorization: Bearer");
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or("send one admin token as Authorization: Bearer")?;
+        let presented = digest(&SHA256, token.as_bytes());
+        let mut found = None;
+        for (name, hash) in &self.tokens {
+            if bool::from(hash.ct_eq(presented.as_ref())) {
+                found = Some(name.clone());
+            }
+        }
+        found.ok_or("not an admin token")
+    }
+
+    /// One request to the admin listener.
+    async fn answer(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let path = req.uri().path();
+        match (req.method(), path) {
+            (&Method::GET, "/metrics") => metrics_response(&self.gateway.audit.metrics),
+            (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
+            (_, "/metrics" | "/healthz") => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
+            _ if path == "/admin" || path.starts_with("/admin/") => self.api(req, peer).await,
+            _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// A call of the admin API: authenticated, done, recorded.
+    async fn api(&self, req: Request<hyper::body::Incoming>, peer: SocketAddr) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let segments: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
+        let action = action_of(&parts.method, &segments);
+        let by = match self.authenticate(&parts.headers) {
+            Ok(name) => name,
+            Err(why) => {
+                self.record(None, peer, action, "unauthorized", None);
+                let mut response = problem(StatusCode::UNAUTHORIZED, why);
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
+                );
+                return response;
+            }
+        };
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                self.record(Some(by), peer, action, "invalid", None);
+                return problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "the body is larger than 64 KiB",
+                );
+            }
+        };
+        let done = self.act(&parts.method, &segments, &body, &by);
+        let (outcome, detail, response) = match done {
+            Done::Ok(status, answer, detail) => ("done", detail, json_response(status, &answer)),
+            Done::Refused(status, why) => ("refused", None, problem(status, &why)),
+            Done::Invalid(why) => ("invalid", None, problem(StatusCode::BAD_REQUEST, &why)),
+        };
+        self.record(Some(by), peer, action, outcome, detail);
+        response
+    }
+
+    fn act(&self, method: &Method, segments: &[&str], body: &Bytes, by: &str) -> Done {
+        let revocations = &self.gateway.auth.revocations;
+        match (method, segments) {
+            (&Method::GET, ["admin", "status"]) => Done::Ok(StatusCode::OK, self.status(), None),
+            (&Method::GET, ["admin", "revocations"]) => {
+                let list = serde_json::to_value(revocations.list()).unwrap_or_default();
+                Done::Ok(StatusCode::OK, json!({ "revocations": list }), None)
+            }
+            (&Method::POST, ["admin", "revocations"]) => {
+                let asked: RevokeRequest = match serde_json::from_slice(body) {
+                    Ok(asked) => asked,
+                    Err(e) => return Done::Invalid(format!("not a revocation: {e}")),
+                };
+                let (what, until, reason) = match asked.into_revocation() {
+                    Ok(revocation) => revocation,
+                    Err(why) => return Done::Invalid(why),
+                };
+                let made = revocations.revoke(what, until, reason, by.to_owned());
+                let answer = serde_json::to_value(&made).unwrap_or_default();
+                tracing::warn!(
+                    by,
+                    id = made.id,
+                    "A credential was revoked through the admin API"
+                );
+                Done::Ok(StatusCode::CREATED, answer.clone(), Some(answer))
+            }
+            (&Method::DELETE, ["admin", "revocations", id]) => {
+                let Ok(id) = id.parse::<u64>() else {
+                    return Done::Invalid(format!("`{id}` is not a revocation id"));
+                };
+                match revocations.lift(id) {
+                    Some(lifted) => {
+                        let answer = serde_json::to_value(&lifted).unwrap_or_default();
+                        tracing::warn!(by, id, "A revocation was lifted through the admin API");
+                        Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
+                    }
+                    None => Done::Refused(
+                        StatusCode::NOT_FOUND,
+                        format!("no revocation {id} is in force"),
+                    ),
+                }
+            }
+            (_, ["admin", "status" | "revocations"] | ["admin", "revocations", _]) => {
+                Done::Refused(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed here".into(),
+                )
+            }
+            _ => Done::Refused(StatusCode::NOT_FOUND, "no such admin endpoint".into()),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let routes: Vec<Value> = self
+            .gateway
+            .routes
+            .iter()
+            .map(|route| {
+                json!({
+                    "name": &*route.name,
+                    "path": route.path,
+                })
+            })
+            .collect();
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started": humantime::format_rfc3339_seconds(self.started).to_string(),
+            "uptime_seconds": self.started.elapsed().unwrap_or(Duration::ZERO).as_secs(),
+            "routes": routes,
+            "revocations": self.gateway.auth.revocations.list().len(),
+        })
+    }
+
+    fn record(
+        &self,
+        by: Option<String>,
+        peer: SocketAddr,
+        action: &'static str,
+        outcome: &'static str,
+        detail: Option<Value>,
+    ) {
+        self.gateway
+            .audit
+            .metrics
+            .admin
+            .with_label_values(&[action, outcome])
+            .inc();
+        self.gateway
+            .audit
+            .record(Record::Admin(Box::new(AdminAction {
+                by,
+                client_ip: peer.ip(),
+                action,
+                outcome,
+                detail,
+            })));
+    }
+}
+
+/// What an admin call did.
+enum Done {
+    /// Done: the status, the answer, and what the audit record says of it.
+    Ok(StatusCode, Value, Option<Value>),
+    /// Understood and not done (nothing to lift, a method not allowed).
+    Refused(StatusCode, String),
+    /// Not understood.
+    Invalid(String),
+}
+
+/// The name of an admin call, for the record and the metric.
+fn action_of(method: &Method, segments: &[&str]) -> &'static str {
+    match (method, segments) {
+        (&Method::GET, ["admin", "status"]) => "status",
+        (&Method::GET, ["admin", "revocations"]) => "list_revocations",
+        (&Method::POST, ["admin", "revocations"]) => "revoke",
+        (&Method::DELETE, ["admin", "revocations", _]) => "lift_revocation",
+        _ => "unknown",
+    }
+}
+
+/// `POST /admin/revocations`: exactly one of `jti`, `subject`, `api_key` (the key: hashed
+/// at once, never kept or logged) or `api_key_hash`; `issuer` narrows a `jti` or
+/// `subject`; `expires_in` (`"1h"`, `"7d"`) or else for good; `reason` for the record.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    jti: Option<String>,
+    subject: Option<String>,
+    api_key: Option<String>,
+    api_key_hash: Option<String>,
+    issuer: Option<String>,
+    expires_in: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+impl RevokeRequest {
+    fn into_revocation(self) -> Result<(Revoked, Option<SystemTime>, String), String> {
+        let named = [
+            self.jti.is_some(),
+            self.subject.is_some(),
+            self.api_key.is_some(),
+            self.api_key_hash.is_some(),
+        ];
+        if named.iter().filter(|n| **n).count() != 1 {
+            return Err(
+                "name exactly one of `jti`, `subject`, `api_key`, `api_key_hash`".to_owned(),
+            );
+        }
+        let non_empty = |name: &str, value: String| {
+            if value.trim().is_empty() {
+                Err(format!("`{name}` must not be empty"))
+            } else {
+                Ok(value)
+            }
+        };
+        let what = if let Some(jti) = self.jti {
+            Revoked::Token {
+                jti: non_empty("jti", jti)?,
+                issuer: self.issuer,
+            }
+        } else if let Some(subject) = self.subject {
+            Revoked::Subject {
+                subject: non_empty("subject", subject)?,
+                issuer: self.issuer,
+            }
+        } else {
+            if self.issuer.is_some() {
+                return Err("`issuer` narrows a `jti` or a `subject`, not an API key".to_owned());
+            }
+            let hash = match (self.api_key, self.api_key_hash) {
+                (Some(key), _) => {
+                    let key = non_empty("api_key", key)?;
+                    let mut hash = [0; 32];
+                    hash.copy_from_slice(digest(&SHA256, key.trim().as_bytes()).as_ref());
+                    hash
+                }
+                (None, Some(hex)) => crate::hex::decode(hex.trim())
+                    .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                    .ok_or("`api_key_hash` must be 64 hex digits (a SHA-256)")?,
+                (None, None) => return Err("nothing to revoke".to_owned()),
+            };
+            Revoked::ApiKey { api_key_hash: hash }
+        };
+        let until = match self.expires_in {
+            Some(text) => {
+                let duration = humantime::parse_duration(&text)
+                    .map_err(|e| format!("`expires_in` = `{text}`: {e}"))?;
+                if duration.is_zero() {
+                    return Err("`expires_in` must be greater than zero".to_owned());
+                }
+                Some(SystemTime::now() + duration)
+            }
+            None => None,
+        };
+        Ok((what, until, self.reason))
+    }
+}
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(Body::from(text));
@@ -22,37 +364,85 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     response
 }
 
-/// One request to the admin listener.
-fn admin_answer(metrics: &Metrics, req: &Request<hyper::body::Incoming>) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => metrics_response(metrics),
-        (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
-        (_, "/metrics" | "/healthz") => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
-    }
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(value.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// An error of the admin API: `{"error": why}`.
+fn problem(status: StatusCode, why: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": why }))
 }
 
 /// Serves the admin listener until the task is dropped (plain HTTP/1.1 and h2c).
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "The admin listener could not accept a connection");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let metrics = Arc::clone(&metrics);
+        let admin = Arc::clone(&admin);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let answer = admin_answer(&metrics, &req);
-                async move { Ok::<_, Infallible>(answer) }
+                let admin = Arc::clone(&admin);
+                async move { Ok::<_, Infallible>(admin.answer(req, peer).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> Result<(Revoked, Option<SystemTime>, String), String> {
+        serde_json::from_value::<RevokeRequest>(body)
+            .map_err(|e| e.to_string())?
+            .into_revocation()
+    }
+
+    #[test]
+    fn a_revocation_request_names_one_thing() {
+        assert!(matches!(
+            request(json!({"jti": "t-1", "issuer": "https://i"})),
+            Ok((Revoked::Token { .. }, None, _))
+        ));
+        let (what, until, _) =
+            request(json!({"api_key": "pk_live_x", "expires_in": "1h"})).unwrap();
+        let mut hash = [0; 32];
+        hash.copy_from_slice(digest(&SHA256, b"pk_live_x").as_ref());
+        assert_eq!(what, Revoked::ApiKey { api_key_hash: hash });
+        assert!(until.is_some_and(|t| t > SystemTime::now()));
+        for (body, why) in [
+            (json!({}), "exactly one"),
+            (json!({"jti": "a", "subject": "b"}), "exactly one"),
+            (json!({"subject": " "}), "must not be empty"),
+            (json!({"api_key": "k", "issuer": "i"}), "not an API key"),
+            (json!({"api_key_hash": "abc"}), "64 hex digits"),
+            (json!({"subject": "a", "expires_in": "soon"}), "expires_in"),
+            (
+                json!({"subject": "a", "expires_in": "0s"}),
+                "greater than zero",
+            ),
+            (json!({"subject": "a", "what": 1}), "unknown field"),
+        ] {
+            let refused = request(body.clone()).unwrap_err();
+            assert!(refused.contains(why), "{body}: {refused}");
+        }
     }
 }

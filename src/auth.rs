@@ -29,6 +29,7 @@ pub mod layer;
 pub mod metadata;
 pub mod mtls;
 pub mod principal;
+pub mod revocation;
 pub mod session;
 
 use std::collections::HashMap;
@@ -79,6 +80,8 @@ pub struct Authenticator {
     certificate_identity: CertificateIdentity,
     api_key_header: HeaderName,
     cache: VerifiedTokenCache,
+    /// Credentials an operator revoked.
+    pub revocations: Arc<revocation::Revocations>,
 }
 
 /// One route's authentication settings, ready to use.
@@ -126,6 +129,9 @@ pub enum Failure {
     CertificateIdentity,
     #[error("missing required scopes")]
     InsufficientScope,
+    /// The credential verified, and an operator revoked it (revocation `0`).
+    #[error("the credential was revoked (revocation {0})")]
+    Revoked(u64),
 }
 
 impl Failure {
@@ -151,6 +157,7 @@ impl Failure {
             }
             Self::CertificateIdentity => "client certificate not accepted",
             Self::InsufficientScope => "the token lacks a required scope",
+            Self::Revoked(_) => "the credential was revoked",
         }
     }
 
@@ -173,6 +180,7 @@ impl Failure {
             Self::ApiKeyNotAccepted => "api_key_not_accepted",
             Self::CertificateIdentity => "certificate_identity",
             Self::InsufficientScope => "insufficient_scope",
+            Self::Revoked(_) => "revoked",
         }
     }
 }
@@ -278,6 +286,7 @@ impl Authenticator {
                 auth.settings.token_cache_size,
                 auth.settings.token_cache_ttl.get(),
             ),
+            revocations: Arc::default(),
         })
     }
 
@@ -382,6 +391,15 @@ impl Authenticator {
                     subject,
                 }
             })?;
+        if let Some(id) = self.revocations.covering(&principal) {
+            let failure = Failure::Revoked(id);
+            let response = route.challenge.invalid_token(failure.description(), None);
+            return Err(Refused {
+                failure,
+                response,
+                subject: Some(principal.subject.clone()),
+            });
+        }
         if let Some(needed) = route.missing_scopes(&principal) {
             let failure = Failure::InsufficientScope;
             let response = route

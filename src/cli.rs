@@ -1,5 +1,7 @@
-//! The command line: `portcullis run`, `check`, `health`, `hash-key`, `token`, `audit`.
+//! The command line: `portcullis run`, `check`, `health`, `hash-key`, `token`, `audit`,
+//! `pins`, `admin`.
 
+mod admin;
 mod audit;
 mod pins;
 pub mod token;
@@ -53,6 +55,10 @@ pub enum Command {
     /// Review and approve tool pins (`[guard] pins_file`, or Redis with `[cluster]`).
     #[command(subcommand)]
     Pins(pins::PinsCommand),
+    /// Incident response on a running gateway, through its admin API (`[admin]`):
+    /// status, revocations. The admin token is read from PORTCULLIS_ADMIN_TOKEN.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// The launcher of a stdio route's servers, started by the gateway itself.
     #[command(hide = true)]
     StdioExec(crate::relay::exec::ExecArgs),
@@ -81,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Audit(command) => audit::run(&command),
         Command::Pins(command) => pins::run(&command),
+        Command::Admin(command) => admin::run(&command),
         Command::StdioExec(args) => crate::relay::exec::run(&args),
     }
 }

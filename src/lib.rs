@@ -46,8 +46,8 @@ pub struct Running {
     server: Server,
     app: App,
     gateway: Arc<Gateway>,
-    /// The `[admin]` listener (metrics), when configured.
-    admin: Option<tokio::net::TcpListener>,
+    /// The `[admin]` listener (metrics, the admin API) and its tokens, when configured.
+    admin: Option<(tokio::net::TcpListener, Vec<config::audit::AdminToken>)>,
 }
 
 impl Running {
@@ -108,7 +108,7 @@ impl Running {
                 if !admin.listen.ip().is_loopback() {
                     tracing::warn!(addr = %admin.listen, "The [admin] listener is on a non-loopback address: anyone who can reach it can read the metrics");
                 }
-                Some(listener)
+                Some((listener, admin.tokens.clone()))
             }
             None => None,
         };
@@ -123,7 +123,7 @@ impl Running {
 
     /// Where the `[admin]` listener is bound.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -139,14 +139,12 @@ impl Running {
             "http"
         };
         tracing::info!(%addr, scheme, "Portcullis listening");
-        let admin = self.admin.map(|listener| {
+        let admin = self.admin.map(|(listener, tokens)| {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "Admin listener (metrics) listening");
+                tracing::info!(%addr, tokens = tokens.len(), "Admin listener (metrics, admin API) listening");
             }
-            tokio::spawn(admin::serve(
-                listener,
-                Arc::clone(&self.gateway.audit.metrics),
-            ))
+            let admin = admin::Admin::new(Arc::clone(&self.gateway), &tokens);
+            tokio::spawn(admin::serve(listener, Arc::new(admin)))
         });
         self.server.serve(self.app, shutdown).await;
         if let Some(admin) = admin {

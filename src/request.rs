@@ -70,6 +70,8 @@ pub enum Kind {
     Started,
     /// The gateway stopped: nothing was written after this record.
     Stopped,
+    /// A call of the admin API (who, what, with what outcome).
+    Admin,
 }
 
 impl Kind {
@@ -87,6 +89,7 @@ impl Kind {
             Self::Gap => "gap",
             Self::Started => "started",
             Self::Stopped => "stopped",
+            Self::Admin => "admin",
         }
     }
 }

@@ -77,6 +77,24 @@ pub enum Body {
         chain: &'static str,
     },
     Stopped,
+    Admin(Box<AdminAction>),
+}
+
+/// A call of the admin API.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminAction {
+    /// The name of the admin credential; `None` when none was accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    pub client_ip: IpAddr,
+    /// `status`, `revoke`, `lift`, `list_revocations`, …
+    pub action: &'static str,
+    /// `done`, `refused` (nothing to do: no such revocation), `invalid` (a bad request),
+    /// `unauthorized`.
+    pub outcome: &'static str,
+    /// What the action was about (what was revoked or lifted), never a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// A threshold the monitor saw crossed.
@@ -121,6 +139,7 @@ impl Record {
             Body::Gap { .. } => Kind::Gap,
             Body::Started { .. } => Kind::Started,
             Body::Stopped => Kind::Stopped,
+            Body::Admin(_) => Kind::Admin,
         }
     }
 
@@ -158,6 +177,9 @@ impl Serialize for Record {
                 map.serialize_entry("chain", chain)?;
             }
             Body::Stopped => {}
+            Body::Admin(admin) => {
+                map.serialize_entry("admin", admin)?;
+            }
         }
         map.end()
     }

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub redactions: IntCounterVec,
     pub webhooks: IntCounterVec,
     pub jwks_refreshes: IntCounterVec,
+    /// Calls of the admin API, by action and outcome.
+    pub admin: IntCounterVec,
     pub audit: SinkMetrics,
     /// Per route that labels tools: the names labelled so far.
     tools_seen: Mutex<std::collections::HashMap<String, HashSet<String>>>,
@@ -133,6 +135,12 @@ impl Metrics {
                 "portcullis_rejected_total",
                 "Requests refused as unacceptable input (Host, Origin, body), by reason.",
                 &["reason"],
+            )?,
+            admin: counter(
+                &r,
+                "portcullis_admin_requests_total",
+                "Calls of the admin API, by action and outcome (done, refused, invalid, unauthorized).",
+                &["action", "outcome"],
             )?,
             bans: counter(
                 &r,

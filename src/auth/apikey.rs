@@ -160,6 +160,7 @@ impl ApiKeyStore {
             .ok()
             .and_then(|i| self.entries.get(i))?;
         let mut principal = Principal::new(entry.subject.clone(), AuthMethod::ApiKey);
+        principal.key_hash = Some(entry.hash.0);
         principal.roles.clone_from(&entry.roles);
         principal.scopes.clone_from(&entry.scopes);
         Some(principal)

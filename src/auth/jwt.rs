@@ -246,6 +246,7 @@ fn principal(issuer: &TrustedIssuer, claims: &Map<String, Value>) -> Result<Prin
     };
     let mut principal = Principal::new(subject, AuthMethod::Jwt);
     principal.issuer = Some(issuer.issuer.clone());
+    principal.token_id = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
     principal.client = ["client_id", "azp"]
         .iter()
         .find_map(|name| claims.get(*name)?.as_str())

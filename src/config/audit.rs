@@ -180,11 +180,25 @@ pub struct RouteMetricsConfig {
     pub tool_labels: bool,
 }
 
-/// `[admin]`: a second, plain-HTTP listener for operators (metrics today).
+/// `[admin]`: a second, plain-HTTP listener for operators: metrics, and the admin API for
+/// those holding an admin token.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: std::net::SocketAddr,
+    /// `[[admin.tokens]]`: who may use the admin API. None: the API refuses every call.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+}
+
+/// `[[admin.tokens]]`: one admin credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who holds it, as the audit trail names them.
+    pub name: String,
+    /// SHA-256 of the token, hex (`portcullis hash-key` prints it): never the token.
+    pub hash: String,
 }
 
 /// `[metrics]`.

@@ -67,6 +67,7 @@ pub(super) fn validate(
     secret_declarations(config, &parsed.secret_index, source, errors);
     rate_limits(config, errors);
     audit(config, parsed, errors);
+    admin(config, errors);
     tracing_section(config, errors);
     auth::section(config, parsed, errors);
     let mut warnings = Vec::new();
@@ -413,6 +414,36 @@ fn rate_limits(config: &Config, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::new(
                 format!("rate_limits.costs.\"{name}\""),
                 "a cost is keyed by a JSON-RPC method (`tools/call`) or an HTTP method (`GET`)",
+            ));
+        }
+    }
+}
+
+/// `[admin]`: each token named once, its hash a SHA-256.
+fn admin(config: &Config, errors: &mut Vec<ConfigError>) {
+    let Some(admin) = &config.admin else { return };
+    let mut names = HashMap::new();
+    for (i, token) in admin.tokens.iter().enumerate() {
+        let at = format!("admin.tokens[{i}]");
+        let fits = |c: char| c.is_ascii_alphanumeric() || "-_.@".contains(c);
+        if token.name.is_empty() || token.name.len() > 64 || !token.name.chars().all(fits) {
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
+                "must be 1–64 characters of letters, digits, `-`, `_`, `.` and `@`",
+            ));
+        } else if let Some(first) = names.insert(token.name.as_str(), i) {
+            errors.push(ConfigError::new(
+                format!("{at}.name"),
+                format!(
+                    "`{}` is named twice (also admin.tokens[{first}])",
+                    token.name
+                ),
+            ));
+        }
+        if token.hash.len() != 64 || !token.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            errors.push(ConfigError::new(
+                format!("{at}.hash"),
+                "must be the SHA-256 of the token: 64 hex digits (`portcullis hash-key` prints it)",
             ));
         }
     }

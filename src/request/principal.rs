@@ -60,6 +60,10 @@ pub struct Principal {
     pub claims: Map<String, Value>,
     /// The OAuth client the token was issued to (`client_id`, RFC 9068, else `azp`).
     pub client: Option<String>,
+    /// The token's `jti`, when it has one: what revoking that one token names.
+    pub token_id: Option<String>,
+    /// The SHA-256 of the API key presented (never the key): what revoking it names.
+    pub key_hash: Option<[u8; 32]>,
 }
 
 impl Principal {
@@ -78,6 +82,8 @@ impl Principal {
             scopes: Vec::new(),
             claims: Map::new(),
             client: None,
+            token_id: None,
+            key_hash: None,
         }
     }
 }
@@ -92,6 +98,7 @@ impl fmt::Debug for Principal {
             .field("scopes", &self.scopes)
             .field("claims", &self.claims.keys().collect::<Vec<_>>())
             .field("client", &self.client)
-            .finish()
+            .field("token_id", &self.token_id)
+            .finish_non_exhaustive()
     }
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admin;
 mod audit;
 mod auth;
 mod auth_server;

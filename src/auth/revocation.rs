@@ -1,0 +1,254 @@
+//! Revoked credentials: one token (by its `jti`), everything of a subject, or one API key
+//! (by its hash), each until an expiry or for good. An operator revokes through the
+//! admin API; authentication refuses a revoked credential from the next request on, as
+//! it refuses a bad one (401).
+//!
+//! The check costs one atomic load while nothing is revoked; otherwise a read lock and a
+//! look through the (short) list.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::request::Principal;
+
+/// What a revocation names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Revoked {
+    /// One JWT, by its `jti` (and issuer, when given: `jti`s are unique per issuer).
+    Token {
+        jti: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+    },
+    /// Every credential of a subject (and issuer, when given).
+    Subject {
+        subject: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        issuer: Option<String>,
+    },
+    /// One API key, by the SHA-256 of the key (hex, as in the config): never the key.
+    ApiKey {
+        #[serde(serialize_with = "hex")]
+        api_key_hash: [u8; 32],
+    },
+}
+
+fn hex<S: serde::Serializer>(hash: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::hex::encode(hash))
+}
+
+impl Revoked {
+    fn covers(&self, principal: &Principal) -> bool {
+        let issuer_fits = |issuer: &Option<String>| issuer.is_none() || *issuer == principal.issuer;
+        match self {
+            Self::Token { jti, issuer } => {
+                principal.token_id.as_deref() == Some(jti.as_str()) && issuer_fits(issuer)
+            }
+            Self::Subject { subject, issuer } => {
+                principal.subject == *subject && issuer_fits(issuer)
+            }
+            Self::ApiKey { api_key_hash } => principal.key_hash == Some(*api_key_hash),
+        }
+    }
+}
+
+/// One revocation, as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Revocation {
+    pub id: u64,
+    #[serde(flatten)]
+    pub what: Revoked,
+    /// Lifted by itself then; `None`: until lifted.
+    #[serde(serialize_with = "time", skip_serializing_if = "Option::is_none")]
+    pub until: Option<SystemTime>,
+    pub reason: String,
+    /// The admin credential's name.
+    pub by: String,
+    #[serde(serialize_with = "time_now")]
+    pub at: SystemTime,
+}
+
+fn time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => time_now(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn time_now<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
+}
+
+impl Revocation {
+    fn in_force(&self, now: SystemTime) -> bool {
+        self.until.is_none_or(|until| now < until)
+    }
+}
+
+/// Every revocation in force.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    /// Whether there is any: the check's fast path.
+    any: AtomicBool,
+    list: RwLock<Vec<Revocation>>,
+    next_id: AtomicU64,
+}
+
+impl Revocations {
+    fn read(&self) -> RwLockReadGuard<'_, Vec<Revocation>> {
+        self.list
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Vec<Revocation>> {
+        self.list
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The revocation that covers `principal`, if one is in force.
+    pub fn covering(&self, principal: &Principal) -> Option<u64> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = SystemTime::now();
+        self.read()
+            .iter()
+            .find(|r| r.in_force(now) && r.what.covers(principal))
+            .map(|r| r.id)
+    }
+
+    /// Revokes `what` until `until` (or until lifted); the revocation made.
+    pub fn revoke(
+        &self,
+        what: Revoked,
+        until: Option<SystemTime>,
+        reason: String,
+        by: String,
+    ) -> Revocation {
+        let revocation = Revocation {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            what,
+            until,
+            reason,
+            by,
+            at: SystemTime::now(),
+        };
+        let mut list = self.write();
+        list.push(revocation.clone());
+        self.any.store(true, Ordering::Release);
+        revocation
+    }
+
+    /// Lifts revocation `id`; the revocation lifted, if it was in force.
+    pub fn lift(&self, id: u64) -> Option<Revocation> {
+        let mut list = self.write();
+        let position = list.iter().position(|r| r.id == id)?;
+        let lifted = list.remove(position);
+        self.any.store(!list.is_empty(), Ordering::Release);
+        Some(lifted).filter(|r| r.in_force(SystemTime::now()))
+    }
+
+    /// Every revocation in force (the expired ones are forgotten).
+    pub fn list(&self) -> Vec<Revocation> {
+        let now = SystemTime::now();
+        let mut list = self.write();
+        list.retain(|r| r.in_force(now));
+        self.any.store(!list.is_empty(), Ordering::Release);
+        list.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::request::AuthMethod;
+
+    fn jwt(subject: &str, jti: Option<&str>) -> Principal {
+        let mut principal = Principal::new(subject, AuthMethod::Jwt);
+        principal.issuer = Some("https://issuer.test".into());
+        principal.token_id = jti.map(str::to_owned);
+        principal
+    }
+
+    #[test]
+    fn a_revocation_covers_what_it_names_and_nothing_else() {
+        let revocations = Revocations::default();
+        let (alice, other_token, bob) = (
+            jwt("alice", Some("t-1")),
+            jwt("alice", Some("t-2")),
+            jwt("bob", Some("t-1")),
+        );
+        assert_eq!(revocations.covering(&alice), None);
+        let token = revocations.revoke(
+            Revoked::Token {
+                jti: "t-1".into(),
+                issuer: Some("https://issuer.test".into()),
+            },
+            None,
+            "leaked".into(),
+            "oncall".into(),
+        );
+        assert_eq!(revocations.covering(&alice), Some(token.id));
+        assert_eq!(revocations.covering(&other_token), None);
+        // Another issuer's `t-1` is another token.
+        let mut elsewhere = bob.clone();
+        elsewhere.issuer = Some("https://other.test".into());
+        assert_eq!(revocations.covering(&elsewhere), None);
+
+        let subject = revocations.revoke(
+            Revoked::Subject {
+                subject: "alice".into(),
+                issuer: None,
+            },
+            None,
+            String::new(),
+            "oncall".into(),
+        );
+        assert_eq!(revocations.covering(&other_token), Some(subject.id));
+        assert!(revocations.lift(subject.id).is_some());
+        assert_eq!(revocations.covering(&other_token), None);
+
+        let mut keyed = Principal::new("svc", AuthMethod::ApiKey);
+        keyed.key_hash = Some([7; 32]);
+        let key = revocations.revoke(
+            Revoked::ApiKey {
+                api_key_hash: [7; 32],
+            },
+            None,
+            String::new(),
+            "oncall".into(),
+        );
+        assert_eq!(revocations.covering(&keyed), Some(key.id));
+        keyed.key_hash = Some([8; 32]);
+        assert_eq!(revocations.covering(&keyed), None);
+    }
+
+    #[test]
+    fn an_expired_revocation_no_longer_applies_and_is_forgotten() {
+        let revocations = Revocations::default();
+        let alice = jwt("alice", None);
+        revocations.revoke(
+            Revoked::Subject {
+                subject: "alice".into(),
+                issuer: None,
+            },
+            Some(SystemTime::now() - Duration::from_secs(1)),
+            String::new(),
+            "oncall".into(),
+        );
+        assert_eq!(revocations.covering(&alice), None);
+        assert!(revocations.list().is_empty());
+        assert!(
+            !revocations.any.load(Ordering::Acquire),
+            "the fast path is back"
+        );
+    }
+}

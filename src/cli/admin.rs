@@ -1,0 +1,240 @@
+//! `portcullis admin …`: the admin API of a running gateway from the command line. The
+//! API's address is `--url` (or `PORTCULLIS_ADMIN_URL`), else the config's `[admin]
+//! listen`; the admin token comes from `PORTCULLIS_ADMIN_TOKEN` only (a flag would show in
+//! the process list). Prints the API's JSON answer; exit 0 when it did what was asked, 1
+//! when the gateway refused or could not be reached, 2 on a usage mistake.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use super::ConfigArg;
+
+/// The environment variable the admin token is read from.
+const TOKEN_VAR: &str = "PORTCULLIS_ADMIN_TOKEN";
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// The gateway's version, uptime, routes and revocations in force.
+    Status(Target),
+    /// Revoke a token (`--jti`), every credential of a subject (`--subject`), or an API
+    /// key (`--api-key-stdin`, the key read on stdin, or `--api-key-hash`): refused from
+    /// the next request on.
+    Revoke(RevokeArgs),
+    /// The revocations in force.
+    Revocations(Target),
+    /// Lift a revocation by its id.
+    Lift(LiftArgs),
+}
+
+/// Where the admin API is.
+#[derive(Debug, Args)]
+pub struct Target {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The admin listener's base URL (`http://127.0.0.1:9090`); default: the config's
+    /// `[admin] listen`.
+    #[arg(long, env = "PORTCULLIS_ADMIN_URL")]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// A JWT's `jti`.
+    #[arg(long, group = "what")]
+    pub jti: Option<String>,
+    /// Every credential of this subject.
+    #[arg(long, group = "what")]
+    pub subject: Option<String>,
+    /// An API key, read on stdin (never on the command line).
+    #[arg(long, group = "what")]
+    pub api_key_stdin: bool,
+    /// An API key's SHA-256 (hex), as in the config.
+    #[arg(long, group = "what")]
+    pub api_key_hash: Option<String>,
+    /// Narrows `--jti` or `--subject` to one issuer.
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Lifted by itself after this long (`1h`, `7d`); default: until lifted.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    /// Why, for the audit trail.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LiftArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The revocation's id (`portcullis admin revocations` lists them).
+    pub id: u64,
+}
+
+pub fn run(command: &AdminCommand) -> ExitCode {
+    let (target, method, path, body) = match command {
+        AdminCommand::Status(target) => (target, Method::GET, "/admin/status".to_owned(), None),
+        AdminCommand::Revocations(target) => {
+            (target, Method::GET, "/admin/revocations".to_owned(), None)
+        }
+        AdminCommand::Lift(args) => (
+            &args.target,
+            Method::DELETE,
+            format!("/admin/revocations/{}", args.id),
+            None,
+        ),
+        AdminCommand::Revoke(args) => match revocation(args) {
+            Ok(body) => (
+                &args.target,
+                Method::POST,
+                "/admin/revocations".to_owned(),
+                Some(body),
+            ),
+            Err(problem) => {
+                eprintln!("{problem}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let Ok(token) = std::env::var(TOKEN_VAR) else {
+        eprintln!("set {TOKEN_VAR} to an admin token ([[admin.tokens]] holds its hash)");
+        return ExitCode::from(2);
+    };
+    let base = match base_url(target) {
+        Ok(base) => base,
+        Err(problem) => {
+            eprintln!("{problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(call(method, &url, token.trim(), body)) {
+        Ok((status, answer)) => {
+            let text = serde_json::to_string_pretty(&answer).unwrap_or_default();
+            if status.is_success() {
+                println!("{text}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("the gateway answered {status}: {text}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(problem) => {
+            eprintln!("{url}: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The body of `POST /admin/revocations`.
+fn revocation(args: &RevokeArgs) -> Result<Value, String> {
+    let mut body = json!({ "reason": args.reason });
+    if let Some(jti) = &args.jti {
+        body["jti"] = json!(jti);
+    } else if let Some(subject) = &args.subject {
+        body["subject"] = json!(subject);
+    } else if let Some(hash) = &args.api_key_hash {
+        body["api_key_hash"] = json!(hash);
+    } else if args.api_key_stdin {
+        let mut key = String::new();
+        std::io::stdin()
+            .read_to_string(&mut key)
+            .map_err(|e| format!("cannot read the API key from stdin: {e}"))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err("no API key on stdin".to_owned());
+        }
+        body["api_key"] = json!(key);
+    } else {
+        return Err(
+            "name what to revoke: --jti, --subject, --api-key-stdin or --api-key-hash".to_owned(),
+        );
+    }
+    if let Some(issuer) = &args.issuer {
+        body["issuer"] = json!(issuer);
+    }
+    if let Some(expires) = &args.expires_in {
+        body["expires_in"] = json!(expires);
+    }
+    Ok(body)
+}
+
+/// `--url`, else `http://` and the config's `[admin] listen` (a wildcard address is
+/// reached on loopback). The config is read for that alone: its secrets need not be set.
+fn base_url(target: &Target) -> Result<String, String> {
+    if let Some(url) = &target.url {
+        return Ok(url.clone());
+    }
+    let path = &target.config.config;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e} (or give --url)", path.display()))?;
+    let config: toml::Value =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let listen = config
+        .get("admin")
+        .and_then(|admin| admin.get("listen"))
+        .and_then(toml::Value::as_str)
+        .ok_or_else(|| format!("{}: no [admin] listen (or give --url)", path.display()))?;
+    let mut addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("{}: admin.listen `{listen}`: {e}", path.display()))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Ok(format!("http://{addr}"))
+}
+
+/// One call of the admin API: its status and JSON answer.
+async fn call(
+    method: Method,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value), String> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| format!("{TOKEN_VAR} cannot travel in an HTTP header"))?;
+    let request = Request::builder()
+        .method(method)
+        .uri(url)
+        .header(header::AUTHORIZATION, bearer)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .map_err(|e| e.to_string())?;
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+            .map_err(|_| "no answer within 10 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let answer = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Ok((status, answer))
+}

@@ -1,0 +1,369 @@
+//! The admin API on the `[admin]` listener, with real clients: revocations of an API key,
+//! a JWT (by `jti`) and a subject, refused from the next request and back when lifted or
+//! expired; calls without or with a wrong admin token refused and audited; the admin
+//! paths absent from the public listener; the `portcullis admin` command.
+
+use crate::support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::client::{self, Http};
+use support::gateway::{Gateway, Route};
+use support::upstream::{Mode, Upstream};
+
+const ADMIN_TOKEN: &str = "adm_oncall_0123456789abcdefghij";
+const ALICE_KEY: &str = "pk_alice_0123456789abcdef";
+const ISSUER: &str = "https://hmac.issuer.test";
+const SECRET: &str = "a-test-hmac-secret-of-32-bytes-or-more!";
+
+async fn gateway(upstream: &Upstream) -> Gateway {
+    Gateway::builder()
+        .insecure_http()
+        .secret("JWT_SECRET", SECRET)
+        .auth(&format!(
+            "[[auth.issuers]]\nissuer = \"{ISSUER}\"\nalgorithms = [\"HS256\"]\n\
+             hmac_secret = \"${{JWT_SECRET}}\"\n\n\
+             [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[admin.tokens]]\nname = \"oncall\"\nhash = \"{}\"\n",
+            portcullis::auth::hash_key(ALICE_KEY),
+            portcullis::auth::hash_key(ADMIN_TOKEN),
+        ))
+        .route(
+            Route::new("tools", "/mcp", &upstream.url())
+                .authenticated()
+                .setting("default_policy = \"allow\""),
+        )
+        .start()
+        .await
+}
+
+fn jwt(gateway: &Gateway, subject: &str, jti: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "iss": ISSUER, "sub": subject, "aud": gateway.url("/mcp"), "exp": now + 300, "jti": jti
+    });
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A `tools/list` with `credential` as a bearer token: its status.
+async fn list(http: &reqwest::Client, gateway: &Gateway, credential: &str) -> StatusCode {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{
+        "protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"0"}}});
+    let response = client::post(http, &gateway.url("/mcp"), &body)
+        .bearer_auth(credential)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.contains("the credential was revoked"),
+            "{challenge}"
+        );
+    }
+    status
+}
+
+struct AdminApi {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl AdminApi {
+    fn of(gateway: &Gateway) -> Self {
+        Self {
+            http: client::http_client(None, Http::H1),
+            base: format!("http://{}", gateway.admin_addr.unwrap()),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn revoke(&self, body: Value) -> Value {
+        let (status, answer) = self
+            .call(reqwest::Method::POST, "/admin/revocations", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        answer
+    }
+
+    async fn lift(&self, id: &Value) {
+        let (status, answer) = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/admin/revocations/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn revoked_credentials_are_refused_from_the_next_request_until_lifted() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway(&upstream).await;
+    let admin = AdminApi::of(&gateway);
+    let http = client::http_client(None, Http::H1);
+
+    // An API key: revoked by the key itself, which the answer never repeats.
+    assert_eq!(list(&http, &gateway, ALICE_KEY).await, StatusCode::OK);
+    let key = admin
+        .revoke(json!({"api_key": ALICE_KEY, "reason": "leaked in a log"}))
+        .await;
+    assert_eq!(key["kind"], "api_key", "{key}");
+    assert_eq!(key["api_key_hash"], portcullis::auth::hash_key(ALICE_KEY));
+    assert_eq!(key["by"], "oncall");
+    assert!(!key.to_string().contains(ALICE_KEY), "{key}");
+    assert_eq!(
+        list(&http, &gateway, ALICE_KEY).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = gateway
+        .audit_record(|r| r["event"] == "authentication_failure" && r["reason"] == "revoked")
+        .await;
+    assert_eq!(refused["subject"], "alice", "{refused}");
+
+    // One JWT by its `jti`: that token only.
+    let (first, second) = (jwt(&gateway, "bob", "tok-1"), jwt(&gateway, "bob", "tok-2"));
+    assert_eq!(list(&http, &gateway, &first).await, StatusCode::OK);
+    admin
+        .revoke(json!({"jti": "tok-1", "issuer": ISSUER}))
+        .await;
+    assert_eq!(
+        list(&http, &gateway, &first).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(list(&http, &gateway, &second).await, StatusCode::OK);
+
+    // Everything of a subject, then lifted.
+    let subject = admin.revoke(json!({"subject": "bob"})).await;
+    assert_eq!(
+        list(&http, &gateway, &second).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, listed) = admin
+        .call(reqwest::Method::GET, "/admin/revocations", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        listed["revocations"].as_array().unwrap().len(),
+        3,
+        "{listed}"
+    );
+    admin.lift(&subject["id"]).await;
+    assert_eq!(list(&http, &gateway, &second).await, StatusCode::OK);
+    assert_eq!(
+        list(&http, &gateway, &first).await,
+        StatusCode::UNAUTHORIZED,
+        "tok-1 stays revoked"
+    );
+    admin.lift(&key["id"]).await;
+    assert_eq!(list(&http, &gateway, ALICE_KEY).await, StatusCode::OK);
+    let (status, _) = admin
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/revocations/{}", key["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "lifted once");
+
+    // A revocation with an expiry lifts itself.
+    let carol = jwt(&gateway, "carol", "tok-3");
+    admin
+        .revoke(json!({"subject": "carol", "expires_in": "1s"}))
+        .await;
+    assert_eq!(
+        list(&http, &gateway, &carol).await,
+        StatusCode::UNAUTHORIZED
+    );
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(list(&http, &gateway, &carol).await, StatusCode::OK);
+
+    // Each action is on the trail, with who did it and what it named.
+    let revoked = gateway
+        .audit_record(|r| r["event"] == "admin" && r["admin"]["action"] == "revoke")
+        .await;
+    assert_eq!(revoked["admin"]["by"], "oncall", "{revoked}");
+    assert_eq!(revoked["admin"]["outcome"], "done", "{revoked}");
+    assert_eq!(
+        revoked["admin"]["detail"]["reason"], "leaked in a log",
+        "{revoked}"
+    );
+    assert!(
+        !gateway
+            .audit_records()
+            .iter()
+            .any(|r| r.to_string().contains(ALICE_KEY))
+    );
+}
+
+#[tokio::test]
+async fn admin_calls_need_an_admin_token_and_are_audited() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway(&upstream).await;
+    let admin = AdminApi::of(&gateway);
+    let status_url = format!("{}/admin/status", admin.base);
+    let anonymous = admin.http.get(&status_url).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let wrong = admin
+        .http
+        .get(&status_url)
+        .bearer_auth("adm_not_the_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let wrong: Value = wrong.json().await.unwrap();
+    assert_eq!(wrong["error"], "not an admin token");
+    // A bad revocation is refused with its reason.
+    let (status, answer) = admin
+        .call(
+            reqwest::Method::POST,
+            "/admin/revocations",
+            Some(json!({"jti": "a", "subject": "b"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer["error"].as_str().unwrap().contains("exactly one"),
+        "{answer}"
+    );
+
+    let (status, answer) = admin
+        .call(reqwest::Method::GET, "/admin/status", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(answer["routes"][0]["name"], "tools", "{answer}");
+
+    // Never on the public listener.
+    let public = admin
+        .http
+        .get(gateway.url("/admin/status"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+
+    let refused = gateway
+        .audit_record(|r| r["event"] == "admin" && r["admin"]["outcome"] == "unauthorized")
+        .await;
+    assert_eq!(refused["admin"]["action"], "status", "{refused}");
+    assert!(refused["admin"].get("by").is_none(), "{refused}");
+    gateway
+        .audit_record(|r| r["event"] == "admin" && r["admin"]["outcome"] == "invalid")
+        .await;
+    let metrics = admin
+        .http
+        .get(format!("{}/metrics", admin.base))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    for line in [
+        "portcullis_admin_requests_total{action=\"status\",outcome=\"unauthorized\"} 2",
+        "portcullis_admin_requests_total{action=\"status\",outcome=\"done\"} 1",
+        "portcullis_admin_requests_total{action=\"revoke\",outcome=\"invalid\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_command_revokes_lists_and_lifts() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway(&upstream).await;
+    let base = format!("http://{}", gateway.admin_addr.unwrap());
+    let http = client::http_client(None, Http::H1);
+    let admin = move |args: &[&str], token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.arg("admin").args(args).args(["--url", &base]);
+        command.env_remove("PORTCULLIS_ADMIN_TOKEN");
+        if let Some(token) = token {
+            command.env("PORTCULLIS_ADMIN_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let bob = jwt(&gateway, "bob", "tok-9");
+    let done = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || {
+            admin(
+                &["revoke", "--subject", "bob", "--reason", "test"],
+                Some(ADMIN_TOKEN),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let made: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(made["subject"], "bob");
+    assert_eq!(list(&http, &gateway, &bob).await, StatusCode::UNAUTHORIZED);
+    let listed = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || admin(&["revocations"], Some(ADMIN_TOKEN))
+    })
+    .await
+    .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["revocations"][0]["id"], made["id"]);
+    let id = made["id"].to_string();
+    let lifted = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || admin(&["lift", &id], Some(ADMIN_TOKEN))
+    })
+    .await
+    .unwrap();
+    assert!(lifted.status.success());
+    assert_eq!(list(&http, &gateway, &bob).await, StatusCode::OK);
+    // No token: a usage mistake; a wrong one: refused by the gateway.
+    let (none, wrong) = tokio::task::spawn_blocking(move || {
+        (
+            admin(&["status"], None),
+            admin(&["status"], Some("adm_wrong")),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(none.status.code(), Some(2));
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+}
