@@ -1,7 +1,9 @@
 //! Criterion micro-benchmarks of the pieces every proxied request runs through today:
 //! header hygiene both ways, the JSON-RPC id peek, the `Host` and `Origin` checks; and of
 //! the authentication groundwork: JWT verification per algorithm family and the
-//! verified-token cache hit (goal: a warm-cache authentication in at most 2 µs).
+//! verified-token cache hit (goal: a warm-cache authentication in at most 2 µs); and the
+//! incident controls' checks, revocations and kill switches (goal: ≤ 1 µs when none
+//! applies).
 //!
 //! `cargo bench --bench micro` (add `-- <filter>` for one group). The end-to-end figures
 //! that the performance goals are stated in come from `benches/e2e.rs`.
@@ -562,8 +564,54 @@ fn sse_streams(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the incident controls cost each request: a revocation check and the kill-switch
+/// checks (route, then tool) when none applies — with nothing revoked or off (the
+/// common case), and with one revocation and one switch in force for someone else.
+fn incident_checks(c: &mut Criterion) {
+    use portcullis::auth::revocation::{Revocations, Revoked};
+    use portcullis::policy::Kind;
+    use portcullis::policy::switches::{Item, Switches};
+    use portcullis::request::{AuthMethod, Principal};
+
+    let mut principal = Principal::new("alice", AuthMethod::Jwt);
+    principal.issuer = Some("https://issuer.example".into());
+    principal.token_id = Some("0f3c5a9e-token".into());
+    let (revocations, switches) = (Revocations::default(), Switches::default());
+    let mut group = c.benchmark_group("incident");
+    let check = |group: &mut criterion::BenchmarkGroup<'_, _>, name: &str| {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let revoked = revocations.covering(black_box(&principal));
+                let route = switches.route_off(black_box("orders"));
+                let tool = switches.item_off("orders", Kind::Tool, black_box("query_orders"));
+                (revoked, route.is_some(), tool.is_some())
+            });
+        });
+    };
+    check(&mut group, "none_in_force");
+    revocations.revoke(
+        Revoked::Subject {
+            subject: "mallory".into(),
+            issuer: None,
+        },
+        None,
+        String::new(),
+        "oncall".into(),
+    );
+    switches.turn_off(
+        "billing".into(),
+        Some(Item::new(Kind::Tool, "delete_*")),
+        None,
+        String::new(),
+        "oncall".into(),
+    );
+    check(&mut group, "one_each_for_others");
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    incident_checks,
     header_hygiene,
     jsonrpc_id,
     edge_checks,

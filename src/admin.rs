@@ -8,6 +8,10 @@
 //!   revoke a token (`jti`), every credential of a subject, or an API key, until an expiry
 //!   or for good; list; lift. A revoked credential is refused (401) from the next request
 //!   on.
+//! - `GET /admin/switches`, `POST /admin/switches`, `DELETE /admin/switches/{id}`: kill
+//!   switches. Turn off a route, or the tools, prompts or resources of a route that match
+//!   a pattern: their calls are refused with a JSON-RPC error that says so, and they are
+//!   left out of lists, until turned on again (or an expiry).
 //!
 //! Every call of the API — refused ones too — is an `admin` record in the audit trail (who,
 //! what, the outcome) and a count in `portcullis_admin_requests_total`.
@@ -31,6 +35,8 @@ use crate::audit::event::{AdminAction, Body as Record};
 use crate::audit::metrics::metrics_response;
 use crate::auth::revocation::Revoked;
 use crate::gateway::Gateway;
+use crate::policy::Kind as PolicyKind;
+use crate::policy::switches::Item;
 
 /// The largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -197,12 +203,58 @@ impl Admin {
                     ),
                 }
             }
-            (_, ["admin", "status" | "revocations"] | ["admin", "revocations", _]) => {
-                Done::Refused(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed here".into(),
-                )
+            (&Method::GET, ["admin", "switches"]) => {
+                let list = serde_json::to_value(self.gateway.switches.list()).unwrap_or_default();
+                Done::Ok(StatusCode::OK, json!({ "switches": list }), None)
             }
+            (&Method::POST, ["admin", "switches"]) => {
+                let asked: SwitchRequest = match serde_json::from_slice(body) {
+                    Ok(asked) => asked,
+                    Err(e) => return Done::Invalid(format!("not a kill switch: {e}")),
+                };
+                if !self.gateway.routes.iter().any(|r| *r.name == *asked.route) {
+                    return Done::Invalid(format!("no route is named `{}`", asked.route));
+                }
+                let (item, until) = match asked.item_and_expiry() {
+                    Ok(parts) => parts,
+                    Err(why) => return Done::Invalid(why),
+                };
+                let made = self.gateway.switches.turn_off(
+                    asked.route,
+                    item,
+                    until,
+                    asked.reason,
+                    by.to_owned(),
+                );
+                let answer = serde_json::to_value(&made).unwrap_or_default();
+                tracing::warn!(by, id = made.id, route = %made.route, "A kill switch was turned off through the admin API");
+                Done::Ok(StatusCode::CREATED, answer.clone(), Some(answer))
+            }
+            (&Method::DELETE, ["admin", "switches", id]) => {
+                let Ok(id) = id.parse::<u64>() else {
+                    return Done::Invalid(format!("`{id}` is not a switch id"));
+                };
+                match self.gateway.switches.turn_on(id) {
+                    Some(on) => {
+                        let answer = serde_json::to_value(&on).unwrap_or_default();
+                        tracing::warn!(
+                            by,
+                            id,
+                            "A kill switch was turned on again through the admin API"
+                        );
+                        Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
+                    }
+                    None => Done::Refused(StatusCode::NOT_FOUND, format!("no switch {id} is off")),
+                }
+            }
+            (
+                _,
+                ["admin", "status" | "revocations" | "switches"]
+                | ["admin", "revocations" | "switches", _],
+            ) => Done::Refused(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here".into(),
+            ),
             _ => Done::Refused(StatusCode::NOT_FOUND, "no such admin endpoint".into()),
         }
     }
@@ -216,6 +268,7 @@ impl Admin {
                 json!({
                     "name": &*route.name,
                     "path": route.path,
+                    "disabled": self.gateway.switches.route_off(&route.name).is_some(),
                 })
             })
             .collect();
@@ -225,6 +278,7 @@ impl Admin {
             "uptime_seconds": self.started.elapsed().unwrap_or(Duration::ZERO).as_secs(),
             "routes": routes,
             "revocations": self.gateway.auth.revocations.list().len(),
+            "switches_off": self.gateway.switches.list().len(),
         })
     }
 
@@ -271,6 +325,9 @@ fn action_of(method: &Method, segments: &[&str]) -> &'static str {
         (&Method::GET, ["admin", "revocations"]) => "list_revocations",
         (&Method::POST, ["admin", "revocations"]) => "revoke",
         (&Method::DELETE, ["admin", "revocations", _]) => "lift_revocation",
+        (&Method::GET, ["admin", "switches"]) => "list_switches",
+        (&Method::POST, ["admin", "switches"]) => "disable",
+        (&Method::DELETE, ["admin", "switches", _]) => "enable",
         _ => "unknown",
     }
 }
@@ -339,19 +396,59 @@ impl RevokeRequest {
             };
             Revoked::ApiKey { api_key_hash: hash }
         };
-        let until = match self.expires_in {
-            Some(text) => {
-                let duration = humantime::parse_duration(&text)
-                    .map_err(|e| format!("`expires_in` = `{text}`: {e}"))?;
-                if duration.is_zero() {
-                    return Err("`expires_in` must be greater than zero".to_owned());
-                }
-                Some(SystemTime::now() + duration)
-            }
-            None => None,
-        };
-        Ok((what, until, self.reason))
+        Ok((what, expiry(self.expires_in.as_deref())?, self.reason))
     }
+}
+
+/// `POST /admin/switches`: a `route` by name, and at most one of `tool`, `prompt`,
+/// `resource` (a pattern, as in the rules: `delete_*`) — none turns the whole route off;
+/// `expires_in` or until turned on again; `reason`, which callers are told.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchRequest {
+    route: String,
+    tool: Option<String>,
+    prompt: Option<String>,
+    resource: Option<String>,
+    expires_in: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+impl SwitchRequest {
+    fn item_and_expiry(&self) -> Result<(Option<Item>, Option<SystemTime>), String> {
+        let named: Vec<(PolicyKind, &String)> = [
+            (PolicyKind::Tool, &self.tool),
+            (PolicyKind::Prompt, &self.prompt),
+            (PolicyKind::Resource, &self.resource),
+        ]
+        .into_iter()
+        .filter_map(|(kind, pattern)| Some((kind, pattern.as_ref()?)))
+        .collect();
+        let item = match named.as_slice() {
+            [] => None,
+            [(kind, pattern)] if !pattern.trim().is_empty() => Some(Item::new(*kind, pattern)),
+            [_] => return Err("the pattern must not be empty".to_owned()),
+            _ => return Err("name at most one of `tool`, `prompt`, `resource`".to_owned()),
+        };
+        if self.reason.chars().count() > 256 {
+            return Err("`reason` is longer than 256 characters (callers are told it)".to_owned());
+        }
+        Ok((item, expiry(self.expires_in.as_deref())?))
+    }
+}
+
+/// When something asked for `expires_in` (`"1h"`) from now ends; `None`: never.
+fn expiry(expires_in: Option<&str>) -> Result<Option<SystemTime>, String> {
+    let Some(text) = expires_in else {
+        return Ok(None);
+    };
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("`expires_in` = `{text}`: {e}"))?;
+    if duration.is_zero() {
+        return Err("`expires_in` must be greater than zero".to_owned());
+    }
+    Ok(Some(SystemTime::now() + duration))
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {

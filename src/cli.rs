@@ -56,7 +56,8 @@ pub enum Command {
     #[command(subcommand)]
     Pins(pins::PinsCommand),
     /// Incident response on a running gateway, through its admin API (`[admin]`):
-    /// status, revocations. The admin token is read from PORTCULLIS_ADMIN_TOKEN.
+    /// status, revocations, kill switches. The admin token is read from
+    /// PORTCULLIS_ADMIN_TOKEN.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
     /// The launcher of a stdio route's servers, started by the gateway itself.

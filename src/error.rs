@@ -172,12 +172,23 @@ impl Rejection {
 /// gateway's (no [`Outcome`]): the session binding answers it for a foreign id, the relay
 /// and the legacy transport for an id they do not know.
 pub fn session_not_found() -> Response<Body> {
-    let mut response = Response::new(Body::from(jsonrpc_error_body(
+    jsonrpc_error_response(
+        StatusCode::NOT_FOUND,
         None,
         code::SESSION_NOT_FOUND,
         "Session not found",
-    )));
-    *response.status_mut() = StatusCode::NOT_FOUND;
+    )
+}
+
+/// A JSON-RPC error answered with `status`.
+pub fn jsonrpc_error_response(
+    status: StatusCode,
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+) -> Response<Body> {
+    let mut response = Response::new(Body::from(jsonrpc_error_body(id, code, message)));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

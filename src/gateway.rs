@@ -205,6 +205,8 @@ pub struct Gateway {
     pub metrics_from: Vec<ipnet::IpNet>,
     /// Every route's tool pins.
     pub pins: Arc<crate::guard::pins::PinStore>,
+    /// What an operator turned off (routes, tools, prompts, resources).
+    pub switches: Arc<crate::policy::switches::Switches>,
     /// `[server] max_header_size`: a larger request head gets 431 (`App::handle`).
     pub max_header_size: usize,
     /// `[server] body_read_timeout`, for bodies read before a route is known.
@@ -408,6 +410,7 @@ impl Gateway {
             audit,
             metrics_from,
             pins,
+            switches: Arc::default(),
             max_header_size: usize::try_from(config.server.max_header_size.get())
                 .unwrap_or(usize::MAX),
             body_read_timeout: config.server.body_read_timeout.get(),

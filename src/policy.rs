@@ -34,6 +34,7 @@
 pub mod condition;
 pub mod layer;
 pub mod lists;
+pub mod switches;
 pub mod uri;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -276,7 +276,7 @@ type Bound = Shared<auth::session::Bind<Parsed>>;
 
 type Parsed = Shared<body::Parse<Optional<Shared<ratelimit::layer::CallerLimits<Valid>>, Valid>>>;
 
-type Valid = Shared<body::Validate<Optional<Shared<policy::layer::Authorize<Allowed>>, Allowed>>>;
+type Valid = Shared<body::Validate<Shared<policy::layer::Authorize<Allowed>>>>;
 
 type Allowed = Optional<Shared<ratelimit::layer::ToolLimits<Guarded>>, Guarded>;
 
@@ -366,15 +366,14 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
         }))
         // Not an acceptable MCP message: refused before any rule reads it.
         .layer(layer_fn(|next| Shared::new(body::Validate { next })))
-        // Every call judged by the route's policy.
+        // Every call judged by the route's policy, and by what an operator turned off.
         .layer(layer_fn(|next| {
-            optional(!route.policy.is_open(), next, |next| {
-                Shared::new(policy::layer::Authorize {
-                    next,
-                    roles: Arc::clone(&gateway.roles),
-                    policy: Arc::clone(&route.policy),
-                    route: Arc::clone(name),
-                })
+            Shared::new(policy::layer::Authorize {
+                next,
+                roles: Arc::clone(&gateway.roles),
+                policy: Arc::clone(&route.policy),
+                switches: Arc::clone(&gateway.switches),
+                route: Arc::clone(name),
             })
         }))
         // Per principal and tool, for the calls authorization let through.

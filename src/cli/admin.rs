@@ -29,7 +29,38 @@ pub enum AdminCommand {
     /// The revocations in force.
     Revocations(Target),
     /// Lift a revocation by its id.
-    Lift(LiftArgs),
+    Lift(IdArgs),
+    /// Turn off a route (`--route` alone), or the tools, prompts or resources of a route
+    /// that match a pattern: their calls are refused, and they are left out of lists.
+    Disable(DisableArgs),
+    /// Turn a switch back on by its id.
+    Enable(IdArgs),
+    /// The switches turned off.
+    Switches(Target),
+}
+
+#[derive(Debug, Args)]
+pub struct DisableArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The route, by name.
+    #[arg(long)]
+    pub route: String,
+    /// Tools matching this pattern (`delete_*`).
+    #[arg(long, group = "item")]
+    pub tool: Option<String>,
+    /// Prompts matching this pattern.
+    #[arg(long, group = "item")]
+    pub prompt: Option<String>,
+    /// Resources matching this pattern.
+    #[arg(long, group = "item")]
+    pub resource: Option<String>,
+    /// Back on by itself after this long (`1h`); default: until turned on.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    /// Why: callers are told it, and the audit trail keeps it.
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 /// Where the admin API is.
@@ -71,10 +102,10 @@ pub struct RevokeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct LiftArgs {
+pub struct IdArgs {
     #[command(flatten)]
     pub target: Target,
-    /// The revocation's id (`portcullis admin revocations` lists them).
+    /// The id (`portcullis admin revocations` or `switches` lists them).
     pub id: u64,
 }
 
@@ -90,6 +121,34 @@ pub fn run(command: &AdminCommand) -> ExitCode {
             format!("/admin/revocations/{}", args.id),
             None,
         ),
+        AdminCommand::Switches(target) => (target, Method::GET, "/admin/switches".to_owned(), None),
+        AdminCommand::Enable(args) => (
+            &args.target,
+            Method::DELETE,
+            format!("/admin/switches/{}", args.id),
+            None,
+        ),
+        AdminCommand::Disable(args) => {
+            let mut body = json!({ "route": args.route, "reason": args.reason });
+            for (key, pattern) in [
+                ("tool", &args.tool),
+                ("prompt", &args.prompt),
+                ("resource", &args.resource),
+            ] {
+                if let Some(pattern) = pattern {
+                    body[key] = json!(pattern);
+                }
+            }
+            if let Some(expires) = &args.expires_in {
+                body["expires_in"] = json!(expires);
+            }
+            (
+                &args.target,
+                Method::POST,
+                "/admin/switches".to_owned(),
+                Some(body),
+            )
+        }
         AdminCommand::Revoke(args) => match revocation(args) {
             Ok(body) => (
                 &args.target,

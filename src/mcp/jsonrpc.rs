@@ -30,6 +30,9 @@ pub mod code {
     /// A tool the gateway will not let be called whatever the caller's rights: the
     /// upstream does not list it, or its schema cannot be checked.
     pub const TOOL_UNAVAILABLE: i64 = -32041;
+    /// What the call names (or the whole route) is turned off by an operator (a kill
+    /// switch of the admin API).
+    pub const DISABLED: i64 = -32042;
     /// Over a rate limit (HTTP 429); `data.retryAfterSeconds` says when to try again.
     pub const RATE_LIMITED: i64 = -32050;
     /// The shared rate-limit state is unreachable and the policy is to refuse (HTTP 503).

@@ -1,12 +1,15 @@
 //! Authorization's layer of the request path (see `docs/architecture.md` §1): every call
 //! of the parsed message judged by the route's policy, as one decision for calls and for
-//! lists (`RoutePolicy::decide`). A batch with any denied call is refused whole.
+//! lists (`RoutePolicy::decide`). A batch with any denied call is refused whole. Before
+//! the rules, what an operator turned off ([`Switches`]): the whole route (503), or the
+//! tool, prompt or resource a call names.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use http::{Request, Response};
 
+use super::switches::Switches;
 use super::{Call, Decision, Roles, RoutePolicy};
 use crate::body::Received;
 use crate::error::{Rejection, code, refusal};
@@ -21,11 +24,33 @@ pub struct Authorize<S> {
     pub next: S,
     pub roles: Arc<Roles>,
     pub policy: Arc<RoutePolicy>,
+    pub switches: Arc<Switches>,
     pub route: Arc<str>,
 }
 
 impl<S: Next> Layered for Authorize<S> {
     fn answer(self: Arc<Self>, req: Request<Body>) -> Answer {
+        // A route turned off takes nothing but the end of a session.
+        if let Some(off) = self.switches.route_off(&self.route)
+            && req.method() != http::Method::DELETE
+        {
+            let id = req
+                .extensions()
+                .get::<Arc<Received>>()
+                .and_then(|r| r.reply_id());
+            let message = off.message(&format!("route `{}`", self.route));
+            let mut response = crate::error::jsonrpc_error_response(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                id.as_ref(),
+                code::DISABLED,
+                &message,
+            );
+            Outcome::new(Kind::Denied, "disabled").mark(&mut response);
+            return answer(response);
+        }
+        if self.policy.is_open() && !self.switches.any() {
+            return self.next.clone().call(req);
+        }
         // No body: nothing to judge (a GET's stream, a DELETE).
         let Some(received) = req.extensions().get::<Arc<Received>>() else {
             return self.next.clone().call(req);
@@ -35,7 +60,8 @@ impl<S: Next> Layered for Authorize<S> {
             Err(refused) => return refused,
         };
         let refused = match received.message() {
-            Some(parsed) => authorize(&self.route, &self.policy, &self.roles, &principal, parsed),
+            Some(parsed) => switched_off(&self.route, &self.switches, parsed)
+                .or_else(|| authorize(&self.route, &self.policy, &self.roles, &principal, parsed)),
             // Validation above refuses a body that did not parse; what cannot be judged is
             // not let through.
             None => Some(Rejection::Internal.into_response(None)),
@@ -45,6 +71,51 @@ impl<S: Next> Layered for Authorize<S> {
             None => self.next.clone().call(req),
         }
     }
+}
+
+/// The refusal of a message with a call of what an operator turned off on `route` (every
+/// call of a batch refused with it), if there is one.
+fn switched_off(route: &str, switches: &Switches, parsed: &McpRequest) -> Option<Response<Body>> {
+    if !switches.any() {
+        return None;
+    }
+    let mut off: Vec<(usize, String)> = Vec::new();
+    for (i, message) in parsed.messages.iter().enumerate() {
+        let Some(method) = message.method.as_deref() else {
+            continue;
+        };
+        let call = Call::from_params(method, message.params());
+        let Some((kind, name, what)) = (match call.target {
+            crate::mcp::call::Target::Tool(n) => Some((super::Kind::Tool, n, "tool")),
+            crate::mcp::call::Target::Prompt(n) => Some((super::Kind::Prompt, n, "prompt")),
+            crate::mcp::call::Target::Resource(n) => Some((super::Kind::Resource, n, "resource")),
+            crate::mcp::call::Target::None => None,
+        }) else {
+            continue;
+        };
+        if let Some(switch) = switches.item_off(route, kind, name) {
+            let shown: String = name.chars().take(128).collect();
+            off.push((i, switch.message(&format!("{what} `{shown}`"))));
+        }
+    }
+    if off.is_empty() {
+        return None;
+    }
+    tracing::info!(
+        route,
+        refused = off.len(),
+        "Refused a call of what an operator turned off"
+    );
+    let ids: Vec<Option<RequestId>> = parsed.messages.iter().map(|m| m.id.clone()).collect();
+    let mut response = refusal(
+        &ids,
+        parsed.batch,
+        code::DISABLED,
+        &off,
+        "not sent: another call in this batch is disabled by an operator",
+    );
+    Outcome::new(Kind::Denied, "disabled").mark(&mut response);
+    Some(response)
 }
 
 /// Authorization of one parsed body: `None` when every call may go, else the answer. A batch
@@ -193,6 +264,7 @@ scopes = ["mcp:tools", "db:write"]
             next: reached(),
             roles: Arc::new(Roles::new(&config.roles)),
             policy: Arc::new(policy),
+            switches: Arc::default(),
             route: Arc::from(route.name.as_str()),
         })
     }

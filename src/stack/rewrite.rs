@@ -52,8 +52,10 @@ impl<S: Next> Layered for Rewrite<S> {
             Arc::clone(&route.name),
             Arc::clone(&principal),
         );
-        // Lists are filtered when the route has rules, or tools that may be held for review.
-        let judged = !route.policy.is_open() || route.limits.has_tool_limits();
+        // Lists are filtered when the route has rules, or tools that may be held for review,
+        // or an operator turned something off.
+        let judged =
+            !route.policy.is_open() || route.limits.has_tool_limits() || gateway.switches.any();
         let pinned = route.guard.pins.is_some();
         let tool_lists = req.extensions_mut().remove::<Arc<ToolListIds>>();
         let mut lists = None;
@@ -193,17 +195,19 @@ impl Rewriter {
 }
 
 /// Who sees the lists of an answer for `principal` on `route`: each item asked about by
-/// the decision calls are judged by (when `judged`), less the tools held for review.
+/// the decision calls are judged by (when `judged`), less what an operator turned off and
+/// the tools held for review.
 fn list_viewer(
     gateway: &Gateway,
     route: &Arc<Route>,
     principal: &Arc<Principal>,
     judged: bool,
 ) -> Viewer {
-    let (route, roles, principal) = (
+    let (route, roles, principal, switches) = (
         Arc::clone(route),
         Arc::clone(&gateway.roles),
         Arc::clone(principal),
+        Arc::clone(&gateway.switches),
     );
     // The tools held for review, taken on the first tool asked about.
     let held = std::sync::OnceLock::new();
@@ -211,6 +215,7 @@ fn list_viewer(
         policy: Arc::new(move |kind, name| {
             let shown = !judged || route.policy.lists(&roles, &principal, kind, name);
             shown
+                && switches.item_off(&route.name, kind, name).is_none()
                 && !(kind == policy::Kind::Tool
                     && held.get_or_init(|| route.guard.held_tools()).contains(name))
         }),

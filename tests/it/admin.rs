@@ -354,6 +354,37 @@ async fn the_admin_command_revokes_lists_and_lifts() {
     .unwrap();
     assert!(lifted.status.success());
     assert_eq!(list(&http, &gateway, &bob).await, StatusCode::OK);
+    // A route turned off and on again.
+    let off = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || {
+            admin(
+                &["disable", "--route", "tools", "--reason", "drill"],
+                Some(ADMIN_TOKEN),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        off.status.success(),
+        "{}",
+        String::from_utf8_lossy(&off.stderr)
+    );
+    let off: Value = serde_json::from_slice(&off.stdout).unwrap();
+    assert_eq!(
+        list(&http, &gateway, &bob).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let id = off["id"].to_string();
+    let on = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || admin(&["enable", &id], Some(ADMIN_TOKEN))
+    })
+    .await
+    .unwrap();
+    assert!(on.status.success());
+    assert_eq!(list(&http, &gateway, &bob).await, StatusCode::OK);
     // No token: a usage mistake; a wrong one: refused by the gateway.
     let (none, wrong) = tokio::task::spawn_blocking(move || {
         (
@@ -366,4 +397,182 @@ async fn the_admin_command_revokes_lists_and_lifts() {
     assert_eq!(none.status.code(), Some(2));
     assert_eq!(wrong.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+}
+
+/// A session of `key`'s on the route: its id.
+async fn session(http: &reqwest::Client, gateway: &Gateway, key: &str) -> String {
+    let response = client::post(
+        http,
+        &gateway.url("/mcp"),
+        &client::initialize_body(1, "2025-06-18"),
+    )
+    .bearer_auth(key)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    client::response_message(response).await;
+    let initialized = in_session(http, gateway, key, &session, &client::initialized_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(initialized.status(), StatusCode::ACCEPTED);
+    session
+}
+
+fn in_session(
+    http: &reqwest::Client,
+    gateway: &Gateway,
+    key: &str,
+    session: &str,
+    body: &Value,
+) -> reqwest::RequestBuilder {
+    client::post(http, &gateway.url("/mcp"), body)
+        .bearer_auth(key)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+}
+
+async fn tool_names(http: &reqwest::Client, gateway: &Gateway, session: &str) -> Vec<String> {
+    let body = json!({"jsonrpc":"2.0","id":5,"method":"tools/list","params":{}});
+    let response = in_session(http, gateway, ALICE_KEY, session, &body)
+        .send()
+        .await
+        .unwrap();
+    let listed = client::response_message(response).await;
+    listed["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A tool turned off is left out of lists and refused with the operator's reason, never
+/// reaching the upstream; a route turned off refuses everything (503); both come back when
+/// turned on.
+#[tokio::test]
+async fn a_disabled_tool_is_hidden_and_refused_and_a_disabled_route_closed() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway(&upstream).await;
+    let admin = AdminApi::of(&gateway);
+    let http = client::http_client(None, Http::H1);
+    let session = session(&http, &gateway, ALICE_KEY).await;
+    assert!(
+        tool_names(&http, &gateway, &session)
+            .await
+            .contains(&"echo".to_owned())
+    );
+
+    let (status, switch) = admin
+        .call(
+            reqwest::Method::POST,
+            "/admin/switches",
+            Some(json!({"route": "tools", "tool": "ec*", "reason": "incident 7"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{switch}");
+    assert_eq!(switch["tool"], "ec*");
+    let names = tool_names(&http, &gateway, &session).await;
+    assert!(!names.contains(&"echo".to_owned()), "{names:?}");
+    assert!(names.contains(&"large".to_owned()), "{names:?}");
+    let echo = client::call_body(6, "echo", &json!({"text": "x"}));
+    let refused = client::response_message(
+        in_session(&http, &gateway, ALICE_KEY, &session, &echo)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], -32042, "{refused}");
+    assert_eq!(
+        refused["error"]["message"],
+        "tool `echo` is disabled by an operator: incident 7"
+    );
+    assert_eq!(
+        upstream.probe.calls("echo"),
+        0,
+        "a disabled tool never reaches the upstream"
+    );
+    let denied = gateway
+        .audit_record(|r| r["event"] == "denied" && r["reason"] == "disabled")
+        .await;
+    assert_eq!(denied["name"], "echo", "{denied}");
+
+    let (status, _) = admin
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/switches/{}", switch["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        tool_names(&http, &gateway, &session)
+            .await
+            .contains(&"echo".to_owned())
+    );
+    let echoed = client::response_message(
+        in_session(&http, &gateway, ALICE_KEY, &session, &echo)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(client::tool_text(&echoed), "x");
+
+    // The whole route.
+    let (status, route) = admin
+        .call(
+            reqwest::Method::POST,
+            "/admin/switches",
+            Some(json!({"route": "tools"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{route}");
+    let closed = in_session(&http, &gateway, ALICE_KEY, &session, &echo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let closed: Value = closed.json().await.unwrap();
+    assert_eq!(closed["error"]["code"], -32042);
+    assert_eq!(closed["id"], 6);
+    let (_, status_now) = admin
+        .call(reqwest::Method::GET, "/admin/status", None)
+        .await;
+    assert_eq!(status_now["routes"][0]["disabled"], true, "{status_now}");
+    let (status, _) = admin
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/switches/{}", route["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let open = in_session(&http, &gateway, ALICE_KEY, &session, &echo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+
+    // Mistakes are named.
+    for (body, why) in [
+        (json!({"route": "nope"}), "no route is named `nope`"),
+        (
+            json!({"route": "tools", "tool": "a", "prompt": "b"}),
+            "at most one",
+        ),
+        (json!({"route": "tools", "tool": ""}), "must not be empty"),
+    ] {
+        let (status, answer) = admin
+            .call(reqwest::Method::POST, "/admin/switches", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(answer["error"].as_str().unwrap().contains(why), "{answer}");
+    }
 }
