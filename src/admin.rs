@@ -12,6 +12,10 @@
 //!   switches. Turn off a route, or the tools, prompts or resources of a route that match
 //!   a pattern: their calls are refused with a JSON-RPC error that says so, and they are
 //!   left out of lists, until turned on again (or an expiry).
+//! - `GET /admin/blocks`, `POST /admin/blocks`, `DELETE /admin/blocks/{id}`: block an
+//!   address or a network (CIDR): its requests are refused (403) before anything else.
+//! - `GET /admin/bans`, `DELETE /admin/bans/{address}`: the automatic bans (failed
+//!   authentications, the security monitor) in force here; lift one.
 //!
 //! Every call of the API — refused ones too — is an `admin` record in the audit trail (who,
 //! what, the outcome) and a count in `portcullis_admin_requests_total`.
@@ -151,7 +155,7 @@ impl Admin {
                 );
             }
         };
-        let done = self.act(&parts.method, &segments, &body, &by);
+        let done = self.act(&parts.method, &segments, &body, &by).await;
         let (outcome, detail, response) = match done {
             Done::Ok(status, answer, detail) => ("done", detail, json_response(status, &answer)),
             Done::Refused(status, why) => ("refused", None, problem(status, &why)),
@@ -161,7 +165,7 @@ impl Admin {
         response
     }
 
-    fn act(&self, method: &Method, segments: &[&str], body: &Bytes, by: &str) -> Done {
+    async fn act(&self, method: &Method, segments: &[&str], body: &Bytes, by: &str) -> Done {
         let revocations = &self.gateway.auth.revocations;
         match (method, segments) {
             (&Method::GET, ["admin", "status"]) => Done::Ok(StatusCode::OK, self.status(), None),
@@ -247,10 +251,79 @@ impl Admin {
                     None => Done::Refused(StatusCode::NOT_FOUND, format!("no switch {id} is off")),
                 }
             }
+            (&Method::GET, ["admin", "blocks"]) => {
+                let list = serde_json::to_value(self.gateway.blocks.list()).unwrap_or_default();
+                Done::Ok(StatusCode::OK, json!({ "blocks": list }), None)
+            }
+            (&Method::POST, ["admin", "blocks"]) => {
+                let asked: BlockRequest = match serde_json::from_slice(body) {
+                    Ok(asked) => asked,
+                    Err(e) => return Done::Invalid(format!("not a block: {e}")),
+                };
+                let network = match asked.network() {
+                    Ok(network) => network,
+                    Err(why) => return Done::Invalid(why),
+                };
+                let until = match expiry(asked.expires_in.as_deref()) {
+                    Ok(until) => until,
+                    Err(why) => return Done::Invalid(why),
+                };
+                let made = self
+                    .gateway
+                    .blocks
+                    .block(network, until, asked.reason, by.to_owned());
+                let answer = serde_json::to_value(&made).unwrap_or_default();
+                tracing::warn!(by, id = made.id, network = %made.network, "An address was blocked through the admin API");
+                Done::Ok(StatusCode::CREATED, answer.clone(), Some(answer))
+            }
+            (&Method::DELETE, ["admin", "blocks", id]) => {
+                let Ok(id) = id.parse::<u64>() else {
+                    return Done::Invalid(format!("`{id}` is not a block id"));
+                };
+                match self.gateway.blocks.unblock(id) {
+                    Some(lifted) => {
+                        let answer = serde_json::to_value(&lifted).unwrap_or_default();
+                        Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
+                    }
+                    None => {
+                        Done::Refused(StatusCode::NOT_FOUND, format!("no block {id} is in force"))
+                    }
+                }
+            }
+            (&Method::GET, ["admin", "bans"]) => {
+                let bans: Vec<Value> = self
+                    .gateway
+                    .limits
+                    .bans_in_force()
+                    .into_iter()
+                    .map(|(address, left)| {
+                        json!({ "address": address, "seconds_left": left.as_secs().max(1) })
+                    })
+                    .collect();
+                Done::Ok(StatusCode::OK, json!({ "bans": bans }), None)
+            }
+            (&Method::DELETE, ["admin", "bans", address]) => {
+                let Ok(ip) = address.parse::<std::net::IpAddr>() else {
+                    return Done::Invalid(format!("`{address}` is not an address"));
+                };
+                if self.gateway.limits.lift_ban(ip).await {
+                    tracing::warn!(by, %ip, "A ban was lifted through the admin API");
+                    let answer = json!({ "address": ip.to_string(), "lifted": true });
+                    Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
+                } else {
+                    Done::Refused(
+                        StatusCode::NOT_FOUND,
+                        format!("no ban of {ip} is in force here"),
+                    )
+                }
+            }
             (
                 _,
-                ["admin", "status" | "revocations" | "switches"]
-                | ["admin", "revocations" | "switches", _],
+                [
+                    "admin",
+                    "status" | "revocations" | "switches" | "blocks" | "bans",
+                ]
+                | ["admin", "revocations" | "switches" | "blocks" | "bans", _],
             ) => Done::Refused(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed here".into(),
@@ -328,6 +401,11 @@ fn action_of(method: &Method, segments: &[&str]) -> &'static str {
         (&Method::GET, ["admin", "switches"]) => "list_switches",
         (&Method::POST, ["admin", "switches"]) => "disable",
         (&Method::DELETE, ["admin", "switches", _]) => "enable",
+        (&Method::GET, ["admin", "blocks"]) => "list_blocks",
+        (&Method::POST, ["admin", "blocks"]) => "block",
+        (&Method::DELETE, ["admin", "blocks", _]) => "unblock",
+        (&Method::GET, ["admin", "bans"]) => "list_bans",
+        (&Method::DELETE, ["admin", "bans", _]) => "lift_ban",
         _ => "unknown",
     }
 }
@@ -435,6 +513,29 @@ impl SwitchRequest {
             return Err("`reason` is longer than 256 characters (callers are told it)".to_owned());
         }
         Ok((item, expiry(self.expires_in.as_deref())?))
+    }
+}
+
+/// `POST /admin/blocks`: an `address` (`203.0.113.7`) or a network (`203.0.113.0/24`,
+/// `2001:db8::/48`); `expires_in` or for good; `reason` for the record.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    address: String,
+    expires_in: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+impl BlockRequest {
+    fn network(&self) -> Result<ipnet::IpNet, String> {
+        let text = self.address.trim();
+        if let Ok(network) = text.parse::<ipnet::IpNet>() {
+            return Ok(network);
+        }
+        text.parse::<std::net::IpAddr>()
+            .map(|ip| ipnet::IpNet::from(ip.to_canonical()))
+            .map_err(|_| format!("`{text}` is neither an address nor a network (CIDR)"))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The edge checks every MCP request meets before anything else: `Host` (DNS-rebinding
 //! protection), `Origin`, and CORS, the first checks of the request path (see `stack.rs`).
 
+pub mod blocks;
 pub mod cors;
 pub mod gate;
 pub mod host;

@@ -61,6 +61,9 @@ pub enum Rejection {
     /// The client address failed authentication too often and is banned for a while.
     #[error("too many failed authentications from this address; try again later")]
     Banned,
+    /// An operator blocked the client's address.
+    #[error("requests from this address are blocked")]
+    Blocked,
     /// `[cluster]` unreachable with `failure_policy = "fail_closed"`.
     #[error("rate limiting is unavailable; try again later")]
     LimitsUnavailable,
@@ -69,7 +72,9 @@ pub enum Rejection {
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::HostNotAllowed | Self::OriginNotAllowed | Self::Banned => StatusCode::FORBIDDEN,
+            Self::HostNotAllowed | Self::OriginNotAllowed | Self::Banned | Self::Blocked => {
+                StatusCode::FORBIDDEN
+            }
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -108,7 +113,7 @@ impl Rejection {
             }
             Self::UpstreamTimeout => code::UPSTREAM_TIMEOUT,
             Self::Internal => code::INTERNAL,
-            Self::Banned => code::FORBIDDEN,
+            Self::Banned | Self::Blocked => code::FORBIDDEN,
             Self::LimitsUnavailable => code::LIMITS_UNAVAILABLE,
         }
     }
@@ -135,6 +140,7 @@ impl Rejection {
             Self::UpstreamRestarting { .. } => (Kind::Request, "upstream_restarting"),
             Self::Internal => (Kind::Request, "internal_error"),
             Self::Banned => (Kind::Banned, "banned"),
+            Self::Blocked => (Kind::Banned, "blocked"),
             Self::LimitsUnavailable => (Kind::RateLimited, "limits_unavailable"),
         };
         Outcome::new(kind, reason)

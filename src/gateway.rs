@@ -207,6 +207,8 @@ pub struct Gateway {
     pub pins: Arc<crate::guard::pins::PinStore>,
     /// What an operator turned off (routes, tools, prompts, resources).
     pub switches: Arc<crate::policy::switches::Switches>,
+    /// Addresses an operator blocked.
+    pub blocks: Arc<crate::edge::blocks::Blocks>,
     /// `[server] max_header_size`: a larger request head gets 431 (`App::handle`).
     pub max_header_size: usize,
     /// `[server] body_read_timeout`, for bodies read before a route is known.
@@ -411,6 +413,7 @@ impl Gateway {
             metrics_from,
             pins,
             switches: Arc::default(),
+            blocks: Arc::default(),
             max_header_size: usize::try_from(config.server.max_header_size.get())
                 .unwrap_or(usize::MAX),
             body_read_timeout: config.server.body_read_timeout.get(),

@@ -185,6 +185,14 @@ pub fn ip_key(ip: IpAddr) -> u128 {
 }
 
 /// The key of a client IP in Redis: [`ip_key`] as 32 hex digits.
+/// The address (or IPv6 /64) an [`ip_key`] stands for.
+fn key_network(key: u128) -> String {
+    match u32::try_from(key) {
+        Ok(v4) => std::net::Ipv4Addr::from(v4).to_string(),
+        Err(_) => format!("{}/64", std::net::Ipv6Addr::from(key & !1)),
+    }
+}
+
 fn redis_key(ip: IpAddr) -> String {
     crate::hex::encode(&ip_key(ip).to_be_bytes())
 }
@@ -292,6 +300,37 @@ impl RateLimits {
                 self.note_failure(shared, &e);
             }
         }
+    }
+
+    /// The bans in force that this instance knows (with `[cluster]`, the other instances'
+    /// are in Redis too): the address — an IPv6 address's /64 — and the time left.
+    pub fn bans_in_force(&self) -> Vec<(String, Duration)> {
+        let Some(bans) = &self.bans else {
+            return Vec::new();
+        };
+        let now = std::time::Instant::now();
+        let mut found: Vec<(String, Duration)> = bans
+            .banned
+            .iter()
+            .filter_map(|(key, until)| Some((key_network(key), until.checked_duration_since(now)?)))
+            .filter(|(_, left)| !left.is_zero())
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Lifts the ban of `ip` (here, and for every instance when shared): whether this
+    /// instance had one in force.
+    pub async fn lift_ban(&self, ip: IpAddr) -> bool {
+        let Some(bans) = &self.bans else { return false };
+        let had = bans.banned(ip_key(ip));
+        bans.banned.remove(&ip_key(ip));
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.redis.unban(&redis_key(ip)).await
+        {
+            self.note_failure(shared, &e);
+        }
+        had
     }
 
     /// How long a ban for failed authentications lasts (`[rate_limits] ban.for`).

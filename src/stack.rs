@@ -43,10 +43,12 @@ pub struct App {
 /// The layers [`app`] stacks, outermost first.
 type Stack = Context<
     audit::layer::Record<
-        edge::gate::RepeatedHeaders<
-            health::Probes<
-                edge::gate::HeadSize<
-                    edge::gate::HostCheck<crate::auth::metadata::Documents<Routes>>,
+        edge::gate::BlockCheck<
+            edge::gate::RepeatedHeaders<
+                health::Probes<
+                    edge::gate::HeadSize<
+                        edge::gate::HostCheck<crate::auth::metadata::Documents<Routes>>,
+                    >,
                 >,
             >,
         >,
@@ -75,6 +77,12 @@ pub fn app(gateway: Arc<Gateway>) -> App {
         .layer(layer_fn(|next| audit::layer::Record {
             next,
             audit: Arc::clone(&gateway.audit),
+        }))
+        // Addresses an operator blocked, before anything else is looked at.
+        .layer(layer_fn(|next| edge::gate::BlockCheck {
+            next,
+            blocks: Arc::clone(&gateway.blocks),
+            timeout,
         }))
         // Headers sent twice, before anything reads one.
         .layer(layer_fn(|next| edge::gate::RepeatedHeaders {

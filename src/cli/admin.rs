@@ -37,6 +37,38 @@ pub enum AdminCommand {
     Enable(IdArgs),
     /// The switches turned off.
     Switches(Target),
+    /// Block an address or a network (CIDR): its requests are refused before anything.
+    Block(BlockArgs),
+    /// Lift a block by its id.
+    Unblock(IdArgs),
+    /// The blocks in force.
+    Blocks(Target),
+    /// The automatic bans in force on the gateway asked.
+    Bans(Target),
+    /// Lift the automatic ban of an address.
+    Unban(UnbanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BlockArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// `203.0.113.7`, `203.0.113.0/24`, `2001:db8::/48`.
+    pub address: String,
+    /// Lifted by itself after this long (`1h`); default: until lifted.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    /// Why, for the audit trail.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnbanArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The banned address.
+    pub address: String,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +154,32 @@ pub fn run(command: &AdminCommand) -> ExitCode {
             None,
         ),
         AdminCommand::Switches(target) => (target, Method::GET, "/admin/switches".to_owned(), None),
+        AdminCommand::Blocks(target) => (target, Method::GET, "/admin/blocks".to_owned(), None),
+        AdminCommand::Bans(target) => (target, Method::GET, "/admin/bans".to_owned(), None),
+        AdminCommand::Unblock(args) => (
+            &args.target,
+            Method::DELETE,
+            format!("/admin/blocks/{}", args.id),
+            None,
+        ),
+        AdminCommand::Unban(args) => (
+            &args.target,
+            Method::DELETE,
+            format!("/admin/bans/{}", args.address),
+            None,
+        ),
+        AdminCommand::Block(args) => {
+            let mut body = json!({ "address": args.address, "reason": args.reason });
+            if let Some(expires) = &args.expires_in {
+                body["expires_in"] = json!(expires);
+            }
+            (
+                &args.target,
+                Method::POST,
+                "/admin/blocks".to_owned(),
+                Some(body),
+            )
+        }
         AdminCommand::Enable(args) => (
             &args.target,
             Method::DELETE,

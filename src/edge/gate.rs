@@ -115,6 +115,36 @@ fn head_size(req: &Request<Body>) -> usize {
         + line
 }
 
+/// Refuses a request from an address an operator blocked (403).
+#[derive(Debug, Clone)]
+pub struct BlockCheck<S> {
+    pub next: S,
+    pub blocks: Arc<super::blocks::Blocks>,
+    pub timeout: Duration,
+}
+
+impl<S: Next> Service<Request<Body>> for BlockCheck<S> {
+    type Response = http::Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.next.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Answer {
+        let blocked = req
+            .extensions()
+            .get::<ClientIp>()
+            .is_some_and(|client| self.blocks.blocks(client.ip));
+        if !blocked {
+            return pass(&mut self.next, req);
+        }
+        tracing::debug!("Refused a request from a blocked address");
+        Box::pin(refused(req, Rejection::Blocked, self.timeout))
+    }
+}
+
 /// Refuses a request for a host name that is not the gateway's (403): DNS rebinding.
 #[derive(Debug, Clone)]
 pub struct HostCheck<S> {

@@ -146,6 +146,16 @@ impl SharedLimits {
             .await
     }
 
+    /// Lifts the ban of `ip`, for every instance.
+    pub async fn unban(&self, ip: &str) -> Result<(), Unavailable> {
+        let mut connection = self.connection.clone();
+        let key = format!("{}ban:{ip}", self.prefix);
+        let mut command = redis::cmd("DEL");
+        command.arg(key);
+        self.within(command.query_async::<()>(&mut connection))
+            .await
+    }
+
     /// `call` under the deadline; a late or failed answer is `Unavailable`.
     async fn within<T>(
         &self,

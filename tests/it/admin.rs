@@ -21,11 +21,16 @@ const ISSUER: &str = "https://hmac.issuer.test";
 const SECRET: &str = "a-test-hmac-secret-of-32-bytes-or-more!";
 
 async fn gateway(upstream: &Upstream) -> Gateway {
+    gateway_with(upstream, "").await
+}
+
+/// [`gateway`] with `extra` TOML before the auth section (`[rate_limits]`, say).
+async fn gateway_with(upstream: &Upstream, extra: &str) -> Gateway {
     Gateway::builder()
         .insecure_http()
         .secret("JWT_SECRET", SECRET)
         .auth(&format!(
-            "[[auth.issuers]]\nissuer = \"{ISSUER}\"\nalgorithms = [\"HS256\"]\n\
+            "{extra}\n[[auth.issuers]]\nissuer = \"{ISSUER}\"\nalgorithms = [\"HS256\"]\n\
              hmac_secret = \"${{JWT_SECRET}}\"\n\n\
              [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\n\
@@ -575,4 +580,100 @@ async fn a_disabled_tool_is_hidden_and_refused_and_a_disabled_route_closed() {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(answer["error"].as_str().unwrap().contains(why), "{answer}");
     }
+}
+
+/// A blocked address is refused (403) before anything else, and let in again when the
+/// block is lifted; an automatic ban (failed authentications) is listed and lifted.
+#[tokio::test]
+async fn addresses_are_blocked_and_bans_listed_and_lifted() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway_with(
+        &upstream,
+        "[rate_limits]\nban = { failures = 2, within = \"1m\", for = \"10m\" }\n",
+    )
+    .await;
+    let admin = AdminApi::of(&gateway);
+    let http = client::http_client(None, Http::H1);
+    assert_eq!(list(&http, &gateway, ALICE_KEY).await, StatusCode::OK);
+
+    let (status, block) = admin
+        .call(
+            reqwest::Method::POST,
+            "/admin/blocks",
+            Some(json!({"address": "127.0.0.0/8", "reason": "scanner"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{block}");
+    assert_eq!(block["network"], "127.0.0.0/8");
+    assert_eq!(
+        list(&http, &gateway, ALICE_KEY).await,
+        StatusCode::FORBIDDEN
+    );
+    let refused = gateway
+        .audit_record(|r| r["event"] == "banned" && r["reason"] == "blocked")
+        .await;
+    assert_eq!(refused["client_ip"], "127.0.0.1", "{refused}");
+    let (_, blocks) = admin
+        .call(reqwest::Method::GET, "/admin/blocks", None)
+        .await;
+    assert_eq!(blocks["blocks"][0]["reason"], "scanner", "{blocks}");
+    let (status, _) = admin
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/blocks/{}", block["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list(&http, &gateway, ALICE_KEY).await, StatusCode::OK);
+    let (status, answer) = admin
+        .call(
+            reqwest::Method::POST,
+            "/admin/blocks",
+            Some(json!({"address": "not-an-ip"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("neither an address"),
+        "{answer}"
+    );
+
+    // Two failed authentications ban the address; the ban is listed, then lifted.
+    for _ in 0..2 {
+        let bad = client::post(
+            &http,
+            &gateway.url("/mcp"),
+            &client::initialize_body(1, "2025-06-18"),
+        )
+        .bearer_auth("pk_not_a_key_0123456789")
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    }
+    let banned = client::post(
+        &http,
+        &gateway.url("/mcp"),
+        &client::initialize_body(1, "2025-06-18"),
+    )
+    .bearer_auth(ALICE_KEY)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(banned.status(), StatusCode::FORBIDDEN);
+    let (_, bans) = admin.call(reqwest::Method::GET, "/admin/bans", None).await;
+    assert_eq!(bans["bans"][0]["address"], "127.0.0.1", "{bans}");
+    let (status, _) = admin
+        .call(reqwest::Method::DELETE, "/admin/bans/127.0.0.1", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list(&http, &gateway, ALICE_KEY).await, StatusCode::OK);
+    let (status, _) = admin
+        .call(reqwest::Method::DELETE, "/admin/bans/127.0.0.1", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "lifted once");
 }
