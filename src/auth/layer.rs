@@ -64,6 +64,22 @@ impl<S: Next> Layered for Authenticate<S> {
             if let Some(ScopesNeeded(scopes)) = response.extensions_mut().remove::<ScopesNeeded>() {
                 response = this.challenge_scopes(&scopes, response);
             }
+            // An event stream ends when the credential that opened it is revoked.
+            if principal.method != AuthMethod::Anonymous
+                && crate::mcp::headers::is_event_stream(
+                    response.headers().get(http::header::CONTENT_TYPE),
+                )
+            {
+                let revocations = Arc::clone(&this.auth.revocations);
+                let principal = Arc::clone(&principal);
+                response = response.map(|body| {
+                    Body::new(super::revocation::Revocable::new(
+                        body,
+                        principal,
+                        revocations,
+                    ))
+                });
+            }
             Exchange::of(&mut response).principal = Some(principal);
             Ok(response)
         })

@@ -4,7 +4,8 @@
 //! it refuses a bad one (401).
 //!
 //! The check costs one atomic load while nothing is revoked; otherwise a read lock and a
-//! look through the (short) list.
+//! look through the (short) list. An event stream open when its caller's credential is
+//! revoked ends at once ([`Revocable`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -90,12 +91,25 @@ impl Revocation {
 }
 
 /// Every revocation in force.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Revocations {
     /// Whether there is any: the check's fast path.
     any: AtomicBool,
     list: RwLock<Vec<Revocation>>,
     next_id: AtomicU64,
+    /// Bumped by every revocation: open streams look whether theirs is one.
+    made: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Revocations {
+    fn default() -> Self {
+        Self {
+            any: AtomicBool::new(false),
+            list: RwLock::default(),
+            next_id: AtomicU64::new(0),
+            made: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Revocations {
@@ -142,6 +156,8 @@ impl Revocations {
         let mut list = self.write();
         list.push(revocation.clone());
         self.any.store(true, Ordering::Release);
+        drop(list);
+        self.made.send_modify(|n| *n += 1);
         revocation
     }
 
@@ -161,6 +177,83 @@ impl Revocations {
         list.retain(|r| r.in_force(now));
         self.any.store(!list.is_empty(), Ordering::Release);
         list.clone()
+    }
+}
+
+/// An event stream of `principal`'s that ends when one of its credentials is revoked.
+pub struct Revocable<B> {
+    inner: B,
+    principal: std::sync::Arc<Principal>,
+    revocations: std::sync::Arc<Revocations>,
+    /// Resolves at the next revocation.
+    next: std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>,
+    ended: bool,
+}
+
+impl<B> std::fmt::Debug for Revocable<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocable")
+            .field("subject", &self.principal.subject)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Revocable<B> {
+    pub fn new(
+        inner: B,
+        principal: std::sync::Arc<Principal>,
+        revocations: std::sync::Arc<Revocations>,
+    ) -> Self {
+        let next = next_revocation(revocations.made.subscribe());
+        Self {
+            inner,
+            principal,
+            revocations,
+            next,
+            ended: false,
+        }
+    }
+}
+
+/// Resolves at the next revocation (`false` if revocations can no longer be made).
+fn next_revocation(
+    mut made: tokio::sync::watch::Receiver<u64>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+    Box::pin(async move { made.changed().await.is_ok() })
+}
+
+impl<B> http_body::Body for Revocable<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        while let Poll::Ready(more) = self.next.as_mut().poll(cx) {
+            if let Some(id) = self.revocations.covering(&self.principal) {
+                tracing::info!(subject = %self.principal.subject, revocation = id, "Ended an open stream: its credential was revoked");
+                self.ended = true;
+                return Poll::Ready(None);
+            }
+            if !more {
+                break;
+            }
+            self.next = next_revocation(self.revocations.made.subscribe());
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
     }
 }
 

@@ -677,3 +677,60 @@ async fn addresses_are_blocked_and_bans_listed_and_lifted() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "lifted once");
 }
+
+/// An event stream open when its caller's credential is revoked ends at once; one of
+/// another caller's runs on.
+#[tokio::test]
+async fn a_revocation_ends_the_open_streams_of_the_credential() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let gateway = gateway(&upstream).await;
+    let admin = AdminApi::of(&gateway);
+    let http = client::http_client(None, Http::H1);
+    let bob = jwt(&gateway, "bob", "tok-b");
+    let open_stream = |credential: String| {
+        let (http, gateway_url) = (http.clone(), gateway.url("/mcp"));
+        async move {
+            let init = client::post(
+                &http,
+                &gateway_url,
+                &client::initialize_body(1, "2025-06-18"),
+            )
+            .bearer_auth(&credential)
+            .send()
+            .await
+            .unwrap();
+            let session = init.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            client::response_message(init).await;
+            let stream = http
+                .get(&gateway_url)
+                .bearer_auth(&credential)
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-06-18")
+                .header("accept", "text/event-stream")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stream.status(), StatusCode::OK);
+            stream
+        }
+    };
+    let mut alice = open_stream(ALICE_KEY.to_owned()).await;
+    let mut bob = open_stream(bob).await;
+    admin.revoke(json!({"api_key": ALICE_KEY})).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = alice.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "alice's stream did not end");
+    // Bob's stream stays open (what it sends, its priming event, is read past).
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), bob.chunk()).await {
+            Err(_) => break,
+            Ok(Ok(Some(_))) => {}
+            Ok(ended) => panic!("bob's stream ended too: {ended:?}"),
+        }
+    }
+}
