@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod diff;
 mod pins;
 pub mod token;
 mod upstream_tools;
@@ -36,7 +37,9 @@ pub enum Command {
     /// Start the gateway and serve until SIGTERM or SIGINT, then drain and exit.
     Run(ConfigArg),
     /// Validate a config file: print every problem with its TOML path (exit 2 if any).
-    Check(ConfigArg),
+    /// With --diff, also validate another and say what replacing the first with it would
+    /// change (routes added, removed, changed; sections).
+    Check(CheckArgs),
     /// Ask the local gateway (the config's listen address) for /healthz; exit 0 if it
     /// answers 200, 1 otherwise. For container health checks.
     Health(ConfigArg),
@@ -66,6 +69,15 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Another config file: validated too, and compared with the first.
+    #[arg(long, value_name = "OTHER.toml")]
+    pub diff: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Path of the TOML config file.
     #[arg(
@@ -81,7 +93,10 @@ pub struct ConfigArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check(args) => check(&args.config),
+        Command::Check(args) => match &args.diff {
+            None => check(&args.config.config),
+            Some(other) => check_diff(&args.config.config, other),
+        },
         Command::Run(args) => run(&args.config),
         Command::Health(args) => health(&args.config),
         Command::HashKey => hash_key(),
@@ -189,6 +204,39 @@ fn check(path: &std::path::Path) -> ExitCode {
         if config.routes.len() == 1 { "" } else { "s" }
     );
     ExitCode::SUCCESS
+}
+
+/// `check --diff`: both files checked, then what going from `path` to `other` changes.
+fn check_diff(path: &std::path::Path, other: &std::path::Path) -> ExitCode {
+    for file in [path, other] {
+        let code = check(file);
+        if code != ExitCode::SUCCESS {
+            return code;
+        }
+    }
+    let read = |file: &std::path::Path| {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))
+    };
+    let changes = read(path)
+        .and_then(|old| read(other).map(|new| (old, new)))
+        .and_then(|(old, new)| diff::changes(&old, &new));
+    match changes {
+        Ok(lines) if lines.is_empty() => {
+            println!("no change from {} to {}", path.display(), other.display());
+            ExitCode::SUCCESS
+        }
+        Ok(lines) => {
+            println!("from {} to {}:", path.display(), other.display());
+            for line in lines {
+                println!("  {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Rules naming tools that a reachable upstream does not list. Upstreams that cannot be

@@ -1129,3 +1129,74 @@ auth = "none"
         assert!(!line.contains('\u{1b}'), "a colour code in: {line:?}");
     }
 }
+
+/// `check --diff`: both files checked, then what going from one to the other changes,
+/// by name only; an invalid other file is reported as `check` reports it.
+#[test]
+fn check_diff_names_what_a_new_config_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_http = true\n";
+    let route = |name: &str, path: &str, extra: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath = \"{path}\"\nauth = \"none\"\n\
+             upstream = {{ url = \"http://127.0.0.1:9/mcp\" }}\n{extra}"
+        )
+    };
+    let old = write(
+        dir.path(),
+        "old.toml",
+        &format!(
+            "{base}{}{}",
+            route("tools", "/mcp", ""),
+            route("gone", "/gone/mcp", "")
+        ),
+    );
+    let new = write(
+        dir.path(),
+        "new.toml",
+        &format!(
+            "{base}[rate_limits]\nper_ip = \"10/1s\"\n{}{}",
+            route("tools", "/mcp", "[[routes.policy]]\ntools = [\"echo\"]\n"),
+            route("billing", "/billing/mcp", "")
+        ),
+    );
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&old)
+        .arg("--diff")
+        .arg(&new)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let changes: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("from "))
+        .skip(1)
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "+ route `billing` (/billing/mcp)",
+            "~ route `tools`: policy",
+            "- route `gone` (/gone/mcp)",
+            "+ [rate_limits]",
+        ],
+        "{stdout}"
+    );
+    let broken = write(
+        dir.path(),
+        "broken.toml",
+        &format!("{base}{}", route("x", "nope", "")),
+    );
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&old)
+        .arg("--diff")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].path"));
+}
