@@ -16,6 +16,8 @@
 //!   address or a network (CIDR): its requests are refused (403) before anything else.
 //! - `GET /admin/bans`, `DELETE /admin/bans/{address}`: the automatic bans (failed
 //!   authentications, the security monitor) in force here; lift one.
+//! - `GET /admin/pins`, `GET /admin/pins/{route}/{tool}`, `POST /admin/pins/approve`: the
+//!   tool pins, what changed in a held tool, and its approval (as `portcullis pins`).
 //!
 //! Every call of the API — refused ones too — is an `admin` record in the audit trail (who,
 //! what, the outcome) and a count in `portcullis_admin_requests_total`.
@@ -317,6 +319,53 @@ impl Admin {
                     )
                 }
             }
+            (&Method::GET, ["admin", "pins"]) => Done::Ok(
+                StatusCode::OK,
+                pins_listed(&self.gateway.pins.snapshot()),
+                None,
+            ),
+            (&Method::GET, ["admin", "pins", route, tool]) => {
+                let pins = self.gateway.pins.snapshot();
+                match pins.routes.get(*route).and_then(|tools| tools.get(*tool)) {
+                    Some(entry) => Done::Ok(StatusCode::OK, pin_changes(route, tool, entry), None),
+                    None => Done::Refused(
+                        StatusCode::NOT_FOUND,
+                        format!("no pin of tool `{tool}` on route `{route}`"),
+                    ),
+                }
+            }
+            (&Method::POST, ["admin", "pins", "approve"]) => {
+                let asked: ApproveRequest = match serde_json::from_slice(body) {
+                    Ok(asked) => asked,
+                    Err(e) => return Done::Invalid(format!("not an approval: {e}")),
+                };
+                let pins = self.gateway.pins.snapshot();
+                let chosen = match pins.held_among(asked.route.as_deref(), &asked.tools, asked.all)
+                {
+                    Ok(chosen) => chosen,
+                    Err(why) => return Done::Refused(StatusCode::NOT_FOUND, why),
+                };
+                match self.gateway.pins.approve(&chosen) {
+                    Ok(approved) => {
+                        let approved: Vec<Value> = approved
+                            .iter()
+                            .map(|(route, tool)| json!({ "route": route, "tool": tool }))
+                            .collect();
+                        tracing::warn!(
+                            by,
+                            approved = approved.len(),
+                            "Tool pins were approved through the admin API"
+                        );
+                        let answer = json!({ "approved": approved });
+                        Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
+                    }
+                    Err(why) => Done::Refused(StatusCode::CONFLICT, why),
+                }
+            }
+            (_, ["admin", "pins", ..]) => Done::Refused(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here".into(),
+            ),
             (
                 _,
                 [
@@ -406,6 +455,9 @@ fn action_of(method: &Method, segments: &[&str]) -> &'static str {
         (&Method::DELETE, ["admin", "blocks", _]) => "unblock",
         (&Method::GET, ["admin", "bans"]) => "list_bans",
         (&Method::DELETE, ["admin", "bans", _]) => "lift_ban",
+        (&Method::GET, ["admin", "pins"]) => "list_pins",
+        (&Method::GET, ["admin", "pins", _, _]) => "diff_pin",
+        (&Method::POST, ["admin", "pins", "approve"]) => "approve_pins",
         _ => "unknown",
     }
 }
@@ -514,6 +566,70 @@ impl SwitchRequest {
         }
         Ok((item, expiry(self.expires_in.as_deref())?))
     }
+}
+
+/// `POST /admin/pins/approve`: the held tools of `route` (or of every route), all of them
+/// or the ones named in `tools`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveRequest {
+    route: Option<String>,
+    #[serde(default)]
+    tools: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// Every pin: per route, per tool, its state (`ok`, `held_changed`, `held_flagged`), its
+/// hash, when it was first seen.
+fn pins_listed(pins: &crate::guard::pins::PinFile) -> Value {
+    let mut routes = serde_json::Map::new();
+    for (route, tools) in &pins.routes {
+        let mut listed = serde_json::Map::new();
+        for (tool, entry) in tools {
+            let (state, pin) = match (&entry.pending, &entry.approved) {
+                (Some(pending), Some(_)) => ("held_changed", pending),
+                (Some(pending), None) => ("held_flagged", pending),
+                (None, Some(approved)) => ("ok", approved),
+                (None, None) => continue,
+            };
+            listed.insert(
+                tool.clone(),
+                json!({ "state": state, "hash": pin.hash, "seen": pin.seen }),
+            );
+        }
+        routes.insert(route.clone(), Value::Object(listed));
+    }
+    json!({ "routes": routes })
+}
+
+/// What changed in a held tool: each pinned member, approved against held, and what the
+/// description checks found.
+fn pin_changes(route: &str, tool: &str, entry: &crate::guard::pins::PinEntry) -> Value {
+    let mut changes = serde_json::Map::new();
+    if let Some(pending) = &entry.pending {
+        for key in crate::guard::pins::PINNED_MEMBERS {
+            let approved = entry
+                .approved
+                .as_ref()
+                .and_then(|p| p.definition.get(key))
+                .cloned();
+            let held = pending.definition.get(key).cloned();
+            if approved != held {
+                changes.insert(
+                    key.to_owned(),
+                    json!({ "approved": approved, "held": held }),
+                );
+            }
+        }
+    }
+    json!({
+        "route": route,
+        "tool": tool,
+        "held": entry.held(),
+        "changes": changes,
+        "findings": entry.pending.as_ref().map(|p| p.findings.clone()).unwrap_or_default(),
+    })
 }
 
 /// `POST /admin/blocks`: an `address` (`203.0.113.7`) or a network (`203.0.113.0/24`,

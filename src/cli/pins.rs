@@ -197,7 +197,7 @@ async fn command_on(command: &PinsCommand, store: &Store, mut read: Read) -> Exi
                     .get_mut(route)
                     .and_then(|t| t.get_mut(tool))
                 {
-                    approve(entry);
+                    entry.approve();
                 }
             }
             if let Err(e) = store.write(&read, &chosen).await {
@@ -218,56 +218,9 @@ async fn command_on(command: &PinsCommand, store: &Store, mut read: Read) -> Exi
     }
 }
 
-/// The held definition becomes the approved one.
-pub fn approve(entry: &mut PinEntry) {
-    if let Some(pending) = entry.pending.take() {
-        entry.approved = Some(pending);
-    }
-}
-
 /// The (route, tool) pairs a command names: held ones only.
 fn select(file: &PinFile, args: &PinArgs) -> Result<Vec<(String, String)>, String> {
-    if let Some(route) = &args.route
-        && !file.routes.contains_key(route)
-    {
-        return Err(format!("no pins for route `{route}`"));
-    }
-    let held = || {
-        file.routes
-            .iter()
-            .filter(|(route, _)| args.route.as_ref().is_none_or(|r| r == *route))
-            .flat_map(|(route, tools)| {
-                tools
-                    .iter()
-                    .filter(|(_, entry)| entry.held())
-                    .map(move |(tool, _)| (route.clone(), tool.clone()))
-            })
-    };
-    if args.all || args.tools.is_empty() {
-        return Ok(held().collect());
-    }
-    let mut chosen = Vec::new();
-    for tool in &args.tools {
-        let matching: Vec<(String, String)> = held().filter(|(_, t)| t == tool).collect();
-        if matching.is_empty() {
-            return Err(format!(
-                "tool `{}` is not held for review{}",
-                tool.escape_default(),
-                args.route
-                    .as_ref()
-                    .map(|r| format!(" on route `{r}`"))
-                    .unwrap_or_default()
-            ));
-        }
-        if matching.len() > 1 && args.route.is_none() {
-            return Err(format!(
-                "tool `{}` is held on several routes; name one with --route",
-                tool.escape_default()
-            ));
-        }
-        chosen.extend(matching);
-    }
-    Ok(chosen)
+    file.held_among(args.route.as_deref(), &args.tools, args.all)
 }
 
 fn list(file: &PinFile) -> String {

@@ -64,6 +64,13 @@ impl PinEntry {
         self.pending.is_some()
     }
 
+    /// The held definition becomes the approved one.
+    pub fn approve(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.approved = Some(pending);
+        }
+    }
+
     /// Takes the definition `pin` just listed into account: pinned on first sight
     /// (checked first, and held when `policy` blocks on findings), held as `pending`
     /// when it differs from the approved one, released when it is the approved one again.
@@ -144,6 +151,59 @@ pub struct PinFile {
     pub version: u32,
     #[serde(default)]
     pub routes: BTreeMap<String, BTreeMap<String, PinEntry>>,
+}
+
+impl PinFile {
+    /// The held tools (route, tool) an approval or a diff names: every held one (of
+    /// `route`, if given) when `tools` is empty or `all`; else each of `tools`, which must
+    /// be held (on `route`, or on one route only).
+    pub fn held_among(
+        &self,
+        route: Option<&str>,
+        tools: &[String],
+        all: bool,
+    ) -> Result<Vec<(String, String)>, String> {
+        if let Some(route) = route
+            && !self.routes.contains_key(route)
+        {
+            return Err(format!("no pins for route `{route}`"));
+        }
+        let held = || {
+            self.routes
+                .iter()
+                .filter(|(r, _)| route.is_none_or(|wanted| wanted == r.as_str()))
+                .flat_map(|(r, tools)| {
+                    tools
+                        .iter()
+                        .filter(|(_, entry)| entry.held())
+                        .map(move |(tool, _)| (r.clone(), tool.clone()))
+                })
+        };
+        if all || tools.is_empty() {
+            return Ok(held().collect());
+        }
+        let mut chosen = Vec::new();
+        for tool in tools {
+            let matching: Vec<(String, String)> = held().filter(|(_, t)| t == tool).collect();
+            if matching.is_empty() {
+                return Err(format!(
+                    "tool `{}` is not held for review{}",
+                    tool.escape_default(),
+                    route
+                        .map(|r| format!(" on route `{r}`"))
+                        .unwrap_or_default()
+                ));
+            }
+            if matching.len() > 1 && route.is_none() {
+                return Err(format!(
+                    "tool `{}` is held on several routes; name one with --route",
+                    tool.escape_default()
+                ));
+            }
+            chosen.extend(matching);
+        }
+        Ok(chosen)
+    }
 }
 
 /// Why a pin file cannot be used.
@@ -340,10 +400,38 @@ impl PinStore {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// The pins as they stand (tests).
-    #[cfg(test)]
-    pub(crate) fn snapshot(&self) -> PinFile {
+    /// The pins as they stand.
+    pub fn snapshot(&self) -> PinFile {
         self.read().clone()
+    }
+
+    /// The held definitions of `chosen` (route, tool) become their approved pins, here and
+    /// in the pin file (if there is one); the ones approved. Refused with `[cluster]`:
+    /// there, `portcullis pins approve` writes Redis with compare-and-set.
+    pub fn approve(&self, chosen: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
+        if self.link.is_some() {
+            return Err(
+                "with [cluster] the pins live in Redis: approve with `portcullis pins approve`"
+                    .to_owned(),
+            );
+        }
+        let mut approved = Vec::new();
+        {
+            let mut state = self.write();
+            for (route, tool) in chosen {
+                if let Some(entry) = state.routes.get_mut(route).and_then(|t| t.get_mut(tool))
+                    && entry.held()
+                {
+                    entry.approve();
+                    approved.push((route.clone(), tool.clone()));
+                }
+            }
+        }
+        if !approved.is_empty() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.persist();
+        }
+        Ok(approved)
     }
 
     /// Replaces the pins, as a reload of the pin file does (tests).
