@@ -170,7 +170,9 @@ impl Admin {
     async fn act(&self, method: &Method, segments: &[&str], body: &Bytes, by: &str) -> Done {
         let revocations = &self.gateway.auth.revocations;
         match (method, segments) {
-            (&Method::GET, ["admin", "status"]) => Done::Ok(StatusCode::OK, self.status(), None),
+            (&Method::GET, ["admin", "status"]) => {
+                Done::Ok(StatusCode::OK, self.status().await, None)
+            }
             (&Method::GET, ["admin", "revocations"]) => {
                 let list = serde_json::to_value(revocations.list()).unwrap_or_default();
                 Done::Ok(StatusCode::OK, json!({ "revocations": list }), None)
@@ -381,19 +383,43 @@ impl Admin {
         }
     }
 
-    fn status(&self) -> Value {
+    /// Version, uptime, each route (whether it is turned off, whether its upstream answers,
+    /// its open event streams, the servers it runs), what is in force, the cluster.
+    async fn status(&self) -> Value {
+        let metrics = &self.gateway.audit.metrics;
+        // Every upstream asked at once, each within half a second.
+        let mut asked = tokio::task::JoinSet::new();
+        for (i, route) in self.gateway.routes.iter().enumerate() {
+            let upstream = Arc::clone(&route.upstream);
+            asked.spawn(async move { (i, upstream.ready(Duration::from_millis(500)).await) });
+        }
+        let mut ready = vec![false; self.gateway.routes.len()];
+        while let Some(Ok((i, answered))) = asked.join_next().await {
+            ready[i] = answered;
+        }
         let routes: Vec<Value> = self
             .gateway
             .routes
             .iter()
-            .map(|route| {
-                json!({
+            .zip(ready)
+            .map(|(route, ready)| {
+                let mut status = json!({
                     "name": &*route.name,
                     "path": route.path,
                     "disabled": self.gateway.switches.route_off(&route.name).is_some(),
-                })
+                    "upstream_ready": ready,
+                    "streams_open": metrics.streams_open(&route.name),
+                });
+                if let Some(servers) = route.upstream.servers() {
+                    status["servers"] = json!(servers);
+                }
+                status
             })
             .collect();
+        let limits = &self.gateway.limits;
+        let cluster = limits
+            .is_shared()
+            .then(|| json!({ "redis_failures": limits.shared_failures() }));
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "started": humantime::format_rfc3339_seconds(self.started).to_string(),
@@ -401,6 +427,8 @@ impl Admin {
             "routes": routes,
             "revocations": self.gateway.auth.revocations.list().len(),
             "switches_off": self.gateway.switches.list().len(),
+            "blocks": self.gateway.blocks.list().len(),
+            "cluster": cluster,
         })
     }
 

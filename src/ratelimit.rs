@@ -360,6 +360,11 @@ impl RateLimits {
         Ok(self)
     }
 
+    /// Whether the limits and bans are shared through Redis (`[cluster]`).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Calls to the shared state that failed since start-up.
     pub fn shared_failures(&self) -> u64 {
         self.shared

@@ -612,6 +612,10 @@ impl Upstream for RelayUpstream {
         // Servers start on demand; the launcher is the gateway itself.
         Box::pin(std::future::ready(true))
     }
+
+    fn servers(&self) -> Option<usize> {
+        Some(self.live())
+    }
 }
 
 /// Stops `process` once it has been idle for `idle` (no request, no waiting answer, no

@@ -1,8 +1,8 @@
 //! The interface of an upstream MCP server: the service at the bottom of the request path
-//! (see `docs/architecture.md`). Today's only kind is the Streamable HTTP client of
-//! `proxy`; stdio servers, the legacy HTTP+SSE transport and several upstreams behind one
-//! endpoint plug in here. A leaf: the layers above and the guard's own conversation with
-//! the upstream (`guard::fetch`) know an upstream only by this.
+//! (see `docs/architecture.md`). Its kinds: the Streamable HTTP client of `proxy`, and the
+//! servers `relay` runs or connects to (stdio, the legacy HTTP+SSE transport). A leaf: the
+//! layers above and the guard's own conversation with the upstream (`guard::fetch`) know
+//! an upstream only by this.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,4 +27,10 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
         &self,
         timeout: std::time::Duration,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+
+    /// The servers the gateway runs (stdio processes) or holds open (legacy connections)
+    /// for this upstream now; `None` for an upstream it only sends requests to.
+    fn servers(&self) -> Option<usize> {
+        None
+    }
 }

@@ -72,6 +72,11 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> Re
 }
 
 impl Metrics {
+    /// The event streams open on `route` now.
+    pub fn streams_open(&self, route: &str) -> i64 {
+        self.sse_streams.with_label_values(&[route]).get()
+    }
+
     /// Every metric, registered. Fails only if a definition here is invalid (a bug).
     pub fn new() -> Result<Self> {
         let r = Registry::new();

@@ -272,6 +272,13 @@ async fn admin_calls_need_an_admin_token_and_are_audited() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(answer["routes"][0]["name"], "tools", "{answer}");
+    assert_eq!(answer["routes"][0]["upstream_ready"], true, "{answer}");
+    assert_eq!(answer["routes"][0]["streams_open"], 0, "{answer}");
+    assert!(
+        answer["routes"][0].get("servers").is_none(),
+        "an HTTP upstream: {answer}"
+    );
+    assert!(answer["cluster"].is_null(), "{answer}");
 
     // Never on the public listener.
     let public = admin
