@@ -39,10 +39,13 @@ use tokio::net::TcpListener;
 
 use crate::audit::event::{AdminAction, Body as Record};
 use crate::audit::metrics::metrics_response;
-use crate::auth::revocation::Revoked;
+use crate::auth::revocation::{Revocation, Revoked};
+use crate::edge::blocks::Block;
 use crate::gateway::Gateway;
+use crate::incident::Control;
 use crate::policy::Kind as PolicyKind;
 use crate::policy::switches::Item;
+use crate::policy::switches::Switch;
 
 /// The largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -186,8 +189,23 @@ impl Admin {
                     Ok(revocation) => revocation,
                     Err(why) => return Done::Invalid(why),
                 };
-                let made = revocations.revoke(what, until, reason, by.to_owned());
+                let id = match self.new_id(|| revocations.next_id()).await {
+                    Ok(id) => id,
+                    Err(why) => return unshared(&why),
+                };
+                let made = Revocation {
+                    id,
+                    what,
+                    until,
+                    reason,
+                    by: by.to_owned(),
+                    at: SystemTime::now(),
+                };
                 let answer = serde_json::to_value(&made).unwrap_or_default();
+                if let Err(why) = self.share(Control::Revocations, id, Some(&answer)).await {
+                    return unshared(&why);
+                }
+                revocations.insert(made.clone());
                 tracing::warn!(
                     by,
                     id = made.id,
@@ -199,6 +217,9 @@ impl Admin {
                 let Ok(id) = id.parse::<u64>() else {
                     return Done::Invalid(format!("`{id}` is not a revocation id"));
                 };
+                if let Err(why) = self.share(Control::Revocations, id, None).await {
+                    return unshared(&why);
+                }
                 match revocations.lift(id) {
                     Some(lifted) => {
                         let answer = serde_json::to_value(&lifted).unwrap_or_default();
@@ -227,14 +248,25 @@ impl Admin {
                     Ok(parts) => parts,
                     Err(why) => return Done::Invalid(why),
                 };
-                let made = self.gateway.switches.turn_off(
-                    asked.route,
+                let switches = &self.gateway.switches;
+                let id = match self.new_id(|| switches.next_id()).await {
+                    Ok(id) => id,
+                    Err(why) => return unshared(&why),
+                };
+                let made = Switch {
+                    id,
+                    route: asked.route,
                     item,
                     until,
-                    asked.reason,
-                    by.to_owned(),
-                );
+                    reason: asked.reason,
+                    by: by.to_owned(),
+                    at: SystemTime::now(),
+                };
                 let answer = serde_json::to_value(&made).unwrap_or_default();
+                if let Err(why) = self.share(Control::Switches, id, Some(&answer)).await {
+                    return unshared(&why);
+                }
+                switches.insert(made.clone());
                 tracing::warn!(by, id = made.id, route = %made.route, "A kill switch was turned off through the admin API");
                 Done::Ok(StatusCode::CREATED, answer.clone(), Some(answer))
             }
@@ -242,6 +274,9 @@ impl Admin {
                 let Ok(id) = id.parse::<u64>() else {
                     return Done::Invalid(format!("`{id}` is not a switch id"));
                 };
+                if let Err(why) = self.share(Control::Switches, id, None).await {
+                    return unshared(&why);
+                }
                 match self.gateway.switches.turn_on(id) {
                     Some(on) => {
                         let answer = serde_json::to_value(&on).unwrap_or_default();
@@ -272,11 +307,24 @@ impl Admin {
                     Ok(until) => until,
                     Err(why) => return Done::Invalid(why),
                 };
-                let made = self
-                    .gateway
-                    .blocks
-                    .block(network, until, asked.reason, by.to_owned());
+                let blocks = &self.gateway.blocks;
+                let id = match self.new_id(|| blocks.next_id()).await {
+                    Ok(id) => id,
+                    Err(why) => return unshared(&why),
+                };
+                let made = Block {
+                    id,
+                    network: network.trunc(),
+                    until,
+                    reason: asked.reason,
+                    by: by.to_owned(),
+                    at: SystemTime::now(),
+                };
                 let answer = serde_json::to_value(&made).unwrap_or_default();
+                if let Err(why) = self.share(Control::Blocks, id, Some(&answer)).await {
+                    return unshared(&why);
+                }
+                blocks.insert(made.clone());
                 tracing::warn!(by, id = made.id, network = %made.network, "An address was blocked through the admin API");
                 Done::Ok(StatusCode::CREATED, answer.clone(), Some(answer))
             }
@@ -284,6 +332,9 @@ impl Admin {
                 let Ok(id) = id.parse::<u64>() else {
                     return Done::Invalid(format!("`{id}` is not a block id"));
                 };
+                if let Err(why) = self.share(Control::Blocks, id, None).await {
+                    return unshared(&why);
+                }
                 match self.gateway.blocks.unblock(id) {
                     Some(lifted) => {
                         let answer = serde_json::to_value(&lifted).unwrap_or_default();
@@ -383,6 +434,27 @@ impl Admin {
         }
     }
 
+    /// An id for a new control: from Redis with `[cluster]` (unique across the instances),
+    /// else this instance's own.
+    async fn new_id(&self, local: impl FnOnce() -> u64) -> Result<u64, String> {
+        match &self.gateway.incident {
+            Some(shared) => shared.next_id().await,
+            None => Ok(local()),
+        }
+    }
+
+    /// With `[cluster]`: `made` (or, `None`, the removal of `id`) written to Redis for every
+    /// instance, before this one applies it.
+    async fn share(&self, control: Control, id: u64, made: Option<&Value>) -> Result<(), String> {
+        let Some(shared) = &self.gateway.incident else {
+            return Ok(());
+        };
+        match made {
+            Some(value) => shared.put(control, id, value).await,
+            None => shared.remove(control, id).await,
+        }
+    }
+
     /// Version, uptime, each route (whether it is turned off, whether its upstream answers,
     /// its open event streams, the servers it runs), what is in force, the cluster.
     async fn status(&self) -> Value {
@@ -466,6 +538,22 @@ enum Done {
     Refused(StatusCode, String),
     /// Not understood.
     Invalid(String),
+}
+
+/// The answer when Redis did not take a change (`[cluster]`): nothing was changed, since
+/// the other instances would not learn of it, and this one would lose it at its next
+/// read of the shared state.
+fn unshared(why: &str) -> Done {
+    tracing::warn!(
+        error = why,
+        "An admin change was not made: Redis did not take it"
+    );
+    Done::Refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "nothing changed: the shared state in Redis could not be written ({why}); try again"
+        ),
+    )
 }
 
 /// The name of an admin call, for the record and the metric.

@@ -209,6 +209,8 @@ pub struct Gateway {
     pub switches: Arc<crate::policy::switches::Switches>,
     /// Addresses an operator blocked.
     pub blocks: Arc<crate::edge::blocks::Blocks>,
+    /// With `[cluster]`: revocations, switches and blocks shared through Redis.
+    pub incident: Option<Arc<crate::incident::SharedControls>>,
     /// `[server] max_header_size`: a larger request head gets 431 (`App::handle`).
     pub max_header_size: usize,
     /// `[server] body_read_timeout`, for bodies read before a route is known.
@@ -400,6 +402,16 @@ impl Gateway {
         } else {
             Vec::new()
         };
+        let incident = match &config.cluster {
+            Some(cluster) => Some(Arc::new(
+                crate::incident::SharedControls::new(
+                    cluster.redis_url.expose(),
+                    cluster.timeout.get(),
+                )
+                .map_err(StartError::Cluster)?,
+            )),
+            None => None,
+        };
         let audit = Arc::new(audit);
         pins.alert_to(Arc::clone(&audit) as Arc<dyn crate::guard::Alerts>);
         Ok(Self {
@@ -414,6 +426,7 @@ impl Gateway {
             pins,
             switches: Arc::default(),
             blocks: Arc::default(),
+            incident,
             max_header_size: usize::try_from(config.server.max_header_size.get())
                 .unwrap_or(usize::MAX),
             body_read_timeout: config.server.body_read_timeout.get(),

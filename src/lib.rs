@@ -18,6 +18,7 @@ pub mod glob;
 pub mod guard;
 pub mod health;
 pub mod hex;
+pub mod incident;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;
@@ -112,6 +113,27 @@ impl Running {
             }
             None => None,
         };
+        if let (Some(shared), Some(cluster)) = (&gateway.incident, &config.cluster) {
+            // What the other instances revoked, turned off and blocked, before the first
+            // request; then their changes as they come.
+            let local = incident::Local::new(
+                &gateway.auth.revocations,
+                &gateway.switches,
+                &gateway.blocks,
+            );
+            let deadline = 2 * cluster.timeout.get();
+            match tokio::time::timeout(deadline, local.sync(shared)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "The shared revocations, switches and blocks could not be read; they are read when Redis answers")
+                }
+                Err(_) => tracing::warn!(
+                    ?deadline,
+                    "Redis did not answer in time: the shared revocations, switches and blocks are read when it does"
+                ),
+            }
+            tokio::spawn(incident::follow(Arc::clone(shared), local));
+        }
         gateway.auth.start().await;
         Ok(Self {
             server,

@@ -88,6 +88,38 @@ impl Revocation {
     fn in_force(&self, now: SystemTime) -> bool {
         self.until.is_none_or(|until| now < until)
     }
+
+    /// A revocation as [`Serialize`] wrote it (the shared store's copy); `None` if it is
+    /// not one.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let text = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
+        let issuer = text("issuer").map(str::to_owned);
+        let what = match text("kind")? {
+            "token" => Revoked::Token {
+                jti: text("jti")?.to_owned(),
+                issuer,
+            },
+            "subject" => Revoked::Subject {
+                subject: text("subject")?.to_owned(),
+                issuer,
+            },
+            "api_key" => Revoked::ApiKey {
+                api_key_hash: crate::hex::decode_array(text("api_key_hash")?)?,
+            },
+            _ => return None,
+        };
+        Some(Self {
+            id: value.get("id")?.as_u64()?,
+            what,
+            until: match text("until") {
+                Some(until) => Some(humantime::parse_rfc3339(until).ok()?),
+                None => None,
+            },
+            reason: text("reason").unwrap_or_default().to_owned(),
+            by: text("by").unwrap_or_default().to_owned(),
+            at: humantime::parse_rfc3339(text("at")?).ok()?,
+        })
+    }
 }
 
 /// Every revocation in force.
@@ -159,6 +191,34 @@ impl Revocations {
         drop(list);
         self.made.send_modify(|n| *n += 1);
         revocation
+    }
+
+    /// An id for a new one, of this instance's.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a revocation made elsewhere (its id given by the shared store).
+    pub fn insert(&self, revocation: Revocation) {
+        self.next_id.fetch_max(revocation.id, Ordering::Relaxed);
+        let mut list = self.write();
+        list.retain(|r| r.id != revocation.id);
+        list.push(revocation);
+        self.any.store(true, Ordering::Release);
+        drop(list);
+        self.made.send_modify(|n| *n += 1);
+    }
+
+    /// Replaces every revocation with `list` (the shared store's, as read).
+    pub fn replace_all(&self, list: Vec<Revocation>) {
+        let mut current = self.write();
+        if let Some(max) = list.iter().map(|r| r.id).max() {
+            self.next_id.fetch_max(max, Ordering::Relaxed);
+        }
+        *current = list;
+        self.any.store(!current.is_empty(), Ordering::Release);
+        drop(current);
+        self.made.send_modify(|n| *n += 1);
     }
 
     /// Lifts revocation `id`; the revocation lifted, if it was in force.

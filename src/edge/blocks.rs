@@ -28,6 +28,23 @@ impl Block {
     fn in_force(&self, now: SystemTime) -> bool {
         self.until.is_none_or(|until| now < until)
     }
+
+    /// A block as [`Serialize`] wrote it (the shared store's copy); `None` if it is not
+    /// one.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let text = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
+        Some(Self {
+            id: value.get("id")?.as_u64()?,
+            network: text("network")?.parse().ok()?,
+            until: match text("until") {
+                Some(until) => Some(humantime::parse_rfc3339(until).ok()?),
+                None => None,
+            },
+            reason: text("reason").unwrap_or_default().to_owned(),
+            by: text("by").unwrap_or_default().to_owned(),
+            at: humantime::parse_rfc3339(text("at")?).ok()?,
+        })
+    }
 }
 
 impl Serialize for Block {
@@ -100,6 +117,30 @@ impl Blocks {
         self.write().push(block.clone());
         self.any.store(true, Ordering::Release);
         block
+    }
+
+    /// An id for a new one, of this instance's.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a block made elsewhere (its id given by the shared store).
+    pub fn insert(&self, block: Block) {
+        self.next_id.fetch_max(block.id, Ordering::Relaxed);
+        let mut list = self.write();
+        list.retain(|b| b.id != block.id);
+        list.push(block);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Replaces every block with `list` (the shared store's, as read).
+    pub fn replace_all(&self, list: Vec<Block>) {
+        let mut current = self.write();
+        if let Some(max) = list.iter().map(|b| b.id).max() {
+            self.next_id.fetch_max(max, Ordering::Relaxed);
+        }
+        *current = list;
+        self.any.store(!current.is_empty(), Ordering::Release);
     }
 
     /// Lifts block `id`; the block, if it was in force.

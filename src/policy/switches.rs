@@ -54,6 +54,31 @@ impl Switch {
         self.until.is_none_or(|until| now < until)
     }
 
+    /// A switch as [`Serialize`] wrote it (the shared store's copy); `None` if it is not
+    /// one.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        let text = |key: &str| value.get(key).and_then(serde_json::Value::as_str);
+        let item = [
+            ("tool", Kind::Tool),
+            ("prompt", Kind::Prompt),
+            ("resource", Kind::Resource),
+        ]
+        .into_iter()
+        .find_map(|(key, kind)| Some(Item::new(kind, text(key)?)));
+        Some(Self {
+            id: value.get("id")?.as_u64()?,
+            route: text("route")?.to_owned(),
+            item,
+            until: match text("until") {
+                Some(until) => Some(humantime::parse_rfc3339(until).ok()?),
+                None => None,
+            },
+            reason: text("reason").unwrap_or_default().to_owned(),
+            by: text("by").unwrap_or_default().to_owned(),
+            at: humantime::parse_rfc3339(text("at")?).ok()?,
+        })
+    }
+
     /// What the client is told: what is off, and why.
     pub fn message(&self, what: &str) -> String {
         if self.reason.is_empty() {
@@ -167,6 +192,30 @@ impl Switches {
         self.write().push(switch.clone());
         self.any.store(true, Ordering::Release);
         switch
+    }
+
+    /// An id for a new one, of this instance's.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds a switch turned off elsewhere (its id given by the shared store).
+    pub fn insert(&self, switch: Switch) {
+        self.next_id.fetch_max(switch.id, Ordering::Relaxed);
+        let mut list = self.write();
+        list.retain(|s| s.id != switch.id);
+        list.push(switch);
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Replaces every switch with `list` (the shared store's, as read).
+    pub fn replace_all(&self, list: Vec<Switch>) {
+        let mut current = self.write();
+        if let Some(max) = list.iter().map(|s| s.id).max() {
+            self.next_id.fetch_max(max, Ordering::Relaxed);
+        }
+        *current = list;
+        self.any.store(!current.is_empty(), Ordering::Release);
     }
 
     /// Turns switch `id` on again; the switch, if it was off.

@@ -844,3 +844,115 @@ async fn pins_are_listed_diffed_and_approved_through_the_api() {
     );
     client.cancel().await.unwrap();
 }
+
+/// With `[cluster]`: a revocation, a kill switch and a block made on instance A are
+/// enforced on instance B within a second; an instance started later reads them; lifted
+/// on B, they are lifted on A.
+#[tokio::test]
+async fn revocations_switches_and_blocks_reach_every_instance() {
+    let mut redis = support::redis::Redis::start().await;
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let cluster = format!(
+        "[cluster]\nredis_url = \"{}\"\ntimeout = \"500ms\"\n",
+        redis.url()
+    );
+    let a = gateway_with(&upstream, &cluster).await;
+    let b = gateway_with(&upstream, &cluster).await;
+    let (admin_a, admin_b) = (AdminApi::of(&a), AdminApi::of(&b));
+    let http = client::http_client(None, Http::H1);
+    assert_eq!(list(&http, &b, ALICE_KEY).await, StatusCode::OK);
+
+    // Within a second on B.
+    let within_a_second = |gateway: &'static str, want: StatusCode, on: &Gateway| {
+        let (http, on_url) = (http.clone(), on.url("/mcp"));
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            loop {
+                let status =
+                    client::post(&http, &on_url, &client::initialize_body(1, "2025-06-18"))
+                        .bearer_auth(ALICE_KEY)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                if status == want {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{gateway}: still {status}, not {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let revoked = admin_a.revoke(json!({"api_key": ALICE_KEY})).await;
+    within_a_second("b", StatusCode::UNAUTHORIZED, &b).await;
+    admin_b.lift(&revoked["id"]).await;
+    within_a_second("a", StatusCode::OK, &a).await;
+
+    let (status, switch) = admin_a
+        .call(
+            reqwest::Method::POST,
+            "/admin/switches",
+            Some(json!({"route": "tools"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    within_a_second("b", StatusCode::SERVICE_UNAVAILABLE, &b).await;
+    let (status, block) = admin_a
+        .call(
+            reqwest::Method::POST,
+            "/admin/blocks",
+            Some(json!({"address": "127.0.0.1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    within_a_second("b", StatusCode::FORBIDDEN, &b).await;
+
+    // An instance started now reads what is in force.
+    let c = gateway_with(&upstream, &cluster).await;
+    assert_eq!(list(&http, &c, ALICE_KEY).await, StatusCode::FORBIDDEN);
+    let (_, listed) = AdminApi::of(&c)
+        .call(reqwest::Method::GET, "/admin/switches", None)
+        .await;
+    assert_eq!(listed["switches"][0]["id"], switch["id"], "{listed}");
+    let (status, _) = admin_b
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/blocks/{}", block["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    within_a_second("c", StatusCode::SERVICE_UNAVAILABLE, &c).await;
+    let (status, _) = admin_b
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/admin/switches/{}", switch["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    within_a_second("a", StatusCode::OK, &a).await;
+    within_a_second("c", StatusCode::OK, &c).await;
+
+    // Without Redis nothing is changed (the others would never learn of it): said so.
+    redis.kill();
+    let (status, answer) = admin_a
+        .call(
+            reqwest::Method::POST,
+            "/admin/revocations",
+            Some(json!({"subject": "alice"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("nothing changed"),
+        "{answer}"
+    );
+    assert_eq!(list(&http, &a, ALICE_KEY).await, StatusCode::OK);
+}

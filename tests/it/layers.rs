@@ -30,7 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
         ],
     ),
-    ("gateway", &["gateway"]),
+    ("gateway", &["gateway", "incident"]),
     ("request path", &["stack", "health"]),
     ("server", &["server"]),
     ("admin", &["admin"]),
