@@ -107,7 +107,7 @@ impl Running {
                             source,
                         })?;
                 if !admin.listen.ip().is_loopback() {
-                    tracing::warn!(addr = %admin.listen, "The [admin] listener is on a non-loopback address: anyone who can reach it can read the metrics");
+                    tracing::warn!(addr = %admin.listen, "The [admin] listener is on a non-loopback address and speaks plain HTTP: anyone who can reach it can read the metrics, and admin tokens cross the network in the clear");
                 }
                 Some((listener, admin.tokens.clone()))
             }
