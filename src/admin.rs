@@ -100,9 +100,10 @@ impl Admin {
         let token = value
             .to_str()
             .ok()
+            // The scheme's name is case-insensitive (RFC 9110 §11.1).
             .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
             })
             .map(str::trim)
             .filter(|t| !t.is_empty())

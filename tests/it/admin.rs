@@ -266,6 +266,15 @@ async fn admin_calls_need_an_admin_token_and_are_audited() {
         "{answer}"
     );
 
+    // The scheme's name in any case.
+    let shouted = admin
+        .http
+        .get(&status_url)
+        .header("authorization", format!("BEARER {ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shouted.status(), StatusCode::OK);
     let (status, answer) = admin
         .call(reqwest::Method::GET, "/admin/status", None)
         .await;
@@ -307,7 +316,7 @@ async fn admin_calls_need_an_admin_token_and_are_audited() {
     let metrics = metrics.text().await.unwrap();
     for line in [
         "portcullis_admin_requests_total{action=\"status\",outcome=\"unauthorized\"} 2",
-        "portcullis_admin_requests_total{action=\"status\",outcome=\"done\"} 1",
+        "portcullis_admin_requests_total{action=\"status\",outcome=\"done\"} 2",
         "portcullis_admin_requests_total{action=\"revoke\",outcome=\"invalid\"} 1",
     ] {
         assert!(metrics.contains(line), "no {line} in\n{metrics}");
