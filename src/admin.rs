@@ -495,6 +495,7 @@ impl Admin {
             .then(|| json!({ "redis_failures": limits.shared_failures() }));
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            "config_sha256": self.gateway.config_sha256,
             "started": humantime::format_rfc3339_seconds(self.started).to_string(),
             "uptime_seconds": self.started.elapsed().unwrap_or(Duration::ZERO).as_secs(),
             "routes": routes,

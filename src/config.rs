@@ -60,6 +60,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Warnings found while loading (e.g. plain HTTP on a public address). Not errors.
     pub warnings: Vec<String>,
+    /// SHA-256 (hex) of the text it was loaded from: which file is running.
+    pub source_sha256: Option<String>,
 }
 
 /// `[server]`: the listener.

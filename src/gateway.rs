@@ -209,6 +209,8 @@ pub struct Gateway {
     pub switches: Arc<crate::policy::switches::Switches>,
     /// Addresses an operator blocked.
     pub blocks: Arc<crate::edge::blocks::Blocks>,
+    /// SHA-256 of the config text it was built from (`None`: a config made in code).
+    pub config_sha256: Option<String>,
     /// With `[cluster]`: revocations, switches and blocks shared through Redis.
     pub incident: Option<Arc<crate::incident::SharedControls>>,
     /// `[server] max_header_size`: a larger request head gets 431 (`App::handle`).
@@ -426,6 +428,7 @@ impl Gateway {
             pins,
             switches: Arc::default(),
             blocks: Arc::default(),
+            config_sha256: config.source_sha256.clone(),
             incident,
             max_header_size: usize::try_from(config.server.max_header_size.get())
                 .unwrap_or(usize::MAX),

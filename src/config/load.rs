@@ -130,7 +130,12 @@ pub fn load_str_checked(
     })?;
 
     let mut errors = Vec::new();
-    let mut config = Config::default();
+    let mut config = Config {
+        source_sha256: Some(crate::hex::encode(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref(),
+        )),
+        ..Config::default()
+    };
     let mut parsed = Parsed::whole();
     let mut reader = Reader {
         errors: &mut errors,

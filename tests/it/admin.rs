@@ -280,6 +280,11 @@ async fn admin_calls_need_an_admin_token_and_are_audited() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(answer["version"], env!("CARGO_PKG_VERSION"));
+    let sha = answer["config_sha256"].as_str().unwrap_or_default();
+    assert!(
+        sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{answer}"
+    );
     assert_eq!(answer["routes"][0]["name"], "tools", "{answer}");
     assert_eq!(answer["routes"][0]["upstream_ready"], true, "{answer}");
     assert_eq!(answer["routes"][0]["streams_open"], 0, "{answer}");
