@@ -19,6 +19,7 @@ pub mod guard;
 pub mod health;
 pub mod hex;
 pub mod incident;
+pub mod inforce;
 pub mod mcp;
 pub mod policy;
 pub mod proxy;

@@ -7,11 +7,11 @@
 //! look through the (short) list. An event stream open when its caller's credential is
 //! revoked ends at once ([`Revocable`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use crate::inforce::{Entry, InForce};
 
 use crate::request::Principal;
 
@@ -84,11 +84,16 @@ fn time_now<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
-impl Revocation {
-    fn in_force(&self, now: SystemTime) -> bool {
-        self.until.is_none_or(|until| now < until)
+impl Entry for Revocation {
+    fn id(&self) -> u64 {
+        self.id
     }
+    fn until(&self) -> Option<SystemTime> {
+        self.until
+    }
+}
 
+impl Revocation {
     /// A revocation as [`Serialize`] wrote it (the shared store's copy); `None` if it is
     /// not one.
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
@@ -125,10 +130,7 @@ impl Revocation {
 /// Every revocation in force.
 #[derive(Debug)]
 pub struct Revocations {
-    /// Whether there is any: the check's fast path.
-    any: AtomicBool,
-    list: RwLock<Vec<Revocation>>,
-    next_id: AtomicU64,
+    items: InForce<Revocation>,
     /// Bumped by every revocation: open streams look whether theirs is one.
     made: tokio::sync::watch::Sender<u64>,
 }
@@ -136,40 +138,21 @@ pub struct Revocations {
 impl Default for Revocations {
     fn default() -> Self {
         Self {
-            any: AtomicBool::new(false),
-            list: RwLock::default(),
-            next_id: AtomicU64::new(0),
+            items: InForce::default(),
             made: tokio::sync::watch::Sender::new(0),
         }
     }
 }
 
 impl Revocations {
-    fn read(&self) -> RwLockReadGuard<'_, Vec<Revocation>> {
-        self.list
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Vec<Revocation>> {
-        self.list
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The revocation that covers `principal`, if one is in force.
     pub fn covering(&self, principal: &Principal) -> Option<u64> {
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        let now = SystemTime::now();
-        self.read()
-            .iter()
-            .find(|r| r.in_force(now) && r.what.covers(principal))
-            .map(|r| r.id)
+        self.items
+            .find_map(|r| r.what.covers(principal).then_some(r.id))
     }
 
-    /// Revokes `what` until `until` (or until lifted); the revocation made.
+    /// Revokes `what` until `until` (or until lifted), with an id of this instance's;
+    /// the revocation made.
     pub fn revoke(
         &self,
         what: Revoked,
@@ -178,65 +161,42 @@ impl Revocations {
         by: String,
     ) -> Revocation {
         let revocation = Revocation {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            id: self.next_id(),
             what,
             until,
             reason,
             by,
             at: SystemTime::now(),
         };
-        let mut list = self.write();
-        list.push(revocation.clone());
-        self.any.store(true, Ordering::Release);
-        drop(list);
-        self.made.send_modify(|n| *n += 1);
+        self.insert(revocation.clone());
         revocation
     }
 
     /// An id for a new one, of this instance's.
     pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+        self.items.next_id()
     }
 
-    /// Adds a revocation made elsewhere (its id given by the shared store).
+    /// Adds a revocation (its id given here or by the shared store).
     pub fn insert(&self, revocation: Revocation) {
-        self.next_id.fetch_max(revocation.id, Ordering::Relaxed);
-        let mut list = self.write();
-        list.retain(|r| r.id != revocation.id);
-        list.push(revocation);
-        self.any.store(true, Ordering::Release);
-        drop(list);
+        self.items.insert(revocation);
         self.made.send_modify(|n| *n += 1);
     }
 
     /// Replaces every revocation with `list` (the shared store's, as read).
     pub fn replace_all(&self, list: Vec<Revocation>) {
-        let mut current = self.write();
-        if let Some(max) = list.iter().map(|r| r.id).max() {
-            self.next_id.fetch_max(max, Ordering::Relaxed);
-        }
-        *current = list;
-        self.any.store(!current.is_empty(), Ordering::Release);
-        drop(current);
+        self.items.replace_all(list);
         self.made.send_modify(|n| *n += 1);
     }
 
     /// Lifts revocation `id`; the revocation lifted, if it was in force.
     pub fn lift(&self, id: u64) -> Option<Revocation> {
-        let mut list = self.write();
-        let position = list.iter().position(|r| r.id == id)?;
-        let lifted = list.remove(position);
-        self.any.store(!list.is_empty(), Ordering::Release);
-        Some(lifted).filter(|r| r.in_force(SystemTime::now()))
+        self.items.remove(id)
     }
 
     /// Every revocation in force (the expired ones are forgotten).
     pub fn list(&self) -> Vec<Revocation> {
-        let now = SystemTime::now();
-        let mut list = self.write();
-        list.retain(|r| r.in_force(now));
-        self.any.store(!list.is_empty(), Ordering::Release);
-        list.clone()
+        self.items.list()
     }
 }
 
@@ -399,9 +359,6 @@ mod tests {
         );
         assert_eq!(revocations.covering(&alice), None);
         assert!(revocations.list().is_empty());
-        assert!(
-            !revocations.any.load(Ordering::Acquire),
-            "the fast path is back"
-        );
+        assert!(!revocations.items.any(), "the fast path is back");
     }
 }

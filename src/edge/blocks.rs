@@ -5,12 +5,12 @@
 //! The check costs one atomic load while nothing is blocked.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use ipnet::IpNet;
 use serde::Serialize;
+
+use crate::inforce::{Entry, InForce};
 
 /// One block.
 #[derive(Debug, Clone)]
@@ -24,11 +24,16 @@ pub struct Block {
     pub at: SystemTime,
 }
 
-impl Block {
-    fn in_force(&self, now: SystemTime) -> bool {
-        self.until.is_none_or(|until| now < until)
+impl Entry for Block {
+    fn id(&self) -> u64 {
+        self.id
     }
+    fn until(&self) -> Option<SystemTime> {
+        self.until
+    }
+}
 
+impl Block {
     /// A block as [`Serialize`] wrote it (the shared store's copy); `None` if it is not
     /// one.
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
@@ -66,39 +71,18 @@ impl Serialize for Block {
 
 /// Every block in force.
 #[derive(Debug, Default)]
-pub struct Blocks {
-    /// Whether there is any: the check's fast path.
-    any: AtomicBool,
-    list: RwLock<Vec<Block>>,
-    next_id: AtomicU64,
-}
+pub struct Blocks(InForce<Block>);
 
 impl Blocks {
-    fn read(&self) -> RwLockReadGuard<'_, Vec<Block>> {
-        self.list
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Vec<Block>> {
-        self.list
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Whether `ip` is blocked (an IPv4-mapped IPv6 address as its IPv4 one).
     pub fn blocks(&self, ip: IpAddr) -> bool {
-        if !self.any.load(Ordering::Acquire) {
-            return false;
-        }
         let ip = ip.to_canonical();
-        let now = SystemTime::now();
-        self.read()
-            .iter()
-            .any(|b| b.in_force(now) && b.network.contains(&ip))
+        self.0
+            .find_map(|b| b.network.contains(&ip).then_some(()))
+            .is_some()
     }
 
-    /// Blocks `network`; the block.
+    /// Blocks `network`, with an id of this instance's; the block.
     pub fn block(
         &self,
         network: IpNet,
@@ -107,58 +91,40 @@ impl Blocks {
         by: String,
     ) -> Block {
         let block = Block {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            id: self.next_id(),
             network: network.trunc(),
             until,
             reason,
             by,
             at: SystemTime::now(),
         };
-        self.write().push(block.clone());
-        self.any.store(true, Ordering::Release);
+        self.insert(block.clone());
         block
     }
 
     /// An id for a new one, of this instance's.
     pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+        self.0.next_id()
     }
 
-    /// Adds a block made elsewhere (its id given by the shared store).
+    /// Adds a block (its id given here or by the shared store).
     pub fn insert(&self, block: Block) {
-        self.next_id.fetch_max(block.id, Ordering::Relaxed);
-        let mut list = self.write();
-        list.retain(|b| b.id != block.id);
-        list.push(block);
-        self.any.store(true, Ordering::Release);
+        self.0.insert(block);
     }
 
     /// Replaces every block with `list` (the shared store's, as read).
     pub fn replace_all(&self, list: Vec<Block>) {
-        let mut current = self.write();
-        if let Some(max) = list.iter().map(|b| b.id).max() {
-            self.next_id.fetch_max(max, Ordering::Relaxed);
-        }
-        *current = list;
-        self.any.store(!current.is_empty(), Ordering::Release);
+        self.0.replace_all(list);
     }
 
     /// Lifts block `id`; the block, if it was in force.
     pub fn unblock(&self, id: u64) -> Option<Block> {
-        let mut list = self.write();
-        let position = list.iter().position(|b| b.id == id)?;
-        let block = list.remove(position);
-        self.any.store(!list.is_empty(), Ordering::Release);
-        Some(block).filter(|b| b.in_force(SystemTime::now()))
+        self.0.remove(id)
     }
 
     /// Every block in force (expired ones are forgotten).
     pub fn list(&self) -> Vec<Block> {
-        let now = SystemTime::now();
-        let mut list = self.write();
-        list.retain(|b| b.in_force(now));
-        self.any.store(!list.is_empty(), Ordering::Release);
-        list.clone()
+        self.0.list()
     }
 }
 
@@ -196,6 +162,6 @@ mod tests {
         assert!(blocks.unblock(net.id).is_some());
         assert!(!blocks.blocks(ip("203.0.113.7")));
         blocks.unblock(one.id);
-        assert!(!blocks.any.load(Ordering::Acquire));
+        assert!(!blocks.0.any());
     }
 }

@@ -6,11 +6,11 @@
 //! The check costs one atomic load while no switch is off; otherwise a read lock and a
 //! look through the (short) list.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use crate::inforce::{Entry, InForce};
 
 use super::Kind;
 use crate::glob::Glob;
@@ -49,11 +49,16 @@ pub struct Switch {
     pub at: SystemTime,
 }
 
-impl Switch {
-    fn in_force(&self, now: SystemTime) -> bool {
-        self.until.is_none_or(|until| now < until)
+impl Entry for Switch {
+    fn id(&self) -> u64 {
+        self.id
     }
+    fn until(&self) -> Option<SystemTime> {
+        self.until
+    }
+}
 
+impl Switch {
     /// A switch as [`Serialize`] wrote it (the shared store's copy); `None` if it is not
     /// one.
     pub fn from_json(value: &serde_json::Value) -> Option<Self> {
@@ -116,62 +121,33 @@ impl Serialize for Switch {
 
 /// Every switch turned off.
 #[derive(Debug, Default)]
-pub struct Switches {
-    /// Whether any is: the check's fast path.
-    any: AtomicBool,
-    list: RwLock<Vec<Switch>>,
-    next_id: AtomicU64,
-}
+pub struct Switches(InForce<Switch>);
 
 impl Switches {
-    fn read(&self) -> RwLockReadGuard<'_, Vec<Switch>> {
-        self.list
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Vec<Switch>> {
-        self.list
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Whether any switch is off (on any route).
     pub fn any(&self) -> bool {
-        self.any.load(Ordering::Acquire)
+        self.0.any()
     }
 
     /// The switch that turns `route` off whole, if one is in force.
     pub fn route_off(&self, route: &str) -> Option<Switch> {
-        if !self.any() {
-            return None;
-        }
-        let now = SystemTime::now();
-        self.read()
-            .iter()
-            .find(|s| s.route == route && s.item.is_none() && s.in_force(now))
-            .cloned()
+        self.0
+            .find_map(|s| (s.route == route && s.item.is_none()).then(|| s.clone()))
     }
 
     /// The switch that turns off the `kind` named `name` on `route`, if one is in force.
     pub fn item_off(&self, route: &str, kind: Kind, name: &str) -> Option<Switch> {
-        if !self.any() {
-            return None;
-        }
-        let now = SystemTime::now();
-        self.read()
-            .iter()
-            .find(|s| {
-                s.route == route
-                    && s.in_force(now)
-                    && s.item
-                        .as_ref()
-                        .is_some_and(|i| i.kind == kind && i.glob.matches(name))
-            })
-            .cloned()
+        self.0.find_map(|s| {
+            let off = s.route == route
+                && s.item
+                    .as_ref()
+                    .is_some_and(|i| i.kind == kind && i.glob.matches(name));
+            off.then(|| s.clone())
+        })
     }
 
-    /// Turns `item` (or the whole route) of `route` off; the switch.
+    /// Turns `item` (or the whole route) of `route` off, with an id of this instance's;
+    /// the switch.
     pub fn turn_off(
         &self,
         route: String,
@@ -181,7 +157,7 @@ impl Switches {
         by: String,
     ) -> Switch {
         let switch = Switch {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            id: self.next_id(),
             route,
             item,
             until,
@@ -189,51 +165,33 @@ impl Switches {
             by,
             at: SystemTime::now(),
         };
-        self.write().push(switch.clone());
-        self.any.store(true, Ordering::Release);
+        self.insert(switch.clone());
         switch
     }
 
     /// An id for a new one, of this instance's.
     pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+        self.0.next_id()
     }
 
-    /// Adds a switch turned off elsewhere (its id given by the shared store).
+    /// Adds a switch (its id given here or by the shared store).
     pub fn insert(&self, switch: Switch) {
-        self.next_id.fetch_max(switch.id, Ordering::Relaxed);
-        let mut list = self.write();
-        list.retain(|s| s.id != switch.id);
-        list.push(switch);
-        self.any.store(true, Ordering::Release);
+        self.0.insert(switch);
     }
 
     /// Replaces every switch with `list` (the shared store's, as read).
     pub fn replace_all(&self, list: Vec<Switch>) {
-        let mut current = self.write();
-        if let Some(max) = list.iter().map(|s| s.id).max() {
-            self.next_id.fetch_max(max, Ordering::Relaxed);
-        }
-        *current = list;
-        self.any.store(!current.is_empty(), Ordering::Release);
+        self.0.replace_all(list);
     }
 
     /// Turns switch `id` on again; the switch, if it was off.
     pub fn turn_on(&self, id: u64) -> Option<Switch> {
-        let mut list = self.write();
-        let position = list.iter().position(|s| s.id == id)?;
-        let switch = list.remove(position);
-        self.any.store(!list.is_empty(), Ordering::Release);
-        Some(switch).filter(|s| s.in_force(SystemTime::now()))
+        self.0.remove(id)
     }
 
     /// Every switch off (expired ones are forgotten).
     pub fn list(&self) -> Vec<Switch> {
-        let now = SystemTime::now();
-        let mut list = self.write();
-        list.retain(|s| s.in_force(now));
-        self.any.store(!list.is_empty(), Ordering::Release);
-        list.clone()
+        self.0.list()
     }
 }
 

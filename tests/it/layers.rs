@@ -12,7 +12,9 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaf",
-        &["cluster", "glob", "hex", "request", "tls", "upstream"],
+        &[
+            "cluster", "glob", "hex", "inforce", "request", "tls", "upstream",
+        ],
     ),
     ("protocol", &["mcp", "error", "body"]),
     ("config", &["config"]),
