@@ -3,7 +3,8 @@
 //! networks `[metrics] allow_from` names), and the admin API under `/admin/` for the
 //! holders of an admin token (`[[admin.tokens]]`, kept as SHA-256 hashes like API keys):
 //!
-//! - `GET /admin/status`: the version, when the gateway started, its routes.
+//! - `GET /admin/status`: the version, when the gateway started and its config was loaded
+//!   (and that config's SHA-256), its routes.
 //! - `GET /admin/revocations`, `POST /admin/revocations`, `DELETE /admin/revocations/{id}`:
 //!   revoke a token (`jti`), every credential of a subject, or an API key, until an expiry
 //!   or for good; list; lift. A revoked credential is refused (401) from the next request
@@ -18,6 +19,8 @@
 //!   authentications, the security monitor) in force here; lift one.
 //! - `GET /admin/pins`, `GET /admin/pins/{route}/{tool}`, `POST /admin/pins/approve`: the
 //!   tool pins, what changed in a held tool, and its approval (as `portcullis pins`).
+//! - `POST /admin/reload`: the config file read again and swapped in if it is valid
+//!   (`reload`); 422 with every problem if not, the running configuration kept.
 //!
 //! Every call of the API — refused ones too — is an `admin` record in the audit trail (who,
 //! what, the outcome) and a count in `portcullis_admin_requests_total`.
@@ -46,51 +49,42 @@ use crate::incident::Control;
 use crate::policy::Kind as PolicyKind;
 use crate::policy::switches::Item;
 use crate::policy::switches::Switch;
+use crate::reload::{Live, ReloadError, Reloader, Trigger};
 
 /// The largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin listener serves.
 pub struct Admin {
-    gateway: Arc<Gateway>,
-    /// `[[admin.tokens]]`: name and SHA-256.
-    tokens: Vec<(String, [u8; 32])>,
+    /// The configuration serving: each call reads the gateway (and admin tokens) of now.
+    live: Arc<Live>,
+    reloader: Arc<Reloader>,
     started: SystemTime,
 }
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The token hashes are not shown.
         f.debug_struct("Admin")
-            .field("tokens", &self.tokens.len())
+            .field("started", &self.started)
             .finish_non_exhaustive()
     }
 }
 
 impl Admin {
-    /// The admin side of `gateway`, with `tokens` (name, SHA-256 hex: checked by the
-    /// config's validation; a hash that is not one matches nothing).
-    pub fn new(gateway: Arc<Gateway>, tokens: &[crate::config::audit::AdminToken]) -> Self {
-        let tokens = tokens
-            .iter()
-            .filter_map(|t| {
-                let bytes = crate::hex::decode(&t.hash)?;
-                let hash: [u8; 32] = bytes.try_into().ok()?;
-                Some((t.name.clone(), hash))
-            })
-            .collect();
+    /// The admin side of the configuration serving in `live`, which `reloader` reloads.
+    pub fn new(live: Arc<Live>, reloader: Arc<Reloader>) -> Self {
         Self {
-            gateway,
-            tokens,
+            live,
+            reloader,
             started: SystemTime::now(),
         }
     }
 
     /// The name of the admin token `headers` carry (`Authorization: Bearer`), compared
-    /// in constant time with every configured hash.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<String, &'static str> {
+    /// in constant time with every hash `gateway` has (`[[admin.tokens]]`).
+    fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<String, &'static str> {
         use subtle::ConstantTimeEq;
-        if self.tokens.is_empty() {
+        if gateway.admin_tokens.is_empty() {
             return Err("no admin token is configured ([[admin.tokens]])");
         }
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
@@ -110,7 +104,7 @@ impl Admin {
             .ok_or("send one admin token as Authorization: Bearer")?;
         let presented = digest(&SHA256, token.as_bytes());
         let mut found = None;
-        for (name, hash) in &self.tokens {
+        for (name, hash) in &gateway.admin_tokens {
             if bool::from(hash.ct_eq(presented.as_ref())) {
                 found = Some(name.clone());
             }
@@ -124,25 +118,34 @@ impl Admin {
         req: Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
+        // The configuration serving when the call came in, for all of it.
+        let gateway = self.live.gateway();
         let path = req.uri().path();
         match (req.method(), path) {
-            (&Method::GET, "/metrics") => metrics_response(&self.gateway.audit.metrics),
+            (&Method::GET, "/metrics") => metrics_response(&gateway.audit.metrics),
             (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
             (_, "/metrics" | "/healthz") => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-            _ if path == "/admin" || path.starts_with("/admin/") => self.api(req, peer).await,
+            _ if path == "/admin" || path.starts_with("/admin/") => {
+                self.api(&gateway, req, peer).await
+            }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
     /// A call of the admin API: authenticated, done, recorded.
-    async fn api(&self, req: Request<hyper::body::Incoming>, peer: SocketAddr) -> Response<Body> {
+    async fn api(
+        &self,
+        gateway: &Gateway,
+        req: Request<hyper::body::Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let segments: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
         let action = action_of(&parts.method, &segments);
-        let by = match self.authenticate(&parts.headers) {
+        let by = match Self::authenticate(gateway, &parts.headers) {
             Ok(name) => name,
             Err(why) => {
-                self.record(None, peer, action, "unauthorized", None);
+                Self::record(gateway, None, peer, action, "unauthorized", None);
                 let mut response = problem(StatusCode::UNAUTHORIZED, why);
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -154,28 +157,57 @@ impl Admin {
         let body = match Limited::new(body, MAX_BODY).collect().await {
             Ok(body) => body.to_bytes(),
             Err(_) => {
-                self.record(Some(by), peer, action, "invalid", None);
+                Self::record(gateway, Some(by), peer, action, "invalid", None);
                 return problem(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "the body is larger than 64 KiB",
                 );
             }
         };
-        let done = self.act(&parts.method, &segments, &body, &by).await;
+        let done = self
+            .act(gateway, &parts.method, &segments, &body, &by)
+            .await;
         let (outcome, detail, response) = match done {
             Done::Ok(status, answer, detail) => ("done", detail, json_response(status, &answer)),
             Done::Refused(status, why) => ("refused", None, problem(status, &why)),
             Done::Invalid(why) => ("invalid", None, problem(StatusCode::BAD_REQUEST, &why)),
+            Done::Failed(status, answer) => {
+                let response = json_response(status, &answer);
+                ("invalid", Some(answer), response)
+            }
         };
-        self.record(Some(by), peer, action, outcome, detail);
+        Self::record(gateway, Some(by), peer, action, outcome, detail);
         response
     }
 
-    async fn act(&self, method: &Method, segments: &[&str], body: &Bytes, by: &str) -> Done {
-        let revocations = &self.gateway.auth.revocations;
+    async fn act(
+        &self,
+        gateway: &Gateway,
+        method: &Method,
+        segments: &[&str],
+        body: &Bytes,
+        by: &str,
+    ) -> Done {
+        let revocations = &gateway.auth.revocations;
         match (method, segments) {
             (&Method::GET, ["admin", "status"]) => {
-                Done::Ok(StatusCode::OK, self.status().await, None)
+                Done::Ok(StatusCode::OK, self.status(gateway).await, None)
+            }
+            (&Method::POST, ["admin", "reload"]) => {
+                match self.reloader.reload(Trigger::Api).await {
+                    Ok(done) => {
+                        tracing::warn!(by, "The configuration was reloaded through the admin API");
+                        let answer = done.to_json();
+                        Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
+                    }
+                    Err(e) => {
+                        let status = match e {
+                            ReloadError::NoFile => StatusCode::CONFLICT,
+                            ReloadError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                        };
+                        Done::Failed(status, e.to_json())
+                    }
+                }
             }
             (&Method::GET, ["admin", "revocations"]) => {
                 let list = serde_json::to_value(revocations.list()).unwrap_or_default();
@@ -190,7 +222,7 @@ impl Admin {
                     Ok(revocation) => revocation,
                     Err(why) => return Done::Invalid(why),
                 };
-                let id = match self.new_id(|| revocations.next_id()).await {
+                let id = match Self::new_id(gateway, || revocations.next_id()).await {
                     Ok(id) => id,
                     Err(why) => return unshared(&why),
                 };
@@ -203,7 +235,9 @@ impl Admin {
                     at: SystemTime::now(),
                 };
                 let answer = serde_json::to_value(&made).unwrap_or_default();
-                if let Err(why) = self.share(Control::Revocations, id, Some(&answer)).await {
+                if let Err(why) =
+                    Self::share(gateway, Control::Revocations, id, Some(&answer)).await
+                {
                     return unshared(&why);
                 }
                 revocations.insert(made.clone());
@@ -218,7 +252,7 @@ impl Admin {
                 let Ok(id) = id.parse::<u64>() else {
                     return Done::Invalid(format!("`{id}` is not a revocation id"));
                 };
-                if let Err(why) = self.share(Control::Revocations, id, None).await {
+                if let Err(why) = Self::share(gateway, Control::Revocations, id, None).await {
                     return unshared(&why);
                 }
                 match revocations.lift(id) {
@@ -234,7 +268,7 @@ impl Admin {
                 }
             }
             (&Method::GET, ["admin", "switches"]) => {
-                let list = serde_json::to_value(self.gateway.switches.list()).unwrap_or_default();
+                let list = serde_json::to_value(gateway.switches.list()).unwrap_or_default();
                 Done::Ok(StatusCode::OK, json!({ "switches": list }), None)
             }
             (&Method::POST, ["admin", "switches"]) => {
@@ -242,15 +276,15 @@ impl Admin {
                     Ok(asked) => asked,
                     Err(e) => return Done::Invalid(format!("not a kill switch: {e}")),
                 };
-                if !self.gateway.routes.iter().any(|r| *r.name == *asked.route) {
+                if !gateway.routes.iter().any(|r| *r.name == *asked.route) {
                     return Done::Invalid(format!("no route is named `{}`", asked.route));
                 }
                 let (item, until) = match asked.item_and_expiry() {
                     Ok(parts) => parts,
                     Err(why) => return Done::Invalid(why),
                 };
-                let switches = &self.gateway.switches;
-                let id = match self.new_id(|| switches.next_id()).await {
+                let switches = &gateway.switches;
+                let id = match Self::new_id(gateway, || switches.next_id()).await {
                     Ok(id) => id,
                     Err(why) => return unshared(&why),
                 };
@@ -264,7 +298,7 @@ impl Admin {
                     at: SystemTime::now(),
                 };
                 let answer = serde_json::to_value(&made).unwrap_or_default();
-                if let Err(why) = self.share(Control::Switches, id, Some(&answer)).await {
+                if let Err(why) = Self::share(gateway, Control::Switches, id, Some(&answer)).await {
                     return unshared(&why);
                 }
                 switches.insert(made.clone());
@@ -275,10 +309,10 @@ impl Admin {
                 let Ok(id) = id.parse::<u64>() else {
                     return Done::Invalid(format!("`{id}` is not a switch id"));
                 };
-                if let Err(why) = self.share(Control::Switches, id, None).await {
+                if let Err(why) = Self::share(gateway, Control::Switches, id, None).await {
                     return unshared(&why);
                 }
-                match self.gateway.switches.turn_on(id) {
+                match gateway.switches.turn_on(id) {
                     Some(on) => {
                         let answer = serde_json::to_value(&on).unwrap_or_default();
                         tracing::warn!(
@@ -292,7 +326,7 @@ impl Admin {
                 }
             }
             (&Method::GET, ["admin", "blocks"]) => {
-                let list = serde_json::to_value(self.gateway.blocks.list()).unwrap_or_default();
+                let list = serde_json::to_value(gateway.blocks.list()).unwrap_or_default();
                 Done::Ok(StatusCode::OK, json!({ "blocks": list }), None)
             }
             (&Method::POST, ["admin", "blocks"]) => {
@@ -308,8 +342,8 @@ impl Admin {
                     Ok(until) => until,
                     Err(why) => return Done::Invalid(why),
                 };
-                let blocks = &self.gateway.blocks;
-                let id = match self.new_id(|| blocks.next_id()).await {
+                let blocks = &gateway.blocks;
+                let id = match Self::new_id(gateway, || blocks.next_id()).await {
                     Ok(id) => id,
                     Err(why) => return unshared(&why),
                 };
@@ -322,7 +356,7 @@ impl Admin {
                     at: SystemTime::now(),
                 };
                 let answer = serde_json::to_value(&made).unwrap_or_default();
-                if let Err(why) = self.share(Control::Blocks, id, Some(&answer)).await {
+                if let Err(why) = Self::share(gateway, Control::Blocks, id, Some(&answer)).await {
                     return unshared(&why);
                 }
                 blocks.insert(made.clone());
@@ -333,10 +367,10 @@ impl Admin {
                 let Ok(id) = id.parse::<u64>() else {
                     return Done::Invalid(format!("`{id}` is not a block id"));
                 };
-                if let Err(why) = self.share(Control::Blocks, id, None).await {
+                if let Err(why) = Self::share(gateway, Control::Blocks, id, None).await {
                     return unshared(&why);
                 }
-                match self.gateway.blocks.unblock(id) {
+                match gateway.blocks.unblock(id) {
                     Some(lifted) => {
                         let answer = serde_json::to_value(&lifted).unwrap_or_default();
                         Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
@@ -347,8 +381,7 @@ impl Admin {
                 }
             }
             (&Method::GET, ["admin", "bans"]) => {
-                let bans: Vec<Value> = self
-                    .gateway
+                let bans: Vec<Value> = gateway
                     .limits
                     .bans_in_force()
                     .into_iter()
@@ -362,7 +395,7 @@ impl Admin {
                 let Ok(ip) = address.parse::<std::net::IpAddr>() else {
                     return Done::Invalid(format!("`{address}` is not an address"));
                 };
-                if self.gateway.limits.lift_ban(ip).await {
+                if gateway.limits.lift_ban(ip).await {
                     tracing::warn!(by, %ip, "A ban was lifted through the admin API");
                     let answer = json!({ "address": ip.to_string(), "lifted": true });
                     Done::Ok(StatusCode::OK, answer.clone(), Some(answer))
@@ -373,13 +406,11 @@ impl Admin {
                     )
                 }
             }
-            (&Method::GET, ["admin", "pins"]) => Done::Ok(
-                StatusCode::OK,
-                pins_listed(&self.gateway.pins.snapshot()),
-                None,
-            ),
+            (&Method::GET, ["admin", "pins"]) => {
+                Done::Ok(StatusCode::OK, pins_listed(&gateway.pins.snapshot()), None)
+            }
             (&Method::GET, ["admin", "pins", route, tool]) => {
-                let pins = self.gateway.pins.snapshot();
+                let pins = gateway.pins.snapshot();
                 match pins.routes.get(*route).and_then(|tools| tools.get(*tool)) {
                     Some(entry) => Done::Ok(StatusCode::OK, pin_changes(route, tool, entry), None),
                     None => Done::Refused(
@@ -393,13 +424,13 @@ impl Admin {
                     Ok(asked) => asked,
                     Err(e) => return Done::Invalid(format!("not an approval: {e}")),
                 };
-                let pins = self.gateway.pins.snapshot();
+                let pins = gateway.pins.snapshot();
                 let chosen = match pins.held_among(asked.route.as_deref(), &asked.tools, asked.all)
                 {
                     Ok(chosen) => chosen,
                     Err(why) => return Done::Refused(StatusCode::NOT_FOUND, why),
                 };
-                match self.gateway.pins.approve(&chosen) {
+                match gateway.pins.approve(&chosen) {
                     Ok(approved) => {
                         let approved: Vec<Value> = approved
                             .iter()
@@ -437,8 +468,8 @@ impl Admin {
 
     /// An id for a new control: from Redis with `[cluster]` (unique across the instances),
     /// else this instance's own.
-    async fn new_id(&self, local: impl FnOnce() -> u64) -> Result<u64, String> {
-        match &self.gateway.incident {
+    async fn new_id(gateway: &Gateway, local: impl FnOnce() -> u64) -> Result<u64, String> {
+        match &gateway.incident {
             Some(shared) => shared.next_id().await,
             None => Ok(local()),
         }
@@ -446,8 +477,13 @@ impl Admin {
 
     /// With `[cluster]`: `made` (or, `None`, the removal of `id`) written to Redis for every
     /// instance, before this one applies it.
-    async fn share(&self, control: Control, id: u64, made: Option<&Value>) -> Result<(), String> {
-        let Some(shared) = &self.gateway.incident else {
+    async fn share(
+        gateway: &Gateway,
+        control: Control,
+        id: u64,
+        made: Option<&Value>,
+    ) -> Result<(), String> {
+        let Some(shared) = &gateway.incident else {
             return Ok(());
         };
         match made {
@@ -458,20 +494,19 @@ impl Admin {
 
     /// Version, uptime, each route (whether it is turned off, whether its upstream answers,
     /// its open event streams, the servers it runs), what is in force, the cluster.
-    async fn status(&self) -> Value {
-        let metrics = &self.gateway.audit.metrics;
+    async fn status(&self, gateway: &Gateway) -> Value {
+        let metrics = &gateway.audit.metrics;
         // Every upstream asked at once, each within half a second.
         let mut asked = tokio::task::JoinSet::new();
-        for (i, route) in self.gateway.routes.iter().enumerate() {
+        for (i, route) in gateway.routes.iter().enumerate() {
             let upstream = Arc::clone(&route.upstream);
             asked.spawn(async move { (i, upstream.ready(Duration::from_millis(500)).await) });
         }
-        let mut ready = vec![false; self.gateway.routes.len()];
+        let mut ready = vec![false; gateway.routes.len()];
         while let Some(Ok((i, answered))) = asked.join_next().await {
             ready[i] = answered;
         }
-        let routes: Vec<Value> = self
-            .gateway
+        let routes: Vec<Value> = gateway
             .routes
             .iter()
             .zip(ready)
@@ -479,7 +514,7 @@ impl Admin {
                 let mut status = json!({
                     "name": &*route.name,
                     "path": route.path,
-                    "disabled": self.gateway.switches.route_off(&route.name).is_some(),
+                    "disabled": gateway.switches.route_off(&route.name).is_some(),
                     "upstream_ready": ready,
                     "streams_open": metrics.streams_open(&route.name),
                 });
@@ -489,46 +524,45 @@ impl Admin {
                 status
             })
             .collect();
-        let limits = &self.gateway.limits;
+        let limits = &gateway.limits;
         let cluster = limits
             .is_shared()
             .then(|| json!({ "redis_failures": limits.shared_failures() }));
         json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "config_sha256": self.gateway.config_sha256,
+            "config_sha256": gateway.config_sha256,
+            "config_loaded": humantime::format_rfc3339_seconds(gateway.loaded).to_string(),
             "started": humantime::format_rfc3339_seconds(self.started).to_string(),
             "uptime_seconds": self.started.elapsed().unwrap_or(Duration::ZERO).as_secs(),
             "routes": routes,
-            "revocations": self.gateway.auth.revocations.list().len(),
-            "switches_off": self.gateway.switches.list().len(),
-            "blocks": self.gateway.blocks.list().len(),
+            "revocations": gateway.auth.revocations.list().len(),
+            "switches_off": gateway.switches.list().len(),
+            "blocks": gateway.blocks.list().len(),
             "cluster": cluster,
         })
     }
 
     fn record(
-        &self,
+        gateway: &Gateway,
         by: Option<String>,
         peer: SocketAddr,
         action: &'static str,
         outcome: &'static str,
         detail: Option<Value>,
     ) {
-        self.gateway
+        gateway
             .audit
             .metrics
             .admin
             .with_label_values(&[action, outcome])
             .inc();
-        self.gateway
-            .audit
-            .record(Record::Admin(Box::new(AdminAction {
-                by,
-                client_ip: peer.ip(),
-                action,
-                outcome,
-                detail,
-            })));
+        gateway.audit.record(Record::Admin(Box::new(AdminAction {
+            by,
+            client_ip: Some(peer.ip()),
+            action,
+            outcome,
+            detail,
+        })));
     }
 }
 
@@ -540,6 +574,9 @@ enum Done {
     Refused(StatusCode, String),
     /// Not understood.
     Invalid(String),
+    /// Understood and not done, with the problems (a config a reload refused): in the
+    /// answer and the record.
+    Failed(StatusCode, Value),
 }
 
 /// The answer when Redis did not take a change (`[cluster]`): nothing was changed, since
@@ -562,6 +599,7 @@ fn unshared(why: &str) -> Done {
 fn action_of(method: &Method, segments: &[&str]) -> &'static str {
     match (method, segments) {
         (&Method::GET, ["admin", "status"]) => "status",
+        (&Method::POST, ["admin", "reload"]) => "reload",
         (&Method::GET, ["admin", "revocations"]) => "list_revocations",
         (&Method::POST, ["admin", "revocations"]) => "revoke",
         (&Method::DELETE, ["admin", "revocations", _]) => "lift_revocation",

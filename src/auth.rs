@@ -290,15 +290,35 @@ impl Authenticator {
         })
     }
 
+    /// Takes over from `old` (the running gateway's, on a reload): the revocations, and the
+    /// keys each issuer's key set last fetched, where the issuer and its `jwks_url` are
+    /// the same. Verified tokens are not taken over: each is verified again, under the new
+    /// settings.
+    pub fn carry(&mut self, old: &Self) {
+        self.revocations = Arc::clone(&old.revocations);
+        for issuer in self.jwt.issuers() {
+            let before = old.jwt.issuers().find(|o| o.issuer == issuer.issuer);
+            if let (Some(new), Some(old)) = (&issuer.jwks, before.and_then(|o| o.jwks.as_ref())) {
+                new.seed_from(old);
+            }
+        }
+    }
+
     /// Fetches every JWKS once (concurrently, each within its fetch timeout) and starts
     /// the background refreshers. An issuer whose first fetch fails keeps being retried in
-    /// the background; until it succeeds its tokens are refused and `/readyz` says so.
+    /// the background; until it succeeds its tokens are refused and `/readyz` says so. A
+    /// key set that already holds keys (taken over on a reload) is fetched in the
+    /// background, not waited for.
     pub async fn start(&self) {
         let mut fetches = tokio::task::JoinSet::new();
         for issuer in self.jwt.issuers() {
             let Some(jwks) = issuer.jwks.clone() else {
                 continue;
             };
+            if !jwks.keys().keys.is_empty() {
+                jwks.spawn_refresher(Duration::ZERO);
+                continue;
+            }
             let name = issuer.issuer.clone();
             fetches.spawn(async move {
                 let first_wait = match jwks.refresh().await {

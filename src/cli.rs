@@ -3,7 +3,6 @@
 
 mod admin;
 mod audit;
-mod diff;
 mod pins;
 pub mod token;
 mod upstream_tools;
@@ -217,18 +216,28 @@ fn check_diff(path: &std::path::Path, other: &std::path::Path) -> ExitCode {
     let read = |file: &std::path::Path| {
         std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))
     };
-    let changes = read(path)
-        .and_then(|old| read(other).map(|new| (old, new)))
-        .and_then(|(old, new)| diff::changes(&old, &new));
-    match changes {
-        Ok(lines) if lines.is_empty() => {
+    let parse = |file: &std::path::Path| {
+        read(file).and_then(|text| {
+            toml::from_str::<toml::Table>(&text).map_err(|e| format!("{}: {e}", file.display()))
+        })
+    };
+    let tables = parse(path).and_then(|old| parse(other).map(|new| (old, new)));
+    match tables {
+        Ok((old, new)) if config::diff::changes(&old, &new).is_empty() => {
             println!("no change from {} to {}", path.display(), other.display());
             ExitCode::SUCCESS
         }
-        Ok(lines) => {
+        Ok((old, new)) => {
             println!("from {} to {}:", path.display(), other.display());
-            for line in lines {
+            for line in config::diff::changes(&old, &new) {
                 println!("  {line}");
+            }
+            let restart = config::diff::needs_restart(&old, &new);
+            if !restart.is_empty() {
+                println!(
+                    "a reload applies all of it but {}, which only a restart applies",
+                    restart.join(", ")
+                );
             }
             ExitCode::SUCCESS
         }
@@ -304,7 +313,12 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::run(&config, shutdown_signal())) {
+    let served = runtime.block_on(async {
+        let running = crate::Running::bind(&config).await?;
+        running.reloading_file(path).serve(shutdown_signal()).await;
+        Ok::<(), crate::StartError>(())
+    });
+    match served {
         Ok(()) => {
             tracing::info!("Portcullis stopped");
             ExitCode::SUCCESS

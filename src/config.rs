@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod diff;
 pub mod guard;
 mod load;
 pub mod policy;
@@ -62,6 +63,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// SHA-256 (hex) of the text it was loaded from: which file is running.
     pub source_sha256: Option<String>,
+    /// The file's text parsed as written (`${…}` references unexpanded): what a reload
+    /// compares, section by section, with the running config.
+    pub written: Option<std::sync::Arc<toml::Table>>,
 }
 
 /// `[server]`: the listener.
@@ -103,6 +107,9 @@ pub struct ServerConfig {
     /// Worker threads, each with its own single-threaded runtime and listening socket;
     /// unset means one per CPU the process may use.
     pub worker_threads: Option<usize>,
+    /// Reload when the config file changes (besides SIGHUP and `POST /admin/reload`).
+    #[serde(default)]
+    pub reload_on_change: bool,
 }
 
 impl ServerConfig {
@@ -133,6 +140,7 @@ impl Default for ServerConfig {
             drain_timeout: defaults::drain_timeout(),
             max_header_size: defaults::max_header_size(),
             worker_threads: None,
+            reload_on_change: false,
         }
     }
 }
@@ -360,7 +368,7 @@ impl RouteConfig {
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint; or
 /// `upstream = { command = "…", args = […] }`: an MCP server the gateway runs itself and
 /// speaks to over its standard input and output (newline-delimited JSON-RPC).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The Streamable HTTP endpoint. Exactly one of `url` and `command`.
@@ -439,7 +447,7 @@ pub enum Transport {
 }
 
 /// `upstream.limits`: `setrlimit` limits of a stdio child; each unset one is inherited.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChildLimits {
     /// Address space (`RLIMIT_AS`).

@@ -137,6 +137,9 @@ pub struct Route {
     pub path: String,
     /// The service at the bottom of the route's path.
     pub upstream: Arc<dyn Upstream>,
+    /// The settings `upstream` was made from (a reload keeps it while they stay the same).
+    upstream_config: crate::config::UpstreamConfig,
+    upstream_headers: std::collections::BTreeMap<String, crate::config::secret::SecretValue>,
     pub origins: Arc<OriginPolicy>,
     pub cors: CorsLayer,
     pub max_body: u64,
@@ -211,6 +214,14 @@ pub struct Gateway {
     pub blocks: Arc<crate::edge::blocks::Blocks>,
     /// SHA-256 of the config text it was built from (`None`: a config made in code).
     pub config_sha256: Option<String>,
+    /// The config text as written, for comparing with the next one (`None`: made in code).
+    pub written: Option<Arc<toml::Table>>,
+    /// When this config was loaded (at start, or by a reload).
+    pub loaded: std::time::SystemTime,
+    /// `[[admin.tokens]]`: name and SHA-256.
+    pub admin_tokens: Vec<(String, [u8; 32])>,
+    /// The listener's address it was built for (see [`Gateway::build_with`]).
+    local_addr: Option<std::net::SocketAddr>,
     /// With `[cluster]`: revocations, switches and blocks shared through Redis.
     pub incident: Option<Arc<crate::incident::SharedControls>>,
     /// `[server] max_header_size`: a larger request head gets 431 (`App::handle`).
@@ -298,6 +309,23 @@ impl crate::guard::Alerts for Audit {
 }
 
 impl Gateway {
+    /// The audit trail of a new gateway, whose security monitor bans through `limits`.
+    fn audit(config: &Config, limits: &Arc<RateLimits>) -> Result<Audit, StartError> {
+        let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
+        // The bans are kept across reloads (`RateLimits::carry`): banning through the
+        // first gateway's limits bans in every later one's.
+        let ban: crate::audit::BanHook = {
+            let limits = Arc::clone(limits);
+            Box::new(move |ip, duration| {
+                let limits = Arc::clone(&limits);
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { limits.ban(ip, duration).await });
+                }
+            })
+        };
+        Audit::start(config, Arc::new(metrics), ban).map_err(StartError::Audit)
+    }
+
     /// Builds the gateway of a loaded config: first every check that needs a part's
     /// constructor ([`check`]: policies, schemas, keys), every problem at once with its
     /// TOML path; then the parts. Nothing is shared between two gateways built from two
@@ -319,15 +347,41 @@ impl Gateway {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Self::parts(config, local_addr, clock).map_err(|e| vec![e.config_error(config)])
+        Self::parts(config, local_addr, clock, None).map_err(|e| vec![e.config_error(config)])
+    }
+
+    /// The gateway of `config` to take over from this one (a reload), checked as
+    /// [`Gateway::build`] checks. What this one has learnt carries over where it still
+    /// applies: the audit trail and metrics, revocations, kill switches, blocks and tool
+    /// pins whole; bans; each rate limit configured as it was, with what its keys have
+    /// spent; each route's upstream where its `upstream` settings are unchanged (a stdio
+    /// route keeps its servers and their sessions); the session keys made at start when
+    /// none are configured; each issuer's last fetched key set. Settings made at start
+    /// (the listeners, the audit trail's writer, `[cluster]`: `config::diff::needs_restart`)
+    /// keep their running values.
+    pub fn reload(&self, config: &Config) -> Result<Self, Vec<ConfigError>> {
+        let problems = crate::config::check_whole(config, &check);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let clock = self.limits.clock().clone();
+        Self::parts(config, self.local_addr, clock, Some(self))
+            .map_err(|e| vec![e.config_error(config)])
+    }
+
+    /// The route named `name`, if there is one.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| *r.name == *name)
     }
 
     /// Builds each part of a checked config: what can still fail is the host's (a file
-    /// that cannot be opened, keys that cannot be made).
+    /// that cannot be opened, keys that cannot be made). With `old`, what
+    /// [`Gateway::reload`] says carries over is taken from it.
     fn parts(
         config: &Config,
         local_addr: Option<std::net::SocketAddr>,
         clock: LimitClock,
+        old: Option<&Self>,
     ) -> Result<Self, StartError> {
         let scheme = if config.server.insecure_http {
             "http"
@@ -339,12 +393,21 @@ impl Gateway {
             url::Url::parse(&format!("{scheme}://{addr}")).ok()
         });
         let workers = config.server.workers();
-        let pins = pin_store(config)?;
+        let pins = match old {
+            Some(old) => Arc::clone(&old.pins),
+            None => pin_store(config)?,
+        };
         let routes = config
             .routes
             .iter()
             .map(|r| {
-                let upstream = upstream_of(r, workers)?;
+                let before = old.and_then(|old| old.route(&r.name));
+                let upstream = match before.filter(|b| {
+                    b.upstream_config == r.upstream && b.upstream_headers == r.upstream_headers
+                }) {
+                    Some(before) => Arc::clone(&before.upstream),
+                    None => upstream_of(r, workers)?,
+                };
                 let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
                 let cors = crate::edge::cors::layer(r, &origins);
                 let auth = RouteAuth::new(config, public_url.as_ref(), r)?;
@@ -359,10 +422,17 @@ impl Gateway {
                                 .join("; "),
                         }
                     })?;
+                let mut limits =
+                    RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys, &clock);
+                if let Some(before) = before {
+                    limits.carry(&before.limits);
+                }
                 Ok(Arc::new(Route {
                     name: Arc::from(r.name.as_str()),
                     path: r.path.clone(),
                     upstream,
+                    upstream_config: r.upstream.clone(),
+                    upstream_headers: r.upstream_headers.clone(),
                     origins,
                     cors,
                     max_body: r.max_body.get(),
@@ -370,11 +440,7 @@ impl Gateway {
                     legacy_paths: r.legacy_paths(),
                     auth: Arc::new(auth),
                     policy: Arc::new(policy),
-                    limits: Arc::new(RouteLimits::new(
-                        &r.rate_limits,
-                        config.rate_limits.max_keys,
-                        &clock,
-                    )),
+                    limits: Arc::new(limits),
                     audit: RouteAudit::new(config, r),
                     guard: Arc::new(crate::guard::RouteGuard::new(&r.name, &r.guard, &pins)),
                 }))
@@ -385,50 +451,67 @@ impl Gateway {
             config.server.public_url.as_ref(),
             config.server.listen.ip().is_loopback(),
         );
-        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?);
-        let auth = Authenticator::new(config)?;
-        auth.count_jwks_refreshes(&metrics.jwks_refreshes);
-        let limits = Arc::new(limits(config, clock)?);
-        let ban: crate::audit::BanHook = {
-            let limits = Arc::clone(&limits);
-            Box::new(move |ip, duration| {
-                let limits = Arc::clone(&limits);
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move { limits.ban(ip, duration).await });
-                }
-            })
+        let mut auth = Authenticator::new(config)?;
+        let mut limits = limits(config, clock)?;
+        if let Some(old) = old {
+            auth.carry(&old.auth);
+            limits.carry(&old.limits);
+        }
+        let limits = Arc::new(limits);
+        let audit = match old {
+            Some(old) => Arc::clone(&old.audit),
+            None => Arc::new(Self::audit(config, &limits)?),
         };
-        let audit = Audit::start(config, metrics, ban).map_err(StartError::Audit)?;
+        auth.count_jwks_refreshes(&audit.metrics.jwks_refreshes);
         let metrics_from = if config.metrics.enabled && config.admin.is_none() {
             config.metrics.allow_from.iter().map(|n| n.0).collect()
         } else {
             Vec::new()
         };
-        let incident = match &config.cluster {
-            Some(cluster) => Some(Arc::new(
+        let incident = match (old, &config.cluster) {
+            (Some(old), _) => old.incident.clone(),
+            (None, Some(cluster)) => Some(Arc::new(
                 crate::incident::SharedControls::new(
                     cluster.redis_url.expose(),
                     cluster.timeout.get(),
                 )
                 .map_err(StartError::Cluster)?,
             )),
-            None => None,
+            (None, None) => None,
         };
-        let audit = Arc::new(audit);
-        pins.alert_to(Arc::clone(&audit) as Arc<dyn crate::guard::Alerts>);
+        if old.is_none() {
+            pins.alert_to(Arc::clone(&audit) as Arc<dyn crate::guard::Alerts>);
+        }
+        let sessions = match old {
+            Some(old) if old.sessions.ephemeral && config.sessions.keys.is_empty() => Sessions {
+                keys: Arc::clone(&old.sessions.keys),
+                max_age: config.sessions.max_age.get(),
+                ephemeral: true,
+            },
+            _ => sessions(config)?,
+        };
         Ok(Self {
             routes,
             hosts: Arc::new(hosts),
             auth: Arc::new(auth),
             roles: Arc::new(Roles::new(&config.roles)),
-            sessions: Arc::new(sessions(config)?),
+            sessions: Arc::new(sessions),
             limits,
             audit,
             metrics_from,
             pins,
-            switches: Arc::default(),
-            blocks: Arc::default(),
+            switches: old.map_or_else(Arc::default, |old| Arc::clone(&old.switches)),
+            blocks: old.map_or_else(Arc::default, |old| Arc::clone(&old.blocks)),
             config_sha256: config.source_sha256.clone(),
+            written: config.written.clone(),
+            loaded: std::time::SystemTime::now(),
+            admin_tokens: config
+                .admin
+                .iter()
+                .flat_map(|admin| &admin.tokens)
+                .filter_map(|t| Some((t.name.clone(), t.sha256()?)))
+                .collect(),
+            local_addr,
             incident,
             max_header_size: usize::try_from(config.server.max_header_size.get())
                 .unwrap_or(usize::MAX),

@@ -25,6 +25,7 @@ pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod relay;
+pub mod reload;
 pub mod request;
 pub mod server;
 pub mod stack;
@@ -43,13 +44,28 @@ pub use server::Server;
 pub use stack::{App, app};
 
 /// A gateway bound to its listener: [`Running::local_addr`] is known before serving starts.
-#[derive(Debug)]
 pub struct Running {
     server: Server,
-    app: App,
-    gateway: Arc<Gateway>,
-    /// The `[admin]` listener (metrics, the admin API) and its tokens, when configured.
-    admin: Option<(tokio::net::TcpListener, Vec<config::audit::AdminToken>)>,
+    /// The configuration serving, swapped by a reload.
+    live: Arc<reload::Live>,
+    /// The `[admin]` listener (metrics, the admin API), when configured.
+    admin: Option<tokio::net::TcpListener>,
+    /// Where a reload reads the configuration from (none: a reload is refused).
+    load: Option<reload::Loader>,
+    /// The config file to watch (`[server] reload_on_change`).
+    watch: Option<std::path::PathBuf>,
+    reload_on_change: bool,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("server", &self.server)
+            .field("live", &self.live)
+            .field("reloading", &self.load.is_some())
+            .field("watch", &self.watch)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Running {
@@ -110,7 +126,7 @@ impl Running {
                 if !admin.listen.ip().is_loopback() {
                     tracing::warn!(addr = %admin.listen, "The [admin] listener is on a non-loopback address and speaks plain HTTP: anyone who can reach it can read the metrics, and admin tokens cross the network in the clear");
                 }
-                Some((listener, admin.tokens.clone()))
+                Some(listener)
             }
             None => None,
         };
@@ -136,17 +152,40 @@ impl Running {
             tokio::spawn(incident::follow(Arc::clone(shared), local));
         }
         gateway.auth.start().await;
+        let tls = server.tls();
         Ok(Self {
             server,
-            app: app(Arc::clone(&gateway)),
-            gateway,
+            live: Arc::new(reload::Live::new(gateway, tls)),
             admin,
+            load: None,
+            watch: None,
+            reload_on_change: config.server.reload_on_change,
         })
+    }
+
+    /// Reloads from the config file at `path` (the one this gateway was started from) on
+    /// SIGHUP and `POST /admin/reload`, and when the file changes with `[server]
+    /// reload_on_change`.
+    pub fn reloading_file(mut self, path: &std::path::Path) -> Self {
+        self.load = Some(reload::Reloader::file(path.to_owned()));
+        self.watch = self.reload_on_change.then(|| path.to_owned());
+        self
+    }
+
+    /// Reloads what `load` reads on SIGHUP and `POST /admin/reload`.
+    pub fn reloading(mut self, load: reload::Loader) -> Self {
+        self.load = Some(load);
+        self
+    }
+
+    /// The gateway serving now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.live.gateway()
     }
 
     /// Where the `[admin]` listener is bound.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -162,19 +201,29 @@ impl Running {
             "http"
         };
         tracing::info!(%addr, scheme, "Portcullis listening");
-        let admin = self.admin.map(|(listener, tokens)| {
+        let from_file = self.load.is_some();
+        let reloader = Arc::new(reload::Reloader::new(Arc::clone(&self.live), self.load));
+        let mut tasks = Vec::new();
+        if from_file {
+            tasks.extend(reload::on_hangup(&reloader));
+        }
+        if let Some(path) = self.watch {
+            tasks.extend(reload::on_change(&reloader, path));
+        }
+        if let Some(listener) = self.admin {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, tokens = tokens.len(), "Admin listener (metrics, admin API) listening");
+                let tokens = self.live.gateway().admin_tokens.len();
+                tracing::info!(%addr, tokens, "Admin listener (metrics, admin API) listening");
             }
-            let admin = admin::Admin::new(Arc::clone(&self.gateway), &tokens);
-            tokio::spawn(admin::serve(listener, Arc::new(admin)))
-        });
-        self.server.serve(self.app, shutdown).await;
-        if let Some(admin) = admin {
-            admin.abort();
+            let admin = admin::Admin::new(Arc::clone(&self.live), Arc::clone(&reloader));
+            tasks.push(tokio::spawn(admin::serve(listener, Arc::new(admin))));
+        }
+        self.server.serve(Arc::clone(&self.live), shutdown).await;
+        for task in tasks {
+            task.abort();
         }
         // Every request has ended: the trail's last record, everything on disk.
-        let audit = Arc::clone(&self.gateway.audit);
+        let audit = Arc::clone(&self.live.gateway().audit);
         let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     }
 }

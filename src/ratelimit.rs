@@ -71,8 +71,23 @@ impl Clock for LimitClock {
 pub struct Limit<K: std::hash::Hash + Eq + Clone, C: Clock = LimitClock> {
     name: &'static str,
     rate: Rate,
+    max_keys: usize,
     store: Arc<BoundedStore<K>>,
-    limiter: RateLimiter<K, SharedStore<K>, C, StateInformationMiddleware>,
+    /// Shared by the clones of this limit: a reload that keeps the limit as it was keeps
+    /// what each key has spent.
+    limiter: Arc<RateLimiter<K, SharedStore<K>, C, StateInformationMiddleware>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, C: Clock> Clone for Limit<K, C> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name,
+            rate: self.rate,
+            max_keys: self.max_keys,
+            store: Arc::clone(&self.store),
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
 }
 
 impl<K: std::hash::Hash + Eq + Clone, C: Clock> std::fmt::Debug for Limit<K, C> {
@@ -106,12 +121,22 @@ impl<K: std::hash::Hash + Eq + Clone, C: Clock + Clone> Limit<K, C> {
         let store = Arc::new(BoundedStore::new(max_keys));
         let limiter: RateLimiter<K, _, C, governor::middleware::NoOpMiddleware<C::Instant>> =
             RateLimiter::new(quota, SharedStore(Arc::clone(&store)), clock);
-        let limiter = limiter.with_middleware::<StateInformationMiddleware>();
+        let limiter = Arc::new(limiter.with_middleware::<StateInformationMiddleware>());
         Self {
             name,
             rate,
+            max_keys,
             store,
             limiter,
+        }
+    }
+
+    /// `old` itself, with what its keys have spent, if it is configured as this one is:
+    /// the state of a limit that changed does not carry over (its instants are the old
+    /// limiter's own).
+    fn carry(&mut self, old: &Self) {
+        if self.name == old.name && self.rate == old.rate && self.max_keys == old.max_keys {
+            *self = old.clone();
         }
     }
 
@@ -251,7 +276,7 @@ struct Bans {
     failures: Option<(Limit<u128>, Duration)>,
     /// Address → end of its ban; bounded like the limits (a flood of banned addresses
     /// evicts the coldest first).
-    banned: quick_cache::sync::Cache<u128, std::time::Instant>,
+    banned: Arc<quick_cache::sync::Cache<u128, std::time::Instant>>,
 }
 
 impl RateLimits {
@@ -274,6 +299,23 @@ impl RateLimits {
             bans: config.ban.map(|ban| Bans::new(Some(ban), max, &clock)),
             shared: None,
             clock,
+        }
+    }
+
+    /// Takes over from `old` (the running gateway's, on a reload): the bans in force, and
+    /// each limit configured as it was, with what its keys have spent.
+    pub fn carry(&mut self, old: &Self) {
+        if let (Some(new), Some(old)) = (&mut self.per_ip, &old.per_ip) {
+            new.carry(old);
+        }
+        if let (Some(new), Some(old)) = (&mut self.per_user, &old.per_user) {
+            new.carry(old);
+        }
+        if let (Some(new), Some(old)) = (&mut self.bans, &old.bans) {
+            new.banned = Arc::clone(&old.banned);
+            if let (Some((new, _)), Some((old, _))) = (&mut new.failures, &old.failures) {
+                new.carry(old);
+            }
         }
     }
 
@@ -586,7 +628,7 @@ impl Bans {
         });
         Self {
             failures,
-            banned: quick_cache::sync::Cache::new(max_keys.max(1)),
+            banned: Arc::new(quick_cache::sync::Cache::new(max_keys.max(1))),
         }
     }
 
@@ -642,6 +684,19 @@ impl RouteLimits {
                     (globs, Limit::new("tool", t.limit, max_keys, clock.clone()))
                 })
                 .collect(),
+        }
+    }
+
+    /// Takes over from `old` (the route's limits in the running gateway, on a reload) each
+    /// limit configured as it was — for per-tool limits, naming the same tools.
+    pub fn carry(&mut self, old: &Self) {
+        if let (Some(new), Some(old)) = (&mut self.per_route, &old.per_route) {
+            new.carry(old);
+        }
+        for (globs, limit) in &mut self.per_tool {
+            if let Some((_, before)) = old.per_tool.iter().find(|(g, _)| g == globs) {
+                limit.carry(before);
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stack::App;
+use crate::reload::Live;
 use crate::tls;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -65,8 +65,8 @@ struct Limits {
 
 /// What every worker shares.
 struct Shared {
-    app: App,
-    tls: Option<TlsAcceptor>,
+    /// The configuration serving now: each connection's certificate, each request's path.
+    live: Arc<Live>,
     limits: Limits,
     builder: auto::Builder<TokioExecutor>,
     /// The connection cap, for all workers together.
@@ -138,19 +138,23 @@ impl Server {
         self.tls.is_some()
     }
 
-    /// Serves `app` until `shutdown` resolves, then drains. Dropped before that, it stops
+    /// The TLS acceptor of the configured certificate (`None`: plain HTTP), for the
+    /// [`Live`] configuration the server serves.
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.clone()
+    }
+
+    /// Serves `live` until `shutdown` resolves, then drains. Dropped before that, it stops
     /// every worker and closes every connection.
-    pub async fn serve(self, app: App, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(self, live: Arc<Live>, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
             others,
-            tls,
             limits,
             ..
         } = self;
         let shared = Arc::new(Shared {
-            app,
-            tls,
+            live,
             limits,
             builder: http_builder(limits.max_header_size),
             permits: Arc::new(Semaphore::new(limits.max_connections)),
@@ -299,7 +303,6 @@ impl Worker {
             let _ignored = stream.set_nodelay(true);
             let conn = conn::Connection {
                 peer,
-                app: shared.app.clone(),
                 shared: Arc::clone(&shared),
                 drain: drain.clone(),
                 timeouts: conn::Timeouts {

@@ -120,7 +120,12 @@ pub fn app(gateway: Arc<Gateway>) -> App {
 impl App {
     /// Runs one request through every layer.
     pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
-        match self.service.clone().call(req).await {
+        self.clone().serve(req).await
+    }
+
+    /// [`App::handle`] on a clone the caller already holds.
+    pub async fn serve(mut self, req: Request<Body>) -> Response<Body> {
+        match self.service.call(req).await {
             Ok(response) => response,
             Err(never) => match never {},
         }

@@ -86,7 +86,9 @@ pub struct AdminAction {
     /// The name of the admin credential; `None` when none was accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
-    pub client_ip: IpAddr,
+    /// Where the call came from; `None` for a signal or a change of the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<IpAddr>,
     /// `status`, `revoke`, `lift`, `list_revocations`, …
     pub action: &'static str,
     /// `done`, `refused` (nothing to do: no such revocation), `invalid` (a bad request),

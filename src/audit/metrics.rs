@@ -42,6 +42,8 @@ pub struct Metrics {
     pub jwks_refreshes: IntCounterVec,
     /// Calls of the admin API, by action and outcome.
     pub admin: IntCounterVec,
+    /// Config reloads, by what asked for them and outcome.
+    pub reloads: IntCounterVec,
     pub audit: SinkMetrics,
     /// Per route that labels tools: the names labelled so far.
     tools_seen: Mutex<std::collections::HashMap<String, HashSet<String>>>,
@@ -146,6 +148,12 @@ impl Metrics {
                 "portcullis_admin_requests_total",
                 "Calls of the admin API, by action and outcome (done, refused, invalid, unauthorized).",
                 &["action", "outcome"],
+            )?,
+            reloads: counter(
+                &r,
+                "portcullis_config_reloads_total",
+                "Config reloads, by trigger (signal, api, file) and outcome (done, invalid).",
+                &["trigger", "outcome"],
             )?,
             bans: counter(
                 &r,

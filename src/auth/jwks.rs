@@ -139,6 +139,29 @@ impl JwksCache {
         }
     }
 
+    /// Starts from the keys `old` holds, if it fetches the same URL (the cache of a reloaded
+    /// config: tokens keep verifying while its first fetch is under way, or if it fails).
+    pub fn seed_from(&self, old: &Self) {
+        if self.url != old.url {
+            return;
+        }
+        let keys = old.keys();
+        let digest = *old
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *self
+            .digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = digest;
+        let generation = keys.generation;
+        match self.current.write() {
+            Ok(mut current) => *current = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+        self.generation.store(generation, Ordering::Release);
+    }
+
     /// Fetches the key set now. On success the new keys replace the old ones and the time
     /// until the next refresh is returned; on failure the last good keys stay.
     pub async fn refresh(&self) -> Result<Duration, JwksError> {

@@ -201,6 +201,13 @@ pub struct AdminToken {
     pub hash: String,
 }
 
+impl AdminToken {
+    /// The hash as bytes (`None` if it is not 64 hex digits, which validation refuses).
+    pub fn sha256(&self) -> Option<[u8; 32]> {
+        crate::hex::decode(&self.hash)?.try_into().ok()
+    }
+}
+
 /// `[metrics]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -134,6 +134,7 @@ pub fn load_str_checked(
         source_sha256: Some(crate::hex::encode(
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref(),
         )),
+        written: Some(std::sync::Arc::new(table.clone())),
         ..Config::default()
     };
     let mut parsed = Parsed::whole();

@@ -149,6 +149,14 @@ impl SecretValue {
     }
 }
 
+/// Equal when they stand for the same value, however written: a secret read from a file
+/// that changed is a change.
+impl PartialEq for SecretValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
 impl fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")

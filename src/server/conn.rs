@@ -25,13 +25,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use super::Shared;
+use crate::reload::Live;
 use crate::request::ClientAddr;
 use crate::request::{ClientCertificate, PeerCertificate};
-use crate::stack::App;
 
 pub(super) struct Connection {
     pub(super) peer: SocketAddr,
-    pub(super) app: App,
     pub(super) shared: Arc<Shared>,
     /// Turns `true` when the server drains; held until the connection ends, which is how
     /// the server knows when every connection has finished.
@@ -130,8 +129,9 @@ impl Drop for Registered<'_> {
 
 impl Connection {
     pub(super) async fn serve(self, stream: TcpStream) {
-        let tracker = Arc::new(Tracker::new(self.app.clone(), self.peer));
-        match self.shared.tls.clone() {
+        let tracker = Arc::new(Tracker::new(Arc::clone(&self.shared.live), self.peer));
+        // The certificate serving when the connection opens, for all of it.
+        match self.shared.live.tls() {
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
                 match tokio::time::timeout(self.timeouts.header_read, handshake).await {
@@ -298,12 +298,13 @@ fn clock_ms() -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// One connection's state: where its requests go, and the requests in flight, the time
-/// bytes last moved and when the next request head started. Written by the IO wrapper and
-/// the service, read by the timers. Each request holds it (one clone of a handle local to
-/// the connection, rather than of the application's, which every worker thread shares).
+/// One connection's state: where its requests go (the configuration serving when each
+/// starts), and the requests in flight, the time bytes last moved and when the next
+/// request head started. Written by the IO wrapper and the service, read by the timers.
+/// Each request holds it (one clone of a handle local to the connection, rather than of
+/// the application's, which every worker thread shares).
 struct Tracker {
-    app: App,
+    live: Arc<Live>,
     peer: SocketAddr,
     active: AtomicUsize,
     last_activity_ms: AtomicU64,
@@ -320,10 +321,10 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(app: App, peer: SocketAddr) -> Self {
+    fn new(live: Arc<Live>, peer: SocketAddr) -> Self {
         let now = clock_ms();
         Self {
-            app,
+            live,
             peer,
             active: AtomicUsize::new(0),
             last_activity_ms: AtomicU64::new(now),
@@ -466,8 +467,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             req.extensions_mut().insert(certificate.clone());
         }
         let guard = ActiveGuard::new(Arc::clone(&self.tracker));
+        // The request runs to its end (its stream too) on the configuration serving now.
+        let app = self.tracker.live.app();
         Box::pin(async move {
-            let response = guard.0.app.handle(req.map(Body::new)).await;
+            let response = app.serve(req.map(Body::new)).await;
             Ok(response.map(|inner| TrackedBody { inner, guard }))
         })
     }
