@@ -22,6 +22,9 @@ const TOKEN_VAR: &str = "PORTCULLIS_ADMIN_TOKEN";
 pub enum AdminCommand {
     /// The gateway's version, uptime, routes and revocations in force.
     Status(Target),
+    /// Read the config file again and swap it in if it is valid (as SIGHUP does); if
+    /// not, every problem is printed and the running configuration stays.
+    Reload(Target),
     /// Revoke a token (`--jti`), every credential of a subject (`--subject`), or an API
     /// key (`--api-key-stdin`, the key read on stdin, or `--api-key-hash`): refused from
     /// the next request on.
@@ -144,6 +147,7 @@ pub struct IdArgs {
 pub fn run(command: &AdminCommand) -> ExitCode {
     let (target, method, path, body) = match command {
         AdminCommand::Status(target) => (target, Method::GET, "/admin/status".to_owned(), None),
+        AdminCommand::Reload(target) => (target, Method::POST, "/admin/reload".to_owned(), None),
         AdminCommand::Revocations(target) => {
             (target, Method::GET, "/admin/revocations".to_owned(), None)
         }

@@ -15,7 +15,7 @@ use support::client::{self, Http};
 use support::gateway::{Gateway, Route};
 use support::upstream::{Mode, Upstream};
 
-const ADMIN_TOKEN: &str = "adm_oncall_0123456789abcdefghij";
+pub(crate) const ADMIN_TOKEN: &str = "adm_oncall_0123456789abcdefghij";
 const ALICE_KEY: &str = "pk_alice_0123456789abcdef";
 const ISSUER: &str = "https://hmac.issuer.test";
 const SECRET: &str = "a-test-hmac-secret-of-32-bytes-or-more!";
@@ -83,20 +83,20 @@ async fn list(http: &reqwest::Client, gateway: &Gateway, credential: &str) -> St
     status
 }
 
-struct AdminApi {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct AdminApi {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl AdminApi {
-    fn of(gateway: &Gateway) -> Self {
+    pub(crate) fn of(gateway: &Gateway) -> Self {
         Self {
             http: client::http_client(None, Http::H1),
             base: format!("http://{}", gateway.admin_addr.unwrap()),
         }
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -1200,3 +1200,106 @@ fn check_diff_names_what_a_new_config_changes() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].path"));
 }
+
+/// The status line of a `tools/list` POSTed to `path` on a plain-HTTP gateway.
+fn post_status(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// A sidecar config on `port` with the routes named, each in front of a closed port (a
+/// route that exists answers 502, one that does not 404).
+fn sidecar(port: u16, routes: &[&str], extra: &str) -> String {
+    let mut text =
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\ninsecure_http = true\n{extra}\n");
+    for name in routes {
+        text.push_str(&format!(
+            "\n[[routes]]\nname = \"{name}\"\npath = \"/{name}/mcp\"\nauth = \"none\"\n\
+             default_policy = \"allow\"\nupstream = {{ url = \"http://127.0.0.1:9/mcp\" }}\n"
+        ));
+    }
+    text
+}
+
+/// Reads the log until a line contains `what`.
+fn logged(lines: &mut impl Iterator<Item = std::io::Result<String>>, what: &str) -> String {
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the gateway stopped before logging `{what}`"))
+            .unwrap();
+        if line.contains(what) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn sighup_reloads_the_config_file_and_a_bad_one_is_refused_with_the_process_kept() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "gw.toml", &sidecar(port, &["one"], ""));
+    let (mut child, mut lines) = start_gateway(&config);
+    assert!(post_status(&addr, "/one/mcp").contains(" 502 "));
+    assert!(post_status(&addr, "/two/mcp").contains(" 404 "));
+    let hangup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+
+    write(dir.path(), "gw.toml", &sidecar(port, &["one", "two"], ""));
+    hangup();
+    logged(&mut lines, "Configuration reloaded");
+    assert!(post_status(&addr, "/two/mcp").contains(" 502 "));
+
+    // Two problems: both logged, the running config kept, the process alive.
+    let bad = sidecar(port, &["one"], "max_connections = \"many\"")
+        + "\n[[routes]]\nname = \"bad\"\npath = \"no-slash\"\nupstream = { url = \"http://127.0.0.1:9/mcp\" }\n";
+    write(dir.path(), "gw.toml", &bad);
+    hangup();
+    let refused = logged(&mut lines, "the running one stays");
+    assert!(refused.contains("server.max_connections"), "{refused}");
+    assert!(refused.contains("routes[1].path"), "{refused}");
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the gateway is running"
+    );
+    assert!(post_status(&addr, "/two/mcp").contains(" 502 "));
+}
+
+#[test]
+fn a_changed_config_file_is_reloaded_with_reload_on_change() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let watch = "reload_on_change = true";
+    let config = write(dir.path(), "gw.toml", &sidecar(port, &["one"], watch));
+    let (_child, mut lines) = start_gateway(&config);
+    assert!(post_status(&addr, "/two/mcp").contains(" 404 "));
+    // Written elsewhere and renamed over it, as editors and ConfigMaps do.
+    let next = write(
+        dir.path(),
+        ".gw.toml.new",
+        &sidecar(port, &["one", "two"], watch),
+    );
+    std::fs::rename(&next, &config).unwrap();
+    logged(&mut lines, "Configuration reloaded");
+    assert!(post_status(&addr, "/two/mcp").contains(" 502 "));
+}

@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("gateway", &["gateway", "incident"]),
     ("request path", &["stack", "health"]),
+    ("reload", &["reload"]),
     ("server", &["server"]),
     ("admin", &["admin"]),
     ("cli", &["cli"]),

@@ -27,6 +27,7 @@ mod policy;
 mod proxy;
 mod ratelimit;
 mod readme;
+mod reload;
 mod sessions;
 mod stdio;
 mod streaming;

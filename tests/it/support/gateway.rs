@@ -18,7 +18,7 @@ pub const TEST_TOKEN: &str = "upstream-secret-7f3a";
 pub const ALLOWED_ORIGIN: &str = "https://app.example.com";
 
 /// Secrets from a map instead of the process environment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MapSecrets {
     vars: HashMap<String, String>,
     base_dir: PathBuf,
@@ -286,9 +286,25 @@ impl GatewayBuilder {
             Err(errors) => panic!("test config rejected:\n{errors}\n---\n{text}"),
         };
         let clock = self.limit_clock.unwrap_or_default();
+        // A reload reads the file again, with the same secrets.
+        let config_file = audit_dir.path().join("portcullis.toml");
+        std::fs::write(&config_file, &text).unwrap();
+        let load: portcullis::reload::Loader = {
+            let path = config_file.clone();
+            std::sync::Arc::new(move || {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    portcullis::config::ConfigErrors(vec![portcullis::config::ConfigError::new(
+                        "",
+                        e.to_string(),
+                    )])
+                })?;
+                portcullis::gateway::load_str(&text, &secrets)
+            })
+        };
         let running = portcullis::Running::bind_with_clock(&config, clock)
             .await
-            .unwrap();
+            .unwrap()
+            .reloading(load);
         let addr = running.local_addr();
         let admin_addr = running.admin_addr();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -299,6 +315,7 @@ impl GatewayBuilder {
             addr,
             admin_addr,
             pki,
+            config_file,
             audit_file,
             audit_dir: Some(audit_dir),
             stop: Some(stop),
@@ -333,6 +350,9 @@ pub struct Gateway {
     pub admin_addr: Option<SocketAddr>,
     /// The audit trail's file (unless the test set `[audit] file` itself).
     pub audit_file: PathBuf,
+    /// The config file it was started from, which a reload reads again (with the secrets
+    /// the builder was given).
+    pub config_file: PathBuf,
     /// Holds the audit file's directory until the gateway is dropped (or handed over by
     /// [`Gateway::shutdown`]).
     audit_dir: Option<tempfile::TempDir>,
@@ -375,6 +395,16 @@ impl Gateway {
     /// The CA the gateway's certificate chains to.
     pub fn ca_pem(&self) -> Option<&str> {
         self.pki.as_ref().map(|p| p.ca_pem.as_str())
+    }
+
+    /// The text of the config file.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config_file).unwrap()
+    }
+
+    /// Replaces the config file's text (a reload reads it).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config_file, text).unwrap();
     }
 
     /// The audit records written so far, parsed.
