@@ -585,12 +585,17 @@ impl RelayUpstream {
     }
 }
 
+/// Once no route uses it (a reload changed the route's upstream, or removed the route)
+/// and every request that was using it has ended: its servers are stopped.
 impl Drop for RelayUpstream {
     fn drop(&mut self) {
         let sessions = self
             .sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !sessions.is_empty() {
+            tracing::info!(route = %self.route, sessions = sessions.len(), "Stopping the servers of an upstream no longer used");
+        }
         for process in sessions.values() {
             process.kill();
         }

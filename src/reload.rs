@@ -381,3 +381,61 @@ pub fn on_change(reloader: &Arc<Reloader>, path: PathBuf) -> Option<tokio::task:
 fn invalid(path: &str, message: String) -> ReloadError {
     ReloadError::Invalid(ConfigErrors(vec![ConfigError::new(path, message)]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(upstream: &str, policy: &str) -> String {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_http = true\n\
+             [[routes]]\nname = \"kept\"\npath = \"/kept/mcp\"\nauth = \"none\"\n\
+             default_policy = \"{policy}\"\nupstream = {{ command = \"cat\" }}\n\
+             [[routes]]\nname = \"changed\"\npath = \"/changed/mcp\"\nauth = \"none\"\n\
+             default_policy = \"allow\"\nupstream = {{ {upstream} }}\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn an_upstream_is_kept_while_its_settings_are_and_let_go_when_they_change() {
+        let text = Arc::new(std::sync::Mutex::new(config("command = \"cat\"", "allow")));
+        let source = Arc::clone(&text);
+        let load: Loader = Arc::new(move || {
+            let text = source.lock().unwrap().clone();
+            crate::gateway::load_str(
+                &text,
+                &crate::config::ProcessEnv {
+                    base_dir: std::env::temp_dir(),
+                },
+            )
+        });
+        let first = Gateway::build(&load().unwrap()).unwrap();
+        let kept = Arc::downgrade(&first.routes[0].upstream);
+        let changed = Arc::downgrade(&first.routes[1].upstream);
+        let live = Arc::new(Live::new(Arc::new(first), None));
+        let reloader = Reloader::new(Arc::clone(&live), Some(load));
+
+        *text.lock().unwrap() = config("command = \"cat\"", "deny");
+        let done = reloader.reload(Trigger::Api).await.unwrap();
+        assert_eq!(done.changes, ["~ route `kept`: default_policy"]);
+        let now = live.gateway();
+        assert!(Arc::ptr_eq(
+            &now.routes[0].upstream,
+            &kept.upgrade().unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            &now.routes[1].upstream,
+            &changed.upgrade().unwrap()
+        ));
+        drop(now);
+
+        *text.lock().unwrap() = config("command = \"cat\", args = [\"-u\"]", "deny");
+        reloader.reload(Trigger::Api).await.unwrap();
+        let now = live.gateway();
+        assert!(Arc::ptr_eq(
+            &now.routes[0].upstream,
+            &kept.upgrade().unwrap()
+        ));
+        assert!(changed.upgrade().is_none(), "the old upstream is let go");
+    }
+}

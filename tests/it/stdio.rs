@@ -25,6 +25,8 @@ struct StdioGateway {
     call_log: PathBuf,
     /// The gateway's log lines so far.
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its config file.
+    config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -164,6 +166,7 @@ tools = ["forbidden"]
             marker,
             call_log,
             log,
+            config: path,
             _dir: dir,
         })
     }
@@ -192,6 +195,32 @@ tools = ["forbidden"]
             "no log line with {parts:?}:\n{}",
             self.log.lock().unwrap().join("\n")
         );
+    }
+
+    /// Rewrites the config file with `edit` and reloads it (SIGHUP), waiting for the
+    /// `n`th reload to be logged.
+    async fn reload(&self, n: usize, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(text)).unwrap();
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..100 {
+            let done = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains("Configuration reloaded"))
+                .count();
+            if done >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no reload logged:\n{}", self.log.lock().unwrap().join("\n"));
     }
 
     fn calls(&self) -> Vec<String> {
@@ -1674,4 +1703,59 @@ async fn a_slow_answer_is_streamed_and_a_silent_one_times_out_on_the_stream() {
         started.elapsed() < Duration::from_secs(8),
         "the deadline held"
     );
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_servers_of_an_unchanged_upstream_and_replaces_a_changed_one() {
+    let Some(gateway) = StdioGateway::start(Server::Python, &[]) else {
+        return;
+    };
+    let (http, url) = (http(), gateway.url.clone());
+    let (session, _) = open(&http, &url).await;
+    let echo = call_body(2, "echo", &json!({"text": "before"}));
+    let answer = call(&http, &url, &session, &echo).await;
+    assert_eq!(client::tool_text(&answer), "before");
+    assert_eq!(gateway.settle(2).await, 2, "the launcher and its server");
+
+    // A policy change: the session and its server go on, under the new rule.
+    gateway
+        .reload(1, |text| {
+            text.replace(
+                "tools = [\"forbidden\"]",
+                "tools = [\"forbidden\", \"echo\"]",
+            )
+        })
+        .await;
+    let denied = call(&http, &url, &session, &echo).await;
+    assert!(denied.get("error").is_some(), "{denied}");
+    let environment = call_body(3, "environment", &json!({}));
+    let answer = call(&http, &url, &session, &environment).await;
+    assert!(answer.get("result").is_some(), "the same session: {answer}");
+    assert_eq!(gateway.settle(2).await, 2, "no server started or stopped");
+
+    // The upstream's own settings changed: its servers are stopped, and their sessions
+    // end with them; a new session gets a new server.
+    gateway
+        .reload(2, |text| {
+            text.replace(
+                "[routes.upstream]\n",
+                "[routes.upstream]\nidle_timeout = \"7m\"\n",
+            )
+        })
+        .await;
+    assert_eq!(
+        gateway.settle(0).await,
+        0,
+        "the old route's server stopped:\n{}",
+        gateway.log.lock().unwrap().join("\n")
+    );
+    let gone = in_session(&http, &url, &session, &environment)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let (fresh, _) = open(&http, &url).await;
+    let answer = call(&http, &url, &fresh, &environment).await;
+    assert!(answer.get("result").is_some(), "{answer}");
+    assert_eq!(gateway.settle(2).await, 2);
 }
