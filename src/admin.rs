@@ -430,7 +430,7 @@ impl Admin {
                     Ok(chosen) => chosen,
                     Err(why) => return Done::Refused(StatusCode::NOT_FOUND, why),
                 };
-                match gateway.pins.approve(&chosen) {
+                match gateway.pins.approve(&chosen).await {
                     Ok(approved) => {
                         let approved: Vec<Value> = approved
                             .iter()

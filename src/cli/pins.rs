@@ -134,30 +134,8 @@ impl Store {
     async fn write(&self, read: &Read, chosen: &[(String, String)]) -> Result<(), String> {
         match self {
             Self::File(path) => read.file.write(path).map_err(|e| e.to_string()),
-            Self::Redis(redis) => {
-                for (route, tool) in chosen {
-                    let Some(entry) = read.file.routes.get(route).and_then(|t| t.get(tool)) else {
-                        continue;
-                    };
-                    let entry = serde_json::to_string(entry).map_err(|e| e.to_string())?;
-                    let expected = read
-                        .stored
-                        .as_ref()
-                        .and_then(|stored| stored.get(&(route.clone(), tool.clone())));
-                    let written = redis
-                        .replace(route, tool, expected.map(String::as_str), &entry)
-                        .await
-                        .map_err(|e| format!("cannot write the pins to Redis: {e}"))?;
-                    if written.is_none() {
-                        return Err(format!(
-                            "the pins of tool `{}` on route `{route}` changed in Redis meanwhile; \
-                             look again (pins diff) and approve again",
-                            tool.escape_default()
-                        ));
-                    }
-                }
-                Ok(())
-            }
+            // Compare-and-set against what Redis holds now, tool by tool.
+            Self::Redis(redis) => redis.approve(chosen, read.stored.as_ref()).await.map(drop),
         }
     }
 }

@@ -406,14 +406,15 @@ impl PinStore {
     }
 
     /// The held definitions of `chosen` (route, tool) become their approved pins, here and
-    /// in the pin file (if there is one); the ones approved. Refused with `[cluster]`:
-    /// there, `portcullis pins approve` writes Redis with compare-and-set.
-    pub fn approve(&self, chosen: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
-        if self.link.is_some() {
-            return Err(
-                "with [cluster] the pins live in Redis: approve with `portcullis pins approve`"
-                    .to_owned(),
-            );
+    /// in the pin file (if there is one), or with `[cluster]` in Redis (compare-and-set:
+    /// refused if another writer changed them since they were read) and then here; the
+    /// ones approved.
+    pub async fn approve(
+        &self,
+        chosen: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, String> {
+        if let Some(link) = &self.link {
+            return link.approve(self, chosen).await;
         }
         let mut approved = Vec::new();
         {

@@ -760,7 +760,25 @@ async fn a_revocation_ends_the_open_streams_of_the_credential() {
 /// changes shown, approved — and then listed and callable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_are_listed_diffed_and_approved_through_the_api() {
+    pins_through_the_api(None).await;
+}
+
+/// The same with `[cluster]`: the approval is written to Redis (compare-and-set) and
+/// holds on the other instances too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_are_approved_through_the_api_for_every_instance() {
+    let redis = support::redis::Redis::start().await;
+    pins_through_the_api(Some(&redis)).await;
+}
+
+async fn pins_through_the_api(redis: Option<&support::redis::Redis>) {
     use support::changing::{ChangingUpstream, tool};
+    let cluster = redis.map_or_else(String::new, |redis| {
+        format!(
+            "[cluster]\nredis_url = \"{}\"\ntimeout = \"500ms\"\n",
+            redis.url()
+        )
+    });
     let read_tool = |description: &str| {
         tool(json!({
             "name": "read",
@@ -772,13 +790,31 @@ async fn pins_are_listed_diffed_and_approved_through_the_api() {
     let gateway = Gateway::builder()
         .insecure_http()
         .auth(&format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[admin.tokens]]\nname = \"oncall\"\nhash = \"{}\"\n",
+            "{cluster}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[admin.tokens]]\nname = \"oncall\"\nhash = \"{}\"\n",
             portcullis::auth::hash_key(ADMIN_TOKEN),
         ))
         .route(Route::new("tools", "/mcp", &upstream.url()).rule("roles = []\ntools = [\"*\"]"))
         .start()
         .await;
     let admin = AdminApi::of(&gateway);
+    // With `[cluster]`, a second instance that only learns of the pins through Redis.
+    let other = match redis {
+        Some(_) => Some(
+            Gateway::builder()
+                .insecure_http()
+                .auth(&format!(
+                    "{cluster}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[admin.tokens]]\nname = \"oncall\"\nhash = \"{}\"\n",
+                    portcullis::auth::hash_key(ADMIN_TOKEN),
+                ))
+                .route(
+                    Route::new("tools", "/mcp", &upstream.url())
+                        .rule("roles = []\ntools = [\"*\"]"),
+                )
+                .start()
+                .await,
+        ),
+        None => None,
+    };
     let changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let client = support::client::mcp_client_notified(
         client::http_client(None, Http::H1),
@@ -856,6 +892,19 @@ async fn pins_are_listed_diffed_and_approved_through_the_api() {
         record["admin"]["detail"]["approved"][0]["tool"], "read",
         "{record}"
     );
+    if let Some(other) = &other {
+        let other = AdminApi::of(other);
+        let mut state = Value::Null;
+        for _ in 0..30 {
+            let (_, pins) = other.call(reqwest::Method::GET, "/admin/pins", None).await;
+            state = pins["routes"]["tools"]["read"]["state"].clone();
+            if state == "ok" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(state, "ok", "the other instance has the approval");
+    }
     client.cancel().await.unwrap();
 }
 

@@ -186,6 +186,48 @@ impl SharedPins {
     }
 }
 
+impl SharedPins {
+    /// Approves the held definitions of `chosen` (route, tool), each written with
+    /// compare-and-set against the entry as `reviewed` holds it (as read when the choice
+    /// was made), else as Redis holds it now; the ones approved. Refused (with those
+    /// before it approved) when another writer changed a tool's pins meanwhile: what was
+    /// reviewed is not what would be approved.
+    pub async fn approve(
+        &self,
+        chosen: &[(String, String)],
+        reviewed: Option<&HashMap<Key, String>>,
+    ) -> Result<Vec<Key>, String> {
+        let snapshot = self
+            .load()
+            .await
+            .map_err(|e| format!("cannot read the pins from Redis: {e}"))?;
+        let mut approved = Vec::new();
+        for (route, tool) in chosen {
+            let entry = snapshot.pins.routes.get(route).and_then(|t| t.get(tool));
+            let Some(mut entry) = entry.filter(|e| e.held()).cloned() else {
+                continue;
+            };
+            entry.approve();
+            let text = serde_json::to_string(&entry).map_err(|e| e.to_string())?;
+            let key = (route.clone(), tool.clone());
+            let expected = reviewed.unwrap_or(&snapshot.raw).get(&key);
+            let written = self
+                .replace(route, tool, expected.map(String::as_str), &text)
+                .await
+                .map_err(|e| format!("cannot write the pins to Redis: {e}"))?;
+            if written.is_none() {
+                return Err(format!(
+                    "the pins of tool `{}` on route `{route}` changed in Redis meanwhile; \
+                     look again (pins diff) and approve again",
+                    tool.escape_default()
+                ));
+            }
+            approved.push((route.clone(), tool.clone()));
+        }
+        Ok(approved)
+    }
+}
+
 /// A random epoch (128 bits, hex), new for every write: whoever writes first to an empty
 /// Redis sets one nobody has seen.
 fn new_epoch() -> String {
@@ -260,6 +302,21 @@ impl Link {
             turn: tokio::sync::Mutex::new(()),
             patience,
         }
+    }
+
+    /// Approves `chosen` in Redis ([`SharedPins::approve`]), then brings the copy in step
+    /// so that the approval holds here from the next request on (the other instances
+    /// follow within their tick).
+    pub async fn approve(&self, store: &PinStore, chosen: &[Key]) -> Result<Vec<Key>, String> {
+        let approved = {
+            let _turn = self.turn.lock().await;
+            // What this instance saw and has not written yet is in Redis before the
+            // approval reads it there.
+            self.flush(store).await?;
+            self.redis.approve(chosen, None).await?
+        };
+        self.catch_up(store).await;
+        Ok(approved)
     }
 
     /// Brings the copy in step with Redis now, if another writer moved it on, waiting at
