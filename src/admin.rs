@@ -39,6 +39,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::audit::event::{AdminAction, Body as Record};
 use crate::audit::metrics::metrics_response;
@@ -50,6 +51,7 @@ use crate::policy::Kind as PolicyKind;
 use crate::policy::switches::Item;
 use crate::policy::switches::Switch;
 use crate::reload::{Live, ReloadError, Reloader, Trigger};
+use crate::request::ClientCertificate;
 
 /// The largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -80,10 +82,25 @@ impl Admin {
         }
     }
 
-    /// The name of the admin token `headers` carry (`Authorization: Bearer`), compared
-    /// in constant time with every hash `gateway` has (`[[admin.tokens]]`).
-    fn authenticate(gateway: &Gateway, headers: &HeaderMap) -> Result<String, &'static str> {
+    /// Who is calling: the client certificate the admin CA verified on the connection
+    /// (`[admin.tls] client_ca`), named `certificate:` and its common name (else its first
+    /// DNS name); else the name of the admin token `headers` carry (`Authorization:
+    /// Bearer`), compared in constant time with every hash `gateway` has
+    /// (`[[admin.tokens]]`).
+    fn authenticate(
+        gateway: &Gateway,
+        headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Result<String, &'static str> {
         use subtle::ConstantTimeEq;
+        if let Some(certificate) = certificate {
+            let name = certificate
+                .common_name
+                .as_deref()
+                .or(certificate.dns_names.first().map(String::as_str))
+                .unwrap_or("unnamed");
+            return Ok(format!("certificate:{name}"));
+        }
         if gateway.admin_tokens.is_empty() {
             return Err("no admin token is configured ([[admin.tokens]])");
         }
@@ -117,6 +134,7 @@ impl Admin {
         &self,
         req: Request<hyper::body::Incoming>,
         peer: SocketAddr,
+        certificate: Option<&ClientCertificate>,
     ) -> Response<Body> {
         // The configuration serving when the call came in, for all of it.
         let gateway = self.live.gateway();
@@ -126,7 +144,7 @@ impl Admin {
             (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
             (_, "/metrics" | "/healthz") => plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
             _ if path == "/admin" || path.starts_with("/admin/") => {
-                self.api(&gateway, req, peer).await
+                self.api(&gateway, req, peer, certificate).await
             }
             _ => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
@@ -138,11 +156,12 @@ impl Admin {
         gateway: &Gateway,
         req: Request<hyper::body::Incoming>,
         peer: SocketAddr,
+        certificate: Option<&ClientCertificate>,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let segments: Vec<&str> = parts.uri.path().trim_matches('/').split('/').collect();
         let action = action_of(&parts.method, &segments);
-        let by = match Self::authenticate(gateway, &parts.headers) {
+        let by = match Self::authenticate(gateway, &parts.headers, certificate) {
             Ok(name) => name,
             Err(why) => {
                 Self::record(gateway, None, peer, action, "unauthorized", None);
@@ -852,7 +871,7 @@ fn problem(status: StatusCode, why: &str) -> Response<Body> {
 }
 
 /// Serves the admin listener until the task is dropped (plain HTTP/1.1 and h2c).
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
+pub async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, admin: Arc<Admin>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -862,17 +881,56 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
                 continue;
             }
         };
-        let admin = Arc::clone(&admin);
+        let (admin, tls) = (Arc::clone(&admin), tls.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let admin = Arc::clone(&admin);
-                async move { Ok::<_, Infallible>(admin.answer(req, peer).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => admin.connection(stream, peer, None).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            // A client certificate the admin CA issued: who it names.
+                            let certificate = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .and_then(|leaf| ClientCertificate::from_der(leaf))
+                                .map(Arc::new);
+                            admin.connection(stream, peer, certificate).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "An admin TLS handshake failed");
+                        }
+                        Err(_) => tracing::info!(%peer, "An admin TLS handshake timed out"),
+                    }
+                }
+            }
         });
+    }
+}
+
+/// Time allowed for the admin listener's TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+impl Admin {
+    /// Serves one connection's requests; `certificate`: the client certificate the admin
+    /// CA verified on it, if any.
+    async fn connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        certificate: Option<Arc<ClientCertificate>>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |req| {
+            let (admin, certificate) = (Arc::clone(&self), certificate.clone());
+            async move { Ok::<_, Infallible>(admin.answer(req, peer, certificate.as_deref()).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let _ = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     }
 }
 

@@ -41,6 +41,8 @@ pub enum StartError {
     Metrics(String),
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("cannot set up the admin listener's TLS: {0}")]
+    AdminTls(TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -69,6 +71,7 @@ impl StartError {
             Self::Audit(_) => "audit".to_owned(),
             Self::Pins(_) => "guard.pins_file".to_owned(),
             Self::Tls(_) => "server.tls".to_owned(),
+            Self::AdminTls(_) => "admin.tls".to_owned(),
             Self::Metrics(_) | Self::Bind { .. } | Self::Config(_) => String::new(),
         };
         ConfigError::new(path, self.to_string())

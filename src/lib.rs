@@ -48,8 +48,8 @@ pub struct Running {
     server: Server,
     /// The configuration serving, swapped by a reload.
     live: Arc<reload::Live>,
-    /// The `[admin]` listener (metrics, the admin API), when configured.
-    admin: Option<tokio::net::TcpListener>,
+    /// The `[admin]` listener (metrics, the admin API) and its TLS, when configured.
+    admin: Option<(tokio::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
     /// Where a reload reads the configuration from (none: a reload is refused).
     load: Option<reload::Loader>,
     /// The config file to watch (`[server] reload_on_change`).
@@ -123,10 +123,18 @@ impl Running {
                             addr: admin.listen,
                             source,
                         })?;
-                if !admin.listen.ip().is_loopback() {
-                    tracing::warn!(addr = %admin.listen, "The [admin] listener is on a non-loopback address and speaks plain HTTP: anyone who can reach it can read the metrics, and admin tokens cross the network in the clear");
+                let tls = match &admin.tls {
+                    Some(t) => {
+                        let server = tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                            .map_err(StartError::AdminTls)?;
+                        Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+                    }
+                    None => None,
+                };
+                if tls.is_none() && !admin.listen.ip().is_loopback() {
+                    tracing::warn!(addr = %admin.listen, "The [admin] listener is on a non-loopback address and speaks plain HTTP: anyone who can reach it can read the metrics, and admin tokens cross the network in the clear; set [admin.tls]");
                 }
-                Some(listener)
+                Some((listener, tls))
             }
             None => None,
         };
@@ -185,7 +193,7 @@ impl Running {
 
     /// Where the `[admin]` listener is bound.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -210,13 +218,14 @@ impl Running {
         if let Some(path) = self.watch {
             tasks.extend(reload::on_change(&reloader, path));
         }
-        if let Some(listener) = self.admin {
+        if let Some((listener, tls)) = self.admin {
             if let Ok(addr) = listener.local_addr() {
                 let tokens = self.live.gateway().admin_tokens.len();
-                tracing::info!(%addr, tokens, "Admin listener (metrics, admin API) listening");
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!(%addr, scheme, tokens, "Admin listener (metrics, admin API) listening");
             }
             let admin = admin::Admin::new(Arc::clone(&self.live), Arc::clone(&reloader));
-            tasks.push(tokio::spawn(admin::serve(listener, Arc::new(admin))));
+            tasks.push(tokio::spawn(admin::serve(listener, tls, Arc::new(admin))));
         }
         self.server.serve(Arc::clone(&self.live), shutdown).await;
         for task in tasks {

@@ -101,17 +101,42 @@ pub fn https_connector(
     connect_timeout: Duration,
     plain_http: bool,
 ) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    connector(ca, None, connect_timeout, plain_http)
+}
+
+/// [`https_connector`] presenting the client certificate chain and key of `identity`
+/// (cert, key: PEM files) when the server asks for one (`portcullis admin` to an admin
+/// listener with its own CA).
+pub fn https_connector_with_identity(
+    ca: Option<&Path>,
+    identity: (&Path, &Path),
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    connector(ca, Some(identity), connect_timeout, false)
+}
+
+fn connector(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    connect_timeout: Duration,
+    plain_http: bool,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
     let roots = match trust_anchors(ca) {
         Ok(roots) => roots,
         Err(_) if plain_http => rustls::RootCertStore::empty(),
         Err(e) => return Err(e),
     };
     // ALPN (h2, http/1.1) is set by the connector builder below.
-    let tls = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Roots(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let tls = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_cert_chain(cert)?, load_private_key(key)?)
+            .map_err(|e| TlsError::Pair(e.to_string()))?,
+    };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

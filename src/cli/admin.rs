@@ -1,8 +1,10 @@
 //! `portcullis admin …`: the admin API of a running gateway from the command line. The
 //! API's address is `--url` (or `PORTCULLIS_ADMIN_URL`), else the config's `[admin]
-//! listen`; the admin token comes from `PORTCULLIS_ADMIN_TOKEN` only (a flag would show in
-//! the process list). Prints the API's JSON answer; exit 0 when it did what was asked, 1
-//! when the gateway refused or could not be reached, 2 on a usage mistake.
+//! listen` (`https://` with `[admin.tls]`); the credential is a client certificate of the
+//! admin CA (`--cert`, `--key`), or an admin token from `PORTCULLIS_ADMIN_TOKEN` only (a
+//! flag would show in the process list). Prints the API's JSON answer; exit 0 when it did
+//! what was asked, 1 when the gateway refused or could not be reached, 2 on a usage
+//! mistake.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -107,6 +109,17 @@ pub struct Target {
     /// `[admin] listen`.
     #[arg(long, env = "PORTCULLIS_ADMIN_URL")]
     pub url: Option<String>,
+    /// PEM file of the CA that issued the admin listener's certificate (default: the
+    /// system's roots).
+    #[arg(long, env = "PORTCULLIS_ADMIN_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate issued by the admin CA (`[admin.tls] client_ca`): the
+    /// credential instead of a token. With `--key`.
+    #[arg(long, env = "PORTCULLIS_ADMIN_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--cert`.
+    #[arg(long, env = "PORTCULLIS_ADMIN_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -224,10 +237,14 @@ pub fn run(command: &AdminCommand) -> ExitCode {
             }
         },
     };
-    let Ok(token) = std::env::var(TOKEN_VAR) else {
-        eprintln!("set {TOKEN_VAR} to an admin token ([[admin.tokens]] holds its hash)");
+    let token = std::env::var(TOKEN_VAR).ok();
+    if token.is_none() && target.cert.is_none() {
+        eprintln!(
+            "set {TOKEN_VAR} to an admin token ([[admin.tokens]] holds its hash), or give \
+             --cert and --key of a client certificate the admin CA issued"
+        );
         return ExitCode::from(2);
-    };
+    }
     let base = match base_url(target) {
         Ok(base) => base,
         Err(problem) => {
@@ -243,7 +260,13 @@ pub fn run(command: &AdminCommand) -> ExitCode {
         eprintln!("cannot start the async runtime");
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(call(method, &url, token.trim(), body)) {
+    match runtime.block_on(call(
+        target,
+        method,
+        &url,
+        token.as_deref().map(str::trim),
+        body,
+    )) {
         Ok((status, answer)) => {
             let text = serde_json::to_string_pretty(&answer).unwrap_or_default();
             if status.is_success() {
@@ -320,25 +343,42 @@ fn base_url(target: &Target) -> Result<String, String> {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
-    Ok(format!("http://{addr}"))
+    let scheme = if config.get("admin").and_then(|a| a.get("tls")).is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!("{scheme}://{addr}"))
 }
 
 /// One call of the admin API: its status and JSON answer.
 async fn call(
+    target: &Target,
     method: Method,
     url: &str,
-    token: &str,
+    token: Option<&str>,
     body: Option<Value>,
 ) -> Result<(StatusCode, Value), String> {
+    let timeout = std::time::Duration::from_secs(10);
+    let connector = match (&target.cert, &target.key) {
+        (Some(cert), Some(key)) => {
+            crate::tls::https_connector_with_identity(target.ca.as_deref(), (cert, key), timeout)
+        }
+        _ => crate::tls::https_connector(target.ca.as_deref(), timeout, url.starts_with("http:")),
+    }
+    .map_err(|e| e.to_string())?;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-        .map_err(|_| format!("{TOKEN_VAR} cannot travel in an HTTP header"))?;
-    let request = Request::builder()
+        .build::<_, Full<Bytes>>(connector);
+    let mut request = Request::builder()
         .method(method)
         .uri(url)
-        .header(header::AUTHORIZATION, bearer)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| format!("{TOKEN_VAR} cannot travel in an HTTP header"))?;
+        request = request.header(header::AUTHORIZATION, bearer);
+    }
+    let request = request
         .body(Full::new(Bytes::from(
             body.map(|b| b.to_string()).unwrap_or_default(),
         )))

@@ -186,9 +186,14 @@ pub struct RouteMetricsConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: std::net::SocketAddr,
-    /// `[[admin.tokens]]`: who may use the admin API. None: the API refuses every call.
+    /// `[[admin.tokens]]`: who may use the admin API. None (and no `tls.client_ca`): the
+    /// API refuses every call.
     #[serde(default)]
     pub tokens: Vec<AdminToken>,
+    /// `[admin.tls]`: the admin listener speaks HTTPS with this certificate; with
+    /// `client_ca` (the admin API's own CA, not a route's), a client certificate that CA
+    /// issued is an admin credential too.
+    pub tls: Option<super::TlsConfig>,
 }
 
 /// `[[admin.tokens]]`: one admin credential.

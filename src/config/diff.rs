@@ -67,7 +67,7 @@ const AT_START: &[(&str, Option<&[&str]>)] = &[
             "reload_on_change",
         ]),
     ),
-    ("admin", Some(&["listen"])),
+    ("admin", Some(&["listen", "tls"])),
     ("logging", None),
     ("tracing", None),
     ("cluster", None),

@@ -194,7 +194,7 @@ fn server(config: &mut Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
     if let Some(t) = &s.tls
         && !s.insecure_http
     {
-        tls_files(t, errors);
+        tls_files("server.tls", t, errors);
     }
     if let Some(url) = &s.public_url {
         let https_ok = url.scheme() == "https"
@@ -258,22 +258,23 @@ fn server(config: &mut Config, parsed: &Parsed, errors: &mut Vec<ConfigError>) {
     }
 }
 
-/// `[server.tls]`: the files can be read, and make a certificate and key that belong
-/// together (a pair that does not would otherwise only show when the server starts).
-fn tls_files(t: &super::TlsConfig, errors: &mut Vec<ConfigError>) {
+/// `[server.tls]` (or `[admin.tls]`, at `at`): the files can be read, and make a
+/// certificate and key that belong together (a pair that does not would otherwise only
+/// show when the server starts).
+fn tls_files(at: &str, t: &super::TlsConfig, errors: &mut Vec<ConfigError>) {
     let mut readable = true;
     if let Err(e) = tls::load_cert_chain(&t.cert) {
-        errors.push(ConfigError::new("server.tls.cert", e.to_string()));
+        errors.push(ConfigError::new(format!("{at}.cert"), e.to_string()));
         readable = false;
     }
     if let Err(e) = tls::load_private_key(&t.key) {
-        errors.push(ConfigError::new("server.tls.key", e.to_string()));
+        errors.push(ConfigError::new(format!("{at}.key"), e.to_string()));
         readable = false;
     }
     if let Some(ca) = &t.client_ca
         && let Err(e) = tls::load_cert_chain(ca)
     {
-        errors.push(ConfigError::new("server.tls.client_ca", e.to_string()));
+        errors.push(ConfigError::new(format!("{at}.client_ca"), e.to_string()));
         readable = false;
     }
     if !readable {
@@ -282,9 +283,9 @@ fn tls_files(t: &super::TlsConfig, errors: &mut Vec<ConfigError>) {
     match tls::server_config(&t.cert, &t.key, t.client_ca.as_deref()) {
         Ok(_) => {}
         Err(e @ tls::TlsError::Roots(_)) => {
-            errors.push(ConfigError::new("server.tls.client_ca", e.to_string()));
+            errors.push(ConfigError::new(format!("{at}.client_ca"), e.to_string()));
         }
-        Err(e) => errors.push(ConfigError::new("server.tls.key", e.to_string())),
+        Err(e) => errors.push(ConfigError::new(format!("{at}.key"), e.to_string())),
     }
 }
 
@@ -422,6 +423,9 @@ fn rate_limits(config: &Config, errors: &mut Vec<ConfigError>) {
 /// `[admin]`: each token named once, its hash a SHA-256.
 fn admin(config: &Config, errors: &mut Vec<ConfigError>) {
     let Some(admin) = &config.admin else { return };
+    if let Some(t) = &admin.tls {
+        tls_files("admin.tls", t, errors);
+    }
     let mut names = HashMap::new();
     for (i, token) in admin.tokens.iter().enumerate() {
         let at = format!("admin.tokens[{i}]");

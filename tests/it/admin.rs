@@ -1019,3 +1019,88 @@ async fn revocations_switches_and_blocks_reach_every_instance() {
     );
     assert_eq!(list(&http, &a, ALICE_KEY).await, StatusCode::OK);
 }
+
+/// `[admin.tls]` with the admin API's own CA: a client certificate it issued is an admin
+/// credential (named in the record), one of another CA is refused at the handshake, and
+/// without either a certificate or a token the call is refused; `portcullis admin` speaks
+/// it with `--ca`, `--cert` and `--key`.
+#[tokio::test]
+async fn a_client_certificate_of_the_admin_ca_is_an_admin_credential() {
+    use support::pki::{ClientCa, TestPki};
+    let upstream = Upstream::start(Mode::Json).await;
+    let server = TestPki::generate();
+    let admin_ca = ClientCa::generate("Portcullis admin CA");
+    let other_ca = ClientCa::generate("Some route's client CA");
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .auth(&format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[admin.tls]\ncert = {:?}\nkey = {:?}\n\
+             client_ca = {:?}\n\n[[admin.tokens]]\nname = \"oncall\"\nhash = \"{}\"\n",
+            server.cert_path.display().to_string(),
+            server.key_path.display().to_string(),
+            admin_ca.path.display().to_string(),
+            portcullis::auth::hash_key(ADMIN_TOKEN),
+        ))
+        .route(Route::new("tools", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let status_url = format!("https://{}/admin/status", gateway.admin_addr.unwrap());
+
+    let laptop = admin_ca.issue(Some("oncall-laptop"), vec![]);
+    let admin = client::http_client_with_identity(&server.ca_pem, &laptop.pem, Http::H1);
+    let answer = admin.get(&status_url).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let record = gateway
+        .audit_record(|r| r["event"] == "admin" && r["admin"]["action"] == "status")
+        .await;
+    assert_eq!(
+        record["admin"]["by"], "certificate:oncall-laptop",
+        "{record}"
+    );
+
+    let stranger = other_ca.issue(Some("oncall-laptop"), vec![]);
+    let stranger = client::http_client_with_identity(&server.ca_pem, &stranger.pem, Http::H1);
+    assert!(
+        stranger.get(&status_url).send().await.is_err(),
+        "a certificate of another CA fails the handshake"
+    );
+    let anonymous = client::http_client(Some(&server.ca_pem), Http::H1);
+    let refused = anonymous.get(&status_url).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let with_token = anonymous
+        .get(&status_url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), StatusCode::OK);
+
+    // The command, with the certificate and no token.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, identity) = (dir.path().join("ca.pem"), dir.path().join("laptop.pem"));
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    std::fs::write(&identity, &laptop.pem).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args(["admin", "status", "--url"])
+        .arg(format!("https://{}", gateway.admin_addr.unwrap()))
+        .arg("--ca")
+        .arg(&ca)
+        .arg("--cert")
+        .arg(&identity)
+        .arg("--key")
+        .arg(&identity)
+        .env_remove("PORTCULLIS_ADMIN_TOKEN");
+    // Off the runtime the gateway runs on.
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["routes"][0]["name"], "tools");
+    gateway.shutdown().await;
+}

@@ -838,3 +838,21 @@ upstream = { command = "sh", args = ["-c", "cat"], env = { TOKEN = "${STDIO_TOKE
     assert!(up.no_new_privs, "on unless turned off");
     assert!(!format!("{up:?}").contains("t0ken"));
 }
+
+#[test]
+fn admin_tls_files_that_cannot_be_read_are_named_by_their_path() {
+    let errs = messages(
+        "[server]\nlisten = \"127.0.0.1:8080\"\ninsecure_http = true\n\
+         [admin]\nlisten = \"127.0.0.1:9090\"\n\
+         [admin.tls]\ncert = \"/nonexistent/admin.pem\"\nkey = \"/nonexistent/admin.key\"\n\
+         client_ca = \"/nonexistent/admin-ca.pem\"\n",
+        &env(&[]),
+    );
+    for key in ["cert", "key", "client_ca"] {
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(&format!("admin.tls.{key}: cannot read"))),
+            "{key}: {errs:#?}"
+        );
+    }
+}
