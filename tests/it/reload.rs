@@ -451,3 +451,64 @@ async fn secrets_from_files_rotate_and_revocations_and_spent_limits_carry_over()
     );
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_session_outlives_a_key_rotation_while_its_key_is_still_configured() {
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let (old_key, new_key) = ("11".repeat(32), "22".repeat(32));
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .section(&admin_section())
+        .section(&format!("[sessions]\nkeys = [\"{old_key}\"]\n"))
+        .route(Route::new("tools", "/mcp", &upstream.url()))
+        .start()
+        .await;
+    let admin = AdminApi::of(&gateway);
+    let http = client::http_client(None, Http::H1);
+    let url = gateway.url("/mcp");
+    let session = client::open_session(&http, &url).await;
+    let in_session = |id: u64| {
+        client::post(
+            &http,
+            &url,
+            &client::call_body(id, "echo", &json!({"text": "hi"})),
+        )
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+    };
+    assert_eq!(in_session(1).await.unwrap().status(), StatusCode::OK);
+
+    // A new key first, the old one kept for opening: the session goes on.
+    let text = gateway.config_text();
+    let rotated = text.replace(
+        &format!("keys = [\"{old_key}\"]"),
+        &format!("keys = [\"{new_key}\", \"{old_key}\"]"),
+    );
+    assert_ne!(rotated, text);
+    gateway.write_config(&rotated);
+    let (status, done) = reload(&admin).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(in_session(2).await.unwrap().status(), StatusCode::OK);
+    // A new session is sealed with the new key.
+    let fresh = client::open_session(&http, &url).await;
+
+    // The old key dropped: its sessions end (404: clients start a new one); the new
+    // key's go on.
+    gateway.write_config(&text.replace(&old_key, &new_key));
+    let (status, done) = reload(&admin).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(in_session(3).await.unwrap().status(), StatusCode::NOT_FOUND);
+    let fresh_call = client::post(
+        &http,
+        &url,
+        &client::call_body(4, "echo", &json!({"text": "hi"})),
+    )
+    .header("mcp-session-id", &fresh)
+    .header("mcp-protocol-version", "2025-06-18")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(fresh_call.status(), StatusCode::OK);
+    gateway.shutdown().await;
+}
