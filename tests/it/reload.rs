@@ -512,3 +512,45 @@ async fn a_session_outlives_a_key_rotation_while_its_key_is_still_configured() {
     assert_eq!(fresh_call.status(), StatusCode::OK);
     gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_issuers_keys_outlive_a_reload_while_its_key_set_cannot_be_fetched() {
+    use support::auth_server::{AuthServer, Options};
+    let upstream = Upstream::start(Mode::Stateful).await;
+    let idp = AuthServer::start(Options::default()).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .section(&admin_section())
+        .auth(&format!(
+            "[[auth.issuers]]\nissuer = \"{}\"\nalgorithms = [\"RS256\"]\njwks_url = \"{}\"\n",
+            idp.issuer(),
+            idp.jwks_url()
+        ))
+        .route(Route::new("tools", "/mcp", &upstream.url()).authenticated())
+        .start()
+        .await;
+    let admin = AdminApi::of(&gateway);
+    let http = client::http_client(None, Http::H1);
+    let token = idp.mint(
+        &json!({
+            "iss": idp.issuer(), "sub": "carol", "aud": gateway.url("/mcp"),
+            "exp": std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300,
+        }),
+        jsonwebtoken::Algorithm::RS256,
+    );
+    assert_eq!(initialize(&http, &gateway, &token).await, StatusCode::OK);
+
+    // The identity provider fails; a reload (of a policy, say) keeps the keys it had.
+    idp.fail_jwks(true);
+    let text = gateway.config_text().replace(
+        "auth = \"required\"",
+        "auth = \"required\"\nmax_body = \"2MiB\"",
+    );
+    gateway.write_config(&text);
+    let (status, done) = reload(&admin).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["changes"], json!(["~ route `tools`: max_body"]));
+    assert_eq!(initialize(&http, &gateway, &token).await, StatusCode::OK);
+    gateway.shutdown().await;
+}
