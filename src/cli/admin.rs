@@ -52,6 +52,40 @@ pub enum AdminCommand {
     Bans(Target),
     /// Lift the automatic ban of an address.
     Unban(UnbanArgs),
+    /// The tool pins, per route and tool: `ok`, `held_changed`, `held_flagged`.
+    Pins(Target),
+    /// What changed in a held tool, member by member, and what the checks found.
+    PinDiff(PinDiffArgs),
+    /// Approve held tools (as `portcullis pins approve`, on every instance with
+    /// `[cluster]`).
+    Approve(ApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PinDiffArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The route, by name.
+    #[arg(long)]
+    pub route: String,
+    /// The tool.
+    #[arg(long)]
+    pub tool: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Only the held tools of this route.
+    #[arg(long)]
+    pub route: Option<String>,
+    /// The held tools to approve, by name.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub tools: Vec<String>,
+    /// Every held tool (of `--route`, or of every route).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +207,25 @@ pub fn run(command: &AdminCommand) -> ExitCode {
         AdminCommand::Switches(target) => (target, Method::GET, "/admin/switches".to_owned(), None),
         AdminCommand::Blocks(target) => (target, Method::GET, "/admin/blocks".to_owned(), None),
         AdminCommand::Bans(target) => (target, Method::GET, "/admin/bans".to_owned(), None),
+        AdminCommand::Pins(target) => (target, Method::GET, "/admin/pins".to_owned(), None),
+        AdminCommand::PinDiff(args) => (
+            &args.target,
+            Method::GET,
+            format!("/admin/pins/{}/{}", args.route, args.tool),
+            None,
+        ),
+        AdminCommand::Approve(args) => {
+            let mut body = json!({ "tools": args.tools, "all": args.all });
+            if let Some(route) = &args.route {
+                body["route"] = json!(route);
+            }
+            (
+                &args.target,
+                Method::POST,
+                "/admin/pins/approve".to_owned(),
+                Some(body),
+            )
+        }
         AdminCommand::Unblock(args) => (
             &args.target,
             Method::DELETE,

@@ -868,14 +868,33 @@ async fn pins_through_the_api(redis: Option<&support::redis::Redis>) {
         refused["error"].as_str().unwrap().contains("not held"),
         "{refused}"
     );
-    let (status, approved) = admin
-        .call(
-            reqwest::Method::POST,
-            "/admin/pins/approve",
-            Some(json!({"route": "tools", "tools": ["read"]})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{approved}");
+    // Through the API, or with `[cluster]` through the command.
+    let approved = if redis.is_some() {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(["admin", "approve", "--route", "tools", "read", "--url"])
+            .arg(&admin.base)
+            .env("PORTCULLIS_ADMIN_TOKEN", ADMIN_TOKEN);
+        let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    } else {
+        let (status, approved) = admin
+            .call(
+                reqwest::Method::POST,
+                "/admin/pins/approve",
+                Some(json!({"route": "tools", "tools": ["read"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{approved}");
+        approved
+    };
     assert_eq!(
         approved["approved"],
         json!([{"route": "tools", "tool": "read"}])
