@@ -1199,6 +1199,33 @@ fn check_diff_names_what_a_new_config_changes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].path"));
+
+    // A setting made at start is named as one a reload leaves as it runs.
+    let moved = write(
+        dir.path(),
+        "moved.toml",
+        &format!(
+            "{}{}{}",
+            base.replace("127.0.0.1:0", "127.0.0.1:8443"),
+            route("tools", "/mcp", ""),
+            route("gone", "/gone/mcp", "")
+        ),
+    );
+    let out = portcullis()
+        .args(["check", "--config"])
+        .arg(&old)
+        .arg("--diff")
+        .arg(&moved)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("~ [server]: listen"), "{stdout}");
+    assert!(
+        stdout
+            .contains("a reload applies all of it but server.listen, which only a restart applies"),
+        "{stdout}"
+    );
 }
 
 /// The status line of a `tools/list` POSTed to `path` on a plain-HTTP gateway.
