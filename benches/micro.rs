@@ -668,6 +668,15 @@ fn reload(c: &mut Criterion) {
             }
         });
     });
+    // What each request pays for reloads: the configuration serving now read through
+    // the swap, against a clone of the request path held directly (as before reloads).
+    let running = Arc::new(running);
+    let live = portcullis::reload::Live::new(Arc::clone(&running), None);
+    let held = portcullis::app(Arc::clone(&running));
+    group.bench_function("per_request_live_app", |b| b.iter(|| black_box(live.app())));
+    group.bench_function("per_request_held_app", |b| {
+        b.iter(|| black_box(held.clone()))
+    });
     // The part of it that is reading the file: loading and checking alone.
     group.bench_function("fifty_routes_load_only", |b| {
         b.iter(|| black_box(portcullis::gateway::load_str(black_box(&text), &env).is_ok()));
