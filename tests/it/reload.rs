@@ -2,7 +2,7 @@
 //! that adds a route and changes a policy applies to new requests and loses nothing in
 //! flight; a file with problems keeps the running configuration and reports each one; a
 //! rotated certificate is served to new connections while open ones keep theirs; a
-//! rotated secret read from a file, revocations and spent rate limits carry over.
+//! rotated secret read from a file, revocations, bans and spent rate limits carry over.
 
 use crate::admin::{ADMIN_TOKEN, AdminApi};
 use crate::support;
@@ -366,7 +366,7 @@ async fn initialize(http: &reqwest::Client, gateway: &Gateway, credential: &str)
 }
 
 #[tokio::test]
-async fn secrets_from_files_rotate_and_revocations_and_spent_limits_carry_over() {
+async fn secrets_from_files_rotate_and_revocations_bans_and_spent_limits_carry_over() {
     let upstream = Upstream::start(Mode::Stateful).await;
     let secrets = tempfile::tempdir().unwrap();
     let secret_file = secrets.path().join("hmac");
@@ -379,7 +379,8 @@ async fn secrets_from_files_rotate_and_revocations_and_spent_limits_carry_over()
         .insecure_http()
         .section(&admin_section())
         .auth(&format!(
-            "[rate_limits]\nper_user = \"4/1m\"\n\n\
+            "[rate_limits]\nper_user = \"4/1m\"\n\
+             ban = {{ failures = 8, within = \"1m\", for = \"10m\" }}\n\n\
              [[auth.issuers]]\nissuer = \"{ISSUER}\"\nalgorithms = [\"HS256\"]\n\
              hmac_secret = \"${{file:{}}}\"\n\n\
              [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n",
@@ -438,6 +439,29 @@ async fn secrets_from_files_rotate_and_revocations_and_spent_limits_carry_over()
         initialize(&http, &gateway, ALICE_KEY).await,
         StatusCode::UNAUTHORIZED
     );
+
+    // A ban outlives a reload too: failures from this address (the 401s above count)
+    // ban it — its requests are refused whatever their credential — and it stays banned
+    // after a reload.
+    let mut failures = 0;
+    while initialize(&http, &gateway, "not-a-key-at-all").await == StatusCode::UNAUTHORIZED {
+        failures += 1;
+        assert!(failures < 8, "no ban after {failures} more failures");
+    }
+    assert_eq!(
+        initialize(&http, &gateway, &new_token).await,
+        StatusCode::FORBIDDEN
+    );
+    let (status, done) = reload(&admin).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(
+        initialize(&http, &gateway, &new_token).await,
+        StatusCode::FORBIDDEN
+    );
+    let (status, lifted) = admin
+        .call(Method::DELETE, "/admin/bans/127.0.0.1", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{lifted}");
 
     // A limit configured anew starts afresh.
     let text = gateway.config_text().replace("4/1m", "10/1m");
