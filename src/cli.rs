@@ -57,6 +57,9 @@ pub enum Command {
     /// Review and approve tool pins (`[guard] pins_file`, or Redis with `[cluster]`).
     #[command(subcommand)]
     Pins(pins::PinsCommand),
+    /// Print the JSON Schema of the config file, for editors: save it and start the
+    /// config with `#:schema ./portcullis.schema.json` (taplo, Even Better TOML).
+    Schema,
     /// Incident response on a running gateway, through its admin API (`[admin]`):
     /// status, revocations, kill switches. The admin token is read from
     /// PORTCULLIS_ADMIN_TOKEN.
@@ -103,6 +106,14 @@ pub fn main() -> ExitCode {
         Command::Audit(command) => audit::run(&command),
         Command::Pins(command) => pins::run(&command),
         Command::Admin(command) => admin::run(&command),
+        Command::Schema => {
+            let schema = config::schema::schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
         Command::StdioExec(args) => crate::relay::exec::run(&args),
     }
 }

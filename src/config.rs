@@ -14,6 +14,7 @@ pub mod guard;
 mod load;
 pub mod policy;
 pub mod ratelimit;
+pub mod schema;
 pub mod secret;
 pub mod units;
 mod validate;
@@ -69,7 +70,7 @@ pub struct Config {
 }
 
 /// `[server]`: the listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address and port to listen on.
@@ -146,7 +147,7 @@ impl Default for ServerConfig {
 }
 
 /// `[server.tls]`: the certificate the gateway presents.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
@@ -160,7 +161,7 @@ pub struct TlsConfig {
 }
 
 /// `[logging]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// `error`, `warn`, `info`, `debug`, `trace` or a full `RUST_LOG`-style filter.
@@ -181,7 +182,7 @@ impl Default for LoggingConfig {
 }
 
 /// `[tracing]`: OpenTelemetry export of request spans (builds with the `otlp` feature).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`. Unset: nothing
@@ -210,7 +211,7 @@ impl Default for TracingConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// JSON when standard error is not a terminal, pretty otherwise.
@@ -222,7 +223,7 @@ pub enum LogFormat {
 
 /// `[sessions]`: the upstream's session ids are never shown to clients; they get sealed ids
 /// bound to the route and the caller.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionsConfig {
     /// 32-byte keys (base64 or hex) from secrets; the first seals, all open (rotation).
@@ -245,7 +246,7 @@ impl Default for SessionsConfig {
 }
 
 /// `[[secrets]]`: a secret the config uses, declared so start-up can say what is missing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretDecl {
     /// Environment variable name.
@@ -258,7 +259,7 @@ pub struct SecretDecl {
 }
 
 /// `[[routes]]`: one public path in front of one upstream MCP server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Short name used in logs and metrics.
@@ -368,7 +369,7 @@ impl RouteConfig {
 /// `upstream = { url = "…" }`: a Streamable HTTP MCP endpoint; or
 /// `upstream = { command = "…", args = […] }`: an MCP server the gateway runs itself and
 /// speaks to over its standard input and output (newline-delimited JSON-RPC).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// The Streamable HTTP endpoint. Exactly one of `url` and `command`.
@@ -437,7 +438,7 @@ pub struct UpstreamConfig {
 }
 
 /// How an upstream reached by `url` speaks MCP.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     #[default]
@@ -447,7 +448,7 @@ pub enum Transport {
 }
 
 /// `upstream.limits`: `setrlimit` limits of a stdio child; each unset one is inherited.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChildLimits {
     /// Address space (`RLIMIT_AS`).

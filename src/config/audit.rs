@@ -11,7 +11,7 @@ use super::secret::SecretValue;
 use super::units::{ByteSize, Duration};
 
 /// Per route `audit.arguments`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ArgumentsMode {
     /// Not recorded.
@@ -28,7 +28,7 @@ pub enum ArgumentsMode {
 }
 
 /// `[audit]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// `false` turns the audit trail off (a warning says so at start-up).
@@ -93,7 +93,7 @@ impl AuditConfig {
 }
 
 /// What a request does when the audit queue is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WhenFull {
     /// Waits for room: nothing is lost, requests slow down with the writer.
@@ -104,7 +104,7 @@ pub enum WhenFull {
 }
 
 /// `[audit.monitor]`: thresholds over sliding windows. Each is off unless set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorConfig {
     /// Failed authentications from one client address.
@@ -133,7 +133,7 @@ impl MonitorConfig {
 }
 
 /// `{ count = 20, within = "1m" }`: an alert when `count` events happen within `within`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Threshold {
     pub count: u32,
@@ -141,7 +141,7 @@ pub struct Threshold {
 }
 
 /// `[audit.monitor.webhook]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where alerts are POSTed (`http` or `https`). A secret-capable field: incoming-webhook
@@ -161,7 +161,7 @@ pub struct WebhookConfig {
 }
 
 /// A route's `audit = { … }`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuditConfig {
     /// Overrides `[audit] arguments` for this route.
@@ -171,7 +171,7 @@ pub struct RouteAuditConfig {
 }
 
 /// A route's `metrics = { … }`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMetricsConfig {
     /// Label tool-call metrics with the tool's name (at most 100 names per route; the rest
@@ -182,7 +182,7 @@ pub struct RouteMetricsConfig {
 
 /// `[admin]`: a second, plain-HTTP listener for operators: metrics, and the admin API for
 /// those holding an admin token.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: std::net::SocketAddr,
@@ -197,7 +197,7 @@ pub struct AdminConfig {
 }
 
 /// `[[admin.tokens]]`: one admin credential.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminToken {
     /// Who holds it, as the audit trail names them.
@@ -214,7 +214,7 @@ impl AdminToken {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serve `/metrics` at all.

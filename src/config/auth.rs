@@ -21,7 +21,7 @@ pub struct AuthConfig {
 }
 
 /// The plain keys of `[auth]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// Header an API key may be sent in (it may also come as `Authorization: Bearer`).
@@ -50,7 +50,7 @@ impl Default for AuthSettings {
 }
 
 /// Which field of a verified client certificate becomes the principal's subject.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CertificateIdentity {
     /// The subject's common name (CN).
@@ -65,7 +65,7 @@ pub enum CertificateIdentity {
 }
 
 /// `[[auth.issuers]]`: one authorization server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// The exact `iss` of its tokens; also listed as an authorization server in the
@@ -86,6 +86,7 @@ pub struct IssuerConfig {
     pub jwks_refetch_interval: Duration,
     /// Inline JWKs (`keys = [{ kty = "RSA", kid = "…", n = "…", e = "AQAB" }]`).
     #[serde(default)]
+    #[schemars(schema_with = "super::schema::jwk_tables")]
     pub keys: Vec<toml::Table>,
     /// PEM files of public keys (RSA, EC or Ed25519).
     #[serde(default)]
@@ -104,10 +105,12 @@ pub struct IssuerConfig {
     /// Claims holding role names (dotted paths reach nested claims: `realm_access.roles`).
     #[serde(default = "defaults::roles_claims", alias = "roles_claim")]
     #[serde(deserialize_with = "one_or_many")]
+    #[schemars(schema_with = "super::schema::one_or_many")]
     pub roles_claims: Vec<String>,
     /// Claims holding OAuth scopes (space-delimited strings or arrays).
     #[serde(default = "defaults::scopes_claims", alias = "scopes_claim")]
     #[serde(deserialize_with = "one_or_many")]
+    #[schemars(schema_with = "super::schema::one_or_many")]
     pub scopes_claims: Vec<String>,
     /// Further claims kept on the principal for audit and policy (e.g. `email`, `azp`).
     #[serde(default)]
@@ -115,7 +118,7 @@ pub struct IssuerConfig {
 }
 
 /// `[[auth.api_keys]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// SHA-256 of the key, hex (`portcullis hash-key` prints it). The key itself is never
@@ -129,7 +132,7 @@ pub struct ApiKeyConfig {
 }
 
 /// `[[auth.certificates]]`: what a client-certificate identity may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// The identity, as `certificate_identity` reads it from the certificate.
@@ -141,7 +144,7 @@ pub struct CertificateConfig {
 }
 
 /// A route's `auth`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Every request proves an identity (the default).
@@ -152,7 +155,7 @@ pub enum AuthMode {
 }
 
 /// A way to prove an identity, as named in a route's `auth_methods`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MethodName {
     Jwt,
@@ -162,7 +165,7 @@ pub enum MethodName {
 
 /// A route's `identity_headers`: which facts about the verified caller are sent upstream,
 /// under which header names. Nothing is sent unless named here.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityHeaders {
     pub subject: Option<String>,
@@ -204,7 +207,7 @@ impl IdentityHeaders {
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     #[serde(untagged)]
     enum OneOrMany {
         One(String),

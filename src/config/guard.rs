@@ -10,7 +10,7 @@ use super::ConfigError;
 use super::units::ByteSize;
 
 /// `[routes.guard]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteGuardConfig {
     /// Arrays and objects nested deeper than this are refused (at most 127).
@@ -54,7 +54,7 @@ pub struct RouteGuardConfig {
 }
 
 /// What a failed description check does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Checking {
     Block,
@@ -64,7 +64,7 @@ pub enum Checking {
 }
 
 /// `[guard]`: what all routes share.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardConfig {
     /// Where tool pins are kept (JSON, written by the gateway, edited by `portcullis pins
@@ -90,7 +90,7 @@ impl Default for RouteGuardConfig {
 }
 
 /// What happens when a check fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Enforcement {
     /// Refused.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 pub type RolesConfig = BTreeMap<String, Vec<String>>;
 
 /// What a route does with a call that no rule allows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DefaultPolicy {
     /// Refused unless a rule allows it (the default).
@@ -19,7 +19,7 @@ pub enum DefaultPolicy {
     Allow,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Effect {
     #[default]
@@ -28,7 +28,7 @@ pub enum Effect {
 }
 
 /// `[[routes.policy]]`: one rule.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// `allow` (default) or `deny`. A deny that applies wins over every allow.
@@ -59,7 +59,7 @@ pub struct RuleConfig {
 }
 
 /// One condition on an argument, found by JSON pointer (`/limit`, `/filter/region`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionConfig {
     pub argument: String,

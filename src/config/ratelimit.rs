@@ -117,7 +117,7 @@ impl<'de> Deserialize<'de> for Network {
 }
 
 /// `[rate_limits]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
     /// Per client IP, before authentication (IPv6 clients by their /64).
@@ -160,7 +160,7 @@ fn default_max_keys() -> usize {
 
 /// `[rate_limits.ban]`: `failures` failed authentications from one IP within `within`
 /// ban it for `duration` (403 before any token is looked at).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BanConfig {
     pub failures: NonZeroU32,
@@ -170,7 +170,7 @@ pub struct BanConfig {
 }
 
 /// `[cluster]`: state shared between gateway instances.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://host:port/db` (or `rediss://` for TLS), usually from a secret when it
@@ -190,7 +190,7 @@ fn default_redis_timeout() -> Duration {
 }
 
 /// What a limit does while the shared state is unreachable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailurePolicy {
     #[default]
@@ -199,7 +199,7 @@ pub enum FailurePolicy {
 }
 
 /// A route's `rate_limits`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteLimitsConfig {
     /// All callers of the route together.
@@ -210,7 +210,7 @@ pub struct RouteLimitsConfig {
     pub per_tool: Vec<ToolLimitConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ToolLimitConfig {
     pub tools: Vec<String>,
@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn networks_and_tables() {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, schemars::JsonSchema)]
         struct T {
             n: Vec<Network>,
             r: Rate,
