@@ -856,3 +856,50 @@ fn admin_tls_files_that_cannot_be_read_are_named_by_their_path() {
         );
     }
 }
+
+/// The schema `portcullis schema` prints, read by another implementation
+/// (`check-jsonschema`, as editors and CI pipelines would): the example configs pass, a
+/// typo is named.
+#[test]
+fn the_printed_schema_checks_toml_files_in_another_validator() {
+    let Some(checker) = crate::support::interop::check_jsonschema() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("portcullis.schema.json");
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    std::fs::write(&schema, &printed.stdout).unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = |files: &[&Path]| {
+        std::process::Command::new(&checker)
+            .arg("--schemafile")
+            .arg(&schema)
+            .args(files)
+            .output()
+            .unwrap()
+    };
+    let examples = check(&[
+        &root.join("config/example.toml"),
+        &root.join("config/quickstart.toml"),
+    ]);
+    assert!(
+        examples.status.success(),
+        "{}",
+        String::from_utf8_lossy(&examples.stdout)
+    );
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nname = \"r\"\npath = \"/mcp\"\n\
+         upstrem = { url = \"http://127.0.0.1:9/mcp\" }\n",
+    )
+    .unwrap();
+    let refused = check(&[&typo]);
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("'upstrem' was unexpected"), "{said}");
+}

@@ -37,6 +37,12 @@ pub fn venv_python() -> Option<PathBuf> {
     installed("the Python MCP SDK", &[&python]).then_some(python)
 }
 
+/// `check-jsonschema`, from the validators' virtualenv.
+pub fn check_jsonschema() -> Option<PathBuf> {
+    let program = dir().join(".venv-tools/bin/check-jsonschema");
+    installed("check-jsonschema", &[&program]).then_some(program)
+}
+
 /// The Python of the virtualenv with the SDK's 2.x line (2026-07-28).
 pub fn venv_mcp2_python() -> Option<PathBuf> {
     let python = dir().join(".venv-mcp2/bin/python");
