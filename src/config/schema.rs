@@ -234,6 +234,135 @@ mod tests {
         }
     }
 
+    /// Every key the schema has, as a dotted path (array items under their array's name).
+    fn key_paths(
+        node: &serde_json::Value,
+        defs: &serde_json::Value,
+        path: &str,
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        if let Some(reference) = node.get("$ref").and_then(|r| r.as_str()) {
+            let name = reference.rsplit('/').next().unwrap_or_default();
+            // A rate's table form (`{ rate, burst }`) is one way of writing it, shown
+            // once in the example; its members are not settings of their own.
+            if name != "Rate" {
+                key_paths(&defs[name], defs, path, out);
+            }
+            return;
+        }
+        for choices in ["anyOf", "oneOf", "allOf"] {
+            for choice in node
+                .get(choices)
+                .and_then(|c| c.as_array())
+                .into_iter()
+                .flatten()
+            {
+                key_paths(choice, defs, path, out);
+            }
+        }
+        if let Some(items) = node.get("items") {
+            key_paths(items, defs, path, out);
+        }
+        for (key, value) in node
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+        {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            out.insert(at.clone());
+            key_paths(value, defs, &at, out);
+        }
+    }
+
+    /// The dotted paths of the keys `text` shows, set or commented out: each table header
+    /// and each `key =` under it, inline tables (and arrays of them) included. Strings are
+    /// skipped, so braces in values do not count.
+    fn shown_paths(text: &str) -> std::collections::BTreeSet<String> {
+        let header =
+            regex::Regex::new(r"^\s*#?\s*\[\[?\s*([A-Za-z0-9_.]+)\s*\]\]?\s*(#.*)?$").unwrap();
+        let strings = regex::Regex::new(r#""(\\.|[^"\\])*"|'[^']*'"#).unwrap();
+        let mut shown = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            if let Some(found) = header.captures(line) {
+                section = found[1].to_owned();
+                shown.insert(section.clone());
+                continue;
+            }
+            let line = strings.replace_all(line, "\"\"");
+            let line = line.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
+            // The inline tables open along the line, and the arrays whose tables they are.
+            let mut tables: Vec<String> = Vec::new();
+            let mut arrays: Vec<Option<String>> = Vec::new();
+            let mut pending: Option<String> = None;
+            let mut chars = line.char_indices().peekable();
+            while let Some((at, c)) = chars.next() {
+                match c {
+                    '{' => {
+                        let name = pending.take().or_else(|| arrays.last().cloned().flatten());
+                        tables.push(name.unwrap_or_default());
+                    }
+                    '}' => {
+                        tables.pop();
+                    }
+                    '[' => arrays.push(pending.take()),
+                    ']' => {
+                        arrays.pop();
+                    }
+                    '=' => {}
+                    c if c.is_ascii_alphabetic() || c == '_' => {
+                        let mut end = at + c.len_utf8();
+                        while let Some((next, n)) = chars.peek().copied() {
+                            if !(n.is_ascii_alphanumeric() || n == '_') {
+                                break;
+                            }
+                            end = next + n.len_utf8();
+                            chars.next();
+                        }
+                        let word = &line[at..end];
+                        if line[end..].trim_start().starts_with('=') {
+                            let mut parts = vec![section.as_str()];
+                            parts.extend(tables.iter().map(String::as_str));
+                            parts.push(word);
+                            let path: Vec<&str> =
+                                parts.into_iter().filter(|p| !p.is_empty()).collect();
+                            shown.insert(path.join("."));
+                            pending = Some(word.to_owned());
+                        }
+                    }
+                    c if c.is_whitespace() => {}
+                    _ => pending = None,
+                }
+            }
+        }
+        shown
+    }
+
+    #[test]
+    fn the_example_config_shows_every_setting() {
+        let schema = schema();
+        let mut keys = std::collections::BTreeSet::new();
+        key_paths(&schema, &schema["$defs"], "", &mut keys);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+        let shown = shown_paths(&std::fs::read_to_string(path).unwrap());
+        let missing: Vec<&String> = keys.iter().filter(|k| !shown.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "config/example.toml does not show {} settings:\n{}",
+            missing.len(),
+            missing
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
     #[test]
     fn a_typo_or_a_wrong_kind_of_value_is_found() {
         let found = problems(
