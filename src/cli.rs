@@ -57,6 +57,10 @@ pub enum Command {
     /// Review and approve tool pins (`[guard] pins_file`, or Redis with `[cluster]`).
     #[command(subcommand)]
     Pins(pins::PinsCommand),
+    /// Make a new random key: an API key or an admin token (printed once on stdout, its
+    /// SHA-256 for the config and a config snippet on stderr), or a session key (32
+    /// bytes, base64, for `[sessions] keys` through a secret).
+    Keygen(KeygenArgs),
     /// Print the JSON Schema of the config file, for editors: save it and start the
     /// config with `#:schema ./portcullis.schema.json` (taplo, Even Better TOML).
     Schema,
@@ -68,6 +72,23 @@ pub enum Command {
     /// The launcher of a stdio route's servers, started by the gateway itself.
     #[command(hide = true)]
     StdioExec(crate::relay::exec::ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// What the key is for.
+    #[arg(value_enum)]
+    pub kind: KeyKind,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyKind {
+    /// A client's API key (`pk_…`), for `[[auth.api_keys]]`.
+    ApiKey,
+    /// An admin API token (`adm_…`), for `[[admin.tokens]]`.
+    AdminToken,
+    /// A key that seals session ids, for `[sessions] keys`.
+    SessionKey,
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +127,7 @@ pub fn main() -> ExitCode {
         Command::Audit(command) => audit::run(&command),
         Command::Pins(command) => pins::run(&command),
         Command::Admin(command) => admin::run(&command),
+        Command::Keygen(args) => keygen(args.kind),
         Command::Schema => {
             let schema = config::schema::schema();
             println!(
@@ -116,6 +138,60 @@ pub fn main() -> ExitCode {
         }
         Command::StdioExec(args) => crate::relay::exec::run(&args),
     }
+}
+
+/// 32 random bytes from the system's generator, as `keygen` prints them: a credential with
+/// its prefix in URL-safe base64 (visible ASCII, fit for a header), or a session key in
+/// standard base64.
+fn keygen(kind: KeyKind) -> ExitCode {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    if aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut bytes)
+        .is_err()
+    {
+        eprintln!("the system's random number generator failed: no key made");
+        return ExitCode::FAILURE;
+    }
+    let credential = |prefix: &str| {
+        format!(
+            "{prefix}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        )
+    };
+    match kind {
+        KeyKind::ApiKey => {
+            let key = credential("pk_");
+            println!("{key}");
+            eprintln!(
+                "The key is above, shown this once: give it to the client and keep no copy.\n\
+                 For the config:\n\n[[auth.api_keys]]\nhash = \"{}\"\nsubject = \"who-holds-it\"\n\
+                 roles = []",
+                crate::auth::hash_key(&key)
+            );
+        }
+        KeyKind::AdminToken => {
+            let token = credential("adm_");
+            println!("{token}");
+            eprintln!(
+                "The token is above, shown this once: give it to its holder (portcullis admin \
+                 reads it from PORTCULLIS_ADMIN_TOKEN).\nFor the config:\n\n\
+                 [[admin.tokens]]\nname = \"who-holds-it\"\nhash = \"{}\"",
+                crate::auth::hash_key(&token)
+            );
+        }
+        KeyKind::SessionKey => {
+            println!(
+                "{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            );
+            eprintln!(
+                "Store it as a secret (SESSION_KEY, say) and list it first in the config: \
+                 [sessions] keys = [\"${{SESSION_KEY}}\"]. Keep the previous key after it \
+                 while sessions it sealed are still in use."
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn hash_key() -> ExitCode {

@@ -1330,3 +1330,56 @@ fn a_changed_config_file_is_reloaded_with_reload_on_change() {
     logged(&mut lines, "Configuration reloaded");
     assert!(post_status(&addr, "/two/mcp").contains(" 502 "));
 }
+
+/// `keygen`: a new random credential on stdout alone, its hash (as `hash-key` computes
+/// it) in a config snippet on stderr; a session key the config accepts.
+#[test]
+fn keygen_prints_a_fresh_key_once_with_the_hash_the_config_wants() {
+    let run = |kind: &str| {
+        let out = portcullis().args(["keygen", kind]).output().unwrap();
+        assert!(out.status.success());
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (key, said) = run("api-key");
+    let (other, _) = run("api-key");
+    assert_ne!(key, other, "every key is new");
+    assert!(key.starts_with("pk_") && key.len() == 46, "{key}");
+    assert!(
+        key[3..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert!(
+        said.contains(&format!("hash = \"{}\"", portcullis::auth::hash_key(&key))),
+        "{said}"
+    );
+    assert!(!said.contains(&key), "the key is printed once, on stdout");
+
+    let (token, said) = run("admin-token");
+    assert!(token.starts_with("adm_"), "{token}");
+    assert!(said.contains("[[admin.tokens]]"), "{said}");
+
+    let (session, _) = run("session-key");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "gw.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ninsecure_http = true\n\
+             [sessions]\nkeys = [\"{session}\"]\n"
+        ),
+    );
+    let check = portcullis()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
