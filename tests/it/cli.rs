@@ -1383,3 +1383,65 @@ fn keygen_prints_a_fresh_key_once_with_the_hash_the_config_wants() {
         String::from_utf8_lossy(&check.stdout)
     );
 }
+
+/// `scripts/devcert`'s certificate is one that real clients accept: the gateway serves it,
+/// and a Rust (rustls, through reqwest) and a Python (httpx, the MCP SDK's HTTP client)
+/// client that trust only its CA reach `/healthz` by name and by address.
+#[tokio::test]
+async fn the_development_certificate_is_accepted_by_rust_and_python_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/devcert"))
+        .arg(&tls)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let config = write(
+        dir.path(),
+        "gw.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[server.tls]\ncert = \"tls/cert.pem\"\n\
+             key = \"tls/key.pem\"\n"
+        ),
+    );
+    let (_child, _lines) = start_gateway(&config);
+    let ca = std::fs::read_to_string(tls.join("ca.pem")).unwrap();
+    support::client::install_crypto_provider();
+    let rust = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    for host in ["127.0.0.1", "localhost"] {
+        let url = format!("https://{host}:{port}/healthz");
+        let answer = rust.get(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{url}");
+    }
+    let Some(python) = support::interop::venv_python() else {
+        return;
+    };
+    let script = format!(
+        "import httpx, sys\n\
+         for host in ('127.0.0.1', 'localhost'):\n    \
+             r = httpx.get(f'https://{{host}}:{port}/healthz', verify=sys.argv[1])\n    \
+             assert r.status_code == 200, r.status_code\n\
+         print('ok')"
+    );
+    let out = Command::new(python)
+        .args(["-c", &script])
+        .arg(tls.join("ca.pem"))
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
