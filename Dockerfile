@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # Portcullis: multi-stage build → small non-root runtime image.
 #   docker build -t portcullis .
-#   docker run --rm -p 8443:8443 -v "$PWD/deploy:/etc/portcullis:ro" portcullis
+#   docker run --rm -p 8443:8443 -v "$PWD/portcullis.toml:/etc/portcullis/portcullis.toml:ro" \
+#     -v "$PWD/tls:/etc/portcullis/tls:ro" portcullis        (or deploy/compose/)
 # The config is read from /etc/portcullis/portcullis.toml (override with PORTCULLIS_CONFIG);
 # relative paths in it (certificates, secret files) resolve against its directory.
 

@@ -13,6 +13,7 @@ mod auth_server;
 mod cli;
 mod config;
 mod conformance;
+mod deploy;
 mod edge;
 mod envelope_props;
 mod failures;
