@@ -76,3 +76,122 @@ fn the_compose_example_is_valid_and_its_config_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The Kubernetes version the manifests are validated against.
+const KUBERNETES: &str = "1.35.0";
+
+/// The Kubernetes examples: every resource valid (strictly: no unknown field) for
+/// Kubernetes 1.35; the gateway's config in each ConfigMap passes `portcullis check`
+/// (its certificate made by `scripts/devcert`, its secrets set); the edge's Secret holds
+/// every secret its config requires; probes, a non-root security context and resource
+/// requests on every container of the gateway.
+#[test]
+fn the_kubernetes_examples_are_valid_and_their_configs_check() {
+    let Some((validate, python)) = support::interop::kubernetes_validate() else {
+        return;
+    };
+    let dir = root().join("deploy/kubernetes");
+    let manifests = ["edge.yaml", "sidecar.yaml"].map(|f| dir.join(f));
+    let out = Command::new(&validate)
+        .args(["-k", KUBERNETES, "--strict", "--quiet"])
+        .args(&manifests)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("tls");
+    let made = Command::new(root().join("scripts/devcert"))
+        .arg(&tls)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    // The Secret's names as the TLS secret mounts them.
+    std::fs::copy(tls.join("cert.pem"), tls.join("tls.crt")).unwrap();
+    std::fs::copy(tls.join("key.pem"), tls.join("tls.key")).unwrap();
+    for manifest in &manifests {
+        // Each resource as JSON, one per line (PyYAML from the validators' virtualenv).
+        let read = Command::new(&python)
+            .args([
+                "-c",
+                "import json, sys, yaml\n\
+                 for doc in yaml.safe_load_all(open(sys.argv[1])):\n    \
+                     print(json.dumps(doc))",
+            ])
+            .arg(manifest)
+            .output()
+            .unwrap();
+        assert!(
+            read.status.success(),
+            "{}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+        let resources: Vec<serde_json::Value> = String::from_utf8(read.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let of_kind = |kind: &'static str| resources.iter().filter(move |r| r["kind"] == kind);
+        let config = of_kind("ConfigMap")
+            .find_map(|r| r["data"]["portcullis.toml"].as_str())
+            .unwrap_or_else(|| panic!("{}: no portcullis.toml", manifest.display()))
+            .replace("/etc/portcullis/tls", &tls.display().to_string());
+        let path = tmp.path().join("portcullis.toml");
+        std::fs::write(&path, &config).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .env(
+                "SESSION_KEY",
+                "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
+            )
+            .env("JWT_SECRET", "a-kubernetes-test-secret-of-32-bytes-or-more")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            manifest.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // A Secret written here holds every secret the config requires.
+        let table: toml::Table = toml::from_str(&config).unwrap();
+        for secret in of_kind("Secret") {
+            for declared in table["secrets"].as_array().unwrap() {
+                let name = declared["name"].as_str().unwrap();
+                assert!(
+                    secret["stringData"].get(name).is_some(),
+                    "{}: the Secret has no {name}",
+                    manifest.display()
+                );
+            }
+        }
+        // The gateway's container: probes, non-root, read-only, requests.
+        for deployment in of_kind("Deployment") {
+            let pod = &deployment["spec"]["template"]["spec"];
+            for container in pod["containers"].as_array().unwrap() {
+                if !container["image"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("portcullis")
+                {
+                    continue;
+                }
+                assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+                assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+                assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+                assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+                assert!(container["resources"]["requests"]["memory"].is_string());
+            }
+        }
+    }
+    let edge = std::fs::read_to_string(&manifests[0]).unwrap();
+    assert!(edge.contains("kind: PodDisruptionBudget"));
+}

@@ -43,6 +43,14 @@ pub fn check_jsonschema() -> Option<PathBuf> {
     installed("check-jsonschema", &[&program]).then_some(program)
 }
 
+/// `kubernetes-validate` and the Python it runs on (with PyYAML), from the validators'
+/// virtualenv.
+pub fn kubernetes_validate() -> Option<(PathBuf, PathBuf)> {
+    let program = dir().join(".venv-tools/bin/kubernetes-validate");
+    let python = dir().join(".venv-tools/bin/python");
+    installed("kubernetes-validate", &[&program, &python]).then_some((program, python))
+}
+
 /// The Python of the virtualenv with the SDK's 2.x line (2026-07-28).
 pub fn venv_mcp2_python() -> Option<PathBuf> {
     let python = dir().join(".venv-mcp2/bin/python");
