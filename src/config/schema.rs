@@ -210,6 +210,61 @@ fn without_null(value: &mut serde_json::Value) {
     }
 }
 
+/// Every key of the config file, as a dotted TOML path (`server.listen`,
+/// `routes.upstream.command`: array items under their array's name). Docs and examples
+/// are checked against it.
+pub fn key_paths() -> std::collections::BTreeSet<String> {
+    let schema = schema();
+    let mut keys = std::collections::BTreeSet::new();
+    walk_keys(&schema, &schema["$defs"], "", &mut keys);
+    keys
+}
+
+/// Every key the schema has, as a dotted path (array items under their array's name).
+fn walk_keys(
+    node: &serde_json::Value,
+    defs: &serde_json::Value,
+    path: &str,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    if let Some(reference) = node.get("$ref").and_then(|r| r.as_str()) {
+        let name = reference.rsplit('/').next().unwrap_or_default();
+        // A rate's table form (`{ rate, burst }`) is one way of writing it, shown
+        // once in the example; its members are not settings of their own.
+        if name != "Rate" {
+            walk_keys(&defs[name], defs, path, out);
+        }
+        return;
+    }
+    for choices in ["anyOf", "oneOf", "allOf"] {
+        for choice in node
+            .get(choices)
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+        {
+            walk_keys(choice, defs, path, out);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk_keys(items, defs, path, out);
+    }
+    for (key, value) in node
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+    {
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        out.insert(at.clone());
+        walk_keys(value, defs, &at, out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,51 +286,6 @@ mod tests {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
             let text = std::fs::read_to_string(path).unwrap();
             assert_eq!(problems(&text), Vec::<String>::new(), "{file}");
-        }
-    }
-
-    /// Every key the schema has, as a dotted path (array items under their array's name).
-    fn key_paths(
-        node: &serde_json::Value,
-        defs: &serde_json::Value,
-        path: &str,
-        out: &mut std::collections::BTreeSet<String>,
-    ) {
-        if let Some(reference) = node.get("$ref").and_then(|r| r.as_str()) {
-            let name = reference.rsplit('/').next().unwrap_or_default();
-            // A rate's table form (`{ rate, burst }`) is one way of writing it, shown
-            // once in the example; its members are not settings of their own.
-            if name != "Rate" {
-                key_paths(&defs[name], defs, path, out);
-            }
-            return;
-        }
-        for choices in ["anyOf", "oneOf", "allOf"] {
-            for choice in node
-                .get(choices)
-                .and_then(|c| c.as_array())
-                .into_iter()
-                .flatten()
-            {
-                key_paths(choice, defs, path, out);
-            }
-        }
-        if let Some(items) = node.get("items") {
-            key_paths(items, defs, path, out);
-        }
-        for (key, value) in node
-            .get("properties")
-            .and_then(|p| p.as_object())
-            .into_iter()
-            .flatten()
-        {
-            let at = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            out.insert(at.clone());
-            key_paths(value, defs, &at, out);
         }
     }
 
@@ -345,9 +355,7 @@ mod tests {
 
     #[test]
     fn the_example_config_shows_every_setting() {
-        let schema = schema();
-        let mut keys = std::collections::BTreeSet::new();
-        key_paths(&schema, &schema["$defs"], "", &mut keys);
+        let keys = key_paths();
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
         let shown = shown_paths(&std::fs::read_to_string(path).unwrap());
         let missing: Vec<&String> = keys.iter().filter(|k| !shown.contains(*k)).collect();

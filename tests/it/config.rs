@@ -903,3 +903,43 @@ fn the_printed_schema_checks_toml_files_in_another_validator() {
     assert!(!refused.status.success(), "{said}");
     assert!(said.contains("'upstrem' was unexpected"), "{said}");
 }
+
+/// `docs/security.md` names only settings and tests that exist: each backticked TOML path
+/// in a **Settings** line is a key of the config's schema, each `file::test` in a
+/// **Tests** list a test function of `tests/it/file.rs`.
+#[test]
+fn the_security_page_names_only_real_settings_and_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/security.md")).unwrap();
+    let keys = portcullis::config::schema::key_paths();
+    let mut settings = 0;
+    let mut tests = 0;
+    for paragraph in page.split("\n\n") {
+        if let Some(listed) = paragraph.strip_prefix("**Settings**: ") {
+            for setting in listed.split('`').skip(1).step_by(2) {
+                assert!(
+                    keys.contains(setting),
+                    "docs/security.md: no setting `{setting}`"
+                );
+                settings += 1;
+            }
+        }
+        if let Some(listed) = paragraph.strip_prefix("**Tests**:\n") {
+            for line in listed.lines() {
+                let named = line.trim_start_matches("- ").trim_matches('`');
+                let (file, test) = named.split_once("::").unwrap();
+                let source =
+                    std::fs::read_to_string(root.join(format!("tests/it/{file}.rs"))).unwrap();
+                assert!(
+                    source.contains(&format!("fn {test}(")),
+                    "docs/security.md: no test `{named}`"
+                );
+                tests += 1;
+            }
+        }
+    }
+    assert!(
+        settings > 40 && tests > 30,
+        "{settings} settings, {tests} tests"
+    );
+}
