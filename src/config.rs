@@ -29,7 +29,7 @@ use serde::Deserialize;
 pub use auth::{AuthConfig, AuthMode, MethodName};
 pub use load::{
     ConfigError, ConfigErrors, PartChecks, Read, check_whole, load_file, load_file_checked,
-    load_str, load_str_checked,
+    load_str, load_str_checked, source_sha256,
 };
 pub use secret::{ProcessEnv, SecretSource, SecretString, SecretValue};
 pub use units::{ByteSize, Duration};

@@ -363,9 +363,9 @@ pub fn on_change(reloader: &Arc<Reloader>, path: PathBuf) -> Option<tokio::task:
             while changes.try_recv().is_ok() {}
             let file = path.clone();
             let digest = tokio::task::spawn_blocking(move || {
-                let text = std::fs::read(file).ok()?;
-                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &text);
-                Some(crate::hex::encode(digest.as_ref()))
+                std::fs::read(file)
+                    .ok()
+                    .map(|text| crate::config::source_sha256(&text))
             })
             .await
             .ok()

@@ -95,6 +95,12 @@ pub fn load_str(text: &str, source: &dyn SecretSource) -> Result<Config, ConfigE
 /// problems with those paths (the gateway's are `gateway::check`).
 pub type PartChecks<'c> = &'c dyn Fn(&Config, &Read<'_>) -> Vec<ConfigError>;
 
+/// SHA-256 (hex) of a config file's text: `Config::source_sha256`, which says which file
+/// is running (and whether the file on disk still is it).
+pub fn source_sha256(text: &[u8]) -> String {
+    crate::hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text).as_ref())
+}
+
 /// `checks` run on a whole config (one that loaded without a problem, or was made in
 /// code): every part is where its position says, nothing was left out.
 pub fn check_whole(config: &Config, checks: PartChecks<'_>) -> Vec<ConfigError> {
@@ -131,9 +137,7 @@ pub fn load_str_checked(
 
     let mut errors = Vec::new();
     let mut config = Config {
-        source_sha256: Some(crate::hex::encode(
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref(),
-        )),
+        source_sha256: Some(source_sha256(text.as_bytes())),
         written: Some(std::sync::Arc::new(table.clone())),
         ..Config::default()
     };

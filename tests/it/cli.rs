@@ -1130,6 +1130,17 @@ auth = "none"
     }
 }
 
+/// `portcullis check --config OLD --diff NEW`.
+fn check_diff(old: &Path, new: &Path) -> std::process::Output {
+    portcullis()
+        .args(["check", "--config"])
+        .arg(old)
+        .arg("--diff")
+        .arg(new)
+        .output()
+        .unwrap()
+}
+
 /// `check --diff`: both files checked, then what going from one to the other changes,
 /// by name only; an invalid other file is reported as `check` reports it.
 #[test]
@@ -1160,13 +1171,7 @@ fn check_diff_names_what_a_new_config_changes() {
             route("billing", "/billing/mcp", "")
         ),
     );
-    let out = portcullis()
-        .args(["check", "--config"])
-        .arg(&old)
-        .arg("--diff")
-        .arg(&new)
-        .output()
-        .unwrap();
+    let out = check_diff(&old, &new);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let changes: Vec<&str> = stdout
@@ -1190,13 +1195,7 @@ fn check_diff_names_what_a_new_config_changes() {
         "broken.toml",
         &format!("{base}{}", route("x", "nope", "")),
     );
-    let out = portcullis()
-        .args(["check", "--config"])
-        .arg(&old)
-        .arg("--diff")
-        .arg(&broken)
-        .output()
-        .unwrap();
+    let out = check_diff(&old, &broken);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].path"));
 
@@ -1211,13 +1210,7 @@ fn check_diff_names_what_a_new_config_changes() {
             route("gone", "/gone/mcp", "")
         ),
     );
-    let out = portcullis()
-        .args(["check", "--config"])
-        .arg(&old)
-        .arg("--diff")
-        .arg(&moved)
-        .output()
-        .unwrap();
+    let out = check_diff(&old, &moved);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("~ [server]: listen"), "{stdout}");

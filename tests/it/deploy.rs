@@ -13,6 +13,44 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A development certificate (`scripts/devcert`) in `dir`/tls.
+fn devcert(dir: &Path) -> std::path::PathBuf {
+    let tls = dir.join("tls");
+    let made = Command::new(root().join("scripts/devcert"))
+        .arg(&tls)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    tls
+}
+
+/// `portcullis check` of the config at `path` (written from `what`) with the examples'
+/// secrets set; fails the test with what it printed if the config is refused.
+fn assert_checks(path: &Path, what: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config"])
+        .arg(path)
+        .env(
+            "SESSION_KEY",
+            "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
+        )
+        .env("JWT_SECRET", "a-deployment-test-secret-of-32-bytes-or-more")
+        .env("REDIS_URL", "redis://127.0.0.1:6379/0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        what.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn the_compose_example_is_valid_and_its_config_checks() {
     let compose = root().join("deploy/compose/compose.yaml");
@@ -31,12 +69,7 @@ fn the_compose_example_is_valid_and_its_config_checks() {
 
     // The config as the containers see it: the certificate mounted at /etc/portcullis/tls.
     let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("tls");
-    let made = Command::new(root().join("scripts/devcert"))
-        .arg(&tls)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let tls = devcert(dir.path());
     let text = std::fs::read_to_string(root().join("deploy/compose/portcullis.toml"))
         .unwrap()
         .replace("/etc/portcullis/tls", &tls.display().to_string());
@@ -58,23 +91,7 @@ fn the_compose_example_is_valid_and_its_config_checks() {
         );
     }
 
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "--config"])
-        .arg(&config)
-        .env(
-            "SESSION_KEY",
-            "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
-        )
-        .env("JWT_SECRET", "a-compose-test-secret-of-32-bytes-or-more")
-        .env("REDIS_URL", "redis://127.0.0.1:6379/0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_checks(&config, &compose);
 }
 
 /// The Kubernetes version the manifests are validated against.
@@ -105,12 +122,7 @@ fn the_kubernetes_examples_are_valid_and_their_configs_check() {
     );
 
     let tmp = tempfile::tempdir().unwrap();
-    let tls = tmp.path().join("tls");
-    let made = Command::new(root().join("scripts/devcert"))
-        .arg(&tls)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let tls = devcert(tmp.path());
     // The Secret's names as the TLS secret mounts them.
     std::fs::copy(tls.join("cert.pem"), tls.join("tls.crt")).unwrap();
     std::fs::copy(tls.join("key.pem"), tls.join("tls.key")).unwrap();
@@ -143,23 +155,7 @@ fn the_kubernetes_examples_are_valid_and_their_configs_check() {
             .replace("/etc/portcullis/tls", &tls.display().to_string());
         let path = tmp.path().join("portcullis.toml");
         std::fs::write(&path, &config).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["check", "--config"])
-            .arg(&path)
-            .env(
-                "SESSION_KEY",
-                "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
-            )
-            .env("JWT_SECRET", "a-kubernetes-test-secret-of-32-bytes-or-more")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}{}",
-            manifest.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_checks(&path, manifest);
 
         // A Secret written here holds every secret the config requires.
         let table: toml::Table = toml::from_str(&config).unwrap();
