@@ -1,8 +1,10 @@
 //! Lists and calls tools through Portcullis with the official Rust MCP SDK client:
-//! `cargo run --example demo_client -- http://127.0.0.1:8080/demo/mcp`
+//! `cargo run --example demo_client -- http://127.0.0.1:8080/demo/mcp [TOOL [ARGUMENTS]]`
 //!
-//! It authenticates with the quick start's API key (`config/quickstart.toml`), or with the
-//! token in `PORTCULLIS_TOKEN` when set (an API key or a JWT).
+//! It lists the tools the caller may see, then calls `echo` (or TOOL with ARGUMENTS, a JSON
+//! object) and prints the result, or the error the gateway or the server answered (and
+//! exits 1). It authenticates with the quick start's API key (`config/quickstart.toml`),
+//! or with the token in `PORTCULLIS_TOKEN` when set (an API key or a JWT).
 
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
@@ -13,9 +15,19 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // reqwest is built without a default TLS provider; use the same one as the gateway.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let url = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let url = args
+        .next()
         .unwrap_or_else(|| "http://127.0.0.1:8080/demo/mcp".to_owned());
+    let tool = args.next().unwrap_or_else(|| "echo".to_owned());
+    let arguments: serde_json::Map<String, serde_json::Value> = match args.next() {
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| format!("ARGUMENTS must be a JSON object: {e}"))?,
+        None => serde_json::json!({ "text": "hello through Portcullis" })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    };
 
     let token =
         std::env::var("PORTCULLIS_TOKEN").unwrap_or_else(|_| "quickstart-demo-key".to_owned());
@@ -33,16 +45,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let mut args = serde_json::Map::new();
-    args.insert("text".into(), "hello through Portcullis".into());
     let result = client
-        .call_tool(CallToolRequestParams::new("echo").with_arguments(args))
-        .await?;
-    println!(
-        "tools/call echo → {}",
-        serde_json::to_string(&result.content)?
-    );
-
+        .call_tool(CallToolRequestParams::new(tool.clone()).with_arguments(arguments))
+        .await;
     client.cancel().await?;
-    Ok(())
+    match result {
+        Ok(result) => {
+            println!(
+                "tools/call {tool} → {}",
+                serde_json::to_string(&result.content)?
+            );
+            Ok(())
+        }
+        Err(rmcp::ServiceError::McpError(error)) => {
+            println!(
+                "tools/call {tool} → error {}: {}",
+                error.code.0, error.message
+            );
+            std::process::exit(1)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -21,7 +21,7 @@ Quick start:
   printf %s \"$KEY\" | portcullis hash-key             # SHA-256 of an API key, for the config
   TOKEN=$(portcullis token -c FILE --subject alice)  # a signed test JWT from the config's key
 
-The config file is TOML; see README.md for every setting.";
+The config file is TOML; docs/configuration.md has every setting.";
 
 /// Portcullis: an authenticating gateway in front of MCP servers.
 #[derive(Debug, Parser)]

@@ -1134,6 +1134,10 @@ async fn the_incident_runbook_commands_work_as_written() {
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
         .unwrap();
     let runbook = &page[page.find("## Incident runbook").unwrap()..];
+    // Up to the next section.
+    let runbook = &runbook[..runbook[3..]
+        .find("\n## ")
+        .map_or(runbook.len(), |end| end + 3)];
     let blocks: Vec<String> = runbook
         .split("```sh\n")
         .skip(1)
