@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod auth_server;
 mod cli;
+mod clients;
 mod config;
 mod conformance;
 mod deploy;
