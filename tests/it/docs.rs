@@ -209,7 +209,7 @@ fn the_reference_check_sees_a_missing_and_a_made_up_key() {
 }
 
 #[test]
-fn the_readme_stays_short_and_its_links_resolve() {
+fn the_readme_stays_short_and_the_links_of_the_docs_resolve() {
     let readme = read("README.md");
     assert!(
         readme.len() <= 12 * 1024,
@@ -228,16 +228,53 @@ fn the_readme_stays_short_and_its_links_resolve() {
         let dir = root.join(file).parent().unwrap().to_owned();
         for link in text.split("](").skip(1) {
             let target = link.split(')').next().unwrap();
-            let path = target.split('#').next().unwrap();
-            if path.is_empty() || path.contains("://") {
+            if target.contains("://") {
                 continue;
             }
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let linked = if path.is_empty() {
+                root.join(file)
+            } else {
+                dir.join(path)
+            };
             assert!(
-                dir.join(path).exists(),
+                linked.exists(),
                 "{file} links to `{target}`, which does not exist"
             );
+            if !anchor.is_empty() {
+                let page = std::fs::read_to_string(&linked).unwrap();
+                assert!(
+                    anchors(&page).contains(anchor),
+                    "{file} links to `{target}`: no such heading"
+                );
+            }
         }
     }
+}
+
+/// The anchors of a Markdown page's headings, as GitHub makes them: lower case, spaces
+/// as `-`, everything but letters, digits, `-` and `_` left out.
+fn anchors(page: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut in_fence = false;
+    for line in page.lines() {
+        if line.starts_with("```") {
+            in_fence = !in_fence;
+        }
+        if in_fence || !line.starts_with('#') {
+            continue;
+        }
+        let title = line.trim_start_matches('#').trim();
+        found.insert(
+            title
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect(),
+        );
+    }
+    found
 }
 
 /// A child process killed when dropped, so a failing test leaves nothing running.
