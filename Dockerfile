@@ -15,14 +15,18 @@ COPY examples ./examples
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin portcullis \
-    && cp target/release/portcullis /portcullis
+    && strip --strip-all -o /portcullis target/release/portcullis
 
 # glibc + CA certificates (for https upstreams), no shell, runs as uid 65532.
+# scripts/image builds the same image offline with buildah (no HEALTHCHECK: OCI format).
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /portcullis /usr/local/bin/portcullis
 ENV PORTCULLIS_CONFIG=/etc/portcullis/portcullis.toml
-USER nonroot:nonroot
+# nonroot:nonroot by number: Kubernetes' runAsNonRoot can verify only a numeric user.
+USER 65532:65532
 EXPOSE 8443
+# Drains in-flight requests (server.drain_timeout), then exits.
+STOPSIGNAL SIGTERM
 # No shell or curl in the image: the binary probes itself (GET /healthz on the configured
 # listen address, over TLS pinned to the configured certificate). Orchestrators may instead
 # probe /healthz (liveness) and /readyz (readiness) over HTTPS on 8443.
