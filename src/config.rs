@@ -258,7 +258,8 @@ pub struct SecretDecl {
     pub required: bool,
 }
 
-/// `[[routes]]`: one public path in front of one upstream MCP server.
+/// `[[routes]]`: one public path in front of one upstream MCP server, or of several
+/// (`upstreams`: a virtual server).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -266,10 +267,20 @@ pub struct RouteConfig {
     pub name: String,
     /// Exact public path, e.g. `/github/mcp`, or `/` for the root.
     pub path: String,
-    pub upstream: UpstreamConfig,
+    /// The route's one upstream. Exactly one of `upstream` and `upstreams`.
+    pub upstream: Option<UpstreamConfig>,
     /// Headers added to every upstream request; values may use `${SECRET}` references.
     #[serde(default)]
     pub upstream_headers: BTreeMap<String, SecretValue>,
+    /// `[[routes.upstreams]]`: several upstreams behind this one endpoint, each tool and
+    /// prompt exposed under its upstream's prefix. Exactly one of `upstream` and
+    /// `upstreams`.
+    #[serde(default)]
+    pub upstreams: Vec<MemberConfig>,
+    /// Between an upstream's prefix and the name of its tool or prompt
+    /// (`github__create_issue`), on a route with `upstreams`.
+    #[serde(default = "defaults::prefix_separator")]
+    pub prefix_separator: String,
     /// Browser origins allowed to call this route (`https://app.example.com`), or `"*"`.
     #[serde(default)]
     pub cors_origins: Vec<String>,
@@ -334,7 +345,96 @@ pub struct RouteConfig {
     pub guard: guard::RouteGuardConfig,
 }
 
+/// `[[routes.upstreams]]`: one of the upstreams of a virtual server.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Short name, in logs, metrics and audit records (letters, digits, `-`, `_`).
+    pub name: String,
+    /// What its tools and prompts are exposed under, before the route's
+    /// `prefix_separator`. Default: `name`.
+    pub prefix: Option<String>,
+    pub upstream: UpstreamConfig,
+    /// Headers added to every request to this upstream; values may use `${SECRET}`
+    /// references.
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, SecretValue>,
+    /// How long a merged list waits for this upstream; a later answer is left out of that
+    /// list (and noted in its `_meta`).
+    #[serde(default = "defaults::list_timeout")]
+    pub list_timeout: Duration,
+}
+
+impl MemberConfig {
+    /// The prefix its tools and prompts are exposed under.
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// One upstream as the parts that reach it see it: a route's own, or one of its
+/// `upstreams`.
+#[derive(Debug, Clone)]
+pub struct Site<'a> {
+    /// The route's name, or `<route>/<upstream>` for one of several.
+    pub name: std::borrow::Cow<'a, str>,
+    pub upstream: &'a UpstreamConfig,
+    pub headers: &'a BTreeMap<String, SecretValue>,
+    /// Client headers forwarded besides the MCP ones (the route's `forward_headers`).
+    pub forward: &'a [String],
+    /// Its place in `upstreams`; `None` for a route's one `upstream`.
+    pub member: Option<usize>,
+}
+
+impl Site<'_> {
+    /// The TOML path of the table holding its `upstream`, in the route at `route_at`.
+    pub fn at(&self, route_at: &str) -> String {
+        match self.member {
+            Some(i) => format!("{route_at}.upstreams[{i}]"),
+            None => route_at.to_owned(),
+        }
+    }
+
+    /// The headers as sent upstream (their values are secrets: marked sensitive, so that
+    /// no HTTP library shows them). Names and values were checked when the config loaded.
+    pub fn header_values(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let mut value = http::HeaderValue::from_str(value.expose()).ok()?;
+                value.set_sensitive(true);
+                Some((name.parse().ok()?, value))
+            })
+            .collect()
+    }
+}
+
 impl RouteConfig {
+    /// Every upstream of the route: its one `upstream`, or each of its `upstreams`.
+    pub fn sites(&self) -> Vec<Site<'_>> {
+        match &self.upstream {
+            Some(upstream) => vec![Site {
+                name: std::borrow::Cow::Borrowed(&self.name),
+                upstream,
+                headers: &self.upstream_headers,
+                forward: &self.forward_headers,
+                member: None,
+            }],
+            None => self
+                .upstreams
+                .iter()
+                .enumerate()
+                .map(|(i, member)| Site {
+                    name: std::borrow::Cow::Owned(format!("{}/{}", self.name, member.name)),
+                    upstream: &member.upstream,
+                    headers: &member.upstream_headers,
+                    forward: &self.forward_headers,
+                    member: Some(i),
+                })
+                .collect(),
+        }
+    }
+
     /// With `legacy_sse`, where legacy clients open their stream and send their messages.
     pub fn legacy_paths(&self) -> Option<(String, String)> {
         if !self.legacy_sse {
@@ -349,20 +449,6 @@ impl RouteConfig {
                 .clone()
                 .unwrap_or_else(|| format!("{base}/message")),
         ))
-    }
-
-    /// `upstream_headers` as sent upstream (their values are secrets: marked sensitive, so
-    /// that no HTTP library shows them). Names and values were checked when the config
-    /// loaded.
-    pub fn upstream_header_values(&self) -> Vec<(http::HeaderName, http::HeaderValue)> {
-        self.upstream_headers
-            .iter()
-            .filter_map(|(name, value)| {
-                let mut value = http::HeaderValue::from_str(value.expose()).ok()?;
-                value.set_sensitive(true);
-                Some((name.parse().ok()?, value))
-            })
-            .collect()
     }
 }
 
@@ -529,6 +615,12 @@ mod defaults {
     }
     pub(super) fn pool_idle_timeout() -> Duration {
         Duration::from_secs(90)
+    }
+    pub(super) fn prefix_separator() -> String {
+        "__".to_owned()
+    }
+    pub(super) fn list_timeout() -> Duration {
+        Duration::from_secs(3)
     }
     pub(super) fn pool_max_idle() -> usize {
         128

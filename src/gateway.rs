@@ -90,22 +90,62 @@ pub fn check(config: &Config, read: &crate::config::Read<'_>) -> Vec<ConfigError
     errors
 }
 
-/// The service at the bottom of `route`'s path: the Streamable HTTP client of its `url`,
-/// or the stdio servers of its `command`, started through this very program.
+/// The service at the bottom of `route`'s path: its upstream's, or, for a route with
+/// several, the virtual server over theirs ([`crate::aggregate`]).
 fn upstream_of(
     route: &crate::config::RouteConfig,
     workers: usize,
 ) -> Result<Arc<dyn Upstream>, StartError> {
-    let failed = |source| StartError::Upstream {
+    let sites = route.sites();
+    if route.upstream.is_some() {
+        return sites
+            .first()
+            .map(|site| site_upstream(site, workers))
+            .unwrap_or_else(|| unreachable_upstream(route));
+    }
+    let mut members = Vec::with_capacity(sites.len());
+    for (site, member) in sites.iter().zip(&route.upstreams) {
+        members.push(crate::aggregate::Member {
+            name: member.name.clone(),
+            prefix: member.prefix().to_owned(),
+            list_timeout: member.list_timeout.get(),
+            upstream: site_upstream(site, workers)?,
+        });
+    }
+    Ok(Arc::new(crate::aggregate::Aggregate::new(
+        &route.name,
+        &route.prefix_separator,
+        members,
+    )))
+}
+
+/// A route that a checked config cannot hold: one with no upstream at all.
+fn unreachable_upstream(
+    route: &crate::config::RouteConfig,
+) -> Result<Arc<dyn Upstream>, StartError> {
+    Err(StartError::Upstream {
         route: route.name.clone(),
+        source: crate::tls::TlsError::Roots("the route has no upstream".into()),
+    })
+}
+
+/// The service of one upstream: the Streamable HTTP client of its `url`, the relay of a
+/// legacy HTTP+SSE server, or the stdio servers of its `command`, started through this
+/// very program.
+fn site_upstream(
+    site: &crate::config::Site<'_>,
+    workers: usize,
+) -> Result<Arc<dyn Upstream>, StartError> {
+    let failed = |source| StartError::Upstream {
+        route: site.name.to_string(),
         source,
     };
-    match &route.upstream.url {
-        Some(url) if route.upstream.transport == crate::config::Transport::Sse => Ok(Arc::new(
-            crate::relay::RelayUpstream::sse(route, url).map_err(failed)?,
+    match &site.upstream.url {
+        Some(url) if site.upstream.transport == crate::config::Transport::Sse => Ok(Arc::new(
+            crate::relay::RelayUpstream::sse(site, url).map_err(failed)?,
         )),
         Some(url) => Ok(Arc::new(
-            UpstreamClient::new(route, url, workers).map_err(failed)?,
+            UpstreamClient::new(site, url, workers).map_err(failed)?,
         )),
         None => {
             let launcher = std::env::current_exe().map_err(|e| {
@@ -113,9 +153,7 @@ fn upstream_of(
                     "cannot find the gateway's own program to launch stdio servers with: {e}"
                 )))
             })?;
-            Ok(Arc::new(crate::relay::RelayUpstream::stdio(
-                route, launcher,
-            )))
+            Ok(Arc::new(crate::relay::RelayUpstream::stdio(site, launcher)))
         }
     }
 }
@@ -141,8 +179,7 @@ pub struct Route {
     /// The service at the bottom of the route's path.
     pub upstream: Arc<dyn Upstream>,
     /// The settings `upstream` was made from (a reload keeps it while they stay the same).
-    upstream_config: crate::config::UpstreamConfig,
-    upstream_headers: std::collections::BTreeMap<String, crate::config::secret::SecretValue>,
+    upstream_settings: UpstreamSettings,
     pub origins: Arc<OriginPolicy>,
     pub cors: CorsLayer,
     pub max_body: u64,
@@ -159,6 +196,27 @@ pub struct Route {
     pub audit: RouteAudit,
     /// Body limits, envelope checks, argument schemas.
     pub guard: Arc<crate::guard::RouteGuard>,
+}
+
+/// The settings a route's upstream is made from: a reload keeps the upstream while they
+/// stay the same.
+#[derive(Debug, PartialEq)]
+struct UpstreamSettings {
+    upstream: Option<crate::config::UpstreamConfig>,
+    headers: std::collections::BTreeMap<String, crate::config::secret::SecretValue>,
+    members: Vec<crate::config::MemberConfig>,
+    separator: String,
+}
+
+impl UpstreamSettings {
+    fn of(route: &crate::config::RouteConfig) -> Self {
+        Self {
+            upstream: route.upstream.clone(),
+            headers: route.upstream_headers.clone(),
+            members: route.upstreams.clone(),
+            separator: route.prefix_separator.clone(),
+        }
+    }
 }
 
 /// A route's audit settings.
@@ -405,12 +463,11 @@ impl Gateway {
             .iter()
             .map(|r| {
                 let before = old.and_then(|old| old.route(&r.name));
-                let upstream = match before.filter(|b| {
-                    b.upstream_config == r.upstream && b.upstream_headers == r.upstream_headers
-                }) {
-                    Some(before) => Arc::clone(&before.upstream),
-                    None => upstream_of(r, workers)?,
-                };
+                let upstream =
+                    match before.filter(|b| b.upstream_settings == UpstreamSettings::of(r)) {
+                        Some(before) => Arc::clone(&before.upstream),
+                        None => upstream_of(r, workers)?,
+                    };
                 let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
                 let cors = crate::edge::cors::layer(r, &origins);
                 let auth = RouteAuth::new(config, public_url.as_ref(), r)?;
@@ -434,8 +491,7 @@ impl Gateway {
                     name: Arc::from(r.name.as_str()),
                     path: r.path.clone(),
                     upstream,
-                    upstream_config: r.upstream.clone(),
-                    upstream_headers: r.upstream_headers.clone(),
+                    upstream_settings: UpstreamSettings::of(r),
                     origins,
                     cors,
                     max_body: r.max_body.get(),

@@ -5,6 +5,7 @@
 //! the command line (`cli.rs`) and calls these.
 
 pub mod admin;
+pub mod aggregate;
 pub mod audit;
 pub mod auth;
 pub mod body;

@@ -36,7 +36,7 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::value::RawValue;
 
 use crate::body::Received;
-use crate::config::{ConfigError, RouteConfig};
+use crate::config::{ConfigError, Site};
 use crate::error::Rejection;
 use crate::mcp::headers::{MCP_SESSION_ID, is_stateless};
 use crate::mcp::message::McpRequest;
@@ -82,9 +82,9 @@ impl std::fmt::Debug for Launch {
 }
 
 impl Launch {
-    /// The start of `route`'s servers, through the launcher at `launcher`.
-    pub fn new(route: &RouteConfig, launcher: PathBuf) -> Self {
-        let up = &route.upstream;
+    /// The start of `site`'s servers, through the launcher at `launcher`.
+    pub fn new(site: &Site<'_>, launcher: PathBuf) -> Self {
+        let up = site.upstream;
         let mut arguments = vec![
             "stdio-exec".to_owned(),
             "--parent".to_owned(),
@@ -115,10 +115,10 @@ impl Launch {
         arguments.push(up.command.clone().unwrap_or_default());
         arguments.extend(up.args.iter().cloned());
         Self {
-            route: Arc::from(route.name.as_str()),
+            route: Arc::from(&*site.name),
             launcher,
             arguments,
-            env: environment(route, |name| std::env::var(name).ok()),
+            env: environment(up, |name| std::env::var(name).ok()),
             cwd: up.cwd.clone(),
         }
     }
@@ -146,21 +146,19 @@ impl Launch {
 /// A server's whole environment: [`BASE_ENV`] (the gateway's value when it has one) and
 /// what the route declares, which wins.
 fn environment(
-    route: &RouteConfig,
+    up: &crate::config::UpstreamConfig,
     gateway: impl Fn(&str) -> Option<String>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = BASE_ENV
         .iter()
-        .filter(|(name, _)| !route.upstream.env.contains_key(*name))
+        .filter(|(name, _)| !up.env.contains_key(*name))
         .map(|(name, default)| {
             let value = gateway(name).unwrap_or_else(|| (*default).to_owned());
             ((*name).to_owned(), value)
         })
         .collect();
     env.extend(
-        route
-            .upstream
-            .env
+        up.env
             .iter()
             .map(|(name, value)| (name.clone(), value.expose().to_owned())),
     );
@@ -172,13 +170,14 @@ fn environment(
 pub fn check(config: &crate::config::Config, read: &crate::config::Read<'_>) -> Vec<ConfigError> {
     let mut problems = Vec::new();
     for (position, route) in config.routes.iter().enumerate() {
-        problems.extend(check_route(route, &read.route(position)));
+        for site in route.sites() {
+            problems.extend(check_site(site.upstream, &site.at(&read.route(position))));
+        }
     }
     problems
 }
 
-fn check_route(route: &RouteConfig, at: &str) -> Vec<ConfigError> {
-    let up = &route.upstream;
+fn check_site(up: &crate::config::UpstreamConfig, at: &str) -> Vec<ConfigError> {
     let mut problems = Vec::new();
     let Some(command) = &up.command else {
         return problems;
@@ -191,7 +190,7 @@ fn check_route(route: &RouteConfig, at: &str) -> Vec<ConfigError> {
             format!("`{}` is not a directory", cwd.display()),
         ));
     }
-    let env = environment(route, |name| std::env::var(name).ok());
+    let env = environment(up, |name| std::env::var(name).ok());
     let path = env
         .iter()
         .find(|(name, _)| name == "PATH")
@@ -265,22 +264,22 @@ impl std::fmt::Debug for RelayUpstream {
 }
 
 impl RelayUpstream {
-    /// The upstream of a stdio `route`, starting servers through `launcher`.
-    pub fn stdio(route: &RouteConfig, launcher: PathBuf) -> Self {
-        Self::with(route, Opener::Stdio(Launch::new(route, launcher)))
+    /// The upstream of a stdio `site`, starting servers through `launcher`.
+    pub fn stdio(site: &Site<'_>, launcher: PathBuf) -> Self {
+        Self::with(site, Opener::Stdio(Launch::new(site, launcher)))
     }
 
     /// The upstream of a `route` whose server at `url` speaks the legacy HTTP+SSE
     /// transport.
-    pub fn sse(route: &RouteConfig, url: &url::Url) -> Result<Self, crate::tls::TlsError> {
-        let target = sse::SseTarget::new(route, url)?;
-        Ok(Self::with(route, Opener::Sse(Arc::new(target))))
+    pub fn sse(site: &Site<'_>, url: &url::Url) -> Result<Self, crate::tls::TlsError> {
+        let target = sse::SseTarget::new(site, url)?;
+        Ok(Self::with(site, Opener::Sse(Arc::new(target))))
     }
 
-    fn with(route: &RouteConfig, opener: Opener) -> Self {
-        let up = &route.upstream;
+    fn with(site: &Site<'_>, opener: Opener) -> Self {
+        let up = site.upstream;
         Self {
-            route: Arc::from(route.name.as_str()),
+            route: Arc::from(&*site.name),
             opener,
             sessions: Arc::default(),
             live: Arc::default(),

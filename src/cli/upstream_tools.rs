@@ -10,13 +10,13 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use serde_json::{Value, json};
 
-use crate::config::{RouteConfig, Transport};
+use crate::config::{RouteConfig, Site, Transport};
 use crate::glob::Glob;
-use crate::mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, is_event_stream};
-use crate::mcp::sse::SseDecoder;
+use crate::mcp::answer::reply;
+use crate::mcp::headers::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 use crate::proxy::UpstreamClient;
 use crate::relay::RelayUpstream;
 use crate::upstream::Upstream as _;
@@ -36,29 +36,29 @@ enum Via {
 }
 
 impl Via {
-    fn of(route: &RouteConfig) -> Result<Self, String> {
-        let up = &route.upstream;
+    fn of(site: &Site<'_>) -> Result<Self, String> {
+        let up = site.upstream;
         match &up.url {
             Some(url) if up.transport == Transport::StreamableHttp => Ok(Self::Http(
-                UpstreamClient::new(route, url, 1).map_err(|e| e.to_string())?,
+                UpstreamClient::new(site, url, 1).map_err(|e| e.to_string())?,
             )),
             Some(url) => Ok(Self::Relay(
-                RelayUpstream::sse(route, url).map_err(|e| e.to_string())?,
+                RelayUpstream::sse(site, url).map_err(|e| e.to_string())?,
             )),
             None => {
                 let launcher = std::env::current_exe()
                     .map_err(|e| format!("cannot find this program to launch the server: {e}"))?;
-                Ok(Self::Relay(RelayUpstream::stdio(route, launcher)))
+                Ok(Self::Relay(RelayUpstream::stdio(site, launcher)))
             }
         }
     }
 
     /// How long the whole conversation may take: a stdio server may take its
     /// `start_timeout` to start.
-    fn deadline(&self, route: &RouteConfig) -> Duration {
+    fn deadline(&self, site: &Site<'_>) -> Duration {
         match self {
             Self::Http(_) => DEADLINE,
-            Self::Relay(_) => DEADLINE + route.upstream.start_timeout.get(),
+            Self::Relay(_) => DEADLINE + site.upstream.start_timeout.get(),
         }
     }
 
@@ -90,10 +90,34 @@ impl Via {
     }
 }
 
-/// The tool names the route's upstream lists, or why they could not be had.
+/// The tool names the route's upstream lists (each upstream's under its prefix, on a route
+/// with several), or why they could not be had.
 pub async fn listed_tools(route: &RouteConfig) -> Result<Vec<String>, String> {
-    let client = Via::of(route)?;
-    let deadline = client.deadline(route);
+    let mut names = Vec::new();
+    for (site, member) in route.sites().iter().zip(
+        route
+            .upstreams
+            .iter()
+            .map(Some)
+            .chain(std::iter::repeat(None)),
+    ) {
+        let listed = site_tools(site).await;
+        match member {
+            None => names.extend(listed?),
+            Some(member) => {
+                let listed = listed.map_err(|e| format!("upstream `{}`: {e}", member.name))?;
+                let prefix = format!("{}{}", member.prefix(), route.prefix_separator);
+                names.extend(listed.into_iter().map(|name| format!("{prefix}{name}")));
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The tool names one upstream lists.
+async fn site_tools(site: &Site<'_>) -> Result<Vec<String>, String> {
+    let client = Via::of(site)?;
+    let deadline = client.deadline(site);
     let conversation = async {
         let (init, session) =
             exchange(&client, None, &request(1, "initialize", init_params())).await?;
@@ -212,68 +236,12 @@ async fn exchange(
     let response = client
         .send(Method::POST, headers, Bytes::from(message.to_string()))
         .await?;
-    let status = response.status();
     let new_session = response.headers().get(MCP_SESSION_ID).cloned();
-    let stream = is_event_stream(response.headers().get(CONTENT_TYPE));
     if message.get("id").is_none() {
         return Ok((Value::Null, new_session.or(session.cloned())));
     }
-    if !status.is_success() {
-        // The gateway's own refusal (a stdio server that would not start) says why.
-        let why = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .ok()
-            .and_then(|body| serde_json::from_slice::<Value>(&body.to_bytes()).ok())
-            .and_then(|answer| answer["error"]["message"].as_str().map(str::to_owned));
-        return Err(match why {
-            Some(why) => format!("the upstream answered {status}: {why}"),
-            None => format!("the upstream answered {status}"),
-        });
-    }
-    let answer = if stream {
-        first_response(response.into_body()).await?
-    } else {
-        let body = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        serde_json::from_slice(&body).map_err(|_| "the upstream's answer is not JSON".to_owned())?
-    };
+    let answer = reply(response, MAX_ANSWER)
+        .await
+        .map_err(|why| format!("the upstream {why}"))?;
     Ok((answer, new_session.or(session.cloned())))
-}
-
-/// The first JSON-RPC response in an event stream (a request's stream ends with it).
-async fn first_response<B>(body: B) -> Result<Value, String>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: std::fmt::Display,
-{
-    let mut body = std::pin::pin!(body);
-    let mut decoder = SseDecoder::new();
-    let mut read = 0_usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| e.to_string())?;
-        let Ok(chunk) = frame.into_data() else {
-            continue;
-        };
-        read = read.saturating_add(chunk.len());
-        if read > MAX_ANSWER {
-            return Err("the upstream's answer is too large".to_owned());
-        }
-        decoder.push(chunk);
-        while let Some(event) = decoder.next_event().map_err(|e| e.to_string())? {
-            let message = event
-                .data()
-                .and_then(|data| serde_json::from_str::<Value>(&data).ok());
-            if let Some(message) = message
-                && message.get("method").is_none()
-                && message.get("id").is_some()
-            {
-                return Ok(message);
-            }
-        }
-    }
-    Err("the upstream's event stream ended without an answer".to_owned())
 }

@@ -647,11 +647,14 @@ fn resolve_relative_paths(config: &mut Config, base: &Path) {
         fix(file);
     }
     for route in &mut config.routes {
-        if let Some(ca) = &mut route.upstream.ca {
-            fix(ca);
-        }
-        if let Some(cwd) = &mut route.upstream.cwd {
-            fix(cwd);
+        let members = route.upstreams.iter_mut().map(|m| &mut m.upstream);
+        for upstream in route.upstream.iter_mut().chain(members) {
+            if let Some(ca) = &mut upstream.ca {
+                fix(ca);
+            }
+            if let Some(cwd) = &mut upstream.cwd {
+                fix(cwd);
+            }
         }
     }
 }

@@ -230,8 +230,11 @@ fn walk_keys(
     if let Some(reference) = node.get("$ref").and_then(|r| r.as_str()) {
         let name = reference.rsplit('/').next().unwrap_or_default();
         // A rate's table form (`{ rate, burst }`) is one way of writing it, shown
-        // once in the example; its members are not settings of their own.
-        if name != "Rate" {
+        // once in the example; its members are not settings of their own. The upstream
+        // of one of a route's `upstreams` has the keys of a route's `upstream`: they are
+        // listed there, once.
+        let repeated_upstream = name == "UpstreamConfig" && path != "routes.upstream";
+        if name != "Rate" && !repeated_upstream {
             walk_keys(&defs[name], defs, path, out);
         }
         return;

@@ -17,6 +17,8 @@ use serde::{Deserialize, Deserializer};
 pub const SECRET_FIELDS: &[&str] = &[
     "routes[].upstream_headers.*",
     "routes[].upstream.env.*",
+    "routes[].upstreams[].upstream_headers.*",
+    "routes[].upstreams[].upstream.env.*",
     "auth.issuers[].hmac_secret",
     "sessions.keys[]",
     "cluster.redis_url",

@@ -143,9 +143,8 @@ pub(super) fn validate(
             }
         }
         // An upstream whose `url` or `command` was in error is not missing one.
-        let upstream_known = !parsed.dropped(&format!("{at}.upstream.url"))
-            && !parsed.dropped(&format!("{at}.upstream.command"));
-        self::route(&at, route, upstream_known, errors);
+        let dropped = |path: &str| parsed.dropped_within(path);
+        self::route(&at, route, &dropped, errors);
         policy(&at, route, &config.roles, parsed, errors, &mut warnings);
         route_limits(&at, route, errors);
         sensitive_keys(
@@ -289,7 +288,7 @@ fn tls_files(at: &str, t: &super::TlsConfig, errors: &mut Vec<ConfigError>) {
     }
 }
 
-fn route(at: &str, r: &RouteConfig, upstream_known: bool, errors: &mut Vec<ConfigError>) {
+fn route(at: &str, r: &RouteConfig, dropped: &dyn Fn(&str) -> bool, errors: &mut Vec<ConfigError>) {
     let valid_name = !r.name.is_empty()
         && r.name.len() <= 64
         && r.name
@@ -319,44 +318,24 @@ fn route(at: &str, r: &RouteConfig, upstream_known: bool, errors: &mut Vec<Confi
         ));
     }
 
-    let up = &r.upstream;
-    match (&up.url, &up.command) {
-        (Some(url), None) => check_upstream_url(url, up, at, errors),
-        (None, Some(command)) => check_stdio(command, up, at, errors),
-        (Some(_), Some(_)) => errors.push(ConfigError::new(
-            format!("{at}.upstream"),
-            "has both `url` and `command`: a route has one upstream, reached over HTTP (`url`) or run as a stdio server (`command`)",
-        )),
-        (None, None) if upstream_known => errors.push(ConfigError::new(
-            format!("{at}.upstream"),
-            "needs `url` (a Streamable HTTP MCP endpoint) or `command` (a stdio MCP server the gateway runs)",
-        )),
-        (None, None) => {}
-    }
-    for (name, d) in [
-        ("connect_timeout", up.connect_timeout),
-        ("response_timeout", up.response_timeout),
-    ] {
-        if d.get().is_zero() {
-            errors.push(ConfigError::new(
-                format!("{at}.upstream.{name}"),
-                "must be greater than zero",
-            ));
+    match (&r.upstream, r.upstreams.is_empty()) {
+        (Some(up), true) => {
+            let known = !dropped(&format!("{at}.upstream"));
+            upstream(at, up, &r.upstream_headers, known, errors);
         }
-    }
-
-    for name in r.upstream_headers.keys() {
-        match name.parse::<HeaderName>() {
-            Err(_) => errors.push(ConfigError::new(
-                format!("{at}.upstream_headers.{name}"),
-                "not a valid HTTP header name",
-            )),
-            Ok(h) if MANAGED_HEADERS.contains(&h.as_str()) => errors.push(ConfigError::new(
-                format!("{at}.upstream_headers.{name}"),
-                "this header is managed by the gateway and cannot be set",
-            )),
-            Ok(_) => {}
+        (Some(_), false) => errors.push(ConfigError::new(
+            format!("{at}.upstreams"),
+            "a route has one `upstream` or several `upstreams`, not both",
+        )),
+        (None, true) => {
+            if !dropped(&format!("{at}.upstream")) && !dropped(&format!("{at}.upstreams")) {
+                errors.push(ConfigError::new(
+                    format!("{at}.upstream"),
+                    "needs `upstream` (its MCP server: `url` or `command`), or `upstreams` (several, behind this one endpoint)",
+                ));
+            }
         }
+        (None, false) => members(at, r, dropped, errors),
     }
     for (i, name) in r.forward_headers.iter().enumerate() {
         match name.parse::<HeaderName>() {
@@ -787,6 +766,132 @@ fn missing_secret_message(name: &str, description: Option<&str>) -> String {
     }
 }
 
+/// The checks of one upstream, whose table is at `at` (`routes[0]`, or
+/// `routes[0].upstreams[1]`): `upstream` and `upstream_headers`. `known`: whether its `url`
+/// and `command` were read (one in error is not missing).
+fn upstream(
+    at: &str,
+    up: &super::UpstreamConfig,
+    headers: &std::collections::BTreeMap<String, super::secret::SecretValue>,
+    known: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    let upstream_known = known;
+    match (&up.url, &up.command) {
+        (Some(url), None) => check_upstream_url(url, up, at, errors),
+        (None, Some(command)) => check_stdio(command, up, at, errors),
+        (Some(_), Some(_)) => errors.push(ConfigError::new(
+            format!("{at}.upstream"),
+            "has both `url` and `command`: a route has one upstream, reached over HTTP (`url`) or run as a stdio server (`command`)",
+        )),
+        (None, None) if upstream_known => errors.push(ConfigError::new(
+            format!("{at}.upstream"),
+            "needs `url` (a Streamable HTTP MCP endpoint) or `command` (a stdio MCP server the gateway runs)",
+        )),
+        (None, None) => {}
+    }
+    for (name, d) in [
+        ("connect_timeout", up.connect_timeout),
+        ("response_timeout", up.response_timeout),
+    ] {
+        if d.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{at}.upstream.{name}"),
+                "must be greater than zero",
+            ));
+        }
+    }
+
+    for name in headers.keys() {
+        match name.parse::<HeaderName>() {
+            Err(_) => errors.push(ConfigError::new(
+                format!("{at}.upstream_headers.{name}"),
+                "not a valid HTTP header name",
+            )),
+            Ok(h) if MANAGED_HEADERS.contains(&h.as_str()) => errors.push(ConfigError::new(
+                format!("{at}.upstream_headers.{name}"),
+                "this header is managed by the gateway and cannot be set",
+            )),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The checks of a route's `upstreams`: each one's own, and names and prefixes that tell
+/// them apart. No prefix with the separator may start another's: then every exposed name
+/// has at most one owner, and two upstreams never expose a tool or prompt the same way.
+fn members(
+    at: &str,
+    r: &RouteConfig,
+    dropped: &dyn Fn(&str) -> bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    if !r.upstream_headers.is_empty() {
+        errors.push(ConfigError::new(
+            format!("{at}.upstream_headers"),
+            "on a route with `upstreams`, give each upstream its own `upstream_headers`",
+        ));
+    }
+    let name_chars = |text: &str, extra: &[char]| {
+        !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || extra.contains(&c))
+    };
+    if !name_chars(&r.prefix_separator, &['.']) {
+        errors.push(ConfigError::new(
+            format!("{at}.prefix_separator"),
+            "must be 1 or more of ASCII letters, digits, `_`, `-` and `.` (the characters of MCP tool names)",
+        ));
+    }
+    for (i, member) in r.upstreams.iter().enumerate() {
+        let at_member = format!("{at}.upstreams[{i}]");
+        if !name_chars(&member.name, &[]) || member.name.len() > 64 {
+            errors.push(ConfigError::new(
+                format!("{at_member}.name"),
+                "must be 1–64 characters of letters, digits, `-` and `_`",
+            ));
+        }
+        if let Some(j) = r.upstreams[..i].iter().position(|m| m.name == member.name) {
+            errors.push(ConfigError::new(
+                format!("{at_member}.name"),
+                format!("`{}` names upstreams[{j}] too", member.name),
+            ));
+        }
+        if !name_chars(member.prefix(), &['.']) || member.prefix().len() > 64 {
+            errors.push(ConfigError::new(
+                format!("{at_member}.prefix"),
+                "must be 1–64 of ASCII letters, digits, `_`, `-` and `.` (the characters of MCP tool names)",
+            ));
+        }
+        let mine = format!("{}{}", member.prefix(), r.prefix_separator);
+        for (j, other) in r.upstreams[..i].iter().enumerate() {
+            let theirs = format!("{}{}", other.prefix(), r.prefix_separator);
+            if mine.starts_with(&theirs) || theirs.starts_with(&mine) {
+                errors.push(ConfigError::new(
+                    format!("{at_member}.prefix"),
+                    format!(
+                        "`{mine}…` and the `{theirs}…` of upstreams[{j}] would expose names the same way: give each upstream a prefix no other starts with"
+                    ),
+                ));
+            }
+        }
+        if member.list_timeout.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{at_member}.list_timeout"),
+                "must be greater than zero",
+            ));
+        }
+        upstream(
+            &at_member,
+            &member.upstream,
+            &member.upstream_headers,
+            !dropped(&format!("{at_member}.upstream")),
+            errors,
+        );
+    }
+}
+
 /// The redis crate cannot read `url` (its message would show the URL, password and all).
 fn redis_url_invalid(url: &str) -> bool {
     redis::Client::open(url).is_err()
@@ -920,24 +1025,39 @@ fn resolve_secrets(
         .map(|d| (d.name.clone(), (d.description.clone(), d.required)))
         .collect();
     for (route, &i) in config.routes.iter_mut().zip(&parsed.route_index) {
-        for (name, value) in &mut route.upstream.env {
-            let at = format!("routes[{i}].upstream.env.{name}");
-            if resolve(value, &at, &declared, source, errors) && value.expose().contains('\0') {
-                errors.push(ConfigError::new(
-                    at,
-                    "the resolved value contains a NUL character",
-                ));
-            }
+        let route_at = format!("routes[{i}]");
+        let mut tables: Vec<(String, Option<&mut super::UpstreamConfig>, _)> = vec![(
+            route_at.clone(),
+            route.upstream.as_mut(),
+            &mut route.upstream_headers,
+        )];
+        for (j, member) in route.upstreams.iter_mut().enumerate() {
+            tables.push((
+                format!("{route_at}.upstreams[{j}]"),
+                Some(&mut member.upstream),
+                &mut member.upstream_headers,
+            ));
         }
-        for (name, value) in &mut route.upstream_headers {
-            let at = format!("routes[{i}].upstream_headers.{name}");
-            if resolve(value, &at, &declared, source, errors)
-                && http::HeaderValue::from_str(value.expose()).is_err()
-            {
-                errors.push(ConfigError::new(
-                    at,
-                    "the resolved value is not a valid header value (control characters?)",
-                ));
+        for (at, upstream, headers) in tables {
+            for (name, value) in upstream.into_iter().flat_map(|u| u.env.iter_mut()) {
+                let at = format!("{at}.upstream.env.{name}");
+                if resolve(value, &at, &declared, source, errors) && value.expose().contains('\0') {
+                    errors.push(ConfigError::new(
+                        at,
+                        "the resolved value contains a NUL character",
+                    ));
+                }
+            }
+            for (name, value) in headers.iter_mut() {
+                let at = format!("{at}.upstream_headers.{name}");
+                if resolve(value, &at, &declared, source, errors)
+                    && http::HeaderValue::from_str(value.expose()).is_err()
+                {
+                    errors.push(ConfigError::new(
+                        at,
+                        "the resolved value is not a valid header value (control characters?)",
+                    ));
+                }
             }
         }
     }

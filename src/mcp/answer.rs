@@ -128,6 +128,65 @@ fn unforwardable(data: &[u8]) -> String {
     })
 }
 
+/// The JSON-RPC response in an answer to one request: the JSON body, or the first
+/// response in its event stream (a request's stream ends with it; notifications and
+/// requests of the server's before it are passed over). At most `max` bytes are read.
+pub async fn reply(response: Response<Body>, max: usize) -> Result<serde_json::Value, String> {
+    let status = response.status();
+    let stream = is_event_stream(response.headers().get(CONTENT_TYPE));
+    if !status.is_success() {
+        let why = Limited::new(response.into_body(), max)
+            .collect()
+            .await
+            .ok()
+            .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body.to_bytes()).ok())
+            .and_then(|answer| answer["error"]["message"].as_str().map(str::to_owned));
+        return Err(match why {
+            Some(why) => format!("answered {status}: {why}"),
+            None => format!("answered {status}"),
+        });
+    }
+    if !stream {
+        let body = Limited::new(response.into_body(), max)
+            .collect()
+            .await
+            .map_err(|_| "the answer could not be read whole".to_owned())?
+            .to_bytes();
+        return serde_json::from_slice(&body).map_err(|_| "the answer is not JSON".to_owned());
+    }
+    let mut body = std::pin::pin!(response.into_body());
+    let mut decoder = super::sse::SseDecoder::new();
+    let mut read = 0_usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err("the answer's stream broke off".to_owned());
+        };
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        read = read.saturating_add(chunk.len());
+        if read > max {
+            return Err("the answer is too large".to_owned());
+        }
+        decoder.push(chunk);
+        while let Some(event) = decoder
+            .next_event()
+            .map_err(|_| "the answer's stream is not a valid event stream".to_owned())?
+        {
+            let message = event
+                .data()
+                .and_then(|data| serde_json::from_str::<serde_json::Value>(&data).ok());
+            if let Some(message) = message
+                && message.get("method").is_none()
+                && message.get("id").is_some()
+            {
+                return Ok(message);
+            }
+        }
+    }
+    Err("the answer's stream ended without a response".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use http::StatusCode;

@@ -43,6 +43,8 @@ pub mod code {
     pub const HEADER_MISMATCH: i64 = -32020;
     /// An unexpected fault inside the gateway.
     pub const INTERNAL: i64 = -32603;
+    /// A method the server does not offer (JSON-RPC 2.0).
+    pub const METHOD_NOT_FOUND: i64 = -32601;
 }
 
 /// [`error_body`] with the error's `data` member.

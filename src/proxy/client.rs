@@ -15,7 +15,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, Uri};
 use http_body_util::Full;
 
-use crate::config::RouteConfig;
+use crate::config::Site;
 use crate::tls::{self, TlsError};
 
 pub use pool::UpstreamBody;
@@ -67,10 +67,10 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// The client of `route`, whose upstream is at `url`, for a server with `workers`
+    /// The client of `site`, whose upstream is at `url`, for a server with `workers`
     /// worker threads (each gets its own share of the connection pool).
-    pub fn new(route: &RouteConfig, url: &url::Url, workers: usize) -> Result<Self, TlsError> {
-        let up = &route.upstream;
+    pub fn new(site: &Site<'_>, url: &url::Url, workers: usize) -> Result<Self, TlsError> {
+        let up = site.upstream;
         let connector = tls::https_connector(
             up.ca.as_deref(),
             up.connect_timeout.get(),
@@ -99,17 +99,13 @@ impl UpstreamClient {
             url.host_str().unwrap_or_default(),
             url.port_or_known_default().unwrap_or(80)
         );
-        let injected = route.upstream_header_values();
+        let injected = site.header_values();
         let path = uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let host = host_header(&uri);
-        let forward = route
-            .forward_headers
-            .iter()
-            .filter_map(|h| h.parse().ok())
-            .collect();
+        let forward = site.forward.iter().filter_map(|h| h.parse().ok()).collect();
         Ok(Self {
             pool,
             #[cfg(feature = "library-runtime")]

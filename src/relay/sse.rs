@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::channel::{Ends, Process};
-use crate::config::RouteConfig;
+use crate::config::Site;
 use crate::mcp::sse::SseDecoder;
 
 /// Where and how a route's legacy server is reached.
@@ -40,8 +40,8 @@ impl std::fmt::Debug for SseTarget {
 }
 
 impl SseTarget {
-    pub fn new(route: &RouteConfig, url: &url::Url) -> Result<Self, crate::tls::TlsError> {
-        let up = &route.upstream;
+    pub fn new(site: &Site<'_>, url: &url::Url) -> Result<Self, crate::tls::TlsError> {
+        let up = site.upstream;
         let connector = crate::tls::https_connector(
             up.ca.as_deref(),
             up.connect_timeout.get(),
@@ -52,9 +52,9 @@ impl SseTarget {
             .pool_max_idle_per_host(up.pool_max_idle)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        let headers = route.upstream_header_values();
+        let headers = site.header_values();
         Ok(Self {
-            route: Arc::from(route.name.as_str()),
+            route: Arc::from(&*site.name),
             url: url.clone(),
             client,
             headers,

@@ -831,7 +831,7 @@ default_policy = "allow"
 upstream = { command = "sh", args = ["-c", "cat"], env = { TOKEN = "${STDIO_TOKEN}" }, limits = { open_files = 64, address_space = "1GiB" } }
 "#;
     let config = load_str(good, &env(&[("STDIO_TOKEN", "t0ken")])).unwrap();
-    let up = &config.routes[0].upstream;
+    let up = config.routes[0].upstream.as_ref().unwrap();
     assert_eq!(up.command.as_deref(), Some("sh"));
     assert_eq!(up.env["TOKEN"].expose(), "t0ken");
     assert_eq!(up.limits.open_files, Some(64));

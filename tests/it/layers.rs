@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "audit",
             "proxy",
             "relay",
+            "aggregate",
             "edge",
             "telemetry",
         ],

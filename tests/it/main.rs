@@ -36,3 +36,4 @@ mod streaming;
 mod tasks;
 mod upstream_pool;
 mod upstream_tls;
+mod virtual_servers;

@@ -46,6 +46,9 @@ pub struct Route {
     pub settings: Vec<String>,
     /// `[[routes.policy]]` rules, each the body of one table.
     pub rules: Vec<String>,
+    /// A virtual server's `[[routes.upstreams]]`: name and URL of each (then
+    /// `upstream_url` is not used).
+    pub members: Vec<(String, String)>,
 }
 
 impl Route {
@@ -57,7 +60,18 @@ impl Route {
             upstream_extra: Vec::new(),
             settings: Vec::new(),
             rules: Vec::new(),
+            members: Vec::new(),
         }
+    }
+
+    /// A route with several upstreams behind it (a virtual server): `(name, url)` each.
+    pub fn virtual_server(name: &str, path: &str, members: &[(&str, &str)]) -> Self {
+        let mut route = Self::new(name, path, "");
+        route.members = members
+            .iter()
+            .map(|(name, url)| ((*name).to_owned(), (*url).to_owned()))
+            .collect();
+        route
     }
 
     /// Adds a `[[routes.policy]]` rule, e.g. `tools = ["echo"]\nroles = ["analyst"]`.
@@ -236,13 +250,14 @@ impl GatewayBuilder {
         for route in &self.routes {
             let _ = write!(
                 text,
-                "\n[[routes]]\nname = {}\npath = {}\n\
-                 upstream_headers = {{ \"X-Upstream-Token\" = \"${{TEST_TOKEN}}\" }}\n\
-                 cors_origins = [{}]\n",
+                "\n[[routes]]\nname = {}\npath = {}\ncors_origins = [{}]\n",
                 toml_string(&route.name),
                 toml_string(&route.path),
                 toml_string(ALLOWED_ORIGIN),
             );
+            if route.members.is_empty() {
+                text.push_str("upstream_headers = { \"X-Upstream-Token\" = \"${TEST_TOKEN}\" }\n");
+            }
             if !route.sets_auth() {
                 text.push_str("auth = \"none\"\n");
             }
@@ -253,14 +268,25 @@ impl GatewayBuilder {
                 text.push_str(line);
                 text.push('\n');
             }
-            let _ = write!(
-                text,
-                "[routes.upstream]\nurl = {}\n",
-                toml_string(&route.upstream_url),
-            );
-            for line in &route.upstream_extra {
-                text.push_str(line);
-                text.push('\n');
+            if route.members.is_empty() {
+                let _ = write!(
+                    text,
+                    "[routes.upstream]\nurl = {}\n",
+                    toml_string(&route.upstream_url),
+                );
+                for line in &route.upstream_extra {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+            for (name, url) in &route.members {
+                let _ = write!(
+                    text,
+                    "[[routes.upstreams]]\nname = {}\nupstream = {{ url = {} }}\n\
+                     upstream_headers = {{ \"X-Upstream-Token\" = \"${{TEST_TOKEN}}\" }}\n",
+                    toml_string(name),
+                    toml_string(url),
+                );
             }
             for rule in &route.rules {
                 let _ = write!(text, "[[routes.policy]]\n{rule}\n");

@@ -1,0 +1,293 @@
+//! A route with several upstreams (a virtual server), in front of real rmcp servers of the
+//! three kinds the kit runs (a session of its own, stateless JSON, stateless event
+//! streams), driven by the rmcp client and by hand: one catalogue with each upstream's
+//! prefix, filtered by the route's rules; each call reaching its own upstream with the
+//! prefix removed; an upstream that stops is left out of lists at once while the others
+//! go on.
+
+use crate::support;
+
+use rmcp::model::CallToolRequestParams;
+use serde_json::{Value, json};
+use support::client::{self, Http};
+use support::gateway::{Gateway, Route};
+use support::upstream::{Mode, Upstream};
+
+async fn three_upstreams() -> (Upstream, Upstream, Upstream) {
+    (
+        Upstream::start(Mode::Stateful).await,
+        Upstream::start(Mode::Json).await,
+        Upstream::start(Mode::Sse).await,
+    )
+}
+
+fn route(a: &Upstream, b: &Upstream, c: &Upstream) -> Route {
+    Route::virtual_server(
+        "all",
+        "/all/mcp",
+        &[("a", &a.url()), ("b", &b.url()), ("c", &c.url())],
+    )
+    .rule("tools = [\"a__*\", \"b__echo\", \"c__large\"]")
+}
+
+fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    serde_json::to_value(&result.content).unwrap()[0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn one_catalogue_of_three_upstreams_filtered_and_each_call_to_its_own() {
+    let (a, b, c) = three_upstreams().await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(route(&a, &b, &c))
+        .start()
+        .await;
+    let http = client::http_client(None, Http::H1);
+    let session = client::mcp_client(http, &gateway.url("/all/mcp")).await;
+
+    let mut names: Vec<String> = session
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    // What a lists to a client of its own, each under its prefix.
+    let direct = client::mcp_client(client::http_client(None, Http::H1), &a.url()).await;
+    let own: Vec<String> = direct
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| format!("a__{}", t.name))
+        .collect();
+    direct.cancel().await.unwrap();
+    assert!(own.len() >= 3, "{own:?}");
+    let mut expected = own;
+    expected.extend(["b__echo".to_owned(), "c__large".to_owned()]);
+    expected.sort();
+    assert_eq!(names, expected);
+
+    let mut echo = serde_json::Map::new();
+    echo.insert("text".into(), "to b".into());
+    let answered = session
+        .call_tool(CallToolRequestParams::new("b__echo").with_arguments(echo))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answered), "to b");
+    let calls = b.probe.seen_rpc("tools/call");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].message().unwrap()["params"]["name"], "echo");
+    assert!(a.probe.seen_rpc("tools/call").is_empty() && c.probe.seen_rpc("tools/call").is_empty());
+
+    let mut large = serde_json::Map::new();
+    large.insert("bytes".into(), 5.into());
+    let answered = session
+        .call_tool(CallToolRequestParams::new("c__large").with_arguments(large))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answered).len(), 5);
+    assert_eq!(c.probe.calls("large"), 1);
+
+    // The stateful upstream got a session of its own, which the client never saw.
+    let mut echo = serde_json::Map::new();
+    echo.insert("text".into(), "to a".into());
+    let answered = session
+        .call_tool(CallToolRequestParams::new("a__echo").with_arguments(echo))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&answered), "to a");
+    let call = a.probe.seen_rpc("tools/call").pop().unwrap();
+    assert!(call.header("mcp-session-id").is_some());
+
+    // A tool of b that the rules do not allow is refused before any upstream sees it.
+    let refused = session
+        .call_tool(CallToolRequestParams::new("b__large"))
+        .await
+        .unwrap_err();
+    assert!(format!("{refused:?}").contains("-32040"), "{refused:?}");
+    assert_eq!(b.probe.calls("large"), 0);
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_is_left_out_of_lists_and_its_calls_fail_cleanly() {
+    let (a, b, c) = three_upstreams().await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(route(&a, &b, &c))
+        .start()
+        .await;
+    let http = client::http_client(None, Http::H1);
+    let url = gateway.url("/all/mcp");
+    let init = client::post(&http, &url, &client::initialize_body(1, "2025-11-25"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200);
+    let sid = init
+        .headers()
+        .get("mcp-session-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer: Value = init.json().await.unwrap();
+    assert_eq!(answer["result"]["serverInfo"]["name"], "portcullis");
+    assert!(
+        answer["result"]["capabilities"]["tools"].is_object(),
+        "{answer}"
+    );
+    // The client holds the gateway's sealed id, not any upstream's.
+    assert!(
+        !a.probe
+            .seen()
+            .iter()
+            .any(|s| s.response_header("mcp-session-id") == Some(&sid))
+    );
+
+    let in_session = |body: Value| {
+        client::post(&http, &url, &body)
+            .header("mcp-session-id", &sid)
+            .header("mcp-protocol-version", "2025-11-25")
+    };
+    in_session(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+
+    drop(c);
+    let started = std::time::Instant::now();
+    let listed = in_session(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"b__echo") && names.contains(&"a__echo"),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.starts_with("c__")), "{names:?}");
+    assert_eq!(
+        listed["result"]["_meta"]["portcullis/unavailable"],
+        json!(["c"])
+    );
+
+    let call = in_session(json!({
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "c__large", "arguments": {"bytes": 3}}
+    }))
+    .send()
+    .await
+    .unwrap();
+    let status = call.status();
+    let body: Value = call.json().await.unwrap();
+    assert_eq!(body["id"], 3, "{status} {body}");
+    assert!(body["error"]["code"].is_i64(), "{status} {body}");
+
+    let still = in_session(json!({
+        "jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "b__echo", "arguments": {"text": "still here"}}
+    }))
+    .send()
+    .await
+    .unwrap();
+    let still: Value = still.json().await.unwrap();
+    assert_eq!(
+        still["result"]["content"][0]["text"], "still here",
+        "{still}"
+    );
+}
+
+#[derive(Debug)]
+struct NoSecrets;
+
+impl portcullis::config::SecretSource for NoSecrets {
+    fn env(&self, _: &str) -> Option<String> {
+        None
+    }
+
+    fn base_dir(&self) -> &std::path::Path {
+        std::path::Path::new("/")
+    }
+}
+
+#[test]
+fn prefixes_that_would_expose_names_the_same_way_are_refused_at_load() {
+    let text = r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+[[routes]]
+name = "all"
+path = "/all/mcp"
+auth = "none"
+[[routes.upstreams]]
+name = "a"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+[[routes.upstreams]]
+name = "b"
+prefix = "a__x"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+[[routes.upstreams]]
+name = "a"
+upstream = { command = "" }
+[[routes.upstreams]]
+name = "d"
+upstream = { url = "ftp://127.0.0.1:9/mcp" }
+"#;
+    let errors = portcullis::gateway::load_str(text, &NoSecrets)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(errors.contains("routes[0].upstreams[1].prefix"), "{errors}");
+    assert!(errors.contains("routes[0].upstreams[2].name"), "{errors}");
+    assert!(
+        errors.contains("routes[0].upstreams[2].upstream.command"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("routes[0].upstreams[3].upstream.url"),
+        "{errors}"
+    );
+
+    let both = r#"
+[server]
+listen = "127.0.0.1:0"
+insecure_http = true
+[[routes]]
+name = "all"
+path = "/all/mcp"
+auth = "none"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+[[routes.upstreams]]
+name = "a"
+upstream = { url = "http://127.0.0.1:9/mcp" }
+"#;
+    let errors = portcullis::gateway::load_str(both, &NoSecrets)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        errors.contains("routes[0].upstreams: a route has one"),
+        "{errors}"
+    );
+}
