@@ -14,6 +14,10 @@
 //! - A call goes to the upstream its name's prefix names (a resource: the upstream that
 //!   listed its URI, or whose template it fits), with the prefix removed.
 //! - Notifications from the client go to every upstream of the session.
+//! - A GET opens every upstream's event stream and merges them into one. A request of an
+//!   upstream's (sampling, elicitation, roots), there or in the stream answering a call,
+//!   reaches the client with its id made the gateway's (`<upstream>/<id>`), so that the
+//!   client's answer goes back to the upstream that asked, with the upstream's own id.
 //!
 //! The prefixes were checked at load (`config::validate`): none is a prefix of another
 //! with the separator, so a name has at most one owner and two upstreams never expose a
@@ -33,8 +37,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::mcp::answer::reply;
-use crate::mcp::headers::{MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, encode_value};
+use crate::mcp::headers::{
+    LAST_EVENT_ID, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_ACCEL_BUFFERING, encode_value,
+    is_event_stream,
+};
 use crate::mcp::jsonrpc::{RequestId, code, error_body};
+use crate::mcp::sse::{SseEvent, SseRewrite};
 use crate::upstream::{Answered, Upstream};
 
 /// The largest answer of one upstream to `initialize` or a list that is read.
@@ -162,13 +170,117 @@ impl Aggregate {
         match parts.method {
             Method::DELETE => self.delete(&parts, composite.as_ref()).await,
             Method::POST => self.post(parts, body, composite.as_ref()).await,
-            // The upstreams' own streams are not merged (yet): the client is told there is
-            // no stream at this endpoint, as MCP allows.
-            _ => status_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "this endpoint offers no event stream for GET",
-            ),
+            Method::GET => self.stream(&parts, composite.as_ref()).await,
+            _ => status_error(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE"),
         }
+    }
+
+    /// The session's event stream: every upstream's, merged. Events keep their data (a
+    /// request of an upstream's gets the gateway's id); a stream that ends leaves the
+    /// others going. Resuming (`Last-Event-ID`) is not offered across upstreams.
+    async fn stream(
+        &self,
+        parts: &http::request::Parts,
+        composite: Option<&Composite>,
+    ) -> Response<Body> {
+        let mut parts = parts.clone();
+        parts.headers.remove(LAST_EVENT_ID);
+        let legs: Vec<Leg<'_>> = self
+            .legs(composite)
+            .into_iter()
+            .filter(|leg| leg.session.is_some_and(|(s, _)| s.is_some()))
+            .collect();
+        let parts = &parts;
+        let opened = legs
+            .iter()
+            .map(|&leg| async move { (leg.member, self.send(parts, leg, Bytes::new()).await) });
+        let mut streams = Vec::new();
+        for (member, response) in futures_util::future::join_all(opened).await {
+            if response.status().is_success()
+                && is_event_stream(response.headers().get(CONTENT_TYPE))
+            {
+                streams.push(
+                    self.remapped(member, response.into_body())
+                        .into_data_stream(),
+                );
+            }
+        }
+        if streams.is_empty() {
+            return status_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "no upstream of this route offers an event stream",
+            );
+        }
+        let merged = futures_util::stream::select_all(streams);
+        let mut response = Response::new(Body::from_stream(merged));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+        response
+    }
+
+    /// `body`, an event stream of upstream `member`'s, with the id of each request of the
+    /// upstream's made the gateway's.
+    fn remapped(&self, member: usize, body: Body) -> Body {
+        let name = self.members[member].name.clone();
+        Body::new(SseRewrite::new(body, move |event: &SseEvent| {
+            let data = event.data_bytes()?;
+            let mut message: Value = serde_json::from_slice(&data).ok()?;
+            let object = message.as_object_mut()?;
+            if !object.contains_key("method") {
+                return None;
+            }
+            let id = object.get("id")?;
+            let ours = format!("{name}/{id}");
+            object.insert("id".to_owned(), Value::String(ours));
+            Some(Bytes::from(message.to_string()))
+        }))
+    }
+
+    /// An upstream's answer, its event stream's requests given the gateway's ids.
+    fn relayed(&self, member: usize, response: Response<Body>) -> Response<Body> {
+        if !is_event_stream(response.headers().get(CONTENT_TYPE)) {
+            return response;
+        }
+        let (mut parts, body) = response.into_parts();
+        parts.headers.remove(CONTENT_LENGTH);
+        Response::from_parts(parts, self.remapped(member, body))
+    }
+
+    /// The client's answer to a request of an upstream's: to that upstream, with its own
+    /// id back.
+    async fn answer_upstream(
+        &self,
+        parts: &http::request::Parts,
+        composite: Option<&Composite>,
+        mut message: Value,
+    ) -> Response<Body> {
+        let target = message
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.split_once('/'))
+            .and_then(|(name, id)| {
+                let member = self.members.iter().position(|m| m.name == name)?;
+                Some((member, serde_json::from_str::<Value>(id).ok()?))
+            });
+        let Some((member, id)) = target else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                code::INVALID_REQUEST,
+                "this answers no request of an upstream of this route",
+            );
+        };
+        let Some(leg) = self.leg(composite, member) else {
+            return self.not_in_session(None, member);
+        };
+        message["id"] = id;
+        self.send(parts, leg, Bytes::from(message.to_string()))
+            .await
     }
 
     /// The legs of a request: every upstream of the session (or, without one, every
@@ -267,8 +379,7 @@ impl Aggregate {
         };
         let id = object.get("id").and_then(RequestId::from_value);
         let Some(method) = object.get("method").and_then(Value::as_str) else {
-            // A response to a request of an upstream's: not relayed (yet).
-            return accepted();
+            return self.answer_upstream(&parts, composite, message).await;
         };
         if id.is_none() {
             return self.notify(&parts, composite, &body).await;
@@ -669,8 +780,10 @@ impl Aggregate {
         if parts.headers.contains_key(MCP_NAME) {
             parts.headers.insert(MCP_NAME, encode_value(own));
         }
-        self.send(&parts, leg, Bytes::from(message.to_string()))
-            .await
+        let response = self
+            .send(&parts, leg, Bytes::from(message.to_string()))
+            .await;
+        self.relayed(member, response)
     }
 
     /// A call naming a resource URI: to the upstream that listed it or whose template it
@@ -702,7 +815,8 @@ impl Aggregate {
         let Some(leg) = self.leg(composite, member) else {
             return self.not_in_session(id.as_ref(), member);
         };
-        self.send(parts, leg, body).await
+        let response = self.send(parts, leg, body).await;
+        self.relayed(member, response)
     }
 
     fn not_in_session(&self, id: Option<&RequestId>, member: usize) -> Response<Body> {

@@ -291,3 +291,124 @@ upstream = { url = "http://127.0.0.1:9/mcp" }
         "{errors}"
     );
 }
+
+fn tools(names: &[&str]) -> Vec<rmcp::model::Tool> {
+    names
+        .iter()
+        .map(|name| {
+            support::changing::tool(json!({
+                "name": name,
+                "description": "a tool",
+                "inputSchema": { "type": "object" }
+            }))
+        })
+        .collect()
+}
+
+async fn listed(
+    session: &rmcp::service::RunningService<rmcp::RoleClient, impl rmcp::ClientHandler>,
+) -> Vec<String> {
+    let mut names: Vec<String> = session
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A `notifications/tools/list_changed` of one upstream reaches the client through the
+/// merged GET stream, and the next list shows the change under the upstream's prefix.
+#[tokio::test]
+async fn a_list_change_of_one_upstream_reaches_the_client() {
+    use support::changing::ChangingUpstream;
+    let a = Upstream::start(Mode::Stateful).await;
+    let x = ChangingUpstream::start(tools(&["first"])).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(Route::virtual_server(
+            "all",
+            "/all/mcp",
+            &[("a", &a.url()), ("x", &x.url())],
+        ))
+        .start()
+        .await;
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let session = client::mcp_client_notified(
+        client::http_client(None, Http::H1),
+        &gateway.url("/all/mcp"),
+        std::sync::Arc::clone(&changed),
+    )
+    .await;
+    let before = listed(&session).await;
+    assert!(before.contains(&"x__first".to_owned()) && before.contains(&"a__echo".to_owned()));
+    assert!(!before.contains(&"x__second".to_owned()));
+
+    // The merged stream is open once the upstream knows of the client's session.
+    support::within("x's session", async {
+        while x.lists() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    x.set_tools(tools(&["first", "second"])).await;
+    support::within("list_changed through the gateway", changed.notified()).await;
+    let after = listed(&session).await;
+    assert!(after.contains(&"x__second".to_owned()), "{after:?}");
+    session.cancel().await.unwrap();
+}
+
+/// Lists of upstreams that page (one in JSON, one in event streams) merge across pages:
+/// one cursor carries each upstream's own, and every tool comes once.
+#[tokio::test]
+async fn paged_lists_of_two_upstreams_merge_under_one_cursor() {
+    use support::changing::{Answers, ChangingUpstream};
+    let p = ChangingUpstream::paged(tools(&["t0", "t1", "t2", "t3", "t4"]), 2, Answers::Json).await;
+    let q = ChangingUpstream::paged(tools(&["u0", "u1", "u2"]), 2, Answers::Sse).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(Route::virtual_server(
+            "all",
+            "/all/mcp",
+            &[("p", &p.url()), ("q", &q.url())],
+        ))
+        .start()
+        .await;
+    let http = client::http_client(None, Http::H1);
+    let url = gateway.url("/all/mcp");
+
+    // By hand: the first page holds each upstream's first page, and a cursor.
+    let first: Value = client::post(
+        &http,
+        &url,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .header("mcp-protocol-version", "2025-11-25")
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let names: Vec<&str> = first["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["p__t0", "p__t1", "q__u0", "q__u1"], "{first}");
+    assert!(first["result"]["nextCursor"].is_string(), "{first}");
+
+    let session = client::mcp_client(http, &url).await;
+    let all = listed(&session).await;
+    assert_eq!(
+        all,
+        [
+            "p__t0", "p__t1", "p__t2", "p__t3", "p__t4", "q__u0", "q__u1", "q__u2"
+        ]
+    );
+    session.cancel().await.unwrap();
+}
