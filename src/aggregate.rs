@@ -595,7 +595,12 @@ impl Aggregate {
             }
         };
         let pages = asked.into_iter().map(|(leg, cursor)| {
-            let mut message = json!({ "jsonrpc": "2.0", "id": 1, "method": method });
+            // The client's own id: an upstream may hold its requests' ids to the session.
+            let request_id: Value = id
+                .as_ref()
+                .and_then(|id| serde_json::from_str(id.as_raw().get()).ok())
+                .unwrap_or(Value::Null);
+            let mut message = json!({ "jsonrpc": "2.0", "id": request_id, "method": method });
             let mut list_params = params.cloned().unwrap_or_default();
             list_params.remove("cursor");
             if let Some(cursor) = cursor {

