@@ -43,6 +43,7 @@ use crate::mcp::headers::{
 };
 use crate::mcp::jsonrpc::{RequestId, code, error_body};
 use crate::mcp::sse::{SseEvent, SseRewrite};
+use crate::request::Exchange;
 use crate::upstream::{Answered, Upstream};
 
 /// The largest answer of one upstream to `initialize` or a list that is read.
@@ -241,8 +242,10 @@ impl Aggregate {
         }))
     }
 
-    /// An upstream's answer, its event stream's requests given the gateway's ids.
-    fn relayed(&self, member: usize, response: Response<Body>) -> Response<Body> {
+    /// An upstream's answer to a call, marked with the upstream's name for the audit
+    /// record, its event stream's requests given the gateway's ids.
+    fn relayed(&self, member: usize, mut response: Response<Body>) -> Response<Body> {
+        Exchange::of(&mut response).upstream = Some(Arc::from(self.members[member].name.as_str()));
         if !is_event_stream(response.headers().get(CONTENT_TYPE)) {
             return response;
         }
@@ -279,8 +282,11 @@ impl Aggregate {
             return self.not_in_session(None, member);
         };
         message["id"] = id;
-        self.send(parts, leg, Bytes::from(message.to_string()))
-            .await
+        let mut response = self
+            .send(parts, leg, Bytes::from(message.to_string()))
+            .await;
+        Exchange::of(&mut response).upstream = Some(Arc::from(self.members[member].name.as_str()));
+        response
     }
 
     /// The legs of a request: every upstream of the session (or, without one, every
@@ -714,10 +720,17 @@ impl Aggregate {
                 Value::String(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)),
             );
         }
+        let left_out: Vec<Arc<str>> = unavailable
+            .iter()
+            .filter_map(Value::as_str)
+            .map(Arc::from)
+            .collect();
         if !unavailable.is_empty() {
             result.insert("_meta".to_owned(), json!({ UNAVAILABLE_META: unavailable }));
         }
-        json_answer(id.as_ref(), &Value::Object(result))
+        let mut response = json_answer(id.as_ref(), &Value::Object(result));
+        Exchange::of(&mut response).unavailable = left_out;
+        response
     }
 
     /// Remembers which upstream listed each URI; returns the URIs another upstream listed

@@ -221,6 +221,13 @@ fn request_fields<M: SerializeMap>(map: &mut M, r: &RequestRecord) -> Result<(),
         }
         calls => map.serialize_entry("batch", calls)?,
     }
+    if let Some(upstream) = &x.upstream {
+        map.serialize_entry("upstream", &**upstream)?;
+    }
+    if !x.unavailable.is_empty() {
+        let names: Vec<&str> = x.unavailable.iter().map(|n| &**n).collect();
+        map.serialize_entry("unavailable", &names)?;
+    }
     let decision = if r.kind == Kind::Request {
         "allow"
     } else {

@@ -31,6 +31,8 @@ pub struct Metrics {
     rejected: IntCounterVec,
     pub bans: IntCounterVec,
     upstream_errors: IntCounterVec,
+    upstream_calls: IntCounterVec,
+    upstream_left_out: IntCounterVec,
     upstream_seconds: HistogramVec,
     sse_streams: IntGaugeVec,
     sessions: IntCounterVec,
@@ -167,6 +169,18 @@ impl Metrics {
                 "Upstream failures: unreachable, too slow to answer, or an answer that could not be forwarded.",
                 &["route", "kind"],
             )?,
+            upstream_calls: counter(
+                &r,
+                "portcullis_upstream_calls_total",
+                "Calls a route with several upstreams sent to each of them.",
+                &["route", "upstream"],
+            )?,
+            upstream_left_out: counter(
+                &r,
+                "portcullis_upstream_left_out_total",
+                "Merged lists of a route with several upstreams that left one out (down, or later than its list_timeout).",
+                &["route", "upstream"],
+            )?,
             upstream_seconds: histogram(
                 &r,
                 "portcullis_upstream_response_seconds",
@@ -261,6 +275,16 @@ impl Metrics {
             }
             Kind::Rejected => self.rejected.with_label_values(&[r.reason]).inc(),
             _ => {}
+        }
+        if let Some(upstream) = &r.exchange.upstream {
+            self.upstream_calls
+                .with_label_values(&[route, upstream])
+                .inc();
+        }
+        for upstream in &r.exchange.unavailable {
+            self.upstream_left_out
+                .with_label_values(&[route, upstream])
+                .inc();
         }
         if let Some(event) = r.exchange.session_event {
             self.sessions.with_label_values(&[route, event]).inc();

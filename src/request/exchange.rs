@@ -41,6 +41,10 @@ pub struct Exchange {
     /// ended one.
     pub session_event: Option<&'static str>,
     pub bytes_in: u64,
+    /// On a route with several upstreams: the one that served the call.
+    pub upstream: Option<Arc<str>>,
+    /// On a route with several upstreams: those left out of a merged list (down or late).
+    pub unavailable: Vec<Arc<str>>,
 }
 
 impl Exchange {

@@ -112,6 +112,18 @@ async fn one_catalogue_of_three_upstreams_filtered_and_each_call_to_its_own() {
     assert!(format!("{refused:?}").contains("-32040"), "{refused:?}");
     assert_eq!(b.probe.calls("large"), 0);
     session.cancel().await.unwrap();
+
+    // The audit record and the metrics name the upstream of each call.
+    let record = gateway
+        .audit_record(|r| r["name"] == "c__large" && r["decision"] == "allow")
+        .await;
+    assert_eq!(record["upstream"], "c", "{record}");
+    let metrics = gateway.metrics(&client::http_client(None, Http::H1)).await;
+    for upstream in ["a", "b", "c"] {
+        let line =
+            format!("portcullis_upstream_calls_total{{route=\"all\",upstream=\"{upstream}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -183,6 +195,15 @@ async fn an_upstream_that_stops_is_left_out_of_lists_and_its_calls_fail_cleanly(
     assert_eq!(
         listed["result"]["_meta"]["portcullis/unavailable"],
         json!(["c"])
+    );
+    let record = gateway
+        .audit_record(|r| r["mcp_method"] == "tools/list" && r.get("unavailable").is_some())
+        .await;
+    assert_eq!(record["unavailable"], json!(["c"]), "{record}");
+    let metrics = gateway.metrics(&http).await;
+    assert!(
+        metrics.contains("portcullis_upstream_left_out_total{route=\"all\",upstream=\"c\"} 1"),
+        "{metrics}"
     );
 
     let call = in_session(json!({
