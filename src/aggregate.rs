@@ -132,14 +132,22 @@ impl Aggregate {
     /// The upstream whose prefix starts `name`, and the name it knows.
     fn owner_of_name<'n>(&self, name: &'n str) -> Option<(usize, &'n str)> {
         self.members.iter().enumerate().find_map(|(i, m)| {
+            if m.prefix.is_empty() {
+                // The route's one upstream, exposed as it is.
+                return (!name.is_empty()).then_some((i, name));
+            }
             let rest = name.strip_prefix(m.prefix.as_str())?;
             let rest = rest.strip_prefix(self.separator.as_str())?;
             (!rest.is_empty()).then_some((i, rest))
         })
     }
 
-    /// The upstream that listed `uri`, or whose template it fits.
+    /// The upstream that listed `uri`, or whose template it fits (a route's one upstream:
+    /// that one).
     fn owner_of_uri(&self, uri: &str) -> Option<usize> {
+        if self.members.len() == 1 {
+            return Some(0);
+        }
         let resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&owner) = resources.owner.get(uri) {
             return (owner != usize::MAX).then_some(owner);
@@ -153,7 +161,11 @@ impl Aggregate {
     }
 
     fn exposed(&self, member: usize, name: &str) -> String {
-        format!("{}{}{name}", self.members[member].prefix, self.separator)
+        let prefix = &self.members[member].prefix;
+        if prefix.is_empty() {
+            return name.to_owned();
+        }
+        format!("{prefix}{}{name}", self.separator)
     }
 
     async fn serve(&self, parts: http::request::Parts, body: Bytes) -> Response<Body> {

