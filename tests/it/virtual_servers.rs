@@ -434,6 +434,9 @@ async fn paged_lists_of_two_upstreams_merge_under_one_cursor() {
     session.cancel().await.unwrap();
 }
 
+/// The API key of the SDK clients' and the hand-made requests' caller.
+const API_KEY: &str = "virtual-server-test-key";
+
 /// A process killed when dropped.
 struct Running(std::process::Child);
 
@@ -450,9 +453,10 @@ fn toml_string(text: &str) -> String {
 
 /// The three kinds of upstream the issue names behind one endpoint of the real binary: the
 /// Python SDK's server and the reference server (`server-everything`), both over stdio,
-/// and an rmcp server over Streamable HTTP. With a policy on: a merged, filtered list;
-/// a call to each; a refused prefixed tool; a resource read routed by its URI; and a
-/// sampling request of the Python server's answered by the client through the gateway.
+/// and an rmcp server over Streamable HTTP. With an API key and a policy on: a merged,
+/// filtered list; a call to each; a refused prefixed tool; a resource read routed by its
+/// URI; a sampling request of the Python server's answered by the client through the
+/// gateway — by hand, then by the official Python and TypeScript SDK clients.
 #[tokio::test]
 async fn python_reference_and_rmcp_servers_behind_one_endpoint() {
     let interop = support::interop::dir();
@@ -478,10 +482,14 @@ async fn python_reference_and_rmcp_servers_behind_one_endpoint() {
 listen = "127.0.0.1:{port}"
 insecure_http = true
 
+[[auth.api_keys]]
+hash = "{key_hash}"
+subject = "agent"
+roles = ["agent"]
+
 [[routes]]
 name = "all"
 path = "/all/mcp"
-auth = "none"
 
 [[routes.upstreams]]
 name = "py"
@@ -496,6 +504,7 @@ name = "rs"
 upstream = {{ url = {rs} }}
 
 [[routes.policy]]
+roles = ["agent"]
 tools = ["py__*", "everything__echo", "rs__echo"]
 resources = ["*"]
 [[routes.policy]]
@@ -507,6 +516,7 @@ tools = ["py__forbidden"]
         node = toml_string(&node.display().to_string()),
         everything = toml_string(&everything.display().to_string()),
         rs = toml_string(&rs.url()),
+        key_hash = portcullis::auth::hash_key(API_KEY),
     );
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, config).unwrap();
@@ -540,7 +550,13 @@ tools = ["py__forbidden"]
             "clientInfo": { "name": "portcullis-tests", "version": "0" }
         }
     });
-    let response = client::post(&http, &url, &init).send().await.unwrap();
+    let refused = client::post(&http, &url, &init).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let response = client::post(&http, &url, &init)
+        .header("x-api-key", API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let session = response.headers()["mcp-session-id"]
         .to_str()
@@ -557,6 +573,7 @@ tools = ["py__forbidden"]
     );
     let in_session = |body: &Value| {
         client::post(&http, &url, body)
+            .header("x-api-key", API_KEY)
             .header("mcp-session-id", &session)
             .header("mcp-protocol-version", "2025-06-18")
     };
@@ -670,12 +687,76 @@ tools = ["py__forbidden"]
 
     let closed = http
         .delete(&url)
+        .header("x-api-key", API_KEY)
         .header("mcp-session-id", &session)
         .header("mcp-protocol-version", "2025-06-18")
         .send()
         .await
         .unwrap();
     assert_eq!(closed.status(), 200);
+
+    // The official SDK clients, each in a session of its own.
+    let sdk = interop.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    if !support::interop::installed("the TypeScript SDK", &[&node, &sdk]) {
+        return;
+    }
+    let calls = json!([
+        {"name": "py__echo", "arguments": {"text": "one"}},
+        {"name": "everything__echo", "arguments": {"message": "two"}},
+        {"name": "rs__echo", "arguments": {"text": "three"}},
+        {"name": "py__forbidden", "arguments": {"text": "x"}},
+        {"name": "py__progress", "arguments": {"steps": 2}},
+        {"name": "py__ask_model", "arguments": {"question": "?"}}
+    ]);
+    for (program, script) in [
+        (python.clone(), interop.join("policy_client.py")),
+        (node.clone(), interop.join("policy_client.mjs")),
+    ] {
+        let what = script.display().to_string();
+        let report = support::interop::run_report(
+            &what,
+            program,
+            script,
+            vec![
+                "--url".to_owned(),
+                url.clone(),
+                "--calls".to_owned(),
+                calls.to_string(),
+            ],
+            vec![("MCP_API_KEY", API_KEY.to_owned())],
+        )
+        .await;
+        let tools: Vec<&str> = report["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: {report}"))
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            tools.contains(&"py__echo")
+                && tools.contains(&"everything__echo")
+                && tools.contains(&"rs__echo")
+                && !tools.contains(&"py__forbidden")
+                && !tools.contains(&"rs__large"),
+            "{what}: {report}"
+        );
+        for (i, said) in ["one", "two", "three"].iter().enumerate() {
+            let text = report["calls"][i]["result"]["text"][0]
+                .as_str()
+                .unwrap_or_default();
+            assert!(text.contains(said), "{what}: {report}");
+        }
+        assert_eq!(
+            report["calls"][3]["error"]["code"], -32040,
+            "{what}: {report}"
+        );
+        assert_eq!(report["calls"][4]["progress"], 2, "{what}: {report}");
+        assert_eq!(
+            report["calls"][5]["result"]["text"],
+            json!(["model said: sampled by the client"]),
+            "{what}: {report}"
+        );
+    }
 }
 
 /// The official conformance suite's server scenarios, run against the reference server
