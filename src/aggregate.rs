@@ -73,6 +73,8 @@ pub struct Aggregate {
     members: Vec<Member>,
     /// Which upstream listed each resource URI, and which URIs more than one listed.
     resources: Mutex<Resources>,
+    /// The ids of the gateway's own lists.
+    own_ids: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +128,7 @@ impl Aggregate {
             separator: separator.to_owned(),
             members,
             resources: Mutex::default(),
+            own_ids: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -339,6 +342,9 @@ impl Aggregate {
         body: Bytes,
     ) -> Response<Body> {
         let mut parts = parts.clone();
+        // The route's parse is of the client's body; this one may differ (a name without
+        // its prefix, a list of the gateway's own), and an upstream must read what it gets.
+        parts.extensions.remove::<Arc<crate::body::Received>>();
         parts.headers.remove(MCP_SESSION_ID);
         parts.headers.remove(CONTENT_LENGTH);
         if let Some((session, version)) = leg.session {
@@ -612,12 +618,16 @@ impl Aggregate {
                     .collect()
             }
         };
+        let own = self
+            .own_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pages = asked.into_iter().map(|(leg, cursor)| {
-            // The client's own id: an upstream may hold its requests' ids to the session.
+            // The client's own id (progress and cancellation name it), or for a list of
+            // the gateway's own, an id no client sends.
             let request_id: Value = id
                 .as_ref()
                 .and_then(|id| serde_json::from_str(id.as_raw().get()).ok())
-                .unwrap_or(Value::Null);
+                .unwrap_or_else(|| Value::String(format!("portcullis/{own}")));
             let mut message = json!({ "jsonrpc": "2.0", "id": request_id, "method": method });
             let mut list_params = params.cloned().unwrap_or_default();
             list_params.remove("cursor");
@@ -834,7 +844,16 @@ impl Aggregate {
                 "the call names no resource",
             );
         };
-        let Some(member) = self.owner_of_uri(uri) else {
+        let mut owner = self.owner_of_uri(uri);
+        if owner.is_none() {
+            // Not seen in a list yet (a client may read a URI it knows): ask the upstreams
+            // for their resources and templates, then look again.
+            for method in ["resources/list", "resources/templates/list"] {
+                let _ = self.list(parts, composite, None, method, None).await;
+            }
+            owner = self.owner_of_uri(uri);
+        }
+        let Some(member) = owner else {
             return json_error(
                 StatusCode::OK,
                 id.as_ref(),
@@ -912,6 +931,7 @@ fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
 
 fn strip_session(parts: &http::request::Parts) -> http::request::Parts {
     let mut parts = parts.clone();
+    parts.extensions.remove::<Arc<crate::body::Received>>();
     parts.headers.remove(MCP_SESSION_ID);
     parts.headers.remove(CONTENT_LENGTH);
     parts

@@ -637,6 +637,26 @@ tools = ["py__forbidden"]
     .await;
     assert_eq!(refused["error"]["code"], -32040, "{refused}");
 
+    // A URI of a template of the reference server's, read before any list showed it: the
+    // gateway asks the upstreams for their resources and templates to find its owner.
+    let templated = "demo://resource/dynamic/text/1";
+    let read = client::response_message(
+        in_session(
+            &json!({"jsonrpc": "2.0", "id": 70, "method": "resources/read",
+                           "params": {"uri": templated}}),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        read["result"]["contents"][0]["uri"],
+        templated,
+        "{read}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
     // A resource of the reference server, read by its URI alone.
     let resources = client::response_message(
         in_session(&json!({"jsonrpc": "2.0", "id": 7, "method": "resources/list"}))
