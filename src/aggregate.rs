@@ -549,10 +549,10 @@ impl Aggregate {
         let mut response = json_answer(id.as_ref(), &result);
         let any_session = composite.upstreams.iter().any(|(_, s, _)| s.is_some());
         if any_session {
-            match composite
+            let encoded = composite
                 .encode()
-                .and_then(|c| HeaderValue::from_str(&c).ok())
-            {
+                .filter(|c| c.len() <= crate::mcp::session::MAX_UPSTREAM_ID_LEN);
+            match encoded.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 Some(value) => {
                     response.headers_mut().insert(MCP_SESSION_ID, value);
                 }
@@ -561,7 +561,7 @@ impl Aggregate {
                         StatusCode::INTERNAL_SERVER_ERROR,
                         id.as_ref(),
                         code::INTERNAL,
-                        "the upstreams' sessions could not be combined",
+                        "the upstreams' session ids are too long to combine into one",
                     );
                 }
             }
@@ -1002,6 +1002,27 @@ mod tests {
         let back = Composite::decode(&text).unwrap();
         assert_eq!(back.upstreams, composite.upstreams);
         assert!(Composite::decode("not-base64-json!").is_none());
+    }
+
+    #[test]
+    fn the_sessions_of_a_score_of_upstreams_fit_in_one_sealed_id() {
+        let composite = Composite {
+            upstreams: (0..20)
+                .map(|i| {
+                    (
+                        format!("upstream-{i:02}"),
+                        Some("0b5c2f0e-4b7f-4a5e-9f7e-1d2c3b4a5e6f".to_owned()),
+                        "2025-11-25".to_owned(),
+                    )
+                })
+                .collect(),
+        };
+        let encoded = composite.encode().unwrap();
+        assert!(
+            encoded.len() <= crate::mcp::session::MAX_UPSTREAM_ID_LEN,
+            "{}",
+            encoded.len()
+        );
     }
 
     #[test]

@@ -88,8 +88,9 @@ use crate::request::Principal;
 pub const VERSION: u8 = 1;
 /// Length in bytes of a session key.
 pub const KEY_LEN: usize = 32;
-/// The longest upstream id [`SessionKeys::seal`] accepts, in bytes.
-pub const MAX_UPSTREAM_ID_LEN: usize = 512;
+/// The longest upstream id [`SessionKeys::seal`] accepts, in bytes: room for the session
+/// ids of a virtual server's upstreams, a couple of dozen of them (`aggregate`).
+pub const MAX_UPSTREAM_ID_LEN: usize = 2048;
 /// How far in the future an id's issue time may be (clocks of instances differ).
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
