@@ -431,6 +431,7 @@ impl Aggregate {
         let params = object.get("params").and_then(Value::as_object);
         match method {
             "initialize" => self.initialize(&parts, id, &body).await,
+            "server/discover" => self.discover(&parts, id, &body).await,
             "ping" => json_answer(id.as_ref(), &json!({})),
             "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
                 self.list(&parts, composite, id, method, params).await
@@ -587,6 +588,112 @@ impl Aggregate {
             }
         }
         response
+    }
+
+    /// A 2026-07-28 `server/discover`: every upstream asked at once, and answered with the
+    /// revisions all of them support, the union of their capabilities, and each one's
+    /// instructions under its name.
+    async fn discover(
+        &self,
+        parts: &http::request::Parts,
+        id: Option<RequestId>,
+        body: &Bytes,
+    ) -> Response<Body> {
+        let asked = self.members.iter().map(|member| async move {
+            let answer = tokio::time::timeout(member.list_timeout, async {
+                reply(
+                    member
+                        .upstream
+                        .send(strip_session(parts), body.clone())
+                        .await,
+                    MAX_ANSWER,
+                )
+                .await
+            })
+            .await;
+            (member, answer)
+        });
+        let mut versions: Option<Vec<Value>> = None;
+        let mut capabilities = Map::new();
+        let mut instructions = Vec::new();
+        let mut answered = 0;
+        // The first answer's other members (how the result is read, how long it keeps,
+        // whom it may be shared with), each kept at its strictest.
+        let mut base: Option<Map<String, Value>> = None;
+        for (member, answer) in futures_util::future::join_all(asked).await {
+            let result = match answer {
+                Ok(Ok(answer)) => answer.get("result").cloned(),
+                _ => None,
+            };
+            let Some(result) = result else {
+                tracing::warn!(route = %self.route, upstream = %member.name, "An upstream did not answer server/discover; it is left out");
+                continue;
+            };
+            answered += 1;
+            if let Some(object) = result.as_object() {
+                match &mut base {
+                    None => base = Some(object.clone()),
+                    Some(base) => {
+                        let shorter = object.get("ttlMs").and_then(Value::as_u64);
+                        let mine = base.get("ttlMs").and_then(Value::as_u64);
+                        if let (Some(shorter), Some(mine)) = (shorter, mine)
+                            && shorter < mine
+                        {
+                            base.insert("ttlMs".to_owned(), shorter.into());
+                        }
+                        if object.get("cacheScope").and_then(Value::as_str) == Some("private") {
+                            base.insert("cacheScope".to_owned(), "private".into());
+                        }
+                    }
+                }
+            }
+            let theirs: Vec<Value> = result
+                .get("supportedVersions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            versions = Some(match versions {
+                None => theirs,
+                Some(mine) => mine.into_iter().filter(|v| theirs.contains(v)).collect(),
+            });
+            if let Some(caps) = result.get("capabilities").and_then(Value::as_object) {
+                merge(&mut capabilities, caps);
+            }
+            if let Some(text) = result.get("instructions").and_then(Value::as_str) {
+                instructions.push(format!("[{}] {text}", member.name));
+            }
+        }
+        if answered == 0 {
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                id.as_ref(),
+                code::UPSTREAM_UNAVAILABLE,
+                "upstream MCP server unavailable",
+            );
+        }
+        let mut result = base.unwrap_or_default();
+        result.insert(
+            "supportedVersions".to_owned(),
+            Value::Array(versions.unwrap_or_default()),
+        );
+        result.insert("capabilities".to_owned(), Value::Object(capabilities));
+        result.remove("instructions");
+        if !instructions.is_empty() {
+            result.insert(
+                "instructions".to_owned(),
+                Value::String(instructions.join("\n\n")),
+            );
+        }
+        let meta = result
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(meta) = meta.as_object_mut() {
+            meta.insert(
+                "io.modelcontextprotocol/serverInfo".to_owned(),
+                json!({ "name": "portcullis", "version": env!("CARGO_PKG_VERSION") }),
+            );
+        }
+        json_answer(id.as_ref(), &Value::Object(result))
     }
 
     async fn list(

@@ -982,3 +982,58 @@ async fn listed_uri(url: &str) -> String {
     session.cancel().await.unwrap();
     listed[0].uri.clone()
 }
+
+/// A 2026-07-28 client (rmcp's `server/discover` lifecycle, no handshake) through a
+/// virtual server of two stateless upstreams: the discovery is merged, the list is one
+/// catalogue, and a call reaches its upstream with `Mcp-Name` naming the tool it knows.
+#[tokio::test]
+async fn a_stateless_2026_07_28_client_uses_a_virtual_server() {
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let a = Upstream::start(Mode::Json).await;
+    let b = Upstream::start(Mode::Sse).await;
+    let gateway = Gateway::builder()
+        .insecure_http()
+        .route(Route::virtual_server(
+            "all",
+            "/all/mcp",
+            &[("a", &a.url()), ("b", &b.url())],
+        ))
+        .start()
+        .await;
+    let transport = StreamableHttpClientTransport::with_client(
+        client::http_client(None, Http::H1),
+        StreamableHttpClientTransportConfig::with_uri(gateway.url("/all/mcp")),
+    );
+    let lifecycle = ClientLifecycleMode::Discover {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+    };
+    let session = support::within(
+        "server/discover",
+        ().serve_with_lifecycle(transport, lifecycle),
+    )
+    .await
+    .unwrap();
+    let names = listed(&session).await;
+    assert!(
+        names.contains(&"a__echo".to_owned()) && names.contains(&"b__echo".to_owned()),
+        "{names:?}"
+    );
+    let mut echo = serde_json::Map::new();
+    echo.insert("text".into(), "stateless".into());
+    let answered = support::within(
+        "tools/call",
+        session.call_tool(CallToolRequestParams::new("b__echo").with_arguments(echo)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(text_of(&answered), "stateless");
+    let call = b.probe.seen_rpc("tools/call").pop().unwrap();
+    assert_eq!(call.header("mcp-protocol-version"), Some("2026-07-28"));
+    assert_eq!(call.header("mcp-name"), Some("echo"));
+    assert_eq!(call.message().unwrap()["params"]["name"], "echo");
+    assert!(a.probe.seen_rpc("initialize").is_empty() && b.probe.seen_rpc("initialize").is_empty());
+    session.cancel().await.unwrap();
+}
