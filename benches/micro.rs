@@ -743,7 +743,9 @@ fn aggregate(c: &mut Criterion) {
     };
     let (direct_body, virtual_body) = (body("echo"), body("docs__echo"));
     let parts = || {
-        let mut request = http::Request::post("/all/mcp").body(()).unwrap();
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static("/all/mcp");
         *request.headers_mut() = client_request_headers();
         request.into_parts().0
     };
