@@ -6,6 +6,7 @@
 //! the examples once did. The README stays short, and its tour runs as written.
 
 use crate::support;
+use support::process::{Running, free_port};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -275,25 +276,6 @@ fn anchors(page: &str) -> BTreeSet<String> {
         );
     }
     found
-}
-
-/// A child process killed when dropped, so a failing test leaves nothing running.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for(port: u16, what: &str) {

@@ -10,7 +10,8 @@ use crate::support;
 use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
 use support::client::{self, Http};
-use support::gateway::{Gateway, Route};
+use support::gateway::{Gateway, Route, toml_string};
+use support::process::{Running, free_port};
 use support::upstream::{Mode, Upstream};
 
 async fn three_upstreams() -> (Upstream, Upstream, Upstream) {
@@ -437,20 +438,6 @@ async fn paged_lists_of_two_upstreams_merge_under_one_cursor() {
 /// The API key of the SDK clients' and the hand-made requests' caller.
 const API_KEY: &str = "virtual-server-test-key";
 
-/// A process killed when dropped.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn toml_string(text: &str) -> String {
-    Value::String(text.to_owned()).to_string()
-}
-
 /// The three kinds of upstream the issue names behind one endpoint of the real binary: the
 /// Python SDK's server and the reference server (`server-everything`), both over stdio,
 /// and an rmcp server over Streamable HTTP. With an API key and a policy on: a merged,
@@ -470,11 +457,7 @@ async fn python_reference_and_rmcp_servers_behind_one_endpoint() {
         return;
     }
     let rs = Upstream::start(Mode::Stateful).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         r#"
@@ -876,11 +859,7 @@ async fn the_conformance_suite_sees_a_virtual_server_as_a_route_to_its_one_upstr
 /// The reference server (`server-everything`) over Streamable HTTP on a free port, ended
 /// with its guard; and its URL.
 async fn reference_server(node: &std::path::Path, entry: &std::path::Path) -> (Running, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let server = Running(
         std::process::Command::new(node)
             .arg(support::interop::dir().join("run_server.mjs"))

@@ -369,7 +369,7 @@ fn capture_logs() {
         .try_init();
 }
 
-fn toml_string(s: &str) -> String {
+pub fn toml_string(s: &str) -> String {
     // TOML basic strings accept JSON string escapes.
     serde_json::Value::String(s.to_owned()).to_string()
 }

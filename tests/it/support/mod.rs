@@ -12,6 +12,7 @@ pub mod client;
 pub mod gateway;
 pub mod interop;
 pub mod pki;
+pub mod process;
 pub mod redis;
 pub mod sse;
 pub mod upstream;
