@@ -2,6 +2,7 @@
 //! path, `run` serves and exits 0 on SIGTERM after draining, `--help` and `--version`.
 
 use crate::support;
+use crate::support::process::free_port;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -653,14 +654,6 @@ auth = "none"
 default_policy = "allow"
 "#
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn now_secs() -> u64 {

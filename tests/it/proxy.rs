@@ -7,8 +7,6 @@ use crate::support;
 
 use http::StatusCode;
 use rmcp::model::CallToolRequestParams;
-use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
-use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use support::client::{self, Http};
@@ -569,19 +567,7 @@ async fn rmcp_client_discover_lifecycle_through_gateway() {
     let upstream = Upstream::start(Mode::Sse).await;
     let gateway = Gateway::tls_to(&upstream.url()).await;
     let http = client::http_client(gateway.ca_pem(), Http::Negotiate);
-    let transport = StreamableHttpClientTransport::with_client(
-        http,
-        StreamableHttpClientTransportConfig::with_uri(gateway.url("/mcp")),
-    );
-    let lifecycle = ClientLifecycleMode::Discover {
-        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
-    };
-    let mcp = within(
-        "server/discover",
-        ().serve_with_lifecycle(transport, lifecycle),
-    )
-    .await
-    .unwrap();
+    let mcp = client::modern_mcp_client(http, &gateway.url("/mcp")).await;
     let result = within(
         "tools/call",
         mcp.call_tool(CallToolRequestParams::new("echo").with_arguments(echo_args("discovered"))),

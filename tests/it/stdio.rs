@@ -5,6 +5,7 @@
 //! command line carries the test's own marker: the launcher and the server it runs.
 
 use crate::support;
+use crate::support::process::free_port;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -241,14 +242,6 @@ impl Drop for StdioGateway {
 
 fn toml(path: &Path) -> String {
     Value::String(path.display().to_string()).to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Processes whose command line contains `marker` (a zombie has an empty one).

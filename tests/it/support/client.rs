@@ -78,6 +78,24 @@ pub async fn mcp_client_with(
     ().serve(transport).await.unwrap()
 }
 
+/// An rmcp client of the 2026-07-28 revision: `server/discover`, no handshake, no session.
+pub async fn modern_mcp_client(http: reqwest::Client, url: &str) -> RunningService<RoleClient, ()> {
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let transport = StreamableHttpClientTransport::with_client(
+        http,
+        StreamableHttpClientTransportConfig::with_uri(url.to_owned()),
+    );
+    let lifecycle = ClientLifecycleMode::Discover {
+        preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+    };
+    crate::support::within(
+        "server/discover",
+        ().serve_with_lifecycle(transport, lifecycle),
+    )
+    .await
+    .unwrap()
+}
+
 /// An rmcp client handler that signals each `notifications/tools/list_changed` it gets.
 #[derive(Debug, Clone)]
 pub struct ListChanged(pub std::sync::Arc<tokio::sync::Notify>);

@@ -34,6 +34,20 @@ impl SecretSource for MapSecrets {
     }
 }
 
+/// No secrets at all, for configs loaded without any.
+#[derive(Debug)]
+pub struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn env(&self, _: &str) -> Option<String> {
+        None
+    }
+
+    fn base_dir(&self) -> &Path {
+        Path::new("/")
+    }
+}
+
 /// One `[[routes]]` entry.
 #[derive(Debug, Clone)]
 pub struct Route {

@@ -19,3 +19,17 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Waits (within the kit's deadline) until something listens on loopback `port`; `what`
+/// names it if it never does.
+pub async fn listening(what: &str, port: u16) {
+    crate::support::within(what, async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
