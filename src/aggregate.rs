@@ -266,14 +266,17 @@ impl Aggregate {
         Body::new(SseRewrite::new(body, move |event: &SseEvent| {
             let data = event.data_bytes()?;
             let mut message: Value = serde_json::from_slice(&data).ok()?;
-            let object = message.as_object_mut()?;
-            if !object.contains_key("method") {
-                return None;
+            let mut changed =
+                crate::mcp::tasks::may_carry_task_id(&data) && mark_tasks(&name, &mut message);
+            if let Some(object) = message.as_object_mut()
+                && object.contains_key("method")
+                && let Some(id) = object.get("id")
+            {
+                let ours = format!("{name}/{id}");
+                object.insert("id".to_owned(), Value::String(ours));
+                changed = true;
             }
-            let id = object.get("id")?;
-            let ours = format!("{name}/{id}");
-            object.insert("id".to_owned(), Value::String(ours));
-            Some(Bytes::from(message.to_string()))
+            changed.then(|| encoded(&message))
         }))
     }
 
@@ -317,9 +320,7 @@ impl Aggregate {
             return self.not_in_session(None, member);
         };
         message["id"] = id;
-        let mut response = self
-            .send(parts, leg, Bytes::from(message.to_string()))
-            .await;
+        let mut response = self.send(parts, leg, encoded(&message)).await;
         Exchange::of(&mut response).upstream = Some(Arc::from(self.members[member].name.as_str()));
         response
     }
@@ -361,7 +362,16 @@ impl Aggregate {
         leg: Leg<'_>,
         body: Bytes,
     ) -> Response<Body> {
-        let mut parts = parts.clone();
+        self.send_owned(parts.clone(), leg, body).await
+    }
+
+    /// [`Self::send`], with a head of the request's own to change.
+    async fn send_owned(
+        &self,
+        mut parts: http::request::Parts,
+        leg: Leg<'_>,
+        body: Bytes,
+    ) -> Response<Body> {
         // The route's parse is of the client's body; this one may differ (a name without
         // its prefix, a list of the gateway's own), and an upstream must read what it gets.
         parts.extensions.remove::<Arc<crate::body::Received>>();
@@ -429,6 +439,8 @@ impl Aggregate {
             return self.notify(&parts, composite, &body).await;
         }
         let params = object.get("params").and_then(Value::as_object);
+        // Whether the answer may carry task ids, to be marked with their upstream.
+        let tasks = crate::mcp::tasks::may_concern_tasks(&body);
         match method {
             "initialize" => self.initialize(&parts, id, &body).await,
             "server/discover" => self.discover(&parts, id, &body).await,
@@ -437,8 +449,15 @@ impl Aggregate {
                 self.list(&parts, composite, id, method, params).await
             }
             "tools/call" | "prompts/get" => {
-                let name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
-                self.by_name(&parts, composite, id, &message, name).await
+                let name = params
+                    .and_then(|p| p.get("name"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                self.by_name(parts, composite, id, message, name.as_deref(), tasks)
+                    .await
+            }
+            "tasks/get" | "tasks/result" | "tasks/cancel" | "tasks/update" => {
+                self.by_task(parts, composite, id, message).await
             }
             "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
                 let uri = params.and_then(|p| p.get("uri")).and_then(Value::as_str);
@@ -453,8 +472,10 @@ impl Aggregate {
                     Some("ref/prompt") => {
                         let name = reference
                             .and_then(|r| r.get("name"))
-                            .and_then(Value::as_str);
-                        self.by_name(&parts, composite, id, &message, name).await
+                            .and_then(Value::as_str)
+                            .map(str::to_owned);
+                        self.by_name(parts, composite, id, message, name.as_deref(), tasks)
+                            .await
                     }
                     _ => {
                         let uri = reference.and_then(|r| r.get("uri")).and_then(Value::as_str);
@@ -766,7 +787,7 @@ impl Aggregate {
             }
             let timeout = self.members[leg.member].list_timeout;
             async move {
-                let body = Bytes::from(message.to_string());
+                let body = encoded(&message);
                 let answered = tokio::time::timeout(timeout, async {
                     reply(self.send(parts, leg, body).await, MAX_ANSWER).await
                 })
@@ -774,9 +795,9 @@ impl Aggregate {
                 let page = match answered {
                     Err(_) => Err("no answer within its list_timeout".to_owned()),
                     Ok(Err(why)) => Err(why),
-                    Ok(Ok(answer)) => answer
-                        .get("result")
-                        .cloned()
+                    Ok(Ok(mut answer)) => answer
+                        .get_mut("result")
+                        .map(Value::take)
                         .ok_or_else(|| "it answered with an error".to_owned()),
                 };
                 (leg.member, page)
@@ -790,7 +811,7 @@ impl Aggregate {
         let mut seen_uris: Vec<(String, usize)> = Vec::new();
         for (member, page) in pages {
             let name = &self.members[member].name;
-            let page = match page {
+            let mut page = match page {
                 Ok(page) => page,
                 Err(why) => {
                     tracing::warn!(route = %self.route, upstream = %name, %method, %why, "An upstream was left out of a merged list");
@@ -801,13 +822,12 @@ impl Aggregate {
             if let Some(c) = page.get("nextCursor").filter(|c| !c.is_null()) {
                 next.next.push((name.clone(), c.clone()));
             }
-            for item in page
-                .get(key)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(mut item) = item.as_object().cloned() else {
+            let listed = match page.get_mut(key).map(Value::take) {
+                Some(Value::Array(listed)) => listed,
+                _ => Vec::new(),
+            };
+            for item in listed {
+                let Value::Object(mut item) = item else {
                     continue;
                 };
                 match key {
@@ -922,11 +942,12 @@ impl Aggregate {
     /// of its prefix, with the prefix removed.
     async fn by_name(
         &self,
-        parts: &http::request::Parts,
+        mut parts: http::request::Parts,
         composite: Option<&Composite>,
         id: Option<RequestId>,
-        message: &Value,
+        mut message: Value,
         name: Option<&str>,
+        tasks: bool,
     ) -> Response<Body> {
         let Some(name) = name else {
             return json_error(
@@ -947,21 +968,100 @@ impl Aggregate {
         let Some(leg) = self.leg(composite, member) else {
             return self.not_in_session(id.as_ref(), member);
         };
-        let mut message = message.clone();
         let params = &mut message["params"];
         if params.get("ref").is_some() {
             params["ref"]["name"] = Value::String(own.to_owned());
         } else {
             params["name"] = Value::String(own.to_owned());
         }
-        let mut parts = parts.clone();
         if parts.headers.contains_key(MCP_NAME) {
             parts.headers.insert(MCP_NAME, encode_value(own));
         }
-        let response = self
-            .send(&parts, leg, Bytes::from(message.to_string()))
-            .await;
+        let response = self.send_owned(parts, leg, encoded(&message)).await;
+        if tasks {
+            return self.relayed_with_tasks(member, id.as_ref(), response).await;
+        }
         self.relayed(member, response)
+    }
+
+    /// A request about a task (`tasks/get`, `tasks/result`, `tasks/cancel`,
+    /// `tasks/update`): to the upstream whose name the task id starts with
+    /// (`<upstream>/<id>`, as the answer that made it said), with its own id. Any other id
+    /// is answered as an upstream answers a task it does not know.
+    async fn by_task(
+        &self,
+        mut parts: http::request::Parts,
+        composite: Option<&Composite>,
+        id: Option<RequestId>,
+        mut message: Value,
+    ) -> Response<Body> {
+        let task = message["params"]["taskId"].as_str().map(str::to_owned);
+        let Some((member, own)) = task.as_deref().and_then(|t| self.owner_of_task(t)) else {
+            return json_error(
+                StatusCode::OK,
+                id.as_ref(),
+                code::INVALID_PARAMS,
+                crate::mcp::tasks::TASK_NOT_FOUND,
+            );
+        };
+        let Some(leg) = self.leg(composite, member) else {
+            return self.not_in_session(id.as_ref(), member);
+        };
+        message["params"]["taskId"] = Value::String(own.to_owned());
+        if parts.headers.contains_key(MCP_NAME) {
+            parts.headers.insert(MCP_NAME, encode_value(own));
+        }
+        let response = self.send_owned(parts, leg, encoded(&message)).await;
+        self.relayed_with_tasks(member, id.as_ref(), response).await
+    }
+
+    /// The upstream that a task id of the gateway's names, and the upstream's own id.
+    fn owner_of_task<'t>(&self, task: &'t str) -> Option<(usize, &'t str)> {
+        let (name, own) = task.split_once('/')?;
+        let member = self.members.iter().position(|m| m.name == name)?;
+        Some((member, own))
+    }
+
+    /// [`Self::relayed`], for an answer that may carry task ids: a JSON answer is read
+    /// whole and its task ids marked with the upstream (an event stream's are, event by
+    /// event, in [`Self::remapped`]).
+    async fn relayed_with_tasks(
+        &self,
+        member: usize,
+        id: Option<&RequestId>,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        use http_body_util::BodyExt;
+        if !response.status().is_success() || is_event_stream(response.headers().get(CONTENT_TYPE))
+        {
+            return self.relayed(member, response);
+        }
+        let (mut parts, body) = response.into_parts();
+        let Ok(read) = http_body_util::Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+        else {
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                id,
+                code::UPSTREAM_UNAVAILABLE,
+                "the upstream's answer could not be read",
+            );
+        };
+        let bytes = read.to_bytes();
+        let name = &self.members[member].name;
+        let marked = crate::mcp::tasks::may_carry_task_id(&bytes)
+            .then(|| serde_json::from_slice::<Value>(&bytes).ok())
+            .flatten()
+            .and_then(|mut message| mark_tasks(name, &mut message).then(|| encoded(&message)));
+        let body = match marked {
+            Some(marked) => {
+                parts.headers.remove(CONTENT_LENGTH);
+                marked
+            }
+            None => bytes,
+        };
+        self.relayed(member, Response::from_parts(parts, Body::from(body)))
     }
 
     /// A call naming a resource URI: to the upstream that listed it or whose template it
@@ -1075,10 +1175,46 @@ fn strip_session(parts: &http::request::Parts) -> http::request::Parts {
     parts
 }
 
+/// Marks each task id of upstream `name`'s in `message` as `<name>/<id>`, so that the
+/// requests naming it find their way back; `true` if there was any.
+fn mark_tasks(name: &str, message: &mut Value) -> bool {
+    let marked = crate::mcp::tasks::upstream_task_ids(message, &mut |id: &mut String| {
+        *id = format!("{name}/{id}");
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match marked {
+        Ok(marked) => marked,
+        Err(never) => match never {},
+    }
+}
+
+/// A message as the bytes of its JSON (a `Value` always serialises: its keys are strings).
+fn encoded(message: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(message).unwrap_or_default())
+}
+
 fn json_answer(id: Option<&RequestId>, result: &Value) -> Response<Body> {
     let id = id.map_or("null", |id| id.as_raw().get());
-    let text = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#);
-    json_response(StatusCode::OK, text)
+    // Written straight into bytes: `Display` would go through `fmt::Write`, which a merged
+    // list of a few hundred tools notices.
+    let mut text = Vec::with_capacity(256);
+    text.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    text.extend_from_slice(id.as_bytes());
+    text.extend_from_slice(br#","result":"#);
+    if serde_json::to_writer(&mut text, result).is_err() {
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            code::INTERNAL,
+            "the answer could not be written",
+        );
+    }
+    text.push(b'}');
+    let mut response = Response::new(Body::from(text));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn json_error(

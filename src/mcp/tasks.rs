@@ -168,42 +168,12 @@ impl TaskBinding {
     /// Seals the upstream's task ids in `message` (one JSON-RPC message or a batch of
     /// them) in place; `true` if any changed.
     pub fn seal_message(&self, message: &mut Value) -> Result<bool, Unsealable> {
-        if let Value::Array(batch) = message {
-            let mut changed = false;
-            for item in batch {
-                changed |= self.seal_message(item)?;
-            }
-            return Ok(changed);
-        }
-        let Some(object) = message.as_object_mut() else {
-            return Ok(false);
-        };
-        let mut changed = false;
-        if let Some(result) = object.get_mut("result").and_then(Value::as_object_mut) {
-            changed |= self.seal(result.get_mut("taskId"))?;
-            if let Some(task) = result.get_mut("task").and_then(Value::as_object_mut) {
-                changed |= self.seal(task.get_mut("taskId"))?;
-            }
-            if let Some(Value::Array(tasks)) = result.get_mut("tasks") {
-                for task in tasks {
-                    changed |= self.seal(task.get_mut("taskId"))?;
-                }
-            }
-            changed |= self.seal(related_task(result))?;
-        }
-        let method = object.get("method").and_then(Value::as_str);
-        let upstreams_task_request =
-            method.is_some_and(names_receivers_task) && object.contains_key("id");
-        let status = method == Some("notifications/tasks/status");
-        if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut)
-            && !upstreams_task_request
-        {
-            if status {
-                changed |= self.seal(params.get_mut("taskId"))?;
-            }
-            changed |= self.seal(related_task(params))?;
-        }
-        Ok(changed)
+        upstream_task_ids(message, &mut |id: &mut String| {
+            *id = self
+                .keys
+                .seal_stable(IdKind::Task, &self.route, id, self.caller())?;
+            Ok::<(), Unsealable>(())
+        })
     }
 
     /// Opens the sealed task ids that the messages of `request`, parsed from `body`, name:
@@ -269,16 +239,6 @@ impl TaskBinding {
         Ok(Some(Opened { body: out, name }))
     }
 
-    fn seal(&self, id: Option<&mut Value>) -> Result<bool, Unsealable> {
-        let Some(Value::String(id)) = id else {
-            return Ok(false);
-        };
-        *id = self
-            .keys
-            .seal_stable(IdKind::Task, &self.route, id, self.caller())?;
-        Ok(true)
-    }
-
     fn open(&self, sealed: &str) -> Result<String, OpenError> {
         // The clock is not read: stable ids do not expire.
         self.keys.open(
@@ -300,6 +260,61 @@ impl TaskBinding {
             Err(e) => Err(Refused { reason: e.as_str() }),
         }
     }
+}
+
+/// Hands `change` each task id of the upstream's in `message` (one JSON-RPC message or a
+/// batch of them), the places listed in the module's documentation, to change in place;
+/// `true` if there was any. What seals them for the client, and what a virtual server
+/// marks with the upstream they came from.
+pub fn upstream_task_ids<E>(
+    message: &mut Value,
+    change: &mut impl FnMut(&mut String) -> Result<(), E>,
+) -> Result<bool, E> {
+    fn one<E>(
+        id: Option<&mut Value>,
+        change: &mut impl FnMut(&mut String) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        match id {
+            Some(Value::String(id)) => change(id).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+    if let Value::Array(batch) = message {
+        let mut changed = false;
+        for item in batch {
+            changed |= upstream_task_ids(item, change)?;
+        }
+        return Ok(changed);
+    }
+    let Some(object) = message.as_object_mut() else {
+        return Ok(false);
+    };
+    let mut changed = false;
+    if let Some(result) = object.get_mut("result").and_then(Value::as_object_mut) {
+        changed |= one(result.get_mut("taskId"), change)?;
+        if let Some(task) = result.get_mut("task").and_then(Value::as_object_mut) {
+            changed |= one(task.get_mut("taskId"), change)?;
+        }
+        if let Some(Value::Array(tasks)) = result.get_mut("tasks") {
+            for task in tasks {
+                changed |= one(task.get_mut("taskId"), change)?;
+            }
+        }
+        changed |= one(related_task(result), change)?;
+    }
+    let method = object.get("method").and_then(Value::as_str);
+    let upstreams_task_request =
+        method.is_some_and(names_receivers_task) && object.contains_key("id");
+    let status = method == Some("notifications/tasks/status");
+    if let Some(params) = object.get_mut("params").and_then(Value::as_object_mut)
+        && !upstreams_task_request
+    {
+        if status {
+            changed |= one(params.get_mut("taskId"), change)?;
+        }
+        changed |= one(related_task(params), change)?;
+    }
+    Ok(changed)
 }
 
 /// `_meta["io.modelcontextprotocol/related-task"].taskId` of a `params` or `result`.

@@ -172,12 +172,7 @@ async fn upstream(json_response: bool) -> Upstream {
 /// `judged`: the routes allow the `report` tool by a rule (default deny), so every call is
 /// parsed and judged; else they allow everything and judge nothing.
 async fn gateway(upstream: &Upstream, judged: bool) -> Gateway {
-    let auth = format!(
-        "[[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n\n\
-         [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"bob\"\n",
-        portcullis::auth::hash_key(ALICE),
-        portcullis::auth::hash_key(BOB),
-    );
+    let auth = api_keys();
     let route = |name: &str, path: &str| {
         let route = Route::new(name, path, &upstream.url).authenticated();
         if judged {
@@ -193,6 +188,16 @@ async fn gateway(upstream: &Upstream, judged: bool) -> Gateway {
         .route(route("other", "/other/mcp"))
         .start()
         .await
+}
+
+/// The `[auth]` of alice's and bob's API keys.
+fn api_keys() -> String {
+    format!(
+        "[[auth.api_keys]]\nhash = \"{}\"\nsubject = \"alice\"\n\n\
+         [[auth.api_keys]]\nhash = \"{}\"\nsubject = \"bob\"\n",
+        portcullis::auth::hash_key(ALICE),
+        portcullis::auth::hash_key(BOB),
+    )
 }
 
 /// A 2026-07-28 request as `key` that declares the tasks extension: the answer's message.
@@ -481,6 +486,112 @@ async fn a_task_id_in_another_letter_case_never_reaches_the_upstream() {
             upstream.bodies.lock().unwrap().len(),
             before,
             "nothing more reached the upstream"
+        );
+    }
+}
+
+/// A virtual server of two upstreams that number their tasks alike (both make
+/// `upstream-task-1`): each task comes back marked with its upstream and sealed, so the
+/// two ids differ, and every request about a task reaches the upstream that runs it, with
+/// that upstream's own id — in JSON answers and in event streams.
+#[tokio::test]
+async fn tasks_of_a_virtual_server_go_back_to_the_upstream_that_runs_them() {
+    for json_response in [true, false] {
+        let mode = if json_response { "JSON" } else { "SSE" };
+        let a = upstream(json_response).await;
+        let b = upstream(json_response).await;
+        let gw = Gateway::builder()
+            .insecure_http()
+            .auth(&api_keys())
+            .route(
+                Route::virtual_server("all", "/all/mcp", &[("a", &a.url), ("b", &b.url)])
+                    .authenticated()
+                    .setting("default_policy = \"allow\""),
+            )
+            .start()
+            .await;
+        let url = gw.url("/all/mcp");
+        let start = |tool: &'static str| {
+            let url = url.clone();
+            async move {
+                let params = json!({ "name": tool, "arguments": {} });
+                call(&url, ALICE, "tools/call", Some(tool), params).await
+            }
+        };
+        let on_a = start("a__report").await;
+        let on_b = start("b__report").await;
+        let sealed_a = on_a["result"]["taskId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode}: {on_a}"))
+            .to_owned();
+        let sealed_b = on_b["result"]["taskId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode}: {on_b}"))
+            .to_owned();
+        assert_eq!(
+            a.record.lock().unwrap().created,
+            ["upstream-task-1"],
+            "{mode}"
+        );
+        assert_eq!(
+            b.record.lock().unwrap().created,
+            ["upstream-task-1"],
+            "{mode}"
+        );
+        assert_ne!(sealed_a, sealed_b, "{mode}");
+
+        let polled = call(
+            &url,
+            ALICE,
+            "tasks/get",
+            Some(&sealed_b),
+            json!({ "taskId": sealed_b }),
+        )
+        .await;
+        assert_eq!(
+            polled["result"]["taskId"],
+            json!(sealed_b),
+            "{mode}: {polled}"
+        );
+        assert_eq!(polled["result"]["status"], "completed", "{mode}: {polled}");
+        assert_eq!(
+            asked(&b),
+            [("tasks/get", "upstream-task-1".to_owned())],
+            "{mode}"
+        );
+        assert!(asked(&a).is_empty(), "{mode}");
+
+        let cancelled = call(
+            &url,
+            ALICE,
+            "tasks/cancel",
+            Some(&sealed_a),
+            json!({ "taskId": sealed_a }),
+        )
+        .await;
+        assert!(cancelled.get("result").is_some(), "{mode}: {cancelled}");
+        assert_eq!(
+            asked(&a),
+            [("tasks/cancel", "upstream-task-1".to_owned())],
+            "{mode}"
+        );
+
+        // Bob cannot use alice's; nobody can use an upstream's id, marked or not.
+        for (key, id) in [
+            (BOB, sealed_a.as_str()),
+            (ALICE, "a/upstream-task-1"),
+            (ALICE, "upstream-task-1"),
+        ] {
+            let refused = call(&url, key, "tasks/get", Some(id), json!({ "taskId": id })).await;
+            assert_eq!(
+                refused["error"]["message"], NOT_FOUND,
+                "{mode}, {id}: {refused}"
+            );
+        }
+        assert_eq!(
+            asked(&a).len() + asked(&b).len(),
+            2,
+            "{mode}: nothing more reached them"
         );
     }
 }
