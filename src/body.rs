@@ -129,7 +129,11 @@ impl<S: Next> Layered for Parse<S> {
             parts.extensions.insert(Arc::clone(&received));
             let body = Body::from(received.bytes.clone());
             let mut response = next.call(Request::from_parts(parts, body)).await?;
-            response.extensions_mut().insert(received);
+            // A layer below that sent another message down in this one's place (tool
+            // search's call tool) answers with that one, for the record.
+            if response.extensions().get::<Arc<Received>>().is_none() {
+                response.extensions_mut().insert(received);
+            }
             Ok(response)
         })
     }

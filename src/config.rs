@@ -343,6 +343,25 @@ pub struct RouteConfig {
     /// Body shape limits, strict envelopes, tool argument validation.
     #[serde(default)]
     pub guard: guard::RouteGuardConfig,
+    /// Tool search: the route lists a search tool and a call tool instead of every tool.
+    pub tool_search: Option<ToolSearchConfig>,
+}
+
+/// `[routes.tool_search]`: for a large catalogue, the route's `tools/list` shows two
+/// tools instead of every tool: one that searches the tools the caller may call, and one
+/// that calls one of them by name.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSearchConfig {
+    /// The name of the search tool.
+    #[serde(default = "defaults::search_tool")]
+    pub search_tool: String,
+    /// The name of the tool that calls a tool by its name.
+    #[serde(default = "defaults::call_tool")]
+    pub call_tool: String,
+    /// The most tools one search answers with.
+    #[serde(default = "defaults::max_results")]
+    pub max_results: usize,
 }
 
 /// `[[routes.upstreams]]`: one of the upstreams of a virtual server.
@@ -621,6 +640,15 @@ mod defaults {
     }
     pub(super) fn list_timeout() -> Duration {
         Duration::from_secs(3)
+    }
+    pub(super) fn search_tool() -> String {
+        "search_tools".to_owned()
+    }
+    pub(super) fn call_tool() -> String {
+        "call_tool".to_owned()
+    }
+    pub(super) fn max_results() -> usize {
+        10
     }
     pub(super) fn pool_max_idle() -> usize {
         128

@@ -205,6 +205,8 @@ pub struct Route {
     pub audit: RouteAudit,
     /// Body limits, envelope checks, argument schemas.
     pub guard: Arc<crate::guard::RouteGuard>,
+    /// `[routes.tool_search]`, if the route lists a search tool instead of its catalogue.
+    pub tool_search: Option<Arc<crate::search::Settings>>,
 }
 
 /// The settings a route's upstream is made from: a reload keeps the upstream while they
@@ -471,53 +473,57 @@ impl Gateway {
         if let Some(old) = old {
             let _ = audit_cell.set(Arc::clone(&old.audit));
         }
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| {
-                let before = old.and_then(|old| old.route(&r.name));
-                let upstream =
-                    match before.filter(|b| b.upstream_settings == UpstreamSettings::of(r)) {
-                        Some(before) => Arc::clone(&before.upstream),
-                        None => upstream_of(r, workers, &audit_cell)?,
-                    };
-                let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
-                let cors = crate::edge::cors::layer(r, &origins);
-                let auth = RouteAuth::new(config, public_url.as_ref(), r)?;
-                let policy =
-                    RoutePolicy::new(&r.policy, r.default_policy, r.step_up).map_err(|errors| {
-                        StartError::Policy {
+        let routes =
+            config
+                .routes
+                .iter()
+                .map(|r| {
+                    let before = old.and_then(|old| old.route(&r.name));
+                    let upstream =
+                        match before.filter(|b| b.upstream_settings == UpstreamSettings::of(r)) {
+                            Some(before) => Arc::clone(&before.upstream),
+                            None => upstream_of(r, workers, &audit_cell)?,
+                        };
+                    let origins = Arc::new(OriginPolicy::new(&r.cors_origins, scheme));
+                    let cors = crate::edge::cors::layer(r, &origins);
+                    let auth = RouteAuth::new(config, public_url.as_ref(), r)?;
+                    let policy = RoutePolicy::new(&r.policy, r.default_policy, r.step_up).map_err(
+                        |errors| StartError::Policy {
                             route: r.name.clone(),
                             message: errors
                                 .into_iter()
                                 .map(|(i, key, message)| format!("policy[{i}].{key}: {message}"))
                                 .collect::<Vec<_>>()
                                 .join("; "),
-                        }
-                    })?;
-                let mut limits =
-                    RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys, &clock);
-                if let Some(before) = before {
-                    limits.carry(&before.limits);
-                }
-                Ok(Arc::new(Route {
-                    name: Arc::from(r.name.as_str()),
-                    path: r.path.clone(),
-                    upstream,
-                    upstream_settings: UpstreamSettings::of(r),
-                    origins,
-                    cors,
-                    max_body: r.max_body.get(),
-                    body_read_timeout: config.server.body_read_timeout.get(),
-                    legacy_paths: r.legacy_paths(),
-                    auth: Arc::new(auth),
-                    policy: Arc::new(policy),
-                    limits: Arc::new(limits),
-                    audit: RouteAudit::new(config, r),
-                    guard: Arc::new(crate::guard::RouteGuard::new(&r.name, &r.guard, &pins)),
-                }))
-            })
-            .collect::<Result<Vec<_>, StartError>>()?;
+                        },
+                    )?;
+                    let mut limits =
+                        RouteLimits::new(&r.rate_limits, config.rate_limits.max_keys, &clock);
+                    if let Some(before) = before {
+                        limits.carry(&before.limits);
+                    }
+                    let guard = Arc::new(crate::guard::RouteGuard::new(&r.name, &r.guard, &pins));
+                    Ok(Arc::new(Route {
+                        name: Arc::from(r.name.as_str()),
+                        path: r.path.clone(),
+                        upstream,
+                        upstream_settings: UpstreamSettings::of(r),
+                        origins,
+                        cors,
+                        max_body: r.max_body.get(),
+                        body_read_timeout: config.server.body_read_timeout.get(),
+                        legacy_paths: r.legacy_paths(),
+                        auth: Arc::new(auth),
+                        policy: Arc::new(policy),
+                        limits: Arc::new(limits),
+                        audit: RouteAudit::new(config, r),
+                        guard: Arc::clone(&guard),
+                        tool_search: r.tool_search.as_ref().map(|search| {
+                            Arc::new(crate::search::Settings::new(search, guard.parse))
+                        }),
+                    }))
+                })
+                .collect::<Result<Vec<_>, StartError>>()?;
         let hosts = HostPolicy::new(
             &config.server.allowed_hosts,
             config.server.public_url.as_ref(),

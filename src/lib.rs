@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod reload;
 pub mod request;
+pub mod search;
 pub mod server;
 pub mod stack;
 pub mod telemetry;

@@ -29,7 +29,7 @@ use crate::gateway::{Gateway, Route};
 use crate::mcp::headers::X_REQUEST_ID;
 use crate::request::{Answer, ClientIp, Next, Optional, Shared, TraceId, optional, pass};
 pub use crate::request::{ClientAddr, HttpRequestId};
-use crate::{audit, auth, body, edge, guard, health, policy, proxy, ratelimit};
+use crate::{audit, auth, body, edge, guard, health, policy, proxy, ratelimit, search};
 
 mod legacy;
 mod rewrite;
@@ -289,7 +289,11 @@ type Bound = Shared<auth::session::Bind<Parsed>>;
 
 type Parsed = Shared<body::Parse<Optional<Shared<ratelimit::layer::CallerLimits<Valid>>, Valid>>>;
 
-type Valid = Shared<body::Validate<Shared<policy::layer::Authorize<Allowed>>>>;
+type Valid = Shared<body::Validate<Searched>>;
+
+type Searched = Optional<Shared<search::Search<Authorized>>, Authorized>;
+
+type Authorized = Shared<policy::layer::Authorize<Allowed>>;
 
 type Allowed = Optional<Shared<ratelimit::layer::ToolLimits<Guarded>>, Guarded>;
 
@@ -379,6 +383,12 @@ fn route_stack(gateway: &Arc<Gateway>, route: &Arc<Route>) -> RouteStack {
         }))
         // Not an acceptable MCP message: refused before any rule reads it.
         .layer(layer_fn(|next| Shared::new(body::Validate { next })))
+        // Tool search: the catalogue listed as a search tool and a call tool; a call of
+        // the call tool goes down as the call it names, for every layer below to judge.
+        .layer(layer_fn(|next| match route.tool_search.clone() {
+            Some(settings) => Optional::On(Shared::new(search::Search { next, settings })),
+            None => Optional::Off(next),
+        }))
         // Every call judged by the route's policy, and by what an operator turned off.
         .layer(layer_fn(|next| {
             Shared::new(policy::layer::Authorize {

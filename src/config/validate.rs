@@ -377,6 +377,47 @@ fn route(at: &str, r: &RouteConfig, dropped: &dyn Fn(&str) -> bool, errors: &mut
         ));
     }
     super::guard::validate(at, &r.guard, errors);
+    if let Some(search) = &r.tool_search {
+        tool_search(&format!("{at}.tool_search"), search, errors);
+    }
+}
+
+/// The most tools one search may answer with.
+const MAX_SEARCH_RESULTS: usize = 100;
+
+/// `[routes.tool_search]`: two distinct tool names, within MCP's rules, and a bounded
+/// answer.
+fn tool_search(at: &str, search: &super::ToolSearchConfig, errors: &mut Vec<ConfigError>) {
+    let tool_name = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    };
+    for (key, name) in [
+        ("search_tool", &search.search_tool),
+        ("call_tool", &search.call_tool),
+    ] {
+        if !tool_name(name) {
+            errors.push(ConfigError::new(
+                format!("{at}.{key}"),
+                "must be 1–128 of ASCII letters, digits, `_`, `-` and `.` (an MCP tool name)",
+            ));
+        }
+    }
+    if search.search_tool == search.call_tool {
+        errors.push(ConfigError::new(
+            format!("{at}.call_tool"),
+            "must differ from `search_tool`",
+        ));
+    }
+    if !(1..=MAX_SEARCH_RESULTS).contains(&search.max_results) {
+        errors.push(ConfigError::new(
+            format!("{at}.max_results"),
+            format!("must be 1 to {MAX_SEARCH_RESULTS}"),
+        ));
+    }
 }
 
 /// `[rate_limits]`: what serde cannot check.

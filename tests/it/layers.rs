@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "proxy",
             "relay",
             "aggregate",
+            "search",
             "edge",
             "telemetry",
         ],

@@ -34,6 +34,7 @@ mod sessions;
 mod stdio;
 mod streaming;
 mod tasks;
+mod tool_search;
 mod upstream_pool;
 mod upstream_tls;
 mod virtual_servers;
