@@ -12,8 +12,12 @@
 // answers every sampling request with the text "sampled by the client".
 // A call the SDK rejects is recorded with the error it raised (`McpError` for a JSON-RPC
 // error answer); any other failure is printed on stderr with a non-zero exit.
+// With `--read '[uris]'` it then reads each resource: "reads": [{"uri", "texts": [..]} |
+// {"uri", "error": {..}}]. With `--list-changed` it then waits (up to 10 s) for a
+// `notifications/tools/list_changed` and lists the tools again: "tools_after": [names].
 //
 // Usage: node policy_client.mjs --url URL [--calls '[{"name": N, "arguments": {..}}]'] [--transport sse]
+//                               [--read '["uri", ..]'] [--list-changed]
 // With `--transport sse` it speaks the legacy HTTP+SSE transport (URL is the event stream).
 // The API key is read from the environment variable MCP_API_KEY and sent as X-API-Key.
 import { parseArgs } from "node:util";
@@ -21,7 +25,11 @@ import { parseArgs } from "node:util";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { CreateMessageRequestSchema, McpError } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CreateMessageRequestSchema,
+  McpError,
+  ToolListChangedNotificationSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 
 /** More pages than any test serves: a cursor loop fails instead of running forever. */
 const MAX_PAGES = 1000;
@@ -72,7 +80,19 @@ async function call(client, { name, arguments: args }) {
   }
 }
 
-async function run({ url, calls, legacy }) {
+async function read(client, uri) {
+  try {
+    const result = await client.readResource({ uri });
+    return { uri, texts: result.contents.map((c) => c.text ?? null) };
+  } catch (error) {
+    if (!(error instanceof McpError)) {
+      throw error;
+    }
+    return { uri, error: { code: error.code, message: error.message } };
+  }
+}
+
+async function run({ url, calls, legacy, reads, listChanged }) {
   const apiKey = process.env.MCP_API_KEY;
   if (!apiKey) {
     throw new Error("MCP_API_KEY is not set");
@@ -90,6 +110,11 @@ async function run({ url, calls, legacy }) {
     content: { type: "text", text: "sampled by the client" },
     model: "interop",
   }));
+  let changed;
+  const toolsChanged = new Promise((resolve) => {
+    changed = resolve;
+  });
+  client.setNotificationHandler(ToolListChangedNotificationSchema, () => changed());
   await client.connect(transport);
   try {
     const tools = await listAll((params) => client.listTools(params), "tools");
@@ -101,16 +126,33 @@ async function run({ url, calls, legacy }) {
     for (const c of calls) {
       results.push(await call(client, c));
     }
-    if (!legacy) {
-      await transport.terminateSession();
-    }
-    return {
+    const output = {
       tools: tools.items.map((t) => t.name),
       tool_pages: tools.pages.length,
       resources: resources.items.map((r) => r.uri),
       resource_pages: resources.pages,
       calls: results,
     };
+    if (reads !== undefined) {
+      output.reads = [];
+      for (const uri of reads) {
+        output.reads.push(await read(client, uri));
+      }
+    }
+    if (listChanged) {
+      let timer;
+      const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no tools/list_changed within 10 s")), 10000);
+      });
+      await Promise.race([toolsChanged, timeout]);
+      clearTimeout(timer);
+      const after = await listAll((params) => client.listTools(params), "tools");
+      output.tools_after = after.items.map((t) => t.name);
+    }
+    if (!legacy) {
+      await transport.terminateSession();
+    }
+    return output;
   } finally {
     await client.close();
   }
@@ -121,6 +163,8 @@ const { values } = parseArgs({
     url: { type: "string" },
     calls: { type: "string", default: "[]" },
     transport: { type: "string", default: "streamable_http" },
+    read: { type: "string" },
+    "list-changed": { type: "boolean", default: false },
   },
 });
 if (!values.url) {
@@ -132,6 +176,8 @@ try {
     url: values.url,
     calls: JSON.parse(values.calls),
     legacy: values.transport === "sse",
+    reads: values.read === undefined ? undefined : JSON.parse(values.read),
+    listChanged: values["list-changed"],
   });
   console.log(JSON.stringify(output));
 } catch (error) {

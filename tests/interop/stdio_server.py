@@ -85,6 +85,20 @@ async def announce(text: str, ctx: Context) -> str:
 
 
 @mcp.tool()
+async def add_tool(name: str, ctx: Context) -> str:
+    """Adds a tool called `name` (it returns its text) and tells the client that the
+    list of tools changed."""
+    called("add_tool")
+
+    def added(text: str) -> str:
+        return text
+
+    mcp.add_tool(added, name=name, description="A tool added while the server ran.")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
+
+
+@mcp.tool()
 async def slow(seconds: float) -> str:
     """Answers after `seconds`, saying nothing before."""
     called("slow")
