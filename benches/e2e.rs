@@ -7,7 +7,9 @@
 //! tokio/hyper pass-through proxy, the floor for any hyper-based gateway on this machine; and
 //! nginx, one worker process, when it is installed). Portcullis is judged in its default
 //! shape (one worker thread per CPU); `portcullis-1w`, the same binary with
-//! `worker_threads = 1` (the shape nginx runs in here), is shown alongside:
+//! `worker_threads = 1` (the shape nginx runs in here), is shown alongside, and so is
+//! `portcullis-virtual`, a route with three upstreams (a virtual server) whose calls go to
+//! one of them, judged on what it adds to the one-upstream route's CPU per call:
 //!
 //! * closed loop (each connection sends its next request as soon as the answer is read):
 //!   requests/s, p50/p99 latency, and each process's CPU per request, from utime + stime in
@@ -98,6 +100,9 @@ type Sender = SendRequest<Full<Bytes>>;
 
 const GOAL_CPU_US: f64 = 30.0;
 const GOAL_ADDED_P50_US: f64 = 60.0;
+/// A call through a virtual server of three upstreams, over the same on a one-upstream
+/// route (issue #24).
+const GOAL_VIRTUAL_ADDED_CPU_US: f64 = 10.0;
 /// Open-loop rate as a share of the slowest path's closed-loop throughput.
 const OPEN_LOOP_SHARE: f64 = 0.25;
 const ROUTE_PATH: &str = "/bench/mcp";
@@ -293,6 +298,25 @@ fn run_bench(settings: Settings) -> Result<()> {
         ROUTE_PATH,
         Some(gateway.pid()),
     ));
+    children.push(gateway);
+    // A virtual server of three upstreams, its calls to one of them (issue #24: ≤ 10 µs of
+    // CPU over the one-upstream route's).
+    let (gateway, addr) = spawn_virtual_gateway(
+        "portcullis-virtual",
+        gateway_bin,
+        dir.path(),
+        upstream_addr,
+        &settings,
+    )?;
+    let mut target = Target::new(
+        "portcullis-virtual",
+        Kind::Reference,
+        addr,
+        ROUTE_PATH,
+        Some(gateway.pid()),
+    );
+    target.tool = "docs__echo";
+    targets.push(target);
     children.push(gateway);
     if settings.tls {
         let (cert, key, client_tls) = tls_material(dir.path())?;
@@ -618,6 +642,50 @@ fn spawn_gateway(
     threads: Option<usize>,
     settings: &Settings,
 ) -> Result<(ChildGuard, SocketAddr)> {
+    let route = format!("upstream = {{ url = \"http://{upstream}/mcp\" }}\n");
+    spawn_gateway_with(name, binary, dir, &route, tls, threads, settings)
+}
+
+/// A gateway whose one route is a virtual server of three upstreams (`github`, `files`,
+/// `docs`), all the echo server: calls go to `docs__echo`.
+fn spawn_virtual_gateway(
+    name: &'static str,
+    binary: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    settings: &Settings,
+) -> Result<(ChildGuard, SocketAddr)> {
+    let route: String = ["github", "files", "docs"]
+        .iter()
+        .map(|member| {
+            format!(
+                "[[routes.upstreams]]\nname = \"{member}\"\nupstream = {{ url = \"http://{upstream}/mcp\" }}\n"
+            )
+        })
+        .collect();
+    spawn_gateway_with(
+        name,
+        binary,
+        dir,
+        &route,
+        None,
+        settings.gateway_threads,
+        settings,
+    )
+}
+
+/// A gateway whose one route at `ROUTE_PATH` has `upstream` (TOML: its `upstream` or its
+/// `[[routes.upstreams]]`), open to anyone, with an audit trail as `PORTCULLIS_BENCH_AUDIT`
+/// says.
+fn spawn_gateway_with(
+    name: &'static str,
+    binary: &Path,
+    dir: &Path,
+    upstream: &str,
+    tls: Option<(PathBuf, PathBuf)>,
+    threads: Option<usize>,
+    settings: &Settings,
+) -> Result<(ChildGuard, SocketAddr)> {
     let log_level = &settings.log_level;
     let addr = free_port()?;
     let server = match &tls {
@@ -644,7 +712,7 @@ fn spawn_gateway(
     let config = format!(
         "[server]\nidle_timeout = \"1h\"\n{threads}{server}\n[logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n{audit}\n\
          [[routes]]\nname = \"bench\"\npath = \"{ROUTE_PATH}\"\n\
-         upstream = {{ url = \"http://{upstream}/mcp\" }}\nauth = \"none\"\ndefault_policy = \"allow\"\n\n{extra}\n",
+         auth = \"none\"\ndefault_policy = \"allow\"\n{upstream}\n{extra}\n",
         extra = std::env::var("PORTCULLIS_BENCH_CONFIG").unwrap_or_default(),
     );
     let path = dir.join(format!("{name}.toml"));
@@ -937,6 +1005,8 @@ struct Target {
     proxy_pid: Option<u32>,
     /// The client TLS configuration of a target that terminates TLS.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The echo tool's name at this target (a virtual server prefixes it).
+    tool: &'static str,
 }
 
 impl Target {
@@ -955,6 +1025,7 @@ impl Target {
             authority: addr.to_string(),
             proxy_pid,
             tls: None,
+            tool: "echo",
         }
     }
 
@@ -973,14 +1044,14 @@ impl Target {
     }
 
     fn request(&self, id: usize, text: &str) -> Result<Request<Full<Bytes>>> {
-        let body = call_body(id, text);
+        let body = call_body(id, self.tool, text);
         Ok(Request::post(self.path)
             .header(HOST, &self.authority)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .header("mcp-protocol-version", PROTOCOL_VERSION)
             .header("mcp-method", "tools/call")
-            .header("mcp-name", "echo")
+            .header("mcp-name", self.tool)
             .body(Full::new(Bytes::from(body)))?)
     }
 }
@@ -1017,9 +1088,9 @@ async fn call(sender: &mut Sender, target: &Target, id: usize, text: &str) -> Re
     check_answer(status, &body, text)
 }
 
-fn call_body(id: usize, text: &str) -> String {
+fn call_body(id: usize, tool: &str, text: &str) -> String {
     format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"text":"{text}"}}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"{text}"}}}}}}"#
     )
 }
 
@@ -1072,13 +1143,14 @@ impl BlockingConn {
         text: &str,
         buf: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let body = call_body(id, text);
+        let body = call_body(id, target.tool, text);
         let request = format!(
             "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
              accept: application/json, text/event-stream\r\nmcp-protocol-version: {PROTOCOL_VERSION}\r\n\
-             mcp-method: tools/call\r\nmcp-name: echo\r\ncontent-length: {}\r\n\r\n{body}",
+             mcp-method: tools/call\r\nmcp-name: {}\r\ncontent-length: {}\r\n\r\n{body}",
             target.path,
             target.authority,
+            target.tool,
             body.len()
         );
         let io = self.io();
@@ -1692,6 +1764,25 @@ impl Report {
             "goals (Portcullis, plain pass-through): CPU ≤ {GOAL_CPU_US} µs/req (closed loop), \
              added p50 ≤ {GOAL_ADDED_P50_US} µs (open loop)"
         );
+        let verdicts = self.verdicts();
+        let cpu_of = |target: &str| {
+            verdicts
+                .iter()
+                .find(|v| v.target == target)
+                .map(|v| v.cpu_closed_us)
+        };
+        if let (Some(one), Some(three)) = (cpu_of("portcullis"), cpu_of("portcullis-virtual")) {
+            let added = three - one;
+            let goal = if settings.smoke {
+                String::new()
+            } else {
+                format!(" — goal {}", met(added <= GOAL_VIRTUAL_ADDED_CPU_US))
+            };
+            println!(
+                "virtual server of three: {added:+.1} µs of CPU per call over one upstream's route \
+                 (goal ≤ {GOAL_VIRTUAL_ADDED_CPU_US} µs){goal}"
+            );
+        }
         if settings.smoke {
             println!("(smoke run: figures are not meaningful; use `cargo bench --bench e2e`)");
         }
