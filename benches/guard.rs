@@ -47,7 +47,7 @@ fn call_body() -> Vec<u8> {
 /// The allocator the `portcullis` binary ships with (`src/main.rs`): the parse allocates
 /// the params tree, so the figure is the product's only with it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn schema() -> Value {
     json!({

@@ -27,7 +27,7 @@ use portcullis::proxy::headers;
 /// paths allocate (list answers of 100 KiB and more), so the figures are the product's
 /// only with it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// What a browser-based MCP client sends on a 2026-07-28 `tools/call`.
 fn client_request_headers() -> HeaderMap {
