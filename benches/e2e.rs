@@ -56,12 +56,18 @@
 //! | `PORTCULLIS_BENCH_GATEWAY_THREADS` | auto | the gateway's `server.worker_threads`       |
 //! | `PORTCULLIS_BENCH_TLS`         | unset   | `1`: also measure a gateway terminating TLS    |
 //! | `PORTCULLIS_BENCH_NGINX`       | auto    | path of nginx, or `0` to leave nginx out       |
-//! | `PORTCULLIS_BENCH_PIN`         | `0`     | `<loadgen cpu>,<servers cpu>` to pin (taskset) |
+//! | `PORTCULLIS_BENCH_PIN`         | `0`     | `<loadgen cpu>,<servers cpu>` to pin (taskset), or `<loadgen cpu>,<upstream cpu>,<proxy cpu>` to give each proxy a CPU of its own |
 //! | `PORTCULLIS_BENCH_QUIET`       | `1`     | `0`: no waiting for a quiet machine, no redos  |
 //! | `PORTCULLIS_BENCH_BASELINE`    | unset   | another `portcullis` binary, measured alongside as `baseline` |
 //! | `PORTCULLIS_BENCH_PACING`      | `exact` | open-loop pacing: `exact` (OS threads) or `tick` (tokio timer) |
 //! | `PORTCULLIS_BENCH_AUDIT`       | `file`  | the gateway's audit trail: `file` (a JSON Lines file in the bench's directory, as deployed) or `off` |
 //! | `PORTCULLIS_BENCH_CONFIG`      | unset   | TOML appended to the gateway's config (after its one route, so `[routes.rate_limits]` is that route's) |
+//! | `PORTCULLIS_BENCH_SET`         | `dev`   | `compare`: the systems of `benches/compare` instead — the direct path, nginx, Portcullis as a bare pass-through (no audit trail) and with its whole stack on (`portcullis-full-hs256`, `portcullis-full-es256`: TLS, JWTs, a deny-by-default policy, rate limits that never trip, the audit trail to a file) |
+//! | `PORTCULLIS_BENCH_OUT`         | `target/bench-e2e.json` | where the summary is written |
+//!
+//! Every answer is checked (status, the echoed text), and at the end the upstream's count
+//! of the calls it answered (`GET /calls`) must be at least the answers the load generator
+//! read: a target that answered calls itself fails the run.
 //!
 //! Library runtime and client: build a gateway with `cargo build --release --features
 //! library-runtime`, copy `target/release/portcullis` aside and pass it as
@@ -152,12 +158,40 @@ struct Settings {
     baseline: Option<PathBuf>,
     /// Open loop paced by OS threads to the microsecond, rather than by tokio's timer.
     exact_pacing: bool,
+    /// The plain gateways keep an audit trail (a JSON Lines file).
+    audit: bool,
+    /// Which systems are measured.
+    set: Set,
+    /// Where the summary is written.
+    out: PathBuf,
+}
+
+/// The systems a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    /// Portcullis in its shapes (one upstream, a virtual server, one worker thread, TLS
+    /// and a baseline binary when asked), a bare hyper proxy and nginx: for work on the
+    /// gateway.
+    Dev,
+    /// The comparison (`benches/compare`): nginx, Portcullis as a bare pass-through and
+    /// with its whole stack on (HS256 and ES256 tokens).
+    Compare,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Pinning {
     loadgen: usize,
-    servers: usize,
+    /// The upstream's CPU.
+    upstream: usize,
+    /// Each proxy's CPU (the upstream's, unless a third CPU is given).
+    proxy: usize,
+}
+
+/// What a server process is, for pinning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Upstream,
+    Proxy,
 }
 
 impl Settings {
@@ -195,13 +229,24 @@ impl Settings {
         let pin = match std::env::var("PORTCULLIS_BENCH_PIN") {
             Ok(v) if v == "0" || v.is_empty() => None,
             Ok(v) => {
-                let (a, b) = v
-                    .split_once(',')
-                    .ok_or("PORTCULLIS_BENCH_PIN must be `0` or `<loadgen cpu>,<servers cpu>`")?;
-                Some(Pinning {
-                    loadgen: a.trim().parse()?,
-                    servers: b.trim().parse()?,
-                })
+                let cpus: Vec<usize> = v
+                    .split(',')
+                    .map(|c| c.trim().parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| PIN_FORMAT)?;
+                match cpus[..] {
+                    [loadgen, servers] => Some(Pinning {
+                        loadgen,
+                        upstream: servers,
+                        proxy: servers,
+                    }),
+                    [loadgen, upstream, proxy] => Some(Pinning {
+                        loadgen,
+                        upstream,
+                        proxy,
+                    }),
+                    _ => return Err(PIN_FORMAT.into()),
+                }
             }
             Err(_) => None,
         };
@@ -227,6 +272,21 @@ impl Settings {
             quiet,
             cpus,
             baseline: std::env::var_os("PORTCULLIS_BENCH_BASELINE").map(PathBuf::from),
+            audit: match std::env::var("PORTCULLIS_BENCH_AUDIT").as_deref() {
+                Ok("file") | Err(_) => true,
+                Ok("off") => false,
+                Ok(other) => {
+                    return Err(format!("PORTCULLIS_BENCH_AUDIT={other}: use file or off").into());
+                }
+            },
+            set: match std::env::var("PORTCULLIS_BENCH_SET").as_deref() {
+                Ok("dev") | Err(_) => Set::Dev,
+                Ok("compare") => Set::Compare,
+                Ok(other) => {
+                    return Err(format!("PORTCULLIS_BENCH_SET={other}: use dev or compare").into());
+                }
+            },
+            out: std::env::var_os("PORTCULLIS_BENCH_OUT").map_or_else(summary_path, PathBuf::from),
             exact_pacing: match std::env::var("PORTCULLIS_BENCH_PACING").as_deref() {
                 Ok("exact") | Err(_) => true,
                 Ok("tick") => false,
@@ -239,6 +299,9 @@ impl Settings {
         })
     }
 }
+
+const PIN_FORMAT: &str = "PORTCULLIS_BENCH_PIN must be `0`, `<loadgen cpu>,<servers cpu>` or \
+     `<loadgen cpu>,<upstream cpu>,<proxy cpu>`";
 
 fn find_in_path(program: &str) -> Option<PathBuf> {
     let dirs = std::env::var_os("PATH")?;
@@ -267,7 +330,7 @@ fn run_bench(settings: Settings) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let clk_tck = clock_ticks_per_second();
     let mut children = Vec::new();
-    let (upstream, upstream_addr) = spawn_helper(&["--upstream"], &settings)?;
+    let (upstream, upstream_addr) = spawn_helper(&["--upstream"], Role::Upstream, &settings)?;
     let procs = Procs {
         upstream: upstream.pid(),
         clk_tck,
@@ -281,116 +344,23 @@ fn run_bench(settings: Settings) -> Result<()> {
         "/mcp",
         None,
     )];
-    let gateway_bin = Path::new(env!("CARGO_BIN_EXE_portcullis"));
-    let (gateway, addr) = spawn_gateway(
-        "portcullis",
-        gateway_bin,
-        dir.path(),
-        upstream_addr,
-        None,
-        settings.gateway_threads,
-        &settings,
-    )?;
-    targets.push(Target::new(
-        "portcullis",
-        Kind::Portcullis,
-        addr,
-        ROUTE_PATH,
-        Some(gateway.pid()),
-    ));
-    children.push(gateway);
-    // A virtual server of three upstreams, its calls to one of them (issue #24: ≤ 10 µs of
-    // CPU over the one-upstream route's).
-    let (gateway, addr) = spawn_virtual_gateway(
-        "portcullis-virtual",
-        gateway_bin,
-        dir.path(),
-        upstream_addr,
-        &settings,
-    )?;
-    let mut target = Target::new(
-        "portcullis-virtual",
-        Kind::Reference,
-        addr,
-        ROUTE_PATH,
-        Some(gateway.pid()),
-    );
-    target.tool = "docs__echo";
-    targets.push(target);
-    children.push(gateway);
-    if settings.tls {
-        let (cert, key, client_tls) = tls_material(dir.path())?;
-        let tls = Some((cert, key));
-        let (gateway, addr) = spawn_gateway(
-            "portcullis-tls",
-            gateway_bin,
+    match settings.set {
+        Set::Dev => dev_targets(
+            &settings,
             dir.path(),
             upstream_addr,
-            tls,
-            settings.gateway_threads,
-            &settings,
-        )?;
-        let mut target = Target::new(
-            "portcullis-tls",
-            Kind::Portcullis,
-            addr,
-            ROUTE_PATH,
-            Some(gateway.pid()),
-        );
-        target.tls = Some(client_tls);
-        targets.push(target);
-        children.push(gateway);
-    }
-    if let Some(baseline) = &settings.baseline {
-        let (gateway, addr) = spawn_gateway(
-            "baseline",
-            baseline,
-            dir.path(),
-            upstream_addr,
-            None,
-            settings.gateway_threads,
-            &settings,
-        )?;
-        targets.push(Target::new(
-            "baseline",
-            Kind::Reference,
-            addr,
-            ROUTE_PATH,
-            Some(gateway.pid()),
-        ));
-        children.push(gateway);
-    }
-    if !settings.smoke && settings.gateway_threads != Some(1) {
-        // The same gateway on one worker thread, as nginx runs here: not judged, shown
-        // because the shape changes the CPU per request more than most code changes do.
-        let (gateway, addr) = spawn_gateway(
-            "portcullis-1w",
-            gateway_bin,
-            dir.path(),
-            upstream_addr,
-            None,
-            Some(1),
-            &settings,
-        )?;
-        targets.push(Target::new(
-            "portcullis-1w",
-            Kind::Reference,
-            addr,
-            ROUTE_PATH,
-            Some(gateway.pid()),
-        ));
-        children.push(gateway);
-    }
-    if !settings.smoke {
-        let (bare, addr) = spawn_helper(&["--bare-proxy", &upstream_addr.to_string()], &settings)?;
-        targets.push(Target::new(
-            "bare-hyper",
-            Kind::Reference,
-            addr,
-            "/mcp",
-            Some(bare.pid()),
-        ));
-        children.push(bare);
+            &mut targets,
+            &mut children,
+        )?,
+        Set::Compare => {
+            compare_targets(
+                &settings,
+                dir.path(),
+                upstream_addr,
+                &mut targets,
+                &mut children,
+            )?;
+        }
     }
     if let Some(nginx) = &settings.nginx {
         match spawn_nginx(nginx, dir.path(), upstream_addr, &settings) {
@@ -413,16 +383,249 @@ fn run_bench(settings: Settings) -> Result<()> {
         .build()?;
     let report = runtime.block_on(drive(&settings, &targets, &procs))?;
     report.print(&settings, clk_tck);
+    let reached = upstream_calls(upstream_addr)?;
+    let answered = ANSWERED.load(Ordering::Relaxed);
+    // A call that failed on the way back (at most 1 % may) still reached the upstream.
+    if reached < answered {
+        return Err(format!(
+            "{answered} calls were answered but only {reached} reached the upstream: \
+             a target answered calls itself"
+        )
+        .into());
+    }
+    println!("every answered call reached the upstream: {answered} answered, {reached} reached");
+    // Each proxy's peak resident memory over the run (`VmHWM`).
+    let peaks: BTreeMap<&str, u64> = targets
+        .iter()
+        .filter_map(|t| Some((t.label, peak_rss_kib(t.proxy_pid?)?)))
+        .collect();
+    for (label, kib) in &peaks {
+        println!("{label:<22} peak RSS {:>8.1} MiB", *kib as f64 / 1024.0);
+    }
     if !settings.smoke {
-        let path = summary_path();
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&report.to_json(&settings, clk_tck))?,
-        )?;
+        let path = &settings.out;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut summary = report.to_json(&settings, clk_tck);
+        summary["peak_rss_kib"] = json!(peaks);
+        summary["upstream_calls"] = json!({ "answered": answered, "reached": reached });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
         println!("summary written to {}", path.display());
     }
     drop(children);
     Ok(())
+}
+
+/// The targets of [`Set::Dev`]: Portcullis in its shapes, and a bare hyper proxy.
+fn dev_targets(
+    settings: &Settings,
+    dir: &Path,
+    upstream_addr: SocketAddr,
+    targets: &mut Vec<Target>,
+    children: &mut Vec<ChildGuard>,
+) -> Result<()> {
+    let gateway_bin = Path::new(env!("CARGO_BIN_EXE_portcullis"));
+    let (gateway, addr) = spawn_gateway(
+        "portcullis",
+        gateway_bin,
+        dir,
+        upstream_addr,
+        None,
+        settings.gateway_threads,
+        settings,
+    )?;
+    targets.push(Target::new(
+        "portcullis",
+        Kind::Portcullis,
+        addr,
+        ROUTE_PATH,
+        Some(gateway.pid()),
+    ));
+    children.push(gateway);
+    // A virtual server of three upstreams, its calls to one of them (issue #24: ≤ 10 µs of
+    // CPU over the one-upstream route's).
+    let (gateway, addr) = spawn_virtual_gateway(
+        "portcullis-virtual",
+        gateway_bin,
+        dir,
+        upstream_addr,
+        settings,
+    )?;
+    let mut target = Target::new(
+        "portcullis-virtual",
+        Kind::Reference,
+        addr,
+        ROUTE_PATH,
+        Some(gateway.pid()),
+    );
+    target.tool = "docs__echo";
+    targets.push(target);
+    children.push(gateway);
+    if settings.tls {
+        let (cert, key, client_tls) = tls_material(dir)?;
+        let tls = Some((cert, key));
+        let (gateway, addr) = spawn_gateway(
+            "portcullis-tls",
+            gateway_bin,
+            dir,
+            upstream_addr,
+            tls,
+            settings.gateway_threads,
+            settings,
+        )?;
+        let mut target = Target::new(
+            "portcullis-tls",
+            Kind::Portcullis,
+            addr,
+            ROUTE_PATH,
+            Some(gateway.pid()),
+        );
+        target.tls = Some(client_tls);
+        targets.push(target);
+        children.push(gateway);
+    }
+    if let Some(baseline) = &settings.baseline {
+        let (gateway, addr) = spawn_gateway(
+            "baseline",
+            baseline,
+            dir,
+            upstream_addr,
+            None,
+            settings.gateway_threads,
+            settings,
+        )?;
+        targets.push(Target::new(
+            "baseline",
+            Kind::Reference,
+            addr,
+            ROUTE_PATH,
+            Some(gateway.pid()),
+        ));
+        children.push(gateway);
+    }
+    if !settings.smoke && settings.gateway_threads != Some(1) {
+        // The same gateway on one worker thread, as nginx runs here: not judged, shown
+        // because the shape changes the CPU per request more than most code changes do.
+        let (gateway, addr) = spawn_gateway(
+            "portcullis-1w",
+            gateway_bin,
+            dir,
+            upstream_addr,
+            None,
+            Some(1),
+            settings,
+        )?;
+        targets.push(Target::new(
+            "portcullis-1w",
+            Kind::Reference,
+            addr,
+            ROUTE_PATH,
+            Some(gateway.pid()),
+        ));
+        children.push(gateway);
+    }
+    if !settings.smoke {
+        let (bare, addr) = spawn_helper(
+            &["--bare-proxy", &upstream_addr.to_string()],
+            Role::Proxy,
+            settings,
+        )?;
+        targets.push(Target::new(
+            "bare-hyper",
+            Kind::Reference,
+            addr,
+            "/mcp",
+            Some(bare.pid()),
+        ));
+        children.push(bare);
+    }
+    Ok(())
+}
+
+/// The targets of [`Set::Compare`]: Portcullis as a bare pass-through (no authentication,
+/// no rules, no audit trail), and with its whole stack on, once for each kind of token.
+fn compare_targets(
+    settings: &Settings,
+    dir: &Path,
+    upstream_addr: SocketAddr,
+    targets: &mut Vec<Target>,
+    children: &mut Vec<ChildGuard>,
+) -> Result<()> {
+    let bare = Settings {
+        audit: false,
+        ..settings.clone()
+    };
+    let (gateway, addr) = spawn_gateway(
+        "portcullis",
+        Path::new(env!("CARGO_BIN_EXE_portcullis")),
+        dir,
+        upstream_addr,
+        None,
+        settings.gateway_threads,
+        &bare,
+    )?;
+    targets.push(Target::new(
+        "portcullis",
+        Kind::Portcullis,
+        addr,
+        ROUTE_PATH,
+        Some(gateway.pid()),
+    ));
+    children.push(gateway);
+    let (cert, key, client_tls) = tls_material(dir)?;
+    let tls = (cert, key);
+    for (label, signing) in [
+        ("portcullis-full-hs256", Signing::Hs256),
+        ("portcullis-full-es256", Signing::Es256),
+    ] {
+        let (gateway, addr, token) =
+            spawn_full_gateway(label, signing, dir, &tls, upstream_addr, settings)?;
+        let mut target = Target::new(
+            label,
+            Kind::Portcullis,
+            addr,
+            ROUTE_PATH,
+            Some(gateway.pid()),
+        );
+        target.tls = Some(Arc::clone(&client_tls));
+        target
+            .headers
+            .push(("authorization", format!("Bearer {token}")));
+        targets.push(target);
+        children.push(gateway);
+    }
+    Ok(())
+}
+
+/// A process's peak resident memory, KiB (`VmHWM` in `/proc/<pid>/status`).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How many echo calls the upstream answered (its `GET /calls`).
+fn upstream_calls(upstream: SocketAddr) -> Result<usize> {
+    let mut tcp = StdTcpStream::connect(upstream)?;
+    write!(
+        tcp,
+        "GET /calls HTTP/1.1\r\nhost: {upstream}\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer)?;
+    let (status, body) =
+        parse_response(&answer)?.ok_or("the upstream's /calls answer was cut short")?;
+    if status != StatusCode::OK {
+        return Err(format!("the upstream's /calls answered {status}").into());
+    }
+    Ok(String::from_utf8_lossy(&body).trim().parse()?)
 }
 
 /// `target/bench-e2e.json`, next to the gateway binary's profile directory.
@@ -566,8 +769,12 @@ impl Drop for ChildGuard {
 
 /// Re-runs this executable with `args` (`--upstream`, `--bare-proxy <addr>`): it announces
 /// `listening <addr>` on standard output and exits when its standard input closes.
-fn spawn_helper(args: &[&str], settings: &Settings) -> Result<(ChildGuard, SocketAddr)> {
-    let mut child = server_command(settings, &std::env::current_exe()?)
+fn spawn_helper(
+    args: &[&str],
+    role: Role,
+    settings: &Settings,
+) -> Result<(ChildGuard, SocketAddr)> {
+    let mut child = server_command(settings, &std::env::current_exe()?, role)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -593,13 +800,17 @@ fn spawn_helper(args: &[&str], settings: &Settings) -> Result<(ChildGuard, Socke
     Ok((guard, addr))
 }
 
-/// A command that runs `program` on the servers' CPU when the bench pins processes
+/// A command that runs `program` on its role's CPU when the bench pins processes
 /// (`taskset` execs the program, so the child's pid is the program's).
-fn server_command(settings: &Settings, program: &Path) -> Command {
+fn server_command(settings: &Settings, program: &Path, role: Role) -> Command {
     match settings.pin {
         Some(pin) => {
+            let cpu = match role {
+                Role::Upstream => pin.upstream,
+                Role::Proxy => pin.proxy,
+            };
             let mut command = Command::new("taskset");
-            command.arg("-c").arg(pin.servers.to_string()).arg(program);
+            command.arg("-c").arg(cpu.to_string()).arg(program);
             command
         }
         None => Command::new(program),
@@ -644,6 +855,108 @@ fn spawn_gateway(
 ) -> Result<(ChildGuard, SocketAddr)> {
     let route = format!("upstream = {{ url = \"http://{upstream}/mcp\" }}\n");
     spawn_gateway_with(name, binary, dir, &route, tls, threads, settings)
+}
+
+/// How the full-stack gateway's callers sign their tokens.
+#[derive(Debug, Clone, Copy)]
+enum Signing {
+    Hs256,
+    Es256,
+}
+
+const FULL_ISSUER: &str = "https://issuer.bench.test";
+const FULL_AUDIENCE: &str = "https://gateway.bench.test/bench/mcp";
+/// The HS256 secret, handed to the gateway as a secret reference (`${…}`).
+const FULL_SECRET_VAR: &str = "PORTCULLIS_BENCH_JWT_SECRET";
+const FULL_SECRET: &str = "bench-only-hmac-secret-of-at-least-32-bytes";
+
+/// The gateway with its whole stack on, as deployed at the edge: TLS, JWTs (`signing`) of
+/// one issuer, a route whose policy denies by default and allows the callers' role the
+/// echo tool, rate limits per address, principal, route and tool that the run never
+/// reaches, and the audit trail to a file. Returns it with the bearer token its callers
+/// send (signed once: the gateway's token cache, on by default, is part of what is
+/// measured).
+fn spawn_full_gateway(
+    name: &'static str,
+    signing: Signing,
+    dir: &Path,
+    (cert, key): &(PathBuf, PathBuf),
+    upstream: SocketAddr,
+    settings: &Settings,
+) -> Result<(ChildGuard, SocketAddr, String)> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let claims = json!({
+        "iss": FULL_ISSUER,
+        "aud": FULL_AUDIENCE,
+        "sub": "bench-agent",
+        "roles": ["agent"],
+        "iat": now.as_secs(),
+        "exp": now.as_secs() + 24 * 3600,
+    });
+    let (keys, token) = match signing {
+        Signing::Hs256 => {
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(FULL_SECRET.as_bytes()),
+            )?;
+            let keys =
+                format!("algorithms = [\"HS256\"]\nhmac_secret = \"${{{FULL_SECRET_VAR}}}\"\n");
+            (keys, token)
+        }
+        Signing::Es256 => {
+            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let public = dir.join(format!("{name}-public.pem"));
+            std::fs::write(&public, pair.public_key_pem())?;
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes())?,
+            )?;
+            let keys = format!(
+                "algorithms = [\"ES256\"]\npublic_keys = [{:?}]\n",
+                public.display().to_string()
+            );
+            (keys, token)
+        }
+    };
+    let addr = free_port()?;
+    let never = "1000000000/1m";
+    let config = format!(
+        "[server]\nlisten = \"{addr}\"\nidle_timeout = \"1h\"\n{threads}\
+         [server.tls]\ncert = {cert:?}\nkey = {key:?}\n\n\
+         [logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n\
+         [audit]\nfile = {audit:?}\n\n\
+         [rate_limits]\nper_ip = \"{never}\"\nper_user = \"{never}\"\n\n\
+         [[auth.issuers]]\nissuer = \"{FULL_ISSUER}\"\n{keys}\n\
+         [[routes]]\nname = \"bench\"\npath = \"{ROUTE_PATH}\"\naudience = \"{FULL_AUDIENCE}\"\n\
+         default_policy = \"deny\"\nupstream = {{ url = \"http://{upstream}/mcp\" }}\n\
+         rate_limits = {{ per_route = \"{never}\", per_tool = [{{ tools = [\"echo\"], limit = \"{never}\" }}] }}\n\
+         [[routes.policy]]\nroles = [\"agent\"]\ntools = [\"echo\"]\n",
+        threads = settings
+            .gateway_threads
+            .map(|n| format!("worker_threads = {n}\n"))
+            .unwrap_or_default(),
+        cert = cert.display().to_string(),
+        key = key.display().to_string(),
+        log_level = settings.log_level,
+        audit = dir
+            .join(format!("{name}-audit.jsonl"))
+            .display()
+            .to_string(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config)?;
+    let binary = Path::new(env!("CARGO_BIN_EXE_portcullis"));
+    let mut command = server_command(settings, binary, Role::Proxy);
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env(FULL_SECRET_VAR, FULL_SECRET)
+        .env_remove("RUST_LOG");
+    let (child, addr) = spawn_server(name, command, addr)?;
+    Ok((child, addr, token))
 }
 
 /// A gateway whose one route is a virtual server of three upstreams (`github`, `files`,
@@ -699,15 +1012,15 @@ fn spawn_gateway_with(
     let threads = threads
         .map(|n| format!("worker_threads = {n}\n"))
         .unwrap_or_default();
-    let audit = match std::env::var("PORTCULLIS_BENCH_AUDIT").as_deref() {
-        Ok("off") => "[audit]\nenabled = false\n".to_owned(),
-        Ok("file") | Err(_) => format!(
+    let audit = if settings.audit {
+        format!(
             "[audit]\nfile = {:?}\n",
             dir.join(format!("{name}-audit.jsonl"))
                 .display()
                 .to_string()
-        ),
-        Ok(other) => return Err(format!("PORTCULLIS_BENCH_AUDIT={other}: use file or off").into()),
+        )
+    } else {
+        "[audit]\nenabled = false\n".to_owned()
     };
     let config = format!(
         "[server]\nidle_timeout = \"1h\"\n{threads}{server}\n[logging]\nlevel = {log_level:?}\nformat = \"json\"\n\n{audit}\n\
@@ -717,7 +1030,7 @@ fn spawn_gateway_with(
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
-    let mut command = server_command(settings, binary);
+    let mut command = server_command(settings, binary, Role::Proxy);
     command
         .arg("run")
         .arg("--config")
@@ -751,7 +1064,7 @@ fn spawn_nginx(
     );
     let path = prefix.join("nginx.conf");
     std::fs::write(&path, config)?;
-    let mut command = server_command(settings, nginx);
+    let mut command = server_command(settings, nginx, Role::Proxy);
     command
         .arg("-p")
         .arg(&prefix)
@@ -1007,6 +1320,8 @@ struct Target {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The echo tool's name at this target (a virtual server prefixes it).
     tool: &'static str,
+    /// Headers every request to this target carries (a bearer token).
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Target {
@@ -1026,6 +1341,7 @@ impl Target {
             proxy_pid,
             tls: None,
             tool: "echo",
+            headers: Vec::new(),
         }
     }
 
@@ -1045,14 +1361,17 @@ impl Target {
 
     fn request(&self, id: usize, text: &str) -> Result<Request<Full<Bytes>>> {
         let body = call_body(id, self.tool, text);
-        Ok(Request::post(self.path)
+        let mut request = Request::post(self.path)
             .header(HOST, &self.authority)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "application/json, text/event-stream")
             .header("mcp-protocol-version", PROTOCOL_VERSION)
             .header("mcp-method", "tools/call")
-            .header("mcp-name", self.tool)
-            .body(Full::new(Bytes::from(body)))?)
+            .header("mcp-name", self.tool);
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        Ok(request.body(Full::new(Bytes::from(body)))?)
     }
 }
 
@@ -1094,6 +1413,10 @@ fn call_body(id: usize, tool: &str, text: &str) -> String {
     )
 }
 
+/// Successful `tools/call` answers the load generator read, through every target: each
+/// must have reached the upstream (its `GET /calls`), or a target answered in its place.
+static ANSWERED: AtomicUsize = AtomicUsize::new(0);
+
 /// `Ok` for a successful `tools/call` answer echoing `text`.
 fn check_answer(status: StatusCode, body: &[u8], text: &str) -> Result<(), String> {
     let ok = status == StatusCode::OK
@@ -1101,6 +1424,7 @@ fn check_answer(status: StatusCode, body: &[u8], text: &str) -> Result<(), Strin
         && contains(body, text.as_bytes())
         && !contains(body, br#""isError":true"#);
     if ok {
+        ANSWERED.fetch_add(1, Ordering::Relaxed);
         Ok(())
     } else {
         let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
@@ -1144,10 +1468,15 @@ impl BlockingConn {
         buf: &mut Vec<u8>,
     ) -> Result<(), String> {
         let body = call_body(id, target.tool, text);
+        let headers: String = target
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
             "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
              accept: application/json, text/event-stream\r\nmcp-protocol-version: {PROTOCOL_VERSION}\r\n\
-             mcp-method: tools/call\r\nmcp-name: {}\r\ncontent-length: {}\r\n\r\n{body}",
+             mcp-method: tools/call\r\nmcp-name: {}\r\n{headers}content-length: {}\r\n\r\n{body}",
             target.path,
             target.authority,
             target.tool,
@@ -1675,8 +2004,8 @@ impl Report {
         );
         match settings.pin {
             Some(pin) => println!(
-                "pinned: load generator on CPU {}, upstream and proxy on CPU {}",
-                pin.loadgen, pin.servers
+                "pinned: load generator on CPU {}, upstream on CPU {}, each proxy on CPU {}",
+                pin.loadgen, pin.upstream, pin.proxy
             ),
             None => println!("not pinned"),
         }
@@ -1783,6 +2112,15 @@ impl Report {
                  (goal ≤ {GOAL_VIRTUAL_ADDED_CPU_US} µs){goal}"
             );
         }
+        if let Some(nginx) = cpu_of("nginx") {
+            for v in verdicts.iter().filter(|v| v.target != "nginx") {
+                println!(
+                    "{:<22} CPU per call {:.2}× nginx's (closed loop)",
+                    v.target,
+                    v.cpu_closed_us / nginx
+                );
+            }
+        }
         if settings.smoke {
             println!("(smoke run: figures are not meaningful; use `cargo bench --bench e2e`)");
         }
@@ -1816,7 +2154,7 @@ impl Report {
                 "open_loop_rate": self.rate,
                 "clk_tck": clk_tck,
                 "cpus": settings.cpus,
-                "pinned": settings.pin.map(|p| json!({ "loadgen_cpu": p.loadgen, "servers_cpu": p.servers })),
+                "pinned": settings.pin.map(|p| json!({ "loadgen_cpu": p.loadgen, "upstream_cpu": p.upstream, "proxy_cpu": p.proxy })),
                 "quiet_gate": settings.quiet,
                 "open_loop_pacing": if settings.exact_pacing { "exact" } else { "tick" },
             },
@@ -1848,6 +2186,8 @@ mod upstream {
     };
     use rmcp::{ServerHandler, schemars, tool, tool_handler, tool_router};
 
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::{Result, announce_and_watch_stdin};
 
     #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -1859,10 +2199,14 @@ mod upstream {
     #[derive(Debug, Clone)]
     struct Echo;
 
+    /// Calls of the echo tool this upstream answered, read at `GET /calls`.
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+
     #[tool_router]
     impl Echo {
         #[tool(description = "Return the given text unchanged")]
         fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
+            CALLS.fetch_add(1, Ordering::Relaxed);
             text
         }
     }
@@ -1888,7 +2232,10 @@ mod upstream {
                 NeverSessionManager::default().into(),
                 config,
             );
-            let app = axum::Router::new().nest_service("/mcp", service);
+            let app = axum::Router::new().nest_service("/mcp", service).route(
+                "/calls",
+                axum::routing::get(|| async { CALLS.load(Ordering::Relaxed).to_string() }),
+            );
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             announce_and_watch_stdin(listener.local_addr()?)?;
             let listener = listener.tap_io(|tcp| {

@@ -10,22 +10,27 @@
 //! * after each set is closed, every second for up to a minute, until the RSS is back
 //!   within 20 % of where the set started.
 //!
-//! Each set has a gateway of its own, freshly started.
+//! Each set has a gateway of its own, freshly started, that has served one connection (or
+//! one stream) before the baseline is read. nginx, when it is installed, is
+//! measured the same way as a bare reverse proxy (one process, buffering off), for
+//! comparison.
 //!
 //! The growth divided by the count is the cost of one. The issue's goals: ≤ 16 KiB per idle
 //! connection, ≤ 20 KiB per idle stream (its connection included), and back within 20 %
 //! within a minute. Missing one is reported, not a failure; failing to run is.
 //!
 //! `cargo bench --bench idle`; without `--bench` (under `cargo test --benches`) a smoke run
-//! of 20 of each that only checks that everything answers.
+//! of 20 of each, Portcullis only, that only checks that everything answers.
 //!
 //! | variable                       | default | meaning                              |
 //! |--------------------------------|---------|--------------------------------------|
 //! | `PORTCULLIS_BENCH_CONNECTIONS` | 10000   | idle keep-alive connections          |
 //! | `PORTCULLIS_BENCH_STREAMS`     | 5000    | idle event streams (one session each)|
+//! | `PORTCULLIS_BENCH_NGINX`       | auto    | path of nginx, or `0` to leave it out |
+//! | `PORTCULLIS_BENCH_OUT`         | unset   | where to write the figures as JSON (`benches/compare`) |
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,97 +90,230 @@ fn main() -> ExitCode {
 async fn run(smoke: bool, connections: usize, streams: usize) -> Result<()> {
     let upstream = upstream::start().await?;
     let dir = tempfile::tempdir()?;
-    let gateway = Gateway::start(dir.path(), upstream)?;
     println!(
-        "Portcullis idle clients: {connections} keep-alive connections, {streams} event streams{}",
+        "Idle clients: {connections} keep-alive connections, {streams} event streams{}",
         if smoke { " (smoke run)" } else { "" }
     );
-
-    // Idle keep-alive connections.
-    let before = gateway.settled_rss().await?;
-    let mut open = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        open.push(idle_connection(gateway.addr).await?);
+    let mut systems = vec![System::Portcullis];
+    match nginx() {
+        Some(nginx) if !smoke => systems.push(System::Nginx(nginx)),
+        _ => {}
     }
-    let with = gateway.settled_rss().await?;
-    let per_connection = per_one(before, with, connections);
-    drop(open);
-    let (after_connections, back_in) = gateway.return_to(before).await?;
-
-    // Idle event streams, each of a session of its own, in a gateway of their own: what
-    // the connections left behind would otherwise be used again.
-    drop(gateway);
-    let gateway = Gateway::start(dir.path(), upstream)?;
-    let before_streams = gateway.settled_rss().await?;
-    let mut held = Vec::with_capacity(streams);
-    let mut started = 0;
-    while started < streams {
-        let batch = OPENING_AT_ONCE.min(streams - started);
-        let opening = (0..batch).map(|_| idle_stream(gateway.addr));
-        for stream in futures::future::join_all(opening).await {
-            held.push(stream?);
-        }
-        started += batch;
+    let mut measured = Vec::new();
+    for system in &systems {
+        measured.push((
+            system.name(),
+            measure(system, dir.path(), upstream, connections, streams).await?,
+        ));
     }
-    let with_streams = gateway.settled_rss().await?;
-    let per_stream = per_one(before_streams, with_streams, streams);
-    drop(held);
-    let (after_streams, streams_back_in) = gateway.return_to(before_streams).await?;
 
     let kib = |bytes: u64| bytes as f64 / 1024.0;
     println!();
     println!(
-        "{:<34} {:>12} {:>12} {:>12}",
-        "", "RSS before", "RSS with", "each"
+        "{:<12} {:<28} {:>12} {:>12} {:>12}",
+        "", "", "RSS before", "RSS with", "each"
     );
-    println!(
-        "{:<34} {:>9.0} KiB {:>9.0} KiB {:>8.1} KiB",
-        format!("{connections} idle connections"),
-        kib(before),
-        kib(with),
-        per_connection
-    );
-    println!(
-        "{:<34} {:>9.0} KiB {:>9.0} KiB {:>8.1} KiB",
-        format!("{streams} idle event streams"),
-        kib(before_streams),
-        kib(with_streams),
-        per_stream
-    );
-    let back = |after: u64, before: u64, took: Option<Duration>| match took {
-        Some(took) => format!(
-            "{:.0} KiB, within 20 % after {:.0} s",
-            kib(after),
-            took.as_secs_f64()
-        ),
-        None => format!(
-            "{:.0} KiB, still {:+.0} % after {} s",
-            kib(after),
-            (after as f64 / before as f64 - 1.0) * 100.0,
-            RETURN_WITHIN.as_secs()
-        ),
-    };
-    println!(
-        "after the connections closed: {}",
-        back(after_connections, before, back_in)
-    );
-    println!(
-        "after the streams closed:     {}",
-        back(after_streams, before_streams, streams_back_in)
-    );
+    for (name, m) in &measured {
+        println!(
+            "{name:<12} {:<28} {:>9.0} KiB {:>9.0} KiB {:>8.1} KiB",
+            format!("{connections} idle connections"),
+            kib(m.connections.before),
+            kib(m.connections.with),
+            m.connections.each_kib(connections),
+        );
+        println!(
+            "{name:<12} {:<28} {:>9.0} KiB {:>9.0} KiB {:>8.1} KiB",
+            format!("{streams} idle event streams"),
+            kib(m.streams.before),
+            kib(m.streams.with),
+            m.streams.each_kib(streams),
+        );
+        println!(
+            "{name:<12} after the connections closed: {}",
+            m.connections.back()
+        );
+        println!(
+            "{name:<12} after the streams closed:     {}",
+            m.streams.back()
+        );
+    }
     if smoke {
         println!("(smoke run: figures are not meaningful; use `cargo bench --bench idle`)");
         return Ok(());
     }
+    let systems_json: serde_json::Map<String, serde_json::Value> = measured
+        .iter()
+        .map(|(name, m)| {
+            (
+                (*name).to_owned(),
+                serde_json::json!({
+                    "connections": connections,
+                    "connection_kib": round1(m.connections.each_kib(connections)),
+                    "connections_back_after_s": m.connections.took.map(|t| t.as_secs()),
+                    "streams": streams,
+                    "stream_kib": round1(m.streams.each_kib(streams)),
+                    "streams_back_after_s": m.streams.took.map(|t| t.as_secs()),
+                    "streams_still_above_percent": round1(m.streams.above_percent()),
+                }),
+            )
+        })
+        .collect();
+    if let Some(out) = std::env::var_os("PORTCULLIS_BENCH_OUT") {
+        let summary = serde_json::json!({ "systems": systems_json });
+        std::fs::write(&out, serde_json::to_string_pretty(&summary)?)?;
+        println!("summary written to {}", Path::new(&out).display());
+    }
+    let Some((_, ours)) = measured.first() else {
+        return Ok(());
+    };
     let met = |ok: bool| if ok { "MET" } else { "MISSED" };
+    let per_connection = ours.connections.each_kib(connections);
+    let per_stream = ours.streams.each_kib(streams);
     println!(
         "goals: ≤ {GOAL_CONNECTION_KIB} KiB per idle connection — {}; ≤ {GOAL_STREAM_KIB} KiB per idle stream — {}; \
          back within 20 % within a minute — {}",
         met(per_connection <= GOAL_CONNECTION_KIB),
         met(per_stream <= GOAL_STREAM_KIB),
-        met(back_in.is_some() && streams_back_in.is_some()),
+        met(ours.connections.took.is_some() && ours.streams.took.is_some()),
     );
     Ok(())
+}
+
+/// What holds the idle clients.
+#[derive(Debug)]
+enum System {
+    Portcullis,
+    /// nginx (its path) as a bare reverse proxy, for comparison.
+    Nginx(PathBuf),
+}
+
+impl System {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Portcullis => "portcullis",
+            Self::Nginx(_) => "nginx",
+        }
+    }
+
+    fn start(&self, dir: &Path, upstream: SocketAddr) -> Result<Server> {
+        match self {
+            Self::Portcullis => Server::portcullis(dir, upstream),
+            Self::Nginx(nginx) => Server::nginx(nginx, dir, upstream),
+        }
+    }
+}
+
+/// nginx, if `PORTCULLIS_BENCH_NGINX` names it or it is installed (`0`: leave it out).
+fn nginx() -> Option<PathBuf> {
+    match std::env::var("PORTCULLIS_BENCH_NGINX") {
+        Ok(v) if v == "0" => None,
+        Ok(path) => Some(PathBuf::from(path)),
+        Err(_) => ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file()),
+    }
+}
+
+/// One set of idle clients: the RSS before and with them, and how it came back.
+#[derive(Debug)]
+struct Set {
+    before: u64,
+    with: u64,
+    after: u64,
+    /// How long the RSS took to come back within 20 % (`None`: not within a minute).
+    took: Option<Duration>,
+}
+
+impl Set {
+    fn each_kib(&self, count: usize) -> f64 {
+        per_one(self.before, self.with, count)
+    }
+
+    fn above_percent(&self) -> f64 {
+        (self.after as f64 / self.before.max(1) as f64 - 1.0) * 100.0
+    }
+
+    fn back(&self) -> String {
+        let kib = self.after as f64 / 1024.0;
+        match self.took {
+            Some(took) => format!(
+                "{kib:.0} KiB, within 20 % after {:.0} s",
+                took.as_secs_f64()
+            ),
+            None => format!(
+                "{kib:.0} KiB, still {:+.0} % after {} s",
+                self.above_percent(),
+                RETURN_WITHIN.as_secs()
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Measured {
+    connections: Set,
+    streams: Set,
+}
+
+/// Idle connections, then idle event streams, each set in a server of its own, freshly
+/// started: what the connections left behind would otherwise be used again.
+async fn measure(
+    system: &System,
+    dir: &Path,
+    upstream: SocketAddr,
+    connections: usize,
+    streams: usize,
+) -> Result<Measured> {
+    let server = system.start(dir, upstream)?;
+    // The baseline is a server that has served: the code and tables of the request path
+    // are in memory before the first of the set, as in any server that has been up.
+    drop(idle_connection(server.addr).await?);
+    let before = server.settled_rss().await?;
+    let mut open = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        open.push(idle_connection(server.addr).await?);
+    }
+    let with = server.settled_rss().await?;
+    drop(open);
+    let (after, took) = server.return_to(before).await?;
+    let connections = Set {
+        before,
+        with,
+        after,
+        took,
+    };
+    drop(server);
+
+    let server = system.start(dir, upstream)?;
+    drop(idle_stream(server.addr).await?);
+    let before = server.settled_rss().await?;
+    let mut held = Vec::with_capacity(streams);
+    let mut started = 0;
+    while started < streams {
+        let batch = OPENING_AT_ONCE.min(streams - started);
+        let opening = (0..batch).map(|_| idle_stream(server.addr));
+        for stream in futures::future::join_all(opening).await {
+            held.push(stream?);
+        }
+        started += batch;
+    }
+    let with = server.settled_rss().await?;
+    drop(held);
+    let (after, took) = server.return_to(before).await?;
+    Ok(Measured {
+        connections,
+        streams: Set {
+            before,
+            with,
+            after,
+            took,
+        },
+    })
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 /// KiB each of `count` costs, from the RSS before and with them.
@@ -292,21 +430,21 @@ async fn idle_stream(gateway: SocketAddr) -> Result<HeldStream> {
     })
 }
 
-/// The gateway, a child process that is killed when this is dropped.
-struct Gateway {
+/// The server holding the clients, a child process that is killed when this is dropped.
+struct Server {
     child: Child,
     addr: SocketAddr,
 }
 
-impl Drop for Gateway {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ignored = self.child.kill();
         let _ignored = self.child.wait();
     }
 }
 
-impl Gateway {
-    fn start(dir: &Path, upstream: SocketAddr) -> Result<Self> {
+impl Server {
+    fn portcullis(dir: &Path, upstream: SocketAddr) -> Result<Self> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let config = format!(
             "[server]\nlisten = \"{addr}\"\ninsecure_http = true\nmax_connections = 50000\n\
@@ -324,25 +462,64 @@ impl Gateway {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
-        let gateway = Self { child, addr };
+        Self::listening(child, addr)
+    }
+
+    /// nginx as a bare reverse proxy, as `benches/e2e.rs` runs it: one process, buffering
+    /// off, with `/healthz` answered by nginx itself.
+    fn nginx(nginx: &Path, dir: &Path, upstream: SocketAddr) -> Result<Self> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(&prefix)?;
+        let p = prefix.display();
+        let config = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\n\
+             worker_rlimit_nofile 65536;\nerror_log stderr error;\n\
+             events {{ worker_connections 60000; }}\n\
+             http {{\n  access_log off;\n  keepalive_timeout 1h;\n  client_body_temp_path {p}/body;\n  \
+             proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  \
+             uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n  \
+             upstream mcp {{ server {upstream}; keepalive 64; }}\n  \
+             server {{\n    listen {addr};\n    location = /healthz {{ return 200 \"ok\"; }}\n    \
+             location = {PATH} {{\n      proxy_pass http://mcp/mcp;\n      proxy_http_version 1.1;\n      \
+             proxy_set_header Connection \"\";\n      proxy_set_header Host {upstream};\n      \
+             proxy_buffering off;\n      proxy_read_timeout 1h;\n    }}\n  }}\n}}\n"
+        );
+        let path = prefix.join("nginx.conf");
+        std::fs::write(&path, config)?;
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg("stderr")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        Self::listening(child, addr)
+    }
+
+    fn listening(child: Child, addr: SocketAddr) -> Result<Self> {
+        let server = Self { child, addr };
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
             if Instant::now() > deadline {
-                return Err("the gateway did not start listening within 30 s".into());
+                return Err("the server did not start listening within 30 s".into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(gateway)
+        Ok(server)
     }
 
-    /// The gateway's resident memory, bytes.
+    /// The server's resident memory, bytes.
     fn rss(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .ok_or("no VmRSS in the gateway's status")?;
+            .ok_or("no VmRSS in the server's status")?;
         Ok(kib * 1024)
     }
 
