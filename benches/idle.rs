@@ -148,10 +148,13 @@ async fn run(smoke: bool, connections: usize, streams: usize) -> Result<()> {
                 (*name).to_owned(),
                 serde_json::json!({
                     "connections": connections,
+                    "connections_before_kib": m.connections.before / 1024,
                     "connection_kib": round1(m.connections.each_kib(connections)),
                     "connections_back_after_s": m.connections.took.map(|t| t.as_secs()),
                     "streams": streams,
+                    "streams_before_kib": m.streams.before / 1024,
                     "stream_kib": round1(m.streams.each_kib(streams)),
+                    "streams_after_kib": m.streams.after / 1024,
                     "streams_back_after_s": m.streams.took.map(|t| t.as_secs()),
                     "streams_still_above_percent": round1(m.streams.above_percent()),
                 }),
