@@ -347,7 +347,6 @@ fn idle_table(md: &mut String, idle: &Value) -> Result<()> {
          where it started (watched for a minute)."
     )?;
     writeln!(md)?;
-    writeln!(md)?;
     writeln!(
         md,
         "\"Before\" is the RSS of a freshly started server that has served one connection \
