@@ -444,7 +444,7 @@ impl Aggregate {
         match method {
             "initialize" => self.initialize(&parts, id, &body).await,
             "server/discover" => self.discover(&parts, id, &body).await,
-            "ping" => json_answer(id.as_ref(), &json!({})),
+            "ping" => crate::error::jsonrpc_result_response(id.as_ref(), &json!({})),
             "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
                 self.list(&parts, composite, id, method, params).await
             }
@@ -487,7 +487,7 @@ impl Aggregate {
                 let legs = self.legs(composite);
                 let sent = legs.iter().map(|&leg| self.send(&parts, leg, body.clone()));
                 futures_util::future::join_all(sent).await;
-                json_answer(id.as_ref(), &json!({}))
+                crate::error::jsonrpc_result_response(id.as_ref(), &json!({}))
             }
             other => json_error(
                 StatusCode::OK,
@@ -588,7 +588,7 @@ impl Aggregate {
         if !instructions.is_empty() {
             result["instructions"] = Value::String(instructions.join("\n\n"));
         }
-        let mut response = json_answer(id.as_ref(), &result);
+        let mut response = crate::error::jsonrpc_result_response(id.as_ref(), &result);
         let any_session = composite.upstreams.iter().any(|(_, s, _)| s.is_some());
         if any_session {
             let encoded = composite
@@ -714,7 +714,7 @@ impl Aggregate {
                 json!({ "name": "portcullis", "version": env!("CARGO_PKG_VERSION") }),
             );
         }
-        json_answer(id.as_ref(), &Value::Object(result))
+        crate::error::jsonrpc_result_response(id.as_ref(), &Value::Object(result))
     }
 
     async fn list(
@@ -897,7 +897,8 @@ impl Aggregate {
         if !unavailable.is_empty() {
             result.insert("_meta".to_owned(), json!({ UNAVAILABLE_META: unavailable }));
         }
-        let mut response = json_answer(id.as_ref(), &Value::Object(result));
+        let mut response =
+            crate::error::jsonrpc_result_response(id.as_ref(), &Value::Object(result));
         Exchange::of(&mut response).unavailable = left_out;
         response
     }
@@ -1191,30 +1192,6 @@ fn mark_tasks(name: &str, message: &mut Value) -> bool {
 /// A message as the bytes of its JSON (a `Value` always serialises: its keys are strings).
 fn encoded(message: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(message).unwrap_or_default())
-}
-
-fn json_answer(id: Option<&RequestId>, result: &Value) -> Response<Body> {
-    let id = id.map_or("null", |id| id.as_raw().get());
-    // Written straight into bytes: `Display` would go through `fmt::Write`, which a merged
-    // list of a few hundred tools notices.
-    let mut text = Vec::with_capacity(256);
-    text.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    text.extend_from_slice(id.as_bytes());
-    text.extend_from_slice(br#","result":"#);
-    if serde_json::to_writer(&mut text, result).is_err() {
-        return json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            None,
-            code::INTERNAL,
-            "the answer could not be written",
-        );
-    }
-    text.push(b'}');
-    let mut response = Response::new(Body::from(text));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 fn json_error(

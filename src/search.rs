@@ -22,7 +22,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::body::Received;
-use crate::error::{Rejection, jsonrpc_error_response};
+use crate::error::{Rejection, jsonrpc_error_response, jsonrpc_result_response};
 use crate::mcp::headers::{MCP_METHOD, MCP_NAME, encode_value, is_mcp_param};
 use crate::mcp::jsonrpc::{RequestId, code};
 use crate::mcp::message::{Message, ParseOptions};
@@ -210,7 +210,10 @@ impl<S: Next> Search<S> {
         };
         result.insert("tools".to_owned(), self.settings.tools());
         result.remove("nextCursor");
-        with_extensions(json_result(id, Value::Object(result)), extensions)
+        with_extensions(
+            jsonrpc_result_response(Some(id), &Value::Object(result)),
+            extensions,
+        )
     }
 
     /// The search tool: the caller's catalogue read below, page by page, and searched.
@@ -255,7 +258,7 @@ impl<S: Next> Search<S> {
             "content": [{ "type": "text", "text": structured.to_string() }],
             "structuredContent": structured,
         });
-        with_extensions(json_result(id, result), extensions)
+        with_extensions(jsonrpc_result_response(Some(id), &result), extensions)
     }
 
     /// Every tool the caller is shown, from `tools/list` requests sent down with the
@@ -512,18 +515,10 @@ fn shown(tool: &Value) -> Value {
 
 /// A tool's answer that it could not do what was asked (for the model to correct).
 fn tool_error(id: &RequestId, message: &str) -> Response<Body> {
-    json_result(
-        id,
-        json!({ "content": [{ "type": "text", "text": message }], "isError": true }),
+    jsonrpc_result_response(
+        Some(id),
+        &json!({ "content": [{ "type": "text", "text": message }], "isError": true }),
     )
-}
-
-fn json_result(id: &RequestId, result: Value) -> Response<Body> {
-    let text = format!(
-        r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#,
-        id.as_raw().get()
-    );
-    json_text(text)
 }
 
 fn json_body(message: &Value) -> Response<Body> {
