@@ -64,6 +64,14 @@
 //! | `PORTCULLIS_BENCH_CONFIG`      | unset   | TOML appended to the gateway's config (after its one route, so `[routes.rate_limits]` is that route's) |
 //! | `PORTCULLIS_BENCH_SET`         | `dev`   | `compare`: the systems of `benches/compare` instead — the direct path, nginx, Portcullis as a bare pass-through (no audit trail) and with its whole stack on (`portcullis-full-hs256`, `portcullis-full-es256`: TLS, JWTs, a deny-by-default policy, rate limits that never trip, the audit trail to a file) |
 //! | `PORTCULLIS_BENCH_OUT`         | `target/bench-e2e.json` | where the summary is written |
+//! | `PORTCULLIS_BENCH_MCP_PROXY`   | unset   | compare set: the Rust `mcp-proxy` binary (crates.io), measured as `mcp-proxy` |
+//! | `PORTCULLIS_BENCH_CONTEXTFORGE` | unset  | compare set: ContextForge's `mcpgateway` command (in its Python environment), measured as `contextforge` |
+//!
+//! The alternatives serve calls only inside MCP sessions: each connection of the load
+//! generator opens one first (`initialize`, `notifications/initialized`) and sends its
+//! `Mcp-Session-Id`. A target whose first calls come at hundreds a second rather than tens
+//! of thousands (ContextForge) runs slices of at most 5 seconds' worth of calls, and a
+//! target that cannot answer 1.25 times the open loop's rate is left out of the open loop.
 //!
 //! Every answer is checked (status, the echoed text), and at the end the upstream's count
 //! of the calls it answered (`GET /calls`) must be at least the answers the load generator
@@ -91,6 +99,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST};
 use http::{Request, StatusCode};
@@ -162,6 +171,10 @@ struct Settings {
     audit: bool,
     /// Which systems are measured.
     set: Set,
+    /// The Rust `mcp-proxy` binary, measured in the compare set.
+    mcp_proxy: Option<PathBuf>,
+    /// ContextForge's `mcpgateway` command, measured in the compare set.
+    contextforge: Option<PathBuf>,
     /// Where the summary is written.
     out: PathBuf,
 }
@@ -287,6 +300,8 @@ impl Settings {
                 }
             },
             out: std::env::var_os("PORTCULLIS_BENCH_OUT").map_or_else(summary_path, PathBuf::from),
+            mcp_proxy: std::env::var_os("PORTCULLIS_BENCH_MCP_PROXY").map(PathBuf::from),
+            contextforge: std::env::var_os("PORTCULLIS_BENCH_CONTEXTFORGE").map(PathBuf::from),
             exact_pacing: match std::env::var("PORTCULLIS_BENCH_PACING").as_deref() {
                 Ok("exact") | Err(_) => true,
                 Ok("tick") => false,
@@ -595,7 +610,159 @@ fn compare_targets(
         targets.push(target);
         children.push(gateway);
     }
+    if let Some(program) = &settings.mcp_proxy {
+        let (proxy, addr) = spawn_mcp_proxy(program, dir, upstream_addr, settings)?;
+        let mut target = Target::new("mcp-proxy", Kind::Reference, addr, "/", Some(proxy.pid()));
+        target.tool = "up/echo";
+        target.session = true;
+        targets.push(target);
+        children.push(proxy);
+    }
+    if let Some(program) = &settings.contextforge {
+        let (gateway, addr, token) = spawn_contextforge(program, dir, upstream_addr, settings)?;
+        let mut target = Target::new(
+            "contextforge",
+            Kind::Reference,
+            addr,
+            "/mcp",
+            Some(gateway.pid()),
+        );
+        target.tool = "up-echo";
+        target.session = true;
+        target
+            .headers
+            .push(("authorization", format!("Bearer {token}")));
+        targets.push(target);
+        children.push(gateway);
+    }
     Ok(())
+}
+
+/// IBM's ContextForge (`mcpgateway`, one uvicorn process) with `upstream` registered as
+/// its gateway `up` through its REST API, so that its tools are `up-<name>` at `/mcp`;
+/// returns it with a bearer token for its admin, minted by its own tool.
+///
+/// Set as for a single gateway in front of a loopback upstream: a sqlite database of its
+/// own, the cache in memory, no UI, no admin UI API, no plugins, no observability or per-call
+/// metrics records, errors only in the log. Sessions are stateful so that each client
+/// session keeps one upstream session (stateless, every call opens a new one upstream: a
+/// third of the calls per second). Its rate limiter (100 calls a minute per client by
+/// default) is off, as are Portcullis's limits' trips here, and loopback upstreams are
+/// allowed (its SSRF guard refuses them by default).
+fn spawn_contextforge(
+    program: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    settings: &Settings,
+) -> Result<(ChildGuard, SocketAddr, String)> {
+    let home = dir.join("contextforge");
+    std::fs::create_dir_all(&home)?;
+    let mut random = [0u8; 48];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&random[..36]);
+    let encryption = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&random[12..]);
+    let admin = "admin@example.com";
+    let env = [
+        ("JWT_SECRET_KEY", secret.clone()),
+        ("AUTH_ENCRYPTION_SECRET", encryption),
+        ("PLATFORM_ADMIN_EMAIL", admin.to_owned()),
+        (
+            "PLATFORM_ADMIN_PASSWORD",
+            format!("Bench-{}", &secret[..16]),
+        ),
+        (
+            "DATABASE_URL",
+            format!("sqlite:///{}", home.join("mcp.db").display()),
+        ),
+        ("CACHE_TYPE", "memory".to_owned()),
+        ("MCPGATEWAY_UI_ENABLED", "false".to_owned()),
+        ("MCPGATEWAY_ADMIN_API_ENABLED", "false".to_owned()),
+        ("PLUGINS_ENABLED", "false".to_owned()),
+        ("OBSERVABILITY_ENABLED", "false".to_owned()),
+        ("ENABLE_METRICS", "false".to_owned()),
+        ("DB_METRICS_RECORDING_ENABLED", "false".to_owned()),
+        ("LOG_LEVEL", "ERROR".to_owned()),
+        ("RATE_LIMITING_ENABLED", "false".to_owned()),
+        ("SSRF_ALLOW_LOCALHOST", "true".to_owned()),
+        ("USE_STATEFUL_SESSIONS", "true".to_owned()),
+    ];
+    let addr = free_port()?;
+    let mut command = server_command(settings, program, Role::Proxy);
+    command
+        .current_dir(&home)
+        .args([
+            "--host",
+            &addr.ip().to_string(),
+            "--port",
+            &addr.port().to_string(),
+        ])
+        .args(["--log-level", "error"])
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    // Its start-up writes hundreds of lines: kept in a file, not echoed.
+    let log = home.join("contextforge.log");
+    let (guard, addr) = spawn_server("contextforge", command, addr, Some(&log))?;
+
+    let python = program.with_file_name("python3");
+    let minted = Command::new(&python)
+        .args([
+            "-m",
+            "mcpgateway.utils.create_jwt_token",
+            "--username",
+            admin,
+        ])
+        .args(["--exp", "10080", "--secret", &secret])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&home)
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    let token = String::from_utf8(minted.stdout)?.trim().to_owned();
+    if !minted.status.success() || token.is_empty() {
+        return Err(format!("ContextForge's create_jwt_token failed ({})", minted.status).into());
+    }
+    let registration =
+        json!({ "name": "up", "url": format!("http://{upstream}/mcp"), "transport": "STREAMABLEHTTP" })
+            .to_string();
+    let mut tcp = StdTcpStream::connect(addr)?;
+    write!(
+        tcp,
+        "POST /v1/gateways HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{registration}",
+        registration.len()
+    )?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer)?;
+    let (status, body) = parse_response(&answer)?
+        .ok_or("ContextForge's answer to the registration was cut short")?;
+    if !status.is_success() {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+        return Err(format!("ContextForge refused the upstream: {status} {shown}").into());
+    }
+    Ok((guard, addr, token))
+}
+
+/// The Rust `mcp-proxy` (crates.io) in front of `upstream` as its one HTTP backend `up`,
+/// as its quick start configures it: its tools are `up/<name>`, its endpoint is `/` and
+/// it serves calls inside MCP sessions.
+fn spawn_mcp_proxy(
+    program: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    settings: &Settings,
+) -> Result<(ChildGuard, SocketAddr)> {
+    let addr = free_port()?;
+    let config = format!(
+        "[proxy]\nname = \"bench\"\nseparator = \"/\"\n\n[proxy.listen]\nhost = \"{}\"\nport = {}\n\n\
+         [[backends]]\nname = \"up\"\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n\n\
+         [observability]\nlog_level = \"warn\"\n",
+        addr.ip(),
+        addr.port()
+    );
+    let path = dir.join("mcp-proxy.toml");
+    std::fs::write(&path, config)?;
+    let mut command = server_command(settings, program, Role::Proxy);
+    command.arg("--config").arg(&path);
+    spawn_server("mcp-proxy", command, addr, None)
 }
 
 /// A process's peak resident memory, KiB (`VmHWM` in `/proc/<pid>/status`).
@@ -643,13 +810,23 @@ async fn drive(settings: &Settings, targets: &[Target], procs: &Procs) -> Result
     let mut pools = Vec::new();
     for target in targets {
         let mut pool = Pool::connect(Arc::new(target.clone()), settings.connections).await?;
-        // Warm-up: upstream connections pooled, allocators and caches settled.
+        // Warm-up: upstream connections pooled, allocators and caches settled. Its first
+        // calls tell how fast the target is: a slice of a slow one (hundreds of calls per
+        // second, not tens of thousands) holds at most SLOW_SLICE of its calls.
         let warm = (settings.requests / 10).clamp(100, 2_000);
-        pool.closed_loop(warm, &text).await?.check()?;
+        let first = pool.closed_loop(100, &text).await?;
+        first.check()?;
+        pool.slice_cap = slice_cap(first.requests, first.elapsed);
+        pool.closed_loop(warm.min(pool.slice_cap), &text)
+            .await?
+            .check()?;
         pools.push(pool);
     }
 
     let mut rows = run_phase(settings, procs, &mut pools, None, &text).await?;
+    for (pool, row) in pools.iter_mut().zip(&rows) {
+        pool.closed_rps = row.rps;
+    }
     let slowest = rows.iter().map(|r| r.rps).fold(f64::INFINITY, f64::min);
     let rate = settings
         .rate
@@ -659,7 +836,20 @@ async fn drive(settings: &Settings, targets: &[Target], procs: &Procs) -> Result
     Ok(Report { rows, rate })
 }
 
+/// The longest a slice of a slow target runs (at the rate of its first calls).
+const SLOW_SLICE: Duration = Duration::from_secs(5);
+/// An open loop needs a target that answers this many times its rate, closed-loop.
+const OPEN_LOOP_HEADROOM: f64 = 1.25;
+
+/// The most calls a slice of a target that answered `requests` calls in `elapsed` holds.
+fn slice_cap(requests: usize, elapsed: Duration) -> usize {
+    let rps = requests as f64 / elapsed.as_secs_f64().max(1e-9);
+    ((rps * SLOW_SLICE.as_secs_f64()) as usize).max(200)
+}
+
 /// One phase (closed loop, or open loop at `rate`) for every target, in interleaved rounds.
+/// A target too slow for the rate is left out of the open loop (no row), and a slice of a
+/// slow target holds at most [`Pool::slice_cap`] calls.
 async fn run_phase(
     settings: &Settings,
     procs: &Procs,
@@ -667,11 +857,23 @@ async fn run_phase(
     rate: Option<f64>,
     text: &str,
 ) -> Result<Vec<Row>> {
+    let sustains = |pool: &Pool| rate.is_none_or(|r| pool.closed_rps >= r * OPEN_LOOP_HEADROOM);
+    for pool in pools.iter().filter(|p| !sustains(p)) {
+        println!(
+            "{} is left out of the open loop: it answered {:.0} calls/s in the closed loop, \
+             under {OPEN_LOOP_HEADROOM} × the rate",
+            pool.target.label, pool.closed_rps
+        );
+    }
     let mut totals: Vec<Totals> = pools.iter().map(|_| Totals::default()).collect();
     for round in 0..settings.rounds {
         let share = settings.requests / settings.rounds
             + usize::from(round < settings.requests % settings.rounds);
         for (pool, total) in pools.iter_mut().zip(&mut totals) {
+            if !sustains(pool) {
+                continue;
+            }
+            let share = share.min(pool.slice_cap);
             for attempt in 1.. {
                 if settings.quiet {
                     wait_for_quiet(procs).await?;
@@ -704,6 +906,7 @@ async fn run_phase(
     Ok(pools
         .iter()
         .zip(totals)
+        .filter(|(pool, _)| sustains(pool))
         .map(|(pool, total)| Row::new(mode, &pool.target, total, procs.clk_tck))
         .collect())
 }
@@ -955,7 +1158,7 @@ fn spawn_full_gateway(
         .arg(&path)
         .env(FULL_SECRET_VAR, FULL_SECRET)
         .env_remove("RUST_LOG");
-    let (child, addr) = spawn_server(name, command, addr)?;
+    let (child, addr) = spawn_server(name, command, addr, None)?;
     Ok((child, addr, token))
 }
 
@@ -1036,7 +1239,7 @@ fn spawn_gateway_with(
         .arg("--config")
         .arg(&path)
         .env_remove("RUST_LOG");
-    spawn_server(name, command, addr)
+    spawn_server(name, command, addr, None)
 }
 
 /// nginx as a keep-alive reverse proxy: one process (no master), one worker thread.
@@ -1072,26 +1275,34 @@ fn spawn_nginx(
         .arg(&path)
         .arg("-e")
         .arg("stderr");
-    spawn_server("nginx", command, addr)
+    spawn_server("nginx", command, addr, None)
 }
 
-/// Starts a server that listens on `addr` and waits until it accepts connections.
+/// Starts a server that listens on `addr` and waits until it accepts connections. Its
+/// standard error goes to `log`, or what is not routine in it is echoed.
 fn spawn_server(
     name: &'static str,
     mut command: Command,
     addr: SocketAddr,
+    log: Option<&Path>,
 ) -> Result<(ChildGuard, SocketAddr)> {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path)?),
+        None => Stdio::piped(),
+    };
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| format!("cannot start {name}: {e}"))?;
     if let Some(stderr) = child.stderr.take() {
         std::thread::spawn(move || echo_problems(name, stderr));
     }
     let mut guard = ChildGuard { child };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // ContextForge migrates its database and sets up its admin before it listens: 10 to
+    // 20 seconds here.
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Some(status) = guard.child.try_wait()? {
             return Err(format!("{name} exited before listening ({status})").into());
@@ -1100,7 +1311,7 @@ fn spawn_server(
             return Ok((guard, addr));
         }
         if Instant::now() > deadline {
-            return Err(format!("{name} did not start listening within 30 s").into());
+            return Err(format!("{name} did not start listening within 90 s").into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -1322,6 +1533,9 @@ struct Target {
     tool: &'static str,
     /// Headers every request to this target carries (a bearer token).
     headers: Vec<(&'static str, String)>,
+    /// The target serves calls only inside an MCP session: each connection opens one
+    /// (`initialize`, then `notifications/initialized`) and sends its `Mcp-Session-Id`.
+    session: bool,
 }
 
 impl Target {
@@ -1342,24 +1556,37 @@ impl Target {
             tls: None,
             tool: "echo",
             headers: Vec::new(),
+            session: false,
         }
     }
 
-    async fn connect(&self) -> Result<Sender> {
+    /// A keep-alive connection, with a session of its own if the target needs one.
+    async fn connect(&self) -> Result<Conn> {
+        let session = if self.session {
+            Some(open_session(self)?)
+        } else {
+            None
+        };
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
-        match &self.tls {
-            None => handshake(TokioIo::new(tcp)).await,
+        let sender = match &self.tls {
+            None => handshake(TokioIo::new(tcp)).await?,
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from("localhost")?;
                 let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
                 let stream = connector.connect(name, tcp).await?;
-                handshake(TokioIo::new(stream)).await
+                handshake(TokioIo::new(stream)).await?
             }
-        }
+        };
+        Ok(Conn { sender, session })
     }
 
-    fn request(&self, id: usize, text: &str) -> Result<Request<Full<Bytes>>> {
+    fn request(
+        &self,
+        id: usize,
+        text: &str,
+        session: Option<&str>,
+    ) -> Result<Request<Full<Bytes>>> {
         let body = call_body(id, self.tool, text);
         let mut request = Request::post(self.path)
             .header(HOST, &self.authority)
@@ -1371,8 +1598,89 @@ impl Target {
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
         Ok(request.body(Full::new(Bytes::from(body)))?)
     }
+
+    /// The head of a POST of `body` to this target, written by hand for the blocking
+    /// connections.
+    fn request_head(&self, body: &str, mcp: (&str, Option<&str>), session: Option<&str>) -> String {
+        let (method, name) = mcp;
+        let mut head = format!(
+            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             accept: application/json, text/event-stream\r\nmcp-protocol-version: {PROTOCOL_VERSION}\r\n\
+             mcp-method: {method}\r\ncontent-length: {}\r\n",
+            self.path,
+            self.authority,
+            body.len()
+        );
+        if let Some(name) = name {
+            head.push_str(&format!("mcp-name: {name}\r\n"));
+        }
+        if let Some(session) = session {
+            head.push_str(&format!("mcp-session-id: {session}\r\n"));
+        }
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        head
+    }
+}
+
+/// A keep-alive connection of the async load generator.
+struct Conn {
+    sender: Sender,
+    /// Its MCP session, at a target that needs one.
+    session: Option<String>,
+}
+
+/// Opens an MCP session at `target` the way a client does — `initialize`, then
+/// `notifications/initialized` — each over a short connection of its own, and returns
+/// the `Mcp-Session-Id` the target gave.
+fn open_session(target: &Target) -> Result<String> {
+    let initialize = json!({
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": { "name": "portcullis-bench", "version": "1" }
+        }
+    })
+    .to_string();
+    let (status, head) =
+        BlockingConn::open_raw(target)?.post_once(target, &initialize, "initialize", None)?;
+    if !status.is_success() {
+        return Err(format!("{}: initialize answered {status}", target.label).into());
+    }
+    let session = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("mcp-session-id")
+                .then(|| value.trim().to_owned())
+        })
+        .ok_or_else(|| format!("{}: initialize gave no Mcp-Session-Id", target.label))?;
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let (status, _) = BlockingConn::open_raw(target)?.post_once(
+        target,
+        initialized,
+        "notifications/initialized",
+        Some(&session),
+    )?;
+    if !status.is_success() {
+        return Err(format!(
+            "{}: notifications/initialized answered {status}",
+            target.label
+        )
+        .into());
+    }
+    Ok(session)
 }
 
 async fn handshake<I>(io: I) -> Result<Sender>
@@ -1387,8 +1695,11 @@ where
 }
 
 /// One tools/call; `Err` says what was wrong with the answer.
-async fn call(sender: &mut Sender, target: &Target, id: usize, text: &str) -> Result<(), String> {
-    let request = target.request(id, text).map_err(|e| e.to_string())?;
+async fn call(conn: &mut Conn, target: &Target, id: usize, text: &str) -> Result<(), String> {
+    let request = target
+        .request(id, text, conn.session.as_deref())
+        .map_err(|e| e.to_string())?;
+    let sender = &mut conn.sender;
     sender
         .ready()
         .await
@@ -1433,29 +1744,93 @@ fn check_answer(status: StatusCode, body: &[u8], text: &str) -> Result<(), Strin
 }
 
 /// A blocking keep-alive connection, for the exactly paced open loop.
-enum BlockingConn {
+struct BlockingConn {
+    io: BlockingIo,
+    /// Its MCP session, at a target that needs one.
+    session: Option<String>,
+}
+
+enum BlockingIo {
     Plain(StdTcpStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, StdTcpStream>>),
 }
 
 impl BlockingConn {
+    /// A connection with a session of its own if the target needs one.
     fn open(target: &Target) -> Result<Self> {
+        let session = if target.session {
+            Some(open_session(target)?)
+        } else {
+            None
+        };
+        let mut conn = Self::open_raw(target)?;
+        conn.session = session;
+        Ok(conn)
+    }
+
+    /// A connection without a session.
+    fn open_raw(target: &Target) -> Result<Self> {
         let tcp = StdTcpStream::connect(target.addr)?;
         tcp.set_nodelay(true)?;
-        Ok(match &target.tls {
-            None => Self::Plain(tcp),
+        let io = match &target.tls {
+            None => BlockingIo::Plain(tcp),
             Some(config) => {
                 let name = rustls::pki_types::ServerName::try_from("localhost")?;
                 let conn = rustls::ClientConnection::new(Arc::clone(config), name)?;
-                Self::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+                BlockingIo::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
             }
-        })
+        };
+        Ok(Self { io, session: None })
     }
 
     fn io(&mut self) -> &mut dyn ReadWrite {
-        match self {
-            Self::Plain(tcp) => tcp,
-            Self::Tls(tls) => &mut **tls,
+        match &mut self.io {
+            BlockingIo::Plain(tcp) => tcp,
+            BlockingIo::Tls(tls) => &mut **tls,
+        }
+    }
+
+    /// POSTs one message and reads the answer's status and head, and its body up to a
+    /// whole JSON body or the first result or error in an event stream (a server may keep
+    /// that stream open); the connection is spent afterwards.
+    fn post_once(
+        mut self,
+        target: &Target,
+        body: &str,
+        method: &str,
+        session: Option<&str>,
+    ) -> Result<(StatusCode, String)> {
+        let head = target.request_head(body, (method, None), session);
+        let io = self.io();
+        io.write_all(head.as_bytes())?;
+        io.write_all(body.as_bytes())?;
+        io.flush()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let done = parse_response(&buf).ok().flatten().is_some()
+                    || contains(&buf[end..], br#""result""#)
+                    || contains(&buf[end..], br#""error""#);
+                if done {
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let status = status_of(&head)
+                        .ok_or_else(|| format!("not an HTTP/1.1 response: {head}"))?;
+                    return Ok((status, head));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{}: no answer to {method} within 30 s", target.label).into());
+            }
+            match self.io().read(&mut chunk)? {
+                0 => {
+                    return Err(
+                        format!("{}: connection closed during {method}", target.label).into(),
+                    );
+                }
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
         }
     }
 
@@ -1468,20 +1843,12 @@ impl BlockingConn {
         buf: &mut Vec<u8>,
     ) -> Result<(), String> {
         let body = call_body(id, target.tool, text);
-        let headers: String = target
-            .headers
-            .iter()
-            .map(|(name, value)| format!("{name}: {value}\r\n"))
-            .collect();
-        let request = format!(
-            "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
-             accept: application/json, text/event-stream\r\nmcp-protocol-version: {PROTOCOL_VERSION}\r\n\
-             mcp-method: tools/call\r\nmcp-name: {}\r\n{headers}content-length: {}\r\n\r\n{body}",
-            target.path,
-            target.authority,
-            target.tool,
-            body.len()
+        let mut request = target.request_head(
+            &body,
+            ("tools/call", Some(target.tool)),
+            self.session.as_deref(),
         );
+        request.push_str(&body);
         let io = self.io();
         io.write_all(request.as_bytes())
             .and_then(|()| io.flush())
@@ -1511,11 +1878,7 @@ fn parse_response(data: &[u8]) -> Result<Option<(StatusCode, Vec<u8>)>, String> 
         return Ok(None);
     };
     let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
-    let status = head
-        .get(9..12)
-        .and_then(|code| code.parse::<u16>().ok())
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .ok_or_else(|| format!("not an HTTP/1.1 response: {head}"))?;
+    let status = status_of(&head).ok_or_else(|| format!("not an HTTP/1.1 response: {head}"))?;
     let rest = &data[head_end + 4..];
     let header = |name: &str| {
         head.lines()
@@ -1553,6 +1916,12 @@ fn parse_response(data: &[u8]) -> Result<Option<(StatusCode, Vec<u8>)>, String> 
     Err(format!("response without a length: {head}"))
 }
 
+/// The status of an HTTP/1.1 response head.
+fn status_of(head: &str) -> Option<StatusCode> {
+    let code = head.get(9..12)?.parse::<u16>().ok()?;
+    StatusCode::from_u16(code).ok()
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -1560,12 +1929,16 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// The keep-alive connections to one target.
 struct Pool {
     target: Arc<Target>,
-    senders: Vec<Sender>,
+    conns: Vec<Conn>,
+    /// The most calls one slice holds (see [`SLOW_SLICE`]).
+    slice_cap: usize,
+    /// Calls per second in the closed loop, once measured.
+    closed_rps: f64,
 }
 
 /// What one connection's worker brings back.
 struct WorkerResult {
-    sender: Sender,
+    conn: Conn,
     latencies_ns: Vec<u64>,
     errors: usize,
     first_error: Option<String>,
@@ -1599,11 +1972,16 @@ impl Phase {
 
 impl Pool {
     async fn connect(target: Arc<Target>, connections: usize) -> Result<Self> {
-        let mut senders = Vec::with_capacity(connections);
+        let mut conns = Vec::with_capacity(connections);
         for _ in 0..connections {
-            senders.push(target.connect().await?);
+            conns.push(target.connect().await?);
         }
-        Ok(Self { target, senders })
+        Ok(Self {
+            target,
+            conns,
+            slice_cap: usize::MAX,
+            closed_rps: f64::INFINITY,
+        })
     }
 
     /// Every connection sends its next request as soon as the previous answer is in.
@@ -1633,7 +2011,7 @@ impl Pool {
         procs: &Procs,
     ) -> Result<(Phase, Sample, Sample)> {
         let target = &*self.target;
-        let workers = self.senders.len().max(1);
+        let workers = self.conns.len().max(1);
         let conns = (0..workers)
             .map(|_| BlockingConn::open(target))
             .collect::<Result<Vec<_>>>()?;
@@ -1734,21 +2112,21 @@ impl Pool {
         S: Fn(usize, usize) -> F,
         F: FnMut() -> Option<(usize, Option<tokio::time::Instant>)> + Send + 'static,
     {
-        for sender in &mut self.senders {
-            if sender.is_closed() {
-                *sender = self.target.connect().await?;
+        for conn in &mut self.conns {
+            if conn.sender.is_closed() {
+                *conn = self.target.connect().await?;
             }
         }
-        let workers = self.senders.len();
+        let workers = self.conns.len();
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
-        for (worker, sender) in self.senders.drain(..).enumerate() {
+        for (worker, conn) in self.conns.drain(..).enumerate() {
             let target = Arc::clone(&self.target);
             let text = text.to_owned();
             let mut next = schedule(worker, workers);
             tasks.spawn(async move {
                 let mut out = WorkerResult {
-                    sender,
+                    conn,
                     latencies_ns: Vec::with_capacity(requests / workers + 1),
                     errors: 0,
                     first_error: None,
@@ -1762,13 +2140,13 @@ impl Pool {
                         Some(due) => due.into_std(),
                         None => Instant::now(),
                     };
-                    match call(&mut out.sender, &target, id, &text).await {
+                    match call(&mut out.conn, &target, id, &text).await {
                         Ok(()) => out.latencies_ns.push(nanos(begin.elapsed())),
                         Err(e) => {
                             out.errors += 1;
                             out.first_error.get_or_insert(e);
-                            if out.sender.is_closed() {
-                                out.sender = target.connect().await?;
+                            if out.conn.sender.is_closed() {
+                                out.conn = target.connect().await?;
                             }
                         }
                     }
@@ -1783,7 +2161,7 @@ impl Pool {
         };
         while let Some(joined) = tasks.join_next().await {
             let out = joined??;
-            self.senders.push(out.sender);
+            self.conns.push(out.conn);
             phase.latencies_ns.extend(out.latencies_ns);
             phase.errors += out.errors;
             if phase.first_error.is_none() {
@@ -2026,7 +2404,7 @@ impl Report {
         );
         println!();
         println!(
-            "{:<6} {:<14} {:>8} {:>4} {:>8} {:>8} {:>8} | {:>15} {:>15} {:>7} {:>6} {:>5}",
+            "{:<6} {:<22} {:>8} {:>4} {:>8} {:>8} {:>8} | {:>15} {:>15} {:>7} {:>6} {:>5}",
             "mode",
             "target",
             "req/s",
@@ -2041,12 +2419,12 @@ impl Report {
             "redo"
         );
         println!(
-            "{:<62} | {:>15} {:>15} {:>7} {:>6}",
+            "{:<70} | {:>15} {:>15} {:>7} {:>6}",
             "", "µs/req (sched)", "µs/req (sched)", "µs/req", "load"
         );
         for r in &self.rows {
             println!(
-                "{:<6} {:<14} {:>8.0} {:>4} {:>8.1} {:>8.1} {:>8.1} | {:>15} {:>15} {:>7.1} {:>5.0}% {:>5}",
+                "{:<6} {:<22} {:>8.0} {:>4} {:>8.1} {:>8.1} {:>8.1} | {:>15} {:>15} {:>7.1} {:>5.0}% {:>5}",
                 r.mode,
                 r.target,
                 r.rps,

@@ -46,6 +46,8 @@ fn main() -> ExitCode {
 /// One system's closed-loop figures at one connection count.
 #[derive(Debug, Clone)]
 struct Figures {
+    /// Calls in the closed loop (a slow system runs fewer).
+    requests: u64,
     rps: f64,
     cpu_us: Option<f64>,
     p50_us: f64,
@@ -101,6 +103,7 @@ impl Runs {
             systems.push((
                 target.to_owned(),
                 Figures {
+                    requests: row["requests"].as_u64().unwrap_or(0),
                     rps: number(row, "requests_per_second"),
                     cpu_us: row["proxy_cpu_per_request"]["stat_us"].as_f64(),
                     p50_us: number(row, "p50_us"),
@@ -251,6 +254,27 @@ fn page(
         }
     }
     writeln!(md)?;
+    let fewer: Vec<String> = runs
+        .by_connections
+        .iter()
+        .flat_map(|(connections, systems)| {
+            systems
+                .iter()
+                .filter(|(_, f)| f.requests > 0 && f.requests < runs.requests)
+                .map(move |(name, f)| format!("`{name}` {} at {connections}", f.requests))
+        })
+        .collect();
+    if !fewer.is_empty() {
+        writeln!(
+            md,
+            "A system that answers only hundreds of calls a second runs slices of at most 5 \
+             seconds, so fewer calls than {}: {}. It is left out of the open loop when it \
+             answers fewer than 1.25 times the open loop's rate.",
+            runs.requests,
+            fewer.join(", ")
+        )?;
+        writeln!(md)?;
+    }
 
     writeln!(
         md,
@@ -452,6 +476,16 @@ fn describe(system: &str) -> &'static str {
              tool that never trip, the audit trail to a file"
         }
         "portcullis-full-es256" => "the same with ES256 JWTs",
+        "mcp-proxy" => {
+            "the Rust mcp-proxy (crates.io, tower-mcp) with the upstream as its one HTTP \
+             backend, as its quick start sets it up (no authentication); calls inside an MCP \
+             session per connection, the tool named `up/echo`"
+        }
+        "contextforge" => {
+            "IBM's ContextForge (PyPI `mcp-contextforge-gateway`, one uvicorn process) with \
+             the upstream registered as a gateway; calls inside an MCP session per \
+             connection, with a bearer JWT"
+        }
         _ => "as named",
     }
 }
@@ -471,12 +505,17 @@ fn plot(runs: &Runs) -> String {
         .filter(|s| s != "direct")
         .collect();
     let groups: Vec<u64> = runs.by_connections.keys().copied().collect();
-    let max = runs
-        .by_connections
-        .values()
-        .flatten()
-        .filter_map(|(_, f)| f.cpu_us)
-        .fold(1.0_f64, f64::max);
+    let cpus = || {
+        runs.by_connections
+            .values()
+            .flatten()
+            .filter(|(name, _)| name != "direct")
+            .filter_map(|(_, f)| f.cpu_us)
+            .filter(|c| *c > 0.0)
+    };
+    let max = cpus().fold(1.0_f64, f64::max);
+    let min = cpus().fold(max, f64::min);
+    let scale = Scale::new(min, max);
     let (width, height, left, top, bottom) = (760.0, 400.0, 60.0, 40.0, 90.0);
     let plot_h = height - top - bottom;
     let group_w = (width - left - 20.0) / groups.len().max(1) as f64;
@@ -488,7 +527,8 @@ fn plot(runs: &Runs) -> String {
     );
     let _ = writeln!(
         svg,
-        r#"<rect width="{width}" height="{height}" fill="white"/><text x="{left}" y="22" font-size="14">CPU per tools/call (µs, lower is better), by connections</text>"#
+        r#"<rect width="{width}" height="{height}" fill="white"/><text x="{left}" y="22" font-size="14">CPU per tools/call (µs, lower is better{}), by connections</text>"#,
+        if scale.log { ", log scale" } else { "" }
     );
     let axis_y = top + plot_h;
     let _ = writeln!(
@@ -496,9 +536,8 @@ fn plot(runs: &Runs) -> String {
         r#"<line x1="{left}" y1="{axis_y}" x2="{}" y2="{axis_y}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{axis_y}" stroke="black"/>"#,
         width - 20.0
     );
-    for tick in 0..=4 {
-        let value = max * f64::from(tick) / 4.0;
-        let y = axis_y - plot_h * f64::from(tick) / 4.0;
+    for value in scale.ticks() {
+        let y = axis_y - plot_h * scale.at(value);
         let _ = writeln!(
             svg,
             r##"<text x="{}" y="{}" text-anchor="end">{value:.0}</text><line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/>"##,
@@ -513,7 +552,7 @@ fn plot(runs: &Runs) -> String {
             let Some(cpu) = runs.cpu_of(*connections, system) else {
                 continue;
             };
-            let h = plot_h * cpu / max;
+            let h = plot_h * scale.at(cpu);
             let x = x0 + bar_w * i as f64;
             let _ = writeln!(
                 svg,
@@ -545,13 +584,57 @@ fn plot(runs: &Runs) -> String {
     svg
 }
 
+/// The plot's vertical axis: linear from 0, or logarithmic between powers of ten when the
+/// bars span more than 20 times (an alternative hundreds of times slower).
+struct Scale {
+    log: bool,
+    low: f64,
+    high: f64,
+}
+
+impl Scale {
+    fn new(min: f64, max: f64) -> Self {
+        if max / min > 20.0 {
+            Self {
+                log: true,
+                low: 10_f64.powf(min.log10().floor()),
+                high: 10_f64.powf(max.log10().ceil()),
+            }
+        } else {
+            Self {
+                log: false,
+                low: 0.0,
+                high: max,
+            }
+        }
+    }
+
+    /// Where `value` falls, from 0 (the axis) to 1 (the top).
+    fn at(&self, value: f64) -> f64 {
+        if self.log {
+            (value.log10() - self.low.log10()) / (self.high.log10() - self.low.log10())
+        } else {
+            value / self.high
+        }
+    }
+
+    fn ticks(&self) -> Vec<f64> {
+        if self.log {
+            let (low, high) = (self.low.log10() as i32, self.high.log10() as i32);
+            (low..=high).map(|p| 10_f64.powi(p)).collect()
+        } else {
+            (0..=4).map(|t| self.high * f64::from(t) / 4.0).collect()
+        }
+    }
+}
+
 /// Renders a made-up run and checks what came out.
 fn smoke() -> Result<()> {
     let dir = tempfile::tempdir()?;
     for (connections, scale) in [(1_u64, 1.0), (8, 0.8)] {
         let row = |mode: &str, target: &str, cpu: Option<f64>| {
             json!({
-                "mode": mode, "target": target, "requests_per_second": 1000.0 / scale,
+                "mode": mode, "target": target, "requests": 100, "requests_per_second": 1000.0 / scale,
                 "p50_us": 100.0 * scale, "p99_us": 300.0 * scale,
                 "proxy_cpu_per_request": cpu.map(|c| json!({ "stat_us": c * scale })),
             })
@@ -562,6 +645,10 @@ fn smoke() -> Result<()> {
             rows.push(row(mode, "nginx", Some(20.0)));
             rows.push(row(mode, "portcullis", Some(28.0)));
         }
+        // A slow alternative: fewer calls, left out of the open loop.
+        let mut slow = row("closed", "contextforge", Some(4000.0));
+        slow["requests"] = json!(40);
+        rows.push(slow);
         let summary = json!({
             "settings": { "open_loop_rate": 1000.0, "rounds": 3, "requests_per_phase": 100 },
             "rows": rows,
@@ -589,13 +676,21 @@ fn smoke() -> Result<()> {
         "- 8 connections, `portcullis`: 1.40× nginx's CPU per call (goal ≤ 1.5×) — met",
         "- idle event stream: 30.0 KiB (goal ≤ 20) — **missed**",
         "| portcullis | 20 | 15.0 | 15.0 | 20 | 15.0 | 30.0 | 21.8 | not within a minute (+45 %) |",
+        "| 8 | contextforge | 1250 | 1.00 | 3200.0 | 200.00× |",
+        "fewer calls than 100: `contextforge` 40 at 1, `contextforge` 40 at 8.",
     ];
     for line in expected {
         if !page.contains(line) {
             return Err(format!("the page lacks `{line}`:\n{page}").into());
         }
     }
-    if !(plot.contains(">portcullis</text>") && plot.contains(">nginx</text>")) {
+    let named = [
+        ">portcullis</text>",
+        ">nginx</text>",
+        ">contextforge</text>",
+        "log scale",
+    ];
+    if !named.iter().all(|n| plot.contains(n)) {
         return Err(format!("the plot does not name every system:\n{plot}").into());
     }
     println!("report smoke run: the page and the plot name every system");
