@@ -13,7 +13,8 @@
 //! Each set has a gateway of its own, freshly started, that has served one connection (or
 //! one stream) before the baseline is read. nginx, when it is installed, is
 //! measured the same way as a bare reverse proxy (one process, buffering off), for
-//! comparison.
+//! comparison, and so is the Rust `mcp-proxy` when `PORTCULLIS_BENCH_MCP_PROXY` names it
+//! (its `/livez` for the connections, its endpoint `/` for the streams).
 //!
 //! The growth divided by the count is the cost of one. The issue's goals: ≤ 16 KiB per idle
 //! connection, ≤ 20 KiB per idle stream (its connection included), and back within 20 %
@@ -27,6 +28,7 @@
 //! | `PORTCULLIS_BENCH_CONNECTIONS` | 10000   | idle keep-alive connections          |
 //! | `PORTCULLIS_BENCH_STREAMS`     | 5000    | idle event streams (one session each)|
 //! | `PORTCULLIS_BENCH_NGINX`       | auto    | path of nginx, or `0` to leave it out |
+//! | `PORTCULLIS_BENCH_MCP_PROXY`   | unset   | the Rust `mcp-proxy` binary, measured too |
 //! | `PORTCULLIS_BENCH_OUT`         | unset   | where to write the figures as JSON (`benches/compare`) |
 
 use std::net::SocketAddr;
@@ -98,6 +100,9 @@ async fn run(smoke: bool, connections: usize, streams: usize) -> Result<()> {
     match nginx() {
         Some(nginx) if !smoke => systems.push(System::Nginx(nginx)),
         _ => {}
+    }
+    if let Some(program) = std::env::var_os("PORTCULLIS_BENCH_MCP_PROXY") {
+        systems.push(System::McpProxy(PathBuf::from(program)));
     }
     let mut measured = Vec::new();
     for system in &systems {
@@ -188,6 +193,8 @@ enum System {
     Portcullis,
     /// nginx (its path) as a bare reverse proxy, for comparison.
     Nginx(PathBuf),
+    /// The Rust `mcp-proxy` (its path), for comparison.
+    McpProxy(PathBuf),
 }
 
 impl System {
@@ -195,6 +202,7 @@ impl System {
         match self {
             Self::Portcullis => "portcullis",
             Self::Nginx(_) => "nginx",
+            Self::McpProxy(_) => "mcp-proxy",
         }
     }
 
@@ -202,6 +210,23 @@ impl System {
         match self {
             Self::Portcullis => Server::portcullis(dir, upstream),
             Self::Nginx(nginx) => Server::nginx(nginx, dir, upstream),
+            Self::McpProxy(program) => Server::mcp_proxy(program, dir, upstream),
+        }
+    }
+
+    /// Where an idle connection makes its one request, answered by the server itself.
+    fn health_path(&self) -> &'static str {
+        match self {
+            Self::Portcullis | Self::Nginx(_) => "/healthz",
+            Self::McpProxy(_) => "/livez",
+        }
+    }
+
+    /// Where the MCP endpoint is.
+    fn mcp_path(&self) -> &'static str {
+        match self {
+            Self::Portcullis | Self::Nginx(_) => PATH,
+            Self::McpProxy(_) => "/",
         }
     }
 }
@@ -271,11 +296,12 @@ async fn measure(
     let server = system.start(dir, upstream)?;
     // The baseline is a server that has served: the code and tables of the request path
     // are in memory before the first of the set, as in any server that has been up.
-    drop(idle_connection(server.addr).await?);
+    let health = system.health_path();
+    drop(idle_connection(server.addr, health).await?);
     let before = server.settled_rss().await?;
     let mut open = Vec::with_capacity(connections);
     for _ in 0..connections {
-        open.push(idle_connection(server.addr).await?);
+        open.push(idle_connection(server.addr, health).await?);
     }
     let with = server.settled_rss().await?;
     drop(open);
@@ -289,13 +315,14 @@ async fn measure(
     drop(server);
 
     let server = system.start(dir, upstream)?;
-    drop(idle_stream(server.addr).await?);
+    let path = system.mcp_path();
+    drop(idle_stream(server.addr, path).await?);
     let before = server.settled_rss().await?;
     let mut held = Vec::with_capacity(streams);
     let mut started = 0;
     while started < streams {
         let batch = OPENING_AT_ONCE.min(streams - started);
-        let opening = (0..batch).map(|_| idle_stream(server.addr));
+        let opening = (0..batch).map(|_| idle_stream(server.addr, path));
         for stream in futures::future::join_all(opening).await {
             held.push(stream?);
         }
@@ -325,9 +352,9 @@ fn per_one(before: u64, with: u64, count: usize) -> f64 {
 }
 
 /// A connection that made one request and waits, kept open.
-async fn idle_connection(gateway: SocketAddr) -> Result<TcpStream> {
+async fn idle_connection(gateway: SocketAddr, path: &str) -> Result<TcpStream> {
     let mut tcp = TcpStream::connect(gateway).await?;
-    tcp.write_all(format!("GET /healthz HTTP/1.1\r\nhost: {gateway}\r\n\r\n").as_bytes())
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: {gateway}\r\n\r\n").as_bytes())
         .await?;
     let mut read = Vec::new();
     let mut chunk = [0u8; 1024];
@@ -340,7 +367,7 @@ async fn idle_connection(gateway: SocketAddr) -> Result<TcpStream> {
         if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&read[..end]).to_ascii_lowercase();
             if !head.starts_with("http/1.1 200") {
-                return Err(format!("/healthz answered {head}").into());
+                return Err(format!("{path} answered {head}").into());
             }
             let length = head
                 .lines()
@@ -361,14 +388,14 @@ struct HeldStream {
 }
 
 /// A session of its own, and its GET stream held open.
-async fn idle_stream(gateway: SocketAddr) -> Result<HeldStream> {
+async fn idle_stream(gateway: SocketAddr, path: &str) -> Result<HeldStream> {
     let tcp = TcpStream::connect(gateway).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(async move {
         let _ignored = connection.await;
     });
     let post = |body: String, session: Option<&str>| {
-        let mut request = Request::post(PATH)
+        let mut request = Request::post(path)
             .header(http::header::HOST, gateway.to_string())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::ACCEPT, "application/json, text/event-stream")
@@ -409,7 +436,7 @@ async fn idle_stream(gateway: SocketAddr) -> Result<HeldStream> {
         return Err(format!("notifications/initialized answered {}", response.status()).into());
     }
     response.into_body().collect().await?;
-    let get = Request::get(PATH)
+    let get = Request::get(path)
         .header(http::header::HOST, gateway.to_string())
         .header(http::header::ACCEPT, "text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
@@ -497,6 +524,28 @@ impl Server {
             .arg(&path)
             .arg("-e")
             .arg("stderr")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()?;
+        Self::listening(child, addr)
+    }
+
+    /// The Rust `mcp-proxy` with the upstream as its one HTTP backend, as
+    /// `benches/e2e.rs` runs it.
+    fn mcp_proxy(program: &Path, dir: &Path, upstream: SocketAddr) -> Result<Self> {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let config = format!(
+            "[proxy]\nname = \"idle\"\nseparator = \"/\"\n\n[proxy.listen]\nhost = \"{}\"\nport = {}\n\n\
+             [[backends]]\nname = \"up\"\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n\n\
+             [observability]\nlog_level = \"warn\"\n",
+            addr.ip(),
+            addr.port()
+        );
+        let path = dir.join("mcp-proxy.toml");
+        std::fs::write(&path, config)?;
+        let child = Command::new(program)
+            .arg("--config")
+            .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
