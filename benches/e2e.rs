@@ -70,7 +70,7 @@
 //! The alternatives serve calls only inside MCP sessions: each connection of the load
 //! generator opens one first (`initialize`, `notifications/initialized`) and sends its
 //! `Mcp-Session-Id`. A target whose first calls come at hundreds a second rather than tens
-//! of thousands (ContextForge) runs slices of at most 5 seconds' worth of calls, and a
+//! of thousands (ContextForge) runs slices of at most 10 seconds' worth of calls, and a
 //! target that cannot answer 1.25 times the open loop's rate is left out of the open loop.
 //!
 //! Every answer is checked (status, the echoed text), and at the end the upstream's count
@@ -810,16 +810,18 @@ async fn drive(settings: &Settings, targets: &[Target], procs: &Procs) -> Result
     let mut pools = Vec::new();
     for target in targets {
         let mut pool = Pool::connect(Arc::new(target.clone()), settings.connections).await?;
-        // Warm-up: upstream connections pooled, allocators and caches settled. Its first
-        // calls tell how fast the target is: a slice of a slow one (hundreds of calls per
-        // second, not tens of thousands) holds at most SLOW_SLICE of its calls.
+        // Warm-up: upstream connections pooled, allocators and caches settled. It tells
+        // how fast the target is, warm: a slice of a slow one (hundreds of calls per
+        // second, not tens of thousands) holds at most SLOW_SLICE of its calls. Its first
+        // calls, cold, only bound the rest of the warm-up.
         let warm = (settings.requests / 10).clamp(100, 2_000);
         let first = pool.closed_loop(100, &text).await?;
         first.check()?;
-        pool.slice_cap = slice_cap(first.requests, first.elapsed);
-        pool.closed_loop(warm.min(pool.slice_cap), &text)
-            .await?
-            .check()?;
+        let rest = pool
+            .closed_loop(warm.min(slice_cap(first.requests, first.elapsed)), &text)
+            .await?;
+        rest.check()?;
+        pool.slice_cap = slice_cap(rest.requests, rest.elapsed);
         pools.push(pool);
     }
 
@@ -837,7 +839,7 @@ async fn drive(settings: &Settings, targets: &[Target], procs: &Procs) -> Result
 }
 
 /// The longest a slice of a slow target runs (at the rate of its first calls).
-const SLOW_SLICE: Duration = Duration::from_secs(5);
+const SLOW_SLICE: Duration = Duration::from_secs(10);
 /// An open loop needs a target that answers this many times its rate, closed-loop.
 const OPEN_LOOP_HEADROOM: f64 = 1.25;
 

@@ -267,7 +267,7 @@ fn page(
     if !fewer.is_empty() {
         writeln!(
             md,
-            "A system that answers only hundreds of calls a second runs slices of at most 5 \
+            "A system that answers only hundreds of calls a second runs slices of at most 10 \
              seconds, so fewer calls than {}: {}. It is left out of the open loop when it \
              answers fewer than 1.25 times the open loop's rate.",
             runs.requests,
