@@ -710,7 +710,9 @@ fn spawn_contextforge(
             "--username",
             admin,
         ])
-        .args(["--exp", "10080", "--secret", &secret])
+        // `=`: a URL-safe base64 secret may begin with `-`, which argparse takes for an
+        // option.
+        .args(["--exp", "10080", &format!("--secret={secret}")])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(&home)
         .stderr(Stdio::null())
