@@ -109,6 +109,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpStream;
 
+#[path = "support/mcp_proxy.rs"]
+mod mcp_proxy;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 type Sender = SendRequest<Full<Bytes>>;
@@ -753,13 +756,7 @@ fn spawn_mcp_proxy(
     settings: &Settings,
 ) -> Result<(ChildGuard, SocketAddr)> {
     let addr = free_port()?;
-    let config = format!(
-        "[proxy]\nname = \"bench\"\nseparator = \"/\"\n\n[proxy.listen]\nhost = \"{}\"\nport = {}\n\n\
-         [[backends]]\nname = \"up\"\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n\n\
-         [observability]\nlog_level = \"warn\"\n",
-        addr.ip(),
-        addr.port()
-    );
+    let config = mcp_proxy::config(addr, upstream);
     let path = dir.join("mcp-proxy.toml");
     std::fs::write(&path, config)?;
     let mut command = server_command(settings, program, Role::Proxy);

@@ -44,6 +44,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "support/mcp_proxy.rs"]
+mod mcp_proxy;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
 
@@ -534,13 +537,7 @@ impl Server {
     /// `benches/e2e.rs` runs it.
     fn mcp_proxy(program: &Path, dir: &Path, upstream: SocketAddr) -> Result<Self> {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let config = format!(
-            "[proxy]\nname = \"idle\"\nseparator = \"/\"\n\n[proxy.listen]\nhost = \"{}\"\nport = {}\n\n\
-             [[backends]]\nname = \"up\"\ntransport = \"http\"\nurl = \"http://{upstream}/mcp\"\n\n\
-             [observability]\nlog_level = \"warn\"\n",
-            addr.ip(),
-            addr.port()
-        );
+        let config = mcp_proxy::config(addr, upstream);
         let path = dir.join("mcp-proxy.toml");
         std::fs::write(&path, config)?;
         let child = Command::new(program)
