@@ -728,17 +728,16 @@ fn spawn_contextforge(
     let registration =
         json!({ "name": "up", "url": format!("http://{upstream}/mcp"), "transport": "STREAMABLEHTTP" })
             .to_string();
-    let mut tcp = StdTcpStream::connect(addr)?;
-    write!(
-        tcp,
-        "POST /v1/gateways HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{registration}",
-        registration.len()
-    )?;
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer)?;
-    let (status, body) = parse_response(&answer)?
-        .ok_or("ContextForge's answer to the registration was cut short")?;
+    let (status, body) = exchange_once(
+        addr,
+        &format!(
+            "POST /v1/gateways HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n\
+             {registration}",
+            registration.len()
+        ),
+    )
+    .map_err(|e| format!("ContextForge's registration of the upstream: {e}"))?;
     if !status.is_success() {
         let shown = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         return Err(format!("ContextForge refused the upstream: {status} {shown}").into());
@@ -779,19 +778,25 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// How many echo calls the upstream answered (its `GET /calls`).
 fn upstream_calls(upstream: SocketAddr) -> Result<usize> {
-    let mut tcp = StdTcpStream::connect(upstream)?;
-    write!(
-        tcp,
-        "GET /calls HTTP/1.1\r\nhost: {upstream}\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer)?;
-    let (status, body) =
-        parse_response(&answer)?.ok_or("the upstream's /calls answer was cut short")?;
+    let (status, body) = exchange_once(
+        upstream,
+        &format!("GET /calls HTTP/1.1\r\nhost: {upstream}\r\nconnection: close\r\n\r\n"),
+    )
+    .map_err(|e| format!("the upstream's /calls: {e}"))?;
     if status != StatusCode::OK {
         return Err(format!("the upstream's /calls answered {status}").into());
     }
     Ok(String::from_utf8_lossy(&body).trim().parse()?)
+}
+
+/// Sends one whole request (`Connection: close`) over a connection of its own and reads
+/// the answer to its end.
+fn exchange_once(addr: SocketAddr, request: &str) -> Result<(StatusCode, Vec<u8>)> {
+    let mut tcp = StdTcpStream::connect(addr)?;
+    tcp.write_all(request.as_bytes())?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer)?;
+    Ok(parse_response(&answer)?.ok_or("the answer was cut short")?)
 }
 
 /// `target/bench-e2e.json`, next to the gateway binary's profile directory.
@@ -2531,6 +2536,8 @@ impl Report {
                 "payload_bytes": settings.payload,
                 "gateway_log_level": settings.log_level,
                 "open_loop_rate": self.rate,
+                "slow_slice_s": SLOW_SLICE.as_secs_f64(),
+                "open_loop_headroom": OPEN_LOOP_HEADROOM,
                 "clk_tck": clk_tck,
                 "cpus": settings.cpus,
                 "pinned": settings.pin.map(|p| json!({ "loadgen_cpu": p.loadgen, "upstream_cpu": p.upstream, "proxy_cpu": p.proxy })),

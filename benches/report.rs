@@ -66,6 +66,10 @@ struct Runs {
     calls: BTreeMap<u64, (u64, u64)>,
     rounds: u64,
     requests: u64,
+    /// The longest slice of a slow system, seconds, and the share of the open loop's rate
+    /// a system must answer to run it (the e2e bench's settings).
+    slow_slice_s: f64,
+    open_loop_headroom: f64,
 }
 
 impl Runs {
@@ -128,6 +132,12 @@ impl Runs {
         self.requests = summary["settings"]["requests_per_phase"]
             .as_u64()
             .unwrap_or(0);
+        self.slow_slice_s = summary["settings"]["slow_slice_s"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        self.open_loop_headroom = summary["settings"]["open_loop_headroom"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         Ok(())
     }
 
@@ -267,11 +277,13 @@ fn page(
     if !fewer.is_empty() {
         writeln!(
             md,
-            "A system that answers only hundreds of calls a second runs slices of at most 10 \
+            "A system that answers only hundreds of calls a second runs slices of at most {} \
              seconds, so fewer calls than {}: {}. It is left out of the open loop when it \
-             answers fewer than 1.25 times the open loop's rate.",
+             answers fewer than {} times the open loop's rate.",
+            runs.slow_slice_s,
             runs.requests,
-            fewer.join(", ")
+            fewer.join(", "),
+            runs.open_loop_headroom
         )?;
         writeln!(md)?;
     }
@@ -650,7 +662,10 @@ fn smoke() -> Result<()> {
         slow["requests"] = json!(40);
         rows.push(slow);
         let summary = json!({
-            "settings": { "open_loop_rate": 1000.0, "rounds": 3, "requests_per_phase": 100 },
+            "settings": {
+                "open_loop_rate": 1000.0, "rounds": 3, "requests_per_phase": 100,
+                "slow_slice_s": 10.0, "open_loop_headroom": 1.25,
+            },
             "rows": rows,
             "peak_rss_kib": { "nginx": 4096, "portcullis": 20480 },
             "upstream_calls": { "answered": 600, "reached": 600 },
@@ -677,7 +692,9 @@ fn smoke() -> Result<()> {
         "- idle event stream: 30.0 KiB (goal ≤ 20) — **missed**",
         "| portcullis | 20 | 15.0 | 15.0 | 20 | 15.0 | 30.0 | 21.8 | not within a minute (+45 %) |",
         "| 8 | contextforge | 1250 | 1.00 | 3200.0 | 200.00× |",
-        "fewer calls than 100: `contextforge` 40 at 1, `contextforge` 40 at 8.",
+        "runs slices of at most 10 seconds, so fewer calls than 100: `contextforge` 40 at 1, \
+         `contextforge` 40 at 8. It is left out of the open loop when it answers fewer than \
+         1.25 times",
     ];
     for line in expected {
         if !page.contains(line) {
