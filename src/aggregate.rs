@@ -36,6 +36,7 @@ use http::{HeaderValue, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::error::jsonrpc_result_response;
 use crate::mcp::answer::reply;
 use crate::mcp::headers::{
     LAST_EVENT_ID, MCP_NAME, MCP_PROTOCOL_VERSION, MCP_SESSION_ID, X_ACCEL_BUFFERING, encode_value,
@@ -444,7 +445,7 @@ impl Aggregate {
         match method {
             "initialize" => self.initialize(&parts, id, &body).await,
             "server/discover" => self.discover(&parts, id, &body).await,
-            "ping" => crate::error::jsonrpc_result_response(id.as_ref(), &json!({})),
+            "ping" => jsonrpc_result_response(id.as_ref(), &json!({})),
             "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
                 self.list(&parts, composite, id, method, params).await
             }
@@ -487,7 +488,7 @@ impl Aggregate {
                 let legs = self.legs(composite);
                 let sent = legs.iter().map(|&leg| self.send(&parts, leg, body.clone()));
                 futures_util::future::join_all(sent).await;
-                crate::error::jsonrpc_result_response(id.as_ref(), &json!({}))
+                jsonrpc_result_response(id.as_ref(), &json!({}))
             }
             other => json_error(
                 StatusCode::OK,
@@ -588,7 +589,7 @@ impl Aggregate {
         if !instructions.is_empty() {
             result["instructions"] = Value::String(instructions.join("\n\n"));
         }
-        let mut response = crate::error::jsonrpc_result_response(id.as_ref(), &result);
+        let mut response = jsonrpc_result_response(id.as_ref(), &result);
         let any_session = composite.upstreams.iter().any(|(_, s, _)| s.is_some());
         if any_session {
             let encoded = composite
@@ -714,7 +715,7 @@ impl Aggregate {
                 json!({ "name": "portcullis", "version": env!("CARGO_PKG_VERSION") }),
             );
         }
-        crate::error::jsonrpc_result_response(id.as_ref(), &Value::Object(result))
+        jsonrpc_result_response(id.as_ref(), &Value::Object(result))
     }
 
     async fn list(
@@ -897,8 +898,7 @@ impl Aggregate {
         if !unavailable.is_empty() {
             result.insert("_meta".to_owned(), json!({ UNAVAILABLE_META: unavailable }));
         }
-        let mut response =
-            crate::error::jsonrpc_result_response(id.as_ref(), &Value::Object(result));
+        let mut response = jsonrpc_result_response(id.as_ref(), &Value::Object(result));
         Exchange::of(&mut response).unavailable = left_out;
         response
     }
